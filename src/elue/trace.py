@@ -1,0 +1,68 @@
+"""The `modules` column (spec §2): "(10),emb; (10,768),layer_1" <-> [("emb", (10,)), ("layer_1", (10, 768))].
+
+A trace is the ordered list of module calls one example went through. Each call is
+`(<input shape without batch dim>),<name>`; calls are separated by `;`, spaces around separators allowed.
+"""
+
+from __future__ import annotations
+
+import re
+
+Shape = tuple[int, ...]
+Call = tuple[str, Shape]  # (module name, input shape)
+
+# one call: "(d1,d2,...),name" with optional spaces; names are module_list keys (no ; , ( ) or spaces)
+_CALL = re.compile(r"^\(\s*(?P<shape>[^()]*?)\s*\)\s*,\s*(?P<name>[^\s;,()]+)$")
+_DIM = re.compile(r"^[0-9]+$")
+
+
+class TraceError(ValueError):
+    """A malformed `modules` value. The message says which call and what is wrong."""
+
+
+def parse_trace(text: str) -> list[Call]:
+    """Parse a `modules` value into [(name, shape), ...]. Raises TraceError on anything malformed."""
+    if text is None or not text.strip():
+        raise TraceError("empty modules value: every example must list at least one module call")
+    calls: list[Call] = []
+    for pos, raw in enumerate(text.split(";"), start=1):
+        part = raw.strip()
+        if not part:
+            raise TraceError(f"call {pos} is empty (stray ';'?)")
+        m = _CALL.match(part)
+        if m is None:
+            raise TraceError(f"call {pos} {part!r} is not of the form '(<shape>),<name>', e.g. '(10,768),layer_1'")
+        dims = [d.strip() for d in m.group("shape").split(",")] if m.group("shape").strip() else []
+        if not dims:
+            raise TraceError(f"call {pos} {part!r} has an empty shape")
+        for d in dims:
+            if not _DIM.match(d):
+                raise TraceError(f"call {pos} {part!r}: shape dimension {d!r} is not a non-negative integer")
+        shape = tuple(int(d) for d in dims)
+        if any(d == 0 for d in shape):
+            raise TraceError(f"call {pos} {part!r}: shape dimensions must be positive")
+        calls.append((m.group("name"), shape))
+    return calls
+
+
+def format_shape(shape: Shape) -> str:
+    return "(" + ",".join(str(int(d)) for d in shape) + ")"
+
+
+def format_trace(calls: list[Call] | tuple[Call, ...]) -> str:
+    """Inverse of parse_trace: [("emb", (10,)), ...] -> "(10),emb; ..."."""
+    if not calls:
+        raise TraceError("cannot write an empty trace")
+    return "; ".join(f"{format_shape(shape)},{name}" for name, shape in calls)
+
+
+def parse_shape(text: str) -> Shape:
+    """"24,768" or "(24,768)" -> (24, 768), for command lines."""
+    body = text.strip().strip("()")
+    try:
+        shape = tuple(int(d) for d in body.split(",") if d.strip())
+    except ValueError:
+        raise TraceError(f"shape {text!r} is not a comma-separated list of integers") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise TraceError(f"shape {text!r} must have at least one positive dimension")
+    return shape
