@@ -1,0 +1,133 @@
+"""Task metrics (spec §1): accuracy, F1 of class 1, Pearson/Spearman, and the per-task composites.
+
+`compute_metrics(task, y_true, y_pred)` returns percentage points (×100):
+``{"performance": ..., <part>: ...}``; the parts a metric reports are declared in `METRICS`.
+Which metric a task uses is a task fact (`Task.metric`), never decided here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import f1_score
+
+from elue.tasks import Task, get_task
+
+
+def _as_1d(values, name: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def _check_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    t = _as_1d(y_true, "y_true")
+    p = _as_1d(y_pred, "y_pred")
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {t.shape[0]} vs {p.shape[0]}")
+    if t.shape[0] == 0:
+        raise ValueError("cannot compute a metric on zero examples")
+    return t, p
+
+
+def accuracy(y_true, y_pred) -> float:
+    """Fraction of exact matches, in [0, 1]."""
+    t, p = _check_pair(y_true, y_pred)
+    return float(np.mean(t == p))
+
+
+def f1(y_true, y_pred, positive: int = 1) -> float:
+    """F1 of the class `positive` (MRPC: class 1, 'equivalent'), in [0, 1]; 0 when undefined."""
+    t, p = _check_pair(y_true, y_pred)
+    return float(f1_score(t, p, pos_label=positive, average="binary", zero_division=0.0))
+
+
+def _correlation(fn, y_true, y_pred) -> float:
+    t, p = _check_pair(y_true, y_pred)
+    t = t.astype(np.float64)
+    p = p.astype(np.float64)
+    # a constant side has no correlation; report 0 rather than NaN (a constant predictor earns nothing)
+    if t.shape[0] < 2 or np.all(t == t[0]) or np.all(p == p[0]):
+        return 0.0
+    r = float(fn(t, p)[0])
+    return 0.0 if math.isnan(r) else r
+
+
+def pearson(y_true, y_pred) -> float:
+    """Pearson correlation in [-1, 1] (0 when either side is constant)."""
+    return _correlation(stats.pearsonr, y_true, y_pred)
+
+
+def spearman(y_true, y_pred) -> float:
+    """Spearman rank correlation in [-1, 1] (0 when either side is constant)."""
+    return _correlation(stats.spearmanr, y_true, y_pred)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A task metric: named parts (each in [0, 1] or [-1, 1]) and performance = mean of the parts."""
+
+    name: str
+    parts: dict[str, Callable[[np.ndarray, np.ndarray], float]]
+    description: str
+
+    @property
+    def part_names(self) -> tuple[str, ...]:
+        return tuple(self.parts)
+
+    def __call__(self, y_true, y_pred) -> dict[str, float]:
+        values = {k: 100.0 * fn(y_true, y_pred) for k, fn in self.parts.items()}
+        out = {"performance": float(np.mean(list(values.values())))}
+        out.update(values)
+        return out
+
+
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric("accuracy", {"accuracy": accuracy}, "accuracy"),
+    "acc_and_f1": Metric("acc_and_f1", {"accuracy": accuracy, "f1": f1}, "(accuracy + F1 of class 1) / 2"),
+    "pearson_and_spearman": Metric(
+        "pearson_and_spearman", {"pearson": pearson, "spearman": spearman}, "(Pearson + Spearman) / 2"
+    ),
+}
+
+
+def get_metric(task: str | Task) -> Metric:
+    t = get_task(task) if isinstance(task, str) else task
+    try:
+        return METRICS[t.metric]
+    except KeyError:
+        raise KeyError(
+            f"task {t.name!r} uses unknown metric {t.metric!r}; known: {', '.join(METRICS)}"
+        ) from None
+
+
+def compute_metrics(task: str | Task, y_true, y_pred) -> dict[str, float]:
+    """{"performance": ×100, plus each part ×100} for `task`'s metric.
+
+    Classification inputs are compared as integers; regression inputs as floats.
+    """
+    t = get_task(task) if isinstance(task, str) else task
+    metric = get_metric(t)
+    yt, yp = _check_pair(y_true, y_pred)
+    if t.is_regression:
+        yt, yp = yt.astype(np.float64), yp.astype(np.float64)
+    else:
+        yt, yp = _as_class_ids(yt, "y_true"), _as_class_ids(yp, "y_pred")
+    return metric(yt, yp)
+
+
+def _as_class_ids(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.dtype.kind in "iub":
+        return arr.astype(np.int64)
+    try:
+        f = arr.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}") from None
+    if not np.all(np.isfinite(f)) or not np.all(f == np.round(f)):
+        raise ValueError(f"{name} must hold integer class ids; found non-integral values")
+    return f.astype(np.int64)

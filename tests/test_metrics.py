@@ -1,0 +1,82 @@
+"""Metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from elue.metrics import METRICS, accuracy, compute_metrics, f1, get_metric, pearson, spearman
+from elue.tasks import TASKS
+
+
+def test_every_task_metric_is_registered():
+    for task in TASKS.values():
+        assert task.metric in METRICS
+        assert get_metric(task) is METRICS[task.metric]
+
+
+def test_parts_declared():
+    assert METRICS["accuracy"].part_names == ("accuracy",)
+    assert METRICS["acc_and_f1"].part_names == ("accuracy", "f1")
+    assert METRICS["pearson_and_spearman"].part_names == ("pearson", "spearman")
+
+
+def test_accuracy_by_hand():
+    assert accuracy([0, 1, 1, 0], [0, 1, 0, 0]) == 0.75
+    out = compute_metrics("sst-2", [0, 1, 1, 0], [0, 1, 0, 0])
+    assert out == {"performance": 75.0, "accuracy": 75.0}
+
+
+def test_f1_class_1_by_hand():
+    # tp=2, fp=1, fn=1 -> precision 2/3, recall 2/3, F1 2/3
+    y = [1, 1, 1, 0, 0]
+    p = [1, 1, 0, 1, 0]
+    assert f1(y, p) == pytest.approx(2 / 3)
+    out = compute_metrics("mrpc", y, p)
+    assert out["accuracy"] == pytest.approx(60.0)
+    assert out["f1"] == pytest.approx(200 / 3)
+    assert out["performance"] == pytest.approx((60.0 + 200 / 3) / 2)
+
+
+def test_f1_no_positive_predictions_is_zero():
+    assert f1([1, 0], [0, 0]) == 0.0
+
+
+def test_pearson_spearman_by_hand():
+    y = [1.0, 2.0, 3.0, 4.0]
+    p = [1.0, 3.0, 2.0, 4.0]
+    # Spearman: d = (0, 1, -1, 0) -> 1 - 6*2/(4*15) = 0.8; Pearson equals it here (ranks == values)
+    assert spearman(y, p) == pytest.approx(0.8)
+    assert pearson(y, p) == pytest.approx(0.8)
+    # Pearson differs from Spearman for a monotone non-linear map
+    q = [1.0, 2.0, 3.0, 10.0]
+    assert spearman(y, q) == pytest.approx(1.0)
+    r = np.corrcoef(y, q)[0, 1]
+    assert pearson(y, q) == pytest.approx(r)
+    out = compute_metrics("sts-b", y, q)
+    assert out["pearson"] == pytest.approx(100 * r)
+    assert out["spearman"] == pytest.approx(100.0)
+    assert out["performance"] == pytest.approx((100 * r + 100) / 2)
+
+
+def test_constant_prediction_correlation_is_zero():
+    assert pearson([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]) == 0.0
+    assert spearman([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]) == 0.0
+    assert not math.isnan(compute_metrics("sts-b", [1, 2, 3], [2, 2, 2])["performance"])
+
+
+def test_snli_three_classes():
+    assert compute_metrics("snli", [0, 1, 2, 2], [0, 2, 2, 1])["performance"] == 50.0
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="differ in length"):
+        compute_metrics("sst-2", [0, 1], [0])
+    with pytest.raises(ValueError, match="zero examples"):
+        compute_metrics("sst-2", [], [])
+    with pytest.raises(ValueError, match="integer class ids"):
+        compute_metrics("sst-2", [0, 1], [0.5, 1.0])
+    # integral floats are fine for classes
+    assert compute_metrics("sst-2", [0, 1], [0.0, 1.0])["accuracy"] == 100.0

@@ -1,0 +1,207 @@
+"""Test files (spec §2): reading, strict validation, writing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from elue.testfile import TestFile, TestFileError, read_test_file, write_test_file
+
+FIXTURES = Path(__file__).parent / "fixtures" / "testfiles"
+T1 = "(10),emb; (10,768),layer_1; (768),exit_1"
+T2 = "(7),emb; (7,768),layer_1; (768),exit_1; (7,768),layer_2; (768),exit_2"
+NAMES = {"emb", "layer_1", "exit_1", "layer_2", "exit_2"}
+
+
+def _file(
+    tmp_path, body: str, header: str = "index\tpred\tmodules\n", name="t.tsv", raw: bytes | None = None
+):
+    p = tmp_path / name
+    if raw is not None:
+        p.write_bytes(raw)
+    else:
+        p.write_text(header + body, encoding="utf-8", newline="")
+    return p
+
+
+def _error(path, task="sst-2", **kw) -> TestFileError:
+    with pytest.raises(TestFileError) as e:
+        read_test_file(path, task, **kw)
+    assert str(path) in str(e.value)
+    return e.value
+
+
+def test_read_fixture():
+    tf = read_test_file(FIXTURES / "sst2_small.tsv", "sst-2", test_indices=[0, 1, 2], module_names=NAMES)
+    assert isinstance(tf, TestFile) and len(tf) == 3
+    assert tf.index.dtype == np.int64 and tf.index.tolist() == [0, 1, 2]
+    assert tf.pred.dtype == np.int64 and tf.pred.tolist() == [1, 0, 1]
+    assert tf.trace_ids.dtype == np.int32 and tf.trace_ids.tolist() == [0, 1, 0]
+    assert len(tf.traces) == 2
+    assert tf.traces[0] == (("emb", (10,)), ("layer_1", (10, 768)), ("exit_1", (768,)))
+    assert tf.trace(1)[-1] == ("exit_2", (768,))
+    assert tf.trace_strings()[0] == T1
+    assert tf.trace_counts().tolist() == [2, 1]
+    assert tf.pred_for([2, 1, 0]).tolist() == [1, 0, 1]
+    with pytest.raises(KeyError, match="index 9"):
+        tf.pred_for([9])
+
+
+def test_bom_crlf_spaces_and_trailing_blank_lines(tmp_path):
+    body = (
+        f"index\tpred\tmodules\r\n 3 \t 1 \t{T1}\r\n4\t0\t(10),emb ;(10,768), layer_1;(768),exit_1\r\n\r\n\n"
+    )
+    p = _file(tmp_path, "", raw=b"\xef\xbb\xbf" + body.encode())
+    tf = read_test_file(p, "sst-2", module_names=NAMES)
+    assert tf.index.tolist() == [3, 4] and tf.pred.tolist() == [1, 0]
+    # two spellings of one trace are one distinct trace
+    assert len(tf.traces) == 1 and tf.trace_ids.tolist() == [0, 0]
+
+
+def test_integral_float_class_accepted(tmp_path):
+    tf = read_test_file(_file(tmp_path, f"0\t1.0\t{T1}\n1\t0e0\t{T1}\n"), "sst-2")
+    assert tf.pred.tolist() == [1, 0] and tf.pred.dtype == np.int64
+
+
+def test_regression(tmp_path):
+    tf = read_test_file(_file(tmp_path, f"0\t2.5\t{T1}\n1\t4\t{T1}\n2\t-0.25\t{T1}\n"), "sts-b")
+    assert tf.pred.dtype == np.float64 and tf.pred.tolist() == [2.5, 4.0, -0.25]
+    e = _error(_file(tmp_path, f"0\tnan\t{T1}\n1\tinf\t{T1}\n2\tabc\t{T1}\n"), "sts-b")
+    assert [line for line, _ in e.problems] == [2, 3, 4]
+    assert "not a finite number" in str(e) and "'abc' is not a number" in str(e)
+
+
+def test_empty_file(tmp_path):
+    assert "empty" in str(_error(_file(tmp_path, "", header="")))
+    assert "empty" in str(_error(_file(tmp_path, "", raw=b"\xef\xbb\xbf\n  \n")))
+    e = _error(_file(tmp_path, ""), test_indices=[0, 1])
+    assert "no rows" in str(e) and "all 2 test indices are missing" in str(e)
+
+
+def test_wrong_header(tmp_path):
+    e = _error(_file(tmp_path, f"0\t1\t{T1}\n", header="idx\tpred\tmodules\n"))
+    assert e.problems[0][0] == 1 and "header" in e.problems[0][1]
+    e = _error(_file(tmp_path, "0,1,x\n", header="index,pred,modules\n"))
+    assert "tab-separated" in str(e)
+
+
+def test_row_problems_all_reported_with_lines(tmp_path):
+    body = (
+        f"0\t1\t{T1}\n"  # 2 ok
+        f"1\t1\n"  # 3 column count
+        f"x\t1\t{T1}\n"  # 4 index not int
+        f"0\t1\t{T1}\n"  # 5 duplicate
+        f"2\t2\t{T1}\n"  # 6 label outside
+        f"3\t0.5\t{T1}\n"  # 7 float class
+        f"4\t1\t(10),emb;;\n"  # 8 malformed trace
+        f"5\t1\t(10),embed\n"  # 9 unknown module
+        f"6\t\t{T1}\n"  # 10 missing pred
+        f"\t1\t{T1}\n"  # 11 missing index
+        "\n"  # 12 empty line
+        f"7\t1\t{T1}\n"  # 13 ok
+    )
+    e = _error(_file(tmp_path, body), module_names=NAMES)
+    lines = {line: msg for line, msg in e.problems}
+    assert sorted(lines) == [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    assert "found 2" in lines[3]
+    assert "'x' is not an integer" in lines[4]
+    assert "duplicate index 0 (first on line 2)" in lines[5]
+    assert "outside the task's labels 0..1" in lines[6]
+    assert "'0.5' is not a class id" in lines[7]
+    assert "bad modules value" in lines[8] and "empty" in lines[8]
+    assert "unknown module name 'embed'" in lines[9] and "exit_1, exit_2" in lines[9]
+    assert "missing pred" in lines[10]
+    assert "missing index" in lines[11]
+    assert "empty line" in lines[12]
+    assert str(e).count("\n  line ") == 10
+
+
+def test_snli_labels(tmp_path):
+    assert read_test_file(_file(tmp_path, f"0\t2\t{T1}\n"), "snli").pred.tolist() == [2]
+    assert "0..1" in str(_error(_file(tmp_path, f"0\t2\t{T1}\n"), "scitail"))
+    assert "0..2" in str(_error(_file(tmp_path, f"0\t-1\t{T1}\n"), "snli"))
+
+
+def test_test_set_membership(tmp_path):
+    p = _file(tmp_path, f"0\t1\t{T1}\n1\t1\t{T1}\n99\t0\t{T1}\n")
+    e = _error(p, test_indices=np.arange(30))
+    assert (4, "index 99 is not in the sst-2 test set") in e.problems
+    missing = [m for line, m in e.problems if line is None]
+    assert missing and "28 of 30 test indices are missing, e.g. 2, 3, 4" in missing[0]
+
+
+def test_problem_cap(tmp_path):
+    body = "".join(f"{i}\t7\t{T1}\n" for i in range(50))
+    e = _error(_file(tmp_path, body))
+    assert len(e.problems) == 20 and e.more == 30 and "and 30 more" in str(e)
+    assert "50 problems" in str(e)
+
+
+def test_bad_utf8(tmp_path):
+    raw = b"index\tpred\tmodules\n0\t1\t" + T1.encode() + b"\n1\t\xff\t" + T1.encode() + b"\n"
+    e = _error(_file(tmp_path, "", raw=raw))
+    assert e.problems == [(3, "not valid UTF-8")]
+
+
+def test_missing_file(tmp_path):
+    assert "cannot read" in str(_error(tmp_path / "nope.tsv"))
+
+
+def test_write_read_roundtrip(tmp_path):
+    calls = [("emb", (5,)), ("layer_1", (5, 384))]
+    p = write_test_file(
+        tmp_path / "sub" / "out.tsv",
+        [2, 0, 1],
+        [1, 0, 1],
+        [T1, calls, " (10),emb ;(10,768),layer_1;(768),exit_1 "],
+    )
+    text = p.read_text()
+    assert text.splitlines()[0] == "index\tpred\tmodules"
+    assert text.splitlines()[2] == "0\t0\t(5),emb; (5,384),layer_1"
+    tf = read_test_file(p, "sst-2", test_indices=[0, 1, 2])
+    assert tf.index.tolist() == [2, 0, 1]
+    assert len(tf.traces) == 2 and tf.trace_ids.tolist() == [0, 1, 0]
+    # floats keep full precision
+    x = [0.1, 1 / 3, 4.999999999]
+    p2 = write_test_file(tmp_path / "r.tsv", np.arange(3), np.array(x), [T1] * 3)
+    assert read_test_file(p2, "sts-b").pred.tolist() == x
+
+
+def test_write_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="differ in length"):
+        write_test_file(tmp_path / "a.tsv", [0, 1], [1], [T1, T1])
+    with pytest.raises(ValueError, match="duplicates"):
+        write_test_file(tmp_path / "a.tsv", [0, 0], [1, 1], [T1, T1])
+    with pytest.raises(ValueError, match="row 1"):
+        write_test_file(tmp_path / "a.tsv", [0, 1], [1, 1], [T1, "(x),emb"])
+    with pytest.raises(ValueError, match="non-finite"):
+        write_test_file(tmp_path / "a.tsv", [0], [float("nan")], [T1])
+
+
+def test_reading_25k_rows_is_fast(tmp_path):
+    n = 25_000
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 512, size=n)
+    exits = rng.integers(1, 13, size=n)
+    modules = []
+    for length, k in zip(lengths.tolist(), exits.tolist(), strict=True):
+        calls = [("emb", (length,))]
+        for i in range(1, k + 1):
+            calls += [(f"layer_{i}", (length, 768)), (f"exit_{i}", (768,))]
+        modules.append(calls)
+    p = write_test_file(tmp_path / "imdb.tsv", np.arange(n), rng.integers(0, 2, size=n), modules)
+    names = {"emb"} | {f"layer_{i}" for i in range(1, 13)} | {f"exit_{i}" for i in range(1, 13)}
+    start = time.perf_counter()
+    tf = read_test_file(p, "imdb", test_indices=np.arange(n), module_names=names)
+    elapsed = time.perf_counter() - start
+    assert len(tf) == n and len(tf.traces) > 1000
+    assert elapsed < 0.5, f"reading 25k rows took {elapsed:.2f}s"
+
+
+def test_trace_error_names_position(tmp_path):
+    e = _error(_file(tmp_path, f"0\t1\t{T1}\n1\t1\t(10),emb; (10,x),layer_1\n2\t1\t\n"))
+    assert e.problems[0][0] == 3 and "call 2" in e.problems[0][1] and "'x'" in e.problems[0][1]
+    assert e.problems[1][0] == 4 and "empty modules value" in e.problems[1][1]
