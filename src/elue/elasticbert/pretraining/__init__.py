@@ -1,0 +1,16 @@
+"""ElasticBERT pre-training: multi-exit MLM + SOP with gradient equilibrium and grouped training, on
+Hugging Face Accelerate (one CPU, one GPU, many GPUs, many nodes).
+
+    config.py                 PretrainConfig: every setting of a run (YAML/JSON + key=value overrides)
+    data.py                   raw text -> documents -> SOP pairs -> dynamic MLM masks (streaming, sharded)
+    modeling_pretraining.py   ElasticBertForPreTraining (heads per exit), ElasticBertForMaskedLM
+    optim.py                  AdamW / LAMB, warm-up and decay
+    trainer.py                the training loop: grouped steps, accumulation, checkpoints, exact resume, logs
+
+`elue pretrain --config FILE [key=value ...]` runs `trainer.pretrain`. See docs/pretraining.md.
+Heavy modules are not imported here.
+"""
+
+from .config import PretrainConfig, default_exit_groups
+
+__all__ = ["PretrainConfig", "default_exit_groups"]

@@ -1,0 +1,145 @@
+"""The settings of a pre-training run: one flat dataclass, read from YAML or JSON, with `key=value`
+overrides from the command line (`model_config.hidden_size=64`, `exit_groups=[[1,2],[2]]`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class PretrainConfig:
+    # ---- model -------------------------------------------------------------------------------
+    #: an ElasticBERT checkpoint (or a BERT one, converted on load) to continue from; None = new model
+    model_name_or_path: str | None = None
+    #: ElasticBertConfig keyword arguments for a new model (or overrides of the loaded config)
+    model_config: dict[str, Any] = field(default_factory=dict)
+    #: tokenizer (a fast one); defaults to model_name_or_path
+    tokenizer_name_or_path: str | None = None
+    #: exit groups, 1-based layer numbers; one group is optimised per step, in turn.
+    #: "default" = odd layers + top and even layers + top ({1,3,..,11,12},{2,4,..,12} for 12 layers);
+    #: None or [] = every exit on every step (no grouped training)
+    exit_groups: Any = "default"
+    gradient_equilibrium: bool = True
+    sop_weight: float = 1.0
+
+    # ---- data --------------------------------------------------------------------------------
+    #: local text files (documents separated by blank lines; one or more sentences a line)
+    train_files: list[str] = field(default_factory=list)
+    #: Hugging Face datasets, each "id", "id:config" or {"path":..,"name":..,"split":..,"text_column":..}
+    hub_datasets: list[Any] = field(default_factory=list)
+    text_column: str = "text"
+    #: held-out local text files for the per-exit evaluation
+    eval_files: list[str] = field(default_factory=list)
+    eval_examples: int = 256
+    max_seq_length: int = 128
+    #: probability of a shorter target length (ALBERT/BERT short_seq_prob)
+    short_seq_prob: float = 0.1
+    mlm_probability: float = 0.15
+    #: independent data streams; the global batch takes an equal share of each. Results are identical
+    #: for every number of processes that divides it. None = number of processes.
+    num_data_shards: int | None = None
+    shuffle_buffer: int = 0
+    #: documents tokenised per call of the (Rust, multi-threaded) fast tokenizer
+    tokenize_batch_docs: int = 256
+
+    # ---- optimisation ------------------------------------------------------------------------
+    seed: int = 42
+    per_device_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    max_steps: int = 1000
+    optimizer: str = "adamw"  # adamw | lamb
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-6
+    max_grad_norm: float = 1.0
+    lr_scheduler: str = "linear"  # any transformers.get_scheduler name
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+
+    # ---- engine ------------------------------------------------------------------------------
+    #: "no" | "bf16" | "fp16" | "auto" (= bf16 on a GPU that supports it, else no)
+    mixed_precision: str = "auto"
+    distributed: str = "ddp"  # ddp | fsdp
+    cpu: bool = False
+    output_dir: str = "runs/pretrain"
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    #: "latest" = newest checkpoint in output_dir if any; a path; or None
+    resume_from_checkpoint: str | None = "latest"
+    logging_steps: int = 10
+    eval_steps: int = 0
+    report_to: list[str] = field(default_factory=lambda: ["csv"])  # csv, tensorboard
+    progress_bar: bool = True
+    #: stop after this many steps of this invocation (to test kill-and-resume); None = run to max_steps
+    stop_after_steps: int | None = None
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | Path | None, overrides: list[str] | None = None) -> PretrainConfig:
+        data: dict[str, Any] = {}
+        if path is not None:
+            text = Path(path).read_text()
+            if str(path).endswith(".json"):
+                data = json.loads(text)
+            else:
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+        return cls.from_dict(data, overrides)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], overrides: list[str] | None = None) -> PretrainConfig:
+        data = json.loads(json.dumps(data))
+        for item in overrides or []:
+            apply_override(data, item)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown pre-training settings: {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def resolved_exit_groups(self, num_layers: int) -> list[list[int]] | None:
+        """The exit groups as 0-based layer indices, or None for every exit on every step."""
+        groups = self.exit_groups
+        if groups is None or groups == [] or groups in ("none", "all", False):
+            return None
+        if groups == "default":
+            groups = default_exit_groups(num_layers)
+        out = []
+        for g in groups:
+            layers = sorted({int(x) for x in g})
+            if not layers or layers[0] < 1 or layers[-1] > num_layers:
+                raise ValueError(f"exit group {g} outside layers 1..{num_layers}")
+            out.append([x - 1 for x in layers])
+        return out
+
+
+def default_exit_groups(num_layers: int) -> list[list[int]]:
+    """Odd layers plus the top one, even layers plus the top one (1-based)."""
+    odd = sorted({*range(1, num_layers + 1, 2), num_layers})
+    even = sorted({*range(2, num_layers + 1, 2), num_layers})
+    return [odd, even] if num_layers > 1 else [odd]
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one `a.b.c=value` override; the value is parsed as YAML (numbers, lists, null...)."""
+    import yaml
+
+    if "=" not in item:
+        raise ValueError(f"override {item!r} is not key=value")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value

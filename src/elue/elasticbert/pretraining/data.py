@@ -1,0 +1,378 @@
+"""Pre-training data: raw text -> documents -> sentence-order-prediction pairs -> dynamic MLM masks.
+
+The path of one example
+    sources (local text files, or hub corpora by id, streamed)
+      -> documents (a text file's blank-line-separated paragraphs; a hub record)
+      -> sentences (lines, then a light regex splitter) -> token ids (fast tokenizer, in batches)
+      -> segment pairs packed to `max_seq_length` (ALBERT's recipe: fill a chunk of consecutive
+         sentences up to the target length, cut it at a random sentence boundary into A and B,
+         swap A and B with probability 1/2: SOP label 1 = swapped)
+      -> [CLS] A [SEP] B [SEP] -> masked at batch time (15 %; of those 80 % [MASK], 10 % random, 10 % kept)
+
+Determinism and data parallelism. The documents are split into `num_shards` independent streams
+(`datasets.distributed.split_dataset_by_node`: by file where possible, else every n-th document).
+Every random choice of a document (target length, cut, swap) is drawn from a generator seeded by
+(seed, epoch, shard, document index), and the mask of an example by (seed, epoch, shard, document
+index, example index within the document): an example and its mask depend only on where it sits in
+its stream. A global batch takes the same number of consecutive examples from every stream, and a
+process owns the streams `rank, rank + world, ...`. So 2 processes with batch b see exactly the
+examples (and masks) of 1 process with batch 2b, as long as the number of processes divides the
+number of streams. The position of each stream (epoch, document, example) is the data state saved
+with a checkpoint; resuming skips raw documents without tokenising them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Lines, then sentences within a line (a light splitter: end mark, space, capital or digit)."""
+    out: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        out.extend(s.strip() for s in _SENTENCE_END.split(line) if s.strip())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# sources
+# ---------------------------------------------------------------------------------------------
+def _hub_spec(spec: Any, text_column: str) -> dict[str, Any]:
+    if isinstance(spec, str):
+        path, _, name = spec.partition(":")
+        spec = {"path": path, "name": name or None}
+    spec = dict(spec)
+    spec.setdefault("split", "train")
+    spec.setdefault("text_column", text_column)
+    return spec
+
+
+def load_documents(
+    train_files: list[str] | None = None,
+    hub_datasets: list[Any] | None = None,
+    text_column: str = "text",
+):
+    """A streaming `datasets.IterableDataset` of {"text": document} over every source, in order.
+
+    Local files go through the `text` builder with `sample_by="paragraph"` (documents separated by
+    blank lines). Hub corpora are read with `load_dataset(path, name, split=..., streaming=True)`:
+    a Hugging Face id (wikipedia "20231101.en", bookcorpus, openwebtext, allenai/c4 "en") or any
+    local path `load_dataset` understands, which is how they are tested offline.
+    """
+    from datasets import concatenate_datasets, load_dataset
+
+    parts = []
+    if train_files:
+        ds = load_dataset(
+            "text", data_files=list(train_files), sample_by="paragraph", split="train", streaming=True
+        )
+        parts.append(ds)
+    for spec in hub_datasets or []:
+        spec = _hub_spec(spec, text_column)
+        column = spec.pop("text_column")
+        ds = load_dataset(streaming=True, **spec)
+        if column != "text":
+            ds = ds.rename_column(column, "text")
+        ds = ds.select_columns(["text"])
+        parts.append(ds)
+    if not parts:
+        raise ValueError("no pre-training text: give train_files or hub_datasets")
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# examples
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SpecialIds:
+    cls: int
+    sep: int
+    mask: int
+    pad: int
+    vocab_size: int
+
+    @classmethod
+    def from_tokenizer(cls, tok) -> SpecialIds:
+        return cls(tok.cls_token_id, tok.sep_token_id, tok.mask_token_id, tok.pad_token_id, len(tok))
+
+
+def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: np.random.Generator) -> None:
+    while len(a) + len(b) > max_tokens:
+        longer = a if len(a) > len(b) else b
+        if rng.random() < 0.5:
+            del longer[0]
+        else:
+            longer.pop()
+
+
+def document_examples(
+    segments: list[list[int]],
+    max_seq_length: int,
+    short_seq_prob: float,
+    rng: np.random.Generator,
+    ids: SpecialIds,
+) -> list[dict[str, Any]]:
+    """SOP examples of one tokenised document (a list of sentences' token ids)."""
+    max_tokens = max_seq_length - 3
+    target = max_tokens
+    if rng.random() < short_seq_prob:
+        target = int(rng.integers(2, max_tokens + 1))
+    out: list[dict[str, Any]] = []
+    chunk: list[list[int]] = []
+    length = 0
+    for i, seg in enumerate(segments):
+        if not seg:
+            continue
+        chunk.append(seg)
+        length += len(seg)
+        if i == len(segments) - 1 or length >= target:
+            if len(chunk) >= 2:
+                a_end = int(rng.integers(1, len(chunk)))
+                a = [t for s in chunk[:a_end] for t in s]
+                b = [t for s in chunk[a_end:] for t in s]
+            else:  # one sentence: cut it inside (a one-sentence document still makes a pair)
+                toks = chunk[0][: max_tokens + 1]
+                if len(toks) >= 2:
+                    cut = int(rng.integers(1, len(toks)))
+                    a, b = list(toks[:cut]), list(toks[cut:])
+                else:
+                    a, b = [], []
+            if a and b:
+                _truncate_pair(a, b, max_tokens, rng)
+                swapped = bool(rng.random() < 0.5)
+                if swapped:
+                    a, b = b, a
+                input_ids = [ids.cls, *a, ids.sep, *b, ids.sep]
+                token_type_ids = [0] * (len(a) + 2) + [1] * (len(b) + 1)
+                out.append(
+                    {"input_ids": input_ids, "token_type_ids": token_type_ids, "sop_label": int(swapped)}
+                )
+            chunk, length = [], 0
+            target = max_tokens
+            if rng.random() < short_seq_prob:
+                target = int(rng.integers(2, max_tokens + 1))
+    return out
+
+
+@dataclass
+class StreamPosition:
+    epoch: int = 0
+    document: int = 0  # documents of this epoch fully consumed
+    example: int = 0  # examples of the next document already consumed
+
+    def as_list(self) -> list[int]:
+        return [self.epoch, self.document, self.example]
+
+
+class ShardStream:
+    """The examples of one data stream, in a fixed order, resumable from a `StreamPosition`."""
+
+    def __init__(self, documents, shard: int, num_shards: int, tokenizer, settings, position=None):
+        from datasets.distributed import split_dataset_by_node
+
+        self.shard, self.num_shards = shard, num_shards
+        self.tokenizer = tokenizer
+        self.ids = SpecialIds.from_tokenizer(tokenizer)
+        self.s = settings
+        self.documents = split_dataset_by_node(documents, rank=shard, world_size=num_shards)
+        self.position = StreamPosition(*(position or []))
+        self._iter = self._examples()
+
+    def _epoch_documents(self, epoch: int):
+        ds = self.documents
+        if self.s.shuffle_buffer:
+            ds = ds.shuffle(seed=self.s.seed + 1000 * self.shard, buffer_size=self.s.shuffle_buffer)
+            ds.set_epoch(epoch)
+        return ds
+
+    def _examples(self) -> Iterator[tuple[dict[str, Any], tuple[int, ...]]]:
+        start = StreamPosition(**vars(self.position))
+        epoch = start.epoch
+        while True:
+            ds = self._epoch_documents(epoch)
+            first_doc = start.document if epoch == start.epoch else 0
+            records = iter(ds)
+            # skip consumed documents without tokenising them (IterableDataset.skip on a
+            # node-split stream counts the documents before the split)
+            for _ in itertools.islice(records, first_doc):
+                pass
+            made_any = False
+            doc_index = first_doc
+            pending: list[str] = []
+
+            def flush(texts: list[str], first: int, _epoch: int = epoch):
+                sentences = [split_sentences(t) for t in texts]
+                flat = [s for doc in sentences for s in doc]
+                enc = (
+                    self.tokenizer(flat, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+                    if flat
+                    else []
+                )
+                pos = 0
+                for j, doc in enumerate(sentences):
+                    segs = enc[pos : pos + len(doc)]
+                    pos += len(doc)
+                    d = first + j
+                    rng = np.random.default_rng([self.s.seed, _epoch, self.shard, d])
+                    exs = document_examples(segs, self.s.max_seq_length, self.s.short_seq_prob, rng, self.ids)
+                    skip = start.example if (_epoch == start.epoch and d == start.document) else 0
+                    for k in range(skip, len(exs)):
+                        ex = exs[k]
+                        ex["key"] = (_epoch, self.shard, d, k)
+                        done = k + 1 == len(exs)
+                        yield ex, (_epoch, d + 1, 0) if done else (_epoch, d, k + 1)
+                    if not exs or skip >= len(exs):
+                        yield None, (_epoch, d + 1, 0)
+
+            for record in records:
+                pending.append(record["text"] or "")
+                if len(pending) >= self.s.tokenize_batch_docs:
+                    for ex, pos in flush(pending, doc_index):
+                        made_any |= ex is not None
+                        yield ex, pos
+                    doc_index += len(pending)
+                    pending = []
+            if pending:
+                for ex, pos in flush(pending, doc_index):
+                    made_any |= ex is not None
+                    yield ex, pos
+            if not made_any and first_doc == 0:
+                raise ValueError(f"data stream {self.shard}/{self.num_shards} has no usable document")
+            epoch += 1
+            yield None, (epoch, 0, 0)
+
+    def take(self, n: int) -> list[dict[str, Any]]:
+        out = []
+        while len(out) < n:
+            ex, pos = next(self._iter)
+            self.position = StreamPosition(*pos)
+            if ex is not None:
+                out.append(ex)
+        return out
+
+
+def mask_example(
+    input_ids: list[int], key: tuple[int, ...], seed: int, probability: float, ids: SpecialIds
+) -> tuple[list[int], list[int]]:
+    """BERT masking of one example, drawn from a generator seeded by the example's key: a fixed
+    number (round(p * n), at least 1) of non-special positions; 80 % [MASK], 10 % a random token,
+    10 % unchanged. Returns (masked input ids, labels with -100 where not predicted)."""
+    rng = np.random.default_rng([seed, 7919, *key])
+    special = {ids.cls, ids.sep, ids.pad}
+    cand = [i for i, t in enumerate(input_ids) if t not in special]
+    n = max(1, int(round(len(cand) * probability)))
+    chosen = rng.choice(len(cand), size=min(n, len(cand)), replace=False)
+    masked = list(input_ids)
+    labels = [-100] * len(input_ids)
+    for c in sorted(chosen.tolist()):
+        i = cand[c]
+        labels[i] = input_ids[i]
+        r = rng.random()
+        if r < 0.8:
+            masked[i] = ids.mask
+        elif r < 0.9:
+            masked[i] = int(rng.integers(0, ids.vocab_size))
+    return masked, labels
+
+
+def collate(
+    examples: list[dict[str, Any]], ids: SpecialIds, seed: int, probability: float, multiple_of: int = 8
+) -> dict[str, torch.Tensor]:
+    """Mask and pad a list of examples (to the longest, rounded up to `multiple_of`)."""
+    longest = max(len(e["input_ids"]) for e in examples)
+    width = -(-longest // multiple_of) * multiple_of
+    n = len(examples)
+    input_ids = torch.full((n, width), ids.pad, dtype=torch.long)
+    labels = torch.full((n, width), -100, dtype=torch.long)
+    token_type_ids = torch.zeros((n, width), dtype=torch.long)
+    attention_mask = torch.zeros((n, width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        masked, lab = mask_example(e["input_ids"], e["key"], seed, probability, ids)
+        m = len(masked)
+        input_ids[i, :m] = torch.tensor(masked)
+        labels[i, :m] = torch.tensor(lab)
+        token_type_ids[i, :m] = torch.tensor(e["token_type_ids"])
+        attention_mask[i, :m] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": token_type_ids,
+        "labels": labels,
+        "sop_labels": torch.tensor([e["sop_label"] for e in examples], dtype=torch.long),
+    }
+
+
+@dataclass
+class PretrainingBatches:
+    """The micro-batches of one process: `batch_size` examples, an equal share from each of the
+    streams it owns (`rank, rank + world_size, ...` of `num_shards`)."""
+
+    documents: Any
+    tokenizer: Any
+    settings: Any  # PretrainConfig (seed, max_seq_length, short_seq_prob, mlm_probability, ...)
+    batch_size: int
+    num_shards: int
+    rank: int = 0
+    world_size: int = 1
+    streams: dict[int, ShardStream] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.num_shards % self.world_size:
+            raise ValueError(
+                f"num_data_shards={self.num_shards} is not a multiple of {self.world_size} processes"
+            )
+        own = self.num_shards // self.world_size
+        if self.batch_size % own:
+            raise ValueError(
+                f"per-device batch {self.batch_size} is not a multiple of {own} streams per process"
+            )
+        self.per_stream = self.batch_size // own
+        self.ids = SpecialIds.from_tokenizer(self.tokenizer)
+        for s in range(self.rank, self.num_shards, self.world_size):
+            self.streams[s] = ShardStream(self.documents, s, self.num_shards, self.tokenizer, self.settings)
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        examples = [ex for s in sorted(self.streams) for ex in self.streams[s].take(self.per_stream)]
+        return collate(examples, self.ids, self.settings.seed, self.settings.mlm_probability)
+
+    def state_dict(self) -> dict[str, list[int]]:
+        return {str(s): st.position.as_list() for s, st in self.streams.items()}
+
+    def load_state_dict(self, state: dict[str, list[int]]) -> None:
+        for s, pos in state.items():
+            s = int(s)
+            if s in self.streams:
+                self.streams[s] = ShardStream(
+                    self.documents, s, self.num_shards, self.tokenizer, self.settings, position=pos
+                )
+
+
+def eval_batches(
+    documents, tokenizer, settings, num_examples: int, batch_size: int
+) -> list[dict[str, torch.Tensor]]:
+    """A fixed held-out set: the first `num_examples` examples of one stream, with fixed masks."""
+    stream = ShardStream(documents, 0, 1, tokenizer, settings)
+    examples: list[dict[str, Any]] = []
+    while len(examples) < num_examples:
+        ex, pos = next(stream._iter)
+        if pos[0] > 0:  # one pass at most
+            break
+        if ex is not None:
+            examples.append(ex)
+    ids = SpecialIds.from_tokenizer(tokenizer)
+    return [
+        collate(examples[i : i + batch_size], ids, settings.seed, settings.mlm_probability)
+        for i in range(0, len(examples), batch_size)
+    ]

@@ -1,0 +1,369 @@
+"""ElasticBERT pre-training heads: `ElasticBertForPreTraining` (an MLM head and an SOP head at every exit) and
+`ElasticBertForMaskedLM` (one MLM head, BERT naming, loads a pre-training checkpoint's head).
+
+Loss (spec §7): L = Σ_l (MLM_l + SOP_l) over the active exits l (all of them, or one group of grouped
+training), with gradient equilibrium at the exit branches (done by `ElasticBertModel`, which counts only the
+active exits, so each layer receives the mean of the gradients of the active losses above it).
+
+Head sharing (our decision; the original is silent): **no sharing across exits**. Each exit layer i has
+    its own pooler               elasticbert.encoder.pooler.<i>.dense.*     (ElasticBERT's per-layer pooler)
+    its own SOP classifier       cls.seq_relationship.<i>.*                 Linear(H, 2)
+    its own MLM transform + bias cls.predictions.<i>.transform.{dense,LayerNorm}.*, cls.predictions.<i>.bias
+and every exit's MLM decoder is the word-embedding matrix (tied, as in BERT). Why: the hidden states of
+different depths have different statistics; a shared transform would have to compromise between them, and the
+exits a fine-tuned ElasticBERT uses are per layer anyway (pooler per layer). The cost is small: H² + 2H + V
+parameters per exit for MLM (≈0.62M at base size) and 2H + 2 for SOP.
+
+`ElasticBertForMaskedLM` carries one head named as in `BertForMaskedLM` (`cls.predictions.transform.*`,
+`cls.predictions.bias`); its `from_pretrained` maps the pre-training head of its top layer
+(`cls.predictions.<num_hidden_layers - 1>.`) onto it, so a k-layer masked LM gets layer k's head.
+
+MLM logits are computed only at the masked positions (a 15 % gather before the V-wide decoder): with 12 exits
+the decoder would otherwise dominate the cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
+
+from ..configuration_elasticbert import ElasticBertConfig
+from ..modeling_elasticbert import ElasticBertModel, ElasticBertPreTrainedModel
+
+
+@dataclass
+class ElasticBertForPreTrainingOutput(ModelOutput):
+    """loss: Σ over active exits of (mean MLM loss + sop_weight · mean SOP loss) of this batch.
+    exit_layers: the active exits, 0-based, lowest first.
+    mlm_loss_sums, sop_loss_sums: (E,) summed (not averaged) per-exit losses, so that a trainer can divide by a
+        token count taken over processes and accumulation steps.
+    mlm_correct, sop_correct: (E,) numbers of correct predictions.
+    num_masked, num_sop: the counts that turn the sums into means.
+    """
+
+    loss: torch.FloatTensor | None = None
+    exit_layers: tuple[int, ...] | None = None
+    mlm_loss_sums: torch.FloatTensor | None = None
+    sop_loss_sums: torch.FloatTensor | None = None
+    mlm_correct: torch.Tensor | None = None
+    sop_correct: torch.Tensor | None = None
+    num_masked: torch.Tensor | None = None
+    num_sop: torch.Tensor | None = None
+
+
+class ElasticBertPredictionHeadTransform(nn.Module):
+    def __init__(self, config: ElasticBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = (
+            ACT2FN[config.hidden_act] if isinstance(config.hidden_act, str) else config.hidden_act
+        )
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class ElasticBertLMPredictionHead(nn.Module):
+    """transform -> logits over the vocabulary with the (tied) word-embedding matrix + own bias."""
+
+    def __init__(self, config: ElasticBertConfig):
+        super().__init__()
+        self.transform = ElasticBertPredictionHeadTransform(config)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden_states: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.transform(hidden_states), decoder_weight, self.bias)
+
+
+class ElasticBertPreTrainingHeads(nn.Module):
+    """`predictions[i]` and `seq_relationship[i]` for every layer i (0-based) that carries an exit."""
+
+    def __init__(self, config: ElasticBertConfig):
+        super().__init__()
+        exits = set(config.exit_layers)
+        n = config.num_hidden_layers
+        self.predictions = nn.ModuleList(
+            [ElasticBertLMPredictionHead(config) if i in exits else None for i in range(n)]
+        )
+        self.seq_relationship = nn.ModuleList(
+            [nn.Linear(config.hidden_size, 2) if i in exits else None for i in range(n)]
+        )
+
+
+class _HeadInit(ElasticBertPreTrainedModel):
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, ElasticBertLMPredictionHead):
+            init.zeros_(module.bias)
+
+
+class ElasticBertForPreTraining(_HeadInit):
+    """ElasticBERT with an MLM head and an SOP head at each exit (see the module docstring)."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^classifiers?\."]
+
+    def __init__(self, config: ElasticBertConfig):
+        super().__init__(config)
+        config.check_layers()
+        self.elasticbert = ElasticBertModel(config, add_pooling_layer=True)
+        self.cls = ElasticBertPreTrainingHeads(config)
+        self.sop_weight = 1.0
+        self.post_init()
+
+    @property
+    def exit_layers(self) -> list[int]:
+        return self.config.exit_layers
+
+    def get_input_embeddings(self):
+        return self.elasticbert.embeddings.word_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        sop_labels: torch.Tensor | None = None,
+        exit_layers: Sequence[int] | None = None,
+        **kwargs,
+    ) -> ElasticBertForPreTrainingOutput:
+        r"""
+        labels (`(B, S)`): token ids to predict, -100 elsewhere. sop_labels (`(B,)`): 1 = segments swapped.
+        exit_layers: 0-based active exits (one group of grouped training); default all.
+        """
+        layers = self.exit_layers if exit_layers is None else sorted({int(i) for i in exit_layers})
+        out = self.elasticbert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            exit_layers=layers,
+            return_dict=True,
+        )
+        decoder = self.elasticbert.embeddings.word_embeddings.weight
+        mlm_sums, sop_sums, mlm_ok, sop_ok = [], [], [], []
+        if labels is not None:
+            where = labels != -100
+            targets = labels[where]
+        for layer, hidden, pooled in zip(
+            layers, out.exit_hidden_states, out.exit_pooled_outputs, strict=True
+        ):
+            if labels is not None:
+                logits = self.cls.predictions[layer](hidden[where], decoder).float()
+                mlm_sums.append(F.cross_entropy(logits, targets, reduction="sum"))
+                mlm_ok.append((logits.argmax(-1) == targets).sum())
+            if sop_labels is not None:
+                sop_logits = self.cls.seq_relationship[layer](pooled).float()
+                sop_sums.append(F.cross_entropy(sop_logits, sop_labels, reduction="sum"))
+                sop_ok.append((sop_logits.argmax(-1) == sop_labels).sum())
+        result = ElasticBertForPreTrainingOutput(exit_layers=tuple(layers))
+        loss = None
+        if labels is not None:
+            result.mlm_loss_sums = torch.stack(mlm_sums)
+            result.mlm_correct = torch.stack(mlm_ok)
+            result.num_masked = where.sum()
+            loss = result.mlm_loss_sums.sum() / result.num_masked.clamp(min=1)
+        if sop_labels is not None:
+            result.sop_loss_sums = torch.stack(sop_sums)
+            result.sop_correct = torch.stack(sop_ok)
+            result.num_sop = torch.tensor(sop_labels.numel(), device=sop_labels.device)
+            sop = self.sop_weight * result.sop_loss_sums.sum() / max(sop_labels.numel(), 1)
+            loss = sop if loss is None else loss + sop
+        result.loss = loss
+        return result
+
+    def head_parameters(self, layer: int) -> dict[str, nn.Parameter]:
+        """The parameters that belong to the exit on `layer` (0-based) alone: pooler, SOP, MLM transform+bias."""
+        named = dict(self.named_parameters())
+        prefixes = (
+            f"elasticbert.encoder.pooler.{layer}.",
+            f"cls.predictions.{layer}.",
+            f"cls.seq_relationship.{layer}.",
+        )
+        return {k: v for k, v in named.items() if k.startswith(prefixes)}
+
+
+class ElasticBertForMaskedLM(_HeadInit):
+    """ElasticBERT (`num_hidden_layers` layers) with one MLM head on its top layer, BERT naming
+    (`cls.predictions.transform.*`, `cls.predictions.bias`; decoder tied to the word embeddings).
+
+    `from_pretrained(path)` on an `ElasticBertForPreTraining` checkpoint loads the head of layer
+    `num_hidden_layers` (so `from_pretrained(path, num_hidden_layers=6)` is a 6-layer masked LM with the head
+    pre-trained at layer 6); `exit_layer=` (1-based) picks another head.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [
+        r"^cls\.predictions\.\d+\.",
+        r"^cls\.seq_relationship\.",
+        r"^classifiers?\.",
+        r"encoder\.pooler\.",
+        r"^cls\.predictions\.decoder\.",  # BERT checkpoints: the decoder is the (tied) embedding matrix
+    ]
+
+    def __init__(self, config: ElasticBertConfig):
+        super().__init__(config)
+        self.elasticbert = ElasticBertModel(config, add_pooling_layer=False)
+        self.cls = nn.Module()
+        self.cls.predictions = ElasticBertLMPredictionHead(config)
+        self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, exit_layer: int | None = None, **kwargs):
+        config = kwargs.pop("config", None)
+        if config is None:
+            sizes = {k: kwargs.pop(k) for k in ("num_hidden_layers", "num_output_layers") if k in kwargs}
+            config = ElasticBertConfig.from_pretrained(pretrained_model_name_or_path, **sizes)
+            if "num_output_layers" not in sizes:
+                config.num_output_layers = 1  # one head, on the top layer
+        kwargs["config"] = config
+        if "key_mapping" not in kwargs:
+            layer = (exit_layer or config.num_hidden_layers) - 1
+            kwargs["key_mapping"] = {rf"^cls\.predictions\.{layer}\.": "cls.predictions."}
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def get_input_embeddings(self):
+        return self.elasticbert.embeddings.word_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        from transformers.modeling_outputs import MaskedLMOutput
+
+        top = self.config.num_hidden_layers - 1
+        out = self.elasticbert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            exit_layers=[top] if top in self.elasticbert.exit_layers else None,
+            return_dict=True,
+        )
+        logits = self.cls.predictions(
+            out.last_hidden_state, self.elasticbert.embeddings.word_embeddings.weight
+        )
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.view(-1))
+        return MaskedLMOutput(loss=loss, logits=logits)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# starting from a BERT checkpoint
+
+
+def bert_state_dict_to_pretraining(
+    state: dict[str, torch.Tensor], num_layers: int
+) -> dict[str, torch.Tensor]:
+    """Rename a BERT state dict (`bert.*` or bare `embeddings.*`/`encoder.*`, `cls.predictions.*`) to
+    `ElasticBertForPreTraining`: encoder as is under `elasticbert.`, BERT's pooler to the top layer's pooler,
+    BERT's MLM head (if any) copied to every exit. Other exits' poolers and heads are left to initialise."""
+    out: dict[str, torch.Tensor] = {}
+    top = num_layers - 1
+    for key, value in state.items():
+        k = key[len("bert.") :] if key.startswith("bert.") else key
+        if k.startswith("pooler.dense."):
+            out[f"elasticbert.encoder.pooler.{top}.{k[len('pooler.') :]}"] = value
+        elif k.startswith(("embeddings.", "encoder.layer.")):
+            if k.endswith("position_ids"):
+                continue
+            out[f"elasticbert.{k}"] = value
+        elif k.startswith("cls.predictions.") and not k.startswith("cls.predictions.decoder."):
+            rest = k[len("cls.predictions.") :]
+            for layer in range(num_layers):
+                out[f"cls.predictions.{layer}.{rest}"] = value.clone()
+    return out
+
+
+def load_pretraining_model(
+    name_or_path: str | None, model_config: dict | None = None
+) -> tuple[ElasticBertForPreTraining, list[str]]:
+    """A pre-training model: new (from `model_config`), from an ElasticBERT checkpoint, or from a BERT one.
+
+    Returns (model, notes). A BERT checkpoint is converted by renaming (`bert_state_dict_to_pretraining`);
+    layer_norm_eps is kept from the BERT config.
+    """
+    model_config = dict(model_config or {})
+    model_config.setdefault("num_output_layers", None)
+    notes: list[str] = []
+    if name_or_path is None:
+        n = model_config.get("num_hidden_layers", 12)
+        model_config.update(num_output_layers=n, max_output_layers=n)
+        config = ElasticBertConfig(**model_config)
+        return ElasticBertForPreTraining(config), notes
+    from transformers import AutoConfig
+
+    raw = AutoConfig.from_pretrained(name_or_path)
+    if raw.model_type == "elasticbert":
+        config = ElasticBertConfig.from_pretrained(name_or_path)
+        for k, v in model_config.items():
+            if v is not None:
+                setattr(config, k, v)
+        config.num_output_layers = config.num_hidden_layers
+        model = ElasticBertForPreTraining.from_pretrained(name_or_path, config=config)
+        return model, notes
+    if raw.model_type != "bert":
+        raise ValueError(f"{name_or_path}: model_type {raw.model_type!r}, expected elasticbert or bert")
+    fields = {
+        k: getattr(raw, k)
+        for k in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "hidden_act",
+            "hidden_dropout_prob",
+            "attention_probs_dropout_prob",
+            "max_position_embeddings",
+            "type_vocab_size",
+            "initializer_range",
+            "layer_norm_eps",
+            "pad_token_id",
+        )
+    }
+    fields.update({k: v for k, v in model_config.items() if v is not None})
+    n = fields["num_hidden_layers"]
+    fields.update(num_output_layers=n, max_output_layers=n)
+    config = ElasticBertConfig(**fields)
+    model = ElasticBertForPreTraining(config)
+    state = _read_state_dict(Path(name_or_path))
+    converted = bert_state_dict_to_pretraining(state, n)
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    notes.append(
+        f"converted BERT checkpoint {name_or_path}: {len(converted)} tensors loaded, "
+        f"{len(missing)} initialised fresh (exit poolers/heads), {len(unexpected)} unexpected"
+    )
+    if unexpected:
+        raise ValueError(f"unexpected tensors converting {name_or_path}: {unexpected[:5]}")
+    return model, notes
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if (path / "model.safetensors").exists():
+        from safetensors.torch import load_file
+
+        return load_file(str(path / "model.safetensors"))
+    if (path / "pytorch_model.bin").exists():
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {path}")
+
+
+__all__ = [
+    "ElasticBertForMaskedLM",
+    "ElasticBertForPreTraining",
+    "ElasticBertForPreTrainingOutput",
+    "bert_state_dict_to_pretraining",
+    "load_pretraining_model",
+]
