@@ -1,0 +1,552 @@
+"""MACs and FLOPs of one module call under the ELUE convention (spec §3; rules in docs/costs.md).
+
+The counter is a `TorchDispatchMode` that prices ATen operations by their shapes, plus a thin
+`TorchFunctionMode` that prices `F.scaled_dot_product_attention` as a whole. By default the call runs
+on the `meta` device (no data, no arithmetic): parameters and buffers are swapped for meta tensors with
+`torch.func.functional_call`, so the caller's module is not touched. A module that cannot run on meta
+(it builds CPU tensors inside `forward`, calls `.item()`, ...) is run again on real CPU zeros.
+
+Rules, in MACs (FLOPs = 2 × MACs):
+- products (mm, addmm, bmm, baddbmm, matmul, linear, mv, dot, convolution): multiply-accumulates of
+  the product; bias adds are free;
+- attention (any implementation): per head, L queries, S keys, head size E (values Ev):
+  L·S·E (QKᵀ) + L·S·Ev (softmax·V) + L·S (scaling) + L·S (softmax);
+- softmax / log-softmax: 1 per element; LayerNorm / batch norm / group norm / RMS norm: 2 per element;
+- a multiplication or division by a scalar costs 1 per element of an attention score tensor (the
+  product of two activations); a scalar applied to an operand *before* such a product (Q/√d)
+  is charged as 1 per element of the product's output, once per product, so "scale Q", "scale K and
+  Q" and "scale the scores" all cost L·S;
+- everything else (embedding lookups, activations, dropout, residual and mask adds, reshapes): 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+Shape = tuple[int, ...]
+
+aten = torch.ops.aten
+
+__all__ = [
+    "FlopCountError",
+    "ModuleFlops",
+    "count_macs",
+    "default_dummy_input",
+    "module_flops",
+]
+
+
+class FlopCountError(RuntimeError):
+    """A module could not be run at the requested input (the message says which and why)."""
+
+
+def _prod(xs: Iterable[int]) -> int:
+    return math.prod(int(x) for x in xs)
+
+
+def _packet(*names: str) -> set:
+    out = set()
+    for n in names:
+        op = getattr(aten, n, None)
+        if op is not None:
+            out.add(op)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# pricing of single ATen ops
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> int:  # (n,k) @ (k,m)
+    return int(a.shape[0]) * int(a.shape[1]) * int(b.shape[1])
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> int:  # (B,n,k) @ (B,k,m)
+    return int(a.shape[0]) * int(a.shape[1]) * int(a.shape[2]) * int(b.shape[2])
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor) -> int:
+    if a.dim() == 1 and b.dim() == 1:
+        return int(a.shape[0])
+    a_shape = (1, *a.shape) if a.dim() == 1 else tuple(a.shape)
+    b_shape = (*b.shape, 1) if b.dim() == 1 else tuple(b.shape)
+    batch = torch.broadcast_shapes(a_shape[:-2], b_shape[:-2])
+    return _prod(batch) * a_shape[-2] * a_shape[-1] * b_shape[-1]
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads_first: bool = True) -> int:
+    """Attention MACs by the convention, q (..., L, E), k (..., S, E), v (..., S, Ev)."""
+    if not heads_first:  # (B, L, H, E) layout of the low-level flash/efficient kernels
+        q, k, v = q.transpose(-2, -3), k.transpose(-2, -3), v.transpose(-2, -3)
+    batch_heads = _prod(q.shape[:-2])
+    length, e = int(q.shape[-2]), int(q.shape[-1])
+    s, ev = int(k.shape[-2]), int(v.shape[-1])
+    return batch_heads * (length * s * e + length * s * ev + 2 * length * s)
+
+
+_PRODUCTS_2D = _packet("mm", "addmm", "_addmm_activation")
+_PRODUCTS_3D = _packet("bmm", "baddbmm", "addbmm")
+_NORMS = _packet(
+    "native_layer_norm",
+    "native_batch_norm",
+    "_native_batch_norm_legit",
+    "_native_batch_norm_legit_no_training",
+    "native_group_norm",
+    "_fused_rms_norm",
+    "rms_norm",
+    "layer_norm",
+    "group_norm",
+    "batch_norm",
+)
+_SOFTMAX = _packet("_softmax", "_safe_softmax", "_log_softmax", "softmax", "log_softmax")
+_SCALE = _packet("mul", "div", "mul_", "div_")
+_FUSED_ATTN = _packet(
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention",
+    "_scaled_dot_product_fused_attention_overrideable",
+    "scaled_dot_product_attention",
+)
+_FUSED_ATTN_BLHE = _packet("_flash_attention_forward", "_efficient_attention_forward")
+_CONV = _packet(
+    "convolution",
+    "_convolution",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "mkldnn_convolution",
+    "cudnn_convolution",
+    "_slow_conv2d_forward",
+)
+# ops whose output is the same data seen differently: tags (parameter / score / pre-scaled) flow through
+_VIEWS = _packet(
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "_reshape_alias",
+    "transpose",
+    "permute",
+    "expand",
+    "t",
+    "unsqueeze",
+    "squeeze",
+    "clone",
+    "contiguous",
+    "alias",
+    "detach",
+    "_to_copy",
+    "to",
+    "lift_fresh",
+    "as_strided",
+    "unflatten",
+    "flatten",
+    "movedim",
+    "swapaxes",
+    "transpose_",
+)
+
+
+def _is_scalar(x: Any) -> bool:
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return True
+    return isinstance(x, torch.Tensor) and x.numel() == 1
+
+
+# fast output shapes on meta for the ops whose meta kernels are slow Python decompositions
+def _meta_out(func, args, kwargs):  # noqa: C901
+    p = func.overloadpacket
+    if p in (aten.mm, aten.addmm):
+        a, b = (args[0], args[1]) if p is aten.mm else (args[1], args[2])
+        if a.dim() == 2 and b.dim() == 2:
+            return torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device="meta")
+    elif p in (aten.bmm, aten.baddbmm):
+        a, b = (args[0], args[1]) if p is aten.bmm else (args[1], args[2])
+        if a.dim() == 3 and b.dim() == 3:
+            return torch.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=a.dtype, device="meta")
+    elif p is aten.native_layer_norm and func is aten.native_layer_norm.default:
+        x, normalized = args[0], args[1]
+        stat_shape = tuple(x.shape[: x.dim() - len(normalized)]) + (1,) * len(normalized)
+        stat_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        return (
+            torch.empty(x.shape, dtype=x.dtype, device="meta"),
+            torch.empty(stat_shape, dtype=stat_dtype, device="meta"),
+            torch.empty(stat_shape, dtype=stat_dtype, device="meta"),
+        )
+    elif p is aten._softmax:
+        x, half_to_float = args[0], args[2]
+        dtype = torch.float32 if half_to_float else x.dtype
+        return torch.empty(x.shape, dtype=dtype, device="meta")
+    elif p is getattr(aten, "_safe_softmax", None):
+        x = args[0]
+        dtype = kwargs.get("dtype") or (args[2] if len(args) > 2 else None) or x.dtype
+        return torch.empty(x.shape, dtype=dtype, device="meta")
+    elif p is aten.embedding:
+        w, idx = args[0], args[1]
+        if w.is_contiguous():
+            return torch.empty((*idx.shape, *w.shape[1:]), dtype=w.dtype, device="meta")
+    elif p in _POINTWISE and not kwargs:
+        return _pointwise_out(args)
+    return None
+
+
+def _pointwise_out(args):
+    """Output of a float elementwise op on contiguous meta tensors: the broadcast shape, same dtype."""
+    shapes = []
+    dtype = None
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            if not a.dtype.is_floating_point or (dtype is not None and a.dtype != dtype):
+                return None
+            if not a.is_contiguous():
+                return None
+            dtype = a.dtype
+            shapes.append(a.shape)
+        elif not isinstance(a, (int, float)):
+            return None
+    if dtype is None:
+        return None
+    return torch.empty(torch.broadcast_shapes(*shapes), dtype=dtype, device="meta")
+
+
+class _Counter(TorchDispatchMode):
+    """Sums MACs of the ATen ops that run under it."""
+
+    def __init__(self, params: Iterable[torch.Tensor] = (), fast_meta: bool = True):
+        super().__init__()
+        self.macs = 0
+        self.suspended = 0  # > 0 while a whole attention call is being priced at function level
+        self.fast_meta = fast_meta
+        # id -> (tensor, tag); tensors are kept alive for the duration so ids cannot be reused
+        self._tags: dict[int, tuple[torch.Tensor, str]] = {}
+        for p in params:
+            self._tags[id(p)] = (p, "param")
+
+    def _tag(self, t: Any) -> str | None:
+        if isinstance(t, torch.Tensor):
+            hit = self._tags.get(id(t))
+            if hit is not None and hit[0] is t:
+                return hit[1]
+        return None
+
+    def _set(self, out: Any, tag: str) -> None:
+        if isinstance(out, torch.Tensor):
+            self._tags[id(out)] = (out, tag)
+
+    def _product(self, a: torch.Tensor, b: torch.Tensor, out: Any) -> None:
+        """Bookkeeping for a product of a and b: activation × activation is an attention score."""
+        ta, tb = self._tag(a), self._tag(b)
+        if ta == "param" or tb == "param":
+            if isinstance(out, torch.Tensor) and ta == "param" and tb == "param":
+                self._set(out, "param")
+            return
+        if (ta == "prescaled" or tb == "prescaled") and isinstance(out, torch.Tensor):
+            self.macs += out.numel()  # the scaling of the scores, done on an operand instead
+        self._set(out, "score")
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        p = func.overloadpacket
+        out = None
+        if self.fast_meta and p in _FAST_META:
+            out = _meta_out(func, args, kwargs)
+        if out is None:
+            out = func(*args, **kwargs)
+        if self.suspended:
+            return out
+        if p in _VIEWS:
+            tag = self._tag(args[0]) if args else None
+            if tag is not None:
+                self._set(out, tag)
+        elif p in _PRODUCTS_2D:
+            a, b = (args[0], args[1]) if p is aten.mm else (args[1], args[2])
+            self.macs += _mm(a, b)
+            self._product(a, b, out)
+        elif p in _PRODUCTS_3D:
+            a, b = (args[0], args[1]) if p is aten.bmm else (args[1], args[2])
+            self.macs += _bmm(a, b)
+            self._product(a, b, out)
+        elif p is aten.matmul:
+            self.macs += _matmul(args[0], args[1])
+            self._product(args[0], args[1], out)
+        elif p is aten.linear:
+            self.macs += args[0].numel() * int(args[1].shape[0])
+        elif p in (aten.mv, aten.addmv):
+            a, b = (args[0], args[1]) if p is aten.mv else (args[1], args[2])
+            self.macs += a.numel()
+        elif p in (aten.dot, aten.vdot):
+            self.macs += args[0].numel()
+        elif p in _SCALE:
+            self._scale(args, out)
+        elif p in _SOFTMAX:
+            self.macs += args[0].numel()
+        elif p in _NORMS:
+            self.macs += 2 * args[0].numel()
+        elif p in _FUSED_ATTN:
+            self.macs += _attention(args[0], args[1], args[2])
+        elif p in _FUSED_ATTN_BLHE:
+            self.macs += _attention(args[0], args[1], args[2], heads_first=False)
+        elif p in _CONV:
+            self.macs += _conv(args, out)
+        return out
+
+    def _scale(self, args, out) -> None:
+        if len(args) < 2:
+            return
+        a, b = args[0], args[1]
+        if _is_scalar(b) and isinstance(a, torch.Tensor) and not _is_scalar(a):
+            x = a
+        elif _is_scalar(a) and isinstance(b, torch.Tensor) and not _is_scalar(b):
+            x = b
+        else:
+            return
+        tag = self._tag(x)
+        if tag == "score":
+            self.macs += x.numel()
+            self._set(out, "score")
+        elif tag is None:
+            self._set(out, "prescaled")
+
+
+def _conv(args, out) -> int:
+    x, w = args[0], args[1]
+    transposed = bool(args[6]) if len(args) > 6 and isinstance(args[6], bool) else False
+    per_out = _prod(w.shape[1:])
+    if transposed:  # weight (in, out/groups, *k): every input element is spread over out/groups × k
+        return x.numel() * per_out
+    return (out[0] if isinstance(out, tuple) else out).numel() * per_out
+
+
+_POINTWISE = _packet(
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "gelu",
+    "relu",
+    "silu",
+    "tanh",
+    "sigmoid",
+    "erf",
+    "neg",
+    "exp",
+    "sqrt",
+    "rsqrt",
+)
+_FAST_META = (
+    _packet("mm", "addmm", "bmm", "baddbmm", "native_layer_norm", "_softmax", "_safe_softmax", "embedding")
+    | _POINTWISE
+)
+
+_SDPA = torch.nn.functional.scaled_dot_product_attention
+
+
+class _AttentionPricer(TorchFunctionMode):
+    """Prices `F.scaled_dot_product_attention` as a whole, whatever kernel it dispatches to."""
+
+    def __init__(self, counter: _Counter):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is _SDPA and not self.counter.suspended:
+            q = args[0] if args else kwargs["query"]
+            k = args[1] if len(args) > 1 else kwargs["key"]
+            v = args[2] if len(args) > 2 else kwargs["value"]
+            self.counter.macs += _attention(q, k, v)
+            self.counter.suspended += 1
+            try:
+                if q.device.type == "meta":
+                    shape = (*q.shape[:-1], v.shape[-1])
+                    return torch.empty(shape, dtype=q.dtype, device="meta")
+                return func(*args, **kwargs)
+            finally:
+                self.counter.suspended -= 1
+        return func(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# running a call
+
+
+def _to_meta(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return torch.empty(x.shape, dtype=x.dtype, device="meta")
+    if isinstance(x, tuple):
+        return tuple(_to_meta(y) for y in x)
+    if isinstance(x, list):
+        return [_to_meta(y) for y in x]
+    if isinstance(x, dict):
+        return {k: _to_meta(v) for k, v in x.items()}
+    return x
+
+
+def _split_inputs(inputs: Any) -> tuple[tuple, dict]:
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,), {}
+    if isinstance(inputs, dict):
+        return (), dict(inputs)
+    if isinstance(inputs, list):
+        return tuple(inputs), {}
+    if isinstance(inputs, tuple):
+        return inputs, {}
+    raise TypeError(f"module inputs must be a tuple of arguments (got {type(inputs).__name__})")
+
+
+def _meta_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    seen: dict[int, torch.Tensor] = {}
+    for name, t in list(module.named_parameters(remove_duplicate=False)) + list(
+        module.named_buffers(remove_duplicate=False)
+    ):
+        m = seen.get(id(t))
+        if m is None:
+            m = seen[id(t)] = torch.empty(t.shape, dtype=t.dtype, device="meta")
+        state[name] = m
+    return state
+
+
+def _run(
+    module: nn.Module, args: tuple, kwargs: dict, params: Iterable[torch.Tensor], meta_state=None
+) -> int:
+    counter = _Counter(params=params, fast_meta=meta_state is not None)
+    with torch.no_grad(), _AttentionPricer(counter), counter:
+        if meta_state is not None:
+            torch.func.functional_call(module, meta_state, args, kwargs, tie_weights=False, strict=False)
+        else:
+            module(*args, **kwargs)
+    return counter.macs
+
+
+def count_macs(module: nn.Module, inputs: Any, *, meta: bool = True, _meta_state_cache=None) -> int:
+    """MACs of one call `module(*inputs)` under the ELUE convention (see module docstring).
+
+    `inputs` is a tuple of positional arguments (a single tensor or a dict of keyword arguments is
+    accepted too). The call is made on the `meta` device when possible (fast, no data); if that fails
+    it is made for real on the given tensors. The module is not modified.
+    """
+    args, kwargs = _split_inputs(inputs)
+    if meta:
+        state = _meta_state_cache if _meta_state_cache is not None else _meta_state(module)
+        try:
+            return _run(module, _to_meta(args), _to_meta(kwargs), state.values(), meta_state=state)
+        except Exception:
+            pass  # fall back to a real run on CPU tensors
+    params = list(module.parameters()) + list(module.buffers())
+    return _run(module, args, kwargs, params)
+
+
+# ---------------------------------------------------------------------------------------------------
+# default inputs and FLOPs at a shape
+
+
+def _starts_with_embedding(module: nn.Module) -> bool:
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return True
+    for sub in module.modules():
+        if sub is module:
+            continue
+        if next(sub.parameters(recurse=False), None) is not None or not list(sub.children()):
+            return isinstance(sub, (nn.Embedding, nn.EmbeddingBag))
+    return False
+
+
+def default_dummy_input(module: nn.Module, shape: Shape, dtype: torch.dtype | None = None) -> tuple:
+    """Spec §2 default: int64 zeros (batch 1) when the module starts with an embedding lookup, else
+    float32 zeros. "Starts with" = the first leaf submodule (registration order) is an nn.Embedding."""
+    if dtype is None:
+        dtype = torch.int64 if _starts_with_embedding(module) else torch.float32
+    return (torch.zeros((1, *shape), dtype=dtype),)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:500]
+
+
+def module_flops(
+    module: nn.Module,
+    shape: Shape,
+    dummy_input: tuple | Callable[[Shape], Any] | None = None,
+    *,
+    _meta_state_cache=None,
+) -> int:
+    """FLOPs (= 2 × MACs) of one call of `module` at batch 1, input shape `shape` (no batch dim).
+
+    `dummy_input` is the call's inputs (a tuple) or a callable `shape -> inputs`; by default
+    `default_dummy_input`: int64 zeros for a module starting with an embedding, float32 zeros
+    otherwise; when the default float input fails, int64 is tried before giving up (and vice versa).
+    Raises FlopCountError when the module cannot be run at that input.
+    """
+    shape = tuple(int(d) for d in shape)
+    if dummy_input is not None:
+        inputs = dummy_input(shape) if callable(dummy_input) else dummy_input
+        try:
+            return 2 * count_macs(module, inputs, _meta_state_cache=_meta_state_cache)
+        except Exception as exc:
+            raise FlopCountError(f"fails on its dummy input at shape {shape}: {_describe(exc)}") from exc
+    first = default_dummy_input(module, shape)
+    try:
+        return 2 * count_macs(module, first, _meta_state_cache=_meta_state_cache)
+    except Exception as exc:
+        other = torch.float32 if first[0].dtype == torch.int64 else torch.int64
+        try:
+            return 2 * count_macs(
+                module, default_dummy_input(module, shape, other), _meta_state_cache=_meta_state_cache
+            )
+        except Exception:
+            pass
+        raise FlopCountError(
+            f"fails on a {str(first[0].dtype).removeprefix('torch.')} zeros input of shape "
+            f"{(1, *shape)}: {_describe(exc)}"
+        ) from exc
+
+
+class ModuleFlops:
+    """FLOPs of named module calls with a cache: each distinct (name, shape) is counted once.
+
+    `modules` maps names to modules (model.py's `module_list`); `dummy_input(name, shape) -> tuple`
+    optionally builds a call's inputs (model.py may define it).
+    """
+
+    def __init__(
+        self,
+        modules: Mapping[str, nn.Module],
+        dummy_input: Callable[[str, Shape], Any] | None = None,
+    ):
+        self.modules = modules
+        self.dummy_input = dummy_input
+        self._cache: dict[tuple[str, Shape], int] = {}
+        self._states: dict[str, dict[str, torch.Tensor]] = {}
+
+    def __call__(self, name: str, shape: Shape) -> int:
+        shape = tuple(int(d) for d in shape)
+        key = (name, shape)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        if name not in self.modules:
+            raise KeyError(name)
+        module = self.modules[name]
+        state = self._states.get(name)
+        if state is None:
+            state = self._states[name] = _meta_state(module)
+        dummy = None
+        if self.dummy_input is not None:
+            fn = self.dummy_input
+
+            def dummy(s, _name=name, _fn=fn):
+                return _fn(_name, s)
+
+        value = module_flops(module, shape, dummy, _meta_state_cache=state)
+        self._cache[key] = value
+        return value

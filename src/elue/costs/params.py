@@ -1,0 +1,19 @@
+"""Parameter count (spec §3): all parameters of `entire_model`, each shared tensor once, no buffers."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameter elements of `model`; a tensor shared by several modules (tied weights)
+    is counted once, buffers (running stats, position ids) are not counted."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters(remove_duplicate=False):
+        key = id(p)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += p.numel()
+    return total
