@@ -1,0 +1,50 @@
+"""ElasticBERT: configuration, models, gradient equilibrium, batched early exit, BERT conversion.
+
+Importing this package registers `elasticbert` with transformers' Auto classes (AutoConfig, AutoModel,
+AutoModelForSequenceClassification), so `AutoModelForSequenceClassification.from_pretrained(dir)` works on a
+saved ElasticBERT directory. Heavy submodules (early_exit, convert) are imported on use.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+from .configuration_elasticbert import ElasticBertConfig
+from .gradient_equilibrium import GradientEquilibrium, gradient_rescale
+from .modeling_elasticbert import (
+    ElasticBertExit,
+    ElasticBertForSequenceClassification,
+    ElasticBertModel,
+    ElasticBertModelOutput,
+    ElasticBertPreTrainedModel,
+    ElasticBertSequenceClassifierOutput,
+)
+
+
+def _register() -> None:
+    for register in (
+        lambda: AutoConfig.register("elasticbert", ElasticBertConfig),
+        lambda: AutoModel.register(ElasticBertConfig, ElasticBertModel),
+        lambda: AutoModelForSequenceClassification.register(
+            ElasticBertConfig, ElasticBertForSequenceClassification
+        ),
+    ):
+        try:
+            register()
+        except ValueError:  # already registered (re-import, or another copy of this module)
+            pass
+
+
+_register()
+
+__all__ = [
+    "ElasticBertConfig",
+    "ElasticBertExit",
+    "ElasticBertForSequenceClassification",
+    "ElasticBertModel",
+    "ElasticBertModelOutput",
+    "ElasticBertPreTrainedModel",
+    "ElasticBertSequenceClassifierOutput",
+    "GradientEquilibrium",
+    "gradient_rescale",
+]

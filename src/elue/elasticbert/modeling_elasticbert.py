@@ -1,0 +1,627 @@
+"""ElasticBERT in PyTorch, Hugging Face style (spec §7).
+
+Parameter names follow the released `fnlp/elasticbert-*` checkpoints, so their state dicts load as they are:
+
+    elasticbert.embeddings.{word,position,token_type}_embeddings.weight, elasticbert.embeddings.LayerNorm.*
+    elasticbert.encoder.layer.<i>.attention.self.{query,key,value}.*       (BERT layer naming)
+    elasticbert.encoder.layer.<i>.attention.output.{dense,LayerNorm}.*
+    elasticbert.encoder.layer.<i>.{intermediate,output}.dense.*, .output.LayerNorm.*
+    elasticbert.encoder.pooler.<slot>.dense.*       slot = absolute 0-based layer index, max_output_layers slots
+    classifier.*                                    one exit (num_output_layers == 1, static use)
+    classifiers.<j>.*                               several exits; j-th exit sits on layer start_output_layer + j
+
+Classes:
+    ElasticBertModel                       embeddings + encoder + per-layer poolers; `ElasticBertModelOutput`
+    ElasticBertForSequenceClassification   one classifier per exit; `ElasticBertSequenceClassifierOutput`
+
+Layer indices: 0-based in code (`exit_layers`, `layer_forward(i, ...)`); 1-based only in ELUE traces
+(`layer_<i>`, `exit_<i>`) and in early-exit results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import CrossEntropyLoss, MSELoss
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_elasticbert import ElasticBertConfig
+from .gradient_equilibrium import GradientEquilibrium
+
+# --------------------------------------------------------------------------------------------------------------
+# outputs
+
+
+@dataclass
+class ElasticBertModelOutput(ModelOutput):
+    """Output of `ElasticBertModel`.
+
+    last_hidden_state: (B, S, H) output of the last layer.
+    pooler_output: (B, H) pooled output of the deepest exit (None when the model has no pooling layer).
+    exit_hidden_states: tuple, one (B, S, H) per computed exit (lowest layer first): the hidden states feeding
+        that exit. Under gradient equilibrium these are the rescaled branch tensors: put exit losses on these.
+    exit_pooled_outputs: tuple, one (B, H) per computed exit: the exit's pooler output (or the [CLS] hidden
+        state without pooling layers).
+    hidden_states: with `output_hidden_states`, (embeddings, layer 1, ..., layer L), each (B, S, H).
+    attentions: with `output_attentions` (eager attention), one (B, heads, S, S) per layer.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    exit_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    exit_pooled_outputs: tuple[torch.FloatTensor, ...] | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class ElasticBertSequenceClassifierOutput(ModelOutput):
+    """Output of `ElasticBertForSequenceClassification`.
+
+    loss: with `labels`, the unweighted sum of the per-exit losses (cross-entropy; MSE when num_labels == 1).
+    logits: (B, C) logits of the deepest exit (the only exit in static use), so HF tooling works unchanged.
+    exit_logits: (E, B, C) logits of every computed exit, lowest layer first (E = number of exits).
+    exit_losses: with `labels`, (E,) the per-exit losses.
+    hidden_states, attentions: as in `ElasticBertModelOutput`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    exit_logits: torch.FloatTensor | None = None
+    exit_losses: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# modules
+
+
+class ElasticBertEmbeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm, dropout (BERT)."""
+
+    def __init__(self, config: ElasticBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.position_ids = nn.Buffer(
+            torch.arange(config.max_position_embeddings).expand((1, -1)), persistent=False
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        seq_length = inputs_embeds.shape[-2]
+        if position_ids is None:
+            position_ids = self.position_ids[:, :seq_length]
+        embeddings = inputs_embeds + self.position_embeddings(position_ids)
+        if token_type_ids is None:
+            # all-zero segment ids: add row 0 of the table without materialising an index tensor
+            embeddings = embeddings + self.token_type_embeddings.weight[0]
+        else:
+            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+        embeddings = self.LayerNorm(embeddings)
+        return self.dropout(embeddings)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(QKᵀ·scaling + mask)·V; q, k, v (B, heads, S, d); mask additive, broadcastable to (B, h, S, S)."""
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class ElasticBertSelfAttention(nn.Module):
+    def __init__(self, config: ElasticBertConfig):
+        super().__init__()
+        self.config = config
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.hidden_size // config.num_attention_heads
+        self.all_head_size = self.num_attention_heads * self.attention_head_size
+        self.scaling = self.attention_head_size**-0.5
+        self.is_causal = False  # read by the SDPA interface
+        self.query = nn.Linear(config.hidden_size, self.all_head_size)
+        self.key = nn.Linear(config.hidden_size, self.all_head_size)
+        self.value = nn.Linear(config.hidden_size, self.all_head_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.attention_head_size)
+        query = self.query(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.key(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.value(hidden_states).view(hidden_shape).transpose(1, 2)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=0.0 if not self.training else self.dropout.p,
+            scaling=self.scaling,
+            is_causal=False,
+        )
+        return attn_output.reshape(*input_shape, -1).contiguous(), attn_weights
+
+
+class ElasticBertSelfOutput(nn.Module):
+    def __init__(self, config: ElasticBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class ElasticBertAttention(nn.Module):
+    def __init__(self, config: ElasticBertConfig):
+        super().__init__()
+        self.self = ElasticBertSelfAttention(config)
+        self.output = ElasticBertSelfOutput(config)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        attn_output, attn_weights = self.self(hidden_states, attention_mask, **kwargs)
+        return self.output(attn_output, hidden_states), attn_weights
+
+
+class ElasticBertIntermediate(nn.Module):
+    def __init__(self, config: ElasticBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = (
+            ACT2FN[config.hidden_act] if isinstance(config.hidden_act, str) else config.hidden_act
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(hidden_states))
+
+
+class ElasticBertOutput(nn.Module):
+    def __init__(self, config: ElasticBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class ElasticBertLayer(GradientCheckpointingLayer):
+    """One transformer layer. `layer(h)` works on its own (mask optional): an ELUE `layer_<i>` module."""
+
+    def __init__(self, config: ElasticBertConfig):
+        super().__init__()
+        self.attention = ElasticBertAttention(config)
+        self.intermediate = ElasticBertIntermediate(config)
+        self.output = ElasticBertOutput(config)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
+        layer_output, _ = self.forward_with_attentions(hidden_states, attention_mask, **kwargs)
+        return layer_output
+
+    def forward_with_attentions(self, hidden_states, attention_mask=None, **kwargs):
+        attention_output, attn_weights = self.attention(hidden_states, attention_mask, **kwargs)
+        layer_output = self.output(self.intermediate(attention_output), attention_output)
+        return layer_output, attn_weights
+
+
+class ElasticBertPooler(nn.Module):
+    """tanh(dense(h[:, 0])): the pooler of one layer."""
+
+    def __init__(self, config: ElasticBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.pool_cls(hidden_states[:, 0])
+
+    def pool_cls(self, cls_hidden: torch.Tensor) -> torch.Tensor:
+        """Pool an already selected [CLS] hidden state, (..., H) -> (..., H)."""
+        return self.activation(self.dense(cls_hidden))
+
+
+class ElasticBertEncoder(nn.Module):
+    """The layers, plus `pooler`: a ModuleList of `max_output_layers` slots holding a pooler at each exit layer
+    and None elsewhere (so a slot's parameter name is its absolute layer index, as in the original)."""
+
+    def __init__(self, config: ElasticBertConfig, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = config
+        self.layer = nn.ModuleList([ElasticBertLayer(config) for _ in range(config.num_hidden_layers)])
+        self.add_pooling_layer = add_pooling_layer
+        if add_pooling_layer:
+            exit_set = set(config.exit_layers)
+            self.pooler = nn.ModuleList(
+                [
+                    ElasticBertPooler(config) if i in exit_set else None
+                    for i in range(config.max_output_layers)
+                ]
+            )
+        else:
+            self.pooler = None
+
+
+class ElasticBertExit(nn.Module):
+    """An exit as one module for ELUE traces (`exit_<i>`): [CLS] hidden (B, H) -> pooler -> classifier -> (B, C).
+
+    It shares the parameters of the model it comes from (no copy).
+    """
+
+    def __init__(self, pooler: ElasticBertPooler | None, classifier: nn.Linear):
+        super().__init__()
+        self.pooler = pooler
+        self.classifier = classifier
+
+    def forward(self, cls_hidden: torch.Tensor) -> torch.Tensor:
+        pooled = self.pooler.pool_cls(cls_hidden) if self.pooler is not None else cls_hidden
+        return self.classifier(pooled)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pre-trained model base
+
+
+def _index_alternation(indices: Sequence[int]) -> str:
+    return "|".join(str(i) for i in sorted(indices)) or "(?!)"
+
+
+class ElasticBertPreTrainedModel(PreTrainedModel):
+    """Weight init, config class and the `elasticbert` prefix shared by every ElasticBERT model."""
+
+    config_class = ElasticBertConfig
+    config: ElasticBertConfig
+    base_model_prefix = "elasticbert"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = False
+    _no_split_modules = ["ElasticBertEmbeddings", "ElasticBertLayer"]
+    # pre-training heads of the released checkpoints (MLM `cls.predictions.*`, sentence-order `cls.*`): expected
+    # to be left out when a pre-trained checkpoint is loaded into the bare or the classification model
+    _keys_to_ignore_on_load_unexpected = [r"^cls\."]
+
+    def _init_weights(self, module):
+        super()._init_weights(module)  # normal(0, initializer_range) linears/embeddings, LayerNorm 1/0
+        if isinstance(module, ElasticBertEmbeddings):
+            init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+
+    def _ignore_checkpoint_keys_outside(self, config: ElasticBertConfig, pooler_slots: Sequence[int]) -> None:
+        """Make `from_pretrained` quiet about checkpoint weights a smaller config leaves out on purpose: layers
+        at or above `num_hidden_layers` and pooler slots without a pooler here (static k-layer use of a full
+        checkpoint). Call before `post_init()`."""
+        ignore = set(self._keys_to_ignore_on_load_unexpected or [])
+        ignore.add(rf"encoder\.layer\.(?!(?:{_index_alternation(range(config.num_hidden_layers))})\.)\d+\.")
+        ignore.add(rf"encoder\.pooler\.(?!(?:{_index_alternation(pooler_slots)})\.)\d+\.")
+        self._keys_to_ignore_on_load_unexpected = ignore
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the bare model
+
+
+class ElasticBertModel(ElasticBertPreTrainedModel):
+    """Embeddings, `num_hidden_layers` BERT layers, a pooler on each exit layer (the top `num_output_layers`).
+
+    `forward` runs every layer and returns `ElasticBertModelOutput`; gradient equilibrium is applied at the exit
+    branches when `config.gradient_equilibrium` and more than one exit is computed. The step-wise helpers
+    `embed`, `attention_bias`, `layer_forward` and `pool` let callers run layer by layer (early exit).
+    """
+
+    def __init__(self, config: ElasticBertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        config.check_layers()
+        if getattr(config, "position_embedding_type", "absolute") != "absolute":
+            raise ValueError("ElasticBERT supports only position_embedding_type='absolute'")
+        self.config = config
+        self.add_pooling_layer = add_pooling_layer
+        self.embeddings = ElasticBertEmbeddings(config)
+        self.encoder = ElasticBertEncoder(config, add_pooling_layer=add_pooling_layer)
+        self._ignore_checkpoint_keys_outside(config, config.exit_layers if add_pooling_layer else [])
+        self.post_init()
+
+    # ---- HF plumbing -------------------------------------------------------------------------------------
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    @property
+    def exit_layers(self) -> list[int]:
+        """0-based indices of the layers with an exit."""
+        return self.config.exit_layers
+
+    # ---- step-wise API ----------------------------------------------------------------------------------
+    def embed(
+        self,
+        input_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, S) ids -> (B, S, H) embedding output."""
+        return self.embeddings(
+            input_ids=input_ids,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+        )
+
+    @staticmethod
+    def attention_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """(B, S) 1/0 mask -> (B, 1, 1, S) additive bias (0 keep, dtype-min drop) for eager and SDPA; None stays
+        None. Callers that know there is no padding should pass None (lets SDPA take its fastest path)."""
+        if attention_mask is None:
+            return None
+        if attention_mask.dim() == 4:
+            return attention_mask.to(dtype)
+        keep = attention_mask[:, None, None, :].to(dtype)
+        return (1.0 - keep) * torch.finfo(dtype).min
+
+    def layer_forward(self, layer: int, hidden_states: torch.Tensor, bias: torch.Tensor | None = None):
+        """Run layer `layer` (0-based) on (B, S, H) with an additive bias from `attention_bias`."""
+        return self.encoder.layer[layer](hidden_states, bias)
+
+    def pool(self, layer: int, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The exit representation of layer `layer` (0-based): its pooler on [CLS], or [CLS] without poolers."""
+        if self.encoder.pooler is None:
+            return hidden_states[:, 0]
+        pooler = self.encoder.pooler[layer]
+        if pooler is None:
+            raise ValueError(f"layer {layer} (0-based) has no pooler; exit layers are {self.exit_layers}")
+        return pooler(hidden_states)
+
+    # ---- forward ----------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        exit_layers: Sequence[int] | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ElasticBertModelOutput | tuple:
+        r"""
+        exit_layers (`Sequence[int]`, *optional*):
+            0-based layers whose exits to compute (a subset of `config.exit_layers`; e.g. one group of grouped
+            pre-training). Default: every exit layer. Gradient equilibrium counts only these exits.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        output_attentions = (
+            output_attentions if output_attentions is not None else self.config.output_attentions
+        )
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+
+        if exit_layers is None:
+            exit_layers = self.exit_layers
+        else:
+            exit_layers = sorted(set(int(i) for i in exit_layers))
+            bad = [i for i in exit_layers if i not in set(self.exit_layers)]
+            if bad:
+                raise ValueError(
+                    f"exit_layers {bad} have no exit; exit layers are {self.exit_layers} (0-based)"
+                )
+
+        hidden = self.embed(input_ids, token_type_ids, position_ids, inputs_embeds)
+        if attention_mask is not None and attention_mask.dim() == 2 and bool(attention_mask.all()):
+            attention_mask = None  # no padding: no bias, SDPA's fast path
+        bias = self.attention_bias(attention_mask, hidden.dtype)
+
+        ge = GradientEquilibrium(exit_layers, enabled=bool(self.config.gradient_equilibrium))
+        all_hidden = (hidden,) if output_hidden_states else None
+        all_attn = () if output_attentions else None
+        exit_hidden: list[torch.Tensor] = []
+        exit_pooled: list[torch.Tensor] = []
+        for i, layer_module in enumerate(self.encoder.layer):
+            if output_attentions:
+                hidden, attn = layer_module.forward_with_attentions(hidden, bias)
+                all_attn = all_attn + (attn,)
+            else:
+                hidden = layer_module(hidden, bias)
+            if ge.is_exit(i):
+                branch, hidden = ge.split(i, hidden)
+                exit_hidden.append(branch)
+                exit_pooled.append(self.pool(i, branch))
+            if output_hidden_states:
+                all_hidden = all_hidden + (hidden,)
+
+        pooled = exit_pooled[-1] if (exit_pooled and self.add_pooling_layer) else None
+        out = ElasticBertModelOutput(
+            last_hidden_state=hidden,
+            pooler_output=pooled,
+            exit_hidden_states=tuple(exit_hidden),
+            exit_pooled_outputs=tuple(exit_pooled),
+            hidden_states=all_hidden,
+            attentions=all_attn,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# sequence classification
+
+
+class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
+    """ElasticBERT with a classifier (or regressor, num_labels == 1) on each exit.
+
+    One exit (`num_output_layers == 1`, static use): parameter `classifier`, the pooler of the last layer.
+    Several exits: `classifiers[j]` for exit j on layer `start_output_layer + j`; training loss is the unweighted
+    sum of exit losses, under gradient equilibrium (config.gradient_equilibrium).
+    """
+
+    def __init__(self, config: ElasticBertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        config.check_layers()
+        self.num_labels = config.num_labels
+        self.config = config
+        self.elasticbert = ElasticBertModel(config, add_pooling_layer=add_pooling_layer)
+        dropout = (
+            config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        )
+        self.dropout = nn.Dropout(dropout)
+        if config.num_output_layers == 1:
+            self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        else:
+            self.classifiers = nn.ModuleList(
+                [nn.Linear(config.hidden_size, config.num_labels) for _ in range(config.num_output_layers)]
+            )
+        self.post_init()
+
+    @property
+    def exit_layers(self) -> list[int]:
+        """0-based indices of the layers with an exit."""
+        return self.config.exit_layers
+
+    @property
+    def is_regression(self) -> bool:
+        return self.config.num_labels == 1 or self.config.problem_type == "regression"
+
+    def exit_classifier(self, layer: int) -> nn.Linear:
+        """The classifier of the exit on layer `layer` (0-based)."""
+        if layer not in set(self.exit_layers):
+            raise ValueError(f"layer {layer} (0-based) has no exit; exit layers are {self.exit_layers}")
+        if self.config.num_output_layers == 1:
+            return self.classifier
+        return self.classifiers[layer - self.config.start_output_layer]
+
+    def exit_logits(self, layer: int, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) of the exit on layer `layer` (0-based) from that layer's output (B, S, H)."""
+        return self.exit_classifier(layer)(self.dropout(self.elasticbert.pool(layer, hidden_states)))
+
+    def exit_module(self, layer: int) -> ElasticBertExit:
+        """The exit on layer `layer` (0-based) as one module, [CLS] hidden (B, H) -> logits (B, C)."""
+        pooler = (
+            self.elasticbert.encoder.pooler[layer] if self.elasticbert.encoder.pooler is not None else None
+        )
+        return ElasticBertExit(pooler, self.exit_classifier(layer))
+
+    def elue_modules(self) -> dict[str, nn.Module]:
+        """ELUE `module_list` view: `emb`, `layer_<i>` (1..L), `exit_<i>` for each exit layer (1-based names).
+
+        Inputs per call: emb (n,) token ids; layer_i (n, H) hidden states; exit_i (H,) the [CLS] hidden state.
+        """
+        modules: dict[str, nn.Module] = {"emb": self.elasticbert.embeddings}
+        for i, layer in enumerate(self.elasticbert.encoder.layer):
+            modules[f"layer_{i + 1}"] = layer
+        for i in self.exit_layers:
+            modules[f"exit_{i + 1}"] = self.exit_module(i)
+        return modules
+
+    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One exit's loss: MSE for regression (num_labels == 1), cross-entropy otherwise."""
+        if self.is_regression:
+            return MSELoss()(logits.view(-1), labels.view(-1).to(logits.dtype))
+        return CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        exit_layers: Sequence[int] | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ElasticBertSequenceClassifierOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(B,)`, *optional*):
+            Class ids, or float targets when num_labels == 1 (regression, MSE).
+        exit_layers (`Sequence[int]`, *optional*):
+            0-based exit layers to compute (default: all exits); the loss sums over these.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.elasticbert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            exit_layers=exit_layers,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        layers = self.exit_layers if exit_layers is None else sorted(set(int(i) for i in exit_layers))
+        per_exit = [
+            self.exit_classifier(layer)(self.dropout(pooled))
+            for layer, pooled in zip(layers, outputs.exit_pooled_outputs, strict=True)
+        ]
+        exit_logits = torch.stack(per_exit)
+        loss = exit_losses = None
+        if labels is not None:
+            exit_losses = torch.stack([self.compute_loss(lg, labels) for lg in per_exit])
+            loss = exit_losses.sum()
+        out = ElasticBertSequenceClassifierOutput(
+            loss=loss,
+            logits=per_exit[-1],
+            exit_logits=exit_logits,
+            exit_losses=exit_losses,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+__all__ = [
+    "ElasticBertExit",
+    "ElasticBertForSequenceClassification",
+    "ElasticBertModel",
+    "ElasticBertModelOutput",
+    "ElasticBertPreTrainedModel",
+    "ElasticBertSequenceClassifierOutput",
+]

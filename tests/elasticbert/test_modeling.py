@@ -1,0 +1,291 @@
+"""ElasticBERT configuration and models: shapes, heads, save/load, Auto classes, original checkpoint layout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+from elue.elasticbert import (
+    ElasticBertConfig,
+    ElasticBertForSequenceClassification,
+    ElasticBertModel,
+)
+
+VOCAB, HIDDEN, HEADS, FFN = 99, 32, 2, 37
+
+
+def tiny_config(**kw) -> ElasticBertConfig:
+    args = dict(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=4,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    args.update(kw)
+    return ElasticBertConfig(**args)
+
+
+def batch(b=3, s=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (b, s), generator=g)
+    mask = torch.ones(b, s, dtype=torch.long)
+    for row in range(1, b):
+        mask[row, s - 2 * row :] = 0
+    ids[mask == 0] = 0
+    return ids, mask
+
+
+def test_config_defaults_and_checks():
+    c = ElasticBertConfig()
+    assert c.model_type == "elasticbert"
+    assert c.layer_norm_eps == 1e-8
+    assert (c.num_hidden_layers, c.num_output_layers, c.max_output_layers) == (12, 12, 12)
+    assert c.exit_layers == list(range(12))
+    s = ElasticBertConfig(num_hidden_layers=3, num_output_layers=1, max_output_layers=12)
+    assert s.exit_layers == [2]
+    with pytest.raises(ValueError):
+        ElasticBertModel(tiny_config(num_output_layers=5))
+    with pytest.raises(ValueError):
+        ElasticBertModel(tiny_config(max_output_layers=2))
+
+
+def test_model_shapes_dynamic():
+    torch.manual_seed(0)
+    model = ElasticBertModel(tiny_config()).eval()
+    ids, mask = batch()
+    out = model(ids, attention_mask=mask, output_hidden_states=True)
+    assert out.last_hidden_state.shape == (3, 9, HIDDEN)
+    assert out.pooler_output.shape == (3, HIDDEN)
+    assert len(out.exit_hidden_states) == 4 and len(out.exit_pooled_outputs) == 4
+    assert len(out.hidden_states) == 5
+    torch.testing.assert_close(out.exit_hidden_states[-1], out.last_hidden_state)
+    torch.testing.assert_close(out.pooler_output, out.exit_pooled_outputs[-1])
+    # subset of exits (grouped training)
+    sub = model(ids, attention_mask=mask, exit_layers=[0, 2])
+    assert len(sub.exit_pooled_outputs) == 2
+    torch.testing.assert_close(sub.exit_pooled_outputs[1], out.exit_pooled_outputs[2])
+    with pytest.raises(ValueError):
+        ElasticBertModel(tiny_config(num_output_layers=2))(ids, exit_layers=[0])
+
+
+def test_classifier_static_and_dynamic_heads():
+    torch.manual_seed(0)
+    ids, mask = batch()
+    labels = torch.tensor([0, 1, 2])
+    static = ElasticBertForSequenceClassification(tiny_config(num_output_layers=1, num_labels=3)).eval()
+    names = set(static.state_dict())
+    assert "classifier.weight" in names and not any(n.startswith("classifiers.") for n in names)
+    assert {n for n in names if ".pooler." in n} == {
+        "elasticbert.encoder.pooler.3.dense.weight",
+        "elasticbert.encoder.pooler.3.dense.bias",
+    }
+    out = static(ids, attention_mask=mask, labels=labels)
+    assert out.logits.shape == (3, 3) and out.exit_logits.shape == (1, 3, 3)
+    assert out.loss.shape == ()
+
+    dyn = ElasticBertForSequenceClassification(tiny_config(num_labels=3)).eval()
+    names = set(dyn.state_dict())
+    assert {f"classifiers.{j}.weight" for j in range(4)} <= names and "classifier.weight" not in names
+    out = dyn(ids, attention_mask=mask, labels=labels)
+    assert out.exit_logits.shape == (4, 3, 3)
+    torch.testing.assert_close(out.logits, out.exit_logits[-1])
+    ce = torch.nn.functional.cross_entropy
+    expect = [ce(out.exit_logits[j], labels) for j in range(4)]
+    torch.testing.assert_close(out.exit_losses, torch.stack(expect))
+    torch.testing.assert_close(out.loss, sum(expect))
+    # exit_logits() helper reproduces the forward per layer
+    h = dyn.elasticbert(ids, attention_mask=mask).exit_hidden_states
+    torch.testing.assert_close(dyn.exit_logits(1, h[1]), out.exit_logits[1])
+
+
+def test_regression_loss_is_summed_mse():
+    torch.manual_seed(0)
+    model = ElasticBertForSequenceClassification(tiny_config(num_labels=1, num_hidden_layers=2)).eval()
+    ids, mask = batch()
+    y = torch.tensor([0.5, 3.0, 4.5])
+    out = model(ids, attention_mask=mask, labels=y)
+    assert out.exit_logits.shape == (2, 3, 1)
+    expect = sum(torch.nn.functional.mse_loss(out.exit_logits[j].view(-1), y) for j in range(2))
+    torch.testing.assert_close(out.loss, expect)
+
+
+def test_padding_does_not_change_real_tokens():
+    torch.manual_seed(0)
+    model = ElasticBertForSequenceClassification(tiny_config()).eval()
+    ids, mask = batch()
+    full = model(ids, attention_mask=mask).exit_logits[:, 2]
+    n = int(mask[2].sum())
+    alone = model(ids[2:3, :n]).exit_logits[:, 0]
+    torch.testing.assert_close(full, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_eager_and_sdpa_agree(tmp_path):
+    torch.manual_seed(0)
+    ElasticBertForSequenceClassification(tiny_config()).save_pretrained(tmp_path)
+    eager = ElasticBertForSequenceClassification.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    sdpa = ElasticBertForSequenceClassification.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation == "sdpa"
+    ids, mask = batch()
+    a = eager(ids, attention_mask=mask, output_attentions=True)
+    b = sdpa(ids, attention_mask=mask)
+    torch.testing.assert_close(a.exit_logits, b.exit_logits, atol=1e-5, rtol=1e-5)
+    assert len(a.attentions) == 4 and a.attentions[0].shape == (3, HEADS, 9, 9)
+    # from a config too
+    c = tiny_config(attn_implementation="eager")
+    assert ElasticBertModel(c).config._attn_implementation == "eager"
+
+
+def test_save_load_round_trip_and_auto(tmp_path):
+    torch.manual_seed(0)
+    model = ElasticBertForSequenceClassification(tiny_config(num_labels=2)).eval()
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model_type"] == "elasticbert"
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), ElasticBertConfig)
+    loaded, info = AutoModelForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(loaded, ElasticBertForSequenceClassification)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    ids, mask = batch()
+    torch.testing.assert_close(
+        loaded.eval()(ids, attention_mask=mask).exit_logits, model(ids, attention_mask=mask).exit_logits
+    )
+    base = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(base, ElasticBertModel)
+
+
+# ---- the original checkpoint layout -------------------------------------------------------------------------
+
+
+def original_state_dict(layers: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict named and shaped like fnlp/elasticbert-base's (an ElasticBertForMaskedLM), built by hand."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g) * 0.05
+
+    sd = {
+        "elasticbert.embeddings.position_ids": torch.arange(64).expand(1, -1).clone(),
+        "elasticbert.embeddings.word_embeddings.weight": r(VOCAB, HIDDEN),
+        "elasticbert.embeddings.position_embeddings.weight": r(64, HIDDEN),
+        "elasticbert.embeddings.token_type_embeddings.weight": r(2, HIDDEN),
+        "elasticbert.embeddings.LayerNorm.weight": 1 + r(HIDDEN),
+        "elasticbert.embeddings.LayerNorm.bias": r(HIDDEN),
+    }
+    for i in range(layers):
+        p = f"elasticbert.encoder.layer.{i}."
+        for name in ("query", "key", "value"):
+            sd[p + f"attention.self.{name}.weight"] = r(HIDDEN, HIDDEN)
+            sd[p + f"attention.self.{name}.bias"] = r(HIDDEN)
+        sd[p + "attention.output.dense.weight"] = r(HIDDEN, HIDDEN)
+        sd[p + "attention.output.dense.bias"] = r(HIDDEN)
+        sd[p + "attention.output.LayerNorm.weight"] = 1 + r(HIDDEN)
+        sd[p + "attention.output.LayerNorm.bias"] = r(HIDDEN)
+        sd[p + "intermediate.dense.weight"] = r(FFN, HIDDEN)
+        sd[p + "intermediate.dense.bias"] = r(FFN)
+        sd[p + "output.dense.weight"] = r(HIDDEN, FFN)
+        sd[p + "output.dense.bias"] = r(HIDDEN)
+        sd[p + "output.LayerNorm.weight"] = 1 + r(HIDDEN)
+        sd[p + "output.LayerNorm.bias"] = r(HIDDEN)
+        sd[f"elasticbert.encoder.pooler.{i}.dense.weight"] = r(HIDDEN, HIDDEN)
+        sd[f"elasticbert.encoder.pooler.{i}.dense.bias"] = r(HIDDEN)
+    # the masked-LM head of the released checkpoint
+    sd["cls.predictions.bias"] = r(VOCAB)
+    sd["cls.predictions.transform.dense.weight"] = r(HIDDEN, HIDDEN)
+    sd["cls.predictions.transform.dense.bias"] = r(HIDDEN)
+    sd["cls.predictions.transform.LayerNorm.weight"] = 1 + r(HIDDEN)
+    sd["cls.predictions.transform.LayerNorm.bias"] = r(HIDDEN)
+    sd["cls.predictions.decoder.weight"] = sd["elasticbert.embeddings.word_embeddings.weight"]
+    sd["cls.predictions.decoder.bias"] = sd["cls.predictions.bias"]
+    return sd
+
+
+@pytest.fixture(scope="module")
+def original_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("elasticbert-original")
+    config = {  # the original config.json layout (transformers 4.x era)
+        "architectures": ["ElasticBertForMaskedLM"],
+        "attention_probs_dropout_prob": 0.1,
+        "gradient_checkpointing": False,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": HIDDEN,
+        "initializer_range": 0.02,
+        "intermediate_size": FFN,
+        "layer_norm_eps": 1e-08,
+        "max_output_layers": 4,
+        "max_position_embeddings": 64,
+        "model_type": "elasticbert",
+        "num_attention_heads": HEADS,
+        "num_hidden_layers": 4,
+        "num_output_layers": 4,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+        "transformers_version": "4.9.2",
+        "type_vocab_size": 2,
+        "use_cache": True,
+        "vocab_size": VOCAB,
+    }
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    sd = original_state_dict(4)
+    torch.save(sd, path / "pytorch_model.bin")
+    return path, sd
+
+
+def test_original_layout_loads_without_missing_or_unexpected_keys(original_checkpoint):
+    path, sd = original_checkpoint
+    model, info = ElasticBertModel.from_pretrained(path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, sd["elasticbert." + name])
+
+    config = ElasticBertConfig.from_pretrained(path, num_labels=3)
+    dyn, info = ElasticBertForSequenceClassification.from_pretrained(
+        path, config=config, output_loading_info=True
+    )
+    # only the new classifiers are missing; the MLM head is ignored
+    assert info["missing_keys"] == {f"classifiers.{j}.{w}" for j in range(4) for w in ("weight", "bias")}
+    assert not info["unexpected_keys"]
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_static_k_layers_take_layer_k_pooler(original_checkpoint, k):
+    path, sd = original_checkpoint
+    # the original documented usage, plus a layer count
+    config = ElasticBertConfig.from_pretrained(path, num_output_layers=1, num_hidden_layers=k)
+    model, info = ElasticBertForSequenceClassification.from_pretrained(
+        path, config=config, output_loading_info=True
+    )
+    assert info["missing_keys"] == {"classifier.weight", "classifier.bias"}
+    assert not info["unexpected_keys"], info["unexpected_keys"]
+    assert len(model.elasticbert.encoder.layer) == k
+    pooler = model.elasticbert.encoder.pooler[k - 1]
+    torch.testing.assert_close(pooler.dense.weight, sd[f"elasticbert.encoder.pooler.{k - 1}.dense.weight"])
+    assert all(model.elasticbert.encoder.pooler[i] is None for i in range(4) if i != k - 1)
+    # the k-layer static model equals the first k layers of the full model
+    full = ElasticBertModel.from_pretrained(path).eval()
+    ids, mask = batch()
+    ref = full(ids, attention_mask=mask).exit_pooled_outputs[k - 1]
+    got = model.eval().elasticbert(ids, attention_mask=mask).pooler_output
+    torch.testing.assert_close(got, ref)
+
+
+def test_elue_modules_names_and_calls():
+    torch.manual_seed(0)
+    model = ElasticBertForSequenceClassification(tiny_config(num_hidden_layers=2)).eval()
+    mods = model.elue_modules()
+    assert list(mods) == ["emb", "layer_1", "layer_2", "exit_1", "exit_2"]
+    ids = torch.randint(1, VOCAB, (1, 5))
+    with torch.no_grad():
+        h = mods["emb"](ids)
+        h = mods["layer_2"](mods["layer_1"](h))
+        logits = mods["exit_2"](h[:, 0])
+        torch.testing.assert_close(logits, model(ids).exit_logits[1])
+    static = ElasticBertForSequenceClassification(tiny_config(num_hidden_layers=3, num_output_layers=1))
+    assert list(static.elue_modules()) == ["emb", "layer_1", "layer_2", "layer_3", "exit_3"]
