@@ -1,9 +1,264 @@
-"""Commands of this part of elue (registered by elue.cli)."""
+"""ElasticBERT commands: `elue finetune`, `elue predict` (write an ELUE submission), `elue convert`.
+
+No logic here: parse arguments, call `elue.elasticbert.*`, print. Heavy imports inside the commands.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
 
+def _floats(text: str | None) -> list[float]:
+    if not text:
+        return []
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def _ints(text: str | None) -> list[int]:
+    if not text:
+        return []
+    spec = text.replace(" ", "")
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            if not part:
+                continue
+            if "-" in part:  # "1-6"
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a list of integers like '1,2,3' or '1-6'") from None
+    return out
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+def finetune_command(
+    task: str = typer.Argument(
+        ..., help="ELUE task (sst-2, imdb, snli, scitail, mrpc, sts-b) or, with --glue, a GLUE task."
+    ),
+    model: Path = typer.Option(
+        ..., "--model", "-m", help="ElasticBERT checkpoint folder (e.g. from `elue convert`)."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Output folder: best/, last/, log.jsonl."),
+    data: Path | None = typer.Option(
+        None, "--data", help="ELUE-layout data folder (default $ELUE_DATA_DIR)."
+    ),
+    hub: bool = typer.Option(False, "--hub", help="Read the ELUE task from the Hugging Face hub instead."),
+    glue: bool = typer.Option(False, "--glue", help="TASK is a GLUE task (hub nyu-mll/glue or --hub-path)."),
+    hub_path: str | None = typer.Option(
+        None, "--hub-path", help="Hub dataset id or local copy (with --hub/--glue)."
+    ),
+    layers: int | None = typer.Option(
+        None, "--layers", "-k", help="Static: train the first K layers with one exit."
+    ),
+    num_layers: int | None = typer.Option(
+        None, "--num-layers", help="Joint: truncate the encoder to this depth."
+    ),
+    exits: int | None = typer.Option(
+        None, "--exits", help="Joint: exits on the top N layers (default: every layer)."
+    ),
+    gradient_equilibrium: bool = typer.Option(
+        True, "--ge/--no-ge", help="Gradient equilibrium (joint training)."
+    ),
+    max_length: int = typer.Option(
+        128, "--max-length", help="Truncate inputs to this many tokens (IMDb: 512)."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    eval_batch_size: int = typer.Option(128, "--eval-batch-size"),
+    lr: float = typer.Option(2e-5, "--lr", help="AdamW peak learning rate."),
+    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    warmup_ratio: float = typer.Option(
+        0.1, "--warmup-ratio", help="Linear warm-up over this share of the steps."
+    ),
+    epochs: float = typer.Option(3.0, "--epochs"),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", help="Stop after this many steps (overrides --epochs)."
+    ),
+    eval_every: int | None = typer.Option(
+        None, "--eval-every", help="Evaluate on dev every N steps (default: each epoch)."
+    ),
+    early_stopping: int | None = typer.Option(
+        None, "--early-stopping", help="Stop after N evaluations without dev improvement."
+    ),
+    select: str = typer.Option(
+        "auto", "--select", help="Best checkpoint by the 'last' exit or the 'mean' over exits."
+    ),
+    seed: int = typer.Option(42, "--seed"),
+    cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
+    mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="fp16 or bf16 (GPU)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from OUTPUT/last (model, optimizer, scheduler, step)."
+    ),
+    stop_after: int | None = typer.Option(
+        None, "--stop-after", help="End this session at global step N (resumable with --resume)."
+    ),
+    train_limit: int | None = typer.Option(None, "--train-limit", help="Use only the first N training rows."),
+    dev_limit: int | None = typer.Option(None, "--dev-limit", help="Use only the first N dev rows."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Fine-tune ElasticBERT: static K layers (--layers K) or every exit jointly (default, gradient equilibrium)."""
+    from elue.elasticbert.finetune import FinetuneConfig, finetune
+
+    if hub and glue:
+        _fail("--hub and --glue exclude each other")
+    if select not in ("auto", "last", "mean"):
+        _fail("--select must be auto, last or mean")
+    cfg = FinetuneConfig(
+        task=task,
+        model=str(model),
+        output_dir=str(output),
+        source="glue" if glue else "hub" if hub else "elue",
+        data_dir=str(data) if data else None,
+        hub_path=hub_path,
+        mode="static" if layers else "joint",
+        num_layers=layers or num_layers,
+        num_output_layers=exits,
+        gradient_equilibrium=gradient_equilibrium,
+        max_length=max_length,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        learning_rate=lr,
+        weight_decay=weight_decay,
+        warmup_ratio=warmup_ratio,
+        epochs=epochs,
+        max_steps=max_steps,
+        eval_every=eval_every,
+        early_stopping_patience=early_stopping,
+        select=select,
+        seed=seed,
+        cpu=cpu,
+        mixed_precision=mixed_precision,
+        resume=resume,
+        stop_after=stop_after,
+        train_limit=train_limit,
+        dev_limit=dev_limit,
+        progress=progress,
+    )
+    try:
+        result = finetune(cfg, log=lambda m: typer.echo(m, err=True))
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(
+        json.dumps(
+            {
+                "best_dir": result.best_dir,
+                "best_score": result.best_score,
+                "best_step": result.best_step,
+                "global_step": result.global_step,
+                "stopped_early": result.stopped_early,
+            },
+            indent=2,
+        )
+    )
+
+
+def predict_command(
+    task: str = typer.Argument(..., help="ELUE task whose test set to run."),
+    model: Path = typer.Option(..., "--model", "-m", help="Fine-tuned checkpoint folder (e.g. OUTPUT/best)."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Submission folder; writes OUTPUT/<task>/{model.py,*.tsv}."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="ELUE-layout data folder (default $ELUE_DATA_DIR)."
+    ),
+    hub: bool = typer.Option(False, "--hub", help="Read the test split from the Hugging Face hub."),
+    hub_path: str | None = typer.Option(None, "--hub-path"),
+    static: str | None = typer.Option(
+        None, "--static", help="Static points: exit k with layers 1..k, e.g. '1-6' or '3,6'."
+    ),
+    entropy: str | None = typer.Option(None, "--entropy", help="Entropy thresholds, e.g. '0.05,0.2,0.4'."),
+    patience: str | None = typer.Option(None, "--patience", help="PABEE patience values, e.g. '1,2,3'."),
+    regression_threshold: float = typer.Option(
+        0.1, "--regression-threshold", help="Patience on STS-B: 'unchanged' means a change below this."
+    ),
+    engine: str = typer.Option(
+        "replay",
+        "--engine",
+        help="'replay': one full pass, exit rules replayed on every exit's logits; 'early-exit': the batched engine per point.",
+    ),
+    split: str = typer.Option("test", "--split"),
+    dev: bool = typer.Option(
+        False, "--dev", help="Also score every point on the dev split (printed, not written)."
+    ),
+    max_length: int | None = typer.Option(None, "--max-length", help="Default: the fine-tuning max length."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    limit: int | None = typer.Option(
+        None, "--limit", help="Only the first N rows (a partial submission; for tests)."
+    ),
+    cpu: bool = typer.Option(False, "--cpu"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Run a fine-tuned ElasticBERT on a test set; write ELUE test files (with traces) and model.py."""
+    from elue.elasticbert.export import make_points, predict_submission
+
+    if engine not in ("replay", "early-exit"):
+        _fail("--engine must be replay or early-exit")
+    try:
+        points = make_points(_ints(static), _floats(entropy), _ints(patience))
+        result = predict_submission(
+            model,
+            task,
+            output,
+            points,
+            data_dir=data,
+            source="hub" if hub else "elue",
+            hub_path=hub_path,
+            split=split,
+            max_length=max_length,
+            batch_size=batch_size,
+            engine=engine,
+            regression_threshold=regression_threshold,
+            limit=limit,
+            dev_split="dev" if dev else None,
+            cpu=cpu,
+            progress=progress,
+            log=lambda m: typer.echo(m, err=True),
+        )
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        _fail(str(err))
+    for p in result.points:
+        dev_txt = f"\tdev {p.dev['performance']:.2f}" if p.dev else ""
+        typer.echo(
+            f"{p.name}\tmean exit {p.mean_exit_layer:.2f}\t{p.formula_mflops:.1f} MFLOPs{dev_txt}\t{p.file}"
+        )
+    typer.echo(f"model.py: {result.model_py}")
+
+
+def convert_command(
+    source: Path | None = typer.Argument(
+        None, help="BERT checkpoint folder (default: the bundled all-MiniLM-L6-v2)."
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Where to save the ElasticBERT checkpoint and tokenizer."
+    ),
+    exits: int | None = typer.Option(
+        None, "--exits", help="Exits on the top N layers (default: every layer)."
+    ),
+) -> None:
+    """Convert a BERT checkpoint (e.g. MiniLM) to ElasticBERT, with a pooler per exit layer."""
+    from elue.elasticbert import convert
+
+    try:
+        path = convert.convert_checkpoint(source, output, num_output_layers=exits)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(str(path))
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
+    app.command("finetune")(finetune_command)
+    app.command("predict")(predict_command)
+    app.command("convert")(convert_command)

@@ -1,0 +1,528 @@
+"""Write an ELUE submission from an ElasticBERT model run (spec §2, §3).
+
+`predict_submission` runs a fine-tuned model on a task's test set and writes, per operating point, a
+test file `OUT/<task>/<point>.tsv` (`index, pred, modules`) and once `OUT/<task>/model.py`, generated
+from the model's config, whose `module_list` holds exactly the modules the traces name:
+
+    emb          the embeddings block (word + position + token type lookups, LayerNorm); input (n) ids
+    layer_<i>    encoder layer i (1-based); input (n, H)
+    exit_<i>     the exit on layer i: pooler (dense + tanh) and classifier; input (H), the [CLS] vector
+
+and `entire_model`, the whole multi-exit model, so the parameter count includes every exit it carries.
+
+Operating points:
+- ``static k``: exit k with layers 1..k -> ``(n),emb; (n,H),layer_1; ...; (n,H),layer_k; (H),exit_k``.
+  For a jointly trained model this reads exit k of the joint model; for a static model k is its depth.
+- ``entropy τ`` / ``patience t``: dynamic early exit. The trace lists each layer up to the example's
+  exit layer and, after each layer that carries an exit, that exit (every exit is evaluated on the way):
+  ``(n),emb; (n,H),layer_1; (H),exit_1; ...; (n,H),layer_e; (H),exit_e``.
+
+n is the example's unpadded token count with special tokens (after truncation to `max_length`).
+Dynamic points are computed by the batched early-exit engine (`elue.elasticbert.early_exit`) or, with
+``engine="replay"``, from one full pass that keeps every exit's logits and replays the exit rule per
+threshold (the same predictions, exit layers and traces: exits do not change the hidden states).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pprint
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------------
+# operating points
+
+
+@dataclass(frozen=True)
+class Point:
+    kind: str  # "static" | "entropy" | "patience"
+    value: float  # k, threshold τ, or patience t
+
+    @property
+    def name(self) -> str:
+        if self.kind == "static":
+            return f"static_k{int(self.value)}"
+        if self.kind == "patience":
+            return f"patience_t{int(self.value)}"
+        return f"entropy_{_fmt(self.value)}"
+
+
+def _fmt(v: float) -> str:
+    s = f"{v:.6g}"
+    return s.replace("-", "m")
+
+
+def make_points(
+    static: Sequence[int] = (), entropy: Sequence[float] = (), patience: Sequence[int] = ()
+) -> list[Point]:
+    pts = [Point("static", int(k)) for k in static]
+    pts += [Point("entropy", float(t)) for t in entropy]
+    pts += [Point("patience", int(t)) for t in patience]
+    if not pts:
+        raise ValueError("no operating point: give at least one static k, entropy threshold or patience")
+    names = [p.name for p in pts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate operating points: {names}")
+    return pts
+
+
+# --------------------------------------------------------------------------------------------------
+# traces and the closed-form cost (spec §3)
+
+
+def exit_layer_numbers(config) -> list[int]:
+    """1-based numbers of the layers that carry an exit (the top `num_output_layers`)."""
+    n = int(config.num_hidden_layers)
+    k = int(getattr(config, "num_output_layers", None) or n)
+    return list(range(n - k + 1, n + 1))
+
+
+def static_trace(n_tokens: int, k: int, hidden: int) -> list[tuple[str, tuple[int, ...]]]:
+    calls: list[tuple[str, tuple[int, ...]]] = [("emb", (int(n_tokens),))]
+    calls += [(f"layer_{i}", (int(n_tokens), hidden)) for i in range(1, k + 1)]
+    calls.append((f"exit_{k}", (hidden,)))
+    return calls
+
+
+def dynamic_trace(
+    n_tokens: int, exit_layer: int, hidden: int, exits: Sequence[int]
+) -> list[tuple[str, tuple[int, ...]]]:
+    have = set(exits)
+    calls: list[tuple[str, tuple[int, ...]]] = [("emb", (int(n_tokens),))]
+    for i in range(1, exit_layer + 1):
+        calls.append((f"layer_{i}", (int(n_tokens), hidden)))
+        if i in have:
+            calls.append((f"exit_{i}", (hidden,)))
+    return calls
+
+
+def formula_macs(config, calls: Sequence[tuple[str, tuple[int, ...]]]) -> int:
+    """MACs of a trace under the ELUE convention, in closed form for a BERT-shaped model.
+
+    layer: n·(4H² + 2H·F + 4H) + n²·(2H + 2·heads); embeddings 2H·n (LayerNorm); exit H² + H·C.
+    ElasticBERT-base: 7,080,960·n + 1,560·n², 1,536·n and 589,824 + 1,536 (2 classes).
+    """
+    h = int(config.hidden_size)
+    f = int(config.intermediate_size)
+    heads = int(config.num_attention_heads)
+    c = int(getattr(config, "num_labels", 2))
+    total = 0
+    for name, shape in calls:
+        if name == "emb":
+            total += 2 * h * shape[0]
+        elif name.startswith("layer_"):
+            n = shape[0]
+            total += n * (4 * h * h + 2 * h * f + 4 * h) + n * n * (2 * h + 2 * heads)
+        elif name.startswith("exit_"):
+            total += h * h + h * c
+        else:
+            raise ValueError(f"unknown module {name!r}")
+    return total
+
+
+def formula_mflops(config, calls) -> float:
+    return 2.0 * formula_macs(config, calls) / 1e6
+
+
+# --------------------------------------------------------------------------------------------------
+# exit rules, replayed on the logits of every exit
+
+
+def entropy(logits: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of softmax(logits) along the last axis."""
+    z = logits - logits.max(-1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(-1, keepdims=True)
+    return -(p * np.log(np.clip(p, 1e-30, None))).sum(-1)
+
+
+def replay_exits(
+    logits: np.ndarray,
+    point: Point,
+    exits: Sequence[int],
+    regression: bool = False,
+    regression_threshold: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(prediction, exit layer) per example from every exit's logits [E, N, C].
+
+    entropy τ: the first exit whose softmax entropy is below τ (else the last). patience t: the first
+    exit at which the prediction has stayed the same for t consecutive exits after its first appearance
+    (PABEE; regression: changed by less than `regression_threshold`), else the last.
+    """
+    exits = list(exits)
+    e_count, n = logits.shape[0], logits.shape[1]
+    if e_count != len(exits):
+        raise ValueError(f"{e_count} exits of logits, {len(exits)} exit layers")
+    preds_all = logits[..., 0] if regression else logits.argmax(-1)  # [E, N]
+    if point.kind == "static":
+        k = int(point.value)
+        if k not in exits:
+            raise ValueError(f"static k={k}: the model has exits at layers {exits} only")
+        e = exits.index(k)
+        return preds_all[e], np.full(n, k, dtype=np.int64)
+    chosen = np.full(n, e_count - 1, dtype=np.int64)
+    decided = np.zeros(n, dtype=bool)
+    if point.kind == "entropy":
+        if regression:
+            raise ValueError("entropy exit needs a classifier: a 1-output regression head has entropy 0")
+        ent = entropy(logits)  # [E, N]
+        for e in range(e_count):
+            hit = ~decided & (ent[e] < point.value)
+            chosen[hit] = e
+            decided |= hit
+    elif point.kind == "patience":
+        t = int(point.value)
+        count = np.zeros(n, dtype=np.int64)
+        for e in range(e_count):
+            if e > 0:
+                if regression:
+                    same = np.abs(preds_all[e] - preds_all[e - 1]) < regression_threshold
+                else:
+                    same = preds_all[e] == preds_all[e - 1]
+                count = np.where(same, count + 1, 0)
+            hit = ~decided & (count >= t)
+            chosen[hit] = e
+            decided |= hit
+    else:
+        raise ValueError(f"unknown point kind {point.kind!r}")
+    pred = preds_all[chosen, np.arange(n)]
+    return pred, np.asarray(exits, dtype=np.int64)[chosen]
+
+
+# --------------------------------------------------------------------------------------------------
+# model.py
+
+
+MODEL_PY_TEMPLATE = '''"""ElasticBERT modules for ELUE cost accounting, generated by `elue predict` from the model config.
+
+Built from the config only (no weights, no network). Module names match the test files' traces:
+`emb` (embeddings block, input: token ids (n)), `layer_<i>` (encoder layer i, input (n, H)) and
+`exit_<i>` (pooler + classifier of the exit on layer i, input: the [CLS] hidden state (H)).
+`entire_model` is the whole multi-exit model: {num_layers} layers, exits on layers {exit_layers},
+so its parameters include every exit it carries.
+"""
+
+import torch
+
+from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification
+
+CONFIG = {config_json}
+
+config = ElasticBertConfig(**CONFIG)
+entire_model = ElasticBertForSequenceClassification(config).eval()
+module_list = entire_model.elue_modules()
+
+
+def dummy_input(name, shape):
+    """Batch-1 input of a module call: token ids for `emb`, float hidden states otherwise."""
+    if name == "emb":
+        return (torch.zeros((1, *shape), dtype=torch.long),)
+    return (torch.zeros((1, *shape), dtype=torch.float32),)
+'''
+
+_CONFIG_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "max_output_layers",
+    "num_output_layers",
+    "intermediate_size",
+    "hidden_act",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "layer_norm_eps",
+    "pad_token_id",
+)
+
+
+def model_config_dict(config) -> dict:
+    """The config fields that shape the modules (dropout off: it costs nothing and changes nothing)."""
+    cfg = {k: getattr(config, k) for k in _CONFIG_KEYS if getattr(config, k, None) is not None}
+    if not isinstance(cfg.get("hidden_act", "gelu"), str):
+        cfg["hidden_act"] = "gelu"
+    cfg["num_labels"] = int(getattr(config, "num_labels", 2))
+    cfg["hidden_dropout_prob"] = 0.0
+    cfg["attention_probs_dropout_prob"] = 0.0
+    cfg["gradient_equilibrium"] = False
+    return cfg
+
+
+def model_py_source(config) -> str:
+    """model.py text for an ElasticBERT config (exits on its top `num_output_layers` layers)."""
+    return MODEL_PY_TEMPLATE.format(
+        config_json=pprint.pformat(model_config_dict(config), sort_dicts=False),
+        exit_layers=repr(exit_layer_numbers(config)),
+        num_layers=int(config.num_hidden_layers),
+    )
+
+
+def write_model_py(config, path: Path | str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(model_py_source(config))
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# running a model on a test set
+
+
+@dataclass
+class PointSummary:
+    name: str
+    kind: str
+    value: float
+    file: str
+    examples: int
+    mean_exit_layer: float
+    exit_histogram: dict[int, int]
+    formula_mflops: float  # mean over examples, spec §3 closed form
+    dev: dict[str, float] | None = None  # metrics on a labelled split, when asked
+
+
+@dataclass
+class PredictResult:
+    task: str
+    out_dir: str
+    model_py: str
+    points: list[PointSummary] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "task": self.task,
+            "out_dir": self.out_dir,
+            "model_py": self.model_py,
+            "points": [asdict(p) for p in self.points],
+        }
+
+
+def load_finetuned(model_dir: str | Path):
+    """(model, tokenizer, info) from a fine-tuned checkpoint folder (`finetune.json` optional)."""
+    from transformers import AutoTokenizer
+
+    from elue.elasticbert.modeling_elasticbert import ElasticBertForSequenceClassification
+
+    model_dir = Path(model_dir)
+    model = ElasticBertForSequenceClassification.from_pretrained(str(model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), use_fast=True)
+    info_path = model_dir / "finetune.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return model, tokenizer, info
+
+
+def run_points(
+    model,
+    rows: Sequence[dict],
+    points: Sequence[Point],
+    *,
+    regression: bool,
+    batch_size: int = 64,
+    device: Any = "cpu",
+    engine: str = "replay",
+    regression_threshold: float = 0.1,
+    progress: bool = False,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{point name: (pred [N], exit layer [N])} for tokenised `rows`."""
+    from elue.elasticbert.finetune import make_collate, predict_all_exits
+
+    exits = exit_layer_numbers(model.config)
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    collate = make_collate(_PadOnly(model.config), regression)
+    need_replay = [p for p in points if p.kind == "static" or engine == "replay"]
+    if need_replay:
+        logits = predict_all_exits(model, rows, collate, batch_size, device, progress)
+        for p in need_replay:
+            out[p.name] = replay_exits(logits, p, exits, regression, regression_threshold)
+    for p in points:
+        if p.name in out:
+            continue
+        out[p.name] = _engine_run(model, rows, p, collate, batch_size, device, regression_threshold)
+    return {p.name: out[p.name] for p in points}
+
+
+class _PadOnly:
+    """Stand-in tokenizer for `make_collate`: only the pad id is used."""
+
+    def __init__(self, config):
+        self.pad_token_id = getattr(config, "pad_token_id", 0) or 0
+
+
+def _engine_run(model, rows, point: Point, collate, batch_size, device, regression_threshold):
+    """One dynamic point through the batched early-exit engine of `elue.elasticbert.early_exit`."""
+    import torch
+
+    from elue.elasticbert import early_exit
+
+    preds, layers = np.empty(len(rows), dtype=object), np.empty(len(rows), dtype=np.int64)
+    model.eval()
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = collate([{k: v for k, v in rows[i].items() if k != "labels"} for i in idx])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.no_grad():
+            res = early_exit.early_exit(
+                model,
+                **batch,
+                rule=point.kind,
+                threshold=point.value,
+                regression_threshold=regression_threshold,
+            )
+        p = np.asarray(_get(res, "predictions"))
+        el = np.asarray(_get(res, "exit_layers"))
+        for j, i in enumerate(idx):
+            preds[i] = p[j]
+            layers[i] = int(el[j])
+    return np.asarray(preds.tolist()), layers
+
+
+def _get(res, key):
+    if isinstance(res, dict):
+        return res[key]
+    return getattr(res, key)
+
+
+def predict_submission(
+    model_dir: str | Path,
+    task: str,
+    out_dir: str | Path,
+    points: Sequence[Point],
+    *,
+    data_dir: str | Path | None = None,
+    source: str = "elue",
+    hub_path: str | None = None,
+    split: str = "test",
+    max_length: int | None = None,
+    batch_size: int = 64,
+    engine: str = "replay",
+    regression_threshold: float = 0.1,
+    limit: int | None = None,
+    dev_split: str | None = None,
+    cpu: bool = False,
+    progress: bool = True,
+    log=print,
+) -> PredictResult:
+    """Run the model of `model_dir` on `task`'s test split and write `out_dir/<task>/{model.py, *.tsv}`.
+
+    `dev_split` (e.g. "dev"): also score every point on that labelled split (reported, not written).
+    """
+    import torch
+
+    from elue.elasticbert.finetune import FinetuneConfig, elue_task_spec, load_split, tokenize
+    from elue.testfile import write_test_file
+
+    spec = elue_task_spec(task)
+    model, tokenizer, info = load_finetuned(model_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+    model.to(device)
+    max_length = int(max_length or info.get("max_length") or 512)
+    if int(getattr(model.config, "num_labels", spec.num_labels)) != spec.num_labels:
+        raise ValueError(
+            f"model has {model.config.num_labels} outputs, task {spec.name} needs {spec.num_labels}"
+        )
+    cfg = FinetuneConfig(task=spec.name, model=str(model_dir), output_dir=".", source=source)
+    cfg.data_dir = str(data_dir) if data_dir else None
+    cfg.hub_path = hub_path
+
+    ds = load_split(cfg, spec, split)
+    if limit:
+        ds = ds.select(range(min(limit, len(ds))))
+    rows = tokenize(tokenizer, ds, spec, max_length, with_labels=False)
+    index = np.asarray(ds["index"], dtype=np.int64) if "index" in ds.column_names else np.arange(len(rows))
+    n_tokens = np.array([len(r["input_ids"]) for r in rows], dtype=np.int64)
+    log(f"{spec.name} {split}: {len(rows)} rows, mean {n_tokens.mean():.2f} tokens (max_length {max_length})")
+
+    results = run_points(
+        model,
+        rows,
+        points,
+        regression=spec.is_regression,
+        batch_size=batch_size,
+        device=device,
+        engine=engine,
+        regression_threshold=regression_threshold,
+        progress=progress,
+    )
+
+    dev_scores: dict[str, dict[str, float]] = {}
+    if dev_split:
+        dev_ds = load_split(cfg, spec, dev_split)
+        dev_rows = tokenize(tokenizer, dev_ds, spec, max_length, with_labels=True)
+        dev_res = run_points(
+            model,
+            dev_rows,
+            points,
+            regression=spec.is_regression,
+            batch_size=batch_size,
+            device=device,
+            engine=engine,
+            regression_threshold=regression_threshold,
+        )
+        y = np.asarray([r["labels"] for r in dev_rows])
+        for name, (pred, _) in dev_res.items():
+            dev_scores[name] = spec.metric(y, pred)
+
+    config = model.config
+    hidden = int(config.hidden_size)
+    exits = exit_layer_numbers(config)
+    task_dir = Path(out_dir) / spec.name
+    task_dir.mkdir(parents=True, exist_ok=True)
+    model_py = write_model_py(config, task_dir / "model.py")
+    summary = PredictResult(task=spec.name, out_dir=str(out_dir), model_py=str(model_py))
+    for p in points:
+        pred, layer = results[p.name]
+        traces = []
+        flops = 0.0
+        cache: dict[tuple[int, int], tuple[list, float]] = {}
+        for n, e in zip(n_tokens.tolist(), layer.tolist(), strict=True):
+            key = (n, e)
+            if key not in cache:
+                calls = (
+                    static_trace(n, e, hidden) if p.kind == "static" else dynamic_trace(n, e, hidden, exits)
+                )
+                cache[key] = (calls, formula_mflops(config, calls))
+            calls, mf = cache[key]
+            traces.append(calls)
+            flops += mf
+        pred_out = pred.astype(np.float64) if spec.is_regression else pred.astype(np.int64)
+        path = write_test_file(task_dir / f"{p.name}.tsv", index, pred_out, traces)
+        hist = {int(k): int(v) for k, v in zip(*np.unique(layer, return_counts=True), strict=True)}
+        summary.points.append(
+            PointSummary(
+                name=p.name,
+                kind=p.kind,
+                value=p.value,
+                file=str(path),
+                examples=len(rows),
+                mean_exit_layer=float(layer.mean()),
+                exit_histogram=hist,
+                formula_mflops=flops / max(1, len(rows)),
+                dev=dev_scores.get(p.name),
+            )
+        )
+        extra = f", dev {dev_scores[p.name]['performance']:.2f}" if p.name in dev_scores else ""
+        log(
+            f"{p.name}: mean exit layer {layer.mean():.2f}, "
+            f"{summary.points[-1].formula_mflops:.1f} MFLOPs (formula){extra} -> {path}"
+        )
+    (task_dir / "points.json").write_text(json.dumps(_clean(summary.to_dict()), indent=2))
+    return summary
+
+
+def _clean(obj):
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

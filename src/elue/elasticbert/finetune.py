@@ -1,0 +1,619 @@
+"""Fine-tune ElasticBERT on an ELUE task (ELUE-layout folder or hub dataset) or a GLUE task.
+
+Two ways to train (spec §7):
+- **static**: the first k layers and one exit (``num_hidden_layers=k, num_output_layers=1``);
+- **joint**: an exit on every layer (or the top ``num_output_layers``), trained with the unweighted
+  sum of per-exit losses; gradient equilibrium (the model's config flag) is on by default.
+
+AdamW with linear warm-up and decay, evaluation on dev every epoch (or every ``eval_every`` steps),
+the best checkpoint kept in ``OUTPUT/best`` (model, tokenizer, ``finetune.json``), early stopping
+after ``early_stopping_patience`` evaluations without improvement, and a resumable ``OUTPUT/last``
+(model, optimizer, scheduler, step state) written at each evaluation. Runs on CPU or GPU through
+Accelerate. The fast tokenizer with dynamic padding; ``max_length`` truncates (IMDb: 512).
+
+Output folder:
+    OUTPUT/best/        config.json, model weights, tokenizer files, finetune.json (dev metrics per exit)
+    OUTPUT/last/        the same plus optimizer.pt, scheduler.pt, trainer_state.json
+    OUTPUT/log.jsonl    one line per evaluation
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+BEST_DIR = "best"
+LAST_DIR = "last"
+STATE_FILE = "trainer_state.json"
+INFO_FILE = "finetune.json"
+LOG_FILE = "log.jsonl"
+
+
+# --------------------------------------------------------------------------------------------------
+# what is being learnt
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the trainer needs to know about a task, whether ELUE or GLUE."""
+
+    name: str
+    text_columns: tuple[str, ...]
+    num_labels: int
+    is_regression: bool
+    metric: Callable[[np.ndarray, np.ndarray], dict[str, float]]  # -> {"performance": ..., parts}
+    family: str = "elue"  # "elue" | "glue"
+
+
+def elue_task_spec(task: str) -> TaskSpec:
+    from elue.metrics import compute_metrics
+    from elue.tasks import get_task
+
+    t = get_task(task)
+    return TaskSpec(
+        name=t.name,
+        text_columns=tuple(t.text_columns),
+        num_labels=t.num_labels,
+        is_regression=t.is_regression,
+        metric=lambda y, p, _t=t: compute_metrics(_t, y, p),
+        family="elue",
+    )
+
+
+def glue_task_spec(name: str) -> TaskSpec:
+    """GLUE task facts from `elue.data.get_glue_task`; the metric by name from `elue.metrics.METRICS`."""
+    from elue import data
+
+    info = data.get_glue_task(name)
+    return TaskSpec(
+        name=info.name,
+        text_columns=tuple(info.text_columns),
+        num_labels=int(info.num_labels),
+        is_regression=bool(info.is_regression),
+        metric=_glue_metric(info.metric),
+        family="glue",
+    )
+
+
+def _glue_metric(key: str):
+    from elue import metrics as m
+
+    if key in m.METRICS:
+        return m.METRICS[key]
+    if key in ("matthews", "mcc"):
+
+        def mcc(y, p):
+            from sklearn.metrics import matthews_corrcoef
+
+            v = 100.0 * float(matthews_corrcoef(np.asarray(y), np.asarray(p)))
+            return {"performance": v, "matthews": v}
+
+        return mcc
+    raise KeyError(f"unknown GLUE metric {key!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class FinetuneConfig:
+    task: str
+    model: str  # ElasticBERT (or converted) checkpoint folder
+    output_dir: str
+    source: str = "elue"  # "elue" (ELUE-layout folder) | "hub" (ELUE task from the HF hub) | "glue"
+    data_dir: str | None = None  # ELUE layout root (source=elue); defaults to $ELUE_DATA_DIR
+    hub_path: str | None = None  # local copy / override of the hub dataset (source=hub|glue)
+    train_split: str = "train"
+    dev_split: str = "dev"
+    mode: str = "joint"  # "joint" (every exit) | "static" (first `num_layers`, one exit)
+    num_layers: int | None = None  # static: k; joint: truncate the encoder to this many layers
+    num_output_layers: int | None = None  # joint: exits on the top layers only (default: all)
+    gradient_equilibrium: bool = True  # joint only
+    max_length: int = 128
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    warmup_steps: int | None = None  # overrides warmup_ratio
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    epochs: float = 3.0
+    max_steps: int | None = None  # overrides epochs
+    eval_every: int | None = None  # steps between evaluations (default: once per epoch)
+    early_stopping_patience: int | None = None  # evaluations without improvement before stopping
+    select: str = "auto"  # best checkpoint by "last" exit, "mean" over exits, or "auto"
+    seed: int = 42
+    cpu: bool = False
+    mixed_precision: str | None = None  # "fp16" | "bf16" on GPU
+    resume: bool = False
+    stop_after: int | None = None  # end this session at this global step (last/ saved; --resume later)
+    train_limit: int | None = None  # use only the first N training rows (quick runs, tests)
+    dev_limit: int | None = None
+    progress: bool = True
+    dataloader_workers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def selection(self) -> str:
+        if self.select != "auto":
+            return self.select
+        return "mean" if self.mode == "joint" else "last"
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+
+
+def task_spec(cfg: FinetuneConfig) -> TaskSpec:
+    return glue_task_spec(cfg.task) if cfg.source == "glue" else elue_task_spec(cfg.task)
+
+
+def load_split(cfg: FinetuneConfig, spec: TaskSpec, split: str):
+    """A `datasets.Dataset` with the task's text columns and `label` (and `index` for ELUE)."""
+    from elue import data
+
+    if cfg.source == "elue":
+        data_dir = cfg.data_dir or default_data_dir()
+        if data_dir is None:
+            raise FileNotFoundError("no ELUE data folder: pass --data or set ELUE_DATA_DIR")
+        return data.load_elue_split(spec.name, split, data_dir)
+    if cfg.source == "hub":
+        return data.load_hub_split(spec.name, split, path=cfg.hub_path)
+    if cfg.source == "glue":
+        return data.load_glue_split(spec.name, split, path=cfg.hub_path)
+    raise ValueError(f"unknown data source {cfg.source!r}: elue, hub or glue")
+
+
+def default_data_dir() -> str | None:
+    import os
+
+    env = os.environ.get("ELUE_DATA_DIR")
+    if env:
+        return env
+    guess = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    return str(guess) if guess.is_dir() else None
+
+
+def column_texts(ds, spec: TaskSpec) -> list[list[str]]:
+    cols = []
+    for c in spec.text_columns:
+        cols.append(["" if v is None else str(v) for v in ds[c]])
+    return cols
+
+
+def tokenize(tokenizer, ds, spec: TaskSpec, max_length: int, with_labels: bool = True) -> list[dict]:
+    """Encode rows to [{input_ids, attention_mask, token_type_ids?, labels?}] (unpadded)."""
+    texts = column_texts(ds, spec)
+    enc = tokenizer(*texts, truncation=True, max_length=max_length, padding=False)
+    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
+    rows = [{k: enc[k][i] for k in keys} for i in range(len(texts[0]))]
+    if with_labels:
+        labels = ds["label"]
+        for r, y in zip(rows, labels, strict=True):
+            r["labels"] = float(y) if spec.is_regression else int(y)
+    return rows
+
+
+class _Rows(torch.utils.data.Dataset):
+    def __init__(self, rows: Sequence[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+def make_collate(tokenizer, regression: bool = False):
+    """Dynamic padding to the longest row of the batch."""
+    pad_id = tokenizer.pad_token_id or 0
+
+    def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(r["input_ids"]) for r in batch)
+        out: dict[str, torch.Tensor] = {}
+        for key in ("input_ids", "token_type_ids", "attention_mask"):
+            if key not in batch[0]:
+                continue
+            fill = pad_id if key == "input_ids" else 0
+            out[key] = torch.tensor(
+                [r[key] + [fill] * (longest - len(r[key])) for r in batch], dtype=torch.long
+            )
+        if "labels" in batch[0]:
+            dtype = torch.float32 if regression else torch.long
+            out["labels"] = torch.tensor([r["labels"] for r in batch], dtype=dtype)
+        return out
+
+    return collate
+
+
+# --------------------------------------------------------------------------------------------------
+# model
+
+
+def exit_logits(outputs: Any) -> list[torch.Tensor]:
+    """Per-exit logits [B, C] from whatever the model returns (list/tuple, stacked tensor, .logits)."""
+    logits = outputs
+    for key in ("exit_logits", "logits"):
+        value = outputs.get(key) if isinstance(outputs, dict) else getattr(outputs, key, None)
+        if value is not None:
+            logits = value
+            break
+    if isinstance(logits, torch.Tensor):
+        if logits.dim() == 3:
+            return list(logits.unbind(0))
+        return [logits]
+    return [t for t in logits]
+
+
+def load_model(cfg: FinetuneConfig, spec: TaskSpec, path: str | None = None):
+    """The ElasticBERT classifier of `cfg` from `path` (default `cfg.model`)."""
+    from elue.elasticbert.configuration_elasticbert import ElasticBertConfig
+    from elue.elasticbert.modeling_elasticbert import ElasticBertForSequenceClassification
+
+    path = path or cfg.model
+    config = ElasticBertConfig.from_pretrained(path)
+    config.num_labels = spec.num_labels
+    if spec.is_regression:
+        config.problem_type = "regression"
+    if cfg.mode == "static":
+        if cfg.num_layers:
+            config.num_hidden_layers = int(cfg.num_layers)
+        config.num_output_layers = 1
+        _set(config, "gradient_equilibrium", False)
+    elif cfg.mode == "joint":
+        if cfg.num_layers:
+            config.num_hidden_layers = int(cfg.num_layers)
+        config.num_output_layers = int(cfg.num_output_layers or config.num_hidden_layers)
+        _set(config, "gradient_equilibrium", bool(cfg.gradient_equilibrium))
+    else:
+        raise ValueError(f"unknown mode {cfg.mode!r}: joint or static")
+    if config.num_output_layers > config.num_hidden_layers:
+        raise ValueError("num_output_layers cannot exceed num_hidden_layers")
+    return ElasticBertForSequenceClassification.from_pretrained(path, config=config)
+
+
+def _set(config, key: str, value: Any) -> None:
+    setattr(config, key, value)
+
+
+def exit_layers(config) -> list[int]:
+    """1-based layer numbers that carry an exit: the top `num_output_layers` layers."""
+    n = int(config.num_hidden_layers)
+    k = int(getattr(config, "num_output_layers", 1) or 1)
+    return list(range(n - k + 1, n + 1))
+
+
+def per_exit_loss(logits: list[torch.Tensor], labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Unweighted sum of per-exit losses (cross-entropy, or MSE for regression)."""
+    total = None
+    for lg in logits:
+        if regression:
+            loss = torch.nn.functional.mse_loss(lg.view(-1).float(), labels.view(-1).float())
+        else:
+            loss = torch.nn.functional.cross_entropy(lg.float(), labels.view(-1))
+        total = loss if total is None else total + loss
+    return total
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k in ("input_ids", "token_type_ids", "attention_mask")}
+
+
+@torch.no_grad()
+def predict_all_exits(model, rows: Sequence[dict], collate, batch_size: int, device, progress: bool = False):
+    """Logits of every exit for every row: array [E, N, C], rows in input order.
+
+    Rows are batched by length (least padding) and put back in order.
+    """
+    model.eval()
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    chunks: list[np.ndarray] = []
+    it = range(0, len(order), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="eval", leave=False, unit="batch")
+    for start in it:
+        idx = order[start : start + batch_size]
+        batch = collate([{k: v for k, v in rows[i].items() if k != "labels"} for i in idx])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = exit_logits(model(**model_inputs(batch)))
+        chunks.append(np.stack([lg.float().cpu().numpy() for lg in out], axis=0))
+    stacked = np.concatenate(chunks, axis=1) if chunks else np.zeros((0, 0, 0))
+    result = np.empty_like(stacked)
+    result[:, np.asarray(order, dtype=np.int64), :] = stacked
+    return result
+
+
+def logits_to_pred(logits: np.ndarray, regression: bool) -> np.ndarray:
+    return logits[..., 0] if regression else logits.argmax(-1)
+
+
+def evaluate(model, rows, labels, spec: TaskSpec, collate, batch_size, device, progress=False) -> dict:
+    """Dev metrics of every exit: {"exits": {layer: metrics}, "last": perf, "mean": perf}."""
+    logits = predict_all_exits(model, rows, collate, batch_size, device, progress)
+    layers = exit_layers(_unwrap(model).config)
+    per_exit = {}
+    for e, layer in enumerate(layers):
+        per_exit[layer] = spec.metric(np.asarray(labels), logits_to_pred(logits[e], spec.is_regression))
+    perfs = [m["performance"] for m in per_exit.values()]
+    return {"exits": per_exit, "last": perfs[-1], "mean": float(np.mean(perfs))}
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
+
+
+# --------------------------------------------------------------------------------------------------
+# training
+
+
+def _set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _optimizer(model, cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias")
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (plain if any(nd in name for nd in no_decay) or p.dim() == 1 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": plain, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, eps=cfg.adam_epsilon)
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    g = torch.Generator()
+    g.manual_seed(seed * 1000 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+@dataclass
+class TrainerState:
+    global_step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    best_score: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+    finished: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class FinetuneResult:
+    output_dir: str
+    best_dir: str
+    best_score: float | None
+    best_step: int | None
+    global_step: int
+    stopped_early: bool
+    history: list[dict]
+    best_metrics: dict | None = None
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+def _save_model(model, tokenizer, path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> FinetuneResult:
+    """Train as `cfg` says; returns where the best checkpoint is and the evaluation history."""
+    from accelerate import Accelerator
+    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last_dir, best_dir = out / LAST_DIR, out / BEST_DIR
+    resuming = cfg.resume and (last_dir / STATE_FILE).is_file()
+    if cfg.resume and not resuming:
+        log(f"--resume: no {last_dir / STATE_FILE}; starting from scratch")
+
+    _set_seed(cfg.seed)
+    accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+    spec = task_spec(cfg)
+
+    tokenizer = AutoTokenizer.from_pretrained(str(last_dir) if resuming else cfg.model, use_fast=True)
+    train_ds = load_split(cfg, spec, cfg.train_split)
+    dev_ds = load_split(cfg, spec, cfg.dev_split)
+    if cfg.train_limit:
+        train_ds = train_ds.select(range(min(cfg.train_limit, len(train_ds))))
+    if cfg.dev_limit:
+        dev_ds = dev_ds.select(range(min(cfg.dev_limit, len(dev_ds))))
+    train_rows = tokenize(tokenizer, train_ds, spec, cfg.max_length)
+    dev_rows = tokenize(tokenizer, dev_ds, spec, cfg.max_length)
+    dev_labels = [r["labels"] for r in dev_rows]
+    collate = make_collate(tokenizer, spec.is_regression)
+    log(f"{spec.name}: {len(train_rows)} train / {len(dev_rows)} dev rows, max_length {cfg.max_length}")
+
+    model = load_model(cfg, spec, str(last_dir) if resuming else None)
+    log(
+        f"model: {model.config.num_hidden_layers} layers, exits at {exit_layers(model.config)}, "
+        f"mode {cfg.mode}, gradient equilibrium {getattr(model.config, 'gradient_equilibrium', None)}"
+    )
+
+    steps_per_epoch = max(1, math.ceil(len(train_rows) / cfg.batch_size))
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * total_steps)
+    eval_every = cfg.eval_every or steps_per_epoch
+    optimizer = _optimizer(model, cfg)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+    state = TrainerState()
+    if resuming:
+        state = TrainerState(**json.loads((last_dir / STATE_FILE).read_text()))
+        optimizer.load_state_dict(torch.load(last_dir / "optimizer.pt", map_location="cpu"))
+        scheduler.load_state_dict(torch.load(last_dir / "scheduler.pt", map_location="cpu"))
+        rng = last_dir / "rng.pt"
+        if rng.is_file():
+            torch.set_rng_state(torch.load(rng, map_location="cpu", weights_only=False)["torch"])
+        log(f"resumed at step {state.global_step} (epoch {state.epoch}, batch {state.step_in_epoch})")
+
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    device = accelerator.device
+
+    (out / "config.json").write_text(json.dumps(_jsonable(asdict(cfg)), indent=2))
+
+    def save_last() -> None:
+        if not accelerator.is_main_process:
+            return
+        _save_model(accelerator.unwrap_model(model), tokenizer, last_dir)
+        torch.save(optimizer.state_dict(), last_dir / "optimizer.pt")
+        torch.save(scheduler.state_dict(), last_dir / "scheduler.pt")
+        torch.save({"torch": torch.get_rng_state()}, last_dir / "rng.pt")
+        (last_dir / STATE_FILE).write_text(json.dumps(_jsonable(asdict(state)), indent=2))
+
+    def run_eval() -> bool:
+        """Evaluate, keep the best; True when early stopping says stop."""
+        t0 = time.time()
+        res = evaluate(model, dev_rows, dev_labels, spec, collate, cfg.eval_batch_size, device, cfg.progress)
+        score = res[cfg.selection()]
+        record = {
+            "step": state.global_step,
+            "epoch": state.epoch + state.step_in_epoch / steps_per_epoch,
+            "score": score,
+            "selection": cfg.selection(),
+            "dev": {str(k): v for k, v in res["exits"].items()},
+            "eval_seconds": round(time.time() - t0, 2),
+        }
+        improved = state.best_score is None or score > state.best_score
+        if improved:
+            state.best_score, state.best_step, state.bad_evals = score, state.global_step, 0
+            if accelerator.is_main_process:
+                _save_model(accelerator.unwrap_model(model), tokenizer, best_dir)
+                info = {
+                    "task": spec.name,
+                    "family": spec.family,
+                    "source": cfg.source,
+                    "mode": cfg.mode,
+                    "step": state.global_step,
+                    "selection": cfg.selection(),
+                    "score": score,
+                    "dev": record["dev"],
+                    "max_length": cfg.max_length,
+                    "text_columns": list(spec.text_columns),
+                }
+                (best_dir / INFO_FILE).write_text(json.dumps(_jsonable(info), indent=2))
+        else:
+            state.bad_evals += 1
+        record["best"] = improved
+        state.history.append(_jsonable(record))
+        with (out / LOG_FILE).open("a") as f:
+            f.write(json.dumps(_jsonable(record)) + "\n")
+        per = ", ".join(f"{k}:{v['performance']:.2f}" for k, v in res["exits"].items())
+        log(
+            f"step {state.global_step}: dev {cfg.selection()} {score:.2f} [{per}]"
+            + (" *" if improved else "")
+        )
+        stop = cfg.early_stopping_patience is not None and state.bad_evals >= cfg.early_stopping_patience
+        if stop:
+            state.stopped_early = True
+            log(f"early stopping: {state.bad_evals} evaluations without improvement")
+        return stop
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=total_steps,
+        initial=state.global_step,
+        desc=f"finetune {spec.name}",
+        unit="step",
+        disable=not (cfg.progress and accelerator.is_local_main_process),
+    )
+    stop = state.stopped_early
+    while not stop and state.global_step < total_steps:
+        order = _epoch_order(len(train_rows), cfg.seed, state.epoch)
+        order = order[state.step_in_epoch * cfg.batch_size :]
+        loader = torch.utils.data.DataLoader(
+            _Rows([train_rows[i] for i in order]),
+            batch_size=cfg.batch_size,
+            shuffle=False,
+            collate_fn=collate,
+            num_workers=cfg.dataloader_workers,
+            # own generator: creating an iterator must not draw from the global RNG (dropout), or a
+            # resumed run would diverge from an uninterrupted one
+            generator=torch.Generator().manual_seed(cfg.seed + state.epoch),
+        )
+        loader = accelerator.prepare(loader)
+        model.train()
+        for batch in loader:
+            logits = exit_logits(model(**model_inputs(batch)))
+            loss = per_exit_loss(logits, batch["labels"], spec.is_regression)
+            accelerator.backward(loss)
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            state.global_step += 1
+            state.step_in_epoch += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if state.step_in_epoch >= steps_per_epoch:
+                state.epoch += 1
+                state.step_in_epoch = 0
+            done = state.global_step >= total_steps
+            if state.global_step % eval_every == 0 or done:
+                stop = run_eval()
+                model.train()
+                if done or stop:
+                    state.finished = done
+                    save_last()
+                    break
+                save_last()
+            if cfg.stop_after is not None and state.global_step >= cfg.stop_after:
+                save_last()
+                log(f"stopping at step {state.global_step} (--stop-after); continue with --resume")
+                stop = True
+                break
+        else:
+            # loader exhausted: the epoch ended (counters already rolled over)
+            if state.step_in_epoch != 0:
+                state.epoch += 1
+                state.step_in_epoch = 0
+            continue
+        break
+    bar.close()
+
+    best_metrics = None
+    if (best_dir / INFO_FILE).is_file():
+        best_metrics = json.loads((best_dir / INFO_FILE).read_text())
+    return FinetuneResult(
+        output_dir=str(out),
+        best_dir=str(best_dir),
+        best_score=state.best_score,
+        best_step=state.best_step,
+        global_step=state.global_step,
+        stopped_early=state.stopped_early,
+        history=state.history,
+        best_metrics=best_metrics,
+    )

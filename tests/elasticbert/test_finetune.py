@@ -1,0 +1,165 @@
+"""Fine-tuning on a tiny random ElasticBERT and made-up SST-2 rows in ELUE layout (fast, CPU)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from elue.elasticbert.finetune import FinetuneConfig, finetune
+
+POS = ["good", "great", "fine", "lovely", "superb", "fun"]
+NEG = ["bad", "awful", "dull", "boring", "poor", "ugly"]
+FILL = ["the", "film", "movie", "was", "is", "a", "plot", "story", "very", "quite"]
+
+
+def write_sst2(root: Path, n_train: int = 64, n_dev: int = 16, n_test: int = 12, seed: int = 0) -> Path:
+    """A tiny SST-2 in ELUE layout: the label is which word list the sentence draws from."""
+    rng = random.Random(seed)
+
+    def sentence(label: int) -> str:
+        words = rng.sample(FILL, rng.randint(2, 6)) + [rng.choice(POS if label else NEG)]
+        rng.shuffle(words)
+        return " ".join(words)
+
+    d = root / "sst-2"
+    d.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        rows = [(sentence(i % 2), i % 2) for i in range(n)]
+        (d / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
+    test = [(100 + i, sentence(i % 2), i % 2) for i in range(n_test)]
+    (d / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, s, _ in test))
+    (d / "test_labels.tsv").write_text("index\tlabel\n" + "".join(f"{i}\t{y}\n" for i, _, y in test))
+    return root
+
+
+def write_tiny_checkpoint(path: Path, layers: int = 3, num_labels: int = 2) -> Path:
+    """A random ElasticBERT (hidden 32) with an exit per layer and a WordPiece tokenizer for the rows above."""
+    from transformers import BertTokenizerFast
+
+    from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POS, *NEG, *FILL, "."]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    config = ElasticBertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+    )
+    ElasticBertForSequenceClassification(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return write_sst2(root / "data"), write_tiny_checkpoint(root / "ckpt")
+
+
+def _cfg(tiny, out: Path, **kw) -> FinetuneConfig:
+    data, ckpt = tiny
+    base = dict(
+        task="sst-2",
+        model=str(ckpt),
+        output_dir=str(out),
+        data_dir=str(data),
+        batch_size=8,
+        eval_batch_size=16,
+        learning_rate=1e-3,
+        max_length=32,
+        cpu=True,
+        progress=False,
+    )
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_joint_training_saves_best_and_last(tiny, tmp_path):
+    res = finetune(_cfg(tiny, tmp_path / "run", max_steps=6, eval_every=3), log=_quiet)
+    assert res.global_step == 6
+    best, last = tmp_path / "run" / "best", tmp_path / "run" / "last"
+    info = json.loads((best / "finetune.json").read_text())
+    assert info["task"] == "sst-2" and info["mode"] == "joint"
+    assert set(info["dev"]) == {"1", "2", "3"}  # a dev score for every exit
+    assert all(0.0 <= m["performance"] <= 100.0 for m in info["dev"].values())
+    for name in ("optimizer.pt", "scheduler.pt", "trainer_state.json", "model.safetensors", "tokenizer.json"):
+        assert (last / name).is_file(), name
+    assert (best / "model.safetensors").is_file() and (best / "tokenizer.json").is_file()
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [3, 6]
+    assert res.best_step in (3, 6)
+
+    from elue.elasticbert import ElasticBertForSequenceClassification
+
+    model = ElasticBertForSequenceClassification.from_pretrained(str(best))
+    assert model.config.num_output_layers == 3 and model.config.gradient_equilibrium
+
+
+def test_resume_continues_where_it_stopped(tiny, tmp_path):
+    full = finetune(_cfg(tiny, tmp_path / "full", max_steps=8, eval_every=4), log=_quiet)
+    part = finetune(_cfg(tiny, tmp_path / "part", max_steps=8, eval_every=4, stop_after=5), log=_quiet)
+    assert part.global_step == 5
+    state = json.loads((tmp_path / "part" / "last" / "trainer_state.json").read_text())
+    assert state["global_step"] == 5 and state["epoch"] == 0 and state["step_in_epoch"] == 5
+    again = finetune(_cfg(tiny, tmp_path / "part", max_steps=8, eval_every=4, resume=True), log=_quiet)
+    assert again.global_step == full.global_step == 8
+    assert [h["step"] for h in again.history] == [4, 8]
+    a, b = _weights(tmp_path / "full" / "last"), _weights(tmp_path / "part" / "last")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_early_stopping(tiny, tmp_path):
+    # learning rate 0: dev never improves after the first evaluation
+    res = finetune(
+        _cfg(tiny, tmp_path / "es", learning_rate=0.0, epochs=5, eval_every=1, early_stopping_patience=2),
+        log=_quiet,
+    )
+    assert res.stopped_early
+    assert res.global_step == 3 and res.best_step == 1
+    assert len(res.history) == 3
+
+
+def test_static_k_layers_via_cli(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+
+    data, ckpt = tiny
+    out = tmp_path / "static"
+    result = CliRunner().invoke(
+        app,
+        [
+            "finetune", "sst-2", "--model", str(ckpt), "--output", str(out), "--data", str(data),
+            "--layers", "2", "--max-steps", "3", "--batch-size", "8", "--max-length", "32",
+            "--lr", "1e-3", "--cpu", "--no-progress",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout[result.stdout.index("{") :])["global_step"] == 3
+    config = json.loads((out / "best" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 2 and config["num_output_layers"] == 1
+    info = json.loads((out / "best" / "finetune.json").read_text())
+    assert list(info["dev"]) == ["2"] and info["mode"] == "static"
