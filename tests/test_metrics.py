@@ -80,3 +80,9 @@ def test_bad_inputs():
         compute_metrics("sst-2", [0, 1], [0.5, 1.0])
     # integral floats are fine for classes
     assert compute_metrics("sst-2", [0, 1], [0.0, 1.0])["accuracy"] == 100.0
+
+
+def test_matthews_for_glue_cola():
+    # tp=1 tn=1 fp=1 fn=1 -> 0; perfect -> 1
+    assert METRICS["matthews"]([1, 1, 0, 0], [1, 0, 1, 0]) == {"performance": 0.0, "mcc": 0.0}
+    assert METRICS["matthews"]([1, 0, 1], [1, 0, 1])["mcc"] == pytest.approx(100.0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, matthews_corrcoef
 
 from elue.tasks import Task, get_task
 
@@ -45,6 +45,12 @@ def f1(y_true, y_pred, positive: int = 1) -> float:
     """F1 of the class `positive` (MRPC: class 1, 'equivalent'), in [0, 1]; 0 when undefined."""
     t, p = _check_pair(y_true, y_pred)
     return float(f1_score(t, p, pos_label=positive, average="binary", zero_division=0.0))
+
+
+def matthews(y_true, y_pred) -> float:
+    """Matthews correlation coefficient in [-1, 1] (GLUE CoLA; not an ELUE metric)."""
+    t, p = _check_pair(y_true, y_pred)
+    return float(matthews_corrcoef(t, p))
 
 
 def _correlation(fn, y_true, y_pred) -> float:
@@ -93,6 +99,8 @@ METRICS: dict[str, Metric] = {
     "pearson_and_spearman": Metric(
         "pearson_and_spearman", {"pearson": pearson, "spearman": spearman}, "(Pearson + Spearman) / 2"
     ),
+    # GLUE CoLA (used by fine-tuning on GLUE, see elue.data.GLUE_TASKS); no ELUE task uses it
+    "matthews": Metric("matthews", {"mcc": matthews}, "Matthews correlation"),
 }
 
 

@@ -1,0 +1,297 @@
+"""Data loaders: ELUE-layout folders (made-up fixtures and the real copies), hub layouts offline, GLUE."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from elue.data import (
+    GLUE_TASKS,
+    SPLITS,
+    DataFileError,
+    get_glue_task,
+    load_elue_split,
+    load_glue_split,
+    load_hub_split,
+    load_split,
+    read_answer_key,
+    read_test_indices,
+    split_path,
+)
+from elue.metrics import METRICS
+from elue.tasks import TASK_NAMES, get_task
+
+FIXTURES = Path(__file__).parent / "fixtures" / "elue_data"
+
+
+# --- ELUE layout, made-up rows -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_fixture_splits_normalised(name):
+    task = get_task(name)
+    for split in SPLITS:
+        if not (FIXTURES / name / f"{split}.tsv").exists():
+            continue
+        ds = load_elue_split(name, split, FIXTURES)
+        expected = [*task.text_columns, *([] if split == "test" else ["label"]), "index"]
+        assert ds.column_names == expected
+        assert ds.features["index"].dtype == "int64"
+        if split != "test":
+            assert ds["index"] == list(range(len(ds)))
+            if task.is_regression:
+                assert ds.features["label"].dtype == "float64"
+            else:
+                assert ds.features["label"].names == list(task.labels)
+
+
+def test_fixture_values_verbatim():
+    ds = load_elue_split("sst-2", "train", FIXTURES)
+    assert ds[0] == {"sentence": 'A "quoted" gem of a film .', "label": 1, "index": 0}
+    test = load_elue_split("imdb", "test", FIXTURES)
+    assert test["index"] == [10, 11, 12] and test[1]["sentence"] == '"Meh"'
+    mrpc = load_elue_split("mrpc", "train", FIXTURES)
+    assert mrpc[0]["label"] == 1 and mrpc[0]["#1 String"] == 'He said "yes" on Monday.'
+    assert load_elue_split("sts-b", "train", FIXTURES)["label"] == [5.0, 0.25, 4.75]
+    assert len(load_elue_split("SST2", "validation", FIXTURES)) == 2
+
+
+def test_gzip_bom_crlf(tmp_path):
+    folder = tmp_path / "imdb"
+    folder.mkdir()
+    text = "sentence\tlabel\r\nGreat .\t1\r\nBad .\t0\r\n\r\n"
+    (folder / "train.tsv.gz").write_bytes(gzip.compress(b"\xef\xbb\xbf" + text.encode()))
+    shutil.copy(FIXTURES / "imdb" / "test.tsv", folder / "test.tsv")
+    with open(folder / "test.tsv", "rb") as f:
+        (folder / "test.tsv.gz").write_bytes(gzip.compress(f.read()))
+    (folder / "test.tsv").unlink()
+    assert split_path(tmp_path, "imdb", "train").name == "train.tsv.gz"
+    ds = load_elue_split("imdb", "train", tmp_path)
+    assert ds["sentence"] == ["Great .", "Bad ."] and ds["label"] == [1, 0]
+    assert read_test_indices(tmp_path, "imdb").tolist() == [10, 11, 12]
+
+
+def _write(tmp_path, task, split, text):
+    folder = tmp_path / task
+    folder.mkdir(exist_ok=True)
+    (folder / f"{split}.tsv").write_text(text, encoding="utf-8")
+    return folder / f"{split}.tsv"
+
+
+@pytest.mark.parametrize(
+    "task, split, text, line, match",
+    [
+        ("sst-2", "train", "text\tlabel\nx\t1\n", 1, "header"),
+        ("sst-2", "train", "sentence\tlabel\nok\t1\nbad row\n", 3, "found 1"),
+        ("sst-2", "train", "sentence\tlabel\nok\t1\nx\t2\n", 3, "outside sst-2's labels 0..1"),
+        ("sst-2", "train", "sentence\tlabel\nok\t1\nx\tpos\n", 3, "not a class id"),
+        ("sts-b", "dev", "sentence1\tsentence2\tlabel\na\tb\tnan\n", 2, "not finite"),
+        ("sts-b", "dev", "sentence1\tsentence2\tlabel\na\tb\t\n", 2, "not a number"),
+        ("sst-2", "test", "index\tsentence\n0\ta\n0\tb\n", 3, "duplicate index 0 (first on line 2)"),
+        ("sst-2", "test", "index\tsentence\n0\ta\nx\tb\n", 3, "not an integer"),
+        ("snli", "dev", "premise\thypothesis\tlabel\na\tb\t0\tc\n", 2, "found 4"),
+    ],
+)
+def test_bad_files(tmp_path, task, split, text, line, match):
+    path = _write(tmp_path, task, split, text)
+    with pytest.raises(DataFileError, match=re.escape(match)) as e:
+        load_elue_split(task, split, tmp_path)
+    assert str(path) in str(e.value) and e.value.problems[0][0] == line
+    assert f"line {line}" in str(e.value)
+
+
+def test_missing_and_empty(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no train.tsv"):
+        load_elue_split("snli", "train", FIXTURES)
+    _write(tmp_path, "sst-2", "dev", "\n")
+    with pytest.raises(DataFileError, match="empty"):
+        load_elue_split("sst-2", "dev", tmp_path)
+    with pytest.raises(ValueError, match="unknown split"):
+        load_elue_split("sst-2", "eval", FIXTURES)
+    # header only: an empty split
+    _write(tmp_path, "sst-2", "train", "sentence\tlabel\n")
+    assert len(load_elue_split("sst-2", "train", tmp_path)) == 0
+
+
+def test_answer_key_fixture(tmp_path):
+    folder = tmp_path / "sts-b"
+    folder.mkdir()
+    (folder / "test_labels.tsv").write_text("index\tlabel\n0\t2.5\n1\t0.4\n")
+    index, label = read_answer_key(tmp_path, "sts-b")
+    assert index.tolist() == [0, 1] and label.dtype == np.float64 and label.tolist() == [2.5, 0.4]
+    with pytest.raises(FileNotFoundError, match="no answer key for mrpc"):
+        read_answer_key(tmp_path, "mrpc")
+
+
+# --- the real copies (../shared/data) ------------------------------------------------------------
+
+REAL_SIZES = {
+    "sst-2": {"train": 6920, "dev": 872, "test": 1821},
+    "imdb": {"train": 20000, "dev": 5000, "test": 25000},
+    "snli": {"dev": 9842, "test": 9824},
+    "mrpc": {"train": 3668, "dev": 408, "test": 1725},
+    "sts-b": {"train": 5749, "dev": 1500, "test": 1379},
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_SIZES))
+def test_real_split_sizes(data_dir, name):
+    task = get_task(name)
+    for split, size in REAL_SIZES[name].items():
+        ds = load_elue_split(task, split, data_dir)
+        assert len(ds) == size, (name, split)
+    indices = read_test_indices(data_dir, name)
+    assert len(indices) == REAL_SIZES[name]["test"] and len(np.unique(indices)) == len(indices)
+    # the host's answer key covers the same indices
+    key_index, key_label = read_answer_key(data_dir, name)
+    assert sorted(key_index.tolist()) == sorted(indices.tolist())
+    if not task.is_regression:
+        assert set(np.unique(key_label).tolist()) <= set(range(task.num_labels))
+
+
+def test_real_imdb_test_indices_fast(data_dir):
+    start = time.perf_counter()
+    read_test_indices(data_dir, "imdb")
+    assert time.perf_counter() - start < 2.0
+
+
+# --- hub layouts, offline ------------------------------------------------------------------------
+
+
+def _parquet(path: Path, columns: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+
+
+def _readme(root: Path, config: str, splits: list[str]) -> None:
+    files = "".join(f"  - split: {s}\n    path: {config}/{s}-*\n" for s in splits)
+    (root / "README.md").write_text(f"---\nconfigs:\n- config_name: {config}\n  data_files:\n{files}---\n")
+
+
+def test_hub_imdb_resplit(tmp_path):
+    root = tmp_path / "imdb"
+    texts = [f"review {i}" for i in range(10)]
+    _parquet(
+        root / "data" / "train-00000-of-00001.parquet", {"text": texts, "label": [i % 2 for i in range(10)]}
+    )
+    _parquet(root / "data" / "test-00000-of-00001.parquet", {"text": ["t0", "t1"], "label": [0, 1]})
+    task = get_task("imdb")
+    small = dataclasses.replace(
+        task, hub=dataclasses.replace(task.hub, resplit={"train": ("train", 0, 8), "dev": ("train", 8, 10)})
+    )
+    cache = tmp_path / "cache"
+    train = load_hub_split(small, "train", path=str(root), cache_dir=cache)
+    dev = load_hub_split(small, "dev", path=str(root), cache_dir=cache)
+    assert len(train) == 8 and len(dev) == 2
+    assert sorted(list(train["sentence"]) + list(dev["sentence"])) == sorted(texts)
+    assert list(train["sentence"]) != texts[:8]  # shuffled
+    # seeded: the same rows every time
+    assert load_hub_split(small, "dev", path=str(root), cache_dir=cache)["sentence"] == dev["sentence"]
+    assert dev.column_names == ["sentence", "label", "index"]
+    for row in dev:
+        assert row["label"] == int(row["sentence"].split()[1]) % 2
+    test = load_hub_split(small, "test", path=str(root), cache_dir=cache)
+    assert test.column_names == ["sentence", "index"] and test["index"] == [0, 1]
+    # the real task's 20,000/5,000 re-split does not fit 10 rows: a clear error
+    with pytest.raises(ValueError, match="do not fit"):
+        load_hub_split("imdb", "train", path=str(root), cache_dir=cache)
+
+
+def test_hub_snli_drops_unlabelled(tmp_path):
+    root = tmp_path / "snli"
+    cols = {"premise": ["p0", "p1", "p2"], "hypothesis": ["h0", "h1", "h2"], "label": [0, -1, 2]}
+    _parquet(root / "data" / "validation-00000-of-00001.parquet", cols)
+    ds = load_hub_split("snli", "dev", path=str(root), cache_dir=tmp_path / "c")
+    assert ds["premise"] == ["p0", "p2"] and ds["label"] == [0, 2] and ds["index"] == [0, 1]
+
+
+def test_hub_scitail_text_labels(tmp_path):
+    root = tmp_path / "scitail"
+    cols = {"premise": ["p0", "p1"], "hypothesis": ["h0", "h1"], "label": ["neutral", "entails"]}
+    _parquet(root / "tsv_format" / "train-00000-of-00001.parquet", cols)
+    _readme(root, "tsv_format", ["train"])
+    ds = load_hub_split("scitail", "train", path=str(root), cache_dir=tmp_path / "c")
+    assert ds["label"] == [1, 0] and ds.features["label"].names == ["entails", "neutral"]
+    bad = tmp_path / "bad"
+    _parquet(bad / "tsv_format" / "train-00000-of-00001.parquet", {**cols, "label": ["maybe", "entails"]})
+    _readme(bad, "tsv_format", ["train"])
+    with pytest.raises(ValueError, match="'maybe'"):
+        load_hub_split("scitail", "train", path=str(bad), cache_dir=tmp_path / "c")
+
+
+def test_hub_sst_binarised(tmp_path):
+    root = tmp_path / "sst"
+    cols = {"sentence": ["a", "b", "c", "d"], "label": [0.1, 0.5, 0.51, 0.9], "tokens": ["a", "b", "c", "d"]}
+    _parquet(root / "data" / "train-00000-of-00001.parquet", cols)
+    ds = load_hub_split("sst-2", "train", path=str(root), cache_dir=tmp_path / "c")
+    assert ds["label"] == [0, 0, 1, 1] and ds.column_names == ["sentence", "label", "index"]
+
+
+def _glue_like(root: Path, config: str, cols: dict, splits=("train", "validation", "test")) -> None:
+    for s in splits:
+        _parquet(root / config / f"{s}-00000-of-00001.parquet", cols)
+    _readme(root, config, list(splits))
+
+
+def test_hub_mrpc_and_stsb(tmp_path):
+    mrpc = tmp_path / "glue_mrpc"
+    cols = {"sentence1": ["a", "b"], "sentence2": ["c", "d"], "label": [1, 0], "idx": [7, 8]}
+    _glue_like(mrpc, "mrpc", cols)
+    cache = tmp_path / "c"
+    ds = load_hub_split("mrpc", "dev", path=str(mrpc), cache_dir=cache)
+    assert ds.column_names == ["#1 String", "#2 String", "label", "index"]
+    assert ds["label"] == [1, 0] and ds["index"] == [0, 1]
+    test = load_hub_split("mrpc", "test", path=str(mrpc), cache_dir=cache)
+    assert test.column_names == ["#1 String", "#2 String", "index"] and test["index"] == [7, 8]
+    stsb = tmp_path / "glue_stsb"
+    _glue_like(
+        stsb, "stsb", {"sentence1": ["a", "b"], "sentence2": ["c", "d"], "label": [4.5, 1.25], "idx": [0, 1]}
+    )
+    ds = load_hub_split("sts-b", "train", path=str(stsb), cache_dir=cache)
+    assert ds["label"] == [4.5, 1.25] and ds.features["label"].dtype == "float64"
+    # load_split picks the folder when given, the hub otherwise
+    assert len(load_split("sts-b", "train", hub_path=str(stsb), cache_dir=cache)) == 2
+    assert len(load_split("sts-b", "train", data_dir=FIXTURES)) == 3
+
+
+def test_hub_missing_column(tmp_path):
+    root = tmp_path / "snli"
+    _parquet(root / "data" / "validation-00000-of-00001.parquet", {"premise": ["p"], "label": [0]})
+    with pytest.raises(ValueError, match="lacks column"):
+        load_hub_split("snli", "dev", path=str(root), cache_dir=tmp_path / "c")
+
+
+# --- GLUE ----------------------------------------------------------------------------------------
+
+
+def test_glue_registry():
+    assert set(GLUE_TASKS) == {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"}
+    for g in GLUE_TASKS.values():
+        assert g.metric in METRICS
+        assert {"train", "dev", "test"} <= set(g.splits)
+    assert get_glue_task("MNLI").num_labels == 3 and get_glue_task("sts-b").is_regression
+    with pytest.raises(KeyError, match="unknown GLUE task"):
+        get_glue_task("squad")
+
+
+def test_glue_loader(tmp_path):
+    root = tmp_path / "glue"
+    cols = {"premise": ["p0", "p1"], "hypothesis": ["h0", "h1"], "label": [2, 0], "idx": [0, 1]}
+    _glue_like(root, "mnli", cols, ("train", "validation_matched", "validation_mismatched", "test_matched"))
+    cache = tmp_path / "c"
+    dev = load_glue_split("mnli", "dev", path=str(root), cache_dir=cache)
+    assert dev.column_names == ["premise", "hypothesis", "label", "index"] and dev["label"] == [2, 0]
+    assert len(load_glue_split("mnli", "dev_mismatched", path=str(root), cache_dir=cache)) == 2
+    test = load_glue_split("mnli", "test", path=str(root), cache_dir=cache)
+    assert "label" not in test.column_names
+    with pytest.raises(ValueError, match="no split"):
+        load_glue_split("rte", "dev_mismatched", path=str(root))
