@@ -10,7 +10,7 @@ def count_params(model: nn.Module) -> int:
     is counted once, buffers (running stats, position ids) are not counted."""
     seen: set[int] = set()
     total = 0
-    for p in model.parameters(remove_duplicate=False):
+    for _, p in model.named_parameters(remove_duplicate=False):
         key = id(p)
         if key in seen:
             continue

@@ -1,0 +1,196 @@
+"""The process that runs model.py (inside the sandbox): `python -m elue.costs._worker`.
+
+Protocol: one JSON request on stdin
+    {"model_py": "/sandbox/model.py", "calls": [["layer_1", [10, 768]], ...], "progress": true}
+and JSON lines on the *result channel*, the process's original stdout:
+    {"progress": [done, total]}            (zero or more)
+    {"ok": true, "module_names": [...], "params": N, "flops": [["layer_1", [10, 768], F], ...]}
+ or {"ok": false, "error": "<one clear message>"}
+Before model.py is imported, file descriptor 1 is pointed at stderr, so anything model.py prints
+(Python or C level) goes to stderr and cannot corrupt the channel. Nothing but JSON is written on it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+_MAX = 1500
+
+
+def _short(text: str, limit: int = _MAX) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def _exc_line(exc: BaseException) -> str:
+    msg = str(exc).strip()
+    first = msg.splitlines()[0] if msg else ""
+    if len(first) > 400:
+        first = first[:400] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _tail(exc: BaseException, model_py: str, frames: int = 4) -> str:
+    """The last few traceback frames, model.py's frames first-class (other files shortened)."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    keep = [f for f in tb if f.filename == model_py] or list(tb)
+    keep = keep[-frames:]
+    lines = []
+    for f in keep:
+        where = "model.py" if f.filename == model_py else os.path.basename(f.filename)
+        lines.append(f"  {where}, line {f.lineno}, in {f.name}: {(f.line or '').strip()}")
+    return "\n".join(lines)
+
+
+class _Fail(Exception):
+    pass
+
+
+def _load(model_py: str):
+    try:
+        with open(model_py, encoding="utf-8") as fh:
+            source = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Fail(f"cannot read model.py: {_exc_line(exc)}") from None
+    try:
+        code = compile(source, model_py, "exec")
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}" + (f", column {exc.offset}" if exc.offset else "")
+        text = f": {exc.text.strip()}" if exc.text and exc.text.strip() else ""
+        raise _Fail(f"model.py has a syntax error at {where}: {exc.msg}{text}") from None
+    spec = importlib.util.spec_from_file_location("model", model_py)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["model"] = mod
+    try:
+        exec(code, mod.__dict__)
+    except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from model.py too
+        raise _Fail(
+            f"model.py raised {_exc_line(exc)} while being imported\n{_tail(exc, model_py)}"
+        ) from None
+    return mod
+
+
+def _check(mod) -> tuple[dict, Any, Any]:
+    from torch import nn
+
+    missing = [n for n in ("module_list", "entire_model") if not hasattr(mod, n)]
+    if missing:
+        raise _Fail(
+            "model.py must define `module_list: dict[str, nn.Module]` and `entire_model: nn.Module`; "
+            f"missing: {', '.join(missing)}"
+        )
+    ml = mod.module_list
+    if not isinstance(ml, dict) and hasattr(ml, "items") and isinstance(ml, nn.ModuleDict):
+        ml = dict(ml.items())
+    if not isinstance(ml, dict):
+        raise _Fail(f"model.py's module_list must be a dict of name -> nn.Module, not {type(ml).__name__}")
+    bad = [
+        f"{k!r} ({type(v).__name__})"
+        for k, v in ml.items()
+        if not isinstance(k, str) or not isinstance(v, nn.Module)
+    ]
+    if bad:
+        raise _Fail(
+            "model.py's module_list must map string names to nn.Module instances; bad entries: "
+            + ", ".join(bad[:10])
+        )
+    if not ml:
+        raise _Fail("model.py's module_list is empty")
+    em = mod.entire_model
+    if not isinstance(em, nn.Module):
+        raise _Fail(f"model.py's entire_model must be an nn.Module, not {type(em).__name__}")
+    dummy = getattr(mod, "dummy_input", None)
+    if dummy is not None and not callable(dummy):
+        raise _Fail("model.py's dummy_input must be a function (name, shape) -> tuple")
+    return ml, em, dummy
+
+
+def run(request: dict, emit) -> dict:
+    model_py = request["model_py"]
+    calls = [(str(n), tuple(int(d) for d in s)) for n, s in request.get("calls", [])]
+    mod = _load(model_py)
+    module_list, entire_model, dummy = _check(mod)
+
+    import torch
+
+    from elue.costs.flops import FlopCountError, ModuleFlops
+    from elue.costs.params import count_params
+
+    try:
+        params = count_params(entire_model)
+    except Exception as exc:  # noqa: BLE001
+        raise _Fail(f"cannot count the parameters of entire_model: {_exc_line(exc)}") from None
+
+    wanted = list(dict.fromkeys(calls))
+    missing = sorted({n for n, _ in wanted if n not in module_list})
+    if missing:
+        raise _Fail(
+            "module name(s) used in the test files but missing from model.py's module_list: "
+            + ", ".join(missing)
+            + "; available: "
+            + ", ".join(sorted(module_list))
+        )
+    for m in module_list.values():
+        m.eval()
+    counter = ModuleFlops(module_list, dummy)
+    out = []
+    total = len(wanted)
+    step = max(1, total // 100)
+    with torch.no_grad():
+        for i, (name, shape) in enumerate(wanted, start=1):
+            try:
+                flops = counter(name, shape)
+            except FlopCountError as exc:
+                raise _Fail(f"module {name!r} fails at input shape {shape_text(shape)}: {exc}") from None
+            except Exception as exc:  # noqa: BLE001
+                raise _Fail(
+                    f"module {name!r} fails at input shape {shape_text(shape)}: {_exc_line(exc)}"
+                ) from None
+            out.append([name, list(shape), int(flops)])
+            if request.get("progress") and (i % step == 0 or i == total):
+                emit({"progress": [i, total]})
+    return {"ok": True, "module_names": list(module_list), "params": int(params), "flops": out}
+
+
+def shape_text(shape) -> str:
+    return "(" + ",".join(str(d) for d in shape) + ")"
+
+
+def main() -> int:
+    raw = sys.stdin.read()
+    # the result channel: a private copy of the original stdout; fd 1 then points at stderr
+    channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def emit(obj: dict) -> None:
+        channel.write(json.dumps(obj) + "\n")
+        channel.flush()
+
+    try:
+        request = json.loads(raw)
+    except ValueError as exc:
+        emit({"ok": False, "error": f"bad request: {exc}"})
+        return 2
+    try:
+        import torch
+
+        torch.set_num_threads(int(request.get("threads", 1)))
+        result = run(request, emit)
+    except _Fail as exc:
+        result = {"ok": False, "error": str(exc)}
+    except MemoryError:
+        result = {"ok": False, "error": "model.py ran out of memory (memory limit reached)"}
+    except BaseException as exc:  # noqa: BLE001
+        result = {"ok": False, "error": f"model.py failed: {_exc_line(exc)}"}
+    emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,418 @@
+"""Run an untrusted model.py and hand back its cost table as plain data.
+
+model.py is executed by `python -m elue.costs._worker` in a separate process:
+- under bubblewrap (`bwrap`): no network (all namespaces unshared), all capabilities dropped, a
+  read-only view of only the system libraries, the Python installation, its site-packages and the
+  `elue` package; a private tmpfs as working directory with model.py bound read-only into it; no view
+  of /work, home directories, the submission folder or any answer key; it dies with its parent;
+- with rlimits on CPU time, address space and file size (set before exec), and a wall-clock timeout
+  that kills the whole process group;
+- talking JSON only (request on stdin, JSON lines back); the parent never unpickles anything.
+
+Without a usable bwrap, `price_model` raises SandboxUnavailable unless `trust_model_code=True`,
+in which case the same worker runs in a plain subprocess with the same limits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Shape = tuple[int, ...]
+
+__all__ = [
+    "CostTable",
+    "SandboxError",
+    "SandboxLimits",
+    "SandboxUnavailable",
+    "bwrap_available",
+    "price_model",
+]
+
+BWRAP_HINT = (
+    "model.py is untrusted code and is only run inside a bubblewrap sandbox, but `bwrap` is {why}. "
+    "Install bubblewrap (e.g. `apt-get install bubblewrap`), or, for code you trust, pass "
+    "trust_model_code=True (CLI: --trust-model-code) to run it without the sandbox."
+)
+
+
+class SandboxError(Exception):
+    """model.py could not be priced; the message says why, in one piece, for the submitter."""
+
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox cannot run on this machine (no usable bwrap) and the code was not trusted."""
+
+
+@dataclass
+class SandboxLimits:
+    """Resource limits of one pricing run (all overridable)."""
+
+    cpu_s: int = 300  # RLIMIT_CPU, seconds of CPU time (all threads)
+    wall_s: float = 600.0  # wall-clock timeout; the whole process group is killed
+    memory_bytes: int = 8 << 30  # RLIMIT_AS (torch maps a lot of address space; 8 GiB is ample)
+    file_bytes: int = 256 << 20  # RLIMIT_FSIZE: largest file the worker may write
+    scratch_bytes: int = 256 << 20  # size of the tmpfs working directory and /tmp
+    threads: int = 1  # torch threads inside the worker
+
+
+@dataclass
+class CostTable:
+    """What model.py costs: its module names, parameter count and FLOPs per distinct call."""
+
+    module_names: list[str]
+    params: int
+    flops: dict[tuple[str, Shape], int] = field(default_factory=dict)  # 2 × MACs at batch 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# bubblewrap
+
+
+def _bwrap_path() -> str | None:
+    return shutil.which("bwrap") or ("/usr/bin/bwrap" if os.access("/usr/bin/bwrap", os.X_OK) else None)
+
+
+def _elue_src() -> Path:
+    import elue
+
+    return Path(elue.__file__).resolve().parent
+
+
+def _python_roots() -> list[str]:
+    """Directories the worker's Python needs: prefixes, the stdlib, site-packages (read-only)."""
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        p = sysconfig.get_paths().get(key)
+        if p:
+            roots.add(p)
+    for p in sys.path:
+        if p and ("site-packages" in p or "dist-packages" in p) and os.path.isdir(p):
+            roots.add(p)
+    exe = os.path.realpath(sys.executable)
+    roots.add(os.path.dirname(os.path.dirname(exe)))
+    out = []
+    for r in sorted({os.path.realpath(r) for r in roots if r and os.path.isdir(r)}):
+        if r in ("/", "/usr") or r.startswith("/usr/"):
+            continue  # /usr is bound as a whole
+        if not any(r.startswith(o + os.sep) for o in out):
+            out.append(r)
+    return out
+
+
+def _bwrap_args(bwrap: str, model_copy: Path, limits: SandboxLimits) -> list[str]:
+    args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    args += ["--ro-bind", "/usr", "/usr"]
+    for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+    for f in (
+        "/etc/ld.so.cache",
+        "/etc/ld.so.conf",
+        "/etc/ld.so.conf.d",
+        "/etc/localtime",
+        "/etc/alternatives",
+    ):
+        if os.path.exists(f):
+            args += ["--ro-bind", f, f]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--size", str(limits.scratch_bytes), "--tmpfs", "/tmp"]
+    for root in _python_roots():
+        args += ["--ro-bind", root, root]
+    # symlinked interpreters (venvs) may point elsewhere: bind the real interpreter's directory too
+    exe_dir = os.path.dirname(os.path.realpath(sys.executable))
+    if not exe_dir.startswith("/usr/") and not any(exe_dir.startswith(r + os.sep) for r in _python_roots()):
+        args += ["--ro-bind", exe_dir, exe_dir]
+    src = _elue_src()
+    args += ["--ro-bind", str(src), str(src)]
+    args += ["--size", str(limits.scratch_bytes), "--tmpfs", "/sandbox"]
+    args += ["--ro-bind", str(model_copy), "/sandbox/model.py", "--chdir", "/sandbox"]
+    return args
+
+
+def _env(limits: SandboxLimits, pythonpath: str, home: str) -> dict[str, str]:
+    threads = str(limits.threads)
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "PYTHONPATH": pythonpath,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "OPENBLAS_NUM_THREADS": threads,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "CUDA_VISIBLE_DEVICES": "",
+        "LANG": "C.UTF-8",
+    }
+
+
+_PROBE: dict[str, str | None] = {}
+
+
+def bwrap_available() -> tuple[bool, str]:
+    """(usable, why not). Runs a trivial command in the same kind of sandbox once per process."""
+    bwrap = _bwrap_path()
+    if bwrap is None:
+        return False, "not installed"
+    if bwrap in _PROBE:
+        why = _PROBE[bwrap]
+        return why is None, why or ""
+    with tempfile.TemporaryDirectory(prefix="elue-probe-") as tmp:
+        probe = Path(tmp) / "model.py"
+        probe.write_text("")
+        cmd = _bwrap_args(bwrap, probe, SandboxLimits()) + [
+            sys.executable,
+            "-S",
+            "-c",
+            "import os; print(open('/sandbox/model.py').read() == '' and os.getcwd())",
+        ]
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=30, env=_env(SandboxLimits(), "", "/sandbox")
+            )
+            ok = proc.returncode == 0 and proc.stdout.strip() == "/sandbox"
+            why = (
+                None if ok else f"installed but unusable here ({_last_line(proc.stderr) or proc.returncode})"
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            why = f"installed but unusable here ({exc})"
+    _PROBE[bwrap] = why
+    return why is None, why or ""
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# running the worker
+
+
+def _preexec(limits: SandboxLimits) -> Callable[[], None]:
+    def apply() -> None:
+        cpu = max(1, int(limits.cpu_s))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+def _signal_message(rc: int, limits: SandboxLimits, stderr_tail: str) -> str:
+    sig = -rc if rc < 0 else rc - 128 if rc > 128 else 0
+    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and "cpu" in stderr_tail.lower()):
+        return f"model.py exceeded the CPU time limit ({limits.cpu_s} s) and was stopped"
+    if sig == signal.SIGKILL:
+        return (
+            "the model.py worker was killed (SIGKILL), most likely for exceeding the memory limit "
+            f"({limits.memory_bytes / 2**30:.1f} GiB)"
+        )
+    if sig == signal.SIGSEGV:
+        return "the model.py worker crashed (segmentation fault), e.g. after running out of memory"
+    if sig:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return f"the model.py worker was killed by signal {name}"
+    tail = f": {stderr_tail}" if stderr_tail else ""
+    return f"the model.py worker exited with status {rc} without a result{tail}"
+
+
+def price_model(
+    model_py: Path | str,
+    calls: Iterable[tuple[str, Shape]] = (),
+    *,
+    trust_model_code: bool = False,
+    limits: SandboxLimits | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> CostTable:
+    """Load model.py in the sandbox; return its module names, parameter count and the FLOPs of each
+    distinct (name, shape) in `calls` (FLOPs = 2 × MACs of one call at batch 1).
+
+    Raises SandboxError (one message) for anything wrong with model.py, SandboxUnavailable when bwrap
+    is missing or unusable and `trust_model_code` is False. With no calls, only names and params.
+    """
+    limits = limits or SandboxLimits()
+    model_py = Path(model_py)
+    if not model_py.is_file():
+        raise SandboxError(f"model.py not found: {model_py}")
+    wanted = list(dict.fromkeys((str(n), tuple(int(d) for d in s)) for n, s in calls))
+
+    use_bwrap = True
+    bwrap = _bwrap_path()
+    ok, why = bwrap_available()
+    if not ok:
+        if not trust_model_code:
+            raise SandboxUnavailable(BWRAP_HINT.format(why=why))
+        use_bwrap = False
+
+    with tempfile.TemporaryDirectory(prefix="elue-model-") as tmp:
+        tmpdir = Path(tmp)
+        copy = tmpdir / "model.py"
+        try:
+            shutil.copyfile(model_py, copy)
+        except OSError as exc:
+            raise SandboxError(f"cannot read model.py: {exc}") from None
+        os.chmod(copy, 0o444)
+        src_parent = str(_elue_src().parent)
+        if use_bwrap:
+            cmd = _bwrap_args(bwrap, copy, limits) + [sys.executable, "-m", "elue.costs._worker"]
+            env = _env(limits, src_parent, "/sandbox")
+            cwd = None
+            target = "/sandbox/model.py"
+        else:
+            scratch = tmpdir / "scratch"
+            scratch.mkdir()
+            cmd = [sys.executable, "-m", "elue.costs._worker"]
+            env = _env(limits, src_parent, str(scratch))
+            env["TMPDIR"] = str(scratch)
+            cwd = str(scratch)
+            target = str(copy)
+        request = {
+            "model_py": target,
+            "calls": [[n, list(s)] for n, s in wanted],
+            "progress": progress is not None,
+            "threads": limits.threads,
+        }
+        result = _run_worker(cmd, env, cwd, request, limits, progress)
+
+    if not result.get("ok"):
+        raise SandboxError(str(result.get("error") or "model.py could not be priced"))
+    try:
+        flops = {(str(n), tuple(int(d) for d in s)): int(f) for n, s, f in result["flops"]}
+        table = CostTable(
+            module_names=[str(n) for n in result["module_names"]],
+            params=int(result["params"]),
+            flops=flops,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SandboxError(f"the model.py worker returned a malformed result ({exc})") from None
+    missing = [c for c in wanted if c not in table.flops]
+    if missing:
+        raise SandboxError(f"the model.py worker returned no FLOPs for {len(missing)} call(s)")
+    return table
+
+
+def _run_worker(cmd, env, cwd, request, limits: SandboxLimits, progress) -> dict:
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            preexec_fn=_preexec(limits),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise SandboxError(f"cannot start the model.py worker: {exc}") from None
+
+    stderr_chunks: list[bytes] = []
+
+    def drain_stderr() -> None:  # keep the last ~64 KiB of what model.py printed
+        size = 0
+        for chunk in iter(lambda: proc.stderr.read1(8192), b""):
+            stderr_chunks.append(chunk)
+            size += len(chunk)
+            while size > 65536 and len(stderr_chunks) > 1:
+                size -= len(stderr_chunks.pop(0))
+
+    lines: list[str] = []
+    state = {"bytes": 0}
+
+    def read_stdout() -> None:
+        for raw in proc.stdout:
+            state["bytes"] += len(raw)
+            if state["bytes"] > 256 << 20:
+                break
+            line = raw.decode("utf-8", "replace").strip()
+            if not line:
+                continue
+            if progress is not None and line.startswith('{"progress"'):
+                try:
+                    done, total = json.loads(line)["progress"]
+                    progress(int(done), int(total))
+                    continue
+                except (ValueError, KeyError, TypeError):
+                    pass
+                except Exception:  # noqa: BLE001 - a failing progress callback must not kill pricing
+                    continue
+            lines.append(line)
+
+    t_err = threading.Thread(target=drain_stderr, daemon=True)
+    t_out = threading.Thread(target=read_stdout, daemon=True)
+    t_err.start()
+    t_out.start()
+    try:
+        proc.stdin.write(json.dumps(request).encode())
+        proc.stdin.close()
+    except OSError:
+        pass
+    deadline = time.monotonic() + limits.wall_s
+    timed_out = False
+    while True:
+        try:
+            proc.wait(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                timed_out = True
+                _kill_group(proc)
+                break
+    t_out.join(timeout=5)
+    t_err.join(timeout=5)
+    if timed_out:
+        raise SandboxError(
+            f"model.py timed out: no result within the wall-clock limit of {limits.wall_s:g} s"
+        )
+    result = None
+    for line in reversed(lines):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "ok" in obj:
+            result = obj
+            break
+    if result is None:
+        tail = _last_line(b"".join(stderr_chunks).decode("utf-8", "replace"))
+        raise SandboxError(_signal_message(proc.returncode, limits, tail))
+    return result
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
