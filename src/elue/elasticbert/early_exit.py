@@ -1,0 +1,466 @@
+"""Batched early-exit inference for multi-exit ElasticBERT (spec §7), and ELUE traces of its runs.
+
+The engine runs one layer at a time on the whole batch. After a layer with an exit, the exit rule decides per
+example; the examples that are done leave (their prediction, exit layer and logits are stored) and the rest are
+regrouped with `index_select` and their padding trimmed to the longest remaining example, so the batch never
+waits for its slowest member and never pays for padding that only departed examples needed.
+
+Exit rules (an exit is evaluated on every layer that carries one; the last computed layer always exits):
+
+- ``entropy`` τ: exit when the entropy of the exit's softmax is below τ (DeeBERT). Entropy is computed from
+  `log_softmax` (stable for large logits). Refused for a 1-output regression head (its entropy is always 0,
+  which in the original sent every STS-B example out at layer 1).
+- ``patience`` t: exit when the prediction has stayed the same for t consecutive exits (PABEE): the counter
+  starts at 0 at the first exit, +1 when the prediction equals the previous exit's, reset to 0 otherwise;
+  exit when counter >= t (t = 0 exits at the first exit). Regression: "the same" is |change| < threshold.
+- ``fixed`` k (alias ``static``): every example exits at layer k (1-based); only exit k is evaluated.
+
+Public API:
+
+    early_exit(model, input_ids, attention_mask=None, token_type_ids=None, *, rule, threshold=None,
+               regression_threshold=0.1, trim_padding=True) -> EarlyExitResult       # one batch
+    early_exit_reference(...same...) -> EarlyExitResult    # example by example at batch size 1 (for tests)
+    run_early_exit(model, features, *, rule, threshold=None, batch_size=32, ...) -> EarlyExitResult
+                                                           # a list of tokenised examples, batched by length
+    entropy_from_logits(logits) -> Tensor
+    build_trace(exit_layer, num_tokens, hidden_size, *, mode="dynamic", exit_layers=None) -> str
+
+`EarlyExitResult` fields (CPU tensors, one entry per example, input order): `predictions` (long class ids, or
+float for regression), `exit_layers` (long, 1-based), `token_counts` (long: unpadded length, special tokens
+included), `logits` (float (N, C), the logits of the exit taken).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from elue.trace import format_trace
+
+from .modeling_elasticbert import ElasticBertForSequenceClassification
+
+# --------------------------------------------------------------------------------------------------------------
+# results and traces
+
+
+@dataclass
+class EarlyExitResult:
+    """Per-example results of an early-exit run (CPU tensors, input order)."""
+
+    predictions: torch.Tensor  # (N,) long class ids, or float values for regression
+    exit_layers: torch.Tensor  # (N,) long, 1-based layer of the exit taken
+    token_counts: torch.Tensor  # (N,) long, unpadded length incl. special tokens
+    logits: torch.Tensor  # (N, C) float, logits of the exit taken
+
+    def __len__(self) -> int:
+        return int(self.predictions.shape[0])
+
+    @property
+    def mean_exit_layer(self) -> float:
+        return float(self.exit_layers.float().mean()) if len(self) else 0.0
+
+    def traces(
+        self, hidden_size: int, *, exit_layers: Iterable[int] | None = None, mode: str = "dynamic"
+    ) -> list[str]:
+        """The ELUE `modules` value of every example (see `build_trace`)."""
+        return [
+            build_trace(int(e), int(n), hidden_size, mode=mode, exit_layers=exit_layers)
+            for e, n in zip(self.exit_layers.tolist(), self.token_counts.tolist(), strict=True)
+        ]
+
+    @staticmethod
+    def concatenate(parts: Sequence[EarlyExitResult]) -> EarlyExitResult:
+        return EarlyExitResult(
+            predictions=torch.cat([p.predictions for p in parts]),
+            exit_layers=torch.cat([p.exit_layers for p in parts]),
+            token_counts=torch.cat([p.token_counts for p in parts]),
+            logits=torch.cat([p.logits for p in parts]),
+        )
+
+    def take(self, order: torch.Tensor) -> EarlyExitResult:
+        return EarlyExitResult(
+            self.predictions[order], self.exit_layers[order], self.token_counts[order], self.logits[order]
+        )
+
+
+def build_trace(
+    exit_layer: int,
+    num_tokens: int,
+    hidden_size: int,
+    *,
+    mode: str = "dynamic",
+    exit_layers: Iterable[int] | None = None,
+) -> str:
+    """The ELUE `modules` trace of one example (module names `emb`, `layer_<i>`, `exit_<i>`, 1-based).
+
+    dynamic: every layer up to `exit_layer`, each followed by its exit when the layer carries one
+        (`exit_layers`, 1-based; default every layer): ``(n),emb; (n,H),layer_1; (H),exit_1; ...;
+        (n,H),layer_e; (H),exit_e``.
+    static: layers 1..k and only exit k (k = `exit_layer`): ``(n),emb; (n,H),layer_1; ...; (n,H),layer_k;
+        (H),exit_k``.
+    """
+    n, h, e = int(num_tokens), int(hidden_size), int(exit_layer)
+    if n < 1 or h < 1 or e < 1:
+        raise ValueError(f"need positive exit layer, token count and hidden size, got {e}, {n}, {h}")
+    calls: list[tuple[str, tuple[int, ...]]] = [("emb", (n,))]
+    if mode == "static":
+        calls += [(f"layer_{i}", (n, h)) for i in range(1, e + 1)]
+        calls.append((f"exit_{e}", (h,)))
+    elif mode == "dynamic":
+        exits = None if exit_layers is None else {int(x) for x in exit_layers}
+        if exits is not None and e not in exits:
+            raise ValueError(f"exit layer {e} carries no exit (exits: {sorted(exits)})")
+        for i in range(1, e + 1):
+            calls.append((f"layer_{i}", (n, h)))
+            if exits is None or i in exits:
+                calls.append((f"exit_{i}", (h,)))
+    else:
+        raise ValueError(f"mode must be 'dynamic' or 'static', got {mode!r}")
+    return format_trace(calls)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# rules
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of softmax(logits) over the last dim, from log_softmax (no overflow, no log(0))."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    kind: str  # "entropy" | "patience" | "fixed"
+    threshold: float
+    regression_threshold: float
+
+
+def _make_rule(
+    rule: str, threshold, regression_threshold: float, regression: bool, num_layers: int, exits
+) -> _Rule:
+    kind = {"static": "fixed", "depth": "fixed"}.get(rule, rule)
+    if kind not in ("entropy", "patience", "fixed"):
+        raise ValueError(f"unknown exit rule {rule!r}: entropy, patience or fixed")
+    if threshold is None:
+        raise ValueError(f"rule {rule!r} needs a threshold (entropy τ, patience t, or fixed layer k)")
+    if kind == "entropy" and regression:
+        raise ValueError(
+            "the entropy rule needs a classification head: a 1-output regression head has softmax entropy 0, "
+            "so every example would exit at the first exit; use the patience rule for regression"
+        )
+    if kind == "patience" and (threshold < 0 or float(threshold) != int(threshold)):
+        raise ValueError(f"patience must be a non-negative integer, got {threshold}")
+    if kind == "fixed":
+        k = int(threshold)
+        if float(threshold) != k or not 1 <= k <= num_layers or (k - 1) not in exits:
+            raise ValueError(
+                f"fixed depth {threshold}: must be a 1-based exit layer, one of {[x + 1 for x in exits]}"
+            )
+    return _Rule(kind, float(threshold), float(regression_threshold))
+
+
+def _classifier(model) -> ElasticBertForSequenceClassification:
+    if not isinstance(model, ElasticBertForSequenceClassification):
+        raise TypeError(
+            f"early exit needs an ElasticBertForSequenceClassification, got {type(model).__name__}"
+        )
+    return model
+
+
+def _is_regression(model: ElasticBertForSequenceClassification) -> bool:
+    return model.is_regression
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the batched engine
+
+
+@torch.inference_mode()
+def early_exit(
+    model: ElasticBertForSequenceClassification,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    token_type_ids: torch.Tensor | None = None,
+    *,
+    rule: str,
+    threshold: float | None = None,
+    regression_threshold: float = 0.1,
+    trim_padding: bool = True,
+) -> EarlyExitResult:
+    """Early-exit inference on one batch (B, S). Returns an `EarlyExitResult` in batch order.
+
+    `rule`: "entropy" (threshold τ), "patience" (threshold = t; `regression_threshold` for regression heads),
+    or "fixed"/"static" (threshold = 1-based layer k). The model is run in eval mode (restored afterwards).
+    Padding may be on either side; trimming after regrouping applies to right padding.
+    """
+    clf = _classifier(model)
+    base = clf.elasticbert
+    regression = _is_regression(clf)
+    exits = clf.exit_layers
+    num_layers = clf.config.num_hidden_layers
+    r = _make_rule(rule, threshold, regression_threshold, regression, num_layers, set(exits))
+    exit_set = {int(threshold) - 1} if r.kind == "fixed" else set(exits)
+    last = max(exit_set)  # nobody runs past the deepest exit this rule can take
+
+    was_training = clf.training
+    clf.eval()
+    try:
+        return _run(
+            clf, base, input_ids, attention_mask, token_type_ids, r, regression, exit_set, last, trim_padding
+        )
+    finally:
+        clf.train(was_training)
+
+
+def _run(
+    clf, base, input_ids, attention_mask, token_type_ids, r: _Rule, regression, exit_set, last, trim_padding
+):
+    device = input_ids.device
+    bsz, seq = input_ids.shape
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    # one host copy of the mask: lengths, right-padding check (all trimming decisions are made on the host)
+    mask_host = attention_mask.detach().to("cpu", torch.long)
+    lengths_host = mask_host.sum(1).numpy()
+    right_padded = bool(
+        (mask_host == (torch.arange(seq)[None, :] < torch.from_numpy(lengths_host)[:, None])).all()
+    )
+    trim = trim_padding and right_padded
+
+    num_labels = clf.config.num_labels
+    pred_store = torch.empty(bsz, dtype=torch.float32 if regression else torch.long, device=device)
+    layer_store = torch.empty(bsz, dtype=torch.long, device=device)
+    logit_store = torch.empty(bsz, num_labels, dtype=torch.float32, device=device)
+
+    active_host = np.arange(bsz)
+    active = torch.arange(bsz, device=device)
+    cur_len = int(lengths_host.max()) if (trim and bsz) else seq
+    if bsz == 0:
+        return _empty_result(regression, num_labels)
+    ids = input_ids[:, :cur_len]
+    mask = attention_mask[:, :cur_len]
+    tts = token_type_ids[:, :cur_len] if token_type_ids is not None else None
+    hidden = base.embed(ids, tts)
+    padded = bool((lengths_host < cur_len).any()) or not right_padded
+    bias = base.attention_bias(mask, hidden.dtype) if padded else None
+
+    prev_pred = None  # patience state, aligned with the active rows
+    counter = None
+
+    for i in range(last + 1):
+        hidden = base.layer_forward(i, hidden, bias)
+        if i not in exit_set:
+            continue
+        logits = clf.exit_logits(i, hidden).float()
+        pred = logits[:, 0] if regression else logits.argmax(-1)
+        if i == last or r.kind == "fixed":
+            done = torch.ones(pred.shape[0], dtype=torch.bool, device=device)
+        elif r.kind == "entropy":
+            done = entropy_from_logits(logits) < r.threshold
+        else:  # patience
+            if prev_pred is None:
+                counter = torch.zeros(pred.shape[0], dtype=torch.long, device=device)
+            else:
+                same = (pred - prev_pred).abs() < r.regression_threshold if regression else pred == prev_pred
+                counter = torch.where(same, counter + 1, torch.zeros_like(counter))
+            prev_pred = pred
+            done = counter >= int(r.threshold)
+
+        done_host = done.cpu().numpy()  # the one host sync per exit layer: who leaves
+        n_done = int(done_host.sum())
+        if n_done:
+            if n_done == len(done_host):
+                rows, targets = slice(None), active
+            else:
+                sel = torch.from_numpy(np.flatnonzero(done_host)).to(device)
+                rows, targets = sel, active.index_select(0, sel)
+            pred_store[targets] = pred[rows].to(pred_store.dtype)
+            layer_store[targets] = i + 1
+            logit_store[targets] = logits[rows]
+        if n_done == len(done_host):
+            break
+        if n_done:
+            keep_host = np.flatnonzero(~done_host)
+            keep = torch.from_numpy(keep_host).to(device)
+            active_host = active_host[keep_host]
+            active = active.index_select(0, keep)
+            hidden = hidden.index_select(0, keep)
+            mask = mask.index_select(0, keep)
+            if prev_pred is not None:
+                prev_pred = prev_pred.index_select(0, keep)
+                counter = counter.index_select(0, keep)
+            if trim:
+                new_len = int(lengths_host[active_host].max())
+                if new_len < cur_len:
+                    hidden = hidden[:, :new_len].contiguous()
+                    mask = mask[:, :new_len]
+                    cur_len = new_len
+            padded = bool((lengths_host[active_host] < cur_len).any()) or not right_padded
+            bias = base.attention_bias(mask, hidden.dtype) if padded else None
+
+    return EarlyExitResult(
+        predictions=pred_store.cpu(),
+        exit_layers=layer_store.cpu(),
+        token_counts=torch.from_numpy(lengths_host.astype(np.int64)),
+        logits=logit_store.cpu(),
+    )
+
+
+def _empty_result(regression: bool, num_labels: int) -> EarlyExitResult:
+    return EarlyExitResult(
+        predictions=torch.empty(0, dtype=torch.float32 if regression else torch.long),
+        exit_layers=torch.empty(0, dtype=torch.long),
+        token_counts=torch.empty(0, dtype=torch.long),
+        logits=torch.empty(0, num_labels),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the reference path: example by example, batch size 1, plain Python decisions
+
+
+@torch.inference_mode()
+def early_exit_reference(
+    model: ElasticBertForSequenceClassification,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    token_type_ids: torch.Tensor | None = None,
+    *,
+    rule: str,
+    threshold: float | None = None,
+    regression_threshold: float = 0.1,
+) -> EarlyExitResult:
+    """The same rules, one example at a time (batch size 1, its unpadded tokens; right padding assumed).
+
+    Slow by design (as the original ElasticBERT code): it is the yardstick for `early_exit`.
+    """
+    clf = _classifier(model)
+    base = clf.elasticbert
+    regression = _is_regression(clf)
+    exits = set(clf.exit_layers)
+    r = _make_rule(rule, threshold, regression_threshold, regression, clf.config.num_hidden_layers, exits)
+    was_training = clf.training
+    clf.eval()
+    preds, layers, counts, all_logits = [], [], [], []
+    try:
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        for b in range(input_ids.shape[0]):
+            n = int(mask[b].sum())
+            ids = input_ids[b : b + 1, :n]
+            tts = token_type_ids[b : b + 1, :n] if token_type_ids is not None else None
+            hidden = base.embed(ids, tts)
+            prev, count = None, 0
+            candidates = [int(threshold) - 1] if r.kind == "fixed" else sorted(exits)
+            for i in range(max(candidates) + 1):
+                hidden = base.layer_forward(i, hidden, None)
+                if i not in candidates:
+                    continue
+                logits = clf.exit_logits(i, hidden)[0].float()
+                value = float(logits[0]) if regression else int(torch.argmax(logits))
+                if r.kind == "entropy":
+                    probs = torch.softmax(logits.double(), -1)
+                    ent = float(-(probs * torch.log(probs.clamp_min(1e-300))).sum())
+                    stop = ent < r.threshold
+                elif r.kind == "patience":
+                    if prev is not None:
+                        same = abs(value - prev) < r.regression_threshold if regression else value == prev
+                        count = count + 1 if same else 0
+                    prev = value
+                    stop = count >= int(r.threshold)
+                else:
+                    stop = True
+                if stop or i == max(candidates):
+                    break
+            preds.append(value)
+            layers.append(i + 1)
+            counts.append(n)
+            all_logits.append(logits)
+    finally:
+        clf.train(was_training)
+    if not preds:
+        return _empty_result(regression, clf.config.num_labels)
+    return EarlyExitResult(
+        predictions=torch.tensor(preds, dtype=torch.float32 if regression else torch.long),
+        exit_layers=torch.tensor(layers, dtype=torch.long),
+        token_counts=torch.tensor(counts, dtype=torch.long),
+        logits=torch.stack(all_logits).cpu(),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# a whole data set
+
+
+def pad_batch(
+    features: Sequence[Mapping[str, Sequence[int]]], pad_token_id: int = 0
+) -> dict[str, torch.Tensor]:
+    """Right-pad tokenised examples ({"input_ids": [...], "token_type_ids": [...]?}) into tensors."""
+    longest = max(len(f["input_ids"]) for f in features)
+    ids = torch.full((len(features), longest), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(features), longest), dtype=torch.long)
+    has_tt = "token_type_ids" in features[0]
+    tts = torch.zeros((len(features), longest), dtype=torch.long) if has_tt else None
+    for row, f in enumerate(features):
+        n = len(f["input_ids"])
+        ids[row, :n] = torch.as_tensor(f["input_ids"], dtype=torch.long)
+        mask[row, :n] = 1
+        if has_tt:
+            tts[row, :n] = torch.as_tensor(f["token_type_ids"], dtype=torch.long)
+    out = {"input_ids": ids, "attention_mask": mask}
+    if has_tt:
+        out["token_type_ids"] = tts
+    return out
+
+
+def run_early_exit(
+    model: ElasticBertForSequenceClassification,
+    features: Sequence[Mapping[str, Sequence[int]]],
+    *,
+    rule: str,
+    threshold: float | None = None,
+    regression_threshold: float = 0.1,
+    batch_size: int = 32,
+    sort_by_length: bool = True,
+    pad_token_id: int | None = None,
+    device: torch.device | str | None = None,
+    reference: bool = False,
+) -> EarlyExitResult:
+    """Early exit over tokenised examples (dicts with `input_ids`, optional `token_type_ids`), in batches of
+    `batch_size` (sorted by length so batches carry little padding). Result in input order.
+    `reference=True` uses the example-by-example path instead."""
+    if pad_token_id is None:
+        pad_token_id = model.config.pad_token_id or 0
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    order = (
+        sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"])) if sort_by_length else None
+    )
+    order = order if order is not None else list(range(len(features)))
+    fn = early_exit_reference if reference else early_exit
+    parts = []
+    for start in range(0, len(order), batch_size):
+        chunk = [features[i] for i in order[start : start + batch_size]]
+        batch = {k: v.to(device) for k, v in pad_batch(chunk, pad_token_id).items()}
+        parts.append(
+            fn(model, **batch, rule=rule, threshold=threshold, regression_threshold=regression_threshold)
+        )
+    if not parts:
+        return _empty_result(_is_regression(model), model.config.num_labels)
+    merged = EarlyExitResult.concatenate(parts)
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+    return merged.take(inverse)
+
+
+__all__ = [
+    "EarlyExitResult",
+    "build_trace",
+    "early_exit",
+    "early_exit_reference",
+    "entropy_from_logits",
+    "pad_batch",
+    "run_early_exit",
+]

@@ -1,0 +1,212 @@
+"""Batched early exit: rules, regression, refusal of entropy on 1-output heads, batched == example by example."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification
+from elue.elasticbert.early_exit import (
+    build_trace,
+    early_exit,
+    early_exit_reference,
+    entropy_from_logits,
+    run_early_exit,
+)
+from elue.trace import parse_trace
+
+VOCAB, HIDDEN, LAYERS = 60, 32, 4
+
+
+def make_model(num_labels=3, layers=LAYERS, seed=0, **kw) -> ElasticBertForSequenceClassification:
+    torch.manual_seed(seed)
+    config = ElasticBertConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+        **kw,
+    )
+    model = ElasticBertForSequenceClassification(config).eval()
+    with torch.no_grad():  # confident, diverse exits: big classifier weights
+        heads = [model.classifier] if config.num_output_layers == 1 else list(model.classifiers)
+        for head in heads:
+            head.weight.normal_(0, 2.0)
+            head.bias.normal_(0, 1.0)
+    return model
+
+
+def make_batch(n=24, max_len=20, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, max_len + 1, (n,), generator=g)
+    ids = torch.zeros(n, max_len, dtype=torch.long)
+    mask = torch.zeros(n, max_len, dtype=torch.long)
+    tts = torch.zeros(n, max_len, dtype=torch.long)
+    for i, length in enumerate(lengths.tolist()):
+        ids[i, :length] = torch.randint(1, VOCAB, (length,), generator=g)
+        mask[i, :length] = 1
+        tts[i, length // 2 : length] = 1
+    return ids, mask, tts
+
+
+def all_exit_logits(model, ids, mask, tts):
+    with torch.no_grad():
+        return model(ids, attention_mask=mask, token_type_ids=tts).exit_logits  # (E, B, C)
+
+
+def mid_thresholds(values: torch.Tensor, quantiles=(0.3, 0.6)) -> list[float]:
+    """Thresholds halfway between neighbouring observed values (no example sits on a threshold)."""
+    v = torch.unique(values.flatten()).sort().values
+    out = []
+    for q in quantiles:
+        k = min(max(int(q * (len(v) - 1)), 0), len(v) - 2)
+        out.append(float((v[k] + v[k + 1]) / 2))
+    return out
+
+
+def test_entropy_is_stable_and_correct():
+    logits = torch.tensor([[1000.0, 0.0], [0.0, 0.0], [-1e4, 1e4]])
+    ent = entropy_from_logits(logits)
+    assert torch.isfinite(ent).all()
+    torch.testing.assert_close(ent, torch.tensor([0.0, 0.6931472, 0.0]), atol=1e-6, rtol=0)
+
+
+def test_entropy_rule_matches_definition():
+    model = make_model()
+    ids, mask, tts = make_batch()
+    logits = all_exit_logits(model, ids, mask, tts)
+    ent = entropy_from_logits(logits)  # (E, B)
+    for tau in mid_thresholds(ent):
+        res = early_exit(model, ids, mask, tts, rule="entropy", threshold=tau)
+        for b in range(ids.shape[0]):
+            below = (ent[:, b] < tau).nonzero()
+            e = int(below[0]) if len(below) else LAYERS - 1
+            assert int(res.exit_layers[b]) == e + 1
+            assert int(res.predictions[b]) == int(logits[e, b].argmax())
+            torch.testing.assert_close(res.logits[b], logits[e, b], atol=1e-5, rtol=1e-5)
+        assert res.token_counts.tolist() == mask.sum(1).tolist()
+
+
+@pytest.mark.parametrize("t", [0, 1, 2])
+def test_patience_rule_matches_definition(t):
+    model = make_model()
+    ids, mask, tts = make_batch()
+    preds = all_exit_logits(model, ids, mask, tts).argmax(-1)  # (E, B)
+    res = early_exit(model, ids, mask, tts, rule="patience", threshold=t)
+    for b in range(ids.shape[0]):
+        count, exit_at = 0, LAYERS - 1
+        for e in range(LAYERS):
+            if e > 0:
+                count = count + 1 if preds[e, b] == preds[e - 1, b] else 0
+            if count >= t:
+                exit_at = e
+                break
+        assert int(res.exit_layers[b]) == exit_at + 1
+        assert int(res.predictions[b]) == int(preds[exit_at, b])
+
+
+def test_fixed_depth_and_static_alias():
+    model = make_model()
+    ids, mask, tts = make_batch()
+    logits = all_exit_logits(model, ids, mask, tts)
+    for k in (1, 3):
+        res = early_exit(model, ids, mask, tts, rule="fixed", threshold=k)
+        assert res.exit_layers.tolist() == [k] * ids.shape[0]
+        assert res.predictions.tolist() == logits[k - 1].argmax(-1).tolist()
+    same = early_exit(model, ids, mask, tts, rule="static", threshold=3)
+    assert same.predictions.tolist() == logits[2].argmax(-1).tolist()
+    with pytest.raises(ValueError):
+        early_exit(model, ids, mask, tts, rule="fixed", threshold=LAYERS + 1)
+
+
+def test_regression_patience_uses_change_threshold():
+    model = make_model(num_labels=1)
+    ids, mask, tts = make_batch()
+    values = all_exit_logits(model, ids, mask, tts)[..., 0]  # (E, B)
+    deltas = (values[1:] - values[:-1]).abs()
+    (delta,) = mid_thresholds(deltas, quantiles=(0.5,))
+    res = early_exit(model, ids, mask, tts, rule="patience", threshold=1, regression_threshold=delta)
+    assert res.predictions.dtype == torch.float32
+    for b in range(ids.shape[0]):
+        e = next((j for j in range(1, LAYERS) if deltas[j - 1, b] < delta), LAYERS - 1)
+        assert int(res.exit_layers[b]) == e + 1
+        torch.testing.assert_close(res.predictions[b], values[e, b], atol=1e-5, rtol=1e-5)
+    assert len(set(res.exit_layers.tolist())) > 1
+
+
+def test_entropy_refused_for_regression_head():
+    model = make_model(num_labels=1)
+    ids, mask, tts = make_batch(n=2)
+    with pytest.raises(ValueError, match="regression"):
+        early_exit(model, ids, mask, tts, rule="entropy", threshold=0.5)
+    with pytest.raises(ValueError, match="regression"):
+        early_exit_reference(model, ids, mask, tts, rule="entropy", threshold=0.5)
+
+
+@pytest.mark.parametrize(
+    ("num_labels", "rule", "threshold"),
+    [(3, "entropy", None), (3, "patience", 1), (3, "patience", 2), (1, "patience", 1), (3, "fixed", 2)],
+)
+def test_batched_equals_example_by_example(num_labels, rule, threshold):
+    model = make_model(num_labels=num_labels)
+    ids, mask, tts = make_batch(n=40)
+    if threshold is None:
+        (threshold,) = mid_thresholds(entropy_from_logits(all_exit_logits(model, ids, mask, tts)), (0.5,))
+    kw = dict(rule=rule, threshold=threshold, regression_threshold=0.05)
+    batched = early_exit(model, ids, mask, tts, **kw)
+    single = early_exit_reference(model, ids, mask, tts, **kw)
+    assert batched.exit_layers.tolist() == single.exit_layers.tolist()
+    if num_labels == 1:
+        torch.testing.assert_close(batched.predictions, single.predictions, atol=1e-5, rtol=1e-5)
+    else:
+        assert batched.predictions.tolist() == single.predictions.tolist()
+    assert batched.token_counts.tolist() == single.token_counts.tolist()
+    torch.testing.assert_close(batched.logits, single.logits, atol=1e-4, rtol=1e-4)
+    if rule != "fixed":
+        assert len(set(batched.exit_layers.tolist())) > 1, "test needs examples leaving at different layers"
+
+
+def test_run_early_exit_over_features_keeps_input_order():
+    model = make_model()
+    ids, mask, tts = make_batch(n=30)
+    features = [
+        {
+            "input_ids": ids[i, : int(mask[i].sum())].tolist(),
+            "token_type_ids": tts[i, : int(mask[i].sum())].tolist(),
+        }
+        for i in range(30)
+    ]
+    whole = early_exit(model, ids, mask, tts, rule="patience", threshold=1)
+    res = run_early_exit(model, features, rule="patience", threshold=1, batch_size=7)
+    assert res.exit_layers.tolist() == whole.exit_layers.tolist()
+    assert res.predictions.tolist() == whole.predictions.tolist()
+    assert res.token_counts.tolist() == [len(f["input_ids"]) for f in features]
+
+
+def test_model_with_exits_on_top_layers_only_and_training_flag_restored():
+    model = make_model(num_output_layers=2)  # exits on layers 3 and 4
+    ids, mask, tts = make_batch()
+    model.train()
+    res = early_exit(model, ids, mask, tts, rule="patience", threshold=0)
+    assert model.training
+    assert res.exit_layers.tolist() == [3] * ids.shape[0]
+    trace = res.traces(HIDDEN, exit_layers=[3, 4])[0]
+    names = [name for name, _ in parse_trace(trace)]
+    assert names == ["emb", "layer_1", "layer_2", "layer_3", "exit_3"]
+
+
+def test_build_trace():
+    assert (
+        build_trace(2, 10, 768) == "(10),emb; (10,768),layer_1; (768),exit_1; (10,768),layer_2; (768),exit_2"
+    )
+    assert (
+        build_trace(3, 5, 8, mode="static")
+        == "(5),emb; (5,8),layer_1; (5,8),layer_2; (5,8),layer_3; (8),exit_3"
+    )
+    with pytest.raises(ValueError):
+        build_trace(0, 5, 8)
+    with pytest.raises(ValueError):
+        build_trace(2, 5, 8, exit_layers=[3, 4])
