@@ -1,0 +1,170 @@
+"""The FastAPI application factory: pages (Jinja2), the JSON API (OpenAPI at /api/docs), static files
+(Plotly's JS served from the installed `plotly` package: no CDN)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import service, storage
+from .board import BoardCache
+from .config import Settings
+from .db import open_database
+from .deps import AppState
+from .security import SessionCodec
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("elue.server")
+
+
+def plotly_js_path() -> Path:
+    import plotly
+
+    return Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+
+
+class BodyLimit:
+    """Pure ASGI guard: refuse request bodies over `limit` bytes before anything reads them."""
+
+    def __init__(self, app, limit: int) -> None:  # noqa: ANN001
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        for k, v in scope.get("headers", []):
+            if k == b"content-length":
+                try:
+                    too_big = int(v) > self.limit
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    return await self._refuse(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413, "upload too large")
+            return msg
+
+        return await self.app(scope, counted, send)
+
+    async def _refuse(self, scope, receive, send):  # noqa: ANN001
+        mb = self.limit / 1024 / 1024
+        msg = f"upload too large: the limit is {mb:.0f} MB"
+        if scope["path"].startswith("/api"):
+            resp: Response = JSONResponse({"detail": msg}, status_code=413)
+        else:
+            resp = HTMLResponse(
+                f"<!doctype html><title>Upload too large</title><h1>Upload too large</h1><p>{msg}.</p>"
+                '<p><a href="/submit">Back</a></p>',
+                status_code=413,
+                headers={"connection": "close"},
+            )
+        await resp(scope, receive, send)
+
+
+def _fmt_score(v: float | None) -> str:
+    return "—" if v is None else f"{v:+.2f}".replace("+0.00", "0.00").replace("-0.00", "0.00")
+
+
+def _fmt_num(v: float | None, digits: int = 1) -> str:
+    return "—" if v is None else f"{v:,.{digits}f}"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    seed: bool = True,
+    admin: tuple[str, str] | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+    settings.ensure_dirs()
+    storage.clean_staging(settings)
+    engine, sessions = open_database(settings.database_url)
+    with sessions() as s:
+        if seed:
+            service.seed_published(s)
+        if admin:
+            service.ensure_admin(s, *admin)
+        key = service.secret_key(s, settings)
+
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters["score"] = _fmt_score
+    templates.env.filters["num"] = _fmt_num
+    from elue.tasks import TASK_NAMES, TASKS
+
+    templates.env.globals.update(TASK_NAMES=TASK_NAMES, TASKS=TASKS, SIZE_TRACKS=None)
+
+    app = FastAPI(
+        title="ELUE leaderboard",
+        description="Efficiency-aware NLP leaderboard: results, submissions and datasets. "
+        "Scripts authenticate with `Authorization: Bearer <token>` (tokens: /account/tokens).",
+        version="1",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.elue = AppState(
+        settings=settings,
+        sessions=sessions,
+        codec=SessionCodec(key),
+        board=BoardCache(sessions, settings.cache_seconds),
+        templates=templates,
+    )
+    app.state.engine = engine
+
+    from . import scores
+
+    templates.env.globals["SIZE_TRACKS"] = scores.SIZE_TRACKS
+
+    plotly_js = plotly_js_path()
+
+    @app.get("/static/plotly.min.js", include_in_schema=False)
+    def plotly_asset() -> FileResponse:
+        return FileResponse(
+            plotly_js, media_type="application/javascript", headers={"cache-control": "public, max-age=86400"}
+        )
+
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    from .routes import api, web
+
+    app.include_router(api.router)
+    app.include_router(web.router)
+
+    @app.exception_handler(service.ServiceError)
+    async def _service_error(request: Request, exc: service.ServiceError):  # noqa: ANN202
+        return _error(request, exc.status, str(exc))
+
+    @app.exception_handler(storage.UploadError)
+    async def _upload_error(request: Request, exc: storage.UploadError):  # noqa: ANN202
+        return _error(request, 400, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):  # noqa: ANN202
+        return _error(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    def _error(request: Request, status: int, msg: str, headers: dict | None = None):  # noqa: ANN202
+        if request.url.path.startswith("/api") or "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse({"detail": msg}, status_code=status, headers=headers)
+        return templates.TemplateResponse(
+            request,
+            "error.html",
+            {"status": status, "message": msg, "user": None},
+            status_code=status,
+            headers=headers,
+        )
+
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 1024 * 1024)
+    return app

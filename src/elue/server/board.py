@@ -1,0 +1,366 @@
+"""The leaderboard as plain data, computed from the stored points: per-dataset ELUE scores against the
+admin's baseline entries (spec §4), the overall score, the size tracks (spec §5) and the Pareto fronts.
+
+Everything here is read-only and cached per process for `Settings.cache_seconds`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from elue.tasks import TASK_NAMES
+
+from . import scores
+from .db import REPORTED, SCORED, Baseline, Point, Submission, TaskResult, User
+
+TRACKS = {"elue": "ELUE score", **{str(b): f"≤ {b}M params" for b in scores.SIZE_TRACKS}}
+
+
+@dataclass
+class TaskEntry:
+    task: str
+    points: list[dict]  # {"mflops", "performance", "file", "metrics", "examples"}
+    params_m: float | None
+    score: float | None  # ELUE score on this dataset
+    score_source: str  # "computed" | "reported" | "none"
+    best_performance: float | None
+
+
+@dataclass
+class Model:
+    id: int
+    name: str
+    origin: str
+    owner: str | None
+    owner_id: int | None
+    public: bool
+    hidden: bool
+    status: str
+    paper_url: str
+    code_url: str
+    description: str
+    params_m: float | None
+    created_at: str
+    tasks: dict[str, TaskEntry] = field(default_factory=dict)
+    overall: float | None = None
+    is_baseline_for: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return all(t in self.tasks and self.tasks[t].score is not None for t in TASK_NAMES)
+
+    def to_dict(self, with_points: bool = True) -> dict:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "origin": self.origin,
+            "owner": self.owner,
+            "paper_url": self.paper_url,
+            "code_url": self.code_url,
+            "description": self.description,
+            "params_m": self.params_m,
+            "elue_score": self.overall,
+            "complete": self.complete,
+            "baseline_for": self.is_baseline_for,
+            "created_at": self.created_at,
+            "tasks": {
+                t: {
+                    "elue_score": e.score,
+                    "score_source": e.score_source,
+                    "params_m": e.params_m,
+                    "best_performance": e.best_performance,
+                    **({"points": e.points} if with_points else {}),
+                }
+                for t, e in self.tasks.items()
+            },
+        }
+
+
+@dataclass
+class Board:
+    models: list[Model]  # public, visible, scored or reported
+    baselines: dict[str, dict]  # task -> {"submission_id", "name", "points": [(mflops, perf)]}
+    by_id: dict[int, Model]
+    built_at: float
+
+
+def load_models(session: Session, where=None) -> list[Model]:  # noqa: ANN001
+    """Models (with their points) of the submissions matching `where` (a SQL condition)."""
+    q = select(Submission, User.username).outerjoin(User, User.id == Submission.owner_id)
+    if where is not None:
+        q = q.where(where)
+    models: dict[int, Model] = {}
+    for sub, username in session.execute(q.order_by(Submission.id)):
+        models[sub.id] = Model(
+            id=sub.id,
+            name=sub.name,
+            origin=sub.origin,
+            owner=username,
+            owner_id=sub.owner_id,
+            public=sub.public,
+            hidden=sub.hidden,
+            status=sub.status,
+            paper_url=sub.paper_url or "",
+            code_url=sub.code_url or "",
+            description=sub.description or "",
+            params_m=sub.params_m,
+            created_at=sub.created_at.strftime("%Y-%m-%d %H:%M") if sub.created_at else "",
+        )
+    if not models:
+        return []
+    ids = list(models)
+    trs: dict[int, tuple[int, TaskEntry]] = {}
+    for chunk in _chunks(ids, 500):
+        for tr in session.execute(select(TaskResult).where(TaskResult.submission_id.in_(chunk))).scalars():
+            entry = TaskEntry(tr.task, [], tr.params_m, tr.reported_score, "none", None)
+            trs[tr.id] = (tr.submission_id, entry)
+            entry.score_source = "reported" if tr.reported_score is not None else "none"
+            models[tr.submission_id].tasks[tr.task] = entry
+    tr_ids = list(trs)
+    for chunk in _chunks(tr_ids, 500):
+        rows = session.execute(
+            select(
+                Point.task_result_id,
+                Point.file,
+                Point.mflops,
+                Point.performance,
+                Point.metrics,
+                Point.examples,
+            ).where(Point.task_result_id.in_(chunk))
+        )
+        for tr_id, file, mflops, perf, metrics, examples in rows:
+            trs[tr_id][1].points.append(
+                {
+                    "file": file,
+                    "mflops": mflops,
+                    "performance": perf,
+                    "metrics": metrics or {},
+                    "examples": examples,
+                }
+            )
+    for _, entry in trs.values():
+        entry.points.sort(key=lambda p: p["mflops"])
+        if entry.points:
+            entry.best_performance = max(p["performance"] for p in entry.points)
+    return list(models.values())
+
+
+def _chunks(xs: list, n: int):
+    for i in range(0, len(xs), n):
+        yield xs[i : i + n]
+
+
+def baseline_choices(session: Session) -> dict[str, int]:
+    return {
+        b.task: b.submission_id
+        for b in session.execute(select(Baseline)).scalars()
+        if b.submission_id is not None
+    }
+
+
+def apply_scores(models: list[Model], baselines: dict[str, list[tuple[float, float]]]) -> None:
+    """Fill in each model's per-dataset and overall ELUE scores.
+
+    Measured entries are always scored against the current baseline; a reported entry shows the score
+    its paper (or the original leaderboard) gives, and is computed from its points when it gives none.
+    """
+    for m in models:
+        for task, e in m.tasks.items():
+            base = baselines.get(task)
+            if m.origin == REPORTED and e.score_source == "reported":
+                continue
+            if e.points and base:
+                e.score = scores.elue_score([(p["mflops"], p["performance"]) for p in e.points], base)
+                e.score_source = "computed"
+            else:
+                e.score, e.score_source = None, "none"
+        m.overall = scores.overall_score({t: m.tasks[t].score for t in TASK_NAMES}) if m.complete else None
+
+
+def build_board(session: Session) -> Board:
+    visible = (
+        Submission.public.is_(True)
+        & Submission.hidden.is_(False)
+        & ((Submission.status == SCORED) | (Submission.origin == REPORTED))
+    )
+    models = load_models(session, visible)
+    by_id = {m.id: m for m in models}
+    choices = baseline_choices(session)
+    baselines: dict[str, dict] = {}
+    base_points: dict[str, list[tuple[float, float]]] = {}
+    for task, sid in choices.items():
+        m = by_id.get(sid)
+        if m is None:  # a baseline that is not public still defines the curve
+            extra = load_models(session, Submission.id == sid)
+            m = extra[0] if extra else None
+        if m is None or task not in m.tasks or not m.tasks[task].points:
+            continue
+        pts = [(p["mflops"], p["performance"]) for p in m.tasks[task].points]
+        base_points[task] = pts
+        baselines[task] = {"submission_id": m.id, "name": m.name, "points": pts}
+        if m.id in by_id:
+            by_id[m.id].is_baseline_for.append(task)
+    apply_scores(models, base_points)
+    return Board(models=models, baselines=baselines, by_id=by_id, built_at=time.time())
+
+
+def rank(board: Board, track: str = "elue", sort: str | None = None, descending: bool = True) -> list[dict]:
+    """Rows of one track: {"rank", "model", "value", "cells": {task: value}, "complete"}."""
+    rows = []
+    if track == "elue":
+        for m in board.models:
+            cells = {t: (m.tasks[t].score if t in m.tasks else None) for t in TASK_NAMES}
+            rows.append({"model": m, "value": m.overall, "cells": cells, "complete": m.complete})
+    else:
+        budget = float(track)
+        for m in board.models:
+            if m.params_m is None or m.params_m > budget + 1e-9:
+                continue
+            cells = {t: (m.tasks[t].best_performance if t in m.tasks else None) for t in TASK_NAMES}
+            complete = all(v is not None for v in cells.values())
+            have = [v for v in cells.values() if v is not None]
+            if not have:
+                continue
+            value = scores.size_track_value(cells) if complete else None
+            rows.append({"model": m, "value": value, "cells": cells, "complete": complete})
+
+    # default order: complete rows by value, then incomplete ones (by what they have)
+    def key_default(r: dict):
+        v = r["value"]
+        partial = [c for c in r["cells"].values() if c is not None]
+        mean_partial = sum(partial) / len(partial) if partial else float("-inf")
+        return (0 if v is not None else 1, -(v if v is not None else mean_partial), r["model"].name.lower())
+
+    rows.sort(key=key_default)
+    rank_no = 0
+    for r in rows:
+        if r["value"] is not None:
+            rank_no += 1
+            r["rank"] = rank_no
+        else:
+            r["rank"] = None
+    if sort and sort != "rank":
+
+        def key_col(r: dict):
+            if sort == "name":
+                return (0, r["model"].name.lower())
+            if sort == "params":
+                v = r["model"].params_m
+            elif sort == "value":
+                v = r["value"]
+            else:
+                v = r["cells"].get(sort)
+            return (1, 0) if v is None else (0, -v if descending else v)
+
+        if sort == "name":
+            rows.sort(key=lambda r: r["model"].name.lower(), reverse=descending)
+        else:
+            rows.sort(key=key_col)
+    elif sort == "rank" and not descending:
+        rows.reverse()
+    return rows
+
+
+def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """Points not beaten by a cheaper-or-equal, better-or-equal point (performance up, cost down)."""
+    front = []
+    best = float("-inf")
+    for x, y, label in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y, label))
+            best = y
+    return front
+
+
+def task_view(board: Board, task: str) -> dict:
+    """Data for the task chart and table: each model a series; the baseline curve; the Pareto front."""
+    series = []
+    all_pts = []
+    for m in board.models:
+        e = m.tasks.get(task)
+        if e is None or not e.points:
+            continue
+        s = {
+            "id": m.id,
+            "name": m.name,
+            "origin": m.origin,
+            "params_m": e.params_m if e.params_m is not None else m.params_m,
+            "score": e.score,
+            "is_baseline": task in m.is_baseline_for,
+            "points": [
+                {"mflops": p["mflops"], "performance": p["performance"], "file": p["file"]} for p in e.points
+            ],
+        }
+        series.append(s)
+        all_pts += [(p["mflops"], p["performance"], m.name) for p in e.points]
+    base = board.baselines.get(task)
+    front = pareto_front(all_pts)
+    table = sorted(
+        (
+            {
+                "id": s["id"],
+                "name": s["name"],
+                "origin": s["origin"],
+                "params_m": s["params_m"],
+                "score": s["score"],
+                "points": len(s["points"]),
+                "best": max(p["performance"] for p in s["points"]),
+            }
+            for s in series
+        ),
+        key=lambda r: (r["score"] is None, -(r["score"] or 0)),
+    )
+    # models with a (reported) score but no points still belong in the table
+    for m in board.models:
+        e = m.tasks.get(task)
+        if e is not None and not e.points and e.score is not None:
+            table.append(
+                {
+                    "id": m.id,
+                    "name": m.name,
+                    "origin": m.origin,
+                    "params_m": e.params_m or m.params_m,
+                    "score": e.score,
+                    "points": 0,
+                    "best": None,
+                }
+            )
+    table.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0)))
+    return {
+        "task": task,
+        "series": series,
+        "baseline": base,
+        "pareto": [{"mflops": x, "performance": y, "name": n} for x, y, n in front],
+        "table": table,
+    }
+
+
+class BoardCache:
+    """One Board per process, rebuilt at most every `ttl` seconds (or right after `invalidate`)."""
+
+    def __init__(self, sessions: sessionmaker, ttl: float) -> None:
+        self.sessions, self.ttl = sessions, ttl
+        self._board: Board | None = None
+        self._lock = threading.Lock()
+        self.generation = 0  # bumps whenever a new Board is built (keys rendered-page caches)
+
+    def get(self) -> Board:
+        b = self._board
+        if b is not None and time.time() - b.built_at < self.ttl:
+            return b
+        with self._lock:
+            b = self._board
+            if b is not None and time.time() - b.built_at < self.ttl:
+                return b
+            with self.sessions() as s:
+                self._board = build_board(s)
+            self.generation += 1
+            return self._board
+
+    def invalidate(self) -> None:
+        self._board = None

@@ -1,0 +1,81 @@
+"""Settings of one leaderboard deployment: where the database, the uploads and the answer keys live,
+and the limits it enforces. Read from arguments first, then `ELUE_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+
+
+def default_state_dir() -> Path:
+    """Where `elue serve` keeps its SQLite file and uploads: $ELUE_HOME or ./.elue (git-ignored)."""
+    return Path(os.environ.get("ELUE_HOME", ".elue")).resolve()
+
+
+def default_data_dir() -> Path | None:
+    """The task data and answer keys: $ELUE_DATA_DIR, else ../shared/data beside the repo if present."""
+    env = os.environ.get("ELUE_DATA_DIR")
+    if env:
+        return Path(env).resolve()
+    return REPO_SHARED_DATA if REPO_SHARED_DATA.is_dir() else None
+
+
+@dataclass
+class Settings:
+    state_dir: Path = field(default_factory=default_state_dir)
+    database_url: str | None = None  # default: sqlite:///<state_dir>/elue.db
+    data_dir: Path | None = field(default_factory=default_data_dir)  # task files + test_labels.tsv
+    secret_key: str | None = None  # default: $ELUE_SECRET_KEY, else generated once and kept in the DB
+    # uploads
+    max_upload_bytes: int = 64 * 1024 * 1024  # compressed zip
+    max_extracted_bytes: int = 512 * 1024 * 1024
+    max_files: int = 200
+    max_ratio: float = 200.0  # uncompressed / compressed, over the whole archive
+    # per-user submission limits (admins are exempt)
+    daily_limit: int = 5
+    monthly_limit: int = 30
+    # worker
+    evaluator: str = "elue.submission:evaluate_submission"  # "module:function"
+    lease_seconds: float = 60.0
+    heartbeat_seconds: float = 5.0
+    poll_seconds: float = 0.5
+    max_attempts: int = 3
+    trust_model_code: bool = False
+    # cookies
+    secure_cookies: bool = False
+    cache_seconds: float = 1.0  # leaderboard data is recomputed at most this often per process
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+        if self.data_dir is not None:
+            self.data_dir = Path(self.data_dir)
+        if self.database_url is None:
+            self.database_url = (
+                os.environ.get("ELUE_DATABASE_URL") or f"sqlite:///{self.state_dir / 'elue.db'}"
+            )
+        if self.secret_key is None:
+            self.secret_key = os.environ.get("ELUE_SECRET_KEY")
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.state_dir / "uploads"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.state_dir / "uploads" / ".staging"
+
+    def ensure_dirs(self) -> None:
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+
+    def to_env(self) -> dict[str, str]:
+        """What a worker process needs to see the same deployment."""
+        env = {
+            "ELUE_HOME": str(self.state_dir),
+            "ELUE_DATABASE_URL": str(self.database_url),
+        }
+        if self.data_dir is not None:
+            env["ELUE_DATA_DIR"] = str(self.data_dir)
+        return env

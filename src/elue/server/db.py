@@ -1,0 +1,178 @@
+"""The leaderboard's tables (SQLAlchemy 2) and how to open the database.
+
+The schema is owned by the Alembic migrations in `migrations/`; `open_database` runs them to head, so
+a fresh SQLite file or an empty PostgreSQL database is ready after one call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+# submission states
+QUEUED, RUNNING, SCORED, FAILED = "queued", "running", "scored", "failed"
+# origins (spec §5)
+MEASURED, REPORTED = "measured", "reported"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # shown to the user to tell tokens apart
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class Submission(Base):
+    """One leaderboard entry: a measured upload (queued -> running -> scored/failed) or a reported one."""
+
+    __tablename__ = "submissions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    origin: Mapped[str] = mapped_column(String(16), default=MEASURED)
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False)  # by an admin
+    paper_url: Mapped[str] = mapped_column(String(500), default="")
+    code_url: Mapped[str] = mapped_column(String(500), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    params_m: Mapped[float | None] = mapped_column(Float, nullable=True)  # largest over its points
+    storage_key: Mapped[str | None] = mapped_column(String(64), nullable=True)  # uploads/<key>/
+    log: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # the queue: who holds the job and until when (a dead worker's lease runs out; the job is retaken)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[User | None] = relationship()
+    tasks: Mapped[list[TaskResult]] = relationship(
+        back_populates="submission", cascade="all, delete-orphan", order_by="TaskResult.task"
+    )
+
+
+class TaskResult(Base):
+    """A submission's result on one dataset; `reported_score` only for reported entries that give one."""
+
+    __tablename__ = "task_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), index=True)
+    task: Mapped[str] = mapped_column(String(32), index=True)
+    params_m: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reported_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    submission: Mapped[Submission] = relationship(back_populates="tasks")
+    points: Mapped[list[Point]] = relationship(
+        back_populates="task_result", cascade="all, delete-orphan", order_by="Point.mflops"
+    )
+
+
+class Point(Base):
+    """One operating point: a test file's performance and mean MFLOPs."""
+
+    __tablename__ = "points"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_result_id: Mapped[int] = mapped_column(ForeignKey("task_results.id", ondelete="CASCADE"), index=True)
+    file: Mapped[str] = mapped_column(String(300), default="")
+    mflops: Mapped[float] = mapped_column(Float)
+    performance: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    examples: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    task_result: Mapped[TaskResult] = relationship(back_populates="points")
+
+
+class Baseline(Base):
+    """The admin's choice of baseline entry for each dataset (spec §4: the baseline is data)."""
+
+    __tablename__ = "baselines"
+    task: Mapped[str] = mapped_column(String(32), primary_key=True)
+    submission_id: Mapped[int | None] = mapped_column(
+        ForeignKey("submissions.id", ondelete="SET NULL"), nullable=True
+    )
+
+
+class Meta(Base):
+    """Small key/value facts of the deployment (secret key, seed marker)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def open_database(url: str, *, upgrade: bool = True) -> tuple[Engine, sessionmaker]:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url)
+    if upgrade:
+        migrate(engine)
+    return engine, sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,108 @@
+"""Per-request plumbing shared by pages and API: the database session, who is asking (session cookie
+or API token), CSRF checks, and the deployment's state hung on `app.state.elue`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session, sessionmaker
+
+from .board import BoardCache
+from .config import Settings
+from .db import User
+from .security import SESSION_COOKIE, SESSION_MAX_AGE, SessionCodec, csrf_ok, new_csrf
+from .service import user_from_token
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    sessions: sessionmaker
+    codec: SessionCodec
+    board: BoardCache
+    templates: Jinja2Templates
+    page_cache: dict = field(default_factory=dict)
+
+
+def state(request: Request) -> AppState:
+    return request.app.state.elue
+
+
+class Ctx:
+    """Who is asking, with a lazily created session (so anonymous page views carry no cookie)."""
+
+    def __init__(self, request: Request, db: Session) -> None:
+        self.request = request
+        self.db = db
+        self.st = state(request)
+        self._session = self.st.codec.loads(request.cookies.get(SESSION_COOKIE))
+        self.dirty = False
+        self.clear = False
+        self._user: User | None | bool = False
+        self.via_token = False
+
+    @property
+    def user(self) -> User | None:
+        if self._user is False:
+            self._user = None
+            auth = self.request.headers.get("authorization", "")
+            if auth.lower().startswith("bearer "):
+                self._user = user_from_token(self.db, auth[7:].strip())
+                self.via_token = self._user is not None
+                if self._user is None:
+                    raise HTTPException(401, "invalid API token")
+            elif self._session and self._session.get("uid"):
+                self._user = self.db.get(User, self._session["uid"])
+        return self._user
+
+    @property
+    def csrf(self) -> str:
+        if self._session is None:
+            self._session = {"uid": None, "csrf": new_csrf()}
+            self.dirty = True
+        return self._session["csrf"]
+
+    def check_csrf(self, given: str | None) -> None:
+        if self.via_token:
+            return
+        expected = self._session.get("csrf") if self._session else None
+        if not csrf_ok(expected, given):
+            raise HTTPException(
+                403, "the form expired or came from another site (CSRF check): reload and retry"
+            )
+
+    def login(self, user: User) -> None:
+        self._session = {"uid": user.id, "csrf": new_csrf()}  # a fresh CSRF token per log-in
+        self._user = user
+        self.dirty = True
+
+    def logout(self) -> None:
+        self._session = None
+        self._user = None
+        self.clear = True
+
+    def apply(self, response):  # noqa: ANN001, ANN201
+        if self.clear:
+            response.delete_cookie(SESSION_COOKIE, path="/")
+        elif self.dirty and self._session is not None:
+            response.set_cookie(
+                SESSION_COOKIE,
+                self.st.codec.dumps(self._session),
+                max_age=SESSION_MAX_AGE,
+                httponly=True,
+                samesite="lax",
+                secure=self.st.settings.secure_cookies,
+                path="/",
+            )
+        return response
+
+
+def get_db(request: Request):
+    with state(request).sessions() as s:
+        yield s
+
+
+def get_ctx(request: Request, db: Session = Depends(get_db)) -> Ctx:
+    return Ctx(request, db)

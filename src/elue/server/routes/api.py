@@ -1,0 +1,414 @@
+"""The JSON API (documented at /api/docs). Reads are open for public results; writes need a user:
+`Authorization: Bearer <token>`, or the site's session cookie plus an `X-CSRF-Token` header."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from elue.tasks import TASK_NAMES, TASKS, get_task
+
+from .. import service
+from ..board import TRACKS, load_models, rank, task_view
+from ..db import Submission, User
+from ..deps import Ctx, get_ctx, state
+from ..service import ServiceError, authenticate
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+def need_user(ctx: Ctx) -> User:
+    user = ctx.user
+    if user is None:
+        raise HTTPException(401, "log in or send an API token (Authorization: Bearer ...)")
+    return user
+
+
+def need_writer(ctx: Ctx, request: Request) -> User:
+    user = need_user(ctx)
+    ctx.check_csrf(request.headers.get("x-csrf-token"))
+    return user
+
+
+def submission_dict(sub: Submission, *, with_log: bool, board_model=None) -> dict:  # noqa: ANN001
+    d = {
+        "id": sub.id,
+        "name": sub.name,
+        "origin": sub.origin,
+        "status": sub.status,
+        "public": sub.public,
+        "hidden": sub.hidden,
+        "paper_url": sub.paper_url,
+        "code_url": sub.code_url,
+        "description": sub.description,
+        "params_m": sub.params_m,
+        "created_at": sub.created_at.isoformat() if sub.created_at else None,
+        "finished_at": sub.finished_at.isoformat() if sub.finished_at else None,
+        "attempts": sub.attempts,
+        "error": sub.error or None,
+        "url": f"/models/{sub.id}",
+    }
+    if with_log:
+        d["log"] = sub.log
+    if board_model is not None:
+        d["result"] = board_model.to_dict()
+    return d
+
+
+def _scored_model(ctx: Ctx, sub: Submission):  # noqa: ANN202
+    """The submission's result with scores against the current baselines."""
+    board = ctx.st.board.get()
+    m = board.by_id.get(sub.id)
+    if m is None:
+        models = load_models(ctx.db, Submission.id == sub.id)
+        if not models:
+            return None
+        m = models[0]
+        from ..board import apply_scores
+
+        apply_scores([m], {t: b["points"] for t, b in board.baselines.items()})
+    return m
+
+
+# ------------------------------------------------------------------ public results
+@router.get("/leaderboard", summary="One leaderboard track")
+def leaderboard(track: str = "elue", sort: str | None = None, order: str = "desc", request: Request = None):
+    if track not in TRACKS:
+        raise HTTPException(404, f"unknown track {track!r}; tracks: {', '.join(TRACKS)}")
+    board = state(request).board.get()
+    rows = rank(board, track, sort, order != "asc")
+    return {
+        "track": track,
+        "title": TRACKS[track],
+        "value": "elue_score" if track == "elue" else "mean_best_performance",
+        "tasks": list(TASK_NAMES),
+        "rows": [
+            {
+                "rank": r["rank"],
+                "id": r["model"].id,
+                "name": r["model"].name,
+                "origin": r["model"].origin,
+                "params_m": r["model"].params_m,
+                "value": r["value"],
+                "complete": r["complete"],
+                "cells": r["cells"],
+            }
+            for r in rows
+        ],
+    }
+
+
+@router.get("/tasks", summary="The six datasets")
+def tasks():
+    return [
+        {
+            "name": t.name,
+            "description": t.description,
+            "metric": t.metric,
+            "kind": t.kind,
+            "labels": list(t.labels) if t.labels else None,
+            "split_sizes": t.split_sizes,
+        }
+        for t in TASKS.values()
+    ]
+
+
+@router.get(
+    "/tasks/{task}", summary="Every public model's points on a dataset, the baseline and the Pareto front"
+)
+def task_detail(task: str, request: Request):
+    try:
+        name = get_task(task).name
+    except KeyError as e:
+        raise HTTPException(404, str(e.args[0])) from None
+    return task_view(state(request).board.get(), name)
+
+
+@router.get("/models", summary="All public models")
+def models(request: Request):
+    return [m.to_dict(with_points=False) for m in state(request).board.get().models]
+
+
+@router.get("/models/{model_id}", summary="One model: every point, per-dataset scores")
+def model_detail(model_id: int, ctx: Ctx = Depends(get_ctx)):
+    sub = ctx.db.get(Submission, model_id)
+    if sub is None or not service.can_view(ctx.user, sub):
+        raise HTTPException(404, "no such model")
+    m = _scored_model(ctx, sub)
+    return submission_dict(sub, with_log=False, board_model=m)
+
+
+def _result_rows(board) -> list[dict]:  # noqa: ANN001
+    rows = []
+    for m in board.models:
+        for task in TASK_NAMES:
+            e = m.tasks.get(task)
+            if e is None:
+                continue
+            base = {
+                "model_id": m.id,
+                "model": m.name,
+                "origin": m.origin,
+                "owner": m.owner or "",
+                "params_m": e.params_m if e.params_m is not None else m.params_m,
+                "task": task,
+                "task_elue_score": e.score,
+                "score_source": e.score_source,
+                "model_elue_score": m.overall,
+                "paper_url": m.paper_url,
+            }
+            if not e.points:
+                rows.append({**base, "file": "", "mflops": None, "performance": None, "metrics": ""})
+            for p in e.points:
+                metrics = ";".join(f"{k}={v:.4f}" for k, v in sorted(p["metrics"].items()))
+                rows.append(
+                    {
+                        **base,
+                        "file": p["file"],
+                        "mflops": p["mflops"],
+                        "performance": p["performance"],
+                        "metrics": metrics,
+                    }
+                )
+    return rows
+
+
+RESULT_COLUMNS = [
+    "model_id",
+    "model",
+    "origin",
+    "owner",
+    "params_m",
+    "task",
+    "file",
+    "mflops",
+    "performance",
+    "metrics",
+    "task_elue_score",
+    "score_source",
+    "model_elue_score",
+    "paper_url",
+]
+
+
+@router.get("/results.json", summary="Every public result (one object per model, with all points)")
+def results_json(request: Request):
+    board = state(request).board.get()
+    return JSONResponse(
+        {"baselines": board.baselines, "models": [m.to_dict() for m in board.models]},
+        headers={"content-disposition": 'inline; filename="elue-results.json"'},
+    )
+
+
+@router.get("/results.csv", summary="Every public result as CSV (one row per operating point)")
+def results_csv(request: Request):
+    board = state(request).board.get()
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in _result_rows(board):
+        w.writerow({k: ("" if row[k] is None else row[k]) for k in RESULT_COLUMNS})
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv",
+        headers={"content-disposition": 'attachment; filename="elue-results.csv"'},
+    )
+
+
+# ------------------------------------------------------------------ accounts
+class TokenRequest(BaseModel):
+    username: str | None = None
+    password: str | None = None
+    name: str = ""
+
+
+@router.post("/tokens", summary="Create an API token (log in with username/password or a session)")
+def create_token(body: TokenRequest, request: Request, ctx: Ctx = Depends(get_ctx)):
+    user = None
+    if body.username is not None:
+        user = authenticate(ctx.db, body.username, body.password or "")
+        if user is None:
+            raise HTTPException(401, "wrong user name or password")
+    else:
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("basic "):
+            try:
+                u, _, p = base64.b64decode(auth[6:]).decode().partition(":")
+            except ValueError:
+                raise HTTPException(401, "bad basic auth") from None
+            user = authenticate(ctx.db, u, p)
+            if user is None:
+                raise HTTPException(401, "wrong user name or password")
+        else:
+            user = need_writer(ctx, request)
+    row, token = service.create_token(ctx.db, user, body.name)
+    return {"token": token, "id": row.id, "name": row.name, "user": user.username}
+
+
+@router.get("/me", summary="Who the token belongs to, and the submission limits")
+def me(ctx: Ctx = Depends(get_ctx)):
+    user = need_user(ctx)
+    st = ctx.st.settings
+    return {
+        "username": user.username,
+        "is_admin": user.is_admin,
+        "limits": {"daily": st.daily_limit, "monthly": st.monthly_limit},
+    }
+
+
+# ------------------------------------------------------------------ submissions
+@router.post("/submissions", status_code=202, summary="Upload a submission (zip in the toolkit's layout)")
+async def submit(
+    request: Request,
+    file: UploadFile = File(..., description="zip: model.py, <task>/*.tsv ..."),
+    name: str = Form(...),
+    public: bool = Form(False),
+    paper_url: str = Form(""),
+    code_url: str = Form(""),
+    description: str = Form(""),
+    ctx: Ctx = Depends(get_ctx),
+):
+    user = need_writer(ctx, request)
+    data = await read_limited(file, ctx.st.settings.max_upload_bytes)
+    from starlette.concurrency import run_in_threadpool
+
+    sub = await run_in_threadpool(
+        service.submit_zip,
+        ctx.db,
+        ctx.st.settings,
+        user,
+        data,
+        name=name,
+        public=public,
+        paper_url=paper_url,
+        code_url=code_url,
+        description=description,
+    )
+    return submission_dict(sub, with_log=True)
+
+
+async def read_limited(file: UploadFile, limit: int) -> bytes:
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise ServiceError(f"upload too large: the limit is {limit // (1024 * 1024)} MB", 413)
+    return data
+
+
+class ReportedPoint(BaseModel):
+    mflops: float
+    performance: float
+    file: str = ""
+
+
+class ReportedTask(BaseModel):
+    points: list[ReportedPoint] = Field(default_factory=list)
+    elue_score: float | None = None
+    params_m: float | None = None
+
+
+class ReportedEntry(BaseModel):
+    name: str
+    params_m: float
+    paper_url: str
+    code_url: str = ""
+    description: str = ""
+    public: bool = False
+    tasks: dict[str, ReportedTask]
+
+
+@router.post("/submissions/reported", status_code=201, summary="Add a reported entry (numbers from a paper)")
+def submit_reported(body: ReportedEntry, request: Request, ctx: Ctx = Depends(get_ctx)):
+    user = need_writer(ctx, request)
+    sub = service.submit_reported(
+        ctx.db,
+        ctx.st.settings,
+        user,
+        name=body.name,
+        params_m=body.params_m,
+        paper_url=body.paper_url,
+        code_url=body.code_url,
+        description=body.description,
+        public=body.public,
+        tasks={k: v.model_dump() for k, v in body.tasks.items()},
+    )
+    ctx.st.board.invalidate()
+    return submission_dict(sub, with_log=True)
+
+
+@router.get("/submissions", summary="Your submissions")
+def my_submissions(ctx: Ctx = Depends(get_ctx)):
+    user = need_user(ctx)
+    subs = ctx.db.scalars(
+        select(Submission).where(Submission.owner_id == user.id).order_by(Submission.id.desc())
+    ).all()
+    return [submission_dict(s, with_log=False) for s in subs]
+
+
+@router.get("/submissions/{sub_id}", summary="A submission's status, log (owner) and result")
+def get_submission(sub_id: int, ctx: Ctx = Depends(get_ctx)):
+    sub = ctx.db.get(Submission, sub_id)
+    user = ctx.user
+    if sub is None or not service.can_view(user, sub):
+        raise HTTPException(404, "no such submission")
+    owner = user is not None and (user.is_admin or user.id == sub.owner_id)
+    m = _scored_model(ctx, sub) if sub.status == "scored" else None
+    return submission_dict(sub, with_log=owner, board_model=m)
+
+
+class SubmissionPatch(BaseModel):
+    name: str | None = None
+    public: bool | None = None
+    paper_url: str | None = None
+    code_url: str | None = None
+    description: str | None = None
+
+
+@router.patch("/submissions/{sub_id}", summary="Rename, publish or unpublish your submission")
+def patch_submission(sub_id: int, body: SubmissionPatch, request: Request, ctx: Ctx = Depends(get_ctx)):
+    user = need_writer(ctx, request)
+    sub = service.update_submission(ctx.db, user, sub_id, **body.model_dump())
+    ctx.st.board.invalidate()
+    return submission_dict(sub, with_log=True)
+
+
+@router.delete("/submissions/{sub_id}", status_code=204, summary="Delete your submission")
+def delete_submission(sub_id: int, request: Request, ctx: Ctx = Depends(get_ctx)):
+    user = need_writer(ctx, request)
+    service.delete_submission(ctx.db, ctx.st.settings, user, sub_id)
+    ctx.st.board.invalidate()
+    return Response(status_code=204)
+
+
+# ------------------------------------------------------------------ admin
+class BaselineChoice(BaseModel):
+    submission_id: int
+
+
+@router.put("/admin/baselines/{task}", summary="Admin: choose a dataset's baseline entry")
+def put_baseline(task: str, body: BaselineChoice, request: Request, ctx: Ctx = Depends(get_ctx)):
+    service.require_admin(need_writer(ctx, request))
+    try:
+        name = get_task(task).name
+    except KeyError as e:
+        raise HTTPException(404, str(e.args[0])) from None
+    service.set_baseline(ctx.db, name, body.submission_id)
+    ctx.st.board.invalidate()
+    return {"task": name, "submission_id": body.submission_id}
+
+
+class HideChoice(BaseModel):
+    hidden: bool = True
+
+
+@router.post("/admin/submissions/{sub_id}/hide", summary="Admin: hide or show an entry")
+def hide(sub_id: int, body: HideChoice, request: Request, ctx: Ctx = Depends(get_ctx)):
+    service.require_admin(need_writer(ctx, request))
+    sub = service.set_hidden(ctx.db, sub_id, body.hidden)
+    ctx.st.board.invalidate()
+    return {"id": sub.id, "hidden": sub.hidden}

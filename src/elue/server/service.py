@@ -1,0 +1,400 @@
+"""What the site does, independent of HTTP: accounts, tokens, submissions, the admin's choices, and
+the seed. Routes, the CLI and tests call these functions; each one is one transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import secrets
+import shutil
+from importlib import resources
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from elue.tasks import TASK_NAMES, get_task
+
+from . import storage
+from .config import Settings
+from .db import (
+    QUEUED,
+    REPORTED,
+    SCORED,
+    ApiToken,
+    Baseline,
+    Meta,
+    Point,
+    Submission,
+    TaskResult,
+    User,
+    utcnow,
+)
+from .security import hash_password, hash_token, new_api_token, verify_password
+
+
+class ServiceError(ValueError):
+    """A refused request; the message is for the user. `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+
+
+# ---------------------------------------------------------------- accounts
+def create_user(s: Session, username: str, password: str, *, is_admin: bool = False) -> User:
+    username = username.strip()
+    if not USERNAME_RE.match(username):
+        raise ServiceError("user names are 3-32 characters: letters, digits, '_', '.', '-'")
+    if len(password) < 8:
+        raise ServiceError("passwords need at least 8 characters")
+    if s.scalar(select(User).where(func.lower(User.username) == username.lower())) is not None:
+        raise ServiceError("that user name is taken", 409)
+    user = User(username=username, password_hash=hash_password(password), is_admin=is_admin)
+    s.add(user)
+    s.commit()
+    return user
+
+
+def authenticate(s: Session, username: str, password: str) -> User | None:
+    user = s.scalar(select(User).where(User.username == username.strip()))
+    if user is None:
+        verify_password(password, hash_password("timing-equaliser"))
+        return None
+    return user if verify_password(password, user.password_hash) else None
+
+
+def ensure_admin(s: Session, username: str, password: str) -> User:
+    """Create the admin account, or make an existing user admin (password unchanged)."""
+    user = s.scalar(select(User).where(User.username == username))
+    if user is None:
+        return create_user(s, username, password, is_admin=True)
+    if not user.is_admin:
+        user.is_admin = True
+        s.commit()
+    return user
+
+
+def create_token(s: Session, user: User, name: str = "") -> tuple[ApiToken, str]:
+    token = new_api_token()
+    row = ApiToken(user_id=user.id, name=name[:100], token_hash=hash_token(token), prefix=token[:12])
+    s.add(row)
+    s.commit()
+    return row, token
+
+
+def user_from_token(s: Session, token: str) -> User | None:
+    row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is None:
+        return None
+    row.last_used_at = utcnow()
+    s.commit()
+    return s.get(User, row.user_id)
+
+
+def delete_token(s: Session, user: User, token_id: int) -> None:
+    row = s.get(ApiToken, token_id)
+    if row is None or row.user_id != user.id:
+        raise ServiceError("no such token", 404)
+    s.delete(row)
+    s.commit()
+
+
+# ---------------------------------------------------------------- submissions
+def check_limits(s: Session, user: User, settings: Settings) -> None:
+    if user.is_admin:
+        return
+    now = utcnow()
+    base = select(func.count(Submission.id)).where(Submission.owner_id == user.id)
+    day = s.scalar(base.where(Submission.created_at >= now - dt.timedelta(days=1)))
+    if day >= settings.daily_limit:
+        raise ServiceError(f"daily limit reached: {settings.daily_limit} submissions per 24 hours", 429)
+    month = s.scalar(base.where(Submission.created_at >= now - dt.timedelta(days=30)))
+    if month >= settings.monthly_limit:
+        raise ServiceError(f"monthly limit reached: {settings.monthly_limit} submissions per 30 days", 429)
+
+
+def _clean_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise ServiceError("give the model a name (1-200 characters)")
+    return name
+
+
+def _clean_url(url: str | None) -> str:
+    url = (url or "").strip()
+    if url and not re.match(r"^https?://[^\s<>\"']+$", url):
+        raise ServiceError(f"links must be http(s) URLs: {url!r}")
+    return url[:500]
+
+
+def submit_zip(
+    s: Session,
+    settings: Settings,
+    user: User,
+    data: bytes,
+    *,
+    name: str,
+    public: bool = False,
+    paper_url: str = "",
+    code_url: str = "",
+    description: str = "",
+) -> Submission:
+    """Accept an uploaded zip: checked, extracted, moved into place and queued, or nothing at all."""
+    name = _clean_name(name)
+    paper_url, code_url = _clean_url(paper_url), _clean_url(code_url)
+    check_limits(s, user, settings)
+    staged = storage.extract_zip(data, settings)  # UploadError -> nothing stored
+    key = None
+    try:
+        key = storage.commit_staged(staged, settings)
+        sub = Submission(
+            owner_id=user.id,
+            name=name,
+            origin="measured",
+            status=QUEUED,
+            public=public,
+            paper_url=paper_url,
+            code_url=code_url,
+            description=(description or "")[:5000],
+            storage_key=key,
+            log=f"[{utcnow():%Y-%m-%d %H:%M:%S}] accepted: {', '.join(staged.files)}\n",
+        )
+        s.add(sub)
+        s.commit()
+        return sub
+    except BaseException:
+        s.rollback()
+        storage.discard(settings, key)
+        shutil.rmtree(staged.path, ignore_errors=True)
+        raise
+
+
+def parse_reported(tasks: dict) -> dict[str, dict]:
+    """Validate a reported entry's numbers: {task: {"points": [{"mflops", "performance", "file"?}],
+    "elue_score"?: float, "params_m"?: float}}."""
+    if not isinstance(tasks, dict) or not tasks:
+        raise ServiceError("a reported entry needs numbers for at least one task")
+    out = {}
+    for raw_task, spec in tasks.items():
+        try:
+            task = get_task(raw_task).name
+        except KeyError as e:
+            raise ServiceError(str(e.args[0])) from None
+        if not isinstance(spec, dict):
+            raise ServiceError(f"{task}: expected an object with points and/or elue_score")
+        points = []
+        for p in spec.get("points") or []:
+            try:
+                mflops, perf = float(p["mflops"]), float(p["performance"])
+            except (KeyError, TypeError, ValueError):
+                raise ServiceError(f"{task}: each point needs numeric mflops and performance") from None
+            if not (mflops > 0 and 0 <= perf <= 100):
+                raise ServiceError(f"{task}: MFLOPs must be > 0 and performance within 0..100")
+            points.append({"mflops": mflops, "performance": perf, "file": str(p.get("file") or "")[:300]})
+        score = spec.get("elue_score")
+        if score is not None:
+            try:
+                score = float(score)
+            except (TypeError, ValueError):
+                raise ServiceError(f"{task}: elue_score must be a number") from None
+        if not points and score is None:
+            raise ServiceError(f"{task}: give points or an elue_score")
+        params = spec.get("params_m")
+        out[task] = {
+            "points": points,
+            "elue_score": score,
+            "params_m": None if params is None else float(params),
+        }
+    return out
+
+
+def submit_reported(
+    s: Session,
+    settings: Settings,
+    user: User | None,
+    *,
+    name: str,
+    params_m: float,
+    paper_url: str,
+    tasks: dict,
+    public: bool = False,
+    code_url: str = "",
+    description: str = "",
+    enforce_limits: bool = True,
+) -> Submission:
+    """A *reported* entry: numbers copied from a paper (with the paper's link)."""
+    name = _clean_name(name)
+    paper_url, code_url = _clean_url(paper_url), _clean_url(code_url)
+    if not paper_url:
+        raise ServiceError("a reported entry needs the link of the paper its numbers come from")
+    try:
+        params_m = float(params_m)
+    except (TypeError, ValueError):
+        raise ServiceError("params_m (millions of parameters) must be a number") from None
+    if not params_m > 0:
+        raise ServiceError("params_m (millions of parameters) must be > 0")
+    parsed = parse_reported(tasks)
+    if user is not None and enforce_limits:
+        check_limits(s, user, settings)
+    sub = Submission(
+        owner_id=user.id if user else None,
+        name=name,
+        origin=REPORTED,
+        status=SCORED,
+        public=public,
+        paper_url=paper_url,
+        code_url=code_url,
+        description=(description or "")[:5000],
+        params_m=params_m,
+        finished_at=utcnow(),
+        log="reported entry: numbers copied from the linked paper, not measured by this site\n",
+    )
+    for task, spec in parsed.items():
+        tr = TaskResult(task=task, params_m=spec["params_m"] or params_m, reported_score=spec["elue_score"])
+        tr.points = [
+            Point(file=p["file"], mflops=p["mflops"], performance=p["performance"], metrics={})
+            for p in spec["points"]
+        ]
+        sub.tasks.append(tr)
+    s.add(sub)
+    s.commit()
+    return sub
+
+
+def get_owned(s: Session, user: User, sub_id: int) -> Submission:
+    sub = s.get(Submission, sub_id)
+    if sub is None or (sub.owner_id != user.id and not user.is_admin):
+        raise ServiceError("no such submission", 404)
+    return sub
+
+
+def can_view(user: User | None, sub: Submission) -> bool:
+    if sub.public and not sub.hidden:
+        return True
+    return user is not None and (user.is_admin or sub.owner_id == user.id)
+
+
+def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submission:
+    sub = get_owned(s, user, sub_id)
+    if "name" in changes and changes["name"] is not None:
+        sub.name = _clean_name(changes["name"])
+    if changes.get("public") is not None:
+        sub.public = bool(changes["public"])
+    for k in ("paper_url", "code_url"):
+        if changes.get(k) is not None:
+            setattr(sub, k, _clean_url(changes[k]))
+    if changes.get("description") is not None:
+        sub.description = changes["description"][:5000]
+    s.commit()
+    return sub
+
+
+def delete_submission(s: Session, settings: Settings, user: User, sub_id: int) -> None:
+    sub = get_owned(s, user, sub_id)
+    if s.scalar(select(Baseline).where(Baseline.submission_id == sub.id)) is not None:
+        raise ServiceError("this entry is a dataset's baseline; the admin must choose another first", 409)
+    key = sub.storage_key
+    s.delete(sub)
+    s.commit()
+    storage.discard(settings, key)
+
+
+# ---------------------------------------------------------------- admin
+def require_admin(user: User | None) -> User:
+    if user is None or not user.is_admin:
+        raise ServiceError("admins only", 403)
+    return user
+
+
+def set_baseline(s: Session, task: str, sub_id: int) -> None:
+    task = get_task(task).name
+    sub = s.get(Submission, sub_id)
+    if sub is None:
+        raise ServiceError("no such submission", 404)
+    tr = s.scalar(select(TaskResult).where(TaskResult.submission_id == sub_id, TaskResult.task == task))
+    if tr is None or not tr.points:
+        raise ServiceError(f"{sub.name} has no {task} points to serve as a baseline curve")
+    row = s.get(Baseline, task)
+    if row is None:
+        s.add(Baseline(task=task, submission_id=sub_id))
+    else:
+        row.submission_id = sub_id
+    s.commit()
+
+
+def set_hidden(s: Session, sub_id: int, hidden: bool) -> Submission:
+    sub = s.get(Submission, sub_id)
+    if sub is None:
+        raise ServiceError("no such submission", 404)
+    sub.hidden = hidden
+    s.commit()
+    return sub
+
+
+# ---------------------------------------------------------------- deployment facts
+def secret_key(s: Session, settings: Settings) -> str:
+    if settings.secret_key:
+        return settings.secret_key
+    row = s.get(Meta, "secret_key")
+    if row is None:
+        row = Meta(key="secret_key", value=secrets.token_urlsafe(48))
+        s.add(row)
+        s.commit()
+    return row.value
+
+
+def seed_published(s: Session) -> bool:
+    """On first start: the published entries of spec §6 (reported) and the baseline. Idempotent."""
+    if s.get(Meta, "seeded") is not None:
+        return False
+    data = json.loads(resources.files("elue.server").joinpath("seed/published.json").read_text())
+    names = data["tasks"]
+    by_name = {}
+    for e in data["entries"]:
+        sub = Submission(
+            owner_id=None,
+            name=e["name"],
+            origin=REPORTED,
+            status=SCORED,
+            public=True,
+            paper_url=e.get("paper_url", ""),
+            code_url=e.get("code_url", ""),
+            description=e.get("description", ""),
+            params_m=e["params_m"],
+            finished_at=utcnow(),
+            log="seeded: published entry of the original ELUE leaderboard (spec §6)\n",
+        )
+        for task, score in zip(names, e["scores"], strict=True):
+            tr = TaskResult(task=task, params_m=e["params_m"], reported_score=score)
+            for mflops, perf, label in e.get("points", {}).get(task, []):
+                tr.points.append(Point(file=label, mflops=mflops, performance=perf, metrics={}))
+            sub.tasks.append(tr)
+        s.add(sub)
+        by_name[e["name"]] = sub
+    s.flush()
+    base = by_name[data["baseline"]]
+    # the baseline's curves on the other datasets, where the toolkit ships them
+    try:
+        from elue.scoring import load_baseline
+
+        curves = load_baseline()
+    except Exception:  # noqa: BLE001 - no curves shipped yet: those datasets get no computed scores
+        curves = {}
+    for tr in base.tasks:
+        if not tr.points and curves.get(tr.task):
+            for mflops, perf in curves[tr.task]:
+                tr.points.append(
+                    Point(file="baseline curve", mflops=float(mflops), performance=float(perf), metrics={})
+                )
+    s.flush()
+    for task in TASK_NAMES:
+        tr = next((t for t in base.tasks if t.task == task), None)
+        if tr is not None and tr.points:
+            s.merge(Baseline(task=task, submission_id=base.id))
+    s.add(Meta(key="seeded", value=utcnow().isoformat()))
+    s.commit()
+    return True

@@ -1,0 +1,77 @@
+// Task page chart: each model a series (performance vs MFLOPs or params), the baseline curve as a
+// thick line, the Pareto front of all points as a dashed step line. Plotly is served by this site.
+(function () {
+  const view = JSON.parse(document.getElementById("task-data").textContent);
+  const state = { x: "mflops", scale: "linear" };
+  const xOf = (s, p) => (state.x === "mflops" ? p.mflops : s.params_m);
+  const xTitle = () => (state.x === "mflops" ? "MFLOPs per example" : "Parameters (millions)");
+
+  function pareto(points) {
+    const sorted = points.slice().sort((a, b) => a.x - b.x || b.y - a.y);
+    const front = [];
+    let best = -Infinity;
+    for (const p of sorted) if (p.y > best) { front.push(p); best = p.y; }
+    return front;
+  }
+
+  function traces() {
+    const out = [];
+    const all = [];
+    for (const s of view.series) {
+      const pts = s.points.filter((p) => xOf(s, p) != null);
+      if (!pts.length) continue;
+      const xs = pts.map((p) => xOf(s, p));
+      pts.forEach((p, i) => all.push({ x: xs[i], y: p.performance, name: s.name }));
+      out.push({
+        type: "scatter", mode: "lines+markers", name: s.name + (s.origin === "reported" ? " (reported)" : ""),
+        x: xs, y: pts.map((p) => p.performance),
+        line: s.is_baseline ? { width: 4, color: "#222" } : { width: 1.5 },
+        marker: { size: s.is_baseline ? 8 : 7 },
+        customdata: pts.map((p) => [s.name, p.file || "", p.mflops, s.params_m, s.score]),
+        hovertemplate: "<b>%{customdata[0]}</b><br>%{customdata[1]}<br>MFLOPs %{customdata[2]:.1f}" +
+          "<br>performance %{y:.2f}<br>params %{customdata[3]:.1f}M<br>ELUE score %{customdata[4]:.2f}<extra></extra>",
+        meta: { role: s.is_baseline ? "baseline" : "model", id: s.id },
+      });
+    }
+    if (view.baseline && state.x === "mflops" && !view.series.some((s) => s.is_baseline)) {
+      const b = view.baseline.points;
+      out.push({ type: "scatter", mode: "lines", name: "Baseline: " + view.baseline.name,
+        x: b.map((p) => p[0]), y: b.map((p) => p[1]), line: { width: 4, color: "#222" },
+        meta: { role: "baseline" } });
+    }
+    const front = pareto(all);
+    if (front.length) {
+      out.push({
+        type: "scatter", mode: "lines+markers", name: "Pareto front",
+        x: front.map((p) => p.x), y: front.map((p) => p.y), line: { dash: "dash", shape: "hv", color: "#d62728" },
+        marker: { symbol: "circle-open", size: 14, color: "#d62728", line: { width: 2 } },
+        customdata: front.map((p) => p.name),
+        hovertemplate: "Pareto front: %{customdata}<br>x %{x:.1f}<br>performance %{y:.2f}<extra></extra>",
+        meta: { role: "pareto" },
+      });
+    }
+    return out;
+  }
+
+  function layout() {
+    return {
+      margin: { t: 20, r: 10, b: 50, l: 60 },
+      xaxis: { title: { text: xTitle() }, type: state.scale },
+      yaxis: { title: { text: "Performance" } },
+      hovermode: "closest",
+      legend: { orientation: "v" },
+    };
+  }
+
+  function draw() {
+    Plotly.react("chart", traces(), layout(), { responsive: true, displaylogo: false });
+    document.querySelectorAll("[data-x]").forEach((b) => b.classList.toggle("on", b.dataset.x === state.x));
+    document.querySelectorAll("[data-scale]").forEach((b) => b.classList.toggle("on", b.dataset.scale === state.scale));
+    document.getElementById("chart").dataset.x = state.x;
+    document.getElementById("chart").dataset.scale = state.scale;
+  }
+
+  document.querySelectorAll("[data-x]").forEach((b) => b.addEventListener("click", () => { state.x = b.dataset.x; draw(); }));
+  document.querySelectorAll("[data-scale]").forEach((b) => b.addEventListener("click", () => { state.scale = b.dataset.scale; draw(); }));
+  draw();
+})();

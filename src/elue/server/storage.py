@@ -1,0 +1,250 @@
+"""Uploaded submissions on disk: a zip is checked and extracted into a staging folder, and moved into
+`uploads/<key>/` only when complete, so a rejected or interrupted upload leaves nothing behind.
+
+Accepted layout (the toolkit's submission layout, optionally wrapped in one top folder):
+    model.py                 default model for all tasks
+    <task>/model.py          a task's own model (optional)
+    <task>/<point>.tsv       test files, one per operating point
+    <task>.tsv               a single test file for a task
+    README*, LICENSE*        allowed and ignored
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import shutil
+import stat
+import uuid
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from elue.tasks import TASK_NAMES
+
+from .config import Settings
+
+
+class UploadError(ValueError):
+    """A rejected upload; the message is shown to the user as is."""
+
+
+@dataclass
+class StagedUpload:
+    path: Path  # staging folder holding the submission's files
+    tasks: list[str]
+    files: list[str]
+
+
+_IGNORED_PREFIXES = ("__MACOSX/",)
+_IGNORED_NAMES = (".DS_Store",)
+_CHUNK = 1 << 16
+
+
+def _member_path(name: str) -> PurePosixPath:
+    if "\\" in name or "\x00" in name:
+        raise UploadError(f"bad file name in archive: {name!r}")
+    p = PurePosixPath(name)
+    if p.is_absolute() or name.startswith("/"):
+        raise UploadError(f"absolute path in archive: {name!r}")
+    if any(part == ".." for part in p.parts):
+        raise UploadError(f"path escapes the submission folder ('..'): {name!r}")
+    if p.parts and ":" in p.parts[0]:
+        raise UploadError(f"bad file name in archive: {name!r}")
+    return p
+
+
+def _strip_common_root(paths: list[PurePosixPath]) -> list[PurePosixPath]:
+    """`mysub/model.py, mysub/sst-2/a.tsv` -> `model.py, sst-2/a.tsv` (a zipped folder)."""
+    if not paths:
+        return paths
+    firsts = {p.parts[0] for p in paths}
+    if len(firsts) == 1 and all(len(p.parts) > 1 for p in paths):
+        root = next(iter(firsts))
+        if root not in TASK_NAMES:
+            return [PurePosixPath(*p.parts[1:]) for p in paths]
+    return paths
+
+
+def classify(path: PurePosixPath) -> tuple[str, str | None]:
+    """(kind, task) with kind in model|task_model|testfile|ignored; UploadError for anything else."""
+    parts = path.parts
+    name = parts[-1]
+    if len(parts) == 1:
+        if name == "model.py":
+            return "model", None
+        if name.endswith(".tsv") and name[:-4] in TASK_NAMES:
+            return "testfile", name[:-4]
+        if name.upper().startswith(("README", "LICENSE")):
+            return "ignored", None
+    elif len(parts) == 2 and parts[0] in TASK_NAMES:
+        if name == "model.py":
+            return "task_model", parts[0]
+        if name.endswith(".tsv") and len(name) > 4:
+            return "testfile", parts[0]
+    raise UploadError(
+        f"unexpected file {str(path)!r}: a submission holds model.py, <task>/model.py, <task>/*.tsv or "
+        f"<task>.tsv, with <task> one of {', '.join(TASK_NAMES)}"
+    )
+
+
+def check_layout(rel_paths: Iterable[PurePosixPath], read: callable) -> tuple[list[str], list[str]]:
+    """Validate a whole submission; returns (tasks, kept files). `read(path)` gives a file's bytes."""
+    tasks: dict[str, int] = {}
+    task_models: set[str] = set()
+    has_default_model = False
+    kept: list[str] = []
+    for p in rel_paths:
+        kind, task = classify(p)
+        if kind == "ignored":
+            continue
+        kept.append(str(p))
+        if kind == "model":
+            has_default_model = True
+        elif kind == "task_model":
+            task_models.add(task)
+        else:
+            tasks[task] = tasks.get(task, 0) + 1
+    for p in kept:
+        if p.endswith("model.py"):
+            try:
+                ast.parse(read(p), filename=p)
+            except SyntaxError as e:
+                raise UploadError(f"{p} is not valid Python: {e.msg} (line {e.lineno})") from None
+            except ValueError as e:
+                raise UploadError(f"{p} is not valid Python: {e}") from None
+    if not tasks:
+        raise UploadError("no test files: add <task>/<point>.tsv (or <task>.tsv) for at least one task")
+    missing = [t for t in tasks if t not in task_models and not has_default_model]
+    if missing:
+        raise UploadError(f"no model.py for {', '.join(sorted(missing))}: add model.py or <task>/model.py")
+    flat = [t for t in tasks if f"{t}.tsv" in kept]
+    for t in flat:
+        if tasks[t] > 1:
+            raise UploadError(f"{t}: give either {t}.tsv or files under {t}/, not both")
+    return sorted(tasks), sorted(kept)
+
+
+def extract_zip(data: bytes | Path, settings: Settings) -> StagedUpload:
+    """Check and extract an uploaded zip into a fresh staging folder (removed again on any error)."""
+    settings.ensure_dirs()
+    raw = data.read_bytes() if isinstance(data, Path) else data
+    if len(raw) > settings.max_upload_bytes:
+        raise UploadError(f"upload too large: {len(raw)} bytes, the limit is {settings.max_upload_bytes}")
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(raw))
+    except zipfile.BadZipFile:
+        raise UploadError("the upload is not a zip archive") from None
+    staging = settings.staging_dir / uuid.uuid4().hex
+    try:
+        with zf:
+            infos = [
+                i
+                for i in zf.infolist()
+                if not i.filename.startswith(_IGNORED_PREFIXES)
+                and PurePosixPath(i.filename).name not in _IGNORED_NAMES
+            ]
+            if len(infos) > settings.max_files:
+                raise UploadError(f"too many files in the archive: {len(infos)} (limit {settings.max_files})")
+            files = []
+            for info in infos:
+                p = _member_path(info.filename)
+                mode = info.external_attr >> 16
+                if stat.S_ISLNK(mode):
+                    raise UploadError(f"symbolic links are not allowed: {info.filename!r}")
+                if info.is_dir():
+                    continue
+                if info.flag_bits & 0x1:
+                    raise UploadError(f"encrypted files are not allowed: {info.filename!r}")
+                files.append((info, p))
+            declared = sum(i.file_size for i, _ in files)
+            compressed = max(1, sum(i.compress_size for i, _ in files))
+            if declared > settings.max_extracted_bytes:
+                raise UploadError(
+                    f"the archive unpacks to {declared} bytes, the limit is {settings.max_extracted_bytes}"
+                )
+            if declared / compressed > settings.max_ratio:
+                raise UploadError(
+                    f"suspicious compression ratio {declared / compressed:.0f}:1 (limit "
+                    f"{settings.max_ratio:.0f}:1): is this a zip bomb?"
+                )
+            rels = _strip_common_root([p for _, p in files])
+            by_rel = {str(r): info for (info, _), r in zip(files, rels, strict=True)}
+            if len(by_rel) != len(files):
+                raise UploadError("the archive holds the same file twice")
+
+            def read_member(rel: str) -> bytes:
+                return (staging / rel).read_bytes()
+
+            # classify before writing anything
+            for r in rels:
+                classify(r)
+            staging.mkdir(parents=True)
+            total = 0
+            for rel, info in by_rel.items():
+                kind, _ = classify(PurePosixPath(rel))
+                if kind == "ignored":
+                    continue
+                dest = staging / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                written = 0
+                with zf.open(info) as src, open(dest, "wb") as out:
+                    while chunk := src.read(_CHUNK):
+                        written += len(chunk)
+                        total += len(chunk)
+                        if written > info.file_size or total > settings.max_extracted_bytes:
+                            raise UploadError("the archive unpacks to more than it declares (a zip bomb?)")
+                        out.write(chunk)
+            tasks, kept = check_layout(rels, read_member)
+    except UploadError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UploadError(f"the archive could not be read: {e}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return StagedUpload(path=staging, tasks=tasks, files=kept)
+
+
+def commit_staged(staged: StagedUpload, settings: Settings) -> str:
+    """Move a complete staging folder into place; returns its storage key."""
+    key = staged.path.name
+    final = settings.upload_dir / key
+    staged.path.rename(final)
+    return key
+
+
+def discard(settings: Settings, key: str | None) -> None:
+    if key:
+        shutil.rmtree(settings.upload_dir / key, ignore_errors=True)
+
+
+def submission_path(settings: Settings, key: str) -> Path:
+    return settings.upload_dir / key
+
+
+def clean_staging(settings: Settings) -> None:
+    """Leftovers of uploads interrupted by a crash."""
+    if settings.staging_dir.is_dir():
+        for p in settings.staging_dir.iterdir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def zip_folder(folder: Path) -> bytes:
+    """A submission folder as zip bytes (for `elue submit DIR`); symlinks and hidden files skipped."""
+    folder = Path(folder)
+    if not (folder / "model.py").exists() and not any(folder.glob("*/model.py")):
+        raise UploadError(f"{folder} holds no model.py: is it a submission folder?")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(folder.rglob("*")):
+            rel = p.relative_to(folder)
+            if p.is_symlink() or any(part.startswith(".") for part in rel.parts) or not p.is_file():
+                continue
+            if "__pycache__" in rel.parts:
+                continue
+            zf.write(p, rel.as_posix())
+    return buf.getvalue()

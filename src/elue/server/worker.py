@@ -1,0 +1,371 @@
+"""The scoring queue's worker: a separate process that claims queued submissions from the database,
+scores them with the toolkit (`elue.submission.evaluate_submission`, which runs model.py in its
+sandbox) and stores the result.
+
+Exactly once, across crashes: a job is claimed by an atomic compare-and-set on its row (status +
+lease owner + lease expiry); the worker renews the lease while it scores; the result and the
+`scored` status are written in one transaction that only succeeds while this worker still holds the
+lease. A killed worker's job becomes claimable again when its lease runs out (at once, when the dead
+worker ran on the same host), and is retried up to `max_attempts` times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import sessionmaker
+
+from .board import baseline_choices, load_models
+from .config import Settings
+from .db import (
+    FAILED,
+    MEASURED,
+    QUEUED,
+    RUNNING,
+    SCORED,
+    Point,
+    Submission,
+    TaskResult,
+    open_database,
+    utcnow,
+)
+from .storage import submission_path
+
+log = logging.getLogger("elue.server.worker")
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def load_evaluator(spec: str) -> Callable:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr or "evaluate_submission")
+
+
+def _claimable(now: dt.datetime):
+    return and_(
+        Submission.origin == MEASURED,
+        or_(
+            Submission.status == QUEUED,
+            and_(Submission.status == RUNNING, Submission.lease_expires_at < now),
+        ),
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_dead_local_leases(sessions: sessionmaker) -> int:
+    """Jobs held by a worker of this host whose process is gone: let their lease run out now."""
+    host = socket.gethostname()
+    n = 0
+    with sessions() as s:
+        rows = s.execute(
+            select(Submission.id, Submission.lease_owner).where(
+                Submission.status == RUNNING, Submission.lease_owner.like(f"{host}:%")
+            )
+        ).all()
+        for sid, owner in rows:
+            try:
+                pid = int(owner.split(":")[1])
+            except (IndexError, ValueError):
+                continue
+            if pid != os.getpid() and not _pid_alive(pid):
+                n += s.execute(
+                    update(Submission)
+                    .where(
+                        Submission.id == sid, Submission.lease_owner == owner, Submission.status == RUNNING
+                    )
+                    .values(lease_expires_at=utcnow() - dt.timedelta(seconds=1))
+                ).rowcount
+        s.commit()
+    return n
+
+
+def claim(sessions: sessionmaker, settings: Settings, worker_id: str) -> int | None:
+    """Atomically take the oldest claimable job; None when the queue is empty."""
+    now = utcnow()
+    with sessions() as s:
+        candidates = s.scalars(
+            select(Submission.id)
+            .where(_claimable(now))
+            .order_by(Submission.created_at, Submission.id)
+            .limit(5)
+        ).all()
+        for sid in candidates:
+            res = s.execute(
+                update(Submission)
+                .where(Submission.id == sid, _claimable(now))
+                .values(
+                    status=RUNNING,
+                    lease_owner=worker_id,
+                    lease_expires_at=now + dt.timedelta(seconds=settings.lease_seconds),
+                    attempts=Submission.attempts + 1,
+                    started_at=now,
+                )
+            )
+            s.commit()
+            if res.rowcount == 1:
+                return sid
+    return None
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, sessions: sessionmaker, settings: Settings, sid: int, worker_id: str) -> None:
+        super().__init__(daemon=True)
+        self.sessions, self.settings, self.sid, self.worker_id = sessions, settings, sid, worker_id
+        self.stop = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        while not self.stop.wait(self.settings.heartbeat_seconds):
+            try:
+                with self.sessions() as s:
+                    res = s.execute(
+                        update(Submission)
+                        .where(
+                            Submission.id == self.sid,
+                            Submission.lease_owner == self.worker_id,
+                            Submission.status == RUNNING,
+                        )
+                        .values(lease_expires_at=utcnow() + dt.timedelta(seconds=self.settings.lease_seconds))
+                    )
+                    s.commit()
+                if res.rowcount != 1:
+                    self.lost = True
+                    return
+            except Exception:  # noqa: BLE001 - a database hiccup: try again at the next beat
+                log.exception("heartbeat failed")
+
+
+class _LogCapture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.lines) < 500:
+            self.lines.append(self.format(record))
+
+
+def _is_user_error(e: BaseException) -> bool:
+    try:
+        from elue.submission import SubmissionError
+    except ImportError:
+        SubmissionError = ()  # noqa: N806
+    return isinstance(e, SubmissionError) or type(e).__name__ in ("SubmissionError", "SandboxError")
+
+
+def _current_baseline(sessions: sessionmaker) -> dict[str, list[tuple[float, float]]]:
+    with sessions() as s:
+        choices = baseline_choices(s)
+        out = {}
+        for task, sid in choices.items():
+            models = load_models(s, Submission.id == sid)
+            if models and task in models[0].tasks and models[0].tasks[task].points:
+                out[task] = [(p["mflops"], p["performance"]) for p in models[0].tasks[task].points]
+        return out
+
+
+def _stamp(msg: str) -> str:
+    return f"[{utcnow():%Y-%m-%d %H:%M:%S}] {msg}\n"
+
+
+def _finish(
+    sessions: sessionmaker,
+    sid: int,
+    worker_id: str,
+    *,
+    status: str,
+    log_add: str,
+    error: str = "",
+    result: dict | None = None,
+) -> bool:
+    """Write the outcome if (and only if) this worker still holds the job. One transaction."""
+    with sessions() as s:
+        res = s.execute(
+            update(Submission)
+            .where(Submission.id == sid, Submission.lease_owner == worker_id, Submission.status == RUNNING)
+            .values(status=status, finished_at=utcnow(), lease_owner=None, lease_expires_at=None, error=error)
+        )
+        if res.rowcount != 1:
+            s.rollback()
+            return False
+        sub = s.get(Submission, sid)
+        sub.log = (sub.log or "") + log_add
+        if result is not None:
+            params = []
+            for task, tres in sorted(result.get("tasks", {}).items()):
+                tr = TaskResult(task=task, params_m=tres.get("params_m"))
+                if tres.get("params_m") is not None:
+                    params.append(float(tres["params_m"]))
+                for p in tres.get("points", []):
+                    tr.points.append(
+                        Point(
+                            file=str(p.get("file", ""))[:300],
+                            mflops=float(p["mflops"]),
+                            performance=float(p["performance"]),
+                            metrics={
+                                k: float(v)
+                                for k, v in (p.get("metrics") or {}).items()
+                                if isinstance(v, (int, float))
+                            },
+                            examples=p.get("examples"),
+                        )
+                    )
+                sub.tasks.append(tr)
+            sub.params_m = max(params) if params else None
+        s.commit()
+        return True
+
+
+def process(
+    sessions: sessionmaker, settings: Settings, sid: int, worker_id: str, evaluator: Callable | None = None
+) -> str:
+    """Score one claimed job; returns the status written (or "lost" if the lease was taken over)."""
+    with sessions() as s:
+        sub = s.get(Submission, sid)
+        key, attempts = sub.storage_key, sub.attempts
+    if attempts > settings.max_attempts:
+        ok = _finish(
+            sessions,
+            sid,
+            worker_id,
+            status=FAILED,
+            log_add=_stamp(f"gave up: scoring stopped the worker {attempts - 1} times"),
+            error="scoring this submission crashed the worker repeatedly",
+        )
+        return FAILED if ok else "lost"
+    beat = _Heartbeat(sessions, settings, sid, worker_id)
+    beat.start()
+    capture = _LogCapture()
+    root = logging.getLogger("elue")
+    root.addHandler(capture)
+    prev_level = root.level
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    t0 = time.time()
+    status, error, result = FAILED, "", None
+    try:
+        if settings.data_dir is None or not settings.data_dir.is_dir():
+            raise RuntimeError("the server has no answer keys (set ELUE_DATA_DIR)")
+        evaluate = evaluator or load_evaluator(settings.evaluator)
+        out = evaluate(
+            submission_path(settings, key),
+            settings.data_dir,
+            baseline=_current_baseline(sessions) or None,
+            trust_model_code=settings.trust_model_code,
+        )
+        result = out.to_dict() if hasattr(out, "to_dict") else dict(out)
+        if not result.get("tasks"):
+            raise RuntimeError("the evaluator returned no task results")
+        status = SCORED
+    except Exception as e:  # noqa: BLE001 - every failure becomes the owner's message
+        if _is_user_error(e):
+            error = str(e)
+        else:
+            error = f"internal error while scoring ({type(e).__name__}: {e})"
+            log.error("submission %s: %s", sid, traceback.format_exc())
+    finally:
+        beat.stop.set()
+        root.removeHandler(capture)
+        root.setLevel(prev_level)
+    lines = "".join(_stamp(x) for x in capture.lines)
+    if status == SCORED:
+        summary = "; ".join(
+            f"{t}: "
+            + ", ".join(f"{p['performance']:.2f} @ {p['mflops']:.0f} MFLOPs" for p in r.get("points", []))
+            for t, r in sorted(result["tasks"].items())
+        )
+        lines += _stamp(f"scored in {time.time() - t0:.1f} s: {summary}")
+    else:
+        lines += _stamp(f"failed after {time.time() - t0:.1f} s: {error}")
+    if beat.lost:
+        return "lost"
+    ok = _finish(
+        sessions,
+        sid,
+        worker_id,
+        status=status,
+        log_add=lines,
+        error=error,
+        result=result if status == SCORED else None,
+    )
+    return status if ok else "lost"
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    once: bool = False,
+    stop: threading.Event | None = None,
+    evaluator: Callable | None = None,
+) -> int:
+    """Claim and score jobs until stopped (or, with once=True, until the queue is empty)."""
+    _, sessions = open_database(settings.database_url, upgrade=False)
+    worker_id = new_worker_id()
+    stop = stop or threading.Event()
+    done = 0
+    log.info("worker %s started", worker_id)
+    last_recover = 0.0
+    while not stop.is_set():
+        if time.time() - last_recover > 10:
+            release_dead_local_leases(sessions)
+            last_recover = time.time()
+        sid = claim(sessions, settings, worker_id)
+        if sid is None:
+            if once:
+                break
+            stop.wait(settings.poll_seconds)
+            continue
+        log.info("scoring submission %s", sid)
+        status = process(sessions, settings, sid, worker_id, evaluator)
+        log.info("submission %s: %s", sid, status)
+        done += 1
+    return done
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m elue.server.worker", description=__doc__.split("\n")[0])
+    ap.add_argument("--once", action="store_true", help="stop when the queue is empty")
+    ap.add_argument("--evaluator", default=None, help="module:function (default elue.submission)")
+    ap.add_argument("--lease-seconds", type=float, default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    settings = Settings()
+    if args.evaluator:
+        settings.evaluator = args.evaluator
+    if args.lease_seconds:
+        settings.lease_seconds = args.lease_seconds
+        settings.heartbeat_seconds = max(0.2, args.lease_seconds / 4)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        run_worker(settings, once=args.once, stop=stop)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
