@@ -1,9 +1,53 @@
-"""Commands of this part of elue (registered by elue.cli)."""
+"""`elue pretrain --config FILE [key=value ...]`: ElasticBERT pre-training (elue.elasticbert.pretraining).
+
+Runs as it is on one CPU or GPU, and data-parallel under a launcher:
+    torchrun --nproc_per_node 8 $(which elue) pretrain --config run.yaml
+    accelerate launch --multi_gpu --num_processes 8 -m elue.elasticbert.pretraining --config run.yaml
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+HELP = (
+    "Pre-train ElasticBERT (multi-exit MLM + SOP, gradient equilibrium, grouped training) on local text files "
+    "or Hugging Face corpora. Settings come from a YAML/JSON file; KEY=VALUE overrides follow "
+    "(e.g. max_steps=100 model_config.hidden_size=64 exit_groups=null). See docs/pretraining.md."
+)
+
+
+def pretrain(
+    config: Path = typer.Option(
+        ..., "--config", "-c", exists=True, dir_okay=False, help="YAML or JSON settings"
+    ),
+    overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE overrides (values parsed as YAML)"),
+    print_config: bool = typer.Option(False, "--print-config", help="print the resolved settings and exit"),
+) -> None:
+    import json
+
+    from elue.elasticbert.pretraining.config import PretrainConfig
+
+    cfg = PretrainConfig.from_file(config, overrides or [])
+    if print_config:
+        typer.echo(json.dumps(cfg.to_dict(), indent=2))
+        return
+    from elue.elasticbert.pretraining.trainer import pretrain as run
+
+    summary = run(cfg)
+    last = summary.get("last_log") or {}
+    if last and summary.get("main", True):
+        typer.echo(f"step {summary['step']}: loss {last.get('loss')}; model saved to {summary['model_dir']}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
+    app.command("pretrain", help=HELP)(pretrain)
+
+
+def app_for_module() -> typer.Typer:
+    """A one-command app for `python -m elue.elasticbert.pretraining`."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+    app.command(help=HELP)(pretrain)
+    return app

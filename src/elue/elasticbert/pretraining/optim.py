@@ -1,0 +1,89 @@
+"""Optimisers and learning-rate schedules for pre-training: AdamW (torch) or LAMB, warm-up then decay.
+
+LAMB (You et al., 2019, "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes") is
+written here (a few lines; no extra dependency): Adam's bias-corrected update u = m̂ / (√v̂ + ε) + λ·w,
+scaled per tensor by the trust ratio ‖w‖ / ‖u‖ (1 where either norm is 0), w ← w − lr · ratio · u.
+Parameters without a gradient are skipped, so exits left out of a grouped step are not touched.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class Lamb(torch.optim.Optimizer):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, max_trust_ratio=10.0):
+        if lr < 0 or eps < 0 or not 0 <= betas[0] < 1 or not 0 <= betas[1] < 1:
+            raise ValueError("invalid LAMB hyper-parameters")
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, max_trust_ratio=max_trust_ratio
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad.float()
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32)
+                    state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
+                state["step"] += 1
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(beta1).add_(grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                t = state["step"]
+                update = (m / (1 - beta1**t)) / ((v / (1 - beta2**t)).sqrt().add_(group["eps"]))
+                w = p.float()
+                if group["weight_decay"]:
+                    update.add_(w, alpha=group["weight_decay"])
+                w_norm, u_norm = w.norm(), update.norm()
+                ratio = torch.where(
+                    (w_norm > 0) & (u_norm > 0),
+                    (w_norm / u_norm).clamp(max=group["max_trust_ratio"]),
+                    torch.ones_like(w_norm),
+                )
+                p.add_((update * ratio).to(p.dtype), alpha=-group["lr"])
+        return loss
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices, not on biases, LayerNorm weights or embeddings' padding (1-d tensors)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, cfg.weight_decay)
+    betas = (cfg.adam_beta1, cfg.adam_beta2)
+    name = cfg.optimizer.lower()
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=betas, eps=cfg.adam_epsilon)
+    if name == "lamb":
+        return Lamb(groups, lr=cfg.learning_rate, betas=betas, eps=cfg.adam_epsilon)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: adamw or lamb")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg):
+    from transformers import get_scheduler
+
+    warmup = cfg.warmup_steps or int(math.ceil(cfg.warmup_ratio * cfg.max_steps))
+    return get_scheduler(
+        cfg.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=cfg.max_steps
+    )

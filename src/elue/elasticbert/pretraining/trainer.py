@@ -1,0 +1,406 @@
+"""The pre-training loop on Hugging Face Accelerate.
+
+One script for one CPU, one GPU, 8 GPUs or several nodes: launch it plainly, or under `torchrun` /
+`accelerate launch` (DDP; `distributed: fsdp` for FSDP). bf16 autocast on GPUs that support it.
+
+A step (one optimiser update):
+  1. the exit group of this step: groups[step % len(groups)] (or every exit);
+  2. `gradient_accumulation_steps` micro-batches of `per_device_batch_size` examples per process;
+  3. the numbers of masked tokens and of SOP pairs over all micro-batches and all processes are summed first,
+     and each micro-batch's loss is its summed per-exit losses divided by those global counts (times the
+     number of processes, which DDP's gradient mean divides out). So the update is the same for any split of
+     the same global batch into processes and micro-batches: 2 processes × b = 1 process × 2b = 1 × b × 2 steps
+     of accumulation, up to float rounding;
+  4. clip, optimiser and scheduler step, gradients set to None (exits outside the group keep no gradient and
+     AdamW/LAMB leave them as they are).
+
+Checkpoints: `output_dir/checkpoints/step-XXXXXXX/` holds `accelerator.save_state` (model, optimiser,
+scheduler, every process's RNG states), each process's data position (`data-rank<r>.json`), `trainer_state.json`,
+and the model in Hugging Face format (`model/`, loadable by `ElasticBertForPreTraining.from_pretrained` and, its
+top MLM head, by `ElasticBertForMaskedLM`). `resume_from_checkpoint: latest` continues from the newest complete
+one; the per-step log is cut back to that step, so a killed and resumed run writes the same log as an
+uninterrupted one.
+
+Logs: `train_log.csv` (per step: group, lr, loss, grad norm, tokens/s, per-exit MLM and SOP losses),
+`eval_log.csv` (per exit: MLM loss/accuracy, SOP loss/accuracy on a fixed held-out set), TensorBoard events
+with `report_to: [tensorboard]`, a tqdm progress bar on the main process.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import PretrainConfig
+
+CHECKPOINT_PREFIX = "step-"
+COMPLETE_MARKER = "COMPLETE"
+
+
+def _mixed_precision(cfg: PretrainConfig) -> str:
+    if cfg.mixed_precision != "auto":
+        return cfg.mixed_precision
+    if not cfg.cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def make_accelerator(cfg: PretrainConfig, grouped: bool):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    kwargs: dict[str, Any] = {}
+    if cfg.distributed == "fsdp":
+        from accelerate import FullyShardedDataParallelPlugin
+
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(
+            fsdp_version=2,
+            auto_wrap_policy="transformer_based_wrap",
+            transformer_cls_names_to_wrap=["ElasticBertLayer"],
+            reshard_after_forward=True,
+        )
+    elif cfg.distributed != "ddp":
+        raise ValueError(f"distributed must be ddp or fsdp, not {cfg.distributed!r}")
+    # grouped training leaves the other group's heads out of the graph: DDP must look for unused parameters
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=grouped)]
+    # without a GPU, Accelerate only sets up a multi-process (gloo) group when told it runs on the CPU
+    cpu = cfg.cpu or not torch.cuda.is_available()
+    return Accelerator(cpu=cpu, mixed_precision=_mixed_precision(cfg), kwargs_handlers=handlers, **kwargs)
+
+
+def find_checkpoint(output_dir: Path, which: str | None) -> Path | None:
+    if not which:
+        return None
+    if which != "latest":
+        path = Path(which)
+        if not (path / COMPLETE_MARKER).exists():
+            raise FileNotFoundError(f"{path} is not a complete checkpoint")
+        return path
+    root = output_dir / "checkpoints"
+    done = sorted(p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / COMPLETE_MARKER).exists())
+    return done[-1] if done else None
+
+
+class _Logs:
+    """CSV (and TensorBoard) writers on the main process; cut back to `start_step` when resuming."""
+
+    def __init__(self, cfg: PretrainConfig, layers: int, start_step: int, main: bool):
+        self.main = main
+        self.dir = Path(cfg.output_dir)
+        self.layers = layers
+        self.train_fields = [
+            "step",
+            "group",
+            "lr",
+            "loss",
+            "grad_norm",
+            "tokens",
+            "tokens_per_s",
+            "elapsed_s",
+        ]
+        self.train_fields += [f"mlm_{i + 1}" for i in range(layers)] + [f"sop_{i + 1}" for i in range(layers)]
+        self.eval_fields = ["step", "exit", "mlm_loss", "mlm_accuracy", "sop_loss", "sop_accuracy"]
+        self.tb = None
+        if not main:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.train_path = self.dir / "train_log.csv"
+        self.eval_path = self.dir / "eval_log.csv"
+        for path, fields, keep in (
+            (self.train_path, self.train_fields, lambda r: int(r["step"]) <= start_step),
+            (self.eval_path, self.eval_fields, lambda r: int(r["step"]) <= start_step),
+        ):
+            rows = []
+            if path.exists() and start_step > 0:
+                with path.open() as f:
+                    rows = [r for r in csv.DictReader(f) if keep(r)]
+            if start_step == 0 and path.exists() and path == self.eval_path:
+                rows = []
+            with path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields)
+                w.writeheader()
+                w.writerows(rows)
+        if "tensorboard" in cfg.report_to:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(
+                str(self.dir / "tensorboard"), purge_step=start_step + 1 if start_step else None
+            )
+
+    def train(self, row: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        with self.train_path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.train_fields).writerow(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k not in ("step", "group") and v != "":
+                    self.tb.add_scalar(f"train/{k}", float(v), row["step"])
+
+    def eval(self, step: int, rows: list[dict[str, Any]]) -> None:
+        if not self.main:
+            return
+        with self.eval_path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.eval_fields)
+            for r in rows:
+                w.writerow({"step": step, **r})
+        if self.tb is not None:
+            for r in rows:
+                for k in ("mlm_loss", "mlm_accuracy", "sop_loss", "sop_accuracy"):
+                    self.tb.add_scalar(f"eval/{k}/exit_{r['exit']}", r[k], step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+@torch.no_grad()
+def evaluate(model, batches: list[dict[str, torch.Tensor]], device) -> list[dict[str, Any]]:
+    """Per-exit MLM and SOP loss/accuracy of every exit on fixed batches (means over tokens / pairs)."""
+    was_training = model.training
+    model.eval()
+    tot = None
+    for b in batches:
+        b = {k: v.to(device) for k, v in b.items()}
+        out = model(**b)
+        part = [
+            out.mlm_loss_sums.float(),
+            out.mlm_correct.float(),
+            out.sop_loss_sums.float(),
+            out.sop_correct.float(),
+        ]
+        counts = [out.num_masked.float(), out.num_sop.float()]
+        tot = [*part, *counts] if tot is None else [a + c for a, c in zip(tot, [*part, *counts], strict=True)]
+    model.train(was_training)
+    if tot is None:
+        return []
+    mlm, mlm_ok, sop, sop_ok, n_mask, n_sop = (t.cpu() for t in tot)
+    return [
+        {
+            "exit": layer + 1,
+            "mlm_loss": float(mlm[j] / n_mask),
+            "mlm_accuracy": float(mlm_ok[j] / n_mask),
+            "sop_loss": float(sop[j] / n_sop),
+            "sop_accuracy": float(sop_ok[j] / n_sop),
+        }
+        for j, layer in enumerate(model.exit_layers)
+    ]
+
+
+def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    """Run (or resume) a pre-training job. Returns a summary dict (steps, final losses, output paths)."""
+    from accelerate.utils import set_seed
+    from transformers import AutoTokenizer
+
+    from .data import PretrainingBatches, eval_batches, load_documents
+    from .modeling_pretraining import load_pretraining_model
+    from .optim import build_optimizer, build_scheduler
+
+    out_dir = Path(cfg.output_dir)
+    set_seed(cfg.seed)
+    model, notes = load_pretraining_model(cfg.model_name_or_path, cfg.model_config)
+    model.sop_weight = cfg.sop_weight
+    model.config.gradient_equilibrium = bool(cfg.gradient_equilibrium)
+    num_layers = model.config.num_hidden_layers
+    groups = cfg.resolved_exit_groups(num_layers)
+    accelerator = make_accelerator(cfg, grouped=groups is not None)
+    main = accelerator.is_main_process
+    world, rank = accelerator.num_processes, accelerator.process_index
+
+    tok_path = cfg.tokenizer_name_or_path or cfg.model_name_or_path
+    if tok_path is None:
+        raise ValueError("tokenizer_name_or_path is needed for a new model")
+    tokenizer = AutoTokenizer.from_pretrained(tok_path)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{tok_path}: a fast tokenizer is needed")
+    if len(tokenizer) > model.config.vocab_size:
+        raise ValueError(f"tokenizer has {len(tokenizer)} tokens, model vocab_size {model.config.vocab_size}")
+
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # the scheduler is stepped once per update here (Accelerate's wrapper would step it once per process)
+    accelerator.register_for_checkpointing(scheduler)
+    raw_model = accelerator.unwrap_model(model)
+
+    documents = load_documents(cfg.train_files, cfg.hub_datasets, cfg.text_column)
+    shards = cfg.num_data_shards or world
+    data = PretrainingBatches(
+        documents, tokenizer, cfg, cfg.per_device_batch_size, num_shards=shards, rank=rank, world_size=world
+    )
+    evals = []
+    if cfg.eval_files and (cfg.eval_steps or cfg.eval_examples):
+        eval_docs = load_documents(cfg.eval_files, None, cfg.text_column)
+        evals = eval_batches(eval_docs, tokenizer, cfg, cfg.eval_examples, cfg.per_device_batch_size)
+
+    start_step = 0
+    ckpt = find_checkpoint(out_dir, cfg.resume_from_checkpoint)
+    if ckpt is not None:
+        accelerator.load_state(str(ckpt / "state"))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        start_step = int(state["step"])
+        positions: dict[str, list[int]] = {}
+        for f in sorted(ckpt.glob("data-rank*.json")):  # keyed by stream: any world size dividing them
+            positions.update(json.loads(f.read_text()))
+        data.load_state_dict(positions)
+        notes.append(f"resumed from {ckpt} at step {start_step}")
+    logs = _Logs(cfg, num_layers, start_step, main)
+    if main:
+        (out_dir / "pretrain_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        for n in notes:
+            accelerator.print(n)
+        accelerator.print(
+            f"pre-training: {world} process(es), {shards} data stream(s), global batch "
+            f"{cfg.per_device_batch_size * world * cfg.gradient_accumulation_steps}, groups "
+            f"{[[i + 1 for i in g] for g in groups] if groups else 'none (every exit)'}, "
+            f"mixed precision {accelerator.mixed_precision}, device {accelerator.device}"
+        )
+
+    if evals and start_step == 0 and main:
+        logs.eval(0, evaluate(raw_model, evals, accelerator.device))
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=start_step,
+        disable=not (main and cfg.progress_bar),
+        desc="pretrain",
+        dynamic_ncols=True,
+    )
+    kill_after = int(os.environ.get("ELUE_PRETRAIN_KILL_AFTER_STEP", "0"))  # tests: die like kill -9
+    model.train()
+    t0 = time.perf_counter()
+    step = start_step
+    last_row: dict[str, Any] = {}
+    steps_this_run = 0
+    device = accelerator.device
+    A = cfg.gradient_accumulation_steps
+    while step < cfg.max_steps:
+        layers = groups[step % len(groups)] if groups else list(range(num_layers))
+        micro = [data.next_batch() for _ in range(A)]
+        counts = torch.tensor(
+            [
+                float(sum(int((b["labels"] != -100).sum()) for b in micro)),
+                float(sum(len(b["sop_labels"]) for b in micro)),
+            ],
+            device=device,
+        )
+        tokens = torch.tensor(float(sum(int(b["attention_mask"].sum()) for b in micro)), device=device)
+        counts = accelerator.reduce(counts, reduction="sum")
+        n_mask, n_sop = counts[0].clamp(min=1), counts[1].clamp(min=1)
+        mlm_sum = torch.zeros(len(layers), device=device)
+        sop_sum = torch.zeros(len(layers), device=device)
+        for i, b in enumerate(micro):
+            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+            sync = nullcontext() if i == A - 1 else accelerator.no_sync(model)
+            with sync:
+                out = model(**b, exit_layers=layers)
+                loss = (
+                    out.mlm_loss_sums.sum() / n_mask + cfg.sop_weight * out.sop_loss_sums.sum() / n_sop
+                ) * world
+                accelerator.backward(loss)
+            mlm_sum += out.mlm_loss_sums.detach().float()
+            sop_sum += out.sop_loss_sums.detach().float()
+        grad_norm = None
+        if cfg.max_grad_norm and cfg.max_grad_norm > 0:
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        steps_this_run += 1
+
+        if step % cfg.logging_steps == 0 or step == cfg.max_steps:
+            sums = accelerator.reduce(torch.stack([mlm_sum, sop_sum]), reduction="sum")
+            tokens = accelerator.reduce(tokens, reduction="sum")
+            mlm = (sums[0] / n_mask).cpu().tolist()
+            sop = (sums[1] / n_sop).cpu().tolist()
+            elapsed = time.perf_counter() - t0
+            row: dict[str, Any] = {
+                "step": step,
+                "group": (step - 1) % len(groups) + 1 if groups else 0,
+                "lr": f"{lr:.6g}",
+                "loss": f"{sum(mlm) + cfg.sop_weight * sum(sop):.6f}",
+                "grad_norm": "" if grad_norm is None else f"{float(grad_norm):.6f}",
+                "tokens": int(tokens),
+                "tokens_per_s": f"{_rate(float(tokens), elapsed, steps_this_run):.1f}",
+                "elapsed_s": f"{elapsed:.2f}",
+            }
+            for i in range(num_layers):
+                row[f"mlm_{i + 1}"] = row[f"sop_{i + 1}"] = ""
+            for j, layer in enumerate(layers):
+                row[f"mlm_{layer + 1}"] = f"{mlm[j]:.6f}"
+                row[f"sop_{layer + 1}"] = f"{sop[j]:.6f}"
+            logs.train(row)
+            last_row = row
+            bar.set_postfix(loss=row["loss"], group=row["group"])
+        bar.update(1)
+
+        if evals and cfg.eval_steps and step % cfg.eval_steps == 0 and main:
+            logs.eval(step, evaluate(raw_model, evals, device))
+        stopping = cfg.stop_after_steps is not None and steps_this_run >= cfg.stop_after_steps
+        if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps or stopping:
+            save_checkpoint(accelerator, model, tokenizer, data, cfg, step)
+        if kill_after and step >= kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if stopping:
+            break
+    bar.close()
+    if evals and main and step == cfg.max_steps and not (cfg.eval_steps and step % cfg.eval_steps == 0):
+        logs.eval(step, evaluate(raw_model, evals, device))
+    logs.close()
+    accelerator.wait_for_everyone()
+    final = out_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:07d}" / "model"
+    summary = {
+        "step": step,
+        "main": main,
+        "last_log": last_row,
+        "model_dir": str(final),
+        "output_dir": str(out_dir),
+    }
+    accelerator.end_training()
+    return summary
+
+
+def _rate(tokens: float, elapsed: float, steps: int) -> float:
+    return tokens / max(elapsed / max(steps, 1), 1e-9)
+
+
+def save_checkpoint(accelerator, model, tokenizer, data, cfg: PretrainConfig, step: int) -> Path:
+    root = Path(cfg.output_dir) / "checkpoints"
+    path = root / f"{CHECKPOINT_PREFIX}{step:07d}"
+    if accelerator.is_main_process and path.exists():
+        shutil.rmtree(path)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(path / "state"))
+    (path / f"data-rank{accelerator.process_index}.json").write_text(json.dumps(data.state_dict()))
+    state_dict = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(path / "model", state_dict=state_dict)
+        tokenizer.save_pretrained(path / "model")
+        (path / "trainer_state.json").write_text(
+            json.dumps({"step": step, "world_size": accelerator.num_processes})
+        )
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (path / COMPLETE_MARKER).write_text(str(step))
+        if cfg.save_total_limit:
+            done = sorted(p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / COMPLETE_MARKER).exists())
+            for old in done[: -cfg.save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return path
+
+
+__all__ = ["evaluate", "find_checkpoint", "pretrain", "save_checkpoint"]
