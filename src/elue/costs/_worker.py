@@ -68,6 +68,8 @@ def _load(model_py: str):
     sys.modules["model"] = mod
     try:
         exec(code, mod.__dict__)
+    except MemoryError:
+        raise _Fail("model.py ran out of memory while being imported (memory limit reached)") from None
     except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from model.py too
         raise _Fail(
             f"model.py raised {_exc_line(exc)} while being imported\n{_tail(exc, model_py)}"
@@ -76,8 +78,6 @@ def _load(model_py: str):
 
 
 def _check(mod) -> tuple[dict, Any, Any]:
-    from torch import nn
-
     missing = [n for n in ("module_list", "entire_model") if not hasattr(mod, n)]
     if missing:
         raise _Fail(
@@ -85,10 +85,13 @@ def _check(mod) -> tuple[dict, Any, Any]:
             f"missing: {', '.join(missing)}"
         )
     ml = mod.module_list
-    if not isinstance(ml, dict) and hasattr(ml, "items") and isinstance(ml, nn.ModuleDict):
+    if type(ml).__name__ == "ModuleDict":
         ml = dict(ml.items())
     if not isinstance(ml, dict):
         raise _Fail(f"model.py's module_list must be a dict of name -> nn.Module, not {type(ml).__name__}")
+
+    from torch import nn
+
     bad = [
         f"{k!r} ({type(v).__name__})"
         for k, v in ml.items()
@@ -120,6 +123,8 @@ def run(request: dict, emit) -> dict:
 
     from elue.costs.flops import FlopCountError, ModuleFlops
     from elue.costs.params import count_params
+
+    torch.set_num_threads(max(1, int(request.get("threads", 1))))
 
     try:
         params = count_params(entire_model)
@@ -178,9 +183,6 @@ def main() -> int:
         emit({"ok": False, "error": f"bad request: {exc}"})
         return 2
     try:
-        import torch
-
-        torch.set_num_threads(int(request.get("threads", 1)))
         result = run(request, emit)
     except _Fail as exc:
         result = {"ok": False, "error": str(exc)}

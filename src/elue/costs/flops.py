@@ -163,16 +163,36 @@ def _is_scalar(x: Any) -> bool:
 # fast output shapes on meta for the ops whose meta kernels are slow Python decompositions
 def _meta_out(func, args, kwargs):  # noqa: C901
     p = func.overloadpacket
+    # only well-formed calls take the fast path; anything odd goes to the genuine meta kernel,
+    # which raises the same errors a real run would
     if p in (aten.mm, aten.addmm):
         a, b = (args[0], args[1]) if p is aten.mm else (args[1], args[2])
-        if a.dim() == 2 and b.dim() == 2:
-            return torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device="meta")
+        if a.dim() == 2 and b.dim() == 2 and a.shape[1] == b.shape[0] and a.dtype == b.dtype:
+            out = (a.shape[0], b.shape[1])
+            if p is aten.addmm and not _broadcasts(args[0], out, a.dtype):
+                return None
+            return torch.empty(out, dtype=a.dtype, device="meta")
     elif p in (aten.bmm, aten.baddbmm):
         a, b = (args[0], args[1]) if p is aten.bmm else (args[1], args[2])
-        if a.dim() == 3 and b.dim() == 3:
-            return torch.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=a.dtype, device="meta")
+        if (
+            a.dim() == 3
+            and b.dim() == 3
+            and a.shape[0] == b.shape[0]
+            and a.shape[2] == b.shape[1]
+            and a.dtype == b.dtype
+        ):
+            out = (a.shape[0], a.shape[1], b.shape[2])
+            if p is aten.baddbmm and not _broadcasts(args[0], out, a.dtype):
+                return None
+            return torch.empty(out, dtype=a.dtype, device="meta")
     elif p is aten.native_layer_norm and func is aten.native_layer_norm.default:
-        x, normalized = args[0], args[1]
+        x, normalized = args[0], tuple(args[1])
+        k = len(normalized)
+        if k == 0 or tuple(x.shape[x.dim() - k :]) != normalized:
+            return None
+        for t in args[2:4]:
+            if t is not None and (tuple(t.shape) != normalized or t.dtype != x.dtype):
+                return None
         stat_shape = tuple(x.shape[: x.dim() - len(normalized)]) + (1,) * len(normalized)
         stat_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         return (
@@ -190,11 +210,17 @@ def _meta_out(func, args, kwargs):  # noqa: C901
         return torch.empty(x.shape, dtype=dtype, device="meta")
     elif p is aten.embedding:
         w, idx = args[0], args[1]
-        if w.is_contiguous():
+        if w.is_contiguous() and w.dim() == 2 and idx.dtype in (torch.int64, torch.int32):
             return torch.empty((*idx.shape, *w.shape[1:]), dtype=w.dtype, device="meta")
     elif p in _POINTWISE and not kwargs:
         return _pointwise_out(args)
     return None
+
+
+def _broadcasts(bias: object, out: tuple, dtype: torch.dtype) -> bool:
+    if not isinstance(bias, torch.Tensor) or bias.dtype != dtype or bias.dim() > len(out):
+        return False
+    return all(b in (1, o) for b, o in zip(reversed(bias.shape), reversed(out), strict=False))
 
 
 def _pointwise_out(args):

@@ -1,0 +1,327 @@
+"""FLOP counting rules (spec §3), fvcore style: tiny nets with hand-computed MACs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from elue.costs.flops import (
+    FlopCountError,
+    ModuleFlops,
+    count_macs,
+    default_dummy_input,
+    module_flops,
+)
+from elue.costs.params import count_params
+from elue.trace import parse_trace
+
+
+def attn_macs(n: int, hidden: int, heads: int, s: int | None = None) -> int:
+    """Attention core by the convention: per head QKᵀ n·s·d + PV n·s·d + n·s scaling + n·s softmax."""
+    s = n if s is None else s
+    d = hidden // heads
+    return heads * (2 * n * s * d + 2 * n * s)
+
+
+def bert_layer_macs(n: int, h: int, heads: int, ffn: int) -> int:
+    return 4 * h * h * n + 2 * h * ffn * n + attn_macs(n, h, heads) + 2 * 2 * h * n
+
+
+def both(module: nn.Module, *inputs) -> int:
+    """MACs on meta and for real on CPU must agree; returns them."""
+    meta = count_macs(module, inputs)
+    real = count_macs(module, inputs, meta=False)
+    assert meta == real
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------------
+# single rules
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_bias_free(bias):
+    lin = nn.Linear(5, 3, bias=bias)
+    assert both(lin, torch.zeros(1, 4, 5)) == 4 * 5 * 3
+    assert both(lin, torch.zeros(1, 5)) == 5 * 3
+
+
+def test_matmul_like_ops():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(6, 2))
+            self.v = nn.Parameter(torch.zeros(6))
+
+        def forward(self, x):  # x (1, 4, 6)
+            a = x @ self.w  # 4·6·2
+            b = torch.einsum("bnk,km->bnm", x, self.w)  # 4·6·2
+            c = torch.mv(x[0], self.v)  # 4·6
+            d = torch.dot(self.v, self.v)  # 6
+            return a.sum() + b.sum() + c.sum() + d
+
+    assert both(M(), torch.zeros(1, 4, 6)) == 48 + 48 + 24 + 6
+
+
+def test_layernorm_two_per_element():
+    assert both(nn.LayerNorm(8), torch.zeros(1, 3, 8)) == 2 * 3 * 8
+    assert both(nn.LayerNorm(8, elementwise_affine=False), torch.zeros(1, 3, 8)) == 2 * 3 * 8
+
+
+def test_free_ops_cost_nothing():
+    class Free(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = nn.Dropout(0.1)
+
+        def forward(self, x):
+            y = F.gelu(x) + torch.tanh(x) + F.relu(x)  # activations and residual adds
+            y = self.drop(y) * x  # elementwise product of activations
+            y = y * 3.0 + 1.0  # scalar ops outside attention
+            return y.transpose(1, 2).reshape(1, -1)
+
+    assert both(Free(), torch.zeros(1, 3, 8)) == 0
+
+
+def test_embedding_lookup_is_free_and_gets_int_input():
+    emb = nn.Embedding(100, 16)
+    assert default_dummy_input(emb, (7,))[0].dtype == torch.int64
+    assert default_dummy_input(nn.Linear(3, 3), (3,))[0].dtype == torch.float32
+    assert module_flops(emb, (7,)) == 0
+
+
+def test_conv1d():
+    conv = nn.Conv1d(4, 6, kernel_size=3, padding=1)
+    # 6 out channels × 10 positions × 4 in channels × 3 taps
+    assert both(conv, torch.zeros(1, 4, 10)) == 6 * 10 * 4 * 3
+
+
+def test_softmax_one_per_element():
+    class S(nn.Module):
+        def forward(self, x):
+            return torch.softmax(x, dim=-1)
+
+    assert both(S(), torch.zeros(1, 5, 7)) == 35
+
+
+# ---------------------------------------------------------------------------------------------------
+# attention, every way of writing it
+
+
+class EagerAttention(nn.Module):
+    """Hand-written multi-head self-attention; `style` picks where the 1/√d scaling goes."""
+
+    def __init__(self, hidden=32, heads=4, style="scores"):
+        super().__init__()
+        self.h, self.heads, self.style = hidden, heads, style
+        self.q, self.k, self.v, self.o = (nn.Linear(hidden, hidden) for _ in range(4))
+
+    def forward(self, x, mask=None):
+        b, n, _ = x.shape
+        d = self.h // self.heads
+
+        def split(t):
+            return t.view(b, n, self.heads, d).transpose(1, 2)
+
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        if self.style == "sdpa":
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            if self.style == "query":  # DistilBERT style: scale Q before the product
+                q = q / d**0.5
+                scores = torch.matmul(q, k.transpose(-1, -2))
+            else:
+                scores = torch.matmul(q, k.transpose(-1, -2)) / d**0.5
+            if mask is not None:
+                scores = scores + mask
+            ctx = torch.matmul(scores.softmax(-1), v)
+        return self.o(ctx.transpose(1, 2).reshape(b, n, self.h))
+
+
+@pytest.mark.parametrize("style", ["scores", "query", "sdpa"])
+@pytest.mark.parametrize("n", [1, 5, 9])
+def test_attention_hand_computed(style, n):
+    h, heads = 32, 4
+    expected = 4 * h * h * n + attn_macs(n, h, heads)
+    assert both(EagerAttention(h, heads, style), torch.zeros(1, n, h)) == expected
+    mask = torch.zeros(1, 1, n, n)  # mask adds are free
+    assert both(EagerAttention(h, heads, style), torch.zeros(1, n, h), mask) == expected
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_torch_multihead_attention(need_weights):
+    h, heads, n = 32, 4, 6
+    mha = nn.MultiheadAttention(h, heads, batch_first=True).eval()
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = mha
+
+        def forward(self, x):
+            return self.m(x, x, x, need_weights=need_weights)[0]
+
+    assert both(Wrap(), torch.zeros(1, n, h)) == 4 * h * h * n + attn_macs(n, h, heads)
+
+
+def test_torch_transformer_encoder_layer():
+    h, heads, n, ffn = 32, 4, 6, 64
+    layer = nn.TransformerEncoderLayer(h, heads, dim_feedforward=ffn, batch_first=True).eval()
+    assert both(layer, torch.zeros(1, n, h)) == bert_layer_macs(n, h, heads, ffn)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hugging Face layers, eager vs SDPA, and the reference numbers of spec §3
+
+
+def _hf_layer(kind: str, impl: str, **size):
+    if kind == "bert":
+        from transformers import BertConfig
+        from transformers.models.bert.modeling_bert import BertLayer
+
+        return BertLayer(BertConfig(attn_implementation=impl, **size)).eval()
+    if kind == "roberta":
+        from transformers import RobertaConfig
+        from transformers.models.roberta.modeling_roberta import RobertaLayer
+
+        return RobertaLayer(RobertaConfig(attn_implementation=impl, **size)).eval()
+    from transformers import AlbertConfig
+    from transformers.models.albert.modeling_albert import AlbertLayer
+
+    return AlbertLayer(AlbertConfig(attn_implementation=impl, **size)).eval()
+
+
+SMALL = dict(hidden_size=48, num_attention_heads=3, intermediate_size=96)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "albert"])
+def test_hf_layers_eager_equals_sdpa_equals_formula(kind):
+    eager = _hf_layer(kind, "eager", **SMALL)
+    sdpa = _hf_layer(kind, "sdpa", **SMALL)
+    sdpa.load_state_dict(eager.state_dict())
+    for n in (1, 6, 17):
+        x = torch.zeros(1, n, 48)
+        expected = bert_layer_macs(n, 48, 3, 96)
+        assert both(eager, x) == expected
+        assert both(sdpa, x) == expected
+
+
+def test_bert_base_layer_reference_numbers():
+    """Spec §3: ElasticBERT-base layer MACs = 7,080,960·n + 1,560·n², exactly."""
+    for impl in ("eager", "sdpa"):
+        layer = _hf_layer("bert", impl)
+        for n in (1, 7, 128, 512):
+            assert count_macs(layer, (torch.zeros(1, n, 768),)) == 7_080_960 * n + 1_560 * n * n
+    # embeddings + 12 layers + one exit at n = 128: 22,368 MFLOPs (spec §3)
+    n = 128
+    macs = 1_536 * n + 12 * (7_080_960 * n + 1_560 * n * n) + 589_824 + 1_536
+    assert round(2 * macs / 1e6) == 22_368
+
+
+def test_dtype_does_not_matter():
+    layer = _hf_layer("bert", "sdpa", **SMALL)
+    f32 = count_macs(layer, (torch.zeros(1, 9, 48),))
+    real32 = count_macs(layer, (torch.zeros(1, 9, 48),), meta=False)
+    layer = layer.to(torch.bfloat16)
+    bf16 = count_macs(layer, (torch.zeros(1, 9, 48, dtype=torch.bfloat16),))
+    real16 = count_macs(layer, (torch.zeros(1, 9, 48, dtype=torch.bfloat16),), meta=False)
+    assert f32 == bf16 == real32 == real16 == bert_layer_macs(9, 48, 3, 96)
+
+
+def test_bert_embeddings_block():
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertEmbeddings
+
+    emb = BertEmbeddings(BertConfig(hidden_size=48, vocab_size=50)).eval()
+    # word + position + token-type lookups are free; LayerNorm 2 per element
+    assert module_flops(emb, (11,)) == 2 * (2 * 48 * 11)
+    assert default_dummy_input(emb, (11,))[0].dtype == torch.int64
+
+
+class Exit(nn.Module):
+    """Pooler + classifier on the [CLS] vector."""
+
+    def __init__(self, h, c):
+        super().__init__()
+        self.pooler = nn.Linear(h, h)
+        self.classifier = nn.Linear(h, c)
+
+    def forward(self, cls):
+        return self.classifier(torch.tanh(self.pooler(cls)))
+
+
+def test_exit_pooler_classifier():
+    assert module_flops(Exit(16, 3), (16,)) == 2 * (16 * 16 + 16 * 3)
+    assert module_flops(Exit(768, 2), (768,)) == 2 * (589_824 + 1_536)
+
+
+def test_token_level_early_exit_trace_sums_two_shapes():
+    h, heads, ffn = 64, 4, 128
+    mods = {f"layer_{i}": EncoderLayer(h, heads, ffn) for i in (1, 2)}
+    flops = ModuleFlops(mods)
+    trace = parse_trace("(10,64),layer_1; (6,64),layer_2")
+    total = sum(flops(name, shape) for name, shape in trace)
+    assert total == 2 * (bert_layer_macs(10, h, heads, ffn) + bert_layer_macs(6, h, heads, ffn))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, h, heads, ffn):
+        super().__init__()
+        self.attn = EagerAttention(h, heads, "sdpa")
+        self.ln1, self.ln2 = nn.LayerNorm(h), nn.LayerNorm(h)
+        self.ff = nn.Sequential(nn.Linear(h, ffn), nn.GELU(), nn.Linear(ffn, h))
+
+    def forward(self, x):
+        x = self.ln1(x + self.attn(x))
+        return self.ln2(x + self.ff(x))
+
+
+def test_module_flops_cache_and_dummy_input():
+    calls = []
+
+    def dummy(name, shape):
+        calls.append((name, shape))
+        return (torch.zeros(1, *shape),)
+
+    flops = ModuleFlops({"lin": nn.Linear(4, 2)}, dummy)
+    assert flops("lin", (3, 4)) == flops("lin", (3, 4)) == 2 * 3 * 4 * 2
+    assert calls == [("lin", (3, 4))]
+    with pytest.raises(KeyError):
+        flops("nope", (3, 4))
+
+
+def test_fallback_to_real_tensors_when_meta_fails():
+    class BuildsCpuTensor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            bias = torch.arange(4.0)  # a CPU tensor: cannot be mixed with meta
+            return self.lin(x + bias) + x.sum().item()
+
+    assert module_flops(BuildsCpuTensor(), (3, 4)) == 2 * 3 * 4 * 4
+
+
+def test_module_failing_at_shape_raises_one_clear_error():
+    with pytest.raises(FlopCountError, match="shape"):
+        module_flops(nn.Linear(4, 2), (3, 5))
+
+
+# ---------------------------------------------------------------------------------------------------
+# parameters
+
+
+def test_params_tied_once_buffers_excluded():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.out = nn.Linear(4, 10, bias=False)
+            self.out.weight = self.emb.weight  # tied
+            self.norm = nn.BatchNorm1d(4)  # running stats are buffers
+            self.register_buffer("position_ids", torch.arange(10))
+
+    assert count_params(Tied()) == 40 + 8
