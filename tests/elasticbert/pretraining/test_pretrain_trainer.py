@@ -1,0 +1,161 @@
+"""The training loop on a tiny model and the local corpus: losses fall, grouped steps touch only their heads,
+accumulation and 2 processes (torchrun, gloo) give the single-process update, kill + resume = uninterrupted."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from elue.elasticbert.pretraining.config import PretrainConfig
+from elue.elasticbert.pretraining.trainer import pretrain
+
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def _run(settings: dict) -> dict:
+    return pretrain(PretrainConfig.from_dict(settings))
+
+
+def _log(out_dir) -> list[dict]:
+    with (Path(out_dir) / "train_log.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def _numbers(rows, skip=("tokens_per_s", "elapsed_s")):
+    return [[float(v) if v else float("nan") for k, v in r.items() if k not in skip] for r in rows]
+
+
+def _close(a, b, tol):
+    ta, tb = torch.tensor(_numbers(a)), torch.tensor(_numbers(b))
+    assert ta.shape == tb.shape
+    assert torch.allclose(ta, tb, atol=tol, rtol=0, equal_nan=True), (ta - tb).abs().nan_to_num().max()
+
+
+def _cli_env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[3] / "src"), env.get("PYTHONPATH", "")]
+    )
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_per_exit_losses_fall(tiny_settings, corpus_files):
+    s = tiny_settings(
+        max_steps=40,
+        exit_groups=None,
+        eval_files=[str(corpus_files["eval"])],
+        eval_examples=64,
+        learning_rate=5e-3,
+    )
+    _run(s)
+    with (Path(s["output_dir"]) / "eval_log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    first = {r["exit"]: float(r["mlm_loss"]) for r in rows if r["step"] == "0"}
+    last = {r["exit"]: float(r["mlm_loss"]) for r in rows if r["step"] == "40"}
+    assert sorted(first) == ["1", "2", "3", "4"]
+    for e in first:
+        assert last[e] < first[e] - 1.0, (e, first[e], last[e])
+    log = _log(s["output_dir"])
+    assert len(log) == 40 and all(r["mlm_1"] and r["sop_4"] for r in log)
+
+
+def test_grouped_step_changes_only_its_group(tiny_settings):
+    s = tiny_settings(
+        max_steps=2, save_steps=1, save_total_limit=None, warmup_steps=0
+    )  # groups {1,3,4}, {2,4}
+    _run(s)
+    ckpt = Path(s["output_dir"]) / "checkpoints"
+    w1 = load_file(ckpt / "step-0000001" / "model" / "model.safetensors")
+    w2 = load_file(ckpt / "step-0000002" / "model" / "model.safetensors")
+    from accelerate.utils import set_seed
+
+    from elue.elasticbert.pretraining.modeling_pretraining import load_pretraining_model
+
+    set_seed(s.get("seed", 42))
+    w0 = load_pretraining_model(None, s["model_config"])[0].state_dict()
+
+    def head_of(key):
+        for prefix in ("elasticbert.encoder.pooler.", "cls.predictions.", "cls.seq_relationship."):
+            if key.startswith(prefix):
+                return int(key[len(prefix) :].split(".")[0])
+        return None
+
+    log = _log(s["output_dir"])
+    assert [r["group"] for r in log] == ["1", "2"]
+    for before, after, group in ((w0, w1, {0, 2, 3}), (w1, w2, {1, 3})):
+        for key, value in after.items():
+            changed = not torch.equal(before[key], value)
+            head = head_of(key)
+            if head is None:
+                if key.startswith("elasticbert.encoder.layer.") or key.endswith("word_embeddings.weight"):
+                    assert changed, key  # the shared encoder learns on every step
+            else:
+                assert changed == (head in group), (key, group)
+
+
+def test_accumulation_matches_the_larger_batch(tiny_settings, tmp_path):
+    one = tiny_settings(max_steps=4, model_config={**tiny_settings()["model_config"], **NO_DROPOUT})
+    acc = dict(one, per_device_batch_size=4, gradient_accumulation_steps=2, output_dir=str(tmp_path / "acc"))
+    _run(one)
+    _run(acc)
+    _close(_log(one["output_dir"]), _log(acc["output_dir"]), 1e-4)
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_settings, tmp_path):
+    straight = tiny_settings(max_steps=7, optimizer="lamb", output_dir=str(tmp_path / "straight"))
+    _run(straight)  # dropout on: the resumed run must restore the RNG too
+    killed = dict(straight, output_dir=str(tmp_path / "killed"), save_steps=2)
+    cfg_file = tmp_path / "killed.json"
+    cfg_file.write_text(json.dumps(killed))
+    env = dict(_cli_env(), ELUE_PRETRAIN_KILL_AFTER_STEP="5")  # dies (SIGKILL) after step 5
+    proc = subprocess.run(
+        [sys.executable, "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert len(_log(killed["output_dir"])) == 5  # steps 1-5 logged, step-4 is the newest checkpoint
+    summary = _run(killed)  # resume_from_checkpoint: latest
+    assert summary["step"] == 7
+    _close(_log(straight["output_dir"]), _log(killed["output_dir"]), 1e-6)
+
+
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+    reason="no torchrun",
+)
+def test_torchrun_two_processes_match_one(tiny_settings, tmp_path):
+    base = tiny_settings(
+        max_steps=4, num_data_shards=2, model_config={**tiny_settings()["model_config"], **NO_DROPOUT}
+    )
+    one = dict(base, per_device_batch_size=8, output_dir=str(tmp_path / "one"))
+    two = dict(base, per_device_batch_size=4, output_dir=str(tmp_path / "two"))
+    cfg_file = tmp_path / "two.json"
+    cfg_file.write_text(json.dumps(two))
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)]  # fmt: skip
+    proc = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout + proc.stderr
+    _run(one)
+    _close(_log(one["output_dir"]), _log(two["output_dir"]), 1e-4)
+    a = load_file(Path(one["output_dir"]) / "checkpoints" / "step-0000004" / "model" / "model.safetensors")
+    b = load_file(Path(two["output_dir"]) / "checkpoints" / "step-0000004" / "model" / "model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
