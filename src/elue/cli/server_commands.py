@@ -1,9 +1,235 @@
-"""Commands of this part of elue (registered by elue.cli)."""
+"""`elue serve` (the leaderboard site + its scoring workers), `elue worker` (a scoring worker alone) and
+`elue submit` (upload a submission to a leaderboard)."""
 
 from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
+    app.command("serve")(serve)
+    app.command("worker")(worker)
+    app.command("submit")(submit)
+
+
+def _settings(home: Path | None, data_dir: Path | None, database_url: str | None):  # noqa: ANN202
+    from elue.server.config import Settings
+
+    kw = {}
+    if home is not None:
+        kw["state_dir"] = home
+    if data_dir is not None:
+        kw["data_dir"] = data_dir
+    if database_url:
+        kw["database_url"] = database_url
+    return Settings(**kw)
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port."),
+    home: Path = typer.Option(
+        None, help="State folder: SQLite file + uploads [default: $ELUE_HOME or ./.elue]."
+    ),
+    data_dir: Path = typer.Option(
+        None, help="Task data and answer keys [default: $ELUE_DATA_DIR, else ../shared/data if present]."
+    ),
+    database_url: str = typer.Option(
+        None,
+        help="SQLAlchemy URL, e.g. postgresql+psycopg2://u:p@host/db [default: $ELUE_DATABASE_URL, "
+        "else sqlite:///<home>/elue.db].",
+    ),
+    workers: int = typer.Option(1, help="Scoring worker processes (0: run `elue worker` yourself)."),
+    web_workers: int = typer.Option(1, help="Web server processes."),
+    admin: str = typer.Option(
+        None,
+        envvar="ELUE_ADMIN",
+        help="Create (or promote) this admin user; password from $ELUE_ADMIN_PASSWORD, "
+        "else a random one is printed.",
+    ),
+) -> None:
+    """Serve the leaderboard (seeded with the published ELUE entries on first start) and score uploads."""
+    import secrets
+    import subprocess
+    import threading
+
+    import uvicorn
+
+    from elue.server import create_app
+
+    settings = _settings(home, data_dir, database_url)
+    admin_pair = None
+    if admin:
+        pw = os.environ.get("ELUE_ADMIN_PASSWORD")
+        if not pw:
+            pw = secrets.token_urlsafe(12)
+            typer.echo(f"admin {admin!r}: password {pw} (set ELUE_ADMIN_PASSWORD to choose it)")
+        admin_pair = (admin, pw)
+    create_app(settings, admin=admin_pair)  # migrate, seed, admin: once, before anything forks
+    if settings.data_dir is None:
+        typer.echo(
+            "warning: no data folder (answer keys): uploads will queue but fail; set ELUE_DATA_DIR", err=True
+        )
+    env = {**os.environ, **settings.to_env()}
+    if not settings.secret_key:
+        from elue.server.db import open_database
+        from elue.server.service import secret_key
+
+        _, sessions = open_database(settings.database_url, upgrade=False)
+        with sessions() as s:
+            env["ELUE_SECRET_KEY"] = secret_key(s, settings)  # the same key in every web process
+
+    procs: list[subprocess.Popen | None] = [None] * workers
+    stopping = threading.Event()
+
+    def supervise() -> None:
+        while not stopping.is_set():
+            for i, p in enumerate(procs):
+                if p is None or p.poll() is not None:
+                    if p is not None:
+                        typer.echo(f"scoring worker {i} exited ({p.returncode}); restarting", err=True)
+                    procs[i] = subprocess.Popen([sys.executable, "-m", "elue.server.worker"], env=env)
+            stopping.wait(1.0)
+
+    sup = threading.Thread(target=supervise, daemon=True)
+    sup.start()
+    typer.echo(
+        f"ELUE leaderboard on http://{host}:{port}  (database {settings.database_url}, "
+        f"data {settings.data_dir}, {workers} scoring worker(s))"
+    )
+    os.environ.update({k: v for k, v in env.items() if k.startswith("ELUE_")})
+    try:
+        if web_workers > 1:
+            uvicorn.run(
+                "elue.server.asgi:app", host=host, port=port, workers=web_workers, log_level="warning"
+            )
+        else:
+            uvicorn.run(create_app(settings, seed=False), host=host, port=port, log_level="warning")
+    finally:
+        stopping.set()
+        for p in procs:
+            if p is not None and p.poll() is None:
+                p.terminate()
+        for p in procs:
+            if p is not None:
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+def worker(
+    home: Path = typer.Option(None, help="State folder (uploads) [default: $ELUE_HOME or ./.elue]."),
+    data_dir: Path = typer.Option(None, help="Task data and answer keys [default: $ELUE_DATA_DIR]."),
+    database_url: str = typer.Option(
+        None, help="SQLAlchemy URL [default: $ELUE_DATABASE_URL or the home's SQLite]."
+    ),
+    once: bool = typer.Option(False, help="Stop when the queue is empty."),
+) -> None:
+    """Run one scoring worker: claim queued submissions and score them in the sandbox."""
+    import logging
+
+    from elue.server.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    n = run_worker(_settings(home, data_dir, database_url), once=once)
+    typer.echo(f"scored {n} submission(s)")
+
+
+def submit(
+    path: Path = typer.Argument(..., help="Submission folder or zip; or with --reported, a JSON file."),
+    name: str = typer.Option(None, help="Model name shown on the leaderboard [default: folder name]."),
+    server: str = typer.Option("http://127.0.0.1:8000", envvar="ELUE_SERVER", help="Leaderboard URL."),
+    token: str = typer.Option(..., envvar="ELUE_TOKEN", help="API token (create one on your account page)."),
+    public: bool = typer.Option(False, help="Publish when scored."),
+    paper_url: str = typer.Option("", help="Link to the paper."),
+    code_url: str = typer.Option("", help="Link to the code."),
+    reported: bool = typer.Option(False, help="PATH is a JSON reported entry (numbers from a paper)."),
+    wait: bool = typer.Option(True, help="Wait for the score and print it."),
+    timeout: float = typer.Option(600, help="Seconds to wait for scoring."),
+) -> None:
+    """Upload a submission (test files + model.py) or a reported entry to an ELUE leaderboard."""
+    import httpx
+
+    from elue.server.storage import UploadError, zip_folder
+
+    headers = {"authorization": f"Bearer {token}"}
+    base = server.rstrip("/")
+    with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+        if reported:
+            body = json.loads(path.read_text())
+            if name:
+                body["name"] = name
+            body.setdefault("public", public)
+            r = client.post("/api/submissions/reported", json=body)
+        else:
+            try:
+                data = path.read_bytes() if path.is_file() else zip_folder(path)
+            except (UploadError, OSError) as e:
+                raise typer.BadParameter(str(e)) from None
+            form = {
+                "name": name or path.stem,
+                "public": str(public).lower(),
+                "paper_url": paper_url,
+                "code_url": code_url,
+            }
+            r = client.post(
+                "/api/submissions", data=form, files={"file": ("submission.zip", data, "application/zip")}
+            )
+        if r.status_code >= 400:
+            typer.echo(f"rejected ({r.status_code}): {_detail(r)}", err=True)
+            raise typer.Exit(1)
+        sub = r.json()
+        typer.echo(f"submission {sub['id']} {sub['status']}: {base}/submissions/{sub['id']}")
+        if not wait or sub["status"] in ("scored", "failed"):
+            _print_result(sub)
+            raise typer.Exit(0 if sub["status"] != "failed" else 1)
+        t0 = time.time()
+        last = sub["status"]
+        while time.time() - t0 < timeout:
+            time.sleep(1.0)
+            sub = client.get(f"/api/submissions/{sub['id']}").json()
+            if sub["status"] != last:
+                typer.echo(f"  {sub['status']}")
+                last = sub["status"]
+            if sub["status"] in ("scored", "failed"):
+                _print_result(sub)
+                raise typer.Exit(0 if sub["status"] == "scored" else 1)
+        typer.echo("still not scored; check the page later", err=True)
+        raise typer.Exit(2)
+
+
+def _detail(r) -> str:  # noqa: ANN001
+    try:
+        return str(r.json().get("detail"))
+    except ValueError:
+        return r.text[:500]
+
+
+def _print_result(sub: dict) -> None:
+    if sub.get("status") == "failed":
+        typer.echo(f"failed: {sub.get('error')}")
+        if sub.get("log"):
+            typer.echo(sub["log"])
+        return
+    res = sub.get("result")
+    if not res:
+        return
+    for task, t in res["tasks"].items():
+        score = t["elue_score"]
+        typer.echo(
+            f"  {task:8s} ELUE score {'—' if score is None else f'{score:+.2f}'}  params {t['params_m']}M"
+        )
+        for p in t.get("points", []):
+            typer.echo(f"      {p['file']}: {p['performance']:.2f} @ {p['mflops']:.1f} MFLOPs")
+    overall = res.get("elue_score")
+    typer.echo(
+        f"  overall ELUE score: {'— (not all six datasets)' if overall is None else f'{overall:+.2f}'}"
+    )

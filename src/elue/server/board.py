@@ -210,71 +210,73 @@ def build_board(session: Session) -> Board:
 
 
 def rank(board: Board, track: str = "elue", sort: str | None = None, descending: bool = True) -> list[dict]:
-    """Rows of one track: {"rank", "model", "value", "cells": {task: value}, "complete"}."""
+    """Rows of one track: {"rank", "model", "value", "cells": {task: value}, "complete"}; ranked rows
+    first (competition ranks), incomplete ones after. `sort` re-orders by a column ("name", "params",
+    "value", a task name; "rank" = the default order)."""
     rows = []
     if track == "elue":
         for m in board.models:
             cells = {t: (m.tasks[t].score if t in m.tasks else None) for t in TASK_NAMES}
-            rows.append({"model": m, "value": m.overall, "cells": cells, "complete": m.complete})
+            rows.append(
+                {"model": m, "value": m.overall, "cells": cells, "complete": m.complete, "rank": None}
+            )
+        done = [r for r in rows if r["value"] is not None]
+        for r, k in zip(done, scores.rank_entries([r["value"] for r in done]), strict=True):
+            r["rank"] = k
+
+        def partial(r: dict) -> float:
+            have = [c for c in r["cells"].values() if c is not None]
+            return sum(have) / len(have) if have else float("-inf")
+
+        rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, -partial(r), r["model"].name.lower()))
     else:
         budget = float(track)
+        summaries = {}
         for m in board.models:
-            if m.params_m is None or m.params_m > budget + 1e-9:
+            if m.params_m is None:
                 continue
-            cells = {t: (m.tasks[t].best_performance if t in m.tasks else None) for t in TASK_NAMES}
-            complete = all(v is not None for v in cells.values())
-            have = [v for v in cells.values() if v is not None]
-            if not have:
-                continue
-            value = scores.size_track_value(cells) if complete else None
-            rows.append({"model": m, "value": value, "cells": cells, "complete": complete})
-
-    # default order: complete rows by value, then incomplete ones (by what they have)
-    def key_default(r: dict):
-        v = r["value"]
-        partial = [c for c in r["cells"].values() if c is not None]
-        mean_partial = sum(partial) / len(partial) if partial else float("-inf")
-        return (0 if v is not None else 1, -(v if v is not None else mean_partial), r["model"].name.lower())
-
-    rows.sort(key=key_default)
-    rank_no = 0
-    for r in rows:
-        if r["value"] is not None:
-            rank_no += 1
-            r["rank"] = rank_no
-        else:
-            r["rank"] = None
+            best = {t: e.best_performance for t, e in m.tasks.items() if e.best_performance is not None}
+            if best:
+                summaries[str(m.id)] = scores.ModelSummary(name=str(m.id), params_m=m.params_m, best=best)
+        for e in scores.size_track(summaries, budget):
+            m = board.by_id[int(e.name)]
+            cells = {t: m.tasks[t].best_performance if t in m.tasks else None for t in TASK_NAMES}
+            rows.append(
+                {
+                    "model": m,
+                    "value": e.mean_performance if e.complete else None,
+                    "cells": cells,
+                    "complete": e.complete,
+                    "rank": e.rank,
+                }
+            )
     if sort and sort != "rank":
-
-        def key_col(r: dict):
-            if sort == "name":
-                return (0, r["model"].name.lower())
-            if sort == "params":
-                v = r["model"].params_m
-            elif sort == "value":
-                v = r["value"]
-            else:
-                v = r["cells"].get(sort)
-            return (1, 0) if v is None else (0, -v if descending else v)
-
         if sort == "name":
             rows.sort(key=lambda r: r["model"].name.lower(), reverse=descending)
         else:
-            rows.sort(key=key_col)
+
+            def value(r: dict) -> float | None:
+                if sort == "params":
+                    return r["model"].params_m
+                if sort == "value":
+                    return r["value"]
+                return r["cells"].get(sort)
+
+            present = [r for r in rows if value(r) is not None]
+            missing = [r for r in rows if value(r) is None]
+            present.sort(key=value, reverse=descending)
+            rows = present + missing
     elif sort == "rank" and not descending:
         rows.reverse()
     return rows
 
 
 def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
-    """Points not beaten by a cheaper-or-equal, better-or-equal point (performance up, cost down)."""
-    front = []
-    best = float("-inf")
-    for x, y, label in sorted(points, key=lambda p: (p[0], -p[1])):
-        if y > best:
-            front.append((x, y, label))
-            best = y
-    return front
+    """The toolkit's Pareto front (cheaper-or-equal and better-or-equal dominates), with point labels."""
+    labels: dict[tuple[float, float], str] = {}
+    for x, y, label in points:
+        labels.setdefault((x, y), label)
+    return [(x, y, labels[(x, y)]) for x, y in scores.pareto_front([(x, y) for x, y, _ in points])]
 
 
 def task_view(board: Board, task: str) -> dict:

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import sessionmaker
 
+from elue.scoring import Baseline
+
 from .board import baseline_choices, load_models
 from .config import Settings
 from .db import (
@@ -274,7 +276,7 @@ def process(
         out = evaluate(
             submission_path(settings, key),
             settings.data_dir,
-            baseline=_current_baseline(sessions) or None,
+            baseline=Baseline(_current_baseline(sessions)),
             trust_model_code=settings.trust_model_code,
         )
         result = out.to_dict() if hasattr(out, "to_dict") else dict(out)

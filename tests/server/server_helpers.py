@@ -1,0 +1,95 @@
+"""Submissions for the server tests: a tiny model.py, test files over real or made-up indices, zips."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+TINY_MODEL_PY = """
+from torch import nn
+
+class Emb(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.word = nn.Embedding(100, 32)
+        self.norm = nn.LayerNorm(32)
+
+    def forward(self, ids):
+        return self.norm(self.word(ids))
+
+module_list = {"emb": Emb()}
+for i in (1, 2):
+    module_list[f"layer_{i}"] = nn.Linear(32, 32, bias=False)
+    module_list[f"exit_{i}"] = nn.Linear(32, 2)
+
+entire_model = nn.ModuleDict(module_list)
+"""
+
+HOSTILE_MODEL_PY = """
+import os, socket
+open("/tmp/elue-pwned", "w").write("x")
+socket.create_connection(("1.1.1.1", 80), timeout=2)
+os.system("rm -rf ~")
+from torch import nn
+module_list = {"emb": nn.Linear(2, 2)}
+entire_model = nn.ModuleDict(module_list)
+"""
+
+
+def trace(n: int, exit_layer: int) -> str:
+    parts = [f"({n}),emb"]
+    for i in range(1, exit_layer + 1):
+        parts += [f"({n},32),layer_{i}", f"(32),exit_{i}"]
+    return "; ".join(parts)
+
+
+def write_test_file(path: Path, indices, exit_layer: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    preds = rng.integers(0, 2, size=len(indices))
+    lengths = rng.integers(5, 40, size=len(indices))
+    lines = ["index\tpred\tmodules"]
+    lines += [
+        f"{i}\t{p}\t{trace(int(n), exit_layer)}" for i, p, n in zip(indices, preds, lengths, strict=True)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_submission(folder: Path, indices, task: str = "sst-2", model_py: str = TINY_MODEL_PY) -> Path:
+    """model.py + two operating points (exit after layer 1 and after layer 2)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.py").write_text(model_py)
+    write_test_file(folder / task / "exit1.tsv", indices, 1, seed=1)
+    write_test_file(folder / task / "exit2.tsv", indices, 2, seed=2)
+    return folder
+
+
+def zip_bytes(files: dict[str, bytes | str], *, symlinks: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o120777 << 16
+            zf.writestr(info, target)
+    return buf.getvalue()
+
+
+def zip_folder(folder: Path) -> bytes:
+    return zip_bytes(
+        {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    )
+
+
+def write_made_up_answers(root: Path, n: int = 20) -> tuple[Path, list[int]]:
+    """An answers dir with sst-2 test.tsv + test_labels.tsv of n made-up rows."""
+    d = root / "sst-2"
+    d.mkdir(parents=True, exist_ok=True)
+    idx = list(range(n))
+    (d / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\tmade-up sentence {i}\n" for i in idx))
+    (d / "test_labels.tsv").write_text("index\tlabel\n" + "".join(f"{i}\t{i % 2}\n" for i in idx))
+    return root, idx

@@ -1,0 +1,285 @@
+"""The JSON API and the pages, with the test client and an in-process worker (fake evaluator)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from conftest import _csrf
+from server_helpers import TINY_MODEL_PY, zip_bytes
+
+from elue.tasks import TASK_NAMES
+
+TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n1\t0\t(5),emb\n"
+SUB = {"model.py": TINY_MODEL_PY, "sst-2/a.tsv": TSV, "sst-2/b.tsv": TSV}
+
+
+def upload(client, headers, name="my model", public=False, files=SUB):  # noqa: ANN001, ANN201
+    r = client.post(
+        "/api/submissions",
+        headers=headers,
+        data={"name": name, "public": str(public).lower()},
+        files={"file": ("s.zip", zip_bytes(files), "application/zip")},
+    )
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def test_seeded_leaderboard_matches_spec(client):  # noqa: ANN001
+    rows = client.get("/api/leaderboard").json()["rows"]
+    names = [r["name"] for r in rows]
+    assert names[:3] == ["ElasticBERT-BASE", "ElasticBERT-patience", "ALBERT-PABEE"]
+    assert names[-1] == "BERT-of-Theseus" and len(rows) == 9
+    roberta = next(r for r in rows if r["name"] == "RoBERTa-BASE")
+    assert roberta["cells"]["sst-2"] == pytest.approx(-0.89)
+    assert roberta["value"] == pytest.approx(-2.22, abs=0.01)
+    assert all(r["origin"] == "reported" for r in rows)
+    # SST-2 chart: 4 reference curves, ElasticBERT-BASE as the baseline line, a Pareto front
+    view = client.get("/api/tasks/sst-2").json()
+    series = {s["name"]: s for s in view["series"]}
+    assert set(series) == {"ElasticBERT-BASE", "RoBERTa-BASE", "LayerDrop", "ALBERT-PABEE"}
+    assert series["ElasticBERT-BASE"]["is_baseline"]
+    assert [p["mflops"] for p in series["RoBERTa-BASE"]["points"]] == [1036, 1385, 2080, 4170]
+    assert view["baseline"]["name"] == "ElasticBERT-BASE"
+    assert view["pareto"][0] == {"mflops": 1036.0, "performance": 81.9, "name": "LayerDrop"}
+    # computed from the points, RoBERTa's SST-2 score is ≈ −0.89 as well (spec §6 check)
+    from elue.scoring import elue_score
+
+    pts = [(p["mflops"], p["performance"]) for p in series["RoBERTa-BASE"]["points"]]
+    assert elue_score(pts, view["baseline"]["points"]) == pytest.approx(-0.89, abs=0.03)
+
+
+def test_pages_render(client):  # noqa: ANN001
+    for url in [
+        "/",
+        "/leaderboard",
+        "/leaderboard?track=70&sort=params&order=asc",
+        "/tasks/sst-2",
+        "/tasks/imdb",
+        "/models/1",
+        "/datasets",
+        "/guide",
+        "/score",
+        "/login",
+        "/signup",
+        "/api/docs",
+    ]:
+        r = client.get(url)
+        assert r.status_code == 200, url
+    assert "plotly.min.js" in client.get("/tasks/sst-2").text
+    js = client.get("/static/plotly.min.js")
+    assert js.status_code == 200 and len(js.content) > 1_000_000
+    assert "cdn" not in client.get("/tasks/sst-2").text.lower()
+    assert client.get("/tasks/nope").status_code == 404
+    assert client.get("/leaderboard?track=12").status_code == 404
+
+
+def test_leaderboard_sorting_and_tracks(client):  # noqa: ANN001
+    rows = client.get("/api/leaderboard?sort=sst-2&order=asc").json()["rows"]
+    assert rows[0]["name"] == "BERT-of-Theseus"  # -4.21
+    rows = client.get("/api/leaderboard?sort=params&order=asc").json()["rows"]
+    assert rows[0]["name"] == "ALBERT-BASE"
+    rows = client.get("/api/leaderboard?track=40").json()["rows"]
+    # only ALBERT-PABEE has points (SST-2) and ≤ 40M: listed, incomplete
+    assert (
+        [r["name"] for r in rows] == ["ALBERT-PABEE"] and not rows[0]["complete"] and rows[0]["rank"] is None
+    )
+    html = client.get("/leaderboard?track=110").text
+    assert "ElasticBERT-BASE" in html and "incomplete" in html
+
+
+def test_submission_lifecycle_private_until_published(client, auth, drain):  # noqa: ANN001
+    alice, bob = auth("alice"), auth("bob")
+    sub = upload(client, alice)
+    assert sub["status"] == "queued" and "accepted" in sub["log"]
+    assert drain() == 1
+    got = client.get(f"/api/submissions/{sub['id']}", headers=alice).json()
+    assert got["status"] == "scored", got
+    assert "scored in" in got["log"]
+    pts = got["result"]["tasks"]["sst-2"]["points"]
+    assert [p["mflops"] for p in pts] == [1000.0, 2000.0]
+    # private: not on the board, not visible to bob or anonymous
+    assert sub["id"] not in [r["id"] for r in client.get("/api/leaderboard").json()["rows"]]
+    assert client.get(f"/api/submissions/{sub['id']}", headers=bob).status_code == 404
+    assert client.get(f"/api/models/{sub['id']}").status_code == 404
+    # bob cannot change or delete it
+    assert (
+        client.patch(f"/api/submissions/{sub['id']}", headers=bob, json={"public": True}).status_code == 404
+    )
+    assert client.delete(f"/api/submissions/{sub['id']}", headers=bob).status_code == 404
+    # publish
+    r = client.patch(f"/api/submissions/{sub['id']}", headers=alice, json={"public": True})
+    assert r.status_code == 200 and r.json()["public"]
+    rows = client.get("/api/leaderboard").json()["rows"]
+    mine = next(r for r in rows if r["id"] == sub["id"])
+    assert mine["origin"] == "measured" and not mine["complete"] and mine["rank"] is None
+    assert mine["cells"]["sst-2"] is not None  # scored against the ElasticBERT-BASE SST-2 curve
+    view = client.get("/api/tasks/sst-2").json()
+    assert "my model" in [s["name"] for s in view["series"]]
+    pub = client.get(f"/api/submissions/{sub['id']}").json()
+    assert "log" not in pub  # the log is the owner's
+    assert client.get(f"/models/{sub['id']}").status_code == 200
+    # owner's list
+    assert [s["id"] for s in client.get("/api/submissions", headers=alice).json()] == [sub["id"]]
+    assert client.get("/api/submissions", headers=bob).json() == []
+    # delete
+    assert client.delete(f"/api/submissions/{sub['id']}", headers=alice).status_code == 204
+    assert client.get(f"/api/submissions/{sub['id']}", headers=alice).status_code == 404
+
+
+def test_results_export(client, auth, drain):  # noqa: ANN001
+    alice = auth("alice")
+    upload(client, alice, name="exported", public=True)
+    upload(client, alice, name="secret", public=False)
+    drain()
+    data = client.get("/api/results.json").json()
+    names = [m["name"] for m in data["models"]]
+    assert "exported" in names and "secret" not in names
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/results.csv").text)))
+    assert {r["model"] for r in rows} >= {"exported", "RoBERTa-BASE"}
+    assert "secret" not in {r["model"] for r in rows}
+    ex = [r for r in rows if r["model"] == "exported"]
+    assert [float(r["mflops"]) for r in ex] == [1000.0, 2000.0] and ex[0]["task"] == "sst-2"
+
+
+def test_dataset_downloads_never_serve_answer_keys(client):  # noqa: ANN001
+    assert client.get("/datasets/sst-2/test.tsv").status_code == 200
+    for bad in [
+        "/datasets/sst-2/test_labels.tsv",
+        "/datasets/sst-2/..%2Ftest_labels.tsv",
+        "/datasets/../sst-2/test_labels.tsv",
+        "/datasets/sst-2/%2e%2e/sst-2/test_labels.tsv",
+        "/static/../sst-2/test_labels.tsv",
+    ]:
+        r = client.get(bad)
+        assert r.status_code == 404, bad
+        assert "index\tlabel" not in r.text
+
+
+def test_reported_entry(client, auth):  # noqa: ANN001
+    alice = auth("alice")
+    body = {
+        "name": "DistilPaper",
+        "params_m": 66,
+        "paper_url": "https://arxiv.org/abs/1910.01108",
+        "public": True,
+        "tasks": {"sst-2": {"points": [{"mflops": 2000, "performance": 86.0}]}, "imdb": {"elue_score": -1.5}},
+    }
+    r = client.post("/api/submissions/reported", headers=alice, json=body)
+    assert r.status_code == 201, r.text
+    row = next(x for x in client.get("/api/leaderboard").json()["rows"] if x["name"] == "DistilPaper")
+    assert row["origin"] == "reported" and row["cells"]["imdb"] == -1.5
+    assert row["cells"]["sst-2"] == pytest.approx(
+        86.0 - (85.7 + (87.0 - 85.7) * (2000 - 1413) / (2120 - 1413))
+    )
+    bad = dict(body, paper_url="")
+    assert client.post("/api/submissions/reported", headers=alice, json=bad).status_code == 400
+    bad = dict(body, tasks={"cola": {"elue_score": 1}})
+    r = client.post("/api/submissions/reported", headers=alice, json=bad)
+    assert r.status_code == 400 and "unknown ELUE task" in r.json()["detail"]
+
+
+def test_limits(tmp_path):  # noqa: ANN001
+    from conftest import make_settings, token_for
+    from fastapi.testclient import TestClient
+
+    from elue.server import create_app
+
+    c = TestClient(create_app(make_settings(tmp_path, daily_limit=2, monthly_limit=3)))
+    h = {"authorization": f"Bearer {token_for(c, 'alice')}"}
+    upload(c, h)
+    upload(c, h)
+    r = c.post(
+        "/api/submissions",
+        headers=h,
+        data={"name": "x"},
+        files={"file": ("s.zip", zip_bytes(SUB), "application/zip")},
+    )
+    assert r.status_code == 429 and "daily limit" in r.json()["detail"]
+
+
+def test_admin_baseline_and_hide(client, auth, admin_headers, drain):  # noqa: ANN001
+    alice = auth("alice")
+    sub = upload(client, alice, name="new baseline", public=True)
+    drain()
+    assert (
+        client.put("/api/admin/baselines/sst-2", headers=alice, json={"submission_id": sub["id"]}).status_code
+        == 403
+    )
+    r = client.put("/api/admin/baselines/sst-2", headers=admin_headers, json={"submission_id": sub["id"]})
+    assert r.status_code == 200, r.text
+    rows = {x["name"]: x for x in client.get("/api/leaderboard").json()["rows"]}
+    assert rows["new baseline"]["cells"]["sst-2"] == pytest.approx(0.0)
+    assert client.get("/api/tasks/sst-2").json()["baseline"]["name"] == "new baseline"
+    # a reported entry keeps its published score; a baseline cannot be deleted from under the board
+    assert rows["RoBERTa-BASE"]["cells"]["sst-2"] == pytest.approx(-0.89)
+    assert client.delete(f"/api/submissions/{sub['id']}", headers=alice).status_code == 409
+    # hide
+    r = client.post(f"/api/admin/submissions/{sub['id']}/hide", headers=admin_headers, json={"hidden": True})
+    assert r.status_code == 200
+    assert "new baseline" not in [x["name"] for x in client.get("/api/leaderboard").json()["rows"]]
+    assert client.get("/admin", headers=admin_headers).status_code == 200
+    assert client.get("/admin", headers=alice).status_code == 403
+
+
+def test_web_signup_login_csrf(client):  # noqa: ANN001
+    page = client.get("/signup")
+    csrf = _csrf(page.text)
+    form = {"username": "carol", "password": "longpassword", "password2": "longpassword"}
+    assert client.post("/signup", data=form, follow_redirects=False).status_code == 403  # no token
+    assert client.post("/signup", data={**form, "csrf": "forged"}, follow_redirects=False).status_code == 403
+    r = client.post("/signup", data={**form, "csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303
+    acct = client.get("/account")
+    assert "carol" in acct.text
+    # a session-authenticated API write needs the CSRF header
+    assert client.patch("/api/submissions/1", json={"public": True}).status_code == 403
+    csrf2 = _csrf(acct.text)
+    r = client.post("/logout", data={"csrf": csrf2}, follow_redirects=False)
+    assert r.status_code == 303
+    assert client.get("/account", follow_redirects=False).status_code == 303
+    # log in again; wrong password is refused; the password is stored hashed
+    csrf = _csrf(client.get("/login").text)
+    bad = client.post("/login", data={"username": "carol", "password": "nope", "csrf": csrf})
+    assert bad.status_code == 401 and "wrong user name or password" in bad.text
+    r = client.post(
+        "/login", data={"username": "carol", "password": "longpassword", "csrf": csrf}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    from sqlalchemy import select
+
+    from elue.server.db import User
+
+    with client.app.state.elue.sessions() as s:
+        user = s.scalar(select(User).where(User.username == "carol"))
+        assert user.password_hash.startswith("scrypt$") and "longpassword" not in user.password_hash
+    # duplicate names are refused
+    client.cookies.clear()
+    csrf = _csrf(client.get("/signup").text)
+    r = client.post("/signup", data={**form, "csrf": csrf})
+    assert r.status_code == 409 and "taken" in r.text
+
+
+def test_bad_token_and_anonymous_writes(client):  # noqa: ANN001
+    assert client.get("/api/me", headers={"authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/api/me").status_code == 401
+    r = client.post(
+        "/api/submissions", data={"name": "x"}, files={"file": ("s.zip", b"x", "application/zip")}
+    )
+    assert r.status_code == 401
+    assert client.post("/api/tokens", json={"username": "admin", "password": "wrong"}).status_code == 401
+
+
+def test_openapi_lists_the_api(client):  # noqa: ANN001
+    paths = client.get("/api/openapi.json").json()["paths"]
+    for p in [
+        "/api/leaderboard",
+        "/api/tasks/{task}",
+        "/api/results.csv",
+        "/api/submissions",
+        "/api/submissions/reported",
+        "/api/admin/baselines/{task}",
+    ]:
+        assert p in paths
+    assert set(TASK_NAMES) == {t["name"] for t in client.get("/api/tasks").json()}

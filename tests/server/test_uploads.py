@@ -1,0 +1,145 @@
+"""Bad uploads get a clear message and leave nothing half-stored (no files, no rows)."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+
+import pytest
+from server_helpers import HOSTILE_MODEL_PY, TINY_MODEL_PY, zip_bytes
+
+from elue.server import storage
+
+GOOD_TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n"
+
+
+def _stored(settings) -> list:  # noqa: ANN001
+    return sorted(p.name for p in settings.upload_dir.iterdir() if p.name != ".staging") + sorted(
+        p.name for p in settings.staging_dir.iterdir()
+    )
+
+
+def _post(client, headers, data: bytes, name: str = "m"):  # noqa: ANN001, ANN202
+    return client.post(
+        "/api/submissions",
+        headers=headers,
+        data={"name": name},
+        files={"file": ("s.zip", data, "application/zip")},
+    )
+
+
+BAD = {
+    "parent path": ({"model.py": TINY_MODEL_PY, "../evil.tsv": GOOD_TSV, "sst-2/a.tsv": GOOD_TSV}, "'..'"),
+    "absolute path": ({"model.py": TINY_MODEL_PY, "/etc/sst-2.tsv": GOOD_TSV}, "absolute path"),
+    "wrong file": (
+        {"model.py": TINY_MODEL_PY, "sst-2/a.tsv": GOOD_TSV, "weights.bin": "x"},
+        "unexpected file",
+    ),
+    "unknown task": ({"model.py": TINY_MODEL_PY, "cola/a.tsv": GOOD_TSV}, "unexpected file"),
+    "no test files": ({"model.py": TINY_MODEL_PY}, "no test files"),
+    "no model.py": ({"sst-2/a.tsv": GOOD_TSV}, "no model.py"),
+    "not python": ({"model.py": "def (:\n", "sst-2/a.tsv": GOOD_TSV}, "not valid Python"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_layouts_are_refused_with_a_message(client, auth, settings, case):  # noqa: ANN001
+    files, message = BAD[case]
+    h = auth("alice")
+    r = _post(client, h, zip_bytes(files))
+    assert r.status_code == 400, r.text
+    assert message in r.json()["detail"]
+    assert _stored(settings) == []
+    assert client.get("/api/submissions", headers=h).json() == []
+
+
+def test_symlink_is_refused(client, auth, settings):  # noqa: ANN001
+    data = zip_bytes(
+        {"model.py": TINY_MODEL_PY, "sst-2/a.tsv": GOOD_TSV}, symlinks={"sst-2/b.tsv": "/etc/passwd"}
+    )
+    r = _post(client, auth("alice"), data)
+    assert r.status_code == 400 and "symbolic link" in r.json()["detail"]
+    assert _stored(settings) == []
+
+
+def test_not_a_zip(client, auth, settings):  # noqa: ANN001
+    r = _post(client, auth("alice"), b"this is not a zip")
+    assert r.status_code == 400 and "not a zip" in r.json()["detail"]
+
+
+def test_zip_bomb_ratio(client, auth, settings):  # noqa: ANN001
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("model.py", TINY_MODEL_PY)
+        zf.writestr("sst-2/a.tsv", b"\0" * (20 * 1024 * 1024))
+    r = _post(client, auth("alice"), buf.getvalue())
+    assert r.status_code == 400 and "zip bomb" in r.json()["detail"]
+    assert _stored(settings) == []
+
+
+def test_zip_bomb_lying_header_is_stopped_while_extracting(settings):  # noqa: ANN001
+    """A member whose header under-declares its size is cut off during extraction."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("model.py", TINY_MODEL_PY)
+        zf.writestr("sst-2/a.tsv", GOOD_TSV * 200)
+    raw = bytearray(buf.getvalue())
+    # shrink the declared size of sst-2/a.tsv in the central directory (extraction must not trust it)
+    real = len(GOOD_TSV * 200)
+    cd = raw.rfind(b"PK\x01\x02")
+    assert int.from_bytes(raw[cd + 24 : cd + 28], "little") == real
+    raw[cd + 24 : cd + 28] = (10).to_bytes(4, "little")
+    with pytest.raises(storage.UploadError):
+        storage.extract_zip(bytes(raw), settings)
+    assert _stored(settings) == []
+
+
+def test_too_large_upload(tmp_path):  # noqa: ANN001
+    from conftest import make_settings
+    from fastapi.testclient import TestClient
+
+    from elue.server import create_app
+
+    s = make_settings(tmp_path, max_upload_bytes=50_000)
+    c = TestClient(create_app(s))
+    from conftest import token_for
+
+    h = {"authorization": f"Bearer {token_for(c, 'alice')}"}
+    big = zip_bytes({"model.py": TINY_MODEL_PY, "sst-2/a.tsv": os.urandom(100_000)})
+    r = _post(c, h, big)
+    assert r.status_code == 413 and "too large" in r.json()["detail"]
+    huge = b"x" * 2_000_000  # over the request-body guard too
+    r = _post(c, h, huge)
+    assert r.status_code == 413
+    assert _stored(s) == []
+
+
+def test_too_many_files(tmp_path):  # noqa: ANN001
+    from conftest import make_settings
+
+    s = make_settings(tmp_path, max_files=5)
+    s.ensure_dirs()
+    files = {"model.py": TINY_MODEL_PY, **{f"sst-2/{i}.tsv": GOOD_TSV for i in range(10)}}
+    with pytest.raises(storage.UploadError, match="too many files"):
+        storage.extract_zip(zip_bytes(files), s)
+
+
+def test_folder_wrapped_zip_is_accepted(client, auth, settings):  # noqa: ANN001
+    r = _post(
+        client, auth("alice"), zip_bytes({"mysub/model.py": TINY_MODEL_PY, "mysub/sst-2/a.tsv": GOOD_TSV})
+    )
+    assert r.status_code == 202, r.text
+    stored = _stored(settings)
+    assert len(stored) == 1
+    assert (settings.upload_dir / stored[0] / "sst-2" / "a.tsv").is_file()
+
+
+def test_hostile_model_fails_with_the_sandbox_message(client, auth, settings, drain):  # noqa: ANN001
+    h = auth("mallory")
+    r = _post(client, h, zip_bytes({"model.py": "# HOSTILE\n" + HOSTILE_MODEL_PY, "sst-2/a.tsv": GOOD_TSV}))
+    assert r.status_code == 202
+    drain()
+    sub = client.get(f"/api/submissions/{r.json()['id']}", headers=h).json()
+    assert sub["status"] == "failed"
+    assert "sandbox" in sub["error"] and "sandbox" in sub["log"]
