@@ -31,7 +31,9 @@ def parse_trace(text: str) -> list[Call]:
             raise TraceError(f"call {pos} is empty (stray ';'?)")
         m = _CALL.match(part)
         if m is None:
-            raise TraceError(f"call {pos} {part!r} is not of the form '(<shape>),<name>', e.g. '(10,768),layer_1'")
+            raise TraceError(
+                f"call {pos} {part!r} is not of the form '(<shape>),<name>', e.g. '(10,768),layer_1'"
+            )
         dims = [d.strip() for d in m.group("shape").split(",")] if m.group("shape").strip() else []
         if not dims:
             raise TraceError(f"call {pos} {part!r} has an empty shape")
@@ -57,7 +59,7 @@ def format_trace(calls: list[Call] | tuple[Call, ...]) -> str:
 
 
 def parse_shape(text: str) -> Shape:
-    """"24,768" or "(24,768)" -> (24, 768), for command lines."""
+    """ "24,768" or "(24,768)" -> (24, 768), for command lines."""
     body = text.strip().strip("()")
     try:
         shape = tuple(int(d) for d in body.split(",") if d.strip())

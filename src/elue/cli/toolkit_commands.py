@@ -1,9 +1,184 @@
-"""Commands of this part of elue (registered by elue.cli)."""
+"""Toolkit commands: `elue evaluate`, `elue validate`, `elue flops`, `elue tasks`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+TRUST_HELP = (
+    "Run model.py WITHOUT the bubblewrap sandbox. Only for files you wrote or trust: "
+    "model.py is arbitrary Python code."
+)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code=1)
+
+
+class _RichProgress:
+    """Adapts the library's progress(stage, done, total) callback to a rich progress bar."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.bars: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        key = stage.split(" (")[0]
+        if key not in self.bars:
+            self.bars[key] = self.progress.add_task(stage, total=total)
+        self.progress.update(self.bars[key], completed=done, total=total, description=stage)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _print_result(result, *, with_performance: bool) -> None:
+    for name, task_result in result.tasks.items():
+        title = f"{name}  ·  params {task_result.params_m:.2f}M"
+        if with_performance:
+            title += f"  ·  ELUE score {_fmt(task_result.elue_score)}"
+        table = Table(title=title, title_justify="left")
+        table.add_column("file")
+        table.add_column("examples", justify="right")
+        if with_performance:
+            table.add_column("performance", justify="right")
+            table.add_column("parts", justify="left")
+        table.add_column("MFLOPs", justify="right")
+        for point in task_result.points:
+            row = [point.file, str(point.examples)]
+            if with_performance:
+                parts = ", ".join(f"{k} {v:.2f}" for k, v in point.metrics.items() if k != "performance")
+                row += [_fmt(point.performance), parts]
+            row.append(f"{point.mflops:,.1f}")
+            table.add_row(*row)
+        console.print(table)
+    if with_performance:
+        overall = result.elue_score
+        if overall is None:
+            missing = sorted(set(_task_names()) - set(result.tasks))
+            console.print(f"Overall ELUE score: — (incomplete: missing {', '.join(missing)})")
+        else:
+            console.print(f"Overall ELUE score: [bold]{overall:.2f}[/]")
+
+
+def _task_names():
+    from elue.tasks import TASK_NAMES
+
+    return TASK_NAMES
+
+
+def evaluate(
+    submission_dir: Path = typer.Argument(
+        ..., help="Submission folder: model.py and <task>/*.tsv or <task>.tsv."
+    ),
+    answers: Path = typer.Option(
+        ..., "--answers", help="Answer keys laid out as DATA_DIR/<task>/test_labels.tsv."
+    ),
+    baseline: Path | None = typer.Option(
+        None, "--baseline", help="Baseline points per dataset (JSON); default: ElasticBERT-BASE."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON to this file."),
+    trust_model_code: bool = typer.Option(False, "--trust-model-code", help=TRUST_HELP),
+) -> None:
+    """Score a submission: performance, MFLOPs, params and ELUE score per dataset and point."""
+    from elue import scoring
+    from elue.submission import SubmissionError, evaluate_submission
+
+    try:
+        base = scoring.load_baseline(baseline) if baseline else None
+        with _progress() as bar:
+            result = evaluate_submission(
+                submission_dir,
+                answers,
+                baseline=base,
+                trust_model_code=trust_model_code,
+                progress=_RichProgress(bar),
+            )
+    except (SubmissionError, ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    _print_result(result, with_performance=True)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        console.print(f"wrote {json_out}")
+
+
+def validate(
+    submission_dir: Path = typer.Argument(..., help="Submission folder to check before submitting."),
+    data: Path = typer.Option(
+        ..., "--data", help="Task data laid out as DATA_DIR/<task>/test.tsv (no labels needed)."
+    ),
+    trust_model_code: bool = typer.Option(False, "--trust-model-code", help=TRUST_HELP),
+) -> None:
+    """Pre-flight check of a submission against the test sets, without labels."""
+    from elue.submission import SubmissionError, validate_submission
+
+    try:
+        with _progress() as bar:
+            result = validate_submission(
+                submission_dir, data, trust_model_code=trust_model_code, progress=_RichProgress(bar)
+            )
+    except (SubmissionError, ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    _print_result(result, with_performance=False)
+    console.print("[green]OK[/]: every test file is complete and every module call is priced.")
+
+
+def flops(
+    model_py: Path = typer.Argument(..., help="A model.py defining module_list and entire_model."),
+    module: str = typer.Option(..., "--module", help="Key of module_list to price."),
+    shape: str = typer.Option(..., "--shape", help="Input shape without the batch dimension, e.g. 24,768."),
+    trust_model_code: bool = typer.Option(False, "--trust-model-code", help=TRUST_HELP),
+) -> None:
+    """FLOPs of one module call (batch 1) under the ELUE convention, and the model's parameters."""
+    from elue.costs.sandbox import SandboxError, price_model
+    from elue.trace import TraceError, parse_shape
+
+    try:
+        dims = parse_shape(shape)
+        costs = price_model(model_py, [(module, dims)], trust_model_code=trust_model_code)
+    except (TraceError, SandboxError) as err:
+        _fail(str(err))
+    value = costs.flops[(module, dims)]
+    console.print(f"{module} at {dims}: {value:,} FLOPs = {value / 1e6:,.3f} MFLOPs ({value // 2:,} MACs)")
+    console.print(f"entire_model: {costs.params:,} parameters ({costs.params / 1e6:.2f}M)")
+
+
+def tasks() -> None:
+    """List the ELUE tasks: labels, text columns, metric and split sizes."""
+    from elue.tasks import TASKS
+
+    table = Table(title="ELUE tasks")
+    for col in ("task", "v", "kind", "labels", "text columns", "metric", "train/dev/test"):
+        table.add_column(col)
+    for t in TASKS.values():
+        labels = ", ".join(f"{i} {n}" for i, n in enumerate(t.labels)) if t.labels else "float 0–5"
+        sizes = "/".join(f"{t.split_sizes[s]:,}" for s in ("train", "dev", "test"))
+        table.add_row(t.name, str(t.version), t.kind, labels, ", ".join(t.text_columns), t.metric, sizes)
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
+    for command in (evaluate, validate, flops, tasks):
+        app.command()(command)

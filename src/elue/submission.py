@@ -1,0 +1,287 @@
+"""A submission folder -> a result. The one place that glues the toolkit together.
+
+Layout (one folder per submission):
+    model.py                 default model.py for every task
+    <task>/model.py          optional, overrides the default for that task
+    <task>/*.tsv             one test file per operating point
+    <task>.tsv               or a single point for that task
+
+Data path: discover files -> parse & validate test files -> price each model.py's distinct
+(module, shape) calls once in the sandbox -> per-example FLOPs by trace lookup -> metrics -> scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from elue import data, scoring
+from elue.costs.sandbox import CostTable, SandboxError, SandboxLimits, price_model
+from elue.metrics import compute_metrics
+from elue.tasks import TASK_NAMES, Task, get_task
+from elue.testfile import TestFile, TestFileError, read_test_file
+from elue.trace import Call
+
+# progress(stage description, done, total)
+Progress = Callable[[str, int, int], None]
+
+
+class SubmissionError(Exception):
+    """A submission that cannot be scored. The message is meant for the submitter."""
+
+
+@dataclass
+class TaskFiles:
+    task: Task
+    model_py: Path
+    test_files: list[Path]
+
+
+@dataclass
+class PointResult:
+    file: str
+    mflops: float
+    examples: int
+    performance: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TaskResult:
+    task: str
+    model_py: str
+    params_m: float
+    points: list[PointResult]
+    elue_score: float | None = None
+
+    def to_dict(self) -> dict:
+        out = {"params_m": self.params_m, "elue_score": self.elue_score, "model_py": self.model_py}
+        out["points"] = [asdict(p) for p in self.points]
+        return out
+
+
+@dataclass
+class SubmissionResult:
+    tasks: dict[str, TaskResult]
+    elue_score: float | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "tasks": {name: t.to_dict() for name, t in self.tasks.items()},
+            "elue_score": self.elue_score,
+        }
+
+
+def discover(submission_dir: Path) -> dict[str, TaskFiles]:
+    """Find the test files and the model.py of every task in a submission folder."""
+    root = Path(submission_dir)
+    if not root.is_dir():
+        raise SubmissionError(f"{root}: not a directory")
+    default_model = root / "model.py"
+    found: dict[str, list[Path]] = {}
+    models: dict[str, Path] = {}
+    problems: list[str] = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or entry.name in {"model.py", "__pycache__", "README.md"}:
+            continue
+        if entry.is_file() and entry.suffix == ".tsv":
+            task = _task_or_problem(entry.stem, entry, problems)
+            if task:
+                found.setdefault(task.name, []).append(entry)
+        elif entry.is_dir():
+            task = _task_or_problem(entry.name, entry, problems)
+            if task is None:
+                continue
+            files = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix == ".tsv")
+            if not files:
+                problems.append(f"{entry}: no test files (*.tsv) in this task folder")
+            found.setdefault(task.name, []).extend(files)
+            if (entry / "model.py").is_file():
+                models[task.name] = entry / "model.py"
+    out: dict[str, TaskFiles] = {}
+    for name, files in found.items():
+        model_py = models.get(name, default_model)
+        if not model_py.is_file():
+            problems.append(f"{name}: no model.py (expected {default_model} or {root / name / 'model.py'})")
+            continue
+        out[name] = TaskFiles(get_task(name), model_py, files)
+    if problems:
+        raise SubmissionError("\n".join(problems))
+    if not out:
+        raise SubmissionError(
+            f"{root}: no test files found; expected <task>/*.tsv or <task>.tsv for tasks {', '.join(TASK_NAMES)}"
+        )
+    return {name: out[name] for name in TASK_NAMES if name in out}
+
+
+def _task_or_problem(name: str, path: Path, problems: list[str]) -> Task | None:
+    try:
+        return get_task(name)
+    except KeyError as err:
+        problems.append(f"{path}: {err.args[0]}")
+        return None
+
+
+@dataclass
+class _PricedTask:
+    files: TaskFiles
+    test_files: list[TestFile]
+    costs: CostTable
+    trace_flops: list[np.ndarray]  # per test file, FLOPs of each distinct trace
+
+
+def _parse_and_price(
+    tasks: dict[str, TaskFiles],
+    indices_of: Callable[[Task], np.ndarray],
+    *,
+    trust_model_code: bool,
+    limits: SandboxLimits | None,
+    progress: Progress | None,
+) -> dict[str, _PricedTask]:
+    parsed: dict[str, list[TestFile]] = {}
+    n_files = sum(len(t.test_files) for t in tasks.values())
+    done = 0
+    problems: list[str] = []
+    for name, tf in tasks.items():
+        indices = indices_of(tf.task)
+        parsed[name] = []
+        for path in tf.test_files:
+            try:
+                parsed[name].append(read_test_file(path, tf.task, test_indices=indices))
+            except TestFileError as err:
+                problems.append(str(err))
+            done += 1
+            if progress:
+                progress("reading test files", done, n_files)
+    if problems:
+        raise SubmissionError("\n".join(problems))
+
+    # Each model.py is priced once for the union of its calls over all tasks that use it.
+    calls_by_model: dict[Path, set[Call]] = {}
+    for name, tf in tasks.items():
+        calls = calls_by_model.setdefault(tf.model_py, set())
+        for test_file in parsed[name]:
+            for trace in test_file.traces:
+                calls.update(trace)
+    costs_by_model: dict[Path, CostTable] = {}
+    for i, (model_py, calls) in enumerate(calls_by_model.items()):
+        if progress:
+            progress(
+                f"pricing {model_py.parent.name}/{model_py.name} ({len(calls)} distinct calls)",
+                i,
+                len(calls_by_model),
+            )
+        costs_by_model[model_py] = _price(model_py, calls, trust_model_code, limits)
+    if progress:
+        progress("pricing model.py", len(calls_by_model), len(calls_by_model))
+
+    out = {}
+    for name, tf in tasks.items():
+        costs = costs_by_model[tf.model_py]
+        # FLOPs of each distinct trace once; rows only refer to traces by id
+        flops = [
+            np.array([sum(costs.flops[call] for call in trace) for trace in f.traces], dtype=np.float64)
+            for f in parsed[name]
+        ]
+        out[name] = _PricedTask(tf, parsed[name], costs, flops)
+    return out
+
+
+def _price(model_py, calls, trust_model_code, limits) -> CostTable:
+    try:
+        return price_model(model_py, sorted(calls), trust_model_code=trust_model_code, limits=limits)
+    except SandboxError as err:
+        raise SubmissionError(f"{model_py}: {err}") from None
+
+
+def validate_submission(
+    submission_dir: Path,
+    data_dir: Path,
+    *,
+    trust_model_code: bool = False,
+    limits: SandboxLimits | None = None,
+    progress: Progress | None = None,
+) -> SubmissionResult:
+    """The submitter's pre-flight check against DATA_DIR/<task>/test.tsv, without labels.
+
+    Everything `evaluate_submission` checks except performance: files, indices, traces, model.py."""
+    tasks = discover(submission_dir)
+    for name in tasks:
+        if not (Path(data_dir) / name).is_dir():
+            raise SubmissionError(f"{data_dir}: no folder {name}/ with its test.tsv")
+    priced = _parse_and_price(
+        tasks,
+        lambda task: data.read_test_indices(data_dir, task),
+        trust_model_code=trust_model_code,
+        limits=limits,
+        progress=progress,
+    )
+    return SubmissionResult({name: _task_result(p, None, None) for name, p in priced.items()})
+
+
+def evaluate_submission(
+    submission_dir: Path,
+    answers_dir: Path,
+    *,
+    baseline: scoring.Baseline | None = None,
+    trust_model_code: bool = False,
+    limits: SandboxLimits | None = None,
+    progress: Progress | None = None,
+) -> SubmissionResult:
+    """Score a submission against the answer keys `answers_dir/<task>/test_labels.tsv`."""
+    tasks = discover(submission_dir)
+    baseline = scoring.load_baseline() if baseline is None else baseline
+    keys: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in tasks:
+        try:
+            keys[name] = data.read_answer_key(answers_dir, name)
+        except FileNotFoundError:
+            raise SubmissionError(
+                f"no answer key for {name}: {Path(answers_dir) / name / 'test_labels.tsv'}"
+            ) from None
+    priced = _parse_and_price(
+        tasks,
+        lambda task: keys[task.name][0],
+        trust_model_code=trust_model_code,
+        limits=limits,
+        progress=progress,
+    )
+    results = {name: _task_result(p, keys[name], baseline.get(name)) for name, p in priced.items()}
+    overall = scoring.overall_score({name: r.elue_score for name, r in results.items()})
+    return SubmissionResult(results, overall)
+
+
+def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:
+    points = []
+    for test_file, trace_flops in zip(priced.test_files, priced.trace_flops, strict=True):
+        mflops = scoring.mean_mflops(test_file.trace_ids, trace_flops)
+        point = PointResult(file=test_file.path.name, mflops=mflops, examples=len(test_file))
+        if key is not None:
+            point.metrics = _metrics(priced.files.task, key, test_file)
+            point.performance = point.metrics["performance"]
+        points.append(point)
+    score = None
+    if key is not None and baseline_points:
+        score = scoring.elue_score([(p.mflops, p.performance) for p in points], baseline_points)
+    return TaskResult(
+        task=priced.files.task.name,
+        model_py=str(priced.files.model_py),
+        params_m=priced.costs.params / 1e6,
+        points=points,
+        elue_score=score,
+    )
+
+
+def _metrics(task: Task, key: tuple[np.ndarray, np.ndarray], test_file: TestFile) -> dict[str, float]:
+    key_index, key_labels = key
+    # predictions in the answer key's order (the reader guaranteed the same index set)
+    return compute_metrics(task, key_labels, test_file.pred_for(key_index))
+
+
+def iter_points(result: SubmissionResult) -> Iterable[tuple[str, TaskResult, PointResult]]:
+    for name, task_result in result.tasks.items():
+        for point in task_result.points:
+            yield name, task_result, point

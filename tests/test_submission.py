@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from toolkit_fixtures import (
+    SST2_KEY,
+    SST2_ROWS,
+    TINY_MODEL_PY,
+    TINY_PARAMS,
+    tiny_flops,
+    write_answers,
+    write_submission,
+)
+
+from elue.submission import SubmissionError, discover, evaluate_submission, validate_submission
+
+
+def test_discover_layouts(tmp_path):
+    (tmp_path / "model.py").write_text(TINY_MODEL_PY)
+    (tmp_path / "sst-2.tsv").write_text("x")
+    (tmp_path / "snli").mkdir()
+    (tmp_path / "snli" / "a.tsv").write_text("x")
+    (tmp_path / "snli" / "b.tsv").write_text("x")
+    (tmp_path / "snli" / "model.py").write_text(TINY_MODEL_PY)
+    found = discover(tmp_path)
+    assert list(found) == ["sst-2", "snli"]
+    assert found["sst-2"].model_py == tmp_path / "model.py"
+    assert found["snli"].model_py == tmp_path / "snli" / "model.py"
+    assert [p.name for p in found["snli"].test_files] == ["a.tsv", "b.tsv"]
+
+
+def test_discover_errors(tmp_path):
+    (tmp_path / "sst2x.tsv").write_text("x")
+    with pytest.raises(SubmissionError, match="unknown ELUE task 'sst2x'.*available: sst-2"):
+        discover(tmp_path)
+    (tmp_path / "sst2x.tsv").unlink()
+    (tmp_path / "imdb.tsv").write_text("x")
+    with pytest.raises(SubmissionError, match="no model.py"):
+        discover(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SubmissionError, match="no test files"):
+        discover(empty)
+
+
+def test_evaluate_by_hand(tmp_path):
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    result = evaluate_submission(sub, answers, trust_model_code=True)
+    task = result.tasks["sst-2"]
+    assert task.params_m == pytest.approx(TINY_PARAMS / 1e6)
+    (point,) = task.points
+    key = dict(SST2_KEY)
+    correct = sum(key[i] == p for i, p, _, _ in SST2_ROWS)
+    assert point.performance == pytest.approx(100 * correct / len(SST2_ROWS))
+    expected = np.mean([tiny_flops(n, e) for _, _, n, e in SST2_ROWS]) / 1e6
+    assert point.mflops == pytest.approx(expected, rel=1e-12)
+    assert point.examples == 5
+    assert task.elue_score is not None  # the default baseline has SST-2
+    assert result.elue_score is None  # five tasks missing
+    as_json = result.to_dict()
+    assert set(as_json) == {"tasks", "elue_score"}
+    assert set(as_json["tasks"]["sst-2"]["points"][0]) >= {
+        "file",
+        "performance",
+        "metrics",
+        "mflops",
+        "examples",
+    }
+
+
+def test_evaluate_reports_bad_rows_by_file_and_line(tmp_path):
+    answers = write_answers(tmp_path / "answers")
+    rows = [*SST2_ROWS[:-1], (4, 7, 3, 1)]  # label 7 is outside {0, 1}
+    sub = write_submission(tmp_path / "sub", rows=rows)
+    with pytest.raises(SubmissionError, match=r"(?s)sst-2.tsv.*line 6: pred 7"):
+        evaluate_submission(sub, answers, trust_model_code=True)
+
+
+def test_missing_module_name_is_one_clear_error(tmp_path):
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    (sub / "model.py").write_text(TINY_MODEL_PY.replace("for i in (1, 2)", "for i in (1,)"))
+    with pytest.raises(SubmissionError, match="layer_2"):
+        evaluate_submission(sub, answers, trust_model_code=True)
+
+
+def test_validate_without_labels(tmp_path):
+    answers = write_answers(tmp_path / "data")
+    (answers / "sst-2" / "test_labels.tsv").unlink()  # validate must not need it
+    sub = write_submission(tmp_path / "sub")
+    result = validate_submission(sub, answers, trust_model_code=True)
+    (point,) = result.tasks["sst-2"].points
+    assert point.performance is None and point.examples == 5
