@@ -90,6 +90,9 @@ def _check(mod) -> tuple[dict, Any, Any]:
     if not isinstance(ml, dict):
         raise _Fail(f"model.py's module_list must be a dict of name -> nn.Module, not {type(ml).__name__}")
 
+    if not ml:
+        raise _Fail("model.py's module_list is empty")
+
     from torch import nn
 
     bad = [
@@ -102,8 +105,6 @@ def _check(mod) -> tuple[dict, Any, Any]:
             "model.py's module_list must map string names to nn.Module instances; bad entries: "
             + ", ".join(bad[:10])
         )
-    if not ml:
-        raise _Fail("model.py's module_list is empty")
     em = mod.entire_model
     if not isinstance(em, nn.Module):
         raise _Fail(f"model.py's entire_model must be an nn.Module, not {type(em).__name__}")

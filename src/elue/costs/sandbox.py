@@ -112,8 +112,14 @@ def _python_roots() -> list[str]:
     return out
 
 
-def _bwrap_args(bwrap: str, model_copy: Path, limits: SandboxLimits) -> list[str]:
-    args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+_USERNS = ["--unshare-user", "--uid", "65534", "--gid", "65534"]
+
+
+def _bwrap_args(bwrap: str, model_copy: Path, limits: SandboxLimits, userns: bool | None = None) -> list[str]:
+    if userns is None:
+        userns = _PROBE_USERNS.get(bwrap, False)
+    args = [bwrap, "--unshare-all", *(_USERNS if userns else []), "--die-with-parent", "--new-session"]
+    args += ["--cap-drop", "ALL"]
     args += ["--ro-bind", "/usr", "/usr"]
     for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(d):
@@ -166,6 +172,7 @@ def _env(limits: SandboxLimits, pythonpath: str, home: str) -> dict[str, str]:
 
 
 _PROBE: dict[str, str | None] = {}
+_PROBE_USERNS: dict[str, bool] = {}
 
 
 def bwrap_available() -> tuple[bool, str]:
@@ -176,25 +183,29 @@ def bwrap_available() -> tuple[bool, str]:
     if bwrap in _PROBE:
         why = _PROBE[bwrap]
         return why is None, why or ""
+    why: str | None = "installed but unusable here"
     with tempfile.TemporaryDirectory(prefix="elue-probe-") as tmp:
         probe = Path(tmp) / "model.py"
         probe.write_text("")
-        cmd = _bwrap_args(bwrap, probe, SandboxLimits()) + [
-            sys.executable,
-            "-S",
-            "-c",
-            "import os; print(open('/sandbox/model.py').read() == '' and os.getcwd())",
-        ]
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=30, env=_env(SandboxLimits(), "", "/sandbox")
-            )
-            ok = proc.returncode == 0 and proc.stdout.strip() == "/sandbox"
-            why = (
-                None if ok else f"installed but unusable here ({_last_line(proc.stderr) or proc.returncode})"
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            why = f"installed but unusable here ({exc})"
+        os.chmod(probe, 0o444)
+        for userns in (True, False):  # prefer an unprivileged uid in a user namespace
+            cmd = _bwrap_args(bwrap, probe, SandboxLimits(), userns=userns) + [
+                sys.executable,
+                "-S",
+                "-c",
+                "import os; print(open('/sandbox/model.py').read() == '' and os.getcwd())",
+            ]
+            env = _env(SandboxLimits(), "", "/sandbox")
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+            except (OSError, subprocess.SubprocessError) as exc:
+                why = f"installed but unusable here ({exc})"
+                continue
+            if proc.returncode == 0 and proc.stdout.strip() == "/sandbox":
+                why = None
+                _PROBE_USERNS[bwrap] = userns
+                break
+            why = f"installed but unusable here ({_last_line(proc.stderr) or proc.returncode})"
     _PROBE[bwrap] = why
     return why is None, why or ""
 

@@ -1,0 +1,294 @@
+"""The model.py sandbox: a good model is priced; broken and hostile ones give one clear SandboxError.
+
+Sandbox launches are kept few: most broken/hostile models fail before importing torch (fast).
+"""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import elue
+from elue.costs import _worker, sandbox
+from elue.costs.params import count_params
+from elue.costs.sandbox import (
+    CostTable,
+    SandboxError,
+    SandboxLimits,
+    SandboxUnavailable,
+    price_model,
+)
+
+BWRAP_OK, BWRAP_WHY = sandbox.bwrap_available()
+needs_bwrap = pytest.mark.skipif(not BWRAP_OK, reason=f"bwrap not usable: {BWRAP_WHY}")
+
+H, HEADS, FFN, VOCAB, EXPERTS = 32, 4, 64, 50, 4
+
+GOOD = textwrap.dedent(
+    f"""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    print('{{"ok": true, "module_names": [], "params": 1, "flops": []}}')  # must not fool the parent
+    H, HEADS, FFN, VOCAB, EXPERTS = {H}, {HEADS}, {FFN}, {VOCAB}, {EXPERTS}
+
+    class Emb(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.word = nn.Embedding(VOCAB, H)
+            self.pos = nn.Embedding(512, H)
+            self.norm = nn.LayerNorm(H)
+
+        def forward(self, ids):
+            pos = torch.arange(ids.shape[1], device=ids.device)
+            return self.norm(self.word(ids) + self.pos(pos))
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(H, 3 * H)
+            self.out = nn.Linear(H, H)
+            self.norm = nn.LayerNorm(H)
+
+        def forward(self, x):
+            b, n, _ = x.shape
+            q, k, v = self.qkv(x).view(b, n, 3, HEADS, H // HEADS).permute(2, 0, 3, 1, 4)
+            ctx = F.scaled_dot_product_attention(q, k, v)
+            return self.norm(x + self.out(ctx.transpose(1, 2).reshape(b, n, H)))
+
+    def ffn():
+        return nn.Sequential(nn.Linear(H, FFN), nn.GELU(), nn.Linear(FFN, H))
+
+    class Layer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = Attn()
+            self.ffn = ffn()
+            self.norm = nn.LayerNorm(H)
+
+        def forward(self, x):
+            x = self.attn(x)
+            return self.norm(x + self.ffn(x))
+
+    class Exit(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pooler = nn.Linear(H, H)
+            self.classifier = nn.Linear(H, 2)
+
+        def forward(self, cls):
+            return self.classifier(torch.tanh(self.pooler(cls)))
+
+    emb = Emb()
+    layers = [Layer() for _ in range(2)]
+    exits = [Exit() for _ in range(2)]
+    router = nn.Linear(H, EXPERTS, bias=False)
+    experts = [ffn() for _ in range(EXPERTS)]
+    attn_moe = Attn()
+
+    module_list = {{"emb": emb, "exit_1": exits[0], "exit_2": exits[1], "router_1": router,
+                    "attn_moe": attn_moe}}
+    module_list.update({{f"layer_{{i + 1}}": m for i, m in enumerate(layers)}})
+    module_list.update({{f"expert_{{i}}": m for i, m in enumerate(experts)}})
+    entire_model = nn.ModuleList([emb, *layers, *exits, router, attn_moe, *experts])
+    """
+)
+
+
+def layer_macs(n):
+    d = H // HEADS
+    return 4 * H * H * n + HEADS * (2 * n * n * d + 2 * n * n) + 2 * 2 * H * n + 2 * H * FFN * n
+
+
+def write(tmp_path: Path, source: str, name: str = "model.py") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+@needs_bwrap
+def test_good_model_in_sandbox(tmp_path):
+    model = write(tmp_path, GOOD)
+    # token-level early exit and a mixture of experts, as test files would list them
+    calls = [
+        ("emb", (10,)),
+        ("layer_1", (10, H)),
+        ("exit_1", (H,)),
+        ("layer_2", (6, H)),
+        ("exit_2", (H,)),
+        ("attn_moe", (10, H)),
+        ("router_1", (10, H)),
+        ("expert_2", (3, H)),
+        ("expert_0", (7, H)),
+        ("layer_1", (10, H)),  # repeated: priced once
+    ]
+    seen = []
+    table = price_model(model, calls, progress=lambda done, total: seen.append((done, total)))
+    assert isinstance(table, CostTable)
+    assert table.module_names[:3] == ["emb", "exit_1", "exit_2"]
+    assert "expert_3" in table.module_names
+    ns: dict = {}
+    exec(compile(GOOD, "model.py", "exec"), ns)
+    assert table.params == count_params(ns["entire_model"])
+    f = table.flops
+    assert len(f) == 9
+    assert f[("emb", (10,))] == 2 * (2 * H * 10)
+    assert f[("layer_1", (10, H))] == 2 * layer_macs(10)
+    assert f[("layer_2", (6, H))] == 2 * layer_macs(6)
+    assert f[("exit_1", (H,))] == 2 * (H * H + H * 2)
+    assert f[("router_1", (10, H))] == 2 * (10 * H * EXPERTS)
+    assert f[("expert_2", (3, H))] == 2 * (2 * H * FFN * 3)
+    assert f[("expert_0", (7, H))] == 2 * (2 * H * FFN * 7)
+    # an example's cost is the sum over its calls
+    token_exit = f[("layer_1", (10, H))] + f[("layer_2", (6, H))]
+    assert token_exit == 2 * (layer_macs(10) + layer_macs(6))
+    assert seen and seen[-1] == (9, 9)
+
+
+def test_missing_bwrap_needs_trust(tmp_path, monkeypatch):
+    model = write(tmp_path, GOOD)
+    monkeypatch.setattr(sandbox, "_bwrap_path", lambda: None)
+    with pytest.raises(SandboxUnavailable, match="bubblewrap.*trust-model-code"):
+        price_model(model, [("exit_1", (H,))])
+    table = price_model(model, trust_model_code=True)  # no calls: names and params only
+    assert "layer_2" in table.module_names and table.params > 0 and table.flops == {}
+
+
+# ---------------------------------------------------------------------------------------------------
+# broken model.py: one clear message each (these fail before torch is imported: cheap launches)
+
+BROKEN = {
+    "syntax": ("import torch\nmodule_list = {\n  'a': 1,,\n}\n", r"syntax error at line 3"),
+    "import": (
+        "def helper():\n    raise ValueError('no config here')\nhelper()\n",
+        r"(?s)raised ValueError: no config here while being imported\n.*model.py, line 2, in helper",
+    ),
+    "names": ("x = 1\n", r"must define .*missing: module_list, entire_model"),
+    "not_dict": ("module_list = [1, 2]\nentire_model = None\n", r"module_list must be a dict.*not list"),
+    "memory": ("blob = bytearray(1 << 40)\n", r"ran out of memory"),
+    "exit": ("raise SystemExit(3)\n", r"raised SystemExit"),
+    "empty": ("module_list = {}\nentire_model = None\n", r"module_list is empty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_model_one_clear_error(tmp_path, case):
+    source, pattern = BROKEN[case]
+    model = write(tmp_path, source)
+    with pytest.raises(SandboxError, match=pattern) as info:
+        price_model(model, trust_model_code=not BWRAP_OK)
+    assert "Traceback (most recent call last)" not in str(info.value)
+
+
+@needs_bwrap
+def test_missing_module_names_listed(tmp_path):
+    model = write(tmp_path, GOOD)
+    with pytest.raises(
+        SandboxError, match=r"missing from model.py's module_list: layer_3, pooler; available: "
+    ):
+        price_model(model, [("layer_1", (4, H)), ("layer_3", (4, H)), ("pooler", (H,))])
+
+
+def test_module_failing_at_shape_message(tmp_path):
+    """Same worker code, run in-process (cheap): a module that cannot take the shape."""
+    model = write(tmp_path, GOOD)
+    with pytest.raises(_worker._Fail, match=r"module 'layer_1' fails at input shape \(4,7\)"):
+        _worker.run({"model_py": str(model), "calls": [["layer_1", [4, 7]]]}, lambda obj: None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# hostile model.py
+
+
+@needs_bwrap
+def test_hostile_socket_blocked(tmp_path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.setblocking(False)
+    port = server.getsockname()[1]
+    model = write(
+        tmp_path,
+        f"""
+        import socket
+        socket.create_connection(("127.0.0.1", {port}), timeout=3).sendall(b"stolen")
+        """,
+    )
+    try:
+        with pytest.raises(SandboxError, match=r"raised (ConnectionRefusedError|OSError)"):
+            price_model(model)
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody reached the host's loopback
+    finally:
+        server.close()
+
+
+@needs_bwrap
+def test_hostile_write_outside_scratch(tmp_path):
+    target = tmp_path / "pwned" / "x.txt"
+    in_src = Path(elue.__file__).resolve().parent / "pwned_by_model.txt"
+    model = write(
+        tmp_path,
+        f"""
+        import os
+        results = []
+        for path in [{str(target)!r}, {str(in_src)!r}, "/sandbox/model.py"]:
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "a") as fh:
+                    fh.write("pwned")
+                results.append("wrote")
+            except OSError as exc:
+                results.append(type(exc).__name__)
+        raise RuntimeError("attempts " + " ".join(results))
+        """,
+    )
+    try:
+        with pytest.raises(
+            SandboxError, match=r"RuntimeError: attempts wrote OSError (OSError|PermissionError)"
+        ):
+            price_model(model)
+        assert not target.exists() and not target.parent.exists()
+        assert not in_src.exists()
+        assert "pwned" not in model.read_text().split("raise")[-1]
+    finally:
+        in_src.unlink(missing_ok=True)
+
+
+@needs_bwrap
+def test_hostile_read_answer_key(tmp_path):
+    secret = tmp_path / "secret" / "test_labels.tsv"
+    secret.parent.mkdir()
+    secret.write_text("index\tlabel\n0\t1\n")
+    model = write(
+        tmp_path,
+        f"""
+        import os
+        visible = [p for p in ["/work/shared", "/work/main/tests", "/work/main/docs", {str(tmp_path)!r}]
+                   if os.path.exists(p)]
+        assert not visible, f"visible: {{visible}}"
+        print(open({str(secret)!r}).read())
+        """,
+    )
+    with pytest.raises(SandboxError, match=r"raised FileNotFoundError") as info:
+        price_model(model)
+    assert "label" not in str(info.value).split("FileNotFoundError")[-1].split("\n")[0].replace(
+        "test_labels", ""
+    )
+
+
+@needs_bwrap
+def test_hostile_infinite_loop_cpu_limit(tmp_path):
+    model = write(tmp_path, "while True:\n    pass\n")
+    with pytest.raises(SandboxError, match=r"CPU time limit \(2 s\)"):
+        price_model(model, limits=SandboxLimits(cpu_s=2, wall_s=60))
+
+
+def test_hostile_sleep_wall_limit(tmp_path):
+    model = write(tmp_path, "import time\ntime.sleep(600)\n")
+    with pytest.raises(SandboxError, match=r"timed out.*wall-clock limit of 1.5 s"):
+        price_model(model, limits=SandboxLimits(wall_s=1.5), trust_model_code=not BWRAP_OK)
