@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from elue import data, scoring
-from elue.costs.sandbox import CostTable, SandboxError, SandboxLimits, price_model
+from elue.costs.sandbox import CostTable, SandboxError, SandboxLimits, SandboxUnavailable, price_model
 from elue.metrics import compute_metrics
 from elue.tasks import TASK_NAMES, Task, get_task
 from elue.testfile import TestFile, TestFileError, read_test_file
@@ -193,7 +193,7 @@ def _parse_and_price(
 def _price(model_py, calls, trust_model_code, limits) -> CostTable:
     try:
         return price_model(model_py, sorted(calls), trust_model_code=trust_model_code, limits=limits)
-    except SandboxError as err:
+    except (SandboxError, SandboxUnavailable) as err:
         raise SubmissionError(f"{model_py}: {err}") from None
 
 

@@ -152,13 +152,13 @@ def flops(
     trust_model_code: bool = typer.Option(False, "--trust-model-code", help=TRUST_HELP),
 ) -> None:
     """FLOPs of one module call (batch 1) under the ELUE convention, and the model's parameters."""
-    from elue.costs.sandbox import SandboxError, price_model
+    from elue.costs.sandbox import SandboxError, SandboxUnavailable, price_model
     from elue.trace import TraceError, parse_shape
 
     try:
         dims = parse_shape(shape)
         costs = price_model(model_py, [(module, dims)], trust_model_code=trust_model_code)
-    except (TraceError, SandboxError) as err:
+    except (TraceError, SandboxError, SandboxUnavailable) as err:
         _fail(str(err))
     value = costs.flops[(module, dims)]
     console.print(f"{module} at {dims}: {value:,} FLOPs = {value / 1e6:,.3f} MFLOPs ({value // 2:,} MACs)")

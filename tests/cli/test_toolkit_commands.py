@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from toolkit_fixtures import TINY_MODEL_PY, TINY_PARAMS, write_answers, write_submission
+from typer.testing import CliRunner
+
+from elue.cli import app
+
+runner = CliRunner()
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
+
+
+def test_tasks_lists_all_six():
+    res = runner.invoke(app, ["tasks"])
+    assert res.exit_code == 0
+    for name in ("sst-2", "imdb", "snli", "scitail", "mrpc", "sts-b"):
+        assert name in res.output
+
+
+def test_flops_of_one_call(tmp_path):
+    model = tmp_path / "model.py"
+    model.write_text(TINY_MODEL_PY)
+    res = runner.invoke(
+        app, ["flops", str(model), "--module", "layer_1", "--shape", "24,32", "--trust-model-code"]
+    )
+    assert res.exit_code == 0, res.output
+    assert f"{2 * 1024 * 24:,} FLOPs" in res.output
+    assert f"{TINY_PARAMS:,} parameters" in res.output
+
+
+def test_flops_bad_shape_and_unknown_module(tmp_path):
+    model = tmp_path / "model.py"
+    model.write_text(TINY_MODEL_PY)
+    res = runner.invoke(
+        app, ["flops", str(model), "--module", "layer_1", "--shape", "24,x", "--trust-model-code"]
+    )
+    assert res.exit_code == 1 and "not a comma-separated list" in res.output
+    res = runner.invoke(
+        app, ["flops", str(model), "--module", "nope", "--shape", "4,32", "--trust-model-code"]
+    )
+    assert res.exit_code == 1 and "nope" in res.output and "layer_1" in res.output
+
+
+def test_evaluate_writes_json(tmp_path):
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    out = tmp_path / "out" / "result.json"
+    res = runner.invoke(
+        app, ["evaluate", str(sub), "--answers", str(answers), "--json", str(out), "--trust-model-code"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "sst-2" in res.output and "ELUE score" in res.output and "incomplete" in res.output
+    data = json.loads(out.read_text())
+    assert data["elue_score"] is None
+    assert data["tasks"]["sst-2"]["points"][0]["examples"] == 5
+
+
+def test_evaluate_with_replaced_baseline(tmp_path):
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    base = tmp_path / "base.json"
+    # a flat baseline at 50: the score is the performance minus 50
+    base.write_text(json.dumps({"name": "flat", "tasks": {"sst-2": [[0.001, 50.0]]}}))
+    out = tmp_path / "r.json"
+    args = ["evaluate", str(sub), "--answers", str(answers), "--baseline", str(base), "--json", str(out)]
+    res = runner.invoke(app, [*args, "--trust-model-code"])
+    assert res.exit_code == 0, res.output
+    task = json.loads(out.read_text())["tasks"]["sst-2"]
+    assert task["elue_score"] == pytest.approx(task["points"][0]["performance"] - 50.0)
+
+
+def test_validate_reports_missing_rows(tmp_path):
+    data = write_answers(tmp_path / "data")
+    sub = write_submission(tmp_path / "sub", rows=[(0, 1, 5, 1), (1, 0, 7, 2)])
+    res = runner.invoke(app, ["validate", str(sub), "--data", str(data), "--trust-model-code"])
+    assert res.exit_code == 1
+    assert "sst-2.tsv" in res.output and "missing" in res.output
+
+
+def test_untrusted_code_refused_without_sandbox(tmp_path, monkeypatch):
+    data = write_answers(tmp_path / "data")
+    sub = write_submission(tmp_path / "sub")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no bwrap to be found
+    import elue.costs.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "_bwrap_path", lambda: None)
+    res = runner.invoke(app, ["validate", str(sub), "--data", str(data)])
+    assert res.exit_code == 1
+    assert "bubblewrap" in res.output.lower() or "bwrap" in res.output
+    assert "--trust-model-code" in res.output
+
+
+HOSTILE = """
+import socket, pathlib
+from torch import nn
+leaks = []
+try:
+    leaks.append(pathlib.Path({key!r}).read_text())
+except Exception:
+    pass
+try:
+    pathlib.Path({outside!r}).write_text("pwned")
+except Exception:
+    pass
+try:
+    socket.create_connection(("127.0.0.1", 9), timeout=1)
+except Exception:
+    pass
+if leaks:
+    raise SystemExit("LEAKED " + leaks[0][:20])
+raise RuntimeError("hostile model gave up")
+"""
+
+
+@needs_bwrap
+def test_hostile_model_py_is_contained(tmp_path):
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    key = answers / "sst-2" / "test_labels.tsv"
+    outside = tmp_path / "pwned.txt"
+    (sub / "model.py").write_text(HOSTILE.format(key=str(key), outside=str(outside)))
+    res = runner.invoke(app, ["evaluate", str(sub), "--answers", str(answers)])
+    assert res.exit_code == 1
+    assert "hostile model gave up" in res.output  # it ran, found nothing, and its error is reported
+    assert "LEAKED" not in res.output
+    assert not outside.exists()
