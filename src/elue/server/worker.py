@@ -285,7 +285,8 @@ def process(
         status = SCORED
     except Exception as e:  # noqa: BLE001 - every failure becomes the owner's message
         if _is_user_error(e):
-            error = str(e)
+            # the owner sees paths relative to their submission, not the server's folders
+            error = str(e).replace(str(submission_path(settings, key)) + "/", "")
         else:
             error = f"internal error while scoring ({type(e).__name__}: {e})"
             log.error("submission %s: %s", sid, traceback.format_exc())

@@ -1,0 +1,68 @@
+"""The worker with the real toolkit (`elue.submission.evaluate_submission`, model.py in the sandbox):
+a full-size SST-2 submission is scored; a hostile model.py fails with the sandbox's message."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_settings, token_for
+from fastapi.testclient import TestClient
+from server_helpers import HOSTILE_MODEL_PY, make_submission, zip_folder
+
+from elue.data import read_test_indices
+from elue.server import create_app
+from elue.server.worker import run_worker
+
+pytestmark = pytest.mark.slow
+
+
+def test_full_size_sst2_submission_is_scored(tmp_path, data_dir):  # noqa: ANN001
+    s = make_settings(tmp_path, data_dir=data_dir, evaluator="elue.submission:evaluate_submission")
+    c = TestClient(create_app(s))
+    h = {"authorization": f"Bearer {token_for(c, 'alice')}"}
+    folder = make_submission(tmp_path / "sub", read_test_indices(data_dir, "sst-2"))
+    t0 = time.time()
+    r = c.post(
+        "/api/submissions",
+        headers=h,
+        data={"name": "tiny", "public": "true"},
+        files={"file": ("s.zip", zip_folder(folder), "application/zip")},
+    )
+    assert r.status_code == 202, r.text
+    assert run_worker(s, once=True) == 1
+    elapsed = time.time() - t0
+    got = c.get(f"/api/submissions/{r.json()['id']}", headers=h).json()
+    assert got["status"] == "scored", got["log"]
+    pts = got["result"]["tasks"]["sst-2"]["points"]
+    assert [p["examples"] for p in pts] == [1821, 1821]
+    assert pts[0]["mflops"] < pts[1]["mflops"]  # exit 1 is cheaper than exit 2
+    assert 30 < pts[0]["performance"] < 70  # random predictions
+    assert got["result"]["tasks"]["sst-2"]["elue_score"] < -20
+    print(f"full-size SST-2 submission scored {elapsed:.1f} s after upload")
+
+
+def test_hostile_model_py_fails_cleanly_in_the_sandbox(tmp_path, data_dir):  # noqa: ANN001
+    Path("/tmp/elue-pwned").unlink(missing_ok=True)
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap not installed")
+    s = make_settings(tmp_path, data_dir=data_dir, evaluator="elue.submission:evaluate_submission")
+    c = TestClient(create_app(s))
+    h = {"authorization": f"Bearer {token_for(c, 'mallory')}"}
+    idx = read_test_indices(data_dir, "sst-2")
+    folder = make_submission(tmp_path / "sub", idx, model_py=HOSTILE_MODEL_PY)
+    r = c.post(
+        "/api/submissions",
+        headers=h,
+        data={"name": "evil"},
+        files={"file": ("s.zip", zip_folder(folder), "application/zip")},
+    )
+    assert r.status_code == 202
+    run_worker(s, once=True)
+    got = c.get(f"/api/submissions/{r.json()['id']}", headers=h).json()
+    assert got["status"] == "failed"
+    assert got["error"] and "internal error" not in got["error"]
+    print("hostile model.py ->", got["error"])
+    assert not Path("/tmp/elue-pwned").exists()  # its write did not reach the host

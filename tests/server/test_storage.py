@@ -1,0 +1,134 @@
+"""Storage against SQLite always and PostgreSQL when ELUE_TEST_POSTGRES_URL is set (.ci/run sets it):
+migrations, the queue's atomic claims and leases, a full upload -> scored flow."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from conftest import make_settings, token_for
+from fastapi.testclient import TestClient
+from server_fake_evaluator import evaluate as fake_evaluate
+from server_helpers import TINY_MODEL_PY, zip_bytes
+from sqlalchemy import create_engine, inspect, text
+
+from elue.server import create_app
+from elue.server.db import QUEUED, RUNNING, SCORED, Base, Submission, migrate, open_database
+from elue.server.worker import _finish, claim, process, run_worker
+
+PG_URL = os.environ.get("ELUE_TEST_POSTGRES_URL")
+TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n"
+
+
+def _reset_pg(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):  # noqa: ANN001, ANN201
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'elue.db'}"
+    if not PG_URL:
+        pytest.skip("ELUE_TEST_POSTGRES_URL not set")
+    _reset_pg(PG_URL)
+    return PG_URL
+
+
+def test_migrations_match_the_models(db_url):  # noqa: ANN001
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    engine, _ = open_database(db_url)
+    tables = set(inspect(engine).get_table_names())
+    assert {"users", "api_tokens", "submissions", "task_results", "points", "baselines", "meta"} <= tables
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    migrate(engine)  # idempotent
+    engine.dispose()
+
+
+def test_upload_to_scored_on_each_backend(db_url, tmp_path):  # noqa: ANN001
+    s = make_settings(tmp_path, database_url=db_url)
+    c = TestClient(create_app(s))
+    h = {"authorization": f"Bearer {token_for(c, 'alice')}"}
+    r = c.post(
+        "/api/submissions",
+        headers=h,
+        data={"name": "m", "public": "true"},
+        files={"file": ("s.zip", zip_bytes({"model.py": TINY_MODEL_PY, "sst-2/a.tsv": TSV}), "x")},
+    )
+    assert r.status_code == 202
+    assert run_worker(s, once=True, evaluator=fake_evaluate) == 1
+    got = c.get(f"/api/submissions/{r.json()['id']}", headers=h).json()
+    assert got["status"] == "scored"
+    assert got["result"]["tasks"]["sst-2"]["points"][0]["examples"] == 1
+    assert "m" in [x["name"] for x in c.get("/api/leaderboard").json()["rows"]]
+    c.app.state.engine.dispose()
+
+
+def _queue(sessions, n: int) -> list[int]:  # noqa: ANN001
+    with sessions() as s:
+        subs = [Submission(name=f"s{i}", storage_key=f"k{i}", status=QUEUED) for i in range(n)]
+        s.add_all(subs)
+        s.commit()
+        return [x.id for x in subs]
+
+
+def test_concurrent_claims_take_each_job_once(db_url, tmp_path):  # noqa: ANN001
+    s = make_settings(tmp_path, database_url=db_url)
+    engine, sessions = open_database(db_url)
+    ids = _queue(sessions, 24)
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def work(k: int) -> None:
+        while True:
+            sid = claim(sessions, s, f"w{k}")
+            if sid is None:
+                return
+            with lock:
+                got.append(sid)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == sorted(ids)
+    engine.dispose()
+
+
+def test_expired_lease_is_retaken_and_the_old_holder_cannot_write(db_url, tmp_path):  # noqa: ANN001
+    s = make_settings(tmp_path, database_url=db_url, lease_seconds=0.5)
+    engine, sessions = open_database(db_url)
+    (sid,) = _queue(sessions, 1)
+    assert claim(sessions, s, "A") == sid
+    assert claim(sessions, s, "B") is None  # lease still held
+    time.sleep(0.7)
+    assert claim(sessions, s, "B") == sid  # A's lease ran out (A died)
+    assert not _finish(sessions, sid, "A", status=SCORED, log_add="late\n", result={"tasks": {}})
+    with sessions() as x:
+        sub = x.get(Submission, sid)
+        assert sub.status == RUNNING and sub.lease_owner == "B" and sub.attempts == 2
+    engine.dispose()
+
+
+def test_gives_up_after_max_attempts(tmp_path):  # noqa: ANN001
+    s = make_settings(tmp_path, max_attempts=2)
+    engine, sessions = open_database(s.database_url)
+    (sid,) = _queue(sessions, 1)
+    with sessions() as x:
+        x.get(Submission, sid).attempts = 2  # two workers died on it already
+        x.commit()
+    assert claim(sessions, s, "C") == sid
+    assert process(sessions, s, sid, "C", fake_evaluate) == "failed"
+    with sessions() as x:
+        assert "crashed the worker" in x.get(Submission, sid).error
+    engine.dispose()

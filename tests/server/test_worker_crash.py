@@ -1,0 +1,106 @@
+"""The crash test: kill the worker process mid-scoring, restart it: every submission ends scored,
+exactly once (one stored result each), and nothing accepted is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import make_settings, token_for
+from fastapi.testclient import TestClient
+from server_helpers import TINY_MODEL_PY, zip_bytes
+from sqlalchemy import func, select
+
+from elue.server import create_app
+from elue.server.db import RUNNING, SCORED, Submission, TaskResult
+
+HERE = Path(__file__).resolve().parent
+TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n"
+
+
+def _worker(settings, counter: Path) -> subprocess.Popen:  # noqa: ANN001
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "ELUE_FAKE_SLEEP": "1.5",
+        "ELUE_FAKE_COUNTER": str(counter),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "elue.server.worker",
+            "--evaluator",
+            "server_fake_evaluator:evaluate",
+            "--lease-seconds",
+            "3",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _wait(pred, timeout: float, what: str) -> None:  # noqa: ANN001
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_kill_worker_mid_scoring_then_restart(tmp_path):  # noqa: ANN001
+    s = make_settings(tmp_path)
+    app = create_app(s)
+    c = TestClient(app)
+    h = {"authorization": f"Bearer {token_for(c, 'alice')}"}
+    ids = []
+    for i in range(3):
+        r = c.post(
+            "/api/submissions",
+            headers=h,
+            data={"name": f"m{i}"},
+            files={"file": ("s.zip", zip_bytes({"model.py": TINY_MODEL_PY, "sst-2/a.tsv": TSV}), "x")},
+        )
+        assert r.status_code == 202
+        ids.append(r.json()["id"])
+    sessions = app.state.elue.sessions
+    counter = tmp_path / "evaluations.txt"
+
+    def status(sid: int) -> str:
+        with sessions() as x:
+            return x.get(Submission, sid).status
+
+    w1 = _worker(s, counter)
+    try:
+        _wait(lambda: counter.exists() and counter.read_text().strip(), 60, "the first job to start")
+        os.kill(w1.pid, signal.SIGKILL)  # mid-scoring: the fake evaluator takes 1.5 s
+        w1.wait(10)
+    finally:
+        if w1.poll() is None:
+            w1.kill()
+    assert status(ids[0]) == RUNNING  # held by a dead worker
+    w2 = _worker(s, counter)
+    try:
+        _wait(lambda: all(status(i) == SCORED for i in ids), 60, "every submission to be scored")
+    finally:
+        w2.send_signal(signal.SIGTERM)
+        try:
+            w2.wait(10)
+        except subprocess.TimeoutExpired:
+            w2.kill()
+    with sessions() as x:
+        for sid in ids:
+            n = x.scalar(select(func.count(TaskResult.id)).where(TaskResult.submission_id == sid))
+            assert n == 1, f"submission {sid} has {n} stored results"
+        killed = x.get(Submission, ids[0])
+        assert killed.attempts == 2 and killed.lease_owner is None
+        assert [x.get(Submission, i).attempts for i in ids[1:]] == [1, 1]
+    runs = [line.split()[0] for line in counter.read_text().splitlines()]
+    assert len(runs) == 4  # the killed job ran twice, the others once
