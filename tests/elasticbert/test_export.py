@@ -1,0 +1,269 @@
+"""The submission writer: exit rules, traces, the generated model.py and its price, `elue predict`."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from elue.elasticbert.export import (
+    Point,
+    dynamic_trace,
+    entropy,
+    formula_macs,
+    make_points,
+    model_py_source,
+    predict_submission,
+    replay_exits,
+    static_trace,
+)
+
+POS = ["good", "great", "fine", "lovely"]
+NEG = ["bad", "awful", "dull", "boring"]
+FILL = ["the", "film", "movie", "was", "is", "a", "plot", "very"]
+
+
+def _write_data(root: Path, n_test: int = 10) -> Path:
+    rng = random.Random(1)
+    d = root / "sst-2"
+    d.mkdir(parents=True, exist_ok=True)
+
+    def sentence(label: int) -> str:
+        return " ".join(rng.sample(FILL, rng.randint(1, 6)) + [rng.choice(POS if label else NEG)])
+
+    rows = [(sentence(i % 2), i % 2) for i in range(8)]
+    (d / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
+    test = [(7 + 3 * i, sentence(i % 2), i % 2) for i in range(n_test)]
+    (d / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, s, _ in test))
+    (d / "test_labels.tsv").write_text("index\tlabel\n" + "".join(f"{i}\t{y}\n" for i, _, y in test))
+    return root
+
+
+def _write_checkpoint(path: Path, layers: int = 3, exits: int | None = None) -> Path:
+    from transformers import BertTokenizerFast
+
+    from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POS, *NEG, *FILL]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    torch.manual_seed(1)
+    config = ElasticBertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_output_layers=exits,
+        num_labels=2,
+    )
+    ElasticBertForSequenceClassification(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    return _write_data(root / "data"), _write_checkpoint(root / "ckpt")
+
+
+# --- pure logic ----------------------------------------------------------------------------------
+
+
+def test_traces_and_formula_for_bert_base():
+    class Base:  # ElasticBERT-base shape, spec §3
+        hidden_size, intermediate_size, num_attention_heads, num_labels = 768, 3072, 12, 2
+
+    assert static_trace(5, 2, 768) == [
+        ("emb", (5,)),
+        ("layer_1", (5, 768)),
+        ("layer_2", (5, 768)),
+        ("exit_2", (768,)),
+    ]
+    assert dynamic_trace(5, 2, 768, [1, 2, 3]) == [
+        ("emb", (5,)),
+        ("layer_1", (5, 768)),
+        ("exit_1", (768,)),
+        ("layer_2", (5, 768)),
+        ("exit_2", (768,)),
+    ]
+    # exits on the top layers only: no exit call after layer 1
+    assert [c[0] for c in dynamic_trace(5, 2, 768, [2, 3])] == ["emb", "layer_1", "layer_2", "exit_2"]
+    n = 128
+    twelve = static_trace(n, 12, 768)
+    expected = 12 * (7_080_960 * n + 1_560 * n * n) + 1_536 * n + 589_824 + 1_536
+    assert formula_macs(Base, twelve) == expected
+    assert 2 * formula_macs(Base, twelve) / 1e6 == pytest.approx(22_368, abs=1)  # spec §3
+
+
+def test_replay_rules():
+    # 3 exits, 4 examples, 2 classes
+    logits = np.array(
+        [
+            [[5.0, 0.0], [0.1, 0.0], [0.0, 0.2], [0.0, 3.0]],  # exit 1
+            [[4.0, 0.0], [0.0, 0.2], [0.0, 0.1], [3.0, 0.0]],  # exit 2
+            [[0.0, 4.0], [0.0, 6.0], [0.0, 5.0], [0.0, 3.0]],  # exit 3
+        ]
+    )
+    exits = [1, 2, 3]
+    pred, layer = replay_exits(logits, Point("static", 2), exits)
+    assert pred.tolist() == [0, 1, 1, 0] and layer.tolist() == [2, 2, 2, 2]
+    ent = entropy(logits)
+    assert ent.shape == (3, 4) and ent[0, 1] > ent[0, 0]
+    pred, layer = replay_exits(logits, Point("entropy", 0.1), exits)
+    assert layer.tolist() == [1, 3, 3, 3] and pred.tolist() == [0, 1, 1, 1]
+    pred, layer = replay_exits(logits, Point("entropy", 0.0), exits)  # never confident: full depth
+    assert layer.tolist() == [3, 3, 3, 3]
+    # patience 1: stop when the prediction repeats once
+    pred, layer = replay_exits(logits, Point("patience", 1), exits)
+    assert layer.tolist() == [2, 3, 2, 3] and pred.tolist() == [0, 1, 1, 1]
+    pred, layer = replay_exits(logits, Point("patience", 0), exits)
+    assert layer.tolist() == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="regression"):
+        replay_exits(logits[..., :1], Point("entropy", 0.1), exits, regression=True)
+    reg = np.array([[[1.0], [2.0]], [[1.05], [3.0]], [[1.5], [3.02]]])
+    pred, layer = replay_exits(reg, Point("patience", 1), exits, regression=True, regression_threshold=0.1)
+    assert layer.tolist() == [2, 3] and pred.tolist() == pytest.approx([1.05, 3.02])
+
+
+def test_make_points_names():
+    pts = make_points([1, 6], [0.2], [2])
+    assert [p.name for p in pts] == ["static_k1", "static_k6", "entropy_0.2", "patience_t2"]
+    with pytest.raises(ValueError):
+        make_points()
+    with pytest.raises(ValueError):
+        make_points([1, 1])
+
+
+def test_model_py_is_priced_as_the_formula(tmp_path):
+    from elue.costs.flops import ModuleFlops
+    from elue.elasticbert import ElasticBertConfig
+
+    config = ElasticBertConfig(
+        hidden_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=96,
+        vocab_size=50,
+        num_labels=3,
+    )
+    ns: dict = {}
+    exec(compile(model_py_source(config), "model.py", "exec"), ns)
+    assert sorted(ns["module_list"]) == sorted(
+        ["emb", "layer_1", "layer_2", "layer_3", "exit_1", "exit_2", "exit_3"]
+    )
+    mf = ModuleFlops(ns["module_list"], ns["dummy_input"])
+    for calls in (static_trace(9, 3, 48), dynamic_trace(17, 2, 48, [1, 2, 3])):
+        assert sum(mf(name, shape) for name, shape in calls) == 2 * formula_macs(config, calls)
+    # params: every exit counted (3 poolers + 3 classifiers)
+    params = sum(p.numel() for p in ns["entire_model"].parameters())
+    one_exit = 48 * 48 + 48 + 48 * 3 + 3
+    ns2: dict = {}
+    config.num_output_layers = 1
+    exec(compile(model_py_source(config), "model.py", "exec"), ns2)
+    assert params - sum(p.numel() for p in ns2["entire_model"].parameters()) == 2 * one_exit
+    assert sorted(ns2["module_list"]) == ["emb", "exit_3", "layer_1", "layer_2", "layer_3"]
+
+
+# --- running a model ----------------------------------------------------------------------------
+
+
+def test_predict_writes_valid_files_with_matching_traces(tiny, tmp_path):
+    from elue.costs.flops import ModuleFlops
+    from elue.data import read_test_indices
+    from elue.testfile import read_test_file
+
+    data, ckpt = tiny
+    out = tmp_path / "sub"
+    points = make_points([1, 3], [0.6], [1])
+    res = predict_submission(
+        ckpt, "sst-2", out, points, data_dir=data, max_length=32, progress=False, log=lambda m: None
+    )
+    task_dir = out / "sst-2"
+    assert sorted(p.name for p in task_dir.glob("*.tsv")) == [
+        "entropy_0.6.tsv",
+        "patience_t1.tsv",
+        "static_k1.tsv",
+        "static_k3.tsv",
+    ]
+    ns: dict = {}
+    exec(compile((task_dir / "model.py").read_text(), "model.py", "exec"), ns)
+    names = set(ns["module_list"])
+    mf = ModuleFlops(ns["module_list"], ns["dummy_input"])
+    indices = read_test_indices(data, "sst-2")
+
+    from elue.elasticbert import ElasticBertConfig
+
+    config = ElasticBertConfig.from_pretrained(str(ckpt))
+    for summary in res.points:
+        tf = read_test_file(summary.file, "sst-2", test_indices=indices, module_names=names)
+        layers = []
+        total = 0.0
+        for row in range(len(tf)):
+            trace = tf.trace(row)
+            n = trace[0][1][0]
+            assert trace[0] == ("emb", (n,))
+            exit_layer = int(trace[-1][0].split("_")[1])
+            assert trace[-1][0].startswith("exit_")
+            assert [c[0] for c in trace if c[0].startswith("layer_")] == [
+                f"layer_{i}" for i in range(1, exit_layer + 1)
+            ]
+            exits_seen = [c[0] for c in trace if c[0].startswith("exit_")]
+            if summary.kind == "static":
+                assert exits_seen == [f"exit_{exit_layer}"] and exit_layer == summary.value
+            else:
+                assert exits_seen == [f"exit_{i}" for i in range(1, exit_layer + 1)]
+            layers.append(exit_layer)
+            total += sum(mf(name, shape) for name, shape in trace) / 1e6
+        assert summary.mean_exit_layer == pytest.approx(np.mean(layers))
+        assert summary.formula_mflops == pytest.approx(total / len(tf))
+        assert summary.exit_histogram == {k: layers.count(k) for k in set(layers)}
+    # static k3 equals the deepest exit's prediction of a plain forward
+    assert (task_dir / "points.json").is_file()
+    del config
+
+
+def test_early_exit_engine_agrees_with_replay(tiny, tmp_path):
+    pytest.importorskip("elue.elasticbert.early_exit")
+    data, ckpt = tiny
+    points = make_points([], [0.3, 0.6], [1, 2])
+    kw = dict(data_dir=data, max_length=32, progress=False, log=lambda m: None)
+    a = predict_submission(ckpt, "sst-2", tmp_path / "a", points, engine="replay", **kw)
+    b = predict_submission(ckpt, "sst-2", tmp_path / "b", points, engine="early-exit", batch_size=3, **kw)
+    for pa, pb in zip(a.points, b.points, strict=True):
+        assert Path(pa.file).read_text() == Path(pb.file).read_text(), pa.name
+
+
+def test_cli_predict_then_evaluate(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+
+    data, ckpt = tiny
+    out = tmp_path / "sub"
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["predict", "sst-2", "--model", str(ckpt), "--output", str(out), "--data", str(data),
+         "--static", "1-3", "--entropy", "0.5", "--patience", "1", "--max-length", "32", "--no-progress", "--dev"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "static_k2" in result.stdout and "dev" in result.stdout
+
+    from elue.submission import evaluate_submission
+
+    res = evaluate_submission(out, data, trust_model_code=True)
+    task = res.tasks["sst-2"]
+    import json
+
+    summary = {p["name"]: p for p in json.loads((out / "sst-2" / "points.json").read_text())["points"]}
+    assert len(task.points) == 5
+    for p in task.points:
+        name = Path(p.file).stem
+        assert p.mflops == pytest.approx(summary[name]["formula_mflops"], rel=1e-9)
+        assert 0.0 <= p.performance <= 100.0
