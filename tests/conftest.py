@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path | None:
-    path = Path(os.environ.get("ELUE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
-    return path if (path / "sst-2").is_dir() else None
+from shared_paths import REPO_ROOT, shared_data_dir  # noqa: F401  (re-exported for old imports)
 
 
 @pytest.fixture(scope="session")

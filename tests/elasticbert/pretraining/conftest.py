@@ -47,7 +47,7 @@ def write_corpus(path: Path, sentences: list[str], per_doc: int = 6) -> Path:
 
 @pytest.fixture(scope="session")
 def corpus_files(tmp_path_factory) -> dict[str, Path]:
-    from conftest import shared_data_dir  # tests/conftest.py
+    from shared_paths import shared_data_dir  # tests/shared_paths.py
 
     sents = _sentences(shared_data_dir())
     root = tmp_path_factory.mktemp("corpus")
