@@ -25,6 +25,9 @@ class PretrainConfig:
     exit_groups: Any = "default"
     gradient_equilibrium: bool = True
     sop_weight: float = 1.0
+    #: "all", or "heads": train only the exits (poolers, MLM and SOP heads) on a frozen encoder, e.g. to fit
+    #: new heads to a converted BERT before measuring it
+    trainable: str = "all"
 
     # ---- data --------------------------------------------------------------------------------
     #: local text files (documents separated by blank lines; one or more sentences a line)

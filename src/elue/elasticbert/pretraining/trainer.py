@@ -210,6 +210,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     model, notes = load_pretraining_model(cfg.model_name_or_path, cfg.model_config)
     model.sop_weight = cfg.sop_weight
     model.config.gradient_equilibrium = bool(cfg.gradient_equilibrium)
+    if cfg.trainable == "heads":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("cls.") or ".encoder.pooler." in name)
+    elif cfg.trainable != "all":
+        raise ValueError(f"trainable must be all or heads, not {cfg.trainable!r}")
     num_layers = model.config.num_hidden_layers
     groups = cfg.resolved_exit_groups(num_layers)
     accelerator = make_accelerator(cfg, grouped=groups is not None)

@@ -1,0 +1,227 @@
+"""Pre-training throughput of ElasticBERT: tokens/s and model FLOPs utilisation (MFU).
+
+    python bench/bench_pretrain.py                        # cuda + bf16 when there is a GPU, else CPU fp32
+    python bench/bench_pretrain.py --seq 128 512 --batch 64 16 --steps 20
+    python bench/bench_pretrain.py --device cpu --batch 4 1 --steps 2 --warmup 1   # this laptop-sized machine
+    python bench/bench_pretrain.py --models elasticbert bert                      # + HF BertForPreTraining
+
+For each sequence length, a base-sized model (12 layers, hidden 768, 12 heads, FFN 3072, vocab 30,522) is
+trained on random token ids with 15 % of positions to predict and random SOP labels (the data pipeline is
+not timed), with:
+    all      every exit on every step (12 MLM + 12 SOP heads)
+    grouped  the default exit groups {1,3,5,7,9,11,12} / {2,4,6,8,10,12}, alternating
+    bert     (with --models bert) HF BertForPreTraining, one MLM + NSP head, for reference
+A timed step is forward + backward + AdamW (fused on GPU) + zero_grad, synchronised.
+
+Model FLOPs of a step = FLOPs of forward + backward counted by torch.utils.flop_counter.FlopCounterMode
+(matmuls and attention, 2 per multiply-accumulate; the optimiser is not counted). MFU = FLOPs per step /
+seconds per step / peak; the peak is 989 TFLOP/s (dense bf16 of an H100/H200 SXM) on a GPU, and on a CPU
+only what --peak-tflops says (none by default: the achieved TFLOP/s are printed instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+GPU_PEAK_TFLOPS = 989.0
+BASE = dict(
+    vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+    max_position_embeddings=512,
+)  # fmt: skip
+
+
+def make_model(kind: str, device, layers: int):
+    if kind == "bert":
+        from transformers import BertConfig, BertForPreTraining
+
+        cfg = BertConfig(**{**BASE, "num_hidden_layers": layers})
+        return BertForPreTraining(cfg).to(device)
+    from elue.elasticbert.pretraining.modeling_pretraining import load_pretraining_model
+
+    return load_pretraining_model(None, {**BASE, "num_hidden_layers": layers})[0].to(device)
+
+
+def make_batch(batch: int, seq: int, device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 30000, (batch, seq), generator=g)
+    ids[:, 0], ids[:, -1] = 101, 102
+    pick = torch.rand(batch, seq, generator=g) < 0.15
+    pick[:, 0] = pick[:, -1] = False
+    labels = torch.where(pick, ids, torch.full_like(ids, -100))
+    masked = torch.where(pick, torch.full_like(ids, 103), ids)
+    tt = torch.zeros_like(ids)
+    tt[:, seq // 2 :] = 1
+    out = {
+        "input_ids": masked,
+        "token_type_ids": tt,
+        "attention_mask": torch.ones_like(ids),
+        "labels": labels,
+        "sop": torch.randint(0, 2, (batch,), generator=g),
+    }
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def step_fn(model, kind: str, groups):
+    def run(batch, step: int):
+        if kind == "bert":
+            out = model(
+                input_ids=batch["input_ids"],
+                token_type_ids=batch["token_type_ids"],
+                attention_mask=batch["attention_mask"],
+                labels=batch["labels"],
+                next_sentence_label=batch["sop"],
+            )
+            return out.loss
+        layers = groups[step % len(groups)] if groups else None
+        out = model(
+            input_ids=batch["input_ids"],
+            token_type_ids=batch["token_type_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+            sop_labels=batch["sop"],
+            exit_layers=layers,
+        )
+        return out.loss
+
+    return run
+
+
+def count_flops(run, batch, steps_per_cycle: int, autocast) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    total = 0
+    for s in range(steps_per_cycle):  # grouped: average over one cycle of groups
+        with FlopCounterMode(display=False) as fc, autocast():
+            loss = run(batch, s)
+        with FlopCounterMode(display=False) as fc_b:
+            loss.backward()
+        total += fc.get_total_flops() + fc_b.get_total_flops()
+    return total / steps_per_cycle
+
+
+def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
+    torch.manual_seed(0)
+    model = make_model(kind, device, args.layers)
+    model.train()
+    groups = None
+    if mode == "grouped":
+        from elue.elasticbert.pretraining.config import default_exit_groups
+
+        groups = [[i - 1 for i in g] for g in default_exit_groups(args.layers)]
+    run = step_fn(model, kind, groups)
+    fused = device.type == "cuda"
+    opt = (
+        torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
+        if fused
+        else torch.optim.AdamW(model.parameters(), lr=1e-4)
+    )
+    bf16 = device.type == "cuda" and not args.fp32
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    data = make_batch(batch, seq, device)
+    flops = count_flops(run, data, len(groups) if groups else 1, autocast)
+    opt.zero_grad(set_to_none=True)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for s in range(args.warmup):
+        with autocast():
+            loss = run(data, s)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    sync()
+    t0 = time.perf_counter()
+    for s in range(args.steps):
+        with autocast():
+            loss = run(data, s)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    sync()
+    dt = (time.perf_counter() - t0) / args.steps
+    tflops = flops / dt / 1e12
+    peak = args.peak_tflops or (GPU_PEAK_TFLOPS if device.type == "cuda" else None)
+    row = {
+        "model": kind,
+        "mode": mode,
+        "seq": seq,
+        "batch": batch,
+        "device": device.type if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "dtype": "bf16" if bf16 else "fp32",
+        "step_s": round(dt, 4),
+        "tokens_per_s": round(batch * seq / dt, 1),
+        "gflops_per_step": round(flops / 1e9, 1),
+        "achieved_tflops": round(tflops, 3),
+        "mfu_percent": round(100 * tflops / peak, 2) if peak else None,
+    }
+    del model, opt
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seq", type=int, nargs="+", default=[128, 512])
+    p.add_argument(
+        "--batch", type=int, nargs="+", default=None, help="one per --seq (default GPU 64/16, CPU 4/1)"
+    )
+    p.add_argument("--modes", nargs="+", default=["all", "grouped"], choices=["all", "grouped"])
+    p.add_argument("--models", nargs="+", default=["elasticbert"], choices=["elasticbert", "bert"])
+    p.add_argument("--layers", type=int, default=12)
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default GPU 20, CPU 2)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps (default GPU 5, CPU 1)")
+    p.add_argument("--fp32", action="store_true", help="no bf16 autocast on GPU")
+    p.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default 989 on GPU)")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    args.steps = args.steps or (20 if gpu else 2)
+    args.warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
+    batches = args.batch or [64 if gpu else 4, 16 if gpu else 1][: len(args.seq)]
+    if len(batches) < len(args.seq):
+        batches += [batches[-1]] * (len(args.seq) - len(batches))
+    rows = []
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, threads {torch.get_num_threads()}", flush=True)
+    for seq, batch in zip(args.seq, batches, strict=True):
+        for kind in args.models:
+            for mode in args.modes if kind == "elasticbert" else ["all"]:
+                row = bench_one(kind, mode, seq, batch, args, device)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print()
+    print(
+        "| model | exits | seq | batch | device | dtype | s/step | tokens/s | GFLOP/step | TFLOP/s | MFU % |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        mfu = "–" if r["mfu_percent"] is None else f"{r['mfu_percent']:.2f}"
+        print(
+            f"| {r['model']} | {r['mode']} | {r['seq']} | {r['batch']} | {r['device']} | {r['dtype']} | {r['step_s']} "
+            f"| {r['tokens_per_s']:.0f} | {r['gflops_per_step']:.0f} | {r['achieved_tflops']:.3f} | {mfu} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
