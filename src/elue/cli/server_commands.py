@@ -188,6 +188,8 @@ def submit(
             raise typer.Exit(1)
         sub = r.json()
         typer.echo(f"submission {sub['id']} {sub['status']}: {base}/submissions/{sub['id']}")
+        if sub["status"] == "scored":
+            sub = client.get(f"/api/submissions/{sub['id']}").json()
         if not wait or sub["status"] in ("scored", "failed"):
             _print_result(sub)
             raise typer.Exit(0 if sub["status"] != "failed" else 1)

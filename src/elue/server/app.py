@@ -82,6 +82,13 @@ def _fmt_num(v: float | None, digits: int = 1) -> str:
     return "—" if v is None else f"{v:,.{digits}f}"
 
 
+def _fmt_params(v: float | None) -> str:
+    """Millions of parameters: 109.0M, 18.0M, 0.0054M."""
+    if v is None:
+        return "—"
+    return f"{v:,.1f}M" if v >= 1 else f"{v:.2g}M"
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -102,6 +109,7 @@ def create_app(
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["score"] = _fmt_score
     templates.env.filters["num"] = _fmt_num
+    templates.env.filters["params"] = _fmt_params
     from elue.tasks import TASK_NAMES, TASKS
 
     templates.env.globals.update(TASK_NAMES=TASK_NAMES, TASKS=TASKS, SIZE_TRACKS=None)

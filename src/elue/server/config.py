@@ -58,6 +58,7 @@ class Settings:
             )
         if self.secret_key is None:
             self.secret_key = os.environ.get("ELUE_SECRET_KEY")
+        self.evaluator = os.environ.get("ELUE_EVALUATOR", self.evaluator)
 
     @property
     def upload_dir(self) -> Path:

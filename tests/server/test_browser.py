@@ -1,0 +1,135 @@
+"""Browser test (headless Debian chromium via Playwright): sign up, upload a submission, watch it get
+scored by the real worker and sandbox, find it on the leaderboard and on the task chart (with the
+SST-2 reference curves of spec §6). Screenshots go to artifacts/server/."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from live_server import LiveServer
+from server_helpers import make_submission, zip_folder
+
+from elue.data import read_test_indices
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "server"
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, data_dir):  # noqa: ANN001, ANN201
+    server = LiveServer(tmp_path_factory.mktemp("serve"), data_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():  # noqa: ANN201
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        pytest.skip("Debian chromium not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield b
+        b.close()
+
+
+def test_signup_upload_scored_leaderboard_chart(live, browser, tmp_path, data_dir):  # noqa: ANN001
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    folder = make_submission(tmp_path / "sub", read_test_indices(data_dir, "sst-2"))
+    zip_path = tmp_path / "tiny-exits.zip"
+    zip_path.write_bytes(zip_folder(folder))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+
+    page.goto(live.url + "/")
+    assert "ELUE" in page.title()
+    page.screenshot(path=str(ARTIFACTS / "01-home.png"))
+
+    # sign up
+    page.click("text=Sign up")
+    page.fill("#username", "browser-user")
+    page.fill("#password", "browser-password")
+    page.fill("#password2", "browser-password")
+    page.click("#signup-button")
+    page.wait_for_url("**/account")
+    assert page.inner_text("#account-link") == "browser-user"
+
+    # upload
+    page.click("#new-submission")
+    page.fill("#name", "Tiny exits (browser)")
+    page.set_input_files("#file", str(zip_path))
+    page.check("#public")
+    page.click("#upload-button")
+    page.wait_for_url("**/submissions/*")
+    page.screenshot(path=str(ARTIFACTS / "02-queued.png"))
+    # the page refreshes itself until scoring ends
+    page.wait_for_selector("#status.scored, #status.failed", timeout=90_000)
+    status = page.inner_text("#status")
+    log = page.inner_text("#log")
+    page.screenshot(path=str(ARTIFACTS / "03-scored.png"), full_page=True)
+    assert status == "scored", log
+    assert "scored in" in log
+
+    # leaderboard: listed as measured and incomplete (only SST-2)
+    page.goto(live.url + "/leaderboard")
+    row = page.locator("#board tr", has_text="Tiny exits (browser)")
+    assert row.count() == 1
+    assert "incomplete" in row.inner_text() and "measured" in row.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "04-leaderboard.png"), full_page=True)
+    # sortable: sort by SST-2 ascending puts the random-prediction model first
+    page.click("a.sort[data-col='sst-2']")
+    page.click("a.sort[data-col='sst-2']")
+    assert "order=asc" in page.url
+    first = page.locator("#board tbody tr").first.inner_text()
+    assert "Tiny exits (browser)" in first
+
+    # task chart: every model a series, the baseline line, the Pareto front; log axis; vs params
+    page.goto(live.url + "/tasks/sst-2")
+    page.wait_for_selector("#chart .main-svg")
+    names = page.evaluate("document.getElementById('chart').data.map(t => t.name)")
+    for ref in [
+        "ElasticBERT-BASE (reported)",
+        "RoBERTa-BASE (reported)",
+        "LayerDrop (reported)",
+        "ALBERT-PABEE (reported)",
+        "Tiny exits (browser)",
+        "Pareto front",
+    ]:
+        assert ref in names, names
+    roberta = page.evaluate("document.getElementById('chart').data.find(t => t.name.startsWith('RoBERTa')).x")
+    assert roberta == [1036, 1385, 2080, 4170]
+    base = page.evaluate(
+        "document.getElementById('chart').data.find(t => t.meta && t.meta.role === 'baseline')"
+    )
+    assert base["name"].startswith("ElasticBERT-BASE") and base["line"]["width"] == 4
+    page.screenshot(path=str(ARTIFACTS / "05-task-sst2-linear.png"))
+    page.click("#scale-log")
+    assert page.evaluate("document.getElementById('chart').layout.xaxis.type") == "log"
+    box = page.locator("#chart .scatterlayer .trace .point").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector("#chart .hoverlayer .hovertext", timeout=5000)
+    page.screenshot(path=str(ARTIFACTS / "06-task-sst2-log-hover.png"))
+    page.click("#x-params")
+    assert page.evaluate("document.getElementById('chart').dataset.x") == "params"
+    page.screenshot(path=str(ARTIFACTS / "07-task-sst2-params.png"))
+
+    # the model page shows every point
+    page.click("#task-table >> text=Tiny exits (browser)")
+    page.wait_for_selector("#points")
+    assert page.locator("#points tbody tr").count() == 2
+    page.screenshot(path=str(ARTIFACTS / "08-model.png"), full_page=True)
+
+    assert not errors, errors
+    outside = [u for u in requests if not u.startswith(live.url) and not u.startswith("data:")]
+    assert outside == [], f"requests left the site (CDN?): {outside}"

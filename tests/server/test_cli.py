@@ -1,0 +1,96 @@
+"""`elue submit` against a running `elue serve` (fake evaluator in the worker, so it is quick)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from live_server import LiveServer
+from server_helpers import TINY_MODEL_PY
+
+HERE = Path(__file__).resolve().parent
+TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n1\t0\t(5),emb\n"
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):  # noqa: ANN001, ANN201
+    from server_helpers import write_made_up_answers
+
+    answers, _ = write_made_up_answers(tmp_path_factory.mktemp("answers"))
+    # the worker that `elue serve` starts scores with the fake evaluator (found on PYTHONPATH)
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "ELUE_EVALUATOR": "server_fake_evaluator:evaluate",
+    }
+    server = LiveServer(tmp_path_factory.mktemp("serve"), answers, extra_env=env)
+    yield server
+    server.stop()
+
+
+def _token(live) -> str:  # noqa: ANN001
+    r = httpx.post(live.url + "/api/tokens", json={"username": "admin", "password": "admin-password"})
+    assert r.status_code == 200, r.text
+    return r.json()["token"]
+
+
+def _elue(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from elue.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+
+
+def test_elue_submit_folder_waits_for_the_score(live, tmp_path):  # noqa: ANN001
+    sub = tmp_path / "my-model"
+    (sub / "sst-2").mkdir(parents=True)
+    (sub / "model.py").write_text(TINY_MODEL_PY)
+    (sub / "sst-2" / "exit1.tsv").write_text(TSV)
+    env = {"ELUE_SERVER": live.url, "ELUE_TOKEN": _token(live)}
+    t0 = time.time()
+    r = _elue("submit", str(sub), "--name", "CLI model", "--public", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "scored" in r.stdout and "sst-2" in r.stdout and "85.00 @ 1000.0 MFLOPs" in r.stdout
+    assert time.time() - t0 < 60
+    rows = httpx.get(live.url + "/api/leaderboard").json()["rows"]
+    assert "CLI model" in [x["name"] for x in rows]
+
+
+def test_elue_submit_reports_refusals(live, tmp_path):  # noqa: ANN001
+    env = {"ELUE_SERVER": live.url, "ELUE_TOKEN": _token(live)}
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.py").write_text(TINY_MODEL_PY)
+    (bad / "weights.bin").write_text("x")
+    (bad / "sst-2.tsv").write_text(TSV)
+    r = _elue("submit", str(bad), "--name", "bad", env=env)
+    assert r.returncode == 1 and "unexpected file 'weights.bin'" in r.stderr
+    r = _elue("submit", str(bad), "--name", "bad", env={**env, "ELUE_TOKEN": "elue_wrong"})
+    assert r.returncode == 1 and "invalid API token" in r.stderr
+
+
+def test_elue_submit_reported_entry(live, tmp_path):  # noqa: ANN001
+    entry = {
+        "name": "Paper model",
+        "params_m": 30,
+        "paper_url": "https://example.org/paper",
+        "tasks": {"sst-2": {"points": [{"mflops": 1500, "performance": 85.0}]}},
+    }
+    path = tmp_path / "entry.json"
+    path.write_text(json.dumps(entry))
+    env = {"ELUE_SERVER": live.url, "ELUE_TOKEN": _token(live)}
+    r = _elue("submit", str(path), "--reported", "--public", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "sst-2" in r.stdout
+    row = next(
+        x for x in httpx.get(live.url + "/api/leaderboard").json()["rows"] if x["name"] == "Paper model"
+    )
+    assert row["origin"] == "reported"
