@@ -325,3 +325,54 @@ def test_params_tied_once_buffers_excluded():
             self.register_buffer("position_ids", torch.arange(10))
 
     assert count_params(Tied()) == 40 + 8
+
+
+# ---------------------------------------------------------------------------------------------------
+# the symbolic shortcut must give exactly the concrete counts, and only where it is valid
+
+
+def _all_shapes(mods, calls, **kw):
+    fast, slow = ModuleFlops(mods, **kw), ModuleFlops(mods, symbolic_after=None)
+    return fast, {c: fast(*c) for c in calls}, {c: slow(*c) for c in calls}
+
+
+def test_symbolic_formula_equals_concrete_counts():
+    mods = {
+        "layer": _hf_layer("bert", "eager", **SMALL),
+        "emb": __import__("transformers").models.bert.modeling_bert.BertEmbeddings(
+            __import__("transformers").BertConfig(hidden_size=48, vocab_size=50, max_position_embeddings=40)
+        ),
+    }
+    calls = [("layer", (n, 48)) for n in range(1, 41)] + [("emb", (n,)) for n in range(1, 41)]
+    fast, got, want = _all_shapes(mods, calls, symbolic_after=3)
+    assert got == want
+    assert fast.stats["formula"] > 50  # the shortcut was actually taken
+    assert want[("layer", (17, 48))] == 2 * bert_layer_macs(17, 48, 3, 96)
+    # beyond the 40 positions the embedding cannot run: the formula's guard (n <= 40) must not cover it
+    with pytest.raises(FlopCountError):
+        fast("emb", (41,))
+
+
+class Piecewise(nn.Module):
+    """Costs change with the length in ways a single polynomial cannot follow."""
+
+    def __init__(self):
+        super().__init__()
+        self.small, self.big = nn.Linear(8, 8), nn.Linear(8, 64)
+
+    def forward(self, x):
+        n = x.shape[1]
+        if n > 12:  # a branch on the size: recorded as a guard
+            x = self.big(x)[..., :8]
+        if int(n) % 3 == 0:  # int(): specialises the run to its own length
+            x = self.small(x)
+        return x
+
+
+def test_symbolic_respects_guards():
+    mods = {"p": Piecewise()}
+    calls = [("p", (n, 8)) for n in range(1, 40)]
+    _, got, want = _all_shapes(mods, calls, symbolic_after=2)
+    assert got == want
+    assert want[("p", (13, 8))] == 2 * (13 * 8 * 64)
+    assert want[("p", (15, 8))] == 2 * (15 * 8 * 64 + 15 * 64)

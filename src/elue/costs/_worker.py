@@ -144,6 +144,7 @@ def run(request: dict, emit) -> dict:
     for m in module_list.values():
         m.eval()
     counter = ModuleFlops(module_list, dummy)
+    counter.expect(wanted)
     out = []
     total = len(wanted)
     step = max(1, total // 100)

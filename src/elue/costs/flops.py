@@ -48,7 +48,7 @@ class FlopCountError(RuntimeError):
 
 
 def _prod(xs: Iterable[int]) -> int:
-    return math.prod(int(x) for x in xs)
+    return math.prod(xs)  # no int(): sizes may be symbolic
 
 
 def _packet(*names: str) -> set:
@@ -65,16 +65,16 @@ def _packet(*names: str) -> set:
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor) -> int:  # (n,k) @ (k,m)
-    return int(a.shape[0]) * int(a.shape[1]) * int(b.shape[1])
+    return a.shape[0] * a.shape[1] * b.shape[1]
 
 
 def _bmm(a: torch.Tensor, b: torch.Tensor) -> int:  # (B,n,k) @ (B,k,m)
-    return int(a.shape[0]) * int(a.shape[1]) * int(a.shape[2]) * int(b.shape[2])
+    return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
 
 
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> int:
     if a.dim() == 1 and b.dim() == 1:
-        return int(a.shape[0])
+        return a.shape[0]
     a_shape = (1, *a.shape) if a.dim() == 1 else tuple(a.shape)
     b_shape = (*b.shape, 1) if b.dim() == 1 else tuple(b.shape)
     batch = torch.broadcast_shapes(a_shape[:-2], b_shape[:-2])
@@ -86,8 +86,8 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads_first: b
     if not heads_first:  # (B, L, H, E) layout of the low-level flash/efficient kernels
         q, k, v = q.transpose(-2, -3), k.transpose(-2, -3), v.transpose(-2, -3)
     batch_heads = _prod(q.shape[:-2])
-    length, e = int(q.shape[-2]), int(q.shape[-1])
-    s, ev = int(k.shape[-2]), int(v.shape[-1])
+    length, e = q.shape[-2], q.shape[-1]
+    s, ev = k.shape[-2], v.shape[-1]
     return batch_heads * (length * s * e + length * s * ev + 2 * length * s)
 
 
@@ -303,7 +303,7 @@ class _Counter(TorchDispatchMode):
             self.macs += _matmul(args[0], args[1])
             self._product(args[0], args[1], out)
         elif p is aten.linear:
-            self.macs += args[0].numel() * int(args[1].shape[0])
+            self.macs += args[0].numel() * args[1].shape[0]
         elif p in (aten.mv, aten.addmv):
             a, b = (args[0], args[1]) if p is aten.mv else (args[1], args[2])
             self.macs += a.numel()
@@ -542,17 +542,38 @@ class ModuleFlops:
 
     `modules` maps names to modules (model.py's `module_list`); `dummy_input(name, shape) -> tuple`
     optionally builds a call's inputs (model.py may define it).
+
+    Speed: once a module has been counted concretely at `symbolic_after` distinct shapes (and uses the
+    default dummy input), it is run once with symbolic sizes (see `_symbolic`); the resulting formula
+    must reproduce every concrete count made so far, and is then used for each further shape at which
+    all of its guards hold. Set `symbolic_after=None` to always count concretely.
     """
 
     def __init__(
         self,
         modules: Mapping[str, nn.Module],
         dummy_input: Callable[[str, Shape], Any] | None = None,
+        *,
+        symbolic_after: int | None = 4,
     ):
         self.modules = modules
         self.dummy_input = dummy_input
+        self.symbolic_after = symbolic_after
         self._cache: dict[tuple[str, Shape], int] = {}
         self._states: dict[str, dict[str, torch.Tensor]] = {}
+        self._concrete: dict[str, dict[Shape, int]] = {}
+        self._formulas: dict[str, list] = {}
+        self._expected: dict[str, int] | None = None
+        self.stats = {"concrete": 0, "formula": 0, "symbolic_runs": 0, "symbolic_failed": 0}
+
+    def expect(self, calls: Iterable[tuple[str, Shape]], min_remaining: int = 64) -> None:
+        """Announce the calls to come: a symbolic run (~0.3 s) is only tried for a module with at
+        least `min_remaining` distinct shapes still to count (a concrete count is ~1-3 ms)."""
+        counts: dict[str, int] = {}
+        for name, _shape in dict.fromkeys((n, tuple(int(d) for d in s)) for n, s in calls):
+            counts[name] = counts.get(name, 0) + 1
+        self._expected = counts
+        self._min_remaining = min_remaining
 
     def __call__(self, name: str, shape: Shape) -> int:
         shape = tuple(int(d) for d in shape)
@@ -562,6 +583,12 @@ class ModuleFlops:
             return hit
         if name not in self.modules:
             raise KeyError(name)
+        for formula in self._formulas.get(name, ()):
+            macs = formula(shape)
+            if macs is not None:
+                self.stats["formula"] += 1
+                self._cache[key] = 2 * macs
+                return 2 * macs
         module = self.modules[name]
         state = self._states.get(name)
         if state is None:
@@ -574,5 +601,37 @@ class ModuleFlops:
                 return _fn(_name, s)
 
         value = module_flops(module, shape, dummy, _meta_state_cache=state)
+        self.stats["concrete"] += 1
         self._cache[key] = value
+        done = self._concrete.setdefault(name, {})
+        done[shape] = value
+        if (
+            self.dummy_input is None
+            and self.symbolic_after is not None
+            and len(done) >= self.symbolic_after
+            and len(self._formulas.setdefault(name, [])) < 2
+            and len(done) in (self.symbolic_after, 4 * self.symbolic_after)
+            and (self._expected is None or self._expected.get(name, 0) - len(done) >= self._min_remaining)
+        ):
+            self._try_symbolic(name, module, shape, done)
         return value
+
+    def _try_symbolic(self, name: str, module: nn.Module, shape: Shape, done: dict[Shape, int]) -> None:
+        from elue.costs._symbolic import symbolic_macs
+
+        self.stats["symbolic_runs"] += 1
+        dtype = default_dummy_input(module, shape)[0].dtype
+        try:
+            formula = symbolic_macs(module, shape, dtype)
+        except Exception:  # noqa: BLE001 - any difficulty: keep counting concretely
+            self.stats["symbolic_failed"] += 1
+            return
+        for s, value in done.items():  # the formula must agree with every concrete count it covers
+            macs = formula(s)
+            if macs is not None and 2 * macs != value:
+                self.stats["symbolic_failed"] += 1
+                return
+        if formula(shape) is None:
+            self.stats["symbolic_failed"] += 1
+            return
+        self._formulas[name].append(formula)
