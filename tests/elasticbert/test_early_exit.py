@@ -169,21 +169,42 @@ def test_batched_equals_example_by_example(num_labels, rule, threshold):
         assert len(set(batched.exit_layers.tolist())) > 1, "test needs examples leaving at different layers"
 
 
-def test_run_early_exit_over_features_keeps_input_order():
-    model = make_model()
-    ids, mask, tts = make_batch(n=30)
-    features = [
-        {
-            "input_ids": ids[i, : int(mask[i].sum())].tolist(),
-            "token_type_ids": tts[i, : int(mask[i].sum())].tolist(),
-        }
-        for i in range(30)
-    ]
-    whole = early_exit(model, ids, mask, tts, rule="patience", threshold=1)
-    res = run_early_exit(model, features, rule="patience", threshold=1, batch_size=7)
-    assert res.exit_layers.tolist() == whole.exit_layers.tolist()
-    assert res.predictions.tolist() == whole.predictions.tolist()
-    assert res.token_counts.tolist() == [len(f["input_ids"]) for f in features]
+def to_features(ids, mask, tts):
+    out = []
+    for i in range(ids.shape[0]):
+        n = int(mask[i].sum())
+        out.append({"input_ids": ids[i, :n].tolist(), "token_type_ids": tts[i, :n].tolist()})
+    return out
+
+
+@pytest.mark.parametrize(
+    ("num_labels", "rule", "threshold", "pool_size"),
+    [
+        (3, "entropy", None, None),
+        (3, "entropy", None, 7),
+        (3, "patience", 1, None),
+        (3, "patience", 2, 14),
+        (1, "patience", 1, None),
+        (3, "fixed", 3, None),
+    ],
+)
+def test_pooled_run_equals_example_by_example(num_labels, rule, threshold, pool_size):
+    model = make_model(num_labels=num_labels)
+    ids, mask, tts = make_batch(n=45, seed=5)
+    features = to_features(ids, mask, tts)
+    if threshold is None:
+        (threshold,) = mid_thresholds(entropy_from_logits(all_exit_logits(model, ids, mask, tts)), (0.5,))
+    kw = dict(rule=rule, threshold=threshold, regression_threshold=0.05)
+    pooled = run_early_exit(model, features, batch_size=7, pool_size=pool_size, **kw)
+    single = run_early_exit(model, features, reference=True, **kw)
+    whole = early_exit(model, ids, mask, tts, **kw)
+    assert pooled.exit_layers.tolist() == single.exit_layers.tolist() == whole.exit_layers.tolist()
+    if num_labels == 1:
+        torch.testing.assert_close(pooled.predictions, single.predictions, atol=1e-5, rtol=1e-5)
+    else:
+        assert pooled.predictions.tolist() == single.predictions.tolist()
+    assert pooled.token_counts.tolist() == [len(f["input_ids"]) for f in features]
+    torch.testing.assert_close(pooled.logits, single.logits, atol=1e-4, rtol=1e-4)
 
 
 def test_model_with_exits_on_top_layers_only_and_training_flag_restored():

@@ -216,6 +216,25 @@ def early_exit(
         clf.train(was_training)
 
 
+def _decide(r: _Rule, logits: torch.Tensor, regression: bool, prev_pred, counter, is_last: bool):
+    """(pred, done, prev_pred, counter) for the rows of one exit evaluation; state tensors row-aligned."""
+    pred = logits[:, 0] if regression else logits.argmax(-1)
+    if r.kind == "patience":
+        if prev_pred is None:
+            counter = torch.zeros(pred.shape[0], dtype=torch.long, device=pred.device)
+        else:
+            same = (pred - prev_pred).abs() < r.regression_threshold if regression else pred == prev_pred
+            counter = torch.where(same, counter + 1, torch.zeros_like(counter))
+        prev_pred = pred
+    if is_last or r.kind == "fixed":
+        done = torch.ones(pred.shape[0], dtype=torch.bool, device=pred.device)
+    elif r.kind == "entropy":
+        done = entropy_from_logits(logits) < r.threshold
+    else:
+        done = counter >= int(r.threshold)
+    return pred, done, prev_pred, counter
+
+
 def _run(
     clf, base, input_ids, attention_mask, token_type_ids, r: _Rule, regression, exit_set, last, trim_padding
 ):
@@ -256,19 +275,7 @@ def _run(
         if i not in exit_set:
             continue
         logits = clf.exit_logits(i, hidden).float()
-        pred = logits[:, 0] if regression else logits.argmax(-1)
-        if i == last or r.kind == "fixed":
-            done = torch.ones(pred.shape[0], dtype=torch.bool, device=device)
-        elif r.kind == "entropy":
-            done = entropy_from_logits(logits) < r.threshold
-        else:  # patience
-            if prev_pred is None:
-                counter = torch.zeros(pred.shape[0], dtype=torch.long, device=device)
-            else:
-                same = (pred - prev_pred).abs() < r.regression_threshold if regression else pred == prev_pred
-                counter = torch.where(same, counter + 1, torch.zeros_like(counter))
-            prev_pred = pred
-            done = counter >= int(r.threshold)
+        pred, done, prev_pred, counter = _decide(r, logits, regression, prev_pred, counter, i == last)
 
         done_host = done.cpu().numpy()  # the one host sync per exit layer: who leaves
         n_done = int(done_host.sum())
@@ -416,6 +423,129 @@ def pad_batch(
     return out
 
 
+class _Group:
+    """A sub-batch of active examples: right-padded hidden states and their patience state."""
+
+    __slots__ = ("pos", "lengths", "hidden", "bias", "prev", "counter")
+
+    def __init__(self, pos, lengths, hidden, prev=None, counter=None):
+        self.pos = pos  # np.ndarray: positions in the pool
+        self.lengths = lengths  # np.ndarray: unpadded lengths
+        self.hidden = hidden  # (g, L, H), L = max(lengths)
+        self.prev = prev
+        self.counter = counter
+        self.bias = _length_bias(lengths, hidden)
+
+
+def _length_bias(lengths: np.ndarray, hidden: torch.Tensor) -> torch.Tensor | None:
+    width = hidden.shape[1]
+    if (lengths == width).all():
+        return None  # no padding: no mask at all
+    lens = torch.from_numpy(lengths).to(hidden.device)
+    keep = (torch.arange(width, device=hidden.device)[None, :] < lens[:, None]).to(hidden.dtype)
+    return ((1.0 - keep) * torch.finfo(hidden.dtype).min)[:, None, None, :]
+
+
+def _fit_width(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Trim or zero-pad dim 1 of a (g, L, H) tensor to `width` (the cut/added positions are padding)."""
+    if t.shape[1] >= width:
+        return t[:, :width]
+    return torch.nn.functional.pad(t, (0, 0, 0, width - t.shape[1]))
+
+
+def _regroup(survivors: list[tuple[_Group, np.ndarray]], batch_size: int) -> list[_Group]:
+    """Re-batch the survivors of every group (kept in length order) into groups of `batch_size`."""
+    flat = [(g, int(row)) for g, rows in survivors for row in rows]
+    groups = []
+    for start in range(0, len(flat), batch_size):
+        chunk = flat[start : start + batch_size]
+        lengths = np.array([g.lengths[row] for g, row in chunk])
+        width = int(lengths.max())
+        pieces, prevs, counters, pos = [], [], [], []
+        k = 0
+        while k < len(chunk):  # contiguous runs from the same source group -> one index_select each
+            g = chunk[k][0]
+            rows = []
+            while k < len(chunk) and chunk[k][0] is g:
+                rows.append(chunk[k][1])
+                k += 1
+            idx = torch.tensor(rows, device=g.hidden.device)
+            pieces.append(_fit_width(g.hidden.index_select(0, idx), width))
+            pos.append(g.pos[rows])
+            if g.prev is not None:
+                prevs.append(g.prev.index_select(0, idx))
+                counters.append(g.counter.index_select(0, idx))
+        hidden = pieces[0].contiguous() if len(pieces) == 1 else torch.cat(pieces)
+        groups.append(
+            _Group(
+                np.concatenate(pos),
+                lengths,
+                hidden,
+                torch.cat(prevs) if prevs else None,
+                torch.cat(counters) if counters else None,
+            )
+        )
+    return groups
+
+
+@torch.inference_mode()
+def _run_pool(clf, features, r: _Rule, regression, exit_set, last, batch_size, pad_token_id, device):
+    """Early exit over a pool of tokenised examples (sorted by length): each layer runs on sub-batches of up
+    to `batch_size` active examples; after an exit layer the survivors of all sub-batches are re-batched, so
+    layer calls stay full while examples leave. Result in `features` order."""
+    base = clf.elasticbert
+    n = len(features)
+    num_labels = clf.config.num_labels
+    pred_store = torch.empty(n, dtype=torch.float32 if regression else torch.long, device=device)
+    layer_store = torch.empty(n, dtype=torch.long, device=device)
+    logit_store = torch.empty(n, num_labels, dtype=torch.float32, device=device)
+    lengths_all = np.array([len(f["input_ids"]) for f in features], dtype=np.int64)
+
+    groups = []
+    for start in range(0, n, batch_size):
+        batch = pad_batch(features[start : start + batch_size], pad_token_id)
+        hidden = base.embed(batch["input_ids"].to(device), _to(batch.get("token_type_ids"), device))
+        groups.append(
+            _Group(
+                np.arange(start, min(start + batch_size, n)), lengths_all[start : start + batch_size], hidden
+            )
+        )
+
+    for i in range(last + 1):
+        survivors, departed = [], 0
+        for g in groups:
+            g.hidden = base.layer_forward(i, g.hidden, g.bias)
+            if i not in exit_set:
+                continue
+            logits = clf.exit_logits(i, g.hidden).float()
+            pred, done, g.prev, g.counter = _decide(r, logits, regression, g.prev, g.counter, i == last)
+            done_host = done.cpu().numpy()  # one host sync per sub-batch and exit layer
+            if done_host.any():
+                rows = np.flatnonzero(done_host)
+                sel = torch.from_numpy(rows).to(device)
+                targets = torch.from_numpy(g.pos[rows]).to(device)
+                pred_store[targets] = pred.index_select(0, sel).to(pred_store.dtype)
+                layer_store[targets] = i + 1
+                logit_store[targets] = logits.index_select(0, sel)
+                departed += len(rows)
+            survivors.append((g, np.flatnonzero(~done_host)))
+        if i in exit_set and departed:
+            groups = _regroup(survivors, batch_size)
+            if not groups:
+                break
+
+    return EarlyExitResult(
+        predictions=pred_store.cpu(),
+        exit_layers=layer_store.cpu(),
+        token_counts=torch.from_numpy(lengths_all),
+        logits=logit_store.cpu(),
+    )
+
+
+def _to(t, device):
+    return t.to(device) if t is not None else None
+
+
 def run_early_exit(
     model: ElasticBertForSequenceClassification,
     features: Sequence[Mapping[str, Sequence[int]]],
@@ -424,31 +554,60 @@ def run_early_exit(
     threshold: float | None = None,
     regression_threshold: float = 0.1,
     batch_size: int = 32,
-    sort_by_length: bool = True,
+    pool_size: int | None = None,
     pad_token_id: int | None = None,
     device: torch.device | str | None = None,
     reference: bool = False,
 ) -> EarlyExitResult:
-    """Early exit over tokenised examples (dicts with `input_ids`, optional `token_type_ids`), in batches of
-    `batch_size` (sorted by length so batches carry little padding). Result in input order.
-    `reference=True` uses the example-by-example path instead."""
-    if pad_token_id is None:
-        pad_token_id = model.config.pad_token_id or 0
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    order = (
-        sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"])) if sort_by_length else None
+    """Early exit over tokenised examples (dicts with `input_ids`, optional `token_type_ids`; unpadded).
+
+    Examples are sorted by length and taken in pools of `pool_size` (default 16 × `batch_size`). Within a
+    pool every layer runs on sub-batches of at most `batch_size` examples; after each exit layer the examples
+    still running are re-batched across the pool (so a layer call stays full while examples leave, and each
+    sub-batch is padded only to its own longest member). `pool_size=batch_size` gives plain per-batch early
+    exit. `reference=True`: the example-by-example path instead. Result in input order.
+    """
+    clf = _classifier(model)
+    regression = _is_regression(clf)
+    exits = clf.exit_layers
+    r = _make_rule(
+        rule, threshold, regression_threshold, regression, clf.config.num_hidden_layers, set(exits)
     )
-    order = order if order is not None else list(range(len(features)))
-    fn = early_exit_reference if reference else early_exit
+    exit_set = {int(threshold) - 1} if r.kind == "fixed" else set(exits)
+    last = max(exit_set)
+    if pad_token_id is None:
+        pad_token_id = clf.config.pad_token_id or 0
+    device = torch.device(device) if device is not None else next(clf.parameters()).device
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    pool_size = max(int(pool_size or 16 * batch_size), batch_size)
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    if not order:
+        return _empty_result(regression, clf.config.num_labels)
     parts = []
-    for start in range(0, len(order), batch_size):
-        chunk = [features[i] for i in order[start : start + batch_size]]
-        batch = {k: v.to(device) for k, v in pad_batch(chunk, pad_token_id).items()}
-        parts.append(
-            fn(model, **batch, rule=rule, threshold=threshold, regression_threshold=regression_threshold)
-        )
-    if not parts:
-        return _empty_result(_is_regression(model), model.config.num_labels)
+    was_training = clf.training
+    clf.eval()
+    try:
+        if reference:
+            for i in order:
+                batch = {k: v.to(device) for k, v in pad_batch([features[i]], pad_token_id).items()}
+                parts.append(
+                    early_exit_reference(
+                        clf,
+                        **batch,
+                        rule=rule,
+                        threshold=threshold,
+                        regression_threshold=regression_threshold,
+                    )
+                )
+        else:
+            for start in range(0, len(order), pool_size):
+                pool = [features[i] for i in order[start : start + pool_size]]
+                parts.append(
+                    _run_pool(clf, pool, r, regression, exit_set, last, batch_size, pad_token_id, device)
+                )
+    finally:
+        clf.train(was_training)
     merged = EarlyExitResult.concatenate(parts)
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
