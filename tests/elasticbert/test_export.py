@@ -42,7 +42,7 @@ def _write_data(root: Path, n_test: int = 10) -> Path:
     return root
 
 
-def _write_checkpoint(path: Path, layers: int = 3, exits: int | None = None) -> Path:
+def _write_checkpoint(path: Path, layers: int = 3, exits: int | None = None, num_labels: int = 2) -> Path:
     from transformers import BertTokenizerFast
 
     from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification
@@ -60,7 +60,7 @@ def _write_checkpoint(path: Path, layers: int = 3, exits: int | None = None) -> 
         intermediate_size=64,
         max_position_embeddings=64,
         num_output_layers=exits,
-        num_labels=2,
+        num_labels=num_labels,
     )
     ElasticBertForSequenceClassification(config).save_pretrained(path)
     return path
@@ -267,3 +267,25 @@ def test_cli_predict_then_evaluate(tiny, tmp_path):
         name = Path(p.file).stem
         assert p.mflops == pytest.approx(summary[name]["formula_mflops"], rel=1e-9)
         assert 0.0 <= p.performance <= 100.0
+
+
+def test_regression_task_patience_and_static(tmp_path):
+    """STS-B: one output, float predictions; patience compares values; entropy is refused."""
+    from elue.data import read_test_indices
+    from elue.testfile import read_test_file
+
+    d = tmp_path / "data" / "sts-b"
+    d.mkdir(parents=True)
+    rows = [(f"the film {w}", f"a movie {w}") for w in POS + NEG]
+    (d / "test.tsv").write_text(
+        "index\tsentence1\tsentence2\n" + "".join(f"{i}\t{a}\t{b}\n" for i, (a, b) in enumerate(rows))
+    )
+    ckpt = _write_checkpoint(tmp_path / "ckpt", layers=2, num_labels=1)
+    kw = dict(data_dir=tmp_path / "data", max_length=32, progress=False, log=lambda m: None)
+    res = predict_submission(ckpt, "sts-b", tmp_path / "sub", make_points([2], [], [1]), **kw)
+    indices = read_test_indices(tmp_path / "data", "sts-b")
+    for p in res.points:
+        tf = read_test_file(p.file, "sts-b", test_indices=indices)
+        assert tf.pred.dtype == np.float64 and len(tf) == len(rows)
+    with pytest.raises(ValueError, match="regression|entropy"):
+        predict_submission(ckpt, "sts-b", tmp_path / "sub2", make_points([], [0.2], []), **kw)

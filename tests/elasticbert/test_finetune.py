@@ -163,3 +163,14 @@ def test_static_k_layers_via_cli(tiny, tmp_path):
     assert config["num_hidden_layers"] == 2 and config["num_output_layers"] == 1
     info = json.loads((out / "best" / "finetune.json").read_text())
     assert list(info["dev"]) == ["2"] and info["mode"] == "static"
+
+
+def test_glue_task_facts():
+    from elue.elasticbert.finetune import glue_task_spec
+
+    cola = glue_task_spec("cola")
+    assert cola.family == "glue" and cola.num_labels == 2 and cola.text_columns == ("sentence",)
+    assert cola.metric([0, 1, 1, 0], [0, 1, 1, 0])["performance"] == pytest.approx(100.0)
+    stsb = glue_task_spec("sts-b")
+    assert stsb.is_regression and stsb.num_labels == 1
+    assert set(stsb.metric([0.0, 1.0, 2.0], [0.1, 0.9, 2.5])) >= {"performance", "pearson", "spearman"}
