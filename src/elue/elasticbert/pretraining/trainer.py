@@ -267,7 +267,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             f"pre-training: {world} process(es), {shards} data stream(s), global batch "
             f"{cfg.per_device_batch_size * world * cfg.gradient_accumulation_steps}, groups "
             f"{[[i + 1 for i in g] for g in groups] if groups else 'none (every exit)'}, "
-            f"mixed precision {accelerator.mixed_precision}, device {accelerator.device}"
+            f"mixed precision {accelerator.mixed_precision}, {accelerator.distributed_type.value}, device {accelerator.device}"
         )
 
     if evals and start_step == 0 and main:
