@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import service, storage
 from .board import BoardCache
+from .cache import ResponseCache
 from .config import Settings
 from .db import open_database
 from .deps import AppState
@@ -175,4 +176,10 @@ def create_app(
         )
 
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 1024 * 1024)
+    board = app.state.elue.board
+    app.add_middleware(
+        ResponseCache,
+        ttl=settings.page_cache_seconds if settings.cache_seconds > 0 else 0,
+        version=board.version,
+    )
     return app

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from elue.tasks import TASK_NAMES
 
 from . import scores
-from .db import REPORTED, SCORED, Baseline, Point, Submission, TaskResult, User
+from .db import REPORTED, SCORED, Baseline, Point, Submission, TaskResult, User, read_board_version
 
 TRACKS = {"elue": "ELUE score", **{str(b): f"≤ {b}M params" for b in scores.SIZE_TRACKS}}
 
@@ -343,26 +343,44 @@ def task_view(board: Board, task: str) -> dict:
 
 
 class BoardCache:
-    """One Board per process, rebuilt at most every `ttl` seconds (or right after `invalidate`)."""
+    """One Board per process. It is rebuilt when the database's board version changes (any write that
+    changes public results bumps it, in whichever process), checked at most every `ttl` seconds."""
 
     def __init__(self, sessions: sessionmaker, ttl: float) -> None:
         self.sessions, self.ttl = sessions, ttl
         self._board: Board | None = None
+        self._built_version: str | None = None
+        self._version: str | None = None
+        self._checked = 0.0
         self._lock = threading.Lock()
-        self.generation = 0  # bumps whenever a new Board is built (keys rendered-page caches)
+        self._vlock = threading.Lock()
+        self.invalidations = 0  # bumps on every write in this process
+
+    def version(self) -> tuple[int, str | None]:
+        """The current board version (cheap: one tiny query at most every `ttl` seconds)."""
+        now = time.monotonic()
+        if self.ttl <= 0 or now - self._checked >= self.ttl:
+            with self._vlock:
+                if self.ttl <= 0 or now - self._checked >= self.ttl:
+                    with self.sessions() as s:
+                        self._version = read_board_version(s)
+                    self._checked = time.monotonic()
+        return self.invalidations, self._version
 
     def get(self) -> Board:
+        inv, version = self.version()
         b = self._board
-        if b is not None and time.time() - b.built_at < self.ttl:
+        if b is not None and self._built_version == (inv, version) and self.ttl > 0:
             return b
         with self._lock:
             b = self._board
-            if b is not None and time.time() - b.built_at < self.ttl:
+            if b is not None and self._built_version == (inv, version) and self.ttl > 0:
                 return b
             with self.sessions() as s:
-                self._board = build_board(s)
-            self.generation += 1
-            return self._board
+                board = build_board(s)
+            self._board, self._built_version = board, (inv, version)
+            return board
 
     def invalidate(self) -> None:
-        self._board = None
+        self.invalidations += 1
+        self._checked = 0.0

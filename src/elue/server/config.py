@@ -46,7 +46,8 @@ class Settings:
     trust_model_code: bool = False
     # cookies
     secure_cookies: bool = False
-    cache_seconds: float = 1.0  # leaderboard data is recomputed at most this often per process
+    cache_seconds: float = 0.5  # how often a web process checks the database for changed results (0: always)
+    page_cache_seconds: float = 30.0  # longest an unchanged anonymous page is served from memory
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    select,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
@@ -136,6 +137,21 @@ class Meta(Base):
     __tablename__ = "meta"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+BOARD_VERSION = "board_version"
+
+
+def bump_board_version(session) -> None:  # noqa: ANN001
+    """Mark the public results as changed (within the caller's transaction): every web process
+    rebuilds its cached board when it sees a new value."""
+    import uuid
+
+    session.merge(Meta(key=BOARD_VERSION, value=uuid.uuid4().hex))
+
+
+def read_board_version(session) -> str | None:  # noqa: ANN001
+    return session.execute(select(Meta.value).where(Meta.key == BOARD_VERSION)).scalar()
 
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")

@@ -28,6 +28,7 @@ from .db import (
     Submission,
     TaskResult,
     User,
+    bump_board_version,
     utcnow,
 )
 from .security import hash_password, hash_token, new_api_token, verify_password
@@ -261,6 +262,7 @@ def submit_reported(
         ]
         sub.tasks.append(tr)
     s.add(sub)
+    bump_board_version(s)
     s.commit()
     return sub
 
@@ -289,6 +291,7 @@ def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submiss
             setattr(sub, k, _clean_url(changes[k]))
     if changes.get("description") is not None:
         sub.description = changes["description"][:5000]
+    bump_board_version(s)
     s.commit()
     return sub
 
@@ -299,6 +302,7 @@ def delete_submission(s: Session, settings: Settings, user: User, sub_id: int) -
         raise ServiceError("this entry is a dataset's baseline; the admin must choose another first", 409)
     key = sub.storage_key
     s.delete(sub)
+    bump_board_version(s)
     s.commit()
     storage.discard(settings, key)
 
@@ -323,6 +327,7 @@ def set_baseline(s: Session, task: str, sub_id: int) -> None:
         s.add(Baseline(task=task, submission_id=sub_id))
     else:
         row.submission_id = sub_id
+    bump_board_version(s)
     s.commit()
 
 
@@ -331,6 +336,7 @@ def set_hidden(s: Session, sub_id: int, hidden: bool) -> Submission:
     if sub is None:
         raise ServiceError("no such submission", 404)
     sub.hidden = hidden
+    bump_board_version(s)
     s.commit()
     return sub
 
@@ -396,5 +402,6 @@ def seed_published(s: Session) -> bool:
         if tr is not None and tr.points:
             s.merge(Baseline(task=task, submission_id=base.id))
     s.add(Meta(key="seeded", value=utcnow().isoformat()))
+    bump_board_version(s)
     s.commit()
     return True

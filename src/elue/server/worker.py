@@ -40,6 +40,7 @@ from .db import (
     Point,
     Submission,
     TaskResult,
+    bump_board_version,
     open_database,
     utcnow,
 )
@@ -238,6 +239,7 @@ def _finish(
                     )
                 sub.tasks.append(tr)
             sub.params_m = max(params) if params else None
+            bump_board_version(s)
         s.commit()
         return True
 
@@ -329,6 +331,8 @@ def run_worker(
     _, sessions = open_database(settings.database_url, upgrade=False)
     worker_id = new_worker_id()
     stop = stop or threading.Event()
+    if evaluator is None:
+        evaluator = load_evaluator(settings.evaluator)  # import the toolkit (torch) before the first job
     done = 0
     log.info("worker %s started", worker_id)
     last_recover = 0.0
