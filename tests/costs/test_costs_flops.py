@@ -376,3 +376,30 @@ def test_symbolic_respects_guards():
     assert got == want
     assert want[("p", (13, 8))] == 2 * (13 * 8 * 64)
     assert want[("p", (15, 8))] == 2 * (15 * 8 * 64 + 15 * 64)
+
+
+class Repeat(nn.Module):
+    """Same structure for every k; an integer attribute changes the cost."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x):
+        for _ in range(self.k):
+            x = self.lin(x)
+        return x
+
+
+def test_formula_shared_only_between_modules_that_agree():
+    layers = {f"layer_{i}": _hf_layer("bert", "sdpa", **SMALL) for i in (1, 2, 3)}
+    for i, layer in enumerate(layers.values()):
+        layer.attention.self.layer_idx = i  # differs, as in a real encoder
+    mods = {**layers, "rep_1": Repeat(1), "rep_2": Repeat(2)}
+    calls = [(name, (n, 48)) for name in layers for n in range(2, 20)]
+    calls += [(name, (n, 8)) for name in ("rep_1", "rep_2") for n in range(2, 20)]
+    fast, got, want = _all_shapes(mods, calls, symbolic_after=3)
+    assert got == want
+    assert fast.stats["shared"] >= 2  # layer_2 and layer_3 reuse layer_1's formula
+    assert want[("rep_2", (5, 8))] == 2 * want[("rep_1", (5, 8))]

@@ -141,3 +141,65 @@ def symbolic_macs(module: nn.Module, shape: Shape, dtype: torch.dtype) -> Formul
     if formula(shape) is None:
         raise RuntimeError("the formula does not hold at its own example")
     return formula
+
+
+_SKIP = {"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", "_state_dict_hooks"}
+_HOOKS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+)
+
+
+def _value_key(v: Any, depth: int = 0) -> Any:
+    if v is None or isinstance(v, (bool, str, float, torch.dtype, torch.device)):
+        return (type(v).__name__, v)
+    if isinstance(v, int):
+        return ("int",)  # integers (layer indices, ...) may differ
+    if isinstance(v, (tuple, list)) and depth < 3:
+        return (type(v).__name__, tuple(_value_key(x, depth + 1) for x in v))
+    if isinstance(v, dict) and depth < 3 and all(isinstance(k, (str, int, float, bool)) for k in v):
+        return ("dict", tuple(sorted((repr(k), _value_key(x, depth + 1)) for k, x in v.items())))
+    to_dict = getattr(v, "to_dict", None)
+    if callable(to_dict) and depth < 1:  # configuration objects
+        try:
+            return (type(v).__qualname__, _value_key(to_dict(), depth + 1))
+        except Exception:  # noqa: BLE001
+            pass
+    if callable(v) and hasattr(v, "__qualname__") and not hasattr(v, "__self__"):
+        if getattr(v, "__closure__", None):
+            return ("object", id(v))
+        return ("function", getattr(v, "__module__", ""), v.__qualname__)
+    return ("object", id(v))  # unknown: equal only to itself
+
+
+def signature(module: nn.Module) -> Any:
+    """What a symbolic run depends on, apart from integer attributes; None if it cannot be told."""
+    parts = []
+    try:
+        for path, sub in module.named_modules(remove_duplicate=False):
+            attrs = vars(sub)
+            if any(attrs.get(h) for h in _HOOKS):
+                return None
+            items = []
+            for k in sorted(attrs):
+                if k in _SKIP or k in _HOOKS:
+                    continue
+                items.append((k, _value_key(attrs[k])))
+            params = tuple(
+                (k, tuple(p.shape), p.dtype) if p is not None else (k, None)
+                for k, p in sub._parameters.items()
+            )
+            buffers = tuple(
+                (k, tuple(b.shape), b.dtype) if b is not None else (k, None) for k, b in sub._buffers.items()
+            )
+            parts.append((path, type(sub).__module__, type(sub).__qualname__, tuple(items), params, buffers))
+        out = tuple(parts)
+        hash(out)
+        return out
+    except Exception:  # noqa: BLE001
+        return None

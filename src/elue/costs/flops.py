@@ -547,6 +547,9 @@ class ModuleFlops:
     default dummy input), it is run once with symbolic sizes (see `_symbolic`); the resulting formula
     must reproduce every concrete count made so far, and is then used for each further shape at which
     all of its guards hold. Set `symbolic_after=None` to always count concretely.
+    With `share_formulas`, a module with the same structure as one already run symbolically (same
+    classes, parameter shapes and non-integer attributes; integer attributes such as a layer index may
+    differ) reuses that formula if it reproduces all of its own concrete counts (>= 3 shapes).
     """
 
     def __init__(
@@ -555,6 +558,7 @@ class ModuleFlops:
         dummy_input: Callable[[str, Shape], Any] | None = None,
         *,
         symbolic_after: int | None = 4,
+        share_formulas: bool = True,
     ):
         self.modules = modules
         self.dummy_input = dummy_input
@@ -564,7 +568,9 @@ class ModuleFlops:
         self._concrete: dict[str, dict[Shape, int]] = {}
         self._formulas: dict[str, list] = {}
         self._expected: dict[str, int] | None = None
-        self.stats = {"concrete": 0, "formula": 0, "symbolic_runs": 0, "symbolic_failed": 0}
+        self._by_signature: dict[Any, list] = {}
+        self.share_formulas = share_formulas
+        self.stats = {"concrete": 0, "formula": 0, "symbolic_runs": 0, "symbolic_failed": 0, "shared": 0}
 
     def expect(self, calls: Iterable[tuple[str, Shape]], min_remaining: int = 64) -> None:
         """Announce the calls to come: a symbolic run (~0.3 s) is only tried for a module with at
@@ -617,8 +623,15 @@ class ModuleFlops:
         return value
 
     def _try_symbolic(self, name: str, module: nn.Module, shape: Shape, done: dict[Shape, int]) -> None:
-        from elue.costs._symbolic import symbolic_macs
+        from elue.costs._symbolic import signature, symbolic_macs
 
+        sig = signature(module) if self.share_formulas else None
+        if sig is not None and len(done) >= 3:
+            for formula in self._by_signature.get(sig, ()):
+                if all(formula(s) is not None and 2 * formula(s) == v for s, v in done.items()):
+                    self._formulas[name].append(formula)
+                    self.stats["shared"] += 1
+                    return
         self.stats["symbolic_runs"] += 1
         dtype = default_dummy_input(module, shape)[0].dtype
         try:
@@ -635,3 +648,5 @@ class ModuleFlops:
             self.stats["symbolic_failed"] += 1
             return
         self._formulas[name].append(formula)
+        if sig is not None:
+            self._by_signature.setdefault(sig, []).append(formula)
