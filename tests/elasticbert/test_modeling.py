@@ -289,3 +289,19 @@ def test_elue_modules_names_and_calls():
         torch.testing.assert_close(logits, model(ids).exit_logits[1])
     static = ElasticBertForSequenceClassification(tiny_config(num_hidden_layers=3, num_output_layers=1))
     assert list(static.elue_modules()) == ["emb", "layer_1", "layer_2", "layer_3", "exit_3"]
+
+
+def test_base_size_costs_match_spec_reference():
+    """Spec §3 reference: ElasticBERT-base layer 7,080,960·n + 1,560·n² MACs, emb 1,536·n, exit 589,824 + 1,536;
+    parameters ≈ 116.0M with 12 exits, ≈ 109.5M static 12 layers (built on the meta device: no weights)."""
+    flops = pytest.importorskip("elue.costs.flops")
+    with torch.device("meta"):
+        dynamic = ElasticBertForSequenceClassification(ElasticBertConfig())
+        static = ElasticBertForSequenceClassification(ElasticBertConfig(num_output_layers=1))
+    mods = dynamic.elue_modules()
+    for n in (10, 128):
+        assert flops.module_flops(mods["layer_5"], (n, 768)) == 2 * (7_080_960 * n + 1_560 * n * n)
+        assert flops.module_flops(mods["emb"], (n,)) == 2 * 1_536 * n
+    assert flops.module_flops(mods["exit_12"], (768,)) == 2 * (589_824 + 1_536)
+    assert round(sum(p.numel() for p in dynamic.parameters()) / 1e6, 1) == 116.0
+    assert round(sum(p.numel() for p in static.parameters()) / 1e6, 1) == 109.5
