@@ -219,6 +219,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     groups = cfg.resolved_exit_groups(num_layers)
     accelerator = make_accelerator(cfg, grouped=groups is not None)
     main = accelerator.is_main_process
+    if cfg.distributed == "fsdp" and accelerator.distributed_type.value != "FSDP":
+        notes.append(
+            f"distributed=fsdp is not available here ({accelerator.distributed_type.value}): running DDP"
+        )
     world, rank = accelerator.num_processes, accelerator.process_index
 
     tok_path = cfg.tokenizer_name_or_path or cfg.model_name_or_path
@@ -270,7 +274,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             f"mixed precision {accelerator.mixed_precision}, {accelerator.distributed_type.value}, device {accelerator.device}"
         )
 
-    if evals and start_step == 0 and main:
+    # evaluation runs on every process (FSDP gathers parameters collectively); only the main one writes
+    if evals and start_step == 0:
         logs.eval(0, evaluate(raw_model, evals, accelerator.device))
 
     from tqdm.auto import tqdm
@@ -352,7 +357,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             bar.set_postfix(loss=row["loss"], group=row["group"])
         bar.update(1)
 
-        if evals and cfg.eval_steps and step % cfg.eval_steps == 0 and main:
+        if evals and cfg.eval_steps and step % cfg.eval_steps == 0:
             logs.eval(step, evaluate(raw_model, evals, device))
         stopping = cfg.stop_after_steps is not None and steps_this_run >= cfg.stop_after_steps
         if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps or stopping:
@@ -362,7 +367,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         if stopping:
             break
     bar.close()
-    if evals and main and step == cfg.max_steps and not (cfg.eval_steps and step % cfg.eval_steps == 0):
+    if evals and step == cfg.max_steps and not (cfg.eval_steps and step % cfg.eval_steps == 0):
         logs.eval(step, evaluate(raw_model, evals, device))
     logs.close()
     accelerator.wait_for_everyone()
