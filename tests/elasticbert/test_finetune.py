@@ -174,3 +174,31 @@ def test_glue_task_facts():
     stsb = glue_task_spec("sts-b")
     assert stsb.is_regression and stsb.num_labels == 1
     assert set(stsb.metric([0.0, 1.0, 2.0], [0.1, 0.9, 2.5])) >= {"performance", "pearson", "spearman"}
+
+
+def test_cli_convert_a_bert_checkpoint(tiny, tmp_path):
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+    from elue.elasticbert import ElasticBertForSequenceClassification
+
+    _, ckpt = tiny
+    src = tmp_path / "bert"
+    torch.manual_seed(0)
+    bert = BertModel(
+        BertConfig(
+            vocab_size=40, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64
+        )
+    )
+    bert.save_pretrained(src)
+    BertTokenizerFast(vocab_file=str(ckpt / "vocab.txt")).save_pretrained(src)
+    dst = tmp_path / "eb"
+    result = CliRunner().invoke(app, ["convert", str(src), "--output", str(dst), "--exits", "2"])
+    assert result.exit_code == 0, result.output
+    model = ElasticBertForSequenceClassification.from_pretrained(str(dst), num_labels=2)
+    assert model.config.num_output_layers == 2 and model.config.num_hidden_layers == 3
+    assert (dst / "tokenizer.json").is_file()
+    torch.testing.assert_close(
+        model.elasticbert.embeddings.word_embeddings.weight, bert.embeddings.word_embeddings.weight
+    )
