@@ -414,7 +414,39 @@ def _run_worker(cmd, env, cwd, request, limits: SandboxLimits, progress) -> dict
     return result
 
 
+def _descendants(pid: int) -> list[int]:
+    """Child processes of `pid`, recursively (Linux /proc), deepest last."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/children") as fh:
+                    kids = [int(k) for k in fh.read().split()]
+            except (OSError, ValueError):
+                continue
+            out.extend(kids)
+            todo.extend(kids)
+    return out
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
+    # kill the sandboxed processes first (they live in their own session), so that bwrap reaps them
+    # and no zombie is left to an init that may not reap
+    for pid in reversed(_descendants(proc.pid)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
