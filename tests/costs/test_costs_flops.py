@@ -305,6 +305,20 @@ def test_fallback_to_real_tensors_when_meta_fails():
     assert module_flops(BuildsCpuTensor(), (3, 4)) == 2 * 3 * 4 * 4
 
 
+def test_default_input_dtype_falls_back_to_the_other():
+    class NormFirst(nn.Module):  # first registered leaf is a LayerNorm, but forward starts with a lookup
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(8)
+            self.emb = nn.Embedding(30, 8)
+
+        def forward(self, ids):
+            return self.norm(self.emb(ids))
+
+    assert default_dummy_input(NormFirst(), (6,))[0].dtype == torch.float32
+    assert module_flops(NormFirst(), (6,)) == 2 * (2 * 6 * 8)
+
+
 def test_module_failing_at_shape_raises_one_clear_error():
     with pytest.raises(FlopCountError, match="shape"):
         module_flops(nn.Linear(4, 2), (3, 5))

@@ -196,8 +196,54 @@ def test_missing_module_names_listed(tmp_path):
 def test_module_failing_at_shape_message(tmp_path):
     """Same worker code, run in-process (cheap): a module that cannot take the shape."""
     model = write(tmp_path, GOOD)
-    with pytest.raises(_worker._Fail, match=r"module 'layer_1' fails at input shape \(4,7\)"):
+    with pytest.raises(
+        _worker._Fail,
+        match=r"module 'layer_1' fails at input shape \(4,7\), with float32 zeros of shape \(1, 4, 7\): "
+        r"RuntimeError: ",
+    ):
         _worker.run({"model_py": str(model), "calls": [["layer_1", [4, 7]]]}, lambda obj: None)
+
+
+def test_module_list_entries_must_be_modules(tmp_path):
+    model = write(
+        tmp_path,
+        "from torch import nn\nmodule_list = {'a': nn.Linear(2, 2), 'b': 3}\nentire_model = nn.Linear(2, 2)\n",
+    )
+    with pytest.raises(_worker._Fail, match=r"bad entries: 'b' \(int\)"):
+        _worker.run({"model_py": str(model)}, lambda obj: None)
+    model = write(
+        tmp_path, "from torch import nn\nmodule_list = {'a': nn.Linear(2, 2)}\nentire_model = [1]\n"
+    )
+    with pytest.raises(_worker._Fail, match=r"entire_model must be an nn.Module, not list"):
+        _worker.run({"model_py": str(model)}, lambda obj: None)
+
+
+def test_model_dummy_input_is_used(tmp_path):
+    model = write(
+        tmp_path,
+        """
+        import torch
+        from torch import nn
+
+        class TwoInputs(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = nn.Embedding(20, 8)
+                self.lin = nn.Linear(8, 4)
+
+            def forward(self, ids, scale):
+                return self.lin(self.emb(ids) * scale)
+
+        module_list = {"two": TwoInputs()}
+        entire_model = module_list["two"]
+
+        def dummy_input(name, shape):
+            return (torch.zeros((1, *shape), dtype=torch.long), torch.ones(1, shape[0], 1))
+        """,
+    )
+    out = _worker.run({"model_py": str(model), "calls": [["two", [5]]]}, lambda obj: None)
+    assert out["ok"] and out["flops"] == [["two", [5], 2 * 5 * 8 * 4]]
+    assert out["params"] == 20 * 8 + 8 * 4 + 4
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -153,7 +153,7 @@ def run(request: dict, emit) -> dict:
             try:
                 flops = counter(name, shape)
             except FlopCountError as exc:
-                raise _Fail(f"module {name!r} fails at input shape {shape_text(shape)}: {exc}") from None
+                raise _Fail(f"module {name!r} fails at input shape {shape_text(shape)}, {exc}") from None
             except Exception as exc:  # noqa: BLE001
                 raise _Fail(
                     f"module {name!r} fails at input shape {shape_text(shape)}: {_exc_line(exc)}"

@@ -374,6 +374,17 @@ _FAST_META = (
 _SDPA = torch.nn.functional.scaled_dot_product_attention
 
 
+def _sdpa_well_formed(q, k, v) -> bool:
+    return (
+        q.dim() >= 2
+        and k.dim() == q.dim()
+        and v.dim() == q.dim()
+        and q.shape[-1] == k.shape[-1]
+        and k.shape[-2] == v.shape[-2]
+        and q.dtype == k.dtype == v.dtype
+    )
+
+
 class _AttentionPricer(TorchFunctionMode):
     """Prices `F.scaled_dot_product_attention` as a whole, whatever kernel it dispatches to."""
 
@@ -390,7 +401,7 @@ class _AttentionPricer(TorchFunctionMode):
             self.counter.macs += _attention(q, k, v)
             self.counter.suspended += 1
             try:
-                if q.device.type == "meta":
+                if q.device.type == "meta" and _sdpa_well_formed(q, k, v):
                     shape = (*q.shape[:-1], v.shape[-1])
                     return torch.empty(shape, dtype=q.dtype, device="meta")
                 return func(*args, **kwargs)
@@ -515,11 +526,14 @@ def module_flops(
     """
     shape = tuple(int(d) for d in shape)
     if dummy_input is not None:
-        inputs = dummy_input(shape) if callable(dummy_input) else dummy_input
+        try:
+            inputs = dummy_input(shape) if callable(dummy_input) else dummy_input
+        except Exception as exc:
+            raise FlopCountError(f"its dummy_input raised {_describe(exc)}") from exc
         try:
             return 2 * count_macs(module, inputs, _meta_state_cache=_meta_state_cache)
         except Exception as exc:
-            raise FlopCountError(f"fails on its dummy input at shape {shape}: {_describe(exc)}") from exc
+            raise FlopCountError(f"with its dummy_input: {_describe(exc)}") from exc
     first = default_dummy_input(module, shape)
     try:
         return 2 * count_macs(module, first, _meta_state_cache=_meta_state_cache)
@@ -532,8 +546,7 @@ def module_flops(
         except Exception:
             pass
         raise FlopCountError(
-            f"fails on a {str(first[0].dtype).removeprefix('torch.')} zeros input of shape "
-            f"{(1, *shape)}: {_describe(exc)}"
+            f"with {str(first[0].dtype).removeprefix('torch.')} zeros of shape {(1, *shape)}: {_describe(exc)}"
         ) from exc
 
 
