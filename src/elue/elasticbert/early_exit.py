@@ -454,11 +454,14 @@ def _fit_width(t: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def _regroup(survivors: list[tuple[_Group, np.ndarray]], batch_size: int) -> list[_Group]:
-    """Re-batch the survivors of every group (kept in length order) into groups of `batch_size`."""
+    """Re-batch the survivors of every group (kept in length order) into groups of at most `batch_size`."""
     flat = [(g, int(row)) for g, rows in survivors for row in rows]
     groups = []
-    for start in range(0, len(flat), batch_size):
-        chunk = flat[start : start + batch_size]
+    # as few sub-batches as batch_size allows, of balanced sizes (no tiny remainder call)
+    n_chunks = -(-len(flat) // batch_size)
+    bounds = [round(k * len(flat) / n_chunks) for k in range(n_chunks + 1)] if n_chunks else [0]
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        chunk = flat[start:stop]
         lengths = np.array([g.lengths[row] for g, row in chunk])
         width = int(lengths.max())
         pieces, prevs, counters, pos = [], [], [], []
@@ -512,27 +515,35 @@ def _run_pool(clf, features, r: _Rule, regression, exit_set, last, batch_size, p
         )
 
     for i in range(last + 1):
-        survivors, departed = [], 0
         for g in groups:
             g.hidden = base.layer_forward(i, g.hidden, g.bias)
-            if i not in exit_set:
-                continue
+        if i not in exit_set:
+            continue
+        all_logits, all_pred, all_done = [], [], []
+        for g in groups:
             logits = clf.exit_logits(i, g.hidden).float()
             pred, done, g.prev, g.counter = _decide(r, logits, regression, g.prev, g.counter, i == last)
-            done_host = done.cpu().numpy()  # one host sync per sub-batch and exit layer
-            if done_host.any():
-                rows = np.flatnonzero(done_host)
-                sel = torch.from_numpy(rows).to(device)
-                targets = torch.from_numpy(g.pos[rows]).to(device)
-                pred_store[targets] = pred.index_select(0, sel).to(pred_store.dtype)
-                layer_store[targets] = i + 1
-                logit_store[targets] = logits.index_select(0, sel)
-                departed += len(rows)
-            survivors.append((g, np.flatnonzero(~done_host)))
-        if i in exit_set and departed:
-            groups = _regroup(survivors, batch_size)
-            if not groups:
-                break
+            all_logits.append(logits)
+            all_pred.append(pred)
+            all_done.append(done)
+        done_host = torch.cat(all_done).cpu().numpy()  # the one host sync per exit layer: who leaves
+        if not done_host.any():
+            continue
+        rows = np.flatnonzero(done_host)
+        sel = torch.from_numpy(rows).to(device)
+        pos = np.concatenate([g.pos for g in groups])
+        targets = torch.from_numpy(pos[rows]).to(device)
+        pred_store[targets] = torch.cat(all_pred).index_select(0, sel).to(pred_store.dtype)
+        layer_store[targets] = i + 1
+        logit_store[targets] = torch.cat(all_logits).index_select(0, sel)
+        survivors, offset = [], 0
+        for g in groups:
+            keep = np.flatnonzero(~done_host[offset : offset + len(g.pos)])
+            offset += len(g.pos)
+            survivors.append((g, keep))
+        groups = _regroup(survivors, batch_size)
+        if not groups:
+            break
 
     return EarlyExitResult(
         predictions=pred_store.cpu(),
