@@ -316,3 +316,47 @@ def test_cached_pages_follow_writes_from_any_process(tmp_path):  # noqa: ANN001
         set_hidden(x, 8, True)  # RoBERTa-BASE
     time.sleep(0.3)
     assert "RoBERTa-BASE" not in names()
+
+
+def test_model_names_cannot_inject_script(client, auth):  # noqa: ANN001
+    evil = "</script><script>alert(1)</script>"
+    body = {
+        "name": evil,
+        "params_m": 10,
+        "paper_url": "https://example.org/p",
+        "public": True,
+        "tasks": {"sst-2": {"points": [{"mflops": 1500, "performance": 85.0}]}},
+    }
+    assert client.post("/api/submissions/reported", headers=auth("eve"), json=body).status_code == 201
+    html = client.get("/tasks/sst-2").text
+    assert evil not in html and "\\u003c/script\\u003e" in html
+    assert "&lt;/script&gt;" in client.get("/leaderboard").text
+    bad = dict(body, paper_url="javascript:alert(1)")
+    assert client.post("/api/submissions/reported", headers=auth("eve2"), json=bad).status_code == 400
+
+
+def test_login_redirect_stays_on_site(client):  # noqa: ANN001
+    from elue.server.routes.web import safe_next
+
+    assert safe_next("/submit") == "/submit"
+    for bad in ["//evil.example", "/\\evil.example", "https://evil.example", "/x\r\nSet-Cookie: a=b"]:
+        assert safe_next(bad) == "/account"
+
+
+def test_real_dataset_downloads(tmp_path, data_dir):  # noqa: ANN001
+    from conftest import make_settings
+    from fastapi.testclient import TestClient
+
+    from elue.server import create_app
+
+    c = TestClient(create_app(make_settings(tmp_path, data_dir=data_dir)))
+    page = c.get("/datasets").text
+    for task in ["sst-2", "imdb", "snli", "mrpc", "sts-b"]:
+        test_name = "test.tsv.gz" if task == "imdb" else "test.tsv"
+        assert f"/datasets/{task}/{test_name}" in page
+        r = c.get(f"/datasets/{task}/{test_name}")
+        assert r.status_code == 200
+        assert c.get(f"/datasets/{task}/test_labels.tsv").status_code == 404
+    assert "test_labels" not in page
+    head = c.get("/datasets/sst-2/train.tsv").text.splitlines()[0]
+    assert head.split("\t") == ["sentence", "label"]

@@ -89,13 +89,24 @@ def serve(
     procs: list[subprocess.Popen | None] = [None] * workers
     stopping = threading.Event()
 
+    started = [0.0] * workers
+
     def supervise() -> None:
+        # a worker that dies (killed, out of memory) is restarted; its job's lease is released at once
         while not stopping.is_set():
             for i, p in enumerate(procs):
                 if p is None or p.poll() is not None:
                     if p is not None:
                         typer.echo(f"scoring worker {i} exited ({p.returncode}); restarting", err=True)
-                    procs[i] = subprocess.Popen([sys.executable, "-m", "elue.server.worker"], env=env)
+                        if time.time() - started[i] < 10:
+                            stopping.wait(5.0)  # back off when it dies right away
+                    if stopping.is_set():
+                        return
+                    started[i] = time.time()
+                    procs[i] = subprocess.Popen(
+                        [sys.executable, "-m", "elue.server.worker", "--parent-pid", str(os.getpid())],
+                        env=env,
+                    )
             stopping.wait(1.0)
 
     sup = threading.Thread(target=supervise, daemon=True)

@@ -16,11 +16,15 @@ def default_state_dir() -> Path:
 
 
 def default_data_dir() -> Path | None:
-    """The task data and answer keys: $ELUE_DATA_DIR, else ../shared/data beside the repo if present."""
+    """The task data and answer keys: $ELUE_DATA_DIR, else ../shared/data (beside the working folder or
+    the source checkout) if present."""
     env = os.environ.get("ELUE_DATA_DIR")
     if env:
         return Path(env).resolve()
-    return REPO_SHARED_DATA if REPO_SHARED_DATA.is_dir() else None
+    for candidate in (Path.cwd().parent / "shared" / "data", REPO_SHARED_DATA):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None
 
 
 @dataclass

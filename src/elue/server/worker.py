@@ -326,6 +326,7 @@ def run_worker(
     once: bool = False,
     stop: threading.Event | None = None,
     evaluator: Callable | None = None,
+    parent_pid: int | None = None,
 ) -> int:
     """Claim and score jobs until stopped (or, with once=True, until the queue is empty)."""
     _, sessions = open_database(settings.database_url, upgrade=False)
@@ -337,6 +338,9 @@ def run_worker(
     log.info("worker %s started", worker_id)
     last_recover = 0.0
     while not stop.is_set():
+        if parent_pid is not None and os.getppid() != parent_pid:
+            log.info("parent %s is gone: stopping", parent_pid)
+            break
         if time.time() - last_recover > 10:
             release_dead_local_leases(sessions)
             last_recover = time.time()
@@ -353,12 +357,25 @@ def run_worker(
     return done
 
 
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM when the parent dies (also when it is killed outright)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere the parent-pid check in the loop stops the worker
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m elue.server.worker", description=__doc__.split("\n")[0])
     ap.add_argument("--once", action="store_true", help="stop when the queue is empty")
     ap.add_argument("--evaluator", default=None, help="module:function (default elue.submission)")
     ap.add_argument("--lease-seconds", type=float, default=None)
+    ap.add_argument("--parent-pid", type=int, default=None, help="stop when this process (elue serve) ends")
     args = ap.parse_args(argv)
+    if args.parent_pid:
+        _die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     settings = Settings()
     if args.evaluator:
@@ -369,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        run_worker(settings, once=args.once, stop=stop)
+        run_worker(settings, once=args.once, stop=stop, parent_pid=args.parent_pid)
     except KeyboardInterrupt:
         pass
 

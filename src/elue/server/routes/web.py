@@ -35,6 +35,24 @@ def redirect(ctx: Ctx, url: str) -> RedirectResponse:
     return ctx.apply(RedirectResponse(url, status_code=303))
 
 
+def script_json(data) -> str:  # noqa: ANN001
+    """JSON safe inside <script>: a model called "</script><script>..." stays data."""
+    return json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def safe_next(url: str) -> str:
+    """Only same-site paths after log-in (no //host, no backslash tricks)."""
+    if (
+        url.startswith("/")
+        and not url.startswith("//")
+        and "\\" not in url
+        and "\r" not in url
+        and "\n" not in url
+    ):
+        return url
+    return "/account"
+
+
 def need_login(ctx: Ctx) -> User:
     if ctx.user is None:
         raise HTTPException(401, "log in first")
@@ -65,7 +83,7 @@ def task_page(task: str, ctx: Ctx = Depends(get_ctx)):
     except KeyError as e:
         raise HTTPException(404, str(e.args[0])) from None
     view = task_view(ctx.st.board.get(), t.name)
-    return render(ctx, "task.html", task=t, view=view, view_json=json.dumps(view))
+    return render(ctx, "task.html", task=t, view=view, view_json=script_json(view))
 
 
 @router.get("/models/{model_id}", response_class=HTMLResponse)
@@ -109,8 +127,20 @@ def dataset_file(task: str, filename: str, ctx: Ctx = Depends(get_ctx)):
     path = ctx.st.settings.data_dir / task / filename
     if not path.is_file():
         raise HTTPException(404, "no such file")
+    if filename.startswith("test") and not test_file_is_unlabelled(path, TASKS[task]):
+        raise HTTPException(404, "no such file")
     media = "application/gzip" if filename.endswith(".gz") else "text/tab-separated-values"
     return FileResponse(path, media_type=media, filename=f"{task}-{filename}")
+
+
+def test_file_is_unlabelled(path, task) -> bool:  # noqa: ANN001
+    """A test file is served only if its header is the task's unlabelled test header."""
+    import gzip
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        header = [c.strip() for c in f.readline().rstrip("\n").split("\t")]
+    return header == list(task.test_columns)
 
 
 @router.get("/guide", response_class=HTMLResponse)
@@ -173,7 +203,7 @@ def login(
             username=username,
         )
     ctx.login(user)
-    return redirect(ctx, next if next.startswith("/") and not next.startswith("//") else "/account")
+    return redirect(ctx, safe_next(next))
 
 
 @router.post("/logout")
