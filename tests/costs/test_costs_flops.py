@@ -417,3 +417,22 @@ def test_formula_shared_only_between_modules_that_agree():
     assert got == want
     assert fast.stats["shared"] >= 2  # layer_2 and layer_3 reuse layer_1's formula
     assert want[("rep_2", (5, 8))] == 2 * want[("rep_1", (5, 8))]
+
+
+def test_forward_caches_do_not_leak_meta_tensors():
+    class Caching(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.cache = None
+
+        def forward(self, x):
+            if self.cache is None or self.cache.shape != x.shape:
+                self.cache = torch.ones_like(x)  # a meta / fake tensor during counting
+            return self.lin(x * self.cache)
+
+    m = Caching()
+    flops = ModuleFlops({"c": m}, symbolic_after=2)
+    assert [flops("c", (n, 4)) for n in range(1, 8)] == [2 * n * 16 for n in range(1, 8)]
+    assert m.cache is None
+    assert m(torch.ones(1, 3, 4)).shape == (1, 3, 4)  # still usable for real

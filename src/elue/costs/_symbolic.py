@@ -102,7 +102,7 @@ def symbolic_macs(module: nn.Module, shape: Shape, dtype: torch.dtype) -> Formul
         StatelessSymbolicContext,
     )
 
-    from elue.costs.flops import _AttentionPricer, _Counter
+    from elue.costs.flops import _AttentionPricer, _Counter, _PreserveAttributes
 
     env = ShapeEnv(duck_shape=False)  # no silent "equal sizes share a symbol"
     mode = FakeTensorMode(shape_env=env)
@@ -119,7 +119,7 @@ def symbolic_macs(module: nn.Module, shape: Shape, dtype: torch.dtype) -> Formul
             f = seen[id(t)] = mode.from_tensor(t, static_shapes=True)
         state[name] = f
     counter = _Counter(params=state.values(), fast_meta=False)
-    with torch.no_grad(), mode, _AttentionPricer(counter), counter:
+    with torch.no_grad(), _PreserveAttributes(module), mode, _AttentionPricer(counter), counter:
         torch.func.functional_call(module, state, (x,), tie_weights=False, strict=False)
     macs = counter.macs
     expr = macs.node._expr if isinstance(macs, torch.SymInt) else sympy.Integer(int(macs))

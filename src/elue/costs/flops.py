@@ -451,11 +451,35 @@ def _meta_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+_MANAGED = ("_parameters", "_buffers", "_modules")
+_MISSING = object()
+
+
+class _PreserveAttributes:
+    """Undo attribute assignments a forward makes on its modules (caches of meta or fake tensors)."""
+
+    def __init__(self, module: nn.Module):
+        self.saved = [(m, dict(vars(m))) for m in module.modules()]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for m, before in self.saved:
+            now = vars(m)
+            for k in [k for k in now if k not in before]:
+                del now[k]
+            for k, v in before.items():
+                if k not in _MANAGED and now.get(k, _MISSING) is not v:
+                    now[k] = v
+        return False
+
+
 def _run(
     module: nn.Module, args: tuple, kwargs: dict, params: Iterable[torch.Tensor], meta_state=None
 ) -> int:
     counter = _Counter(params=params, fast_meta=meta_state is not None)
-    with torch.no_grad(), _AttentionPricer(counter), counter:
+    with torch.no_grad(), _PreserveAttributes(module), _AttentionPricer(counter), counter:
         if meta_state is not None:
             torch.func.functional_call(module, meta_state, args, kwargs, tie_weights=False, strict=False)
         else:
