@@ -154,6 +154,9 @@ def test_missing_bwrap_needs_trust(tmp_path, monkeypatch):
     monkeypatch.setattr(sandbox, "_bwrap_path", lambda: None)
     with pytest.raises(SandboxUnavailable, match="bubblewrap.*trust-model-code"):
         price_model(model, [("exit_1", (H,))])
+    monkeypatch.setattr(sandbox, "_bwrap_path", lambda: "/bin/false")  # installed but unusable
+    with pytest.raises(SandboxUnavailable, match="unusable"):
+        price_model(model)
     table = price_model(model, trust_model_code=True)  # no calls: names and params only
     assert "layer_2" in table.module_names and table.params > 0 and table.flops == {}
 
