@@ -352,13 +352,21 @@ def _run_worker(cmd, env, cwd, request, limits: SandboxLimits, progress) -> dict
                 size -= len(stderr_chunks.pop(0))
 
     lines: list[str] = []
-    state = {"bytes": 0}
 
     def read_stdout() -> None:
-        for raw in proc.stdout:
-            state["bytes"] += len(raw)
-            if state["bytes"] > 256 << 20:
+        # bounded lines: an over-long line (no newline in 16 MiB) is discarded, never buffered whole
+        limit = 16 << 20
+        oversize = False
+        while True:
+            raw = proc.stdout.readline(limit)
+            if not raw:
                 break
+            if not raw.endswith(b"\n"):
+                oversize = True
+                continue
+            if oversize:  # the tail of an over-long line
+                oversize = False
+                continue
             line = raw.decode("utf-8", "replace").strip()
             if not line:
                 continue
@@ -371,7 +379,10 @@ def _run_worker(cmd, env, cwd, request, limits: SandboxLimits, progress) -> dict
                     pass
                 except Exception:  # noqa: BLE001 - a failing progress callback must not kill pricing
                     continue
-            lines.append(line)
+            if line.startswith('{"ok"'):
+                lines[:] = [line]  # only the final result matters; keep memory bounded
+            elif len(lines) < 1000:
+                lines.append(line)
 
     t_err = threading.Thread(target=drain_stderr, daemon=True)
     t_out = threading.Thread(target=read_stdout, daemon=True)
