@@ -242,8 +242,11 @@ def main() -> None:
         seed_models(db_url, args.models)
         proc, url = start_server(home, data_dir, args.web_workers)
         try:
-            for p in PATHS:  # warm-up
+            cold = {}
+            for p in PATHS:  # first requests: board built and page rendered from the database
+                t0 = time.perf_counter()
                 httpx.get(url + p)
+                cold[p] = 1000 * (time.perf_counter() - t0)
             result = {
                 "models": args.models + 9,
                 "clients": args.clients,
@@ -251,6 +254,7 @@ def main() -> None:
                 "web_workers": args.web_workers,
                 "cpus": os.cpu_count(),
             }
+            result["cold_ms"] = cold
             result["load"] = asyncio.run(load(url, args.clients, args.seconds))
             if not args.no_scoring and data_dir is not None:
                 result["scoring"] = scoring_latency(url, data_dir, tmp)
@@ -272,6 +276,7 @@ def main() -> None:
     )
     for p, v in ld["by_path"].items():
         print(f"    {p:18s} n={v['requests']:6d}  p50 {v['p50_ms']:.1f} ms  p95 {v['p95_ms']:.1f} ms")
+    print("  first (uncached) request: " + ", ".join(f"{p} {v:.0f} ms" for p, v in result["cold_ms"].items()))
     if ld["error_samples"]:
         print("  errors, e.g.:", ld["error_samples"])
     if "scoring" in result:
