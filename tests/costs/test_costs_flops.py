@@ -436,3 +436,16 @@ def test_forward_caches_do_not_leak_meta_tensors():
     assert [flops("c", (n, 4)) for n in range(1, 8)] == [2 * n * 16 for n in range(1, 8)]
     assert m.cache is None
     assert m(torch.ones(1, 3, 4)).shape == (1, 3, 4)  # still usable for real
+
+
+def test_symbolic_with_a_single_tensor_dummy_input():
+    layers = {f"layer_{i}": _hf_layer("bert", "sdpa", **SMALL) for i in (1, 2)}
+
+    def dummy(name, shape):
+        return (torch.zeros((1, *shape), dtype=torch.float32),)
+
+    fast = ModuleFlops(layers, dummy, symbolic_after=3)
+    slow = ModuleFlops(layers, dummy, symbolic_after=None)
+    calls = [(name, (n, 48)) for name in layers for n in range(2, 16)]
+    assert [fast(*c) for c in calls] == [slow(*c) for c in calls]
+    assert fast.stats["formula"] > 10

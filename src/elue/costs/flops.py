@@ -580,10 +580,10 @@ class ModuleFlops:
     `modules` maps names to modules (model.py's `module_list`); `dummy_input(name, shape) -> tuple`
     optionally builds a call's inputs (model.py may define it).
 
-    Speed: once a module has been counted concretely at `symbolic_after` distinct shapes (and uses the
-    default dummy input), it is run once with symbolic sizes (see `_symbolic`); the resulting formula
-    must reproduce every concrete count made so far, and is then used for each further shape at which
-    all of its guards hold. Set `symbolic_after=None` to always count concretely.
+    Speed: once a module has been counted concretely at `symbolic_after` distinct shapes (and its input
+    is one tensor of shape (1, *shape): the default, or what `dummy_input` returns), it is run once
+    with symbolic sizes (see `_symbolic`); the resulting formula must reproduce every concrete count
+    made so far, and is then used for each further shape at which all of its guards hold. Set `symbolic_after=None` to always count concretely.
     With `share_formulas`, a module with the same structure as one already run symbolically (same
     classes, parameter shapes and non-integer attributes; integer attributes such as a layer index may
     differ) reuses that formula if it reproduces all of its own concrete counts (>= 3 shapes).
@@ -649,8 +649,7 @@ class ModuleFlops:
         done = self._concrete.setdefault(name, {})
         done[shape] = value
         if (
-            self.dummy_input is None
-            and self.symbolic_after is not None
+            self.symbolic_after is not None
             and len(done) >= self.symbolic_after
             and len(self._formulas.setdefault(name, [])) < 2
             and len(done) in (self.symbolic_after, 4 * self.symbolic_after)
@@ -658,6 +657,21 @@ class ModuleFlops:
         ):
             self._try_symbolic(name, module, shape, done)
         return value
+
+    def _single_input_dtype(self, name: str, module: nn.Module, shape: Shape) -> torch.dtype | None:
+        """The dtype of the call's one input tensor of shape (1, *shape), or None if the inputs are
+        anything else (then the module is always counted concretely)."""
+        if self.dummy_input is None:
+            return default_dummy_input(module, shape)[0].dtype
+        try:
+            inputs = self.dummy_input(name, shape)
+        except Exception:  # noqa: BLE001
+            return None
+        if isinstance(inputs, (tuple, list)) and len(inputs) == 1:
+            inputs = inputs[0]
+        if isinstance(inputs, torch.Tensor) and tuple(inputs.shape) == (1, *shape):
+            return inputs.dtype
+        return None
 
     def _try_symbolic(self, name: str, module: nn.Module, shape: Shape, done: dict[Shape, int]) -> None:
         from elue.costs._symbolic import signature, symbolic_macs
@@ -669,8 +683,10 @@ class ModuleFlops:
                     self._formulas[name].append(formula)
                     self.stats["shared"] += 1
                     return
+        dtype = self._single_input_dtype(name, module, shape)
+        if dtype is None:
+            return
         self.stats["symbolic_runs"] += 1
-        dtype = default_dummy_input(module, shape)[0].dtype
         try:
             formula = symbolic_macs(module, shape, dtype)
         except Exception:  # noqa: BLE001 - any difficulty: keep counting concretely
