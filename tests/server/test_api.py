@@ -360,3 +360,59 @@ def test_real_dataset_downloads(tmp_path, data_dir):  # noqa: ANN001
     assert "test_labels" not in page
     head = c.get("/datasets/sst-2/train.tsv").text.splitlines()[0]
     assert head.split("\t") == ["sentence", "label"]
+
+
+def test_web_forms_upload_and_reported(client, settings):  # noqa: ANN001
+    from conftest import token_for
+
+    token_for(client, "dora")  # signs up (and clears the cookies)
+    csrf = _csrf(client.get("/login").text)
+    client.post("/login", data={"username": "dora", "password": "password123", "csrf": csrf})
+    csrf = _csrf(client.get("/submit").text)
+    # a bad zip: the form comes back with the message, nothing is stored
+    r = client.post(
+        "/submit",
+        data={"name": "bad", "csrf": csrf},
+        files={"file": ("s.zip", zip_bytes({"model.py": TINY_MODEL_PY, "../x.tsv": TSV}), "x")},
+    )
+    assert r.status_code == 400 and ("&#39;..&#39;" in r.text or "'..'" in r.text)
+    assert [p.name for p in settings.upload_dir.iterdir() if p.name != ".staging"] == []
+    # a good one goes to its status page
+    r = client.post(
+        "/submit",
+        data={"name": "web model", "csrf": csrf, "public": "1"},
+        files={"file": ("s.zip", zip_bytes(SUB), "application/zip")},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    page = client.get(r.headers["location"]).text
+    assert 'id="status">queued' in page and "accepted" in page
+    # a reported entry typed into the form
+    numbers = "sst-2, 1060, 84.0\nsst-2, 2120, 86.5\nimdb, score=-0.5\n"
+    r = client.post(
+        "/submit/reported",
+        data={
+            "name": "typed",
+            "params_m": "66",
+            "numbers": numbers,
+            "public": "1",
+            "paper_url": "https://example.org/typed",
+            "csrf": csrf,
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    row = next(x for x in client.get("/api/leaderboard").json()["rows"] if x["name"] == "typed")
+    assert row["cells"]["imdb"] == -0.5 and row["cells"]["sst-2"] == pytest.approx(-0.3)
+    r = client.post(
+        "/submit/reported",
+        data={
+            "name": "t2",
+            "params_m": "66",
+            "numbers": "sst-2, 1, 2, 3",
+            "paper_url": "https://example.org/typed",
+            "csrf": csrf,
+        },
+    )
+    assert r.status_code == 400 and "line 1" in r.text
+    assert "dora" in client.get("/account").text and "web model" in client.get("/account").text
