@@ -449,3 +449,21 @@ def test_symbolic_with_a_single_tensor_dummy_input():
     calls = [(name, (n, 48)) for name in layers for n in range(2, 16)]
     assert [fast(*c) for c in calls] == [slow(*c) for c in calls]
     assert fast.stats["formula"] > 10
+
+
+def test_module_built_on_meta_device():
+    """A model.py may build its modules under `torch.device("meta")` (instant, no weights)."""
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertEmbeddings
+
+    with torch.device("meta"):
+        mods = {
+            "layer": _hf_layer("bert", "sdpa", **SMALL),
+            "emb": BertEmbeddings(BertConfig(hidden_size=48)),
+        }
+    flops = ModuleFlops(mods, symbolic_after=2)
+    for n in range(1, 12):
+        assert flops("layer", (n, 48)) == 2 * bert_layer_macs(n, 48, 3, 96)
+        assert flops("emb", (n,)) == 2 * 2 * 48 * n
+    assert flops.stats["formula"] > 10 and flops.stats["symbolic_failed"] == 0
+    assert count_params(mods["layer"]) > 0

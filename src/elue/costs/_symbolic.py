@@ -106,7 +106,10 @@ def symbolic_macs(module: nn.Module, shape: Shape, dtype: torch.dtype) -> Formul
 
     env = ShapeEnv(duck_shape=False)  # no silent "equal sizes share a symbol"
     mode = FakeTensorMode(shape_env=env)
-    example = torch.zeros((1, *shape), dtype=dtype)
+    # inputs live where the parameters do when those are meta (a model.py built under
+    # `torch.device("meta")`): the fake input must not mix devices with them
+    meta = any(t.device.type == "meta" for t in module.parameters())
+    example = torch.zeros((1, *shape), dtype=dtype, device="meta" if meta else "cpu")
     ctx = StatelessSymbolicContext(dynamic_sizes=[DimDynamic.STATIC] + [DimDynamic.DYNAMIC] * len(shape))
     x = mode.from_tensor(example, symbolic_context=ctx)
     state: dict[str, Any] = {}
