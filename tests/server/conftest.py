@@ -8,32 +8,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # server_helpers, server_fake_evaluator
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # server_* helper modules
 
-from fastapi.testclient import TestClient
-from server_fake_evaluator import evaluate as fake_evaluate
-from server_helpers import write_made_up_answers
+from fastapi.testclient import TestClient  # noqa: E402
+from server_fake_evaluator import evaluate as fake_evaluate  # noqa: E402
+from server_setup import make_settings, token_for  # noqa: E402
 
-from elue.server import Settings, create_app
-from elue.server.worker import run_worker
-
-HERE = Path(__file__).resolve().parent
-
-
-def make_settings(tmp_path: Path, **kw) -> Settings:
-    answers, _ = write_made_up_answers(tmp_path / "answers")
-    defaults = dict(
-        state_dir=tmp_path / "state",
-        data_dir=answers,
-        cache_seconds=0.0,
-        lease_seconds=2.0,
-        heartbeat_seconds=0.3,
-        poll_seconds=0.05,
-        secret_key="test-secret",
-        evaluator="server_fake_evaluator:evaluate",
-    )
-    defaults.update(kw)
-    return Settings(**defaults)
+from elue.server import Settings, create_app  # noqa: E402
+from elue.server.worker import run_worker  # noqa: E402
 
 
 @pytest.fixture
@@ -49,30 +31,6 @@ def app(settings: Settings):
 @pytest.fixture
 def client(app) -> TestClient:  # noqa: ANN001
     return TestClient(app)
-
-
-def token_for(client: TestClient, username: str, password: str = "password123", create: bool = True) -> str:
-    if create:
-        r = client.get("/signup")
-        csrf = _csrf(r.text)
-        r = client.post(
-            "/signup",
-            data={"username": username, "password": password, "password2": password, "csrf": csrf},
-            follow_redirects=False,
-        )
-        assert r.status_code == 303, r.text
-        client.cookies.clear()
-    r = client.post("/api/tokens", json={"username": username, "password": password, "name": "tests"})
-    assert r.status_code == 200, r.text
-    return r.json()["token"]
-
-
-def _csrf(html: str) -> str:
-    import re
-
-    m = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert m, "no CSRF field in the page"
-    return m.group(1)
 
 
 @pytest.fixture

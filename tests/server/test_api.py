@@ -6,8 +6,8 @@ import csv
 import io
 
 import pytest
-from conftest import _csrf
 from server_helpers import TINY_MODEL_PY, zip_bytes
+from server_setup import csrf_of as _csrf
 
 from elue.tasks import TASK_NAMES
 
@@ -181,8 +181,8 @@ def test_reported_entry(client, auth):  # noqa: ANN001
 
 
 def test_limits(tmp_path):  # noqa: ANN001
-    from conftest import make_settings, token_for
     from fastapi.testclient import TestClient
+    from server_setup import make_settings, token_for
 
     from elue.server import create_app
 
@@ -288,8 +288,8 @@ def test_openapi_lists_the_api(client):  # noqa: ANN001
 def test_cached_pages_follow_writes_from_any_process(tmp_path):  # noqa: ANN001
     import time
 
-    from conftest import make_settings, token_for
     from fastapi.testclient import TestClient
+    from server_setup import make_settings, token_for
 
     from elue.server import create_app
     from elue.server.db import open_database
@@ -344,8 +344,8 @@ def test_login_redirect_stays_on_site(client):  # noqa: ANN001
 
 
 def test_real_dataset_downloads(tmp_path, data_dir):  # noqa: ANN001
-    from conftest import make_settings
     from fastapi.testclient import TestClient
+    from server_setup import make_settings
 
     from elue.server import create_app
 
@@ -363,7 +363,7 @@ def test_real_dataset_downloads(tmp_path, data_dir):  # noqa: ANN001
 
 
 def test_web_forms_upload_and_reported(client, settings):  # noqa: ANN001
-    from conftest import token_for
+    from server_setup import token_for
 
     token_for(client, "dora")  # signs up (and clears the cookies)
     csrf = _csrf(client.get("/login").text)

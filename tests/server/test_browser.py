@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from live_server import LiveServer
-from server_helpers import make_submission, zip_folder
+from server_helpers import make_submission, write_made_up_answers, zip_folder
 
 from elue.data import read_test_indices
 
@@ -20,8 +20,18 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "server"
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory, data_dir):  # noqa: ANN001, ANN201
-    server = LiveServer(tmp_path_factory.mktemp("serve"), data_dir)
+def answers(tmp_path_factory) -> tuple[Path, list[int]]:  # noqa: ANN001
+    """The real data (full SST-2 test set) when present, else a made-up SST-2 answer key."""
+    from server_setup import REPO_DATA
+
+    if REPO_DATA is not None:
+        return REPO_DATA, [int(i) for i in read_test_indices(REPO_DATA, "sst-2")]
+    return write_made_up_answers(tmp_path_factory.mktemp("answers"), n=300)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, answers):  # noqa: ANN001, ANN201
+    server = LiveServer(tmp_path_factory.mktemp("serve"), answers[0])
     yield server
     server.stop()
 
@@ -41,9 +51,9 @@ def browser():  # noqa: ANN201
         b.close()
 
 
-def test_signup_upload_scored_leaderboard_chart(live, browser, tmp_path, data_dir):  # noqa: ANN001
+def test_signup_upload_scored_leaderboard_chart(live, browser, tmp_path, answers):  # noqa: ANN001
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    folder = make_submission(tmp_path / "sub", read_test_indices(data_dir, "sst-2"))
+    folder = make_submission(tmp_path / "sub", answers[1])
     zip_path = tmp_path / "tiny-exits.zip"
     zip_path.write_bytes(zip_folder(folder))
     page = browser.new_page(viewport={"width": 1280, "height": 900})

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_settings, token_for
 from fastapi.testclient import TestClient
 from server_helpers import HOSTILE_MODEL_PY, make_submission, zip_folder
+from server_setup import make_settings, token_for
 
 from elue.data import read_test_indices
 from elue.server import create_app

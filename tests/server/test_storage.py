@@ -8,10 +8,10 @@ import threading
 import time
 
 import pytest
-from conftest import make_settings, token_for
 from fastapi.testclient import TestClient
 from server_fake_evaluator import evaluate as fake_evaluate
 from server_helpers import TINY_MODEL_PY, zip_bytes
+from server_setup import make_settings, token_for
 from sqlalchemy import create_engine, inspect, text
 
 from elue.server import create_app

@@ -96,14 +96,14 @@ def test_zip_bomb_lying_header_is_stopped_while_extracting(settings):  # noqa: A
 
 
 def test_too_large_upload(tmp_path):  # noqa: ANN001
-    from conftest import make_settings
     from fastapi.testclient import TestClient
+    from server_setup import make_settings
 
     from elue.server import create_app
 
     s = make_settings(tmp_path, max_upload_bytes=50_000)
     c = TestClient(create_app(s))
-    from conftest import token_for
+    from server_setup import token_for
 
     h = {"authorization": f"Bearer {token_for(c, 'alice')}"}
     big = zip_bytes({"model.py": TINY_MODEL_PY, "sst-2/a.tsv": os.urandom(100_000)})
@@ -116,7 +116,7 @@ def test_too_large_upload(tmp_path):  # noqa: ANN001
 
 
 def test_too_many_files(tmp_path):  # noqa: ANN001
-    from conftest import make_settings
+    from server_setup import make_settings
 
     s = make_settings(tmp_path, max_files=5)
     s.ensure_dirs()

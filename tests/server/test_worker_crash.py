@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import make_settings, token_for
 from fastapi.testclient import TestClient
 from server_helpers import TINY_MODEL_PY, zip_bytes
+from server_setup import make_settings, token_for
 from sqlalchemy import func, select
 
 from elue.server import create_app

@@ -1,0 +1,53 @@
+"""Deployment helpers of the server tests (imported by conftest.py and the test modules; a module of
+its own because `conftest` names are ambiguous across test folders)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from server_helpers import write_made_up_answers
+from shared_paths import shared_data_dir
+
+from elue.server import Settings
+
+REPO_DATA = shared_data_dir()  # the real data, or None
+
+
+def make_settings(tmp_path: Path, **kw) -> Settings:
+    answers, _ = write_made_up_answers(tmp_path / "answers")
+    defaults = dict(
+        state_dir=tmp_path / "state",
+        data_dir=answers,
+        cache_seconds=0.0,
+        lease_seconds=2.0,
+        heartbeat_seconds=0.3,
+        poll_seconds=0.05,
+        secret_key="test-secret",
+        evaluator="server_fake_evaluator:evaluate",
+    )
+    defaults.update(kw)
+    return Settings(**defaults)
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, "no CSRF field in the page"
+    return m.group(1)
+
+
+def token_for(client: TestClient, username: str, password: str = "password123", create: bool = True) -> str:
+    """Sign up through the web form (unless create=False), then get an API token."""
+    if create:
+        csrf = csrf_of(client.get("/signup").text)
+        r = client.post(
+            "/signup",
+            data={"username": username, "password": password, "password2": password, "csrf": csrf},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303, r.text
+        client.cookies.clear()
+    r = client.post("/api/tokens", json={"username": username, "password": password, "name": "tests"})
+    assert r.status_code == 200, r.text
+    return r.json()["token"]
