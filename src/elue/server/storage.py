@@ -164,7 +164,7 @@ def extract_zip(data: bytes | Path, settings: Settings) -> StagedUpload:
                 raise UploadError(
                     f"the archive unpacks to {declared} bytes, the limit is {settings.max_extracted_bytes}"
                 )
-            if declared / compressed > settings.max_ratio:
+            if declared > settings.ratio_min_bytes and declared / compressed > settings.max_ratio:
                 raise UploadError(
                     f"suspicious compression ratio {declared / compressed:.0f}:1 (limit "
                     f"{settings.max_ratio:.0f}:1): is this a zip bomb?"
