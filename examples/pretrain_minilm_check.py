@@ -25,11 +25,15 @@ import sys
 from pathlib import Path
 
 
-def run(settings: dict, path: Path) -> None:
+def run(settings: dict, path: Path, wait: bool = True):
     path.write_text(json.dumps(settings, indent=2))
     cmd = [sys.executable, "-m", "elue.elasticbert.pretraining", "--config", str(path)]
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    proc = subprocess.Popen(cmd)
+    if wait:
+        if proc.wait():
+            raise SystemExit(f"failed: {' '.join(cmd)}")
+    return proc
 
 
 def last_eval(out_dir: Path) -> dict[int, dict]:
@@ -50,6 +54,12 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--head-lr", type=float, default=1e-3)
     p.add_argument("--eval-examples", type=int, default=256)
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="also continue phase 1 for --steps more heads-only steps (in parallel), to separate what the encoder "
+        "gains from what the heads alone still learn",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -93,6 +103,23 @@ def main(argv=None) -> None:
         start = heads_dir / "checkpoints" / f"step-{args.head_steps:07d}" / "model"
     else:
         start = converted
+    control = None
+    control_dir = args.out / "2-control-heads-only"
+    if args.control:
+        control = run(
+            {
+                **common,
+                "model_name_or_path": str(start),
+                "trainable": "heads",
+                "exit_groups": None,
+                "max_steps": args.steps,
+                "learning_rate": args.head_lr,
+                "warmup_steps": max(1, args.steps // 10),
+                "output_dir": str(control_dir),
+            },
+            args.out / "2-control-heads-only.json",
+            wait=False,
+        )
     run(
         {
             **common,
@@ -104,21 +131,31 @@ def main(argv=None) -> None:
         },
         args.out / "2-continue.json",
     )
+    if control is not None and control.wait():
+        raise SystemExit("the control run failed")
     with (cont_dir / "eval_log.csv").open() as f:
         rows = list(csv.DictReader(f))
     before = {int(r["exit"]): r for r in rows if r["step"] == "0"}
     after = last_eval(cont_dir)
-    lines = [
-        "| exit (layer) | MLM loss before | MLM loss after | change | MLM acc before | MLM acc after | SOP acc before | SOP acc after |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    ctrl = last_eval(control_dir) if args.control else None
+    head = "| exit (layer) | MLM loss before | after | change | MLM acc before | after | SOP acc before | after |"
+    rule = "|---|---|---|---|---|---|---|---|"
+    if ctrl:
+        head += " MLM loss, heads only | change | encoder's share |"
+        rule += "---|---|---|"
+    lines = [head, rule]
     for e in sorted(before):
         b, a = before[e], after[e]
-        lines.append(
-            f"| {e} | {float(b['mlm_loss']):.3f} | {float(a['mlm_loss']):.3f} | "
-            f"{float(a['mlm_loss']) - float(b['mlm_loss']):+.3f} | {float(b['mlm_accuracy']):.3f} | "
-            f"{float(a['mlm_accuracy']):.3f} | {float(b['sop_accuracy']):.3f} | {float(a['sop_accuracy']):.3f} |"
+        change = float(a["mlm_loss"]) - float(b["mlm_loss"])
+        line = (
+            f"| {e} | {float(b['mlm_loss']):.3f} | {float(a['mlm_loss']):.3f} | {change:+.3f} | "
+            f"{float(b['mlm_accuracy']):.3f} | {float(a['mlm_accuracy']):.3f} | {float(b['sop_accuracy']):.3f} | "
+            f"{float(a['sop_accuracy']):.3f} |"
         )
+        if ctrl:
+            c_change = float(ctrl[e]["mlm_loss"]) - float(b["mlm_loss"])
+            line += f" {float(ctrl[e]['mlm_loss']):.3f} | {c_change:+.3f} | {change - c_change:+.3f} |"
+        lines.append(line)
     table = "\n".join(lines)
     (args.out / "table.md").write_text(table + "\n")
     print(table)
