@@ -83,6 +83,13 @@ def _fmt_num(v: float | None, digits: int = 1) -> str:
     return "—" if v is None else f"{v:,.{digits}f}"
 
 
+def _fmt_flops(v: float | None) -> str:
+    """MFLOPs: 4,242 / 12.5 / 0.0481."""
+    if v is None:
+        return "—"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}" if v >= 1 else f"{v:.3g}"
+
+
 def _fmt_params(v: float | None) -> str:
     """Millions of parameters: 109.0M, 18.0M, 0.0054M."""
     if v is None:
@@ -111,6 +118,7 @@ def create_app(
     templates.env.filters["score"] = _fmt_score
     templates.env.filters["num"] = _fmt_num
     templates.env.filters["params"] = _fmt_params
+    templates.env.filters["flops"] = _fmt_flops
     from elue.tasks import TASK_NAMES, TASKS
 
     templates.env.globals.update(TASK_NAMES=TASK_NAMES, TASKS=TASKS, SIZE_TRACKS=None)

@@ -300,7 +300,7 @@ def process(
     if status == SCORED:
         summary = "; ".join(
             f"{t}: "
-            + ", ".join(f"{p['performance']:.2f} @ {p['mflops']:.0f} MFLOPs" for p in r.get("points", []))
+            + ", ".join(f"{p['performance']:.2f} @ {p['mflops']:.4g} MFLOPs" for p in r.get("points", []))
             for t, r in sorted(result["tasks"].items())
         )
         lines += _stamp(f"scored in {time.time() - t0:.1f} s: {summary}")

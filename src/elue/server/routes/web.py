@@ -354,7 +354,9 @@ def submit_reported(
 
 @router.get("/submissions/{sub_id}", response_class=HTMLResponse)
 def submission_page(sub_id: int, ctx: Ctx = Depends(get_ctx)):
-    user = need_login(ctx)
+    if ctx.user is None:
+        return redirect(ctx, f"/login?next=/submissions/{sub_id}")
+    user = ctx.user
     sub = service.get_owned(ctx.db, user, sub_id)
     return render(ctx, "submission.html", sub=sub)
 

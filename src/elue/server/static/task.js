@@ -28,7 +28,7 @@
         line: s.is_baseline ? { width: 4, color: "#222" } : { width: 1.5 },
         marker: { size: s.is_baseline ? 8 : 7 },
         customdata: pts.map((p) => [s.name, p.file || "", p.mflops, s.params_m, s.score]),
-        hovertemplate: "<b>%{customdata[0]}</b><br>%{customdata[1]}<br>MFLOPs %{customdata[2]:.1f}" +
+        hovertemplate: "<b>%{customdata[0]}</b><br>%{customdata[1]}<br>MFLOPs %{customdata[2]:,.4~g}" +
           "<br>performance %{y:.2f}<br>params %{customdata[3]:.1f}M<br>ELUE score %{customdata[4]:.2f}<extra></extra>",
         meta: { role: s.is_baseline ? "baseline" : "model", id: s.id },
       });
