@@ -106,12 +106,12 @@ def test_concurrent_claims_take_each_job_once(db_url, tmp_path):  # noqa: ANN001
 
 
 def test_expired_lease_is_retaken_and_the_old_holder_cannot_write(db_url, tmp_path):  # noqa: ANN001
-    s = make_settings(tmp_path, database_url=db_url, lease_seconds=0.5)
+    s = make_settings(tmp_path, database_url=db_url, lease_seconds=2.0)
     engine, sessions = open_database(db_url)
     (sid,) = _queue(sessions, 1)
     assert claim(sessions, s, "A") == sid
     assert claim(sessions, s, "B") is None  # lease still held
-    time.sleep(0.7)
+    time.sleep(2.2)
     assert claim(sessions, s, "B") == sid  # A's lease ran out (A died)
     assert not _finish(sessions, sid, "A", status=SCORED, log_add="late\n", result={"tasks": {}})
     with sessions() as x:

@@ -22,12 +22,12 @@ HERE = Path(__file__).resolve().parent
 TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n"
 
 
-def _worker(settings, counter: Path) -> subprocess.Popen:  # noqa: ANN001
+def _worker(settings, counter: Path, sleep: float) -> subprocess.Popen:  # noqa: ANN001
     env = {
         **os.environ,
         **settings.to_env(),
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-        "ELUE_FAKE_SLEEP": "1.5",
+        "ELUE_FAKE_SLEEP": str(sleep),
         "ELUE_FAKE_COUNTER": str(counter),
     }
     return subprocess.Popen(
@@ -77,16 +77,16 @@ def test_kill_worker_mid_scoring_then_restart(tmp_path):  # noqa: ANN001
         with sessions() as x:
             return x.get(Submission, sid).status
 
-    w1 = _worker(s, counter)
+    w1 = _worker(s, counter, sleep=5.0)  # slow: it is surely mid-scoring when killed
     try:
         _wait(lambda: counter.exists() and counter.read_text().strip(), 60, "the first job to start")
-        os.kill(w1.pid, signal.SIGKILL)  # mid-scoring: the fake evaluator takes 1.5 s
+        os.kill(w1.pid, signal.SIGKILL)  # mid-scoring
         w1.wait(10)
     finally:
         if w1.poll() is None:
             w1.kill()
     assert status(ids[0]) == RUNNING  # held by a dead worker
-    w2 = _worker(s, counter)
+    w2 = _worker(s, counter, sleep=0.5)
     try:
         _wait(lambda: all(status(i) == SCORED for i in ids), 60, "every submission to be scored")
     finally:
