@@ -7,7 +7,8 @@
 #
 # Usage: examples/elasticbert_sst2_minilm.sh            (from the repository root; ~20 min on 2 cores)
 # Environment: ELUE_DATA_DIR (default ../shared/data), RUN (default runs/elasticbert_sst2_minilm),
-#   EPOCHS (2), LR (1e-4), MAXLEN (64), THREADS (2), CONVERTED (an existing converted checkpoint: skip step 1).
+#   EPOCHS (2), LR (1e-4), MAXLEN (64), THREADS (2), CONVERTED (an existing converted checkpoint: skip step 1),
+#   STOP_AFTER (end training at this step, keeping the best checkpoint so far; docs/finetune.md used 216).
 set -euo pipefail
 
 DATA=${ELUE_DATA_DIR:-../shared/data}
@@ -27,7 +28,7 @@ fi
 # 2. joint fine-tuning of the 6 exits (gradient equilibrium), AdamW + 10% warm-up, dev every half epoch
 elue finetune sst-2 --model "$CONVERTED" --output "$RUN/finetune" --data "$DATA" \
   --max-length "$MAXLEN" --batch-size 32 --lr "$LR" --epochs "$EPOCHS" --eval-every 108 \
-  --early-stopping 2 --cpu --no-progress --resume
+  --early-stopping 2 --cpu --no-progress --resume ${STOP_AFTER:+--stop-after "$STOP_AFTER"}
 
 # 3. operating points on the test set (and on dev, for the table): static k = exit k with layers 1..k,
 #    entropy thresholds (nats; ln 2 = 0.69 is the maximum for 2 classes) and PABEE patience

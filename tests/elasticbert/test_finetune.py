@@ -122,6 +122,10 @@ def test_resume_continues_where_it_stopped(tiny, tmp_path):
     assert part.global_step == 5
     state = json.loads((tmp_path / "part" / "last" / "trainer_state.json").read_text())
     assert state["global_step"] == 5 and state["epoch"] == 0 and state["step_in_epoch"] == 5
+    same = finetune(
+        _cfg(tiny, tmp_path / "part", max_steps=8, eval_every=4, stop_after=5, resume=True), log=_quiet
+    )
+    assert same.global_step == 5  # already there: nothing to do
     again = finetune(_cfg(tiny, tmp_path / "part", max_steps=8, eval_every=4, resume=True), log=_quiet)
     assert again.global_step == full.global_step == 8
     assert [h["step"] for h in again.history] == [4, 8]

@@ -550,6 +550,8 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         disable=not (cfg.progress and accelerator.is_local_main_process),
     )
     stop = state.stopped_early
+    if cfg.stop_after is not None and state.global_step >= cfg.stop_after:
+        stop = True  # nothing left to do in this session
     while not stop and state.global_step < total_steps:
         order = _epoch_order(len(train_rows), cfg.seed, state.epoch)
         order = order[state.step_in_epoch * cfg.batch_size :]
