@@ -240,6 +240,17 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     # the scheduler is stepped once per update here (Accelerate's wrapper would step it once per process)
     accelerator.register_for_checkpointing(scheduler)
     raw_model = accelerator.unwrap_model(model)
+    # the heads outside each group: their gradients are dropped before the optimiser step, so that no engine
+    # (FSDP may hand unused sharded parameters a zero gradient) lets AdamW/LAMB move them
+    idle_heads = {
+        gi: [
+            p
+            for layer in range(num_layers)
+            if layer not in g
+            for p in raw_model.head_parameters(layer).values()
+        ]
+        for gi, g in enumerate(groups or [])
+    }
 
     documents = load_documents(cfg.train_files, cfg.hub_datasets, cfg.text_column)
     shards = cfg.num_data_shards or world
@@ -325,6 +336,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         if cfg.max_grad_norm and cfg.max_grad_norm > 0:
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
+        for p in idle_heads.get(step % len(groups), []) if groups else []:
+            p.grad = None
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
