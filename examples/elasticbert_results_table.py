@@ -64,12 +64,13 @@ def main() -> None:
     md.append("|---|" + "---|" * len(summary["dev_per_exit"]))
     md.append("| dev acc. | " + " | ".join(f"{v:.2f}" for v in summary["dev_per_exit"].values()) + " |")
     md += ["", f"Test set ({args.task}), scored by `elue evaluate` (params {scored['params_m']:.2f}M):", ""]
-    md.append("| point | test acc. | MFLOPs | FLOPs vs k=6 | mean exit layer | dev acc. |")
-    md.append("|---|---|---|---|---|---|")
+    md.append("| point | test acc. | Δ vs k=6 | MFLOPs | FLOPs vs k=6 | mean exit layer | dev acc. |")
+    md.append("|---|---|---|---|---|---|---|")
     for r in rows:
         dev = "—" if r["dev"] is None else f"{r['dev']:.2f}"
         md.append(
-            f"| {r['point']} | {r['test']:.2f} | {r['mflops']:.1f} | {100 * r['flops_vs_full']:.0f}% "
+            f"| {r['point']} | {r['test']:.2f} | {r['test_vs_full']:+.2f} | {r['mflops']:.1f} "
+            f"| {100 * r['flops_vs_full']:.0f}% "
             f"| {r['mean_exit_layer']:.2f} | {dev} |"
         )
     if scored.get("elue_score") is not None:
