@@ -40,10 +40,12 @@ class Exit(nn.Module):
         return self.classifier(torch.tanh(self.dense(cls)))
 
 
-module_list = {{"emb": BertEmbeddings(config)}}
-for i in range(1, {layers} + 1):
-    module_list[f"layer_{{i}}"] = BertLayer(config)
-    module_list[f"exit_{{i}}"] = Exit({hidden}, {num_labels})
+# Built on the meta device: shapes only, no weights to initialise (pricing needs no numbers).
+with torch.device("{device}"):
+    module_list = {{"emb": BertEmbeddings(config)}}
+    for i in range(1, {layers} + 1):
+        module_list[f"layer_{{i}}"] = BertLayer(config)
+        module_list[f"exit_{{i}}"] = Exit({hidden}, {num_labels})
 
 entire_model = nn.ModuleDict(module_list)
 '''
@@ -56,9 +58,11 @@ def model_py_source(
     heads: int = 12,
     ffn: int = 3072,
     attn: str = "sdpa",
+    device: str = "meta",
 ) -> str:
+    """model.py text; `device="meta"` builds shapes only (fast to load; pricing needs no weights)."""
     return MODEL_PY.format(
-        num_labels=num_labels, layers=layers, hidden=hidden, heads=heads, ffn=ffn, attn=attn
+        num_labels=num_labels, layers=layers, hidden=hidden, heads=heads, ffn=ffn, attn=attn, device=device
     )
 
 

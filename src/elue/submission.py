@@ -12,6 +12,7 @@ Data path: discover files -> parse & validate test files -> price each model.py'
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,6 +68,8 @@ class TaskResult:
 class SubmissionResult:
     tasks: dict[str, TaskResult]
     elue_score: float | None = None
+    # wall seconds spent starting sandboxes and loading model.py files (not part of to_dict)
+    load_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return {
@@ -140,7 +143,9 @@ def _parse_and_price(
     trust_model_code: bool,
     limits: SandboxLimits | None,
     progress: Progress | None,
-) -> dict[str, _PricedTask]:
+) -> tuple[dict[str, _PricedTask], float]:
+    """Parse every test file, price every model.py once. Returns the priced tasks and the wall
+    seconds spent starting sandboxes and loading model.py files."""
     parsed: dict[str, list[TestFile]] = {}
     n_files = sum(len(t.test_files) for t in tasks.values())
     done = 0
@@ -167,6 +172,7 @@ def _parse_and_price(
             for trace in test_file.traces:
                 calls.update(trace)
     costs_by_model: dict[Path, CostTable] = {}
+    load_seconds = 0.0
     for i, (model_py, calls) in enumerate(calls_by_model.items()):
         if progress:
             progress(
@@ -174,7 +180,9 @@ def _parse_and_price(
                 i,
                 len(calls_by_model),
             )
+        start = time.perf_counter()
         costs_by_model[model_py] = _price(model_py, calls, trust_model_code, limits)
+        load_seconds += time.perf_counter() - start - costs_by_model[model_py].pricing_s
     if progress:
         progress("pricing model.py", len(calls_by_model), len(calls_by_model))
 
@@ -187,7 +195,7 @@ def _parse_and_price(
             for f in parsed[name]
         ]
         out[name] = _PricedTask(tf, parsed[name], costs, flops)
-    return out
+    return out, load_seconds
 
 
 def _price(model_py, calls, trust_model_code, limits) -> CostTable:
@@ -212,14 +220,15 @@ def validate_submission(
     for name in tasks:
         if not (Path(data_dir) / name).is_dir():
             raise SubmissionError(f"{data_dir}: no folder {name}/ with its test.tsv")
-    priced = _parse_and_price(
+    priced, load_seconds = _parse_and_price(
         tasks,
         lambda task: data.read_test_indices(data_dir, task),
         trust_model_code=trust_model_code,
         limits=limits,
         progress=progress,
     )
-    return SubmissionResult({name: _task_result(p, None, None) for name, p in priced.items()})
+    results = {name: _task_result(p, None, None) for name, p in priced.items()}
+    return SubmissionResult(results, load_seconds=load_seconds)
 
 
 def evaluate_submission(
@@ -242,7 +251,7 @@ def evaluate_submission(
             raise SubmissionError(
                 f"no answer key for {name}: {Path(answers_dir) / name / 'test_labels.tsv'}"
             ) from None
-    priced = _parse_and_price(
+    priced, load_seconds = _parse_and_price(
         tasks,
         lambda task: keys[task.name][0],
         trust_model_code=trust_model_code,
@@ -251,7 +260,7 @@ def evaluate_submission(
     )
     results = {name: _task_result(p, keys[name], baseline.get(name)) for name, p in priced.items()}
     overall = scoring.overall_score({name: r.elue_score for name, r in results.items()})
-    return SubmissionResult(results, overall)
+    return SubmissionResult(results, overall, load_seconds=load_seconds)
 
 
 def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:

@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -132,6 +133,7 @@ def run(request: dict, emit) -> dict:
     except Exception as exc:  # noqa: BLE001
         raise _Fail(f"cannot count the parameters of entire_model: {_exc_line(exc)}") from None
 
+    loaded_at = time.perf_counter()  # model.py imported and built: pricing starts here
     wanted = list(dict.fromkeys(calls))
     missing = sorted({n for n, _ in wanted if n not in module_list})
     if missing:
@@ -161,7 +163,13 @@ def run(request: dict, emit) -> dict:
             out.append([name, list(shape), int(flops)])
             if request.get("progress") and (i % step == 0 or i == total):
                 emit({"progress": [i, total]})
-    return {"ok": True, "module_names": list(module_list), "params": int(params), "flops": out}
+    return {
+        "ok": True,
+        "module_names": list(module_list),
+        "params": int(params),
+        "flops": out,
+        "pricing_s": time.perf_counter() - loaded_at,
+    }
 
 
 def shape_text(shape) -> str:

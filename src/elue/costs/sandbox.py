@@ -75,6 +75,7 @@ class CostTable:
     module_names: list[str]
     params: int
     flops: dict[tuple[str, Shape], int] = field(default_factory=dict)  # 2 × MACs at batch 1
+    pricing_s: float = 0.0  # seconds the worker spent pricing, after model.py was loaded
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -317,6 +318,7 @@ def price_model(
             module_names=[str(n) for n in result["module_names"]],
             params=int(result["params"]),
             flops=flops,
+            pricing_s=float(result.get("pricing_s", 0.0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SandboxError(f"the model.py worker returned a malformed result ({exc})") from None
