@@ -3,14 +3,16 @@ local text and report, per exit, the held-out MLM loss before and after.
 
     python examples/make_pretrain_corpus.py runs/corpus
     python examples/pretrain_minilm_check.py --corpus runs/corpus --out runs/minilm-check \
-        --head-steps 100 --steps 300 --batch 16 --seq 128
+        --head-steps 250 --head-lr 3e-3 --steps 250 --batch 8 --seq 128 --control
 
 MiniLM (all-MiniLM-L6-v2, a 6-layer BERT) comes without MLM/SOP heads, so the check runs in two phases:
   1. heads: the converted encoder frozen, every exit's pooler, MLM head and SOP head fitted (`trainable=heads`,
      every exit on every step). Its final evaluation is the "before": what each layer of MiniLM supports as is;
   2. continue: everything trained from phase 1's checkpoint with the default exit groups
      ({1,3,5,6}, {2,4,6}), gradient equilibrium, AdamW. Its final evaluation is the "after".
-Both phases are plain `elue pretrain` runs (the settings files are written next to the results); the table
+With --control, a third run continues phase 1 heads-only for the same number of steps (in parallel with
+phase 2): the difference between the two changes is what training the encoder added, per exit.
+All phases are plain `elue pretrain` runs (the settings files are written next to the results); the table
 is printed as Markdown and saved to OUT/table.md.
 """
 
