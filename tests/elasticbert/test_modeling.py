@@ -305,3 +305,19 @@ def test_base_size_costs_match_spec_reference():
     assert flops.module_flops(mods["exit_12"], (768,)) == 2 * (589_824 + 1_536)
     assert round(sum(p.numel() for p in dynamic.parameters()) / 1e6, 1) == 116.0
     assert round(sum(p.numel() for p in static.parameters()) / 1e6, 1) == 109.5
+
+
+def test_auto_masked_lm_and_pretraining_registered(tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
+
+    from elue.elasticbert.pretraining.modeling_pretraining import (
+        ElasticBertForMaskedLM,
+        ElasticBertForPreTraining,
+    )
+
+    config = ElasticBertConfig(
+        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37
+    )
+    ElasticBertForPreTraining(config).save_pretrained(tmp_path)
+    assert isinstance(AutoModelForPreTraining.from_pretrained(tmp_path), ElasticBertForPreTraining)
+    assert isinstance(AutoModelForMaskedLM.from_pretrained(tmp_path), ElasticBertForMaskedLM)

@@ -1,13 +1,19 @@
 """ElasticBERT: configuration, models, gradient equilibrium, batched early exit, BERT conversion.
 
 Importing this package registers `elasticbert` with transformers' Auto classes (AutoConfig, AutoModel,
-AutoModelForSequenceClassification), so `AutoModelForSequenceClassification.from_pretrained(dir)` works on a
+AutoModelForSequenceClassification, AutoModelForMaskedLM, AutoModelForPreTraining), so `AutoModelForSequenceClassification.from_pretrained(dir)` works on a
 saved ElasticBERT directory. Heavy submodules (early_exit, convert) are imported on use.
 """
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForPreTraining,
+    AutoModelForSequenceClassification,
+)
 
 from .configuration_elasticbert import ElasticBertConfig
 from .gradient_equilibrium import GradientEquilibrium, gradient_rescale
@@ -22,7 +28,11 @@ from .modeling_elasticbert import (
 
 
 def _register() -> None:
+    from .pretraining.modeling_pretraining import ElasticBertForMaskedLM, ElasticBertForPreTraining
+
     for register in (
+        lambda: AutoModelForMaskedLM.register(ElasticBertConfig, ElasticBertForMaskedLM),
+        lambda: AutoModelForPreTraining.register(ElasticBertConfig, ElasticBertForPreTraining),
         lambda: AutoConfig.register("elasticbert", ElasticBertConfig),
         lambda: AutoModel.register(ElasticBertConfig, ElasticBertModel),
         lambda: AutoModelForSequenceClassification.register(
