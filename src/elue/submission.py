@@ -12,8 +12,10 @@ Data path: discover files -> parse & validate test files -> price each model.py'
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -171,20 +173,21 @@ def _parse_and_price(
         for test_file in parsed[name]:
             for trace in test_file.traces:
                 calls.update(trace)
-    costs_by_model: dict[Path, CostTable] = {}
-    load_seconds = 0.0
-    for i, (model_py, calls) in enumerate(calls_by_model.items()):
-        if progress:
-            progress(
-                f"pricing {model_py.parent.name}/{model_py.name} ({len(calls)} distinct calls)",
-                i,
-                len(calls_by_model),
-            )
-        start = time.perf_counter()
-        costs_by_model[model_py] = _price(model_py, calls, trust_model_code, limits)
-        load_seconds += time.perf_counter() - start - costs_by_model[model_py].pricing_s
-    if progress:
-        progress("pricing model.py", len(calls_by_model), len(calls_by_model))
+    # Sandboxes run side by side (one per core at most): most of their time is starting Python,
+    # importing torch and building model.py, which does not share anything between them.
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, min(len(calls_by_model), os.cpu_count() or 1))) as pool:
+        futures = {
+            model_py: pool.submit(_price, model_py, calls, trust_model_code, limits)
+            for model_py, calls in calls_by_model.items()
+        }
+        costs_by_model: dict[Path, CostTable] = {}
+        for i, model_py in enumerate(futures, start=1):
+            costs_by_model[model_py] = futures[model_py].result()
+            if progress:
+                progress("pricing model.py files in the sandbox", i, len(futures))
+    # wall time of this phase not spent pricing: sandbox start-up and model.py loading
+    load_seconds = max(0.0, time.perf_counter() - start - sum(c.pricing_s for c in costs_by_model.values()))
 
     out = {}
     for name, tf in tasks.items():
