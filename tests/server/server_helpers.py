@@ -7,26 +7,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-
-TINY_MODEL_PY = """
-from torch import nn
-
-class Emb(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.word = nn.Embedding(100, 32)
-        self.norm = nn.LayerNorm(32)
-
-    def forward(self, ids):
-        return self.norm(self.word(ids))
-
-module_list = {"emb": Emb()}
-for i in (1, 2):
-    module_list[f"layer_{i}"] = nn.Linear(32, 32, bias=False)
-    module_list[f"exit_{i}"] = nn.Linear(32, 2)
-
-entire_model = nn.ModuleDict(module_list)
-"""
+from toolkit_fixtures import TINY_MODEL_PY  # noqa: F401  (re-exported: the toolkit tests' hand-priced model)
 
 HOSTILE_MODEL_PY = """
 import os, socket

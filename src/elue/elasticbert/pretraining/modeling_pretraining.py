@@ -315,28 +315,14 @@ def load_pretraining_model(
         return model, notes
     if raw.model_type != "bert":
         raise ValueError(f"{name_or_path}: model_type {raw.model_type!r}, expected elasticbert or bert")
-    fields = {
-        k: getattr(raw, k)
-        for k in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "hidden_act",
-            "hidden_dropout_prob",
-            "attention_probs_dropout_prob",
-            "max_position_embeddings",
-            "type_vocab_size",
-            "initializer_range",
-            "layer_norm_eps",
-            "pad_token_id",
-        )
-    }
-    fields.update({k: v for k, v in model_config.items() if v is not None})
-    n = fields["num_hidden_layers"]
-    fields.update(num_output_layers=n, max_output_layers=n)
-    config = ElasticBertConfig(**fields)
+    from ..convert import elasticbert_config_from_bert
+
+    config = elasticbert_config_from_bert(raw)  # the source's sizes, an exit on every layer
+    for k, v in model_config.items():
+        if v is not None:
+            setattr(config, k, v)
+    n = config.num_hidden_layers
+    config.num_output_layers = config.max_output_layers = n
     model = ElasticBertForPreTraining(config)
     state = _read_state_dict(Path(name_or_path))
     converted = bert_state_dict_to_pretraining(state, n)
