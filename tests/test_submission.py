@@ -92,3 +92,15 @@ def test_validate_without_labels(tmp_path):
     result = validate_submission(sub, answers, trust_model_code=True)
     (point,) = result.tasks["sst-2"].points
     assert point.performance is None and point.examples == 5
+
+
+def test_result_names_model_py_inside_the_submission(tmp_path):
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    result = evaluate_submission(sub, answers, trust_model_code=True).to_dict()
+    assert result["tasks"]["sst-2"]["model_py"] == "model.py"
+    (sub / "sst-2").mkdir()
+    (sub / "sst-2.tsv").rename(sub / "sst-2" / "point.tsv")
+    (sub / "sst-2" / "model.py").write_text(TINY_MODEL_PY)
+    result = evaluate_submission(sub, answers, trust_model_code=True).to_dict()
+    assert result["tasks"]["sst-2"]["model_py"] == "sst-2/model.py"

@@ -280,11 +280,17 @@ def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:
         score = scoring.elue_score([(p.mflops, p.performance) for p in points], baseline_points)
     return TaskResult(
         task=priced.files.task.name,
-        model_py=str(priced.files.model_py),
+        model_py=_relative_model_py(priced.files),
         params_m=priced.costs.params / 1e6,
         points=points,
         elue_score=score,
     )
+
+
+def _relative_model_py(files: TaskFiles) -> str:
+    """ "model.py" or "<task>/model.py": where in the submission, without the host's folders."""
+    own = files.model_py.parent.name == files.task.name
+    return f"{files.task.name}/model.py" if own else "model.py"
 
 
 def _metrics(task: Task, key: tuple[np.ndarray, np.ndarray], test_file: TestFile) -> dict[str, float]:
