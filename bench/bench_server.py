@@ -7,7 +7,9 @@
    throughput and the error count. Target: p95 < 100 ms, 0 errors.
 2. Scoring: a submission the size of the local SST-2 test set (1,821 rows x 2 operating points, a
    small model.py priced in the sandbox) is uploaded through the API; prints the seconds from upload
-   to `scored`. Target: < 15 s. Needs the real data (../shared/data or $ELUE_DATA_DIR).
+   to `scored`. `--full-submission`: every local test set instead (~40k rows in 5 datasets, IMDb's
+   25k rows up to 512 tokens, a BERT-base-shaped model.py). Target: < 15 s. Needs the real data
+   (../shared/data or $ELUE_DATA_DIR).
 
     python bench/bench_server.py [--models 500] [--clients 50] [--seconds 30] [--json out.json]
 """
@@ -181,14 +183,23 @@ def start_server(home: Path, data_dir: Path | None, web_workers: int) -> tuple[s
     raise SystemExit("server did not start:\n" + (home / "serve.log").read_text())
 
 
-def scoring_latency(url: str, data_dir: Path, tmp: Path) -> dict:
-    sys.path.insert(0, str(REPO / "tests" / "server"))
+def scoring_latency(url: str, data_dir: Path, tmp: Path, full: bool = False) -> dict:
+    sys.path[:0] = [str(REPO / "tests" / "server"), str(REPO / "tests")]
     from server_helpers import make_submission, zip_folder
 
     from elue.data import read_test_indices
 
-    idx = read_test_indices(data_dir, "sst-2")
-    data = zip_folder(make_submission(tmp / "sub", idx))
+    if full:
+        # every local test set (~40k rows; IMDb 25k rows up to 512 tokens), BERT-base-shaped model.py
+        from elue.example_submission import build_example_submission
+
+        rows = build_example_submission(data_dir, tmp / "sub")
+        n_rows, points = sum(rows.values()), len(rows)
+        data = zip_folder(tmp / "sub")
+    else:
+        idx = read_test_indices(data_dir, "sst-2")
+        n_rows, points = len(idx), 2
+        data = zip_folder(make_submission(tmp / "sub", idx))
     token = httpx.post(url + "/api/tokens", json={"username": "admin", "password": "admin-password"}).json()[
         "token"
     ]
@@ -211,8 +222,8 @@ def scoring_latency(url: str, data_dir: Path, tmp: Path) -> dict:
             break
         time.sleep(0.1)
     return {
-        "rows": len(idx),
-        "points": 2,
+        "rows": n_rows,
+        "points": points,
         "upload_bytes": len(data),
         "status": sub["status"],
         "seconds_to_scored": time.perf_counter() - t0,
@@ -226,6 +237,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--web-workers", type=int, default=1)
     ap.add_argument("--no-scoring", action="store_true")
+    ap.add_argument(
+        "--full-submission",
+        action="store_true",
+        help="time a submission of every local test set (~40k rows, BERT-base model.py) instead of SST-2",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     from elue.server.config import default_data_dir
@@ -257,7 +273,7 @@ def main() -> None:
             result["cold_ms"] = cold
             result["load"] = asyncio.run(load(url, args.clients, args.seconds))
             if not args.no_scoring and data_dir is not None:
-                result["scoring"] = scoring_latency(url, data_dir, tmp)
+                result["scoring"] = scoring_latency(url, data_dir, tmp, full=args.full_submission)
         finally:
             proc.terminate()
             try:
@@ -282,7 +298,7 @@ def main() -> None:
     if "scoring" in result:
         sc = result["scoring"]
         print(
-            f"  scoring: SST-2 test-set-sized upload ({sc['rows']} rows x {sc['points']} points, "
+            f"  scoring: {'all local test sets' if args.full_submission else 'SST-2 test-set-sized'} upload ({sc['rows']} rows x {sc['points']} points, "
             f"{sc['upload_bytes'] / 1024:.0f} KB zip) {sc['status']} {sc['seconds_to_scored']:.1f} s after upload"
         )
     if args.json:
