@@ -206,3 +206,62 @@ def test_cli_convert_a_bert_checkpoint(tiny, tmp_path):
     torch.testing.assert_close(
         model.elasticbert.embeddings.word_embeddings.weight, bert.embeddings.word_embeddings.weight
     )
+
+
+def _hub_copy(root: Path, config: str, splits: dict[str, str], rows: dict[str, list]) -> Path:
+    """A local dataset in the hub's parquet layout (one config), read by the real `load_dataset` code path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for split, file in splits.items():
+        path = root / config / f"{file}-00000-of-00001.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(rows[split]), path)
+    files = "".join(f"  - split: {s}\n    path: {config}/{s}-*\n" for s in splits.values())
+    (root / "README.md").write_text(f"---\nconfigs:\n- config_name: {config}\n  data_files:\n{files}---\n")
+    return root
+
+
+@pytest.mark.parametrize("source", ["glue", "hub"])
+def test_finetune_from_hub_layout(tiny, tmp_path, monkeypatch, source):
+    """GLUE sst2 and ELUE mrpc (hub id nyu-mll/glue) from local copies in the hub layout."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    rng = random.Random(1)
+    words = {0: NEG, 1: POS}
+    if source == "glue":  # GLUE sst2: sentence, label, idx
+
+        def rows(n):
+            labels = [i % 2 for i in range(n)]
+            return {
+                "sentence": [f"the film {rng.choice(words[y])}" for y in labels],
+                "label": labels,
+                "idx": list(range(n)),
+            }
+
+        task, config = "sst2", "sst2"
+    else:  # ELUE mrpc from GLUE mrpc: sentence1, sentence2, label, idx
+
+        def rows(n):
+            labels = [i % 2 for i in range(n)]
+            return {
+                "sentence1": [f"a story {rng.choice(words[y])}" for y in labels],
+                "sentence2": [f"the plot {rng.choice(words[y])}" for y in labels],
+                "label": labels,
+                "idx": list(range(n)),
+            }
+
+        task, config = "mrpc", "mrpc"
+    root = _hub_copy(
+        tmp_path / "hub", config, {"train": "train", "dev": "validation"}, {"train": rows(32), "dev": rows(8)}
+    )
+    res = finetune(
+        _cfg(
+            tiny, tmp_path / "run", task=task, source=source, hub_path=str(root), data_dir=None, max_steps=4
+        ),
+        log=_quiet,
+    )
+    assert res.global_step == 4
+    info = json.loads((tmp_path / "run" / "best" / "finetune.json").read_text())
+    assert set(info["dev"]) == {"1", "2", "3"}
