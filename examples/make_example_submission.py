@@ -27,8 +27,15 @@ def main() -> None:
         "--data", type=Path, default=REPO.parent / "shared" / "data", help="ELUE-layout data dir"
     )
     parser.add_argument("--out", type=Path, default=REPO / "examples" / "submission")
-    parser.add_argument("--max-rows", type=int, default=None, help="only the first N test rows per task")
+    parser.add_argument(
+        "--max-rows",
+        type=int,
+        default=None,
+        help="only the first N test rows per task (a quick look; such files fail validation: every index is needed)",
+    )
     args = parser.parse_args()
+    if args.max_rows is not None and args.max_rows < 1:
+        parser.error("--max-rows must be at least 1")
     written = build_example_submission(args.data, args.out, max_rows=args.max_rows)
     for task, rows in written.items():
         print(f"{task}: {rows} rows")

@@ -109,6 +109,8 @@ def build_example_submission(
 
     Returns the number of rows written per task."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
     tokenizer = tokenizer or default_tokenizer()
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
