@@ -1,16 +1,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from toolkit_fixtures import TINY_MODEL_PY, TINY_PARAMS, write_answers, write_submission
 from typer.testing import CliRunner
 
 from elue.cli import app
+from elue.costs.sandbox import bwrap_available
 
 runner = CliRunner()
-needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
+needs_bwrap = pytest.mark.skipif(not bwrap_available()[0], reason="bubblewrap missing or unusable here")
 
 
 def test_tasks_lists_all_six():

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from server_helpers import write_made_up_answers
 from shared_paths import shared_data_dir
 
+from elue.costs.sandbox import bwrap_available
 from elue.server import Settings
 
 REPO_DATA = shared_data_dir()  # the real data, or None
@@ -26,6 +27,8 @@ def make_settings(tmp_path: Path, **kw) -> Settings:
         poll_seconds=0.05,
         secret_key="test-secret",
         evaluator="server_fake_evaluator:evaluate",
+        # our own fixture model.py files; without a usable bubblewrap they run unsandboxed
+        trust_model_code=not bwrap_available()[0],
     )
     defaults.update(kw)
     return Settings(**defaults)

@@ -3,7 +3,6 @@ a full-size SST-2 submission is scored; a hostile model.py fails with the sandbo
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from fastapi.testclient import TestClient
 from server_helpers import HOSTILE_MODEL_PY, make_submission, zip_folder
 from server_setup import make_settings, token_for
 
+from elue.costs.sandbox import bwrap_available
 from elue.data import read_test_indices
 from elue.server import create_app
 from elue.server.worker import run_worker
@@ -46,8 +46,8 @@ def test_full_size_sst2_submission_is_scored(tmp_path, data_dir):  # noqa: ANN00
 
 def test_hostile_model_py_fails_cleanly_in_the_sandbox(tmp_path, data_dir):  # noqa: ANN001
     Path("/tmp/elue-pwned").unlink(missing_ok=True)
-    if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap not installed")
+    if not bwrap_available()[0]:
+        pytest.skip("bubblewrap missing or unusable here")
     s = make_settings(tmp_path, data_dir=data_dir, evaluator="elue.submission:evaluate_submission")
     c = TestClient(create_app(s))
     h = {"authorization": f"Bearer {token_for(c, 'mallory')}"}

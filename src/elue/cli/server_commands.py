@@ -115,6 +115,11 @@ def serve(
         f"ELUE leaderboard on http://{host}:{port}  (database {settings.database_url}, "
         f"data {settings.data_dir}, {workers} scoring worker(s))"
     )
+    if settings.trust_model_code:
+        typer.echo(
+            "WARNING: ELUE_TRUST_MODEL_CODE=1: uploaded model.py files run WITHOUT the bubblewrap sandbox",
+            err=True,
+        )
     os.environ.update({k: v for k, v in env.items() if k.startswith("ELUE_")})
     try:
         if web_workers > 1:

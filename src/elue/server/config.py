@@ -50,7 +50,9 @@ class Settings:
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 0.5
     max_attempts: int = 3
-    trust_model_code: bool = False
+    # run uploaded model.py without bubblewrap: only for a private deployment on a host without it, whose
+    # uploads come from people you trust ($ELUE_TRUST_MODEL_CODE=1)
+    trust_model_code: bool = field(default_factory=lambda: os.environ.get("ELUE_TRUST_MODEL_CODE", "") == "1")
     # cookies
     secure_cookies: bool = False
     cache_seconds: float = 0.5  # how often a web process checks the database for changed results (0: always)
