@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from elasticbert_fixtures import write_tiny_checkpoint
 
 from elue.elasticbert.export import (
     Point,
@@ -21,7 +21,7 @@ from elue.elasticbert.export import (
     static_trace,
 )
 
-POS = ["good", "great", "fine", "lovely"]
+POS = ["good", "great", "fine", "lovely"]  # words of the tiny checkpoint's vocabulary
 NEG = ["bad", "awful", "dull", "boring"]
 FILL = ["the", "film", "movie", "was", "is", "a", "plot", "very"]
 
@@ -42,34 +42,10 @@ def _write_data(root: Path, n_test: int = 10) -> Path:
     return root
 
 
-def _write_checkpoint(path: Path, layers: int = 3, exits: int | None = None, num_labels: int = 2) -> Path:
-    from transformers import BertTokenizerFast
-
-    from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification
-
-    path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POS, *NEG, *FILL]
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
-    torch.manual_seed(1)
-    config = ElasticBertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_output_layers=exits,
-        num_labels=num_labels,
-    )
-    ElasticBertForSequenceClassification(config).save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    return _write_data(root / "data"), _write_checkpoint(root / "ckpt")
+    return _write_data(root / "data"), write_tiny_checkpoint(root / "ckpt", seed=1)
 
 
 # --- pure logic ----------------------------------------------------------------------------------
@@ -280,7 +256,7 @@ def test_regression_task_patience_and_static(tmp_path):
     (d / "test.tsv").write_text(
         "index\tsentence1\tsentence2\n" + "".join(f"{i}\t{a}\t{b}\n" for i, (a, b) in enumerate(rows))
     )
-    ckpt = _write_checkpoint(tmp_path / "ckpt", layers=2, num_labels=1)
+    ckpt = write_tiny_checkpoint(tmp_path / "ckpt", layers=2, num_labels=1, seed=1)
     kw = dict(data_dir=tmp_path / "data", max_length=32, progress=False, log=lambda m: None)
     res = predict_submission(ckpt, "sts-b", tmp_path / "sub", make_points([2], [], [1]), **kw)
     indices = read_test_indices(tmp_path / "data", "sts-b")

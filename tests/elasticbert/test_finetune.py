@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from elasticbert_fixtures import FILL, NEG, POS, write_tiny_checkpoint
 
 from elue.elasticbert.finetune import FinetuneConfig, finetune
-
-POS = ["good", "great", "fine", "lovely", "superb", "fun"]
-NEG = ["bad", "awful", "dull", "boring", "poor", "ugly"]
-FILL = ["the", "film", "movie", "was", "is", "a", "plot", "story", "very", "quite"]
 
 
 def write_sst2(root: Path, n_train: int = 64, n_dev: int = 16, n_test: int = 12, seed: int = 0) -> Path:
@@ -34,31 +31,6 @@ def write_sst2(root: Path, n_train: int = 64, n_dev: int = 16, n_test: int = 12,
     (d / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, s, _ in test))
     (d / "test_labels.tsv").write_text("index\tlabel\n" + "".join(f"{i}\t{y}\n" for i, _, y in test))
     return root
-
-
-def write_tiny_checkpoint(path: Path, layers: int = 3, num_labels: int = 2) -> Path:
-    """A random ElasticBERT (hidden 32) with an exit per layer and a WordPiece tokenizer for the rows above."""
-    from transformers import BertTokenizerFast
-
-    from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification
-
-    path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POS, *NEG, *FILL, "."]
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
-    tokenizer.save_pretrained(path)
-    torch.manual_seed(0)
-    config = ElasticBertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=num_labels,
-    )
-    ElasticBertForSequenceClassification(config).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,40 @@
+"""A tiny random ElasticBERT checkpoint with a WordPiece vocabulary of a few sentiment words, shared by the
+fine-tuning and export tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+POS = ["good", "great", "fine", "lovely", "superb", "fun"]
+NEG = ["bad", "awful", "dull", "boring", "poor", "ugly"]
+FILL = ["the", "film", "movie", "was", "is", "a", "plot", "story", "very", "quite"]
+
+
+def write_tiny_checkpoint(
+    path: Path, layers: int = 3, num_labels: int = 2, exits: int | None = None, seed: int = 0
+) -> Path:
+    """A random ElasticBERT (hidden 32), exits on the top `exits` layers (default every layer), and a
+    WordPiece tokenizer for sentences made of the words above."""
+    from transformers import BertTokenizerFast
+
+    from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POS, *NEG, *FILL, "."]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
+    torch.manual_seed(seed)
+    config = ElasticBertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_output_layers=exits,
+        num_labels=num_labels,
+    )
+    ElasticBertForSequenceClassification(config).save_pretrained(path)
+    return path
