@@ -61,9 +61,10 @@ def test_bom_crlf_spaces_and_trailing_blank_lines(tmp_path):
     assert len(tf.traces) == 1 and tf.trace_ids.tolist() == [0, 0]
 
 
-def test_integral_float_class_accepted(tmp_path):
-    tf = read_test_file(_file(tmp_path, f"0\t1.0\t{T1}\n1\t0e0\t{T1}\n"), "sst-2")
-    assert tf.pred.tolist() == [1, 0] and tf.pred.dtype == np.int64
+def test_float_class_rejected(tmp_path):
+    e = _error(_file(tmp_path, f"0\t1.0\t{T1}\n1\t0e0\t{T1}\n2\t0.5\t{T1}\n"), "sst-2")
+    assert [line for line, _ in e.problems] == [2, 3, 4]
+    assert "'1.0' is a float where a class is expected (write an integer class id 0..1)" in str(e)
 
 
 def test_regression(tmp_path):
@@ -110,7 +111,7 @@ def test_row_problems_all_reported_with_lines(tmp_path):
     assert "'x' is not an integer" in lines[4]
     assert "duplicate index 0 (first on line 2)" in lines[5]
     assert "outside the task's labels 0..1" in lines[6]
-    assert "'0.5' is not a class id" in lines[7]
+    assert "'0.5' is a float where a class is expected" in lines[7]
     assert "bad modules value" in lines[8] and "empty" in lines[8]
     assert "unknown module name 'embed'" in lines[9] and "exit_1, exit_2" in lines[9]
     assert "missing pred" in lines[10]

@@ -8,8 +8,8 @@ number) and raises one `TestFileError` that lists them all. Accepted leniencies:
 
 - UTF-8 with or without a BOM; LF or CRLF line ends; blank lines at the very end.
 - spaces around each field (`" 1 "` reads as `1`).
-- a class written as an integral float, e.g. `1.0` or `1e0` (what numpy/pandas often write) is
-  accepted as class 1 **(ours)**; `0.5`, `nan`, `inf` or anything non-numeric is rejected.
+- nothing else for classes: a class id is an integer literal; a float (`1.0`, `0.5`, `1e0`: probabilities or
+  numpy floats written as they are) is rejected with a message saying to write the integer.
 - regression predictions may fall outside 0–5 (Pearson/Spearman do not care); they must be finite.
 
 Each distinct `modules` string is parsed once: a file whose 25,000 rows share a few dozen traces
@@ -114,16 +114,15 @@ class _Problems:
 
 def _parse_class(text: str, num_labels: int) -> tuple[int | None, str | None]:
     """(class id, None) or (None, what is wrong)."""
+    expected = f"an integer class id 0..{num_labels - 1}"
     try:
         value = int(text)
     except ValueError:
         try:
-            f = float(text)
+            float(text)
         except ValueError:
-            return None, f"pred {text!r} is not a class id (expected an integer 0..{num_labels - 1})"
-        if not math.isfinite(f) or f != math.floor(f):
-            return None, f"pred {text!r} is not a class id (expected an integer 0..{num_labels - 1})"
-        value = int(f)
+            return None, f"pred {text!r} is not a class id (expected {expected})"
+        return None, f"pred {text!r} is a float where a class is expected (write {expected})"
     if not 0 <= value < num_labels:
         return None, f"pred {value} is outside the task's labels 0..{num_labels - 1}"
     return value, None
