@@ -81,8 +81,10 @@ def test_missing_module_name_is_one_clear_error(tmp_path):
     answers = write_answers(tmp_path / "answers")
     sub = write_submission(tmp_path / "sub")
     (sub / "model.py").write_text(TINY_MODEL_PY.replace("for i in (1, 2)", "for i in (1,)"))
-    with pytest.raises(SubmissionError, match="layer_2"):
+    with pytest.raises(SubmissionError, match=r"(?s)sst-2.tsv.*line 3: .*layer_2") as err:
         evaluate_submission(sub, answers, trust_model_code=True)
+    # every row that calls layer_2 is named (rows 2, 3 and 5 of SST2_ROWS exit at layer 2)
+    assert [f"line {n}:" in str(err.value) for n in (2, 3, 4, 5, 6)] == [False, True, True, False, True]
 
 
 def test_validate_without_labels(tmp_path):

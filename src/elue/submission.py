@@ -183,7 +183,15 @@ def _parse_and_price(
         }
         costs_by_model: dict[Path, CostTable] = {}
         for i, model_py in enumerate(futures, start=1):
-            costs_by_model[model_py] = futures[model_py].result()
+            try:
+                costs_by_model[model_py] = futures[model_py].result()
+            except SandboxUnavailable as err:
+                raise SubmissionError(f"{model_py}: {err}") from None
+            except SandboxError as err:
+                # names model.py lacks: point at the file and line of each use
+                users = {n: tf for n, tf in tasks.items() if tf.model_py == model_py}
+                lines = _unknown_module_lines(users, indices_of, err.module_names) if err.module_names else []
+                raise SubmissionError("\n".join(lines) or f"{model_py}: {err}") from None
             if progress:
                 progress("pricing model.py files in the sandbox", i, len(futures))
     # wall time of this phase not spent pricing: sandbox start-up and model.py loading
@@ -202,10 +210,21 @@ def _parse_and_price(
 
 
 def _price(model_py, calls, trust_model_code, limits) -> CostTable:
-    try:
-        return price_model(model_py, sorted(calls), trust_model_code=trust_model_code, limits=limits)
-    except (SandboxError, SandboxUnavailable) as err:
-        raise SubmissionError(f"{model_py}: {err}") from None
+    return price_model(model_py, sorted(calls), trust_model_code=trust_model_code, limits=limits)
+
+
+def _unknown_module_lines(tasks: dict[str, TaskFiles], indices_of, module_names: list[str]) -> list[str]:
+    """Re-read the test files that use a model.py, now knowing its module names: every call of a name it
+    lacks is reported with its file and line."""
+    problems = []
+    for tf in tasks.values():
+        indices = indices_of(tf.task)
+        for path in tf.test_files:
+            try:
+                read_test_file(path, tf.task, test_indices=indices, module_names=module_names)
+            except TestFileError as err:
+                problems.append(str(err))
+    return problems
 
 
 def validate_submission(

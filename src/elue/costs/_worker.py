@@ -49,7 +49,11 @@ def _tail(exc: BaseException, model_py: str, frames: int = 4) -> str:
 
 
 class _Fail(Exception):
-    pass
+    """One clear message for the submitter; `extra` goes back as plain data next to it."""
+
+    def __init__(self, message: str, **extra):
+        super().__init__(message)
+        self.extra = extra
 
 
 def _load(model_py: str):
@@ -141,7 +145,8 @@ def run(request: dict, emit) -> dict:
             "module name(s) used in the test files but missing from model.py's module_list: "
             + ", ".join(missing)
             + "; available: "
-            + ", ".join(sorted(module_list))
+            + ", ".join(sorted(module_list)),
+            module_names=list(module_list),
         )
     for m in module_list.values():
         m.eval()
@@ -195,7 +200,7 @@ def main() -> int:
     try:
         result = run(request, emit)
     except _Fail as exc:
-        result = {"ok": False, "error": str(exc)}
+        result = {"ok": False, "error": str(exc), **exc.extra}
     except MemoryError:
         result = {"ok": False, "error": "model.py ran out of memory (memory limit reached)"}
     except BaseException as exc:  # noqa: BLE001

@@ -49,7 +49,13 @@ BWRAP_HINT = (
 
 
 class SandboxError(Exception):
-    """model.py could not be priced; the message says why, in one piece, for the submitter."""
+    """model.py could not be priced; the message says why, in one piece, for the submitter.
+
+    `module_names`: model.py's module names when it loaded but test files name modules it lacks."""
+
+    def __init__(self, message: str, module_names: list[str] | None = None):
+        super().__init__(message)
+        self.module_names = module_names
 
 
 class SandboxUnavailable(RuntimeError):
@@ -311,7 +317,11 @@ def price_model(
         result = _run_worker(cmd, env, cwd, request, limits, progress)
 
     if not result.get("ok"):
-        raise SandboxError(str(result.get("error") or "model.py could not be priced"))
+        names = result.get("module_names")
+        raise SandboxError(
+            str(result.get("error") or "model.py could not be priced"),
+            module_names=[str(n) for n in names] if isinstance(names, list) else None,
+        )
     try:
         flops = {(str(n), tuple(int(d) for d in s)): int(f) for n, s, f in result["flops"]}
         table = CostTable(
