@@ -137,20 +137,19 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for s in range(args.warmup):
+    def train_step(s, optimizer):
         with autocast():
             loss = run(data, s)
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for s in range(args.warmup):
+        train_step(s, opt)
     sync()
     t0 = time.perf_counter()
     for s in range(args.steps):
-        with autocast():
-            loss = run(data, s)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(s, opt)
     sync()
     dt = (time.perf_counter() - t0) / args.steps
     tflops = flops / dt / 1e12

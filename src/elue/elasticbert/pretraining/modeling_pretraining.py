@@ -100,6 +100,11 @@ class ElasticBertPreTrainingHeads(nn.Module):
 
 
 class _HeadInit(ElasticBertPreTrainedModel):
+    """What the pre-training and masked-LM models share: head initialisation, the tied input embeddings."""
+
+    def get_input_embeddings(self):
+        return self.elasticbert.embeddings.word_embeddings
+
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, ElasticBertLMPredictionHead):
@@ -122,9 +127,6 @@ class ElasticBertForPreTraining(_HeadInit):
     @property
     def exit_layers(self) -> list[int]:
         return self.config.exit_layers
-
-    def get_input_embeddings(self):
-        return self.elasticbert.embeddings.word_embeddings
 
     def forward(
         self,
@@ -228,9 +230,6 @@ class ElasticBertForMaskedLM(_HeadInit):
             layer = (exit_layer or config.num_hidden_layers) - 1
             kwargs["key_mapping"] = {rf"^cls\.predictions\.{layer}\.": "cls.predictions."}
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
-    def get_input_embeddings(self):
-        return self.elasticbert.embeddings.word_embeddings
 
     def forward(
         self,
