@@ -94,7 +94,9 @@ def main() -> None:
                 f"  {name:6s} {p.file:12s} {p.examples:6d} rows  {p.mflops:10,.1f} MFLOPs  perf {p.performance:.2f}"
             )
     print(f"elue evaluate, end to end:        {total_s:8.2f} s")
-    print(f"  of which sandbox start + model.py load ({len(model_pys)} model.py, side by side): {load_s:8.2f} s")
+    print(
+        f"  of which sandbox start + model.py load ({len(model_pys)} model.py, side by side): {load_s:8.2f} s"
+    )
     print(f"  scoring after model.py is loaded: {fast_s:8.2f} s   (target < 3 s)")
     print(
         f"naive (FlopCounterMode per row, {args.naive_rows} rows timed, x{n_rows:,} rows): {naive_s:8.1f} s"
