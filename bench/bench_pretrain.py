@@ -112,6 +112,11 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
     torch.manual_seed(0)
     model = make_model(kind, device, args.layers)
     model.train()
+    if args.compile:
+        # regional compilation: every encoder layer (identical code, compiled once) -> fused element-wise ops
+        encoder = model.bert.encoder if kind == "bert" else model.elasticbert.encoder
+        for layer in encoder.layer:
+            layer.compile()
     groups = None
     if mode == "grouped":
         from elue.elasticbert.pretraining.config import default_exit_groups
@@ -161,6 +166,7 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         "batch": batch,
         "device": device.type if device.type == "cpu" else torch.cuda.get_device_name(device),
         "dtype": "bf16" if bf16 else "fp32",
+        "compiled": bool(args.compile),
         "step_s": round(dt, 4),
         "tokens_per_s": round(batch * seq / dt, 1),
         "gflops_per_step": round(flops / 1e9, 1),
@@ -186,6 +192,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--steps", type=int, default=None, help="timed steps (default GPU 20, CPU 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps (default GPU 5, CPU 1)")
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast on GPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile each encoder layer (regional)")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default 989 on GPU)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = p.parse_args(argv)
@@ -208,13 +215,15 @@ def main(argv=None) -> list[dict]:
                 print(json.dumps(row), flush=True)
     print()
     print(
-        "| model | exits | seq | batch | device | dtype | s/step | tokens/s | GFLOP/step | TFLOP/s | MFU % |"
+        "| model | exits | seq | batch | device | dtype | compiled | s/step | tokens/s | GFLOP/step | TFLOP/s "
+        "| MFU % |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mfu = "–" if r["mfu_percent"] is None else f"{r['mfu_percent']:.2f}"
         print(
-            f"| {r['model']} | {r['mode']} | {r['seq']} | {r['batch']} | {r['device']} | {r['dtype']} | {r['step_s']} "
+            f"| {r['model']} | {r['mode']} | {r['seq']} | {r['batch']} | {r['device']} | {r['dtype']} "
+            f"| {'yes' if r['compiled'] else 'no'} | {r['step_s']} "
             f"| {r['tokens_per_s']:.0f} | {r['gflops_per_step']:.0f} | {r['achieved_tflops']:.3f} | {mfu} |"
         )
     if args.json:

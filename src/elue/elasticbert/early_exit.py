@@ -424,16 +424,14 @@ def pad_batch(
 
 
 class _Group:
-    """A sub-batch of active examples: right-padded hidden states and their patience state."""
+    """A sub-batch of active examples: right-padded hidden states and their attention bias."""
 
-    __slots__ = ("pos", "lengths", "hidden", "bias", "prev", "counter")
+    __slots__ = ("pos", "lengths", "hidden", "bias")
 
-    def __init__(self, pos, lengths, hidden, prev=None, counter=None):
+    def __init__(self, pos, lengths, hidden):
         self.pos = pos  # np.ndarray: positions in the pool
         self.lengths = lengths  # np.ndarray: unpadded lengths
         self.hidden = hidden  # (g, L, H), L = max(lengths)
-        self.prev = prev
-        self.counter = counter
         self.bias = _length_bias(lengths, hidden)
 
 
@@ -454,7 +452,10 @@ def _fit_width(t: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def _regroup(survivors: list[tuple[_Group, np.ndarray]], batch_size: int) -> list[_Group]:
-    """Re-batch the survivors of every group (kept in length order) into groups of at most `batch_size`."""
+    """Re-batch the survivors of every group (kept in length order) into groups of at most `batch_size`.
+
+    The new groups, concatenated, hold the survivors in the order of the old groups concatenated (pool-level
+    state such as the patience counters stays aligned by filtering it with the same keep mask)."""
     flat = [(g, int(row)) for g, rows in survivors for row in rows]
     groups = []
     # as few sub-batches as batch_size allows, of balanced sizes (no tiny remainder call)
@@ -464,7 +465,7 @@ def _regroup(survivors: list[tuple[_Group, np.ndarray]], batch_size: int) -> lis
         chunk = flat[start:stop]
         lengths = np.array([g.lengths[row] for g, row in chunk])
         width = int(lengths.max())
-        pieces, prevs, counters, pos = [], [], [], []
+        pieces, pos = [], []
         k = 0
         while k < len(chunk):  # contiguous runs from the same source group -> one index_select each
             g = chunk[k][0]
@@ -475,19 +476,8 @@ def _regroup(survivors: list[tuple[_Group, np.ndarray]], batch_size: int) -> lis
             idx = torch.tensor(rows, device=g.hidden.device)
             pieces.append(_fit_width(g.hidden.index_select(0, idx), width))
             pos.append(g.pos[rows])
-            if g.prev is not None:
-                prevs.append(g.prev.index_select(0, idx))
-                counters.append(g.counter.index_select(0, idx))
         hidden = pieces[0].contiguous() if len(pieces) == 1 else torch.cat(pieces)
-        groups.append(
-            _Group(
-                np.concatenate(pos),
-                lengths,
-                hidden,
-                torch.cat(prevs) if prevs else None,
-                torch.cat(counters) if counters else None,
-            )
-        )
+        groups.append(_Group(np.concatenate(pos), lengths, hidden))
     return groups
 
 
@@ -514,28 +504,31 @@ def _run_pool(clf, features, r: _Rule, regression, exit_set, last, batch_size, p
             )
         )
 
+    prev = counter = None  # patience state, aligned with the groups' rows concatenated
     for i in range(last + 1):
         for g in groups:
             g.hidden = base.layer_forward(i, g.hidden, g.bias)
         if i not in exit_set:
             continue
-        all_logits, all_pred, all_done = [], [], []
-        for g in groups:
-            logits = clf.exit_logits(i, g.hidden).float()
-            pred, done, g.prev, g.counter = _decide(r, logits, regression, g.prev, g.counter, i == last)
-            all_logits.append(logits)
-            all_pred.append(pred)
-            all_done.append(done)
-        done_host = torch.cat(all_done).cpu().numpy()  # the one host sync per exit layer: who leaves
+        # One exit call for the whole pool: an exit reads only [CLS], so the groups' widths do not matter, and
+        # on a GPU a few kernels for the pool cost far less than a few per group (small calls are launch-bound).
+        cls = torch.cat([g.hidden[:, :1] for g in groups]) if len(groups) > 1 else groups[0].hidden[:, :1]
+        logits = clf.exit_logits(i, cls).float()  # (P, C), P = active examples in the pool
+        pred, done, prev, counter = _decide(r, logits, regression, prev, counter, i == last)
+        done_host = done.cpu().numpy()  # the one host sync per exit layer: who leaves
         if not done_host.any():
             continue
         rows = np.flatnonzero(done_host)
         sel = torch.from_numpy(rows).to(device)
         pos = np.concatenate([g.pos for g in groups])
         targets = torch.from_numpy(pos[rows]).to(device)
-        pred_store[targets] = torch.cat(all_pred).index_select(0, sel).to(pred_store.dtype)
+        pred_store[targets] = pred.index_select(0, sel).to(pred_store.dtype)
         layer_store[targets] = i + 1
-        logit_store[targets] = torch.cat(all_logits).index_select(0, sel)
+        logit_store[targets] = logits.index_select(0, sel)
+        keep_all = np.flatnonzero(~done_host)
+        if prev is not None and len(keep_all):
+            keep_idx = torch.from_numpy(keep_all).to(device)
+            prev, counter = prev.index_select(0, keep_idx), counter.index_select(0, keep_idx)
         survivors, offset = [], 0
         for g in groups:
             keep = np.flatnonzero(~done_host[offset : offset + len(g.pos)])

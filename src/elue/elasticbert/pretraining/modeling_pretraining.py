@@ -153,13 +153,15 @@ class ElasticBertForPreTraining(_HeadInit):
         decoder = self.elasticbert.embeddings.word_embeddings.weight
         mlm_sums, sop_sums, mlm_ok, sop_ok = [], [], [], []
         if labels is not None:
-            where = labels != -100
-            targets = labels[where]
+            # the masked positions, found once (one host sync per step, not one per exit): (M,) flat indices
+            picked = (labels.reshape(-1) != -100).nonzero().squeeze(1)
+            targets = labels.reshape(-1).index_select(0, picked)
         for layer, hidden, pooled in zip(
             layers, out.exit_hidden_states, out.exit_pooled_outputs, strict=True
         ):
             if labels is not None:
-                logits = self.cls.predictions[layer](hidden[where], decoder).float()
+                masked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, picked)  # (M, H)
+                logits = self.cls.predictions[layer](masked, decoder).float()
                 mlm_sums.append(F.cross_entropy(logits, targets, reduction="sum"))
                 mlm_ok.append((logits.argmax(-1) == targets).sum())
             if sop_labels is not None:
@@ -171,7 +173,7 @@ class ElasticBertForPreTraining(_HeadInit):
         if labels is not None:
             result.mlm_loss_sums = torch.stack(mlm_sums)
             result.mlm_correct = torch.stack(mlm_ok)
-            result.num_masked = where.sum()
+            result.num_masked = torch.tensor(picked.numel(), device=labels.device)
             loss = result.mlm_loss_sums.sum() / result.num_masked.clamp(min=1)
         if sop_labels is not None:
             result.sop_loss_sums = torch.stack(sop_sums)
