@@ -158,7 +158,9 @@ def main(argv=None) -> int:
         default="minilm",
         help="fine-tuned multi-exit ElasticBERT directory, or minilm / base (random)",
     )
-    ap.add_argument("--tokenizer", default=None, help="tokenizer directory for --model base (default MiniLM's)")
+    ap.add_argument(
+        "--tokenizer", default=None, help="tokenizer directory for --model base (default MiniLM's)"
+    )
     ap.add_argument("--dataset", default="sst-2", choices=["sst-2", "imdb"], help="dev set to read")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="model weights and activations")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
