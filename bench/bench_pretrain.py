@@ -157,6 +157,15 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         train_step(s, opt)
     sync()
     dt = (time.perf_counter() - t0) / args.steps
+    if args.profile and device.type == "cuda":
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for s in range(2):
+                train_step(s, opt)
+            sync()
+        print(f"profile of 2 steps: {kind} {mode} seq {seq} batch {batch}")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.profile))
     tflops = flops / dt / 1e12
     peak = args.peak_tflops or (GPU_PEAK_TFLOPS if device.type == "cuda" else None)
     row = {
@@ -192,6 +201,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--steps", type=int, default=None, help="timed steps (default GPU 20, CPU 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps (default GPU 5, CPU 1)")
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast on GPU")
+    p.add_argument("--profile", type=int, default=0, help="GPU: print the N ops of most CUDA time of 2 steps")
     p.add_argument("--compile", action="store_true", help="torch.compile each encoder layer (regional)")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default 989 on GPU)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")

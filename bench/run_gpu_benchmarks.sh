@@ -30,9 +30,11 @@ pt() { # name, then bench_pretrain arguments
     --json "$OUT/pretrain_$name.json" "$@"
 }
 {
-  ee b32 --batch-size 32
   ee b256 --batch-size 256 --dataset imdb --max-length 128 --limit 4096
+  ee b32 --batch-size 32
   pt eager
-  ee b32_plain --batch-size 32 --pool-size 32 --skip-bs1
-  pt compiled --compile
+  pt big --batch 256 64
+  pt big_compiled --batch 256 64 --compile
+  echo "== profile"
+  timeout 120 $PY bench/bench_pretrain.py --seq 512 --batch 64 --modes all --steps 3 --warmup 2 --profile 25
 } 2>&1 | tee "$OUT/log.txt"

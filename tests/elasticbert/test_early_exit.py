@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from elue.elasticbert.early_exit import (
     early_exit,
     early_exit_reference,
     entropy_from_logits,
+    pad_batch,
     run_early_exit,
 )
 from elue.trace import parse_trace
@@ -231,3 +233,22 @@ def test_build_trace():
         build_trace(0, 5, 8)
     with pytest.raises(ValueError):
         build_trace(2, 5, 8, exit_layers=[3, 4])
+
+
+def test_pad_batch_lists_and_arrays():
+    feats = [
+        {"input_ids": [101, 7, 102], "token_type_ids": [0, 0, 0]},
+        {"input_ids": [101, 102], "token_type_ids": [0, 1]},
+        {"input_ids": [101, 5, 6, 102], "token_type_ids": [0, 0, 1, 1]},
+    ]
+    want_ids = [[101, 7, 102, 9], [101, 102, 9, 9], [101, 5, 6, 102]]
+    want_mask = [[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
+    want_tts = [[0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]]
+    as_arrays = [{k: np.asarray(v) for k, v in f.items()} for f in feats]
+    for given in (feats, as_arrays):
+        out = pad_batch(given, pad_token_id=9)
+        assert out["input_ids"].tolist() == want_ids
+        assert out["attention_mask"].tolist() == want_mask
+        assert out["token_type_ids"].tolist() == want_tts
+        assert all(t.dtype == torch.long for t in out.values())
+    assert set(pad_batch([{"input_ids": [1, 2]}])) == {"input_ids", "attention_mask"}

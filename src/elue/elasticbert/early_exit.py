@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import torch
@@ -405,22 +406,28 @@ def early_exit_reference(
 def pad_batch(
     features: Sequence[Mapping[str, Sequence[int]]], pad_token_id: int = 0
 ) -> dict[str, torch.Tensor]:
-    """Right-pad tokenised examples ({"input_ids": [...], "token_type_ids": [...]?}) into tensors."""
-    longest = max(len(f["input_ids"]) for f in features)
-    ids = torch.full((len(features), longest), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(features), longest), dtype=torch.long)
-    has_tt = "token_type_ids" in features[0]
-    tts = torch.zeros((len(features), longest), dtype=torch.long) if has_tt else None
-    for row, f in enumerate(features):
-        n = len(f["input_ids"])
-        ids[row, :n] = torch.as_tensor(f["input_ids"], dtype=torch.long)
-        mask[row, :n] = 1
-        if has_tt:
-            tts[row, :n] = torch.as_tensor(f["token_type_ids"], dtype=torch.long)
-    out = {"input_ids": ids, "attention_mask": mask}
-    if has_tt:
-        out["token_type_ids"] = tts
+    """Right-pad tokenised examples ({"input_ids": [...], "token_type_ids": [...]?}) into tensors.
+
+    Vectorised (one flat copy per field, scattered under the padding mask): the per-row tensor copies this
+    replaces took longer than a GPU layer for a 256 x 128 batch. Lists or numpy arrays per example."""
+    lengths = np.fromiter((len(f["input_ids"]) for f in features), dtype=np.int64, count=len(features))
+    keep = np.arange(int(lengths.max()))[None, :] < lengths[:, None]  # (B, L) True on real tokens
+    out = {"input_ids": _scatter(features, "input_ids", keep, lengths, pad_token_id)}
+    out["attention_mask"] = torch.from_numpy(keep.astype(np.int64))
+    if "token_type_ids" in features[0]:
+        out["token_type_ids"] = _scatter(features, "token_type_ids", keep, lengths, 0)
     return out
+
+
+def _scatter(features, key: str, keep: np.ndarray, lengths: np.ndarray, fill: int) -> torch.Tensor:
+    values = [f[key] for f in features]
+    if all(isinstance(v, np.ndarray) for v in values):
+        flat = np.concatenate(values).astype(np.int64, copy=False)
+    else:
+        flat = np.fromiter(chain.from_iterable(values), dtype=np.int64, count=int(lengths.sum()))
+    out = np.full(keep.shape, fill, dtype=np.int64)
+    out[keep] = flat  # row-major: row by row, left to right, as concatenated
+    return torch.from_numpy(out)
 
 
 class _Group:
@@ -428,18 +435,22 @@ class _Group:
 
     __slots__ = ("pos", "lengths", "hidden", "bias")
 
-    def __init__(self, pos, lengths, hidden):
+    def __init__(self, pos, lengths, hidden, lengths_dev: torch.Tensor | None = None):
         self.pos = pos  # np.ndarray: positions in the pool
         self.lengths = lengths  # np.ndarray: unpadded lengths
         self.hidden = hidden  # (g, L, H), L = max(lengths)
-        self.bias = _length_bias(lengths, hidden)
+        self.bias = _length_bias(lengths, hidden, lengths_dev)
 
 
-def _length_bias(lengths: np.ndarray, hidden: torch.Tensor) -> torch.Tensor | None:
+def _length_bias(
+    lengths: np.ndarray, hidden: torch.Tensor, lengths_dev: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """(g, 1, 1, L) additive bias for right padding, or None without padding. `lengths_dev`: the same lengths
+    already on the device (saves a host->device copy, which on a GPU waits for the stream)."""
     width = hidden.shape[1]
     if (lengths == width).all():
         return None  # no padding: no mask at all
-    lens = torch.from_numpy(lengths).to(hidden.device)
+    lens = lengths_dev if lengths_dev is not None else torch.from_numpy(lengths).to(hidden.device)
     keep = (torch.arange(width, device=hidden.device)[None, :] < lens[:, None]).to(hidden.dtype)
     return ((1.0 - keep) * torch.finfo(hidden.dtype).min)[:, None, None, :]
 
@@ -451,33 +462,37 @@ def _fit_width(t: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(t, (0, 0, 0, width - t.shape[1]))
 
 
-def _regroup(survivors: list[tuple[_Group, np.ndarray]], batch_size: int) -> list[_Group]:
+def _regroup(survivors: list[tuple[_Group, np.ndarray]], batch_size: int, device) -> list[_Group]:
     """Re-batch the survivors of every group (kept in length order) into groups of at most `batch_size`.
 
     The new groups, concatenated, hold the survivors in the order of the old groups concatenated (pool-level
-    state such as the patience counters stays aligned by filtering it with the same keep mask)."""
-    flat = [(g, int(row)) for g, rows in survivors for row in rows]
-    groups = []
+    state such as the patience counters stays aligned by filtering it with the same keep mask). Host work is
+    vectorised and every gather index goes to the device in one copy."""
+    src = [(g, rows) for g, rows in survivors if len(rows)]
+    if not src:
+        return []
+    gid = np.concatenate([np.full(len(rows), k) for k, (_, rows) in enumerate(src)])  # source group per row
+    row = np.concatenate([rows for _, rows in src])  # row in its source group
+    lengths = np.concatenate([g.lengths[rows] for g, rows in src])
+    pos = np.concatenate([g.pos[rows] for g, rows in src])
+    n = len(row)
+    on_device = torch.from_numpy(np.concatenate([row, lengths])).to(device)
+    row_dev, lengths_dev = on_device[:n], on_device[n:]
     # as few sub-batches as batch_size allows, of balanced sizes (no tiny remainder call)
-    n_chunks = -(-len(flat) // batch_size)
-    bounds = [round(k * len(flat) / n_chunks) for k in range(n_chunks + 1)] if n_chunks else [0]
+    n_chunks = -(-n // batch_size)
+    bounds = [round(k * n / n_chunks) for k in range(n_chunks + 1)]
+    groups = []
     for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-        chunk = flat[start:stop]
-        lengths = np.array([g.lengths[row] for g, row in chunk])
-        width = int(lengths.max())
-        pieces, pos = [], []
-        k = 0
-        while k < len(chunk):  # contiguous runs from the same source group -> one index_select each
-            g = chunk[k][0]
-            rows = []
-            while k < len(chunk) and chunk[k][0] is g:
-                rows.append(chunk[k][1])
-                k += 1
-            idx = torch.tensor(rows, device=g.hidden.device)
-            pieces.append(_fit_width(g.hidden.index_select(0, idx), width))
-            pos.append(g.pos[rows])
+        width = int(lengths[start:stop].max())
+        # contiguous runs from the same source group -> one index_select each
+        cuts = start + 1 + np.flatnonzero(gid[start + 1 : stop] != gid[start : stop - 1])
+        edges = [start, *cuts.tolist(), stop]
+        pieces = [
+            _fit_width(src[gid[a]][0].hidden.index_select(0, row_dev[a:b]), width)
+            for a, b in zip(edges[:-1], edges[1:], strict=True)
+        ]
         hidden = pieces[0].contiguous() if len(pieces) == 1 else torch.cat(pieces)
-        groups.append(_Group(np.concatenate(pos), lengths, hidden))
+        groups.append(_Group(pos[start:stop], lengths[start:stop], hidden, lengths_dev[start:stop]))
     return groups
 
 
@@ -519,22 +534,23 @@ def _run_pool(clf, features, r: _Rule, regression, exit_set, last, batch_size, p
         if not done_host.any():
             continue
         rows = np.flatnonzero(done_host)
-        sel = torch.from_numpy(rows).to(device)
+        keep_all = np.flatnonzero(~done_host)
         pos = np.concatenate([g.pos for g in groups])
-        targets = torch.from_numpy(pos[rows]).to(device)
+        # one host->device copy per exit layer (on a GPU a pageable copy waits for the stream)
+        k = len(rows)
+        idx = torch.from_numpy(np.concatenate([rows, pos[rows], keep_all])).to(device)
+        sel, targets, keep_idx = idx[:k], idx[k : 2 * k], idx[2 * k :]
         pred_store[targets] = pred.index_select(0, sel).to(pred_store.dtype)
         layer_store[targets] = i + 1
         logit_store[targets] = logits.index_select(0, sel)
-        keep_all = np.flatnonzero(~done_host)
         if prev is not None and len(keep_all):
-            keep_idx = torch.from_numpy(keep_all).to(device)
             prev, counter = prev.index_select(0, keep_idx), counter.index_select(0, keep_idx)
         survivors, offset = [], 0
         for g in groups:
             keep = np.flatnonzero(~done_host[offset : offset + len(g.pos)])
             offset += len(g.pos)
             survivors.append((g, keep))
-        groups = _regroup(survivors, batch_size)
+        groups = _regroup(survivors, batch_size, device)
         if not groups:
             break
 

@@ -40,6 +40,45 @@ def test_losses_per_exit_and_sum():
     assert torch.allclose(sub.mlm_loss_sums, out.mlm_loss_sums[[1, 3]], atol=1e-5)  # same forward values
 
 
+def _per_exit_reference(model, batch, layers):
+    """The loss of the module docstring computed exit by exit with each head's own modules (no batching)."""
+    import torch.nn.functional as F
+
+    out = model.elasticbert(batch["input_ids"], exit_layers=layers, return_dict=True)
+    decoder = model.elasticbert.embeddings.word_embeddings.weight
+    where = batch["labels"] != -100
+    targets = batch["labels"][where]
+    mlm, sop = [], []
+    for layer, hidden, pooled in zip(layers, out.exit_hidden_states, out.exit_pooled_outputs, strict=True):
+        mlm.append(
+            F.cross_entropy(model.cls.predictions[layer](hidden[where], decoder), targets, reduction="sum")
+        )
+        sop_logits = model.cls.seq_relationship[layer](pooled)
+        sop.append(F.cross_entropy(sop_logits, batch["sop_labels"], reduction="sum"))
+    mlm, sop = torch.stack(mlm), torch.stack(sop)
+    return mlm.sum() / targets.numel() + sop.sum() / batch["sop_labels"].numel(), mlm, sop
+
+
+@pytest.mark.parametrize("layers", [[0, 1, 2, 3], [1, 3]])
+def test_batched_heads_equal_exit_by_exit(layers):
+    torch.manual_seed(0)
+    model, _ = load_pretraining_model(None, TINY)
+    batch = _batch(1)
+    out = model(**batch, exit_layers=layers)
+    out.loss.backward()
+    got = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    loss, mlm, sop = _per_exit_reference(model, batch, layers)
+    loss.backward()
+    torch.testing.assert_close(out.mlm_loss_sums, mlm)
+    torch.testing.assert_close(out.sop_loss_sums, sop)
+    torch.testing.assert_close(out.loss, loss)
+    want = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
 def test_heads_are_per_exit_and_decoder_is_tied():
     model, _ = load_pretraining_model(None, TINY)
     p = model.cls.predictions
