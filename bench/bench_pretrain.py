@@ -113,6 +113,13 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
     model = make_model(kind, device, args.layers)
     model.train()
     if args.compile:
+        import torch._dynamo as dynamo
+
+        # 12 layer instances share one compiled code object: without this, dynamo's default recompile limit
+        # (8) sends the remaining layers back to eager
+        for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit"):
+            if hasattr(dynamo.config, name):
+                setattr(dynamo.config, name, 256)
         # regional compilation: every encoder layer (identical code, compiled once) -> fused element-wise ops
         encoder = model.bert.encoder if kind == "bert" else model.elasticbert.encoder
         for layer in encoder.layer:

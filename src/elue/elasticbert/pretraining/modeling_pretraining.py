@@ -185,8 +185,15 @@ class ElasticBertForPreTraining(_HeadInit):
         ln_b = torch.stack([p.transform.LayerNorm.bias for p in heads])[:, None, :]
         x = F.layer_norm(x, (size,), eps=t0.LayerNorm.eps) * ln_w + ln_b
         decoder = self.elasticbert.embeddings.word_embeddings.weight  # tied, (V, H)
-        bias = torch.stack([p.bias for p in heads])[:, None, :]  # (E, 1, V)
-        logits = (F.linear(x, decoder) + bias).float()  # (E, M, V)
+        bias = torch.stack([p.bias for p in heads]).float()  # (E, V)
+        # Pad the vocabulary to a multiple of 64 (zero decoder rows, -inf bias: probability 0, gradient 0). With
+        # V = 30,522 the logits' rows are not 16-byte aligned and cuBLAS falls back to slower pre-Hopper GEMMs;
+        # this GEMM is the largest of the step (12 exits x 15 % of the tokens x V).
+        pad = -decoder.shape[0] % 64
+        if pad:
+            decoder = F.pad(decoder, (0, 0, 0, pad))
+            bias = F.pad(bias, (0, pad), value=float("-inf"))
+        logits = F.linear(x, decoder) + bias[:, None, :]  # (E, M, V') float32 (bias add and cast in one pass)
         e, m, v = logits.shape
         losses = F.cross_entropy(logits.reshape(e * m, v), targets.repeat(e), reduction="none")
         correct = (logits.argmax(-1) == targets).sum(1)
