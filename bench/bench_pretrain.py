@@ -114,21 +114,14 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
     model = make_model(kind, device, args.layers)
     model.train()
     if args.compile:
-        import torch._dynamo as dynamo
+        from elue.elasticbert.pretraining.modeling_pretraining import compile_regions, raise_recompile_limit
 
-        # 12 layer instances share one compiled code object: without this, dynamo's default recompile limit
-        # (8) sends the remaining layers back to eager
-        for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit"):
-            if hasattr(dynamo.config, name):
-                setattr(dynamo.config, name, 256)
-        # regional compilation: every encoder layer (identical code, compiled once) -> fused element-wise ops
-        encoder = model.bert.encoder if kind == "bert" else model.elasticbert.encoder
-        for layer in encoder.layer:
-            layer.compile()
-        if (
-            kind == "elasticbert"
-        ):  # the exits' MLM heads: bias, log-softmax, loss and argmax fused over the logits
-            model._mlm = torch.compile(model._mlm)
+        if kind == "bert":  # the same regional compilation for the reference: each encoder layer
+            raise_recompile_limit()
+            for layer in model.bert.encoder.layer:
+                layer.compile()
+        else:
+            compile_regions(model)
     groups = None
     if mode == "grouped":
         from elue.elasticbert.pretraining.config import default_exit_groups

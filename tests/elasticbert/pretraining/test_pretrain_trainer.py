@@ -117,6 +117,15 @@ def test_accumulation_matches_the_larger_batch(tiny_settings, tmp_path):
     _close(_log(one["output_dir"]), _log(acc["output_dir"]), 1e-4)
 
 
+def test_compiled_run_matches_eager(tiny_settings, tmp_path):
+    """`compile: true` (dynamo's eager backend here: no C compiler needed) trains the same numbers."""
+    eager = tiny_settings(max_steps=3, model_config={**tiny_settings()["model_config"], **NO_DROPOUT})
+    compiled = dict(eager, compile=True, compile_backend="eager", output_dir=str(tmp_path / "compiled"))
+    _run(eager)
+    _run(compiled)
+    _close(_log(eager["output_dir"]), _log(compiled["output_dir"]), 1e-5)
+
+
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_settings, tmp_path):
     straight = tiny_settings(max_steps=7, optimizer="lamb", output_dir=str(tmp_path / "straight"))
     _run(straight)  # dropout on: the resumed run must restore the RNG too

@@ -313,6 +313,30 @@ def bert_state_dict_to_pretraining(
     return out
 
 
+def raise_recompile_limit(limit: int = 256) -> None:
+    """Layer instances compiled one by one guard separately on one code object: dynamo's default recompile
+    limit (8) would silently send the layers after the 8th back to eager."""
+    import torch._dynamo as dynamo
+
+    for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(dynamo.config, name):
+            setattr(dynamo.config, name, max(getattr(dynamo.config, name), limit))
+
+
+def compile_regions(model: ElasticBertForPreTraining, backend: str = "inductor") -> ElasticBertForPreTraining:
+    """torch.compile each encoder layer and the exits' MLM heads, in place (regional compilation).
+
+    The layers share one compiled code object (compiled once, not 12 times); the MLM heads fuse the bias, the
+    log-softmax, the loss and the argmax over the (E, M, V) logits. Parameter names and checkpoints are
+    unchanged (no `_orig_mod.` prefix). Measured on an H200, bf16, base size, length 512, batch 64: 23.3 % ->
+    31.9 % MFU (docs/pretraining.md)."""
+    raise_recompile_limit()
+    for layer in model.elasticbert.encoder.layer:
+        layer.compile(backend=backend)
+    model._mlm = torch.compile(model._mlm, backend=backend)
+    return model
+
+
 def load_pretraining_model(
     name_or_path: str | None, model_config: dict | None = None
 ) -> tuple[ElasticBertForPreTraining, list[str]]:

@@ -202,7 +202,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from .data import PretrainingBatches, eval_batches, load_documents
-    from .modeling_pretraining import load_pretraining_model
+    from .modeling_pretraining import compile_regions, load_pretraining_model
     from .optim import build_optimizer, build_scheduler
 
     out_dir = Path(cfg.output_dir)
@@ -234,6 +234,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens, model vocab_size {model.config.vocab_size}")
 
+    if cfg.compile:
+        compile_regions(model, backend=cfg.compile_backend)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
