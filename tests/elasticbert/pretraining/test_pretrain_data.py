@@ -17,6 +17,7 @@ from elue.elasticbert.pretraining.data import (
     load_documents,
     mask_example,
     split_sentences,
+    token_encoder,
 )
 
 
@@ -146,3 +147,14 @@ def test_hub_style_sources_offline(tmp_path, corpus_files, tokenizer):
     )
     batch = PretrainingBatches(only_hub, tokenizer, cfg, batch_size=4, num_shards=1).next_batch()
     assert batch["input_ids"].shape[0] == 4
+
+
+def test_token_encoder_gives_the_wrappers_ids_untruncated(tokenizer):
+    """The Rust fast path = `tokenizer(texts, add_special_tokens=False)`, also past the 128-token truncation
+    that MiniLM's tokenizer.json carries (the wrapper switches it off; so must the fast path)."""
+    texts = ["Hello, world!", "", "naïve café déjà-vu", " ".join(["tokenisation"] * 150)]
+    want = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    got = token_encoder(tokenizer)(texts)
+    assert got == want
+    assert len(got[-1]) > 128
+    assert token_encoder(tokenizer) is token_encoder(tokenizer)  # one backend copy per tokenizer

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,6 +177,35 @@ class StreamPosition:
         return [self.epoch, self.document, self.example]
 
 
+_ENCODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def token_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
+    """texts -> token ids without special tokens, the same ids as `tokenizer(texts, add_special_tokens=False)`.
+
+    With a fast tokenizer this calls its Rust backend directly (batch-parallel), on a copy with truncation and
+    padding switched off as the wrapper does: the wrapper's per-encoding conversion to Python dicts cost about
+    as much as the tokenisation itself. One copy per tokenizer object, shared by the streams."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return lambda texts: tokenizer(texts, add_special_tokens=False, return_attention_mask=False)[
+            "input_ids"
+        ]
+    fn = _ENCODERS.get(tokenizer)
+    if fn is None:
+        from tokenizers import Tokenizer
+
+        raw = Tokenizer.from_str(backend.to_str())
+        raw.no_truncation()
+        raw.no_padding()
+
+        def fn(texts: list[str]) -> list[list[int]]:
+            return [e.ids for e in raw.encode_batch(texts, add_special_tokens=False)]
+
+        _ENCODERS[tokenizer] = fn
+    return fn
+
+
 class ShardStream:
     """The examples of one data stream, in a fixed order, resumable from a `StreamPosition`."""
 
@@ -184,6 +214,7 @@ class ShardStream:
 
         self.shard, self.num_shards = shard, num_shards
         self.tokenizer = tokenizer
+        self._encode = token_encoder(tokenizer)
         self.ids = SpecialIds.from_tokenizer(tokenizer)
         self.s = settings
         self.documents = split_dataset_by_node(documents, rank=shard, world_size=num_shards)
@@ -215,11 +246,7 @@ class ShardStream:
             def flush(texts: list[str], first: int, _epoch: int = epoch):
                 sentences = [split_sentences(t) for t in texts]
                 flat = [s for doc in sentences for s in doc]
-                enc = (
-                    self.tokenizer(flat, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-                    if flat
-                    else []
-                )
+                enc = self._encode(flat) if flat else []
                 pos = 0
                 for j, doc in enumerate(sentences):
                     segs = enc[pos : pos + len(doc)]
@@ -269,21 +296,25 @@ def mask_example(
     """BERT masking of one example, drawn from a generator seeded by the example's key: a fixed
     number (round(p * n), at least 1) of non-special positions; 80 % [MASK], 10 % a random token,
     10 % unchanged. Returns (masked input ids, labels with -100 where not predicted)."""
+    masked, labels = _mask(np.asarray(input_ids, dtype=np.int64), key, seed, probability, ids)
+    return masked.tolist(), labels.tolist()
+
+
+def _mask(
+    ids_row: np.ndarray, key: tuple[int, ...], seed: int, probability: float, ids: SpecialIds
+) -> tuple[np.ndarray, np.ndarray]:
+    """`mask_example` on a numpy row, vectorised: (masked ids, labels) as int64 arrays."""
     rng = np.random.default_rng([seed, 7919, *key])
-    special = {ids.cls, ids.sep, ids.pad}
-    cand = [i for i, t in enumerate(input_ids) if t not in special]
+    cand = np.flatnonzero((ids_row != ids.cls) & (ids_row != ids.sep) & (ids_row != ids.pad))
     n = max(1, int(round(len(cand) * probability)))
-    chosen = rng.choice(len(cand), size=min(n, len(cand)), replace=False)
-    masked = list(input_ids)
-    labels = [-100] * len(input_ids)
-    for c in sorted(chosen.tolist()):
-        i = cand[c]
-        labels[i] = input_ids[i]
-        r = rng.random()
-        if r < 0.8:
-            masked[i] = ids.mask
-        elif r < 0.9:
-            masked[i] = int(rng.integers(0, ids.vocab_size))
+    pos = cand[np.sort(rng.choice(len(cand), size=min(n, len(cand)), replace=False))]
+    r = rng.random(len(pos))  # < 0.8: [MASK]; < 0.9: a random token; else unchanged
+    labels = np.full(len(ids_row), -100, dtype=np.int64)
+    labels[pos] = ids_row[pos]
+    masked = ids_row.copy()
+    masked[pos[r < 0.8]] = ids.mask
+    swap = pos[(r >= 0.8) & (r < 0.9)]
+    masked[swap] = rng.integers(0, ids.vocab_size, size=len(swap))
     return masked, labels
 
 
@@ -291,25 +322,23 @@ def collate(
     examples: list[dict[str, Any]], ids: SpecialIds, seed: int, probability: float, multiple_of: int = 8
 ) -> dict[str, torch.Tensor]:
     """Mask and pad a list of examples (to the longest, rounded up to `multiple_of`)."""
-    longest = max(len(e["input_ids"]) for e in examples)
-    width = -(-longest // multiple_of) * multiple_of
-    n = len(examples)
-    input_ids = torch.full((n, width), ids.pad, dtype=torch.long)
-    labels = torch.full((n, width), -100, dtype=torch.long)
-    token_type_ids = torch.zeros((n, width), dtype=torch.long)
-    attention_mask = torch.zeros((n, width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        masked, lab = mask_example(e["input_ids"], e["key"], seed, probability, ids)
-        m = len(masked)
-        input_ids[i, :m] = torch.tensor(masked)
-        labels[i, :m] = torch.tensor(lab)
-        token_type_ids[i, :m] = torch.tensor(e["token_type_ids"])
-        attention_mask[i, :m] = 1
+    lengths = np.array([len(e["input_ids"]) for e in examples], dtype=np.int64)
+    width = -(-int(lengths.max()) // multiple_of) * multiple_of
+    keep = np.arange(width)[None, :] < lengths[:, None]  # (n, width) True on real tokens, row-major order
+    rows = [
+        _mask(np.asarray(e["input_ids"], dtype=np.int64), e["key"], seed, probability, ids) for e in examples
+    ]
+
+    def padded(values: list, fill: int) -> torch.Tensor:
+        out = np.full(keep.shape, fill, dtype=np.int64)
+        out[keep] = np.concatenate(values) if values else []
+        return torch.from_numpy(out)
+
     return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "token_type_ids": token_type_ids,
-        "labels": labels,
+        "input_ids": padded([m for m, _ in rows], ids.pad),
+        "attention_mask": torch.from_numpy(keep.astype(np.int64)),
+        "token_type_ids": padded([np.asarray(e["token_type_ids"], dtype=np.int64) for e in examples], 0),
+        "labels": padded([lab for _, lab in rows], -100),
         "sop_labels": torch.tensor([e["sop_label"] for e in examples], dtype=torch.long),
     }
 
