@@ -149,11 +149,12 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_settings, tmp_pat
     reason="no torchrun",
 )
 def test_torchrun_two_processes_match_one(tiny_settings, tmp_path):
+    """2 processes x batch 4 = 1 process x batch 8; and a 2-process checkpoint resumes in 1 process."""
     base = tiny_settings(
         max_steps=4, num_data_shards=2, model_config={**tiny_settings()["model_config"], **NO_DROPOUT}
     )
     one = dict(base, per_device_batch_size=8, output_dir=str(tmp_path / "one"))
-    two = dict(base, per_device_batch_size=4, output_dir=str(tmp_path / "two"))
+    two = dict(base, per_device_batch_size=4, output_dir=str(tmp_path / "two"), save_steps=2)
     cfg_file = tmp_path / "two.json"
     cfg_file.write_text(json.dumps(two))
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
@@ -168,3 +169,16 @@ def test_torchrun_two_processes_match_one(tiny_settings, tmp_path):
     b = load_file(Path(two["output_dir"]) / "checkpoints" / "step-0000004" / "model" / "model.safetensors")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+    # the 2-process run's step-2 checkpoint, resumed by 1 process (data positions are kept per stream)
+    step2 = Path(two["output_dir"]) / "checkpoints" / "step-0000002"
+    resumed = dict(one, output_dir=str(tmp_path / "resumed"), resume_from_checkpoint=str(step2))
+    assert _run(resumed)["step"] == 4
+    rows = _log(resumed["output_dir"])
+    assert [r["step"] for r in rows] == ["3", "4"]
+    _close(_log(one["output_dir"])[2:], rows, 1e-4)
+    c = load_file(
+        Path(resumed["output_dir"]) / "checkpoints" / "step-0000004" / "model" / "model.safetensors"
+    )
+    for k in a:
+        assert torch.allclose(a[k], c[k], atol=1e-5), k
