@@ -126,6 +126,14 @@ def test_compiled_run_matches_eager(tiny_settings, tmp_path):
     _close(_log(eager["output_dir"]), _log(compiled["output_dir"]), 1e-5)
 
 
+def test_compile_on_cpu_without_a_compiler_says_so(tiny_settings, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    with pytest.raises(ValueError, match="C\\+\\+ compiler"):
+        _run(tiny_settings(max_steps=1, compile=True))
+
+
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_settings, tmp_path):
     straight = tiny_settings(max_steps=7, optimizer="lamb", output_dir=str(tmp_path / "straight"))
     _run(straight)  # dropout on: the resumed run must restore the RNG too

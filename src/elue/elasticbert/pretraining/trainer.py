@@ -235,6 +235,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens, model vocab_size {model.config.vocab_size}")
 
     if cfg.compile:
+        _check_compiler(cfg, accelerator.device)
         compile_regions(model, backend=cfg.compile_backend)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
@@ -400,6 +401,18 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
 def _rate(tokens: float, elapsed: float, steps: int) -> float:
     return tokens / max(elapsed / max(steps, 1), 1e-9)
+
+
+def _check_compiler(cfg: PretrainConfig, device) -> None:
+    """inductor builds C++ for the CPU: say so up front instead of failing deep inside the first step."""
+    import shutil
+
+    if cfg.compile_backend == "inductor" and device.type == "cpu":
+        if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+            raise ValueError(
+                "compile: true on the CPU needs a C++ compiler for torch's inductor backend (none on PATH): "
+                "install g++, or set compile_backend: eager, or compile: false"
+            )
 
 
 def save_checkpoint(accelerator, model, tokenizer, data, cfg: PretrainConfig, step: int) -> Path:
