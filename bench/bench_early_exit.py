@@ -98,16 +98,6 @@ def load_model(model_dir: str | None, workdir: Path, tokenizer_dir: str | None =
     return model.eval(), tokenizer, origin
 
 
-def batches(features, batch_size, pad_id):
-    from elue.elasticbert.early_exit import pad_batch
-
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-    return [
-        pad_batch([features[i] for i in order[s : s + batch_size]], pad_id)
-        for s in range(0, len(order), batch_size)
-    ]
-
-
 @torch.inference_mode()
 def all_exit_entropies(model, batch_list) -> np.ndarray:
     from elue.elasticbert.early_exit import entropy_from_logits
@@ -217,8 +207,8 @@ def main(argv=None) -> int:
     exit_layers = [i + 1 for i in model.exit_layers]
     pad_id = tokenizer.pad_token_id or 0
     by_length = sorted(range(n), key=lambda i: len(features[i]["input_ids"]))
-    bl = batches(features, args.batch_size, pad_id)
-    bl = [{k: v.to(args.device) for k, v in b.items()} for b in bl]
+    chunks = [[features[i] for i in by_length[s : s + args.batch_size]] for s in range(0, n, args.batch_size)]
+    bl = [{k: v.to(args.device) for k, v in pad_batch(c, pad_id).items()} for c in chunks]
     mean_tokens = float(np.mean([len(f["input_ids"]) for f in features]))
     print(f"model: {origin}")
     print(
@@ -231,7 +221,6 @@ def main(argv=None) -> int:
 
     # Timed like the early-exit engine: from tokenised examples (sorted by length) to results, padding and the
     # host->device copy of every batch included.
-    chunks = [[features[i] for i in by_length[s : s + args.batch_size]] for s in range(0, n, args.batch_size)]
 
     @torch.inference_mode()
     def full_depth():

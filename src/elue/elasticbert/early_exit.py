@@ -18,7 +18,7 @@ Exit rules (an exit is evaluated on every layer that carries one; the last compu
 Public API:
 
     early_exit(model, input_ids, attention_mask=None, token_type_ids=None, *, rule, threshold=None,
-               regression_threshold=0.1, trim_padding=True) -> EarlyExitResult       # one batch
+               regression_threshold=0.1) -> EarlyExitResult                          # one padded batch
     early_exit_reference(...same...) -> EarlyExitResult    # example by example at batch size 1 (for tests)
     run_early_exit(model, features, *, rule, threshold=None, batch_size=32, ...) -> EarlyExitResult
                                                            # a list of tokenised examples, batched by length
@@ -180,7 +180,6 @@ def _is_regression(model: ElasticBertForSequenceClassification) -> bool:
 # the batched engine
 
 
-@torch.inference_mode()
 def early_exit(
     model: ElasticBertForSequenceClassification,
     input_ids: torch.Tensor,
@@ -190,31 +189,29 @@ def early_exit(
     rule: str,
     threshold: float | None = None,
     regression_threshold: float = 0.1,
-    trim_padding: bool = True,
 ) -> EarlyExitResult:
-    """Early-exit inference on one batch (B, S). Returns an `EarlyExitResult` in batch order.
+    """Early-exit inference on one padded batch (B, S). Returns an `EarlyExitResult` in batch order.
 
     `rule`: "entropy" (threshold τ), "patience" (threshold = t; `regression_threshold` for regression heads),
-    or "fixed"/"static" (threshold = 1-based layer k). The model is run in eval mode (restored afterwards).
-    Padding may be on either side; trimming after regrouping applies to right padding.
+    or "fixed"/"static" (threshold = 1-based layer k). Each row's tokens (where the mask is 1; padding on
+    either side) go through the engine of `run_early_exit` with the batch as one pool and one sub-batch.
     """
-    clf = _classifier(model)
-    base = clf.elasticbert
-    regression = _is_regression(clf)
-    exits = clf.exit_layers
-    num_layers = clf.config.num_hidden_layers
-    r = _make_rule(rule, threshold, regression_threshold, regression, num_layers, set(exits))
-    exit_set = {int(threshold) - 1} if r.kind == "fixed" else set(exits)
-    last = max(exit_set)  # nobody runs past the deepest exit this rule can take
-
-    was_training = clf.training
-    clf.eval()
-    try:
-        return _run(
-            clf, base, input_ids, attention_mask, token_type_ids, r, regression, exit_set, last, trim_padding
-        )
-    finally:
-        clf.train(was_training)
+    keep = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).bool().cpu()
+    fields = {"input_ids": input_ids.cpu()}
+    if token_type_ids is not None:
+        fields["token_type_ids"] = token_type_ids.cpu()
+    features = [{k: v[b][keep[b]].numpy() for k, v in fields.items()} for b in range(input_ids.shape[0])]
+    size = max(len(features), 1)
+    return run_early_exit(
+        model,
+        features,
+        rule=rule,
+        threshold=threshold,
+        regression_threshold=regression_threshold,
+        batch_size=size,
+        pool_size=size,
+        device=input_ids.device,
+    )
 
 
 def _decide(r: _Rule, logits: torch.Tensor, regression: bool, prev_pred, counter, is_last: bool):
@@ -234,88 +231,6 @@ def _decide(r: _Rule, logits: torch.Tensor, regression: bool, prev_pred, counter
     else:
         done = counter >= int(r.threshold)
     return pred, done, prev_pred, counter
-
-
-def _run(
-    clf, base, input_ids, attention_mask, token_type_ids, r: _Rule, regression, exit_set, last, trim_padding
-):
-    device = input_ids.device
-    bsz, seq = input_ids.shape
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    # one host copy of the mask: lengths, right-padding check (all trimming decisions are made on the host)
-    mask_host = attention_mask.detach().to("cpu", torch.long)
-    lengths_host = mask_host.sum(1).numpy()
-    right_padded = bool(
-        (mask_host == (torch.arange(seq)[None, :] < torch.from_numpy(lengths_host)[:, None])).all()
-    )
-    trim = trim_padding and right_padded
-
-    num_labels = clf.config.num_labels
-    pred_store = torch.empty(bsz, dtype=torch.float32 if regression else torch.long, device=device)
-    layer_store = torch.empty(bsz, dtype=torch.long, device=device)
-    logit_store = torch.empty(bsz, num_labels, dtype=torch.float32, device=device)
-
-    active_host = np.arange(bsz)
-    active = torch.arange(bsz, device=device)
-    cur_len = int(lengths_host.max()) if (trim and bsz) else seq
-    if bsz == 0:
-        return _empty_result(regression, num_labels)
-    ids = input_ids[:, :cur_len]
-    mask = attention_mask[:, :cur_len]
-    tts = token_type_ids[:, :cur_len] if token_type_ids is not None else None
-    hidden = base.embed(ids, tts)
-    padded = bool((lengths_host < cur_len).any()) or not right_padded
-    bias = base.attention_bias(mask, hidden.dtype) if padded else None
-
-    prev_pred = None  # patience state, aligned with the active rows
-    counter = None
-
-    for i in range(last + 1):
-        hidden = base.layer_forward(i, hidden, bias)
-        if i not in exit_set:
-            continue
-        logits = clf.exit_logits(i, hidden).float()
-        pred, done, prev_pred, counter = _decide(r, logits, regression, prev_pred, counter, i == last)
-
-        done_host = done.cpu().numpy()  # the one host sync per exit layer: who leaves
-        n_done = int(done_host.sum())
-        if n_done:
-            if n_done == len(done_host):
-                rows, targets = slice(None), active
-            else:
-                sel = torch.from_numpy(np.flatnonzero(done_host)).to(device)
-                rows, targets = sel, active.index_select(0, sel)
-            pred_store[targets] = pred[rows].to(pred_store.dtype)
-            layer_store[targets] = i + 1
-            logit_store[targets] = logits[rows]
-        if n_done == len(done_host):
-            break
-        if n_done:
-            keep_host = np.flatnonzero(~done_host)
-            keep = torch.from_numpy(keep_host).to(device)
-            active_host = active_host[keep_host]
-            active = active.index_select(0, keep)
-            hidden = hidden.index_select(0, keep)
-            mask = mask.index_select(0, keep)
-            if prev_pred is not None:
-                prev_pred = prev_pred.index_select(0, keep)
-                counter = counter.index_select(0, keep)
-            if trim:
-                new_len = int(lengths_host[active_host].max())
-                if new_len < cur_len:
-                    hidden = hidden[:, :new_len].contiguous()
-                    mask = mask[:, :new_len]
-                    cur_len = new_len
-            padded = bool((lengths_host[active_host] < cur_len).any()) or not right_padded
-            bias = base.attention_bias(mask, hidden.dtype) if padded else None
-
-    return EarlyExitResult(
-        predictions=pred_store.cpu(),
-        exit_layers=layer_store.cpu(),
-        token_counts=torch.from_numpy(lengths_host.astype(np.int64)),
-        logits=logit_store.cpu(),
-    )
 
 
 def _empty_result(regression: bool, num_labels: int) -> EarlyExitResult:

@@ -30,6 +30,7 @@ import math
 import pprint
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -420,32 +421,23 @@ def predict_submission(
     n_tokens = np.array([len(r["input_ids"]) for r in rows], dtype=np.int64)
     log(f"{spec.name} {split}: {len(rows)} rows, mean {n_tokens.mean():.2f} tokens (max_length {max_length})")
 
-    results = run_points(
+    run = partial(
+        run_points,
         model,
-        rows,
-        points,
+        points=points,
         regression=spec.is_regression,
         batch_size=batch_size,
         device=device,
         engine=engine,
         regression_threshold=regression_threshold,
-        progress=progress,
     )
+    results = run(rows, progress=progress)
 
     dev_scores: dict[str, dict[str, float]] = {}
     if dev_split:
         dev_ds = load_split(cfg, spec, dev_split)
         dev_rows = tokenize(tokenizer, dev_ds, spec, max_length, with_labels=True)
-        dev_res = run_points(
-            model,
-            dev_rows,
-            points,
-            regression=spec.is_regression,
-            batch_size=batch_size,
-            device=device,
-            engine=engine,
-            regression_threshold=regression_threshold,
-        )
+        dev_res = run(dev_rows)
         y = np.asarray([r["labels"] for r in dev_rows])
         for name, (pred, _) in dev_res.items():
             dev_scores[name] = spec.metric(y, pred)
