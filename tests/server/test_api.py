@@ -236,9 +236,14 @@ def test_web_signup_login_csrf(client):  # noqa: ANN001
     # a session-authenticated API write needs the CSRF header
     assert client.patch("/api/submissions/1", json={"public": True}).status_code == 403
     csrf2 = _csrf(acct.text)
+    stolen = client.cookies.get("elue_session")  # a copy of the cookie, e.g. left on another machine
     r = client.post("/logout", data={"csrf": csrf2}, follow_redirects=False)
     assert r.status_code == 303
     assert client.get("/account", follow_redirects=False).status_code == 303
+    # log-out is server-side: the copied cookie, still validly signed, no longer logs anyone in
+    client.cookies.set("elue_session", stolen)
+    assert client.get("/account", follow_redirects=False).status_code == 303
+    client.cookies.clear()
     # log in again; wrong password is refused; the password is stored hashed
     csrf = _csrf(client.get("/login").text)
     bad = client.post("/login", data={"username": "carol", "password": "nope", "csrf": csrf})

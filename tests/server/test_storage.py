@@ -54,6 +54,24 @@ def test_migrations_match_the_models(db_url):  # noqa: ANN001
     engine.dispose()
 
 
+def test_upgrade_keeps_existing_users(tmp_path):  # noqa: ANN001
+    """A database made by the first schema upgrades in place: its users get session epoch 0."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    migrate(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (username, password_hash, is_admin, created_at) VALUES ('old', 'x', 0, '2026-01-01')"
+            )
+        )
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT username, session_epoch FROM users")).all() == [("old", 0)]
+    engine.dispose()
+
+
 def test_upload_to_scored_on_each_backend(db_url, tmp_path):  # noqa: ANN001
     s = make_settings(tmp_path, database_url=db_url)
     c = TestClient(create_app(s))

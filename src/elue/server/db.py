@@ -46,6 +46,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # Sessions are signed cookies; a cookie counts only while it carries the user's current epoch, so
+    # log-out (which bumps it) revokes every copy of the cookie, not just the browser's own.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
 
@@ -173,16 +176,22 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision."""
-    from alembic import command
+def alembic_config(conn):  # noqa: ANN001, ANN201
+    """An Alembic config for our migrations that runs on `conn` (an open connection)."""
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to the newest Alembic revision (or `revision`)."""
+    from alembic import command
+
     with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(alembic_config(conn), revision)
 
 
 def open_database(url: str, *, upgrade: bool = True) -> tuple[Engine, sessionmaker]:

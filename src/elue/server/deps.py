@@ -54,7 +54,10 @@ class Ctx:
                 if self._user is None:
                     raise HTTPException(401, "invalid API token")
             elif self._session and self._session.get("uid"):
-                self._user = self.db.get(User, self._session["uid"])
+                user = self.db.get(User, self._session["uid"])
+                # a cookie from before the user's last log-out is dead even if its signature is good
+                if user is not None and self._session.get("epoch") == user.session_epoch:
+                    self._user = user
         return self._user
 
     @property
@@ -74,11 +77,17 @@ class Ctx:
             )
 
     def login(self, user: User) -> None:
-        self._session = {"uid": user.id, "csrf": new_csrf()}  # a fresh CSRF token per log-in
+        # a fresh CSRF token per log-in
+        self._session = {"uid": user.id, "csrf": new_csrf(), "epoch": user.session_epoch}
         self._user = user
         self.dirty = True
 
     def logout(self) -> None:
+        """Drop the cookie and revoke it server-side: every session of this user ends (API tokens stay)."""
+        user = self.user
+        if user is not None and not self.via_token:
+            user.session_epoch += 1
+            self.db.commit()
         self._session = None
         self._user = None
         self.clear = True

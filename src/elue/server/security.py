@@ -52,7 +52,8 @@ def hash_token(token: str) -> str:
 
 
 class SessionCodec:
-    """Session = signed cookie {"uid": int|None, "csrf": str}. Log-out drops the cookie."""
+    """Session = signed cookie {"uid": int|None, "csrf": str, "epoch": int}. Log-out drops the cookie and
+    bumps the user's `session_epoch`, which revokes every cookie issued before it."""
 
     def __init__(self, secret_key: str) -> None:
         self._s = URLSafeTimedSerializer(secret_key, salt="elue-session")
