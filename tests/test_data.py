@@ -236,6 +236,25 @@ def test_hub_sst_binarised(tmp_path):
     assert ds["label"] == [0, 0, 1, 1] and ds.column_names == ["sentence", "label", "index"]
 
 
+def test_hub_sst_reads_the_parquet_export(monkeypatch):
+    """stanfordnlp/sst ships a loading script, which datasets >= 4 refuses: read its Parquet export."""
+    import datasets
+
+    calls = []
+
+    def fake_load(path, name=None, **kw):  # noqa: ANN001, ANN003, ANN202
+        calls.append((path, name, kw.get("split"), kw.get("revision")))
+        text = "text" if path.endswith("imdb") else "sentence"
+        return datasets.Dataset.from_dict({text: ["good", "bad"], "label": [0.9, 0.2]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    ds = load_hub_split("sst-2", "dev")
+    assert calls == [("stanfordnlp/sst", "default", "validation", "refs/convert/parquet")]
+    assert ds["label"] == [1, 0]
+    load_hub_split("imdb", "test")  # a Parquet dataset: no revision asked for
+    assert calls[-1] == ("stanfordnlp/imdb", None, "test", None)
+
+
 def _glue_like(root: Path, config: str, cols: dict, splits=("train", "validation", "test")) -> None:
     for s in splits:
         _parquet(root / config / f"{s}-00000-of-00001.parquet", cols)

@@ -258,11 +258,12 @@ def read_answer_key(answers_dir: Path | str, task: str | Task) -> tuple[np.ndarr
 # --- the Hugging Face hub ------------------------------------------------------------------------
 
 
-def _load_hub(path: str, name: str | None, split: str, cache_dir):
+def _load_hub(path: str, name: str | None, split: str, cache_dir, revision: str | None = None):
     import datasets
 
+    extra = {"revision": revision} if revision else {}
     return datasets.load_dataset(
-        path, name, split=split, cache_dir=None if cache_dir is None else str(cache_dir)
+        path, name, split=split, cache_dir=None if cache_dir is None else str(cache_dir), **extra
     )
 
 
@@ -323,12 +324,13 @@ def load_hub_split(task: str | Task, split: str, *, path: str | None = None, cac
     split = normalise_split(split)
     hub = t.hub
     hub_path = path or hub.path
+    revision = None if path else hub.revision  # a replacement path is read as it is
     if split in hub.resplit:
         hub_split, start, stop = hub.resplit[split]
-        ds = _load_hub(hub_path, hub.name, hub_split, cache_dir)
+        ds = _load_hub(hub_path, hub.name, hub_split, cache_dir, revision)
         ds = ds.select(_resplit_rows(len(ds), hub.resplit_seed, start, stop))
     elif split in hub.splits:
-        ds = _load_hub(hub_path, hub.name, hub.splits[split], cache_dir)
+        ds = _load_hub(hub_path, hub.name, hub.splits[split], cache_dir, revision)
     else:
         raise ValueError(f"{t.name}: no hub split is mapped to ELUE's {split!r} (see tasks.py HubSource)")
 

@@ -23,6 +23,9 @@ class HubSource:
     # ELUE splits carved out of one hub split by a seeded shuffle: {"train": ("train", 0, 20000), ...}
     resplit: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     resplit_seed: int = 13
+    # Git revision on the hub. Datasets that still ship a loading script (which `datasets` >= 4 no longer
+    # runs) are read from the hub's automatic Parquet export, "refs/convert/parquet".
+    revision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,9 @@ _TASKS = [
         split_sizes={"train": 8544, "dev": 1101, "test": 2208},
         # sentence-level SST: label is a sentiment score in [0, 1]; binarised at 0.5 (ours)
         hub=HubSource(
-            path="stanfordnlp/sst",
+            path="stanfordnlp/sst",  # a script dataset: read through its Parquet export
             name="default",
+            revision="refs/convert/parquet",
             splits={"train": "train", "dev": "validation", "test": "test"},
             columns={"sentence": "sentence", "label": "label"},
         ),
