@@ -157,20 +157,14 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_settings, tmp_pat
     reason="no torchrun",
 )
 def test_torchrun_two_processes_match_one(tiny_settings, tmp_path):
-    """2 processes x batch 4 = 1 process x batch 8; and a 2-process checkpoint resumes in 1 process."""
+    """2 processes x batch 4 = 1 process x batch 8; a 2-process checkpoint resumes in 1 process and a
+    1-process checkpoint in 2 processes."""
     base = tiny_settings(
         max_steps=4, num_data_shards=2, model_config={**tiny_settings()["model_config"], **NO_DROPOUT}
     )
-    one = dict(base, per_device_batch_size=8, output_dir=str(tmp_path / "one"))
+    one = dict(base, per_device_batch_size=8, output_dir=str(tmp_path / "one"), save_steps=2)
     two = dict(base, per_device_batch_size=4, output_dir=str(tmp_path / "two"), save_steps=2)
-    cfg_file = tmp_path / "two.json"
-    cfg_file.write_text(json.dumps(two))
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)]  # fmt: skip
-    proc = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 process(es)" in proc.stdout + proc.stderr
+    _torchrun(tmp_path / "two.json", two)
     _run(one)
     _close(_log(one["output_dir"]), _log(two["output_dir"]), 1e-4)
     a = load_file(Path(one["output_dir"]) / "checkpoints" / "step-0000004" / "model" / "model.safetensors")
@@ -190,3 +184,26 @@ def test_torchrun_two_processes_match_one(tiny_settings, tmp_path):
     )
     for k in a:
         assert torch.allclose(a[k], c[k], atol=1e-5), k
+
+    # and the other way: the 1-process run's step-2 checkpoint, resumed by 2 processes with half the batch
+    step2 = Path(one["output_dir"]) / "checkpoints" / "step-0000002"
+    _torchrun(
+        tmp_path / "up.json", dict(two, output_dir=str(tmp_path / "up"), resume_from_checkpoint=str(step2))
+    )
+    rows = _log(tmp_path / "up")
+    assert [r["step"] for r in rows] == ["3", "4"]
+    _close(_log(one["output_dir"])[2:], rows, 1e-4)
+    d = load_file(tmp_path / "up" / "checkpoints" / "step-0000004" / "model" / "model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], d[k], atol=1e-5), k
+
+
+def _torchrun(cfg_file: Path, settings: dict) -> None:
+    """`elue pretrain` with `settings` in 2 CPU processes (torchrun, gloo)."""
+    cfg_file.write_text(json.dumps(settings))
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)]  # fmt: skip
+    proc = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout + proc.stderr
