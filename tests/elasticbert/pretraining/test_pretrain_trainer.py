@@ -126,6 +126,41 @@ def test_compiled_run_matches_eager(tiny_settings, tmp_path):
     _close(_log(eager["output_dir"]), _log(compiled["output_dir"]), 1e-5)
 
 
+def test_bf16_autocast_run_tracks_fp32(tiny_settings, tmp_path):
+    """`mixed_precision: bf16` (the GPU default) runs here under CPU autocast: weights stay fp32, the logged
+    losses follow the fp32 run to bf16 precision, and a bf16 run killed after step 3 resumes exactly.
+    (In subprocesses: Accelerate's state is per process and this one's is fp32.)"""
+    fp32 = tiny_settings(max_steps=4, model_config={**tiny_settings()["model_config"], **NO_DROPOUT})
+    bf16 = dict(fp32, mixed_precision="bf16", output_dir=str(tmp_path / "bf16"), save_steps=2)
+    killed = dict(bf16, output_dir=str(tmp_path / "killed"))
+    _run(fp32)
+    assert "mixed precision bf16" in _cli(tmp_path / "bf16.json", bf16).stdout
+    _cli(tmp_path / "killed.json", killed, kill_after=3, returncode=-9)
+    _cli(tmp_path / "killed.json", killed)  # resumes from step 2
+    a, b = _log(fp32["output_dir"]), _log(bf16["output_dir"])
+    assert [r["step"] for r in b] == ["1", "2", "3", "4"]
+    for ra, rb in zip(a, b, strict=True):
+        assert float(ra["loss"]) == pytest.approx(float(rb["loss"]), rel=2e-2)
+        assert float(ra["loss"]) != float(rb["loss"])  # it really ran in bf16
+    w = load_file(Path(bf16["output_dir"]) / "checkpoints" / "step-0000004" / "model" / "model.safetensors")
+    assert {t.dtype for t in w.values()} == {torch.float32}
+    _close(b, _log(killed["output_dir"]), 1e-6)
+
+
+def _cli(cfg_file: Path, settings: dict, kill_after: int | None = None, returncode: int = 0):
+    """`python -m elue.elasticbert.pretraining --config` with `settings`, in a fresh process."""
+    cfg_file.write_text(json.dumps(settings))
+    env = _cli_env()
+    if kill_after is not None:
+        env["ELUE_PRETRAIN_KILL_AFTER_STEP"] = str(kill_after)  # SIGKILL after that step
+    proc = subprocess.run(
+        [sys.executable, "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == returncode, proc.stderr[-3000:]
+    return proc
+
+
 def test_compile_on_cpu_without_a_compiler_says_so(tiny_settings, monkeypatch):
     import shutil
 
@@ -138,14 +173,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_settings, tmp_pat
     straight = tiny_settings(max_steps=7, optimizer="lamb", output_dir=str(tmp_path / "straight"))
     _run(straight)  # dropout on: the resumed run must restore the RNG too
     killed = dict(straight, output_dir=str(tmp_path / "killed"), save_steps=2)
-    cfg_file = tmp_path / "killed.json"
-    cfg_file.write_text(json.dumps(killed))
-    env = dict(_cli_env(), ELUE_PRETRAIN_KILL_AFTER_STEP="5")  # dies (SIGKILL) after step 5
-    proc = subprocess.run(
-        [sys.executable, "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == -9, proc.stderr[-3000:]
+    _cli(tmp_path / "killed.json", killed, kill_after=5, returncode=-9)
     assert len(_log(killed["output_dir"])) == 5  # steps 1-5 logged, step-4 is the newest checkpoint
     summary = _run(killed)  # resume_from_checkpoint: latest
     assert summary["step"] == 7
