@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .accelerate_state import forget_single_process_state
+
 BEST_DIR = "best"
 LAST_DIR = "last"
 STATE_FILE = "trainer_state.json"
@@ -439,6 +441,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         log(f"--resume: no {last_dir / STATE_FILE}; starting from scratch")
 
     _set_seed(cfg.seed)
+    forget_single_process_state()
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
     spec = task_spec(cfg)
 

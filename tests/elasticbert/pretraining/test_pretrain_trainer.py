@@ -147,6 +147,15 @@ def test_bf16_autocast_run_tracks_fp32(tiny_settings, tmp_path):
     _close(b, _log(killed["output_dir"]), 1e-6)
 
 
+def test_runs_with_other_precision_in_one_process(tiny_settings, tmp_path):
+    """A second run in the same Python process may change mixed precision (Accelerate's per-process state
+    would refuse it: forgotten between single-process runs)."""
+    base = tiny_settings(max_steps=1)
+    assert _run(dict(base, output_dir=str(tmp_path / "a")))["step"] == 1
+    assert _run(dict(base, mixed_precision="bf16", output_dir=str(tmp_path / "b")))["step"] == 1
+    assert _run(dict(base, output_dir=str(tmp_path / "c")))["step"] == 1
+
+
 def _cli(cfg_file: Path, settings: dict, kill_after: int | None = None, returncode: int = 0):
     """`python -m elue.elasticbert.pretraining --config` with `settings`, in a fresh process."""
     cfg_file.write_text(json.dumps(settings))

@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from ..accelerate_state import forget_single_process_state
 from .config import PretrainConfig
 
 CHECKPOINT_PREFIX = "step-"
@@ -74,6 +75,7 @@ def make_accelerator(cfg: PretrainConfig, grouped: bool):
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=grouped)]
     # without a GPU, Accelerate only sets up a multi-process (gloo) group when told it runs on the CPU
     cpu = cfg.cpu or not torch.cuda.is_available()
+    forget_single_process_state()
     return Accelerator(cpu=cpu, mixed_precision=_mixed_precision(cfg), kwargs_handlers=handlers, **kwargs)
 
 
