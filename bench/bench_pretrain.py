@@ -109,6 +109,34 @@ def count_flops(run, batch, steps_per_cycle: int, autocast) -> float:
     return total / steps_per_cycle
 
 
+# Kernel name -> kind of work, first match wins (cuBLAS/CUTLASS GEMMs, cuDNN/flash attention, inductor's
+# generated Triton kernels, the rest: eager element-wise, reductions, copies, the optimiser).
+KERNEL_KINDS = (
+    ("attention", ("attention", "flash", "fmha", "cudnn", "sdpa")),
+    ("gemm", ("gemm", "cutlass", "cublas", "nvjet", "sm90_xmma", "sm80_xmma", "wgmma")),
+    ("triton (compiled fusions)", ("triton",)),
+    ("optimizer", ("adam", "multi_tensor")),
+)
+
+
+def kernel_breakdown(prof, steps: int) -> str:
+    """GPU time per step by kind of kernel, from a torch.profiler run of `steps` steps (a Markdown table)."""
+    totals: dict[str, float] = {}
+    for evt in prof.key_averages():
+        if str(getattr(evt, "device_type", "")).split(".")[-1] != "CUDA":
+            continue  # CPU-side ops; their kernels are listed on their own
+        us = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
+        name = evt.key.lower()
+        kind = next((k for k, words in KERNEL_KINDS if any(w in name for w in words)), "other")
+        totals[kind] = totals.get(kind, 0.0) + us / 1000 / steps
+    all_ms = sum(totals.values()) or 1.0
+    lines = ["| kernels | ms/step | share |", "|---|---|---|"]
+    for kind, ms in sorted(totals.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {kind} | {ms:.2f} | {100 * ms / all_ms:.1f} % |")
+    lines.append(f"| all kernels | {all_ms:.2f} | |")
+    return "\n".join(lines)
+
+
 def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
     torch.manual_seed(0)
     model = make_model(kind, device, args.layers)
@@ -119,9 +147,9 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         if kind == "bert":  # the same regional compilation for the reference: each encoder layer
             raise_recompile_limit()
             for layer in model.bert.encoder.layer:
-                layer.compile()
+                layer.compile(mode=args.compile_mode)
         else:
-            compile_regions(model)
+            compile_regions(model, mode=args.compile_mode)
     groups = None
     if mode == "grouped":
         from elue.elasticbert.pretraining.config import default_exit_groups
@@ -140,6 +168,8 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     data = make_batch(batch, seq, device)
+    if args.no_mask:  # no padding in these batches: let SDPA take its unmasked path
+        data["attention_mask"] = None
     # FLOPs counted eagerly: a first call under FlopCounterMode (a dispatch mode) makes dynamo skip the compiled
     # code for good, and compiled kernels would hide their FLOPs from the counter anyway
     with torch.compiler.set_stance("force_eager") if args.compile else contextlib.nullcontext():
@@ -172,8 +202,9 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
             for s in range(2):
                 train_step(s, opt)
             sync()
-        print(f"profile of 2 steps: {kind} {mode} seq {seq} batch {batch}")
+        print(f"profile of 2 steps: {kind} {mode} seq {seq} batch {batch}, compiled {bool(args.compile)}")
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.profile))
+        print(kernel_breakdown(prof, steps=2))
     tflops = flops / dt / 1e12
     peak = args.peak_tflops or (GPU_PEAK_TFLOPS if device.type == "cuda" else None)
     row = {
@@ -183,7 +214,8 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         "batch": batch,
         "device": device.type if device.type == "cpu" else torch.cuda.get_device_name(device),
         "dtype": "bf16" if bf16 else "fp32",
-        "compiled": bool(args.compile),
+        "compiled": (args.compile_mode or True) if args.compile else False,
+        "masked": not args.no_mask,
         "step_s": round(dt, 4),
         "tokens_per_s": round(batch * seq / dt, 1),
         "gflops_per_step": round(flops / 1e9, 1),
@@ -211,6 +243,14 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast on GPU")
     p.add_argument("--profile", type=int, default=0, help="GPU: print the N ops of most CUDA time of 2 steps")
     p.add_argument("--compile", action="store_true", help="torch.compile each encoder layer (regional)")
+    p.add_argument(
+        "--compile-mode",
+        default=None,
+        help="torch.compile mode, e.g. max-autotune-no-cudagraphs (with --compile)",
+    )
+    p.add_argument(
+        "--no-mask", action="store_true", help="pass no attention mask (the batches have no padding)"
+    )
     p.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default 989 on GPU)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = p.parse_args(argv)
@@ -240,8 +280,9 @@ def main(argv=None) -> list[dict]:
     for r in rows:
         mfu = "–" if r["mfu_percent"] is None else f"{r['mfu_percent']:.2f}"
         print(
-            f"| {r['model']} | {r['mode']} | {r['seq']} | {r['batch']} | {r['device']} | {r['dtype']} "
-            f"| {'yes' if r['compiled'] else 'no'} | {r['step_s']} "
+            f"| {r['model']} | {r['mode']}{'' if r['masked'] else ' (no mask)'} | {r['seq']} | {r['batch']} | {r['device']} | {r['dtype']} "
+            f"| {r['compiled'] if isinstance(r['compiled'], str) else 'yes' if r['compiled'] else 'no'} "
+            f"| {r['step_s']} "
             f"| {r['tokens_per_s']:.0f} | {r['gflops_per_step']:.0f} | {r['achieved_tflops']:.3f} | {mfu} |"
         )
     if args.json:

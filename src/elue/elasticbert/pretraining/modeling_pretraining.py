@@ -323,7 +323,9 @@ def raise_recompile_limit(limit: int = 256) -> None:
             setattr(dynamo.config, name, max(getattr(dynamo.config, name), limit))
 
 
-def compile_regions(model: ElasticBertForPreTraining, backend: str = "inductor") -> ElasticBertForPreTraining:
+def compile_regions(
+    model: ElasticBertForPreTraining, backend: str = "inductor", mode: str | None = None
+) -> ElasticBertForPreTraining:
     """torch.compile each encoder layer and the exits' MLM heads, in place (regional compilation).
 
     The layers share one compiled code object (compiled once, not 12 times); the MLM heads fuse the bias, the
@@ -331,9 +333,10 @@ def compile_regions(model: ElasticBertForPreTraining, backend: str = "inductor")
     unchanged (no `_orig_mod.` prefix). Measured on an H200, bf16, base size, length 512, batch 64: 23.3 % ->
     31.9 % MFU (docs/pretraining.md)."""
     raise_recompile_limit()
+    extra = {"mode": mode} if mode else {}  # e.g. "max-autotune-no-cudagraphs" (inductor only)
     for layer in model.elasticbert.encoder.layer:
-        layer.compile(backend=backend)
-    model._mlm = torch.compile(model._mlm, backend=backend)
+        layer.compile(backend=backend, **extra)
+    model._mlm = torch.compile(model._mlm, backend=backend, **extra)
     return model
 
 
