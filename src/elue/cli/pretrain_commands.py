@@ -27,18 +27,31 @@ def pretrain(
 ) -> None:
     import json
 
-    from elue.elasticbert.pretraining.config import PretrainConfig
+    from elue.elasticbert.pretraining.config import PretrainConfig, SettingsError
 
-    cfg = PretrainConfig.from_file(config, overrides or [])
+    try:
+        cfg = PretrainConfig.from_file(config, overrides or [])
+    except (SettingsError, ValueError) as err:  # ValueError: a YAML/JSON file that does not parse
+        _fail(str(err))
     if print_config:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
         return
     from elue.elasticbert.pretraining.trainer import pretrain as run
 
-    summary = run(cfg)
+    try:
+        summary = run(cfg)
+    except (
+        SettingsError
+    ) as err:  # found at start-up (files, tokenizer, exit groups); other errors keep a traceback
+        _fail(str(err))
     last = summary.get("last_log") or {}
     if last and summary.get("main", True):
         typer.echo(f"step {summary['step']}: loss {last.get('loss')}; model saved to {summary['model_dir']}")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
 
 
 def register(app: typer.Typer) -> None:

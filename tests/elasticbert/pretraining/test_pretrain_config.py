@@ -44,3 +44,79 @@ def test_cli_prints_resolved_settings(tmp_path):
     assert result.exit_code == 0, result.output
     settings = json.loads(result.output)
     assert settings["max_steps"] == 10 and settings["optimizer"] == "lamb"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("learning_rate=abc", "learning_rate: expected float, got 'abc'"),
+        ("max_steps=1.5", "max_steps: expected int, got 1.5"),
+        ("compile=yes please", "compile: expected bool, got 'yes please'"),
+        ("optimizer=sgd", "optimizer must be one of adamw, lamb, not 'sgd'"),
+        ("distributed=zero3", "distributed must be one of ddp, fsdp"),
+        ("save_total_limit=many", "save_total_limit: expected int or None, got 'many'"),
+    ],
+)
+def test_wrong_types_and_choices_are_named(override, message):
+    from elue.elasticbert.pretraining.config import SettingsError
+
+    with pytest.raises(SettingsError) as err:
+        PretrainConfig.from_dict({}, [override])
+    assert message in str(err.value)
+
+
+def test_right_types_pass():
+    cfg = PretrainConfig.from_dict(
+        {}, ["learning_rate=1", "save_total_limit=null", "optimizer=LAMB", "max_grad_norm=0", "compile=true"]
+    )
+    assert cfg.learning_rate == 1 and cfg.save_total_limit is None and cfg.compile is True
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    """Settings the user must fix come out as `error: ...`, exit code 1, no traceback."""
+    from elue.cli import app
+
+    path = tmp_path / "run.yaml"
+    path.write_text("max_steps: 1\ntrain_files: [" + str(tmp_path / "missing.txt") + "]\n")
+    runner = CliRunner()
+    cases = [
+        (["max_stepz=3"], "unknown pre-training settings: max_stepz"),
+        (["learning_rate=abc"], "learning_rate: expected float"),
+        ([], "train_files: " + str(tmp_path / "missing.txt") + " is not a file"),
+        (["train_files=[]"], "no training data"),
+    ]
+    for overrides, message in cases:
+        result = runner.invoke(app, ["pretrain", "--config", str(path), *overrides])
+        assert result.exit_code == 1, (overrides, result.output)
+        assert "error: " + message in result.output and "Traceback" not in result.output, result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_steps: [1\n")
+    result = runner.invoke(app, ["pretrain", "--config", str(bad)])
+    assert result.exit_code == 1 and "error:" in result.output
+
+
+def test_cli_unloadable_tokenizer_is_one_line(tmp_path, corpus_files):
+    from elue.cli import app
+
+    settings = {
+        "train_files": [str(corpus_files["train"])],
+        "max_steps": 1,
+        "output_dir": str(tmp_path / "o"),
+    }
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({**settings, "tokenizer_name_or_path": str(tmp_path / "no-such-tokenizer")}))
+    runner = CliRunner()
+    result = runner.invoke(app, ["pretrain", "--config", str(path), "model_config.hidden_size=30"])
+    assert result.exit_code == 1, result.output
+    assert (
+        "error: cannot build a new model from model_config: hidden_size (30) is not a multiple"
+        in result.output
+    )
+    tiny = [
+        "model_config.hidden_size=32",
+        "model_config.num_attention_heads=2",
+        "model_config.num_hidden_layers=2",
+    ]
+    result = runner.invoke(app, ["pretrain", "--config", str(path), *tiny])
+    assert result.exit_code == 1, result.output
+    assert "error: cannot load the tokenizer" in result.output and "Traceback" not in result.output

@@ -10,6 +10,20 @@ from pathlib import Path
 from typing import Any
 
 
+class SettingsError(ValueError):
+    """A pre-training setting is wrong (unknown key, wrong type, missing file...): the user's to fix."""
+
+
+# the settings with a fixed set of values (a typo would otherwise surface deep inside the run)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "trainable": ("all", "heads"),
+    "optimizer": ("adamw", "lamb"),
+    "mixed_precision": ("no", "bf16", "fp16", "auto"),
+    "distributed": ("ddp", "fsdp"),
+}
+_SCALARS = {"str": str, "int": int, "float": float, "bool": bool}
+
+
 @dataclass
 class PretrainConfig:
     # ---- model -------------------------------------------------------------------------------
@@ -90,13 +104,15 @@ class PretrainConfig:
     def from_file(cls, path: str | Path | None, overrides: list[str] | None = None) -> PretrainConfig:
         data: dict[str, Any] = {}
         if path is not None:
-            text = Path(path).read_text()
-            if str(path).endswith(".json"):
-                data = json.loads(text)
-            else:
-                import yaml
+            import yaml
 
-                data = yaml.safe_load(text) or {}
+            text = Path(path).read_text()
+            try:
+                data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text) or {}
+            except (ValueError, yaml.YAMLError) as err:
+                raise SettingsError(f"{path} does not parse: {err}") from err
+            if not isinstance(data, dict):
+                raise SettingsError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
         return cls.from_dict(data, overrides)
 
     @classmethod
@@ -107,8 +123,41 @@ class PretrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown pre-training settings: {', '.join(unknown)}")
-        return cls(**data)
+            raise SettingsError(
+                f"unknown pre-training settings: {', '.join(unknown)} (see --print-config for the known ones)"
+            )
+        cfg = cls(**data)
+        cfg.check_types()
+        return cfg
+
+    def check_types(self) -> None:
+        """Scalar settings have their declared type (an int is accepted for a float) and choices are valid."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kinds = [k.strip() for k in str(f.type).split("|")]
+            if value is None and "None" in kinds:
+                continue
+            wanted = [_SCALARS[k] for k in kinds if k in _SCALARS]
+            if not wanted or len(kinds) > len(wanted) + ("None" in kinds):
+                continue  # lists, dicts, Any: checked where they are used
+            ok = any(
+                isinstance(value, t) and not (t is not bool and isinstance(value, bool)) for t in wanted
+            ) or (float in wanted and isinstance(value, int) and not isinstance(value, bool))
+            if not ok:
+                names = " or ".join(k for k in kinds)
+                raise SettingsError(f"{f.name}: expected {names}, got {value!r}")
+            given = value.lower() if f.name == "optimizer" else value  # the optimiser is matched case-blind
+            if f.name in CHOICES and given not in CHOICES[f.name]:
+                raise SettingsError(f"{f.name} must be one of {', '.join(CHOICES[f.name])}, not {value!r}")
+
+    def check_files(self) -> None:
+        """The local inputs exist, and there is something to train on."""
+        if not self.train_files and not self.hub_datasets:
+            raise SettingsError("no training data: give train_files (local text) or hub_datasets")
+        for key in ("train_files", "eval_files"):
+            for path in getattr(self, key):
+                if not Path(path).is_file():
+                    raise SettingsError(f"{key}: {path} is not a file")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,7 +173,7 @@ class PretrainConfig:
         for g in groups:
             layers = sorted({int(x) for x in g})
             if not layers or layers[0] < 1 or layers[-1] > num_layers:
-                raise ValueError(f"exit group {g} outside layers 1..{num_layers}")
+                raise SettingsError(f"exit group {g} outside layers 1..{num_layers}")
             out.append([x - 1 for x in layers])
         return out
 
@@ -141,7 +190,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     import yaml
 
     if "=" not in item:
-        raise ValueError(f"override {item!r} is not key=value")
+        raise SettingsError(f"override {item!r} is not key=value")
     key, raw = item.split("=", 1)
     value = yaml.safe_load(raw) if raw != "" else ""
     parts = key.strip().split(".")

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from ..accelerate_state import forget_single_process_state
-from .config import PretrainConfig
+from .config import PretrainConfig, SettingsError
 
 CHECKPOINT_PREFIX = "step-"
 COMPLETE_MARKER = "COMPLETE"
@@ -85,7 +85,9 @@ def find_checkpoint(output_dir: Path, which: str | None) -> Path | None:
     if which != "latest":
         path = Path(which)
         if not (path / COMPLETE_MARKER).exists():
-            raise FileNotFoundError(f"{path} is not a complete checkpoint")
+            raise SettingsError(
+                f"resume_from_checkpoint: {path} is not a complete checkpoint (no {COMPLETE_MARKER})"
+            )
         return path
     root = output_dir / "checkpoints"
     done = sorted(p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / COMPLETE_MARKER).exists())
@@ -207,16 +209,20 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     from .modeling_pretraining import compile_regions, load_pretraining_model
     from .optim import build_optimizer, build_scheduler
 
+    cfg.check_types()
+    cfg.check_files()
     out_dir = Path(cfg.output_dir)
     set_seed(cfg.seed)
-    model, notes = load_pretraining_model(cfg.model_name_or_path, cfg.model_config)
+    try:
+        model, notes = load_pretraining_model(cfg.model_name_or_path, cfg.model_config)
+    except (OSError, ValueError) as err:  # a missing checkpoint, inconsistent model_config sizes
+        source = cfg.model_name_or_path or "a new model from model_config"
+        raise SettingsError(f"cannot build {source}: {err}") from err
     model.sop_weight = cfg.sop_weight
     model.config.gradient_equilibrium = bool(cfg.gradient_equilibrium)
     if cfg.trainable == "heads":
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("cls.") or ".encoder.pooler." in name)
-    elif cfg.trainable != "all":
-        raise ValueError(f"trainable must be all or heads, not {cfg.trainable!r}")
     num_layers = model.config.num_hidden_layers
     groups = cfg.resolved_exit_groups(num_layers)
     accelerator = make_accelerator(cfg, grouped=groups is not None)
@@ -229,12 +235,17 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     tok_path = cfg.tokenizer_name_or_path or cfg.model_name_or_path
     if tok_path is None:
-        raise ValueError("tokenizer_name_or_path is needed for a new model")
-    tokenizer = AutoTokenizer.from_pretrained(tok_path)
+        raise SettingsError("tokenizer_name_or_path is needed for a new model")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_path)
+    except (OSError, ValueError) as err:  # not a folder with tokenizer files, and no hub (offline, bad id)
+        raise SettingsError(f"cannot load the tokenizer {tok_path!r}: {err}") from err
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"{tok_path}: a fast tokenizer is needed")
+        raise SettingsError(f"{tok_path}: a fast tokenizer is needed")
     if len(tokenizer) > model.config.vocab_size:
-        raise ValueError(f"tokenizer has {len(tokenizer)} tokens, model vocab_size {model.config.vocab_size}")
+        raise SettingsError(
+            f"tokenizer has {len(tokenizer)} tokens, model vocab_size {model.config.vocab_size}"
+        )
 
     if cfg.compile:
         _check_compiler(cfg, accelerator.device)
@@ -411,7 +422,7 @@ def _check_compiler(cfg: PretrainConfig, device) -> None:
 
     if cfg.compile_backend == "inductor" and device.type == "cpu":
         if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
-            raise ValueError(
+            raise SettingsError(
                 "compile: true on the CPU needs a C++ compiler for torch's inductor backend (none on PATH): "
                 "install g++, or set compile_backend: eager, or compile: false"
             )
