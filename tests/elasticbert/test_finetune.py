@@ -237,3 +237,22 @@ def test_finetune_from_hub_layout(tiny, tmp_path, monkeypatch, source):
     assert res.global_step == 4
     info = json.loads((tmp_path / "run" / "best" / "finetune.json").read_text())
     assert set(info["dev"]) == {"1", "2", "3"}
+
+
+def test_cli_bad_inputs_are_one_line(tmp_path):
+    """A missing model folder or an unknown task: `error: ...`, exit code 1, no traceback."""
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+
+    runner = CliRunner()
+    missing = str(tmp_path / "no-model")
+    cases = [
+        (["finetune", "sst-2", "--model", missing, "--output", str(tmp_path / "o")], f"--model {missing}: no such"),
+        (["convert", missing, "--output", str(tmp_path / "c")], f"SOURCE {missing}: no such folder"),
+        (["finetune", "nosuchtask", "--model", str(tmp_path), "--output", str(tmp_path / "o")], "unknown ELUE task 'nosuchtask'; available: sst-2"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert f"error: {message}" in result.output and "Traceback" not in result.output, result.output

@@ -94,3 +94,16 @@ def test_elue_submit_reported_entry(live, tmp_path):  # noqa: ANN001
         x for x in httpx.get(live.url + "/api/leaderboard").json()["rows"] if x["name"] == "Paper model"
     )
     assert row["origin"] == "reported"
+
+
+def test_elue_serve_with_a_bad_database_url_says_so(tmp_path):  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+
+    result = CliRunner().invoke(
+        app, ["serve", "--home", str(tmp_path), "--database-url", "nosuchdb://x", "--port", "8999"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "error: cannot open the database 'nosuchdb://x'" in result.output
+    assert "Traceback" not in result.output

