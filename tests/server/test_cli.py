@@ -75,6 +75,10 @@ def test_elue_submit_reports_refusals(live, tmp_path):  # noqa: ANN001
     assert r.returncode == 1 and "unexpected file 'weights.bin'" in r.stderr
     r = _elue("submit", str(bad), "--name", "bad", env={**env, "ELUE_TOKEN": "elue_wrong"})
     assert r.returncode == 1 and "invalid API token" in r.stderr
+    # nobody listening: one line, no traceback
+    r = _elue("submit", str(bad), env={**env, "ELUE_SERVER": "http://127.0.0.1:9"})
+    assert r.returncode == 1 and "error: cannot reach the leaderboard at http://127.0.0.1:9" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_elue_submit_reported_entry(live, tmp_path):  # noqa: ANN001

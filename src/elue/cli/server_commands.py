@@ -180,54 +180,77 @@ def submit(
     """Upload a submission (test files + model.py) or a reported entry to an ELUE leaderboard."""
     import httpx
 
-    from elue.server.storage import UploadError, zip_folder
-
     headers = {"authorization": f"Bearer {token}"}
     base = server.rstrip("/")
-    with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
-        if reported:
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+            _submit(client, base, path, name, public, paper_url, code_url, reported, wait, timeout)
+    except httpx.HTTPError as e:  # refused, timed out, DNS: one line, not a traceback
+        typer.secho(f"error: cannot reach the leaderboard at {base}: {e}", fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
+def _submit(  # noqa: PLR0913 - the submit command's options, passed through
+    client,  # noqa: ANN001 - an httpx.Client with the token's header
+    base: str,
+    path: Path,
+    name: str | None,
+    public: bool,
+    paper_url: str,
+    code_url: str,
+    reported: bool,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Upload, then (with `wait`) poll until scored; exits with the CLI's codes."""
+    from elue.server.storage import UploadError, zip_folder
+
+    if reported:
+        try:
             body = json.loads(path.read_text())
-            if name:
-                body["name"] = name
-            body.setdefault("public", public)
-            r = client.post("/api/submissions/reported", json=body)
-        else:
-            try:
-                data = path.read_bytes() if path.is_file() else zip_folder(path)
-            except (UploadError, OSError) as e:
-                raise typer.BadParameter(str(e)) from None
-            form = {
-                "name": name or path.stem,
-                "public": str(public).lower(),
-                "paper_url": paper_url,
-                "code_url": code_url,
-            }
-            r = client.post(
-                "/api/submissions", data=form, files={"file": ("submission.zip", data, "application/zip")}
-            )
-        if r.status_code >= 400:
-            typer.echo(f"rejected ({r.status_code}): {_detail(r)}", err=True)
-            raise typer.Exit(1)
-        sub = r.json()
-        typer.echo(f"submission {sub['id']} {sub['status']}: {base}/submissions/{sub['id']}")
-        if sub["status"] == "scored":
-            sub = client.get(f"/api/submissions/{sub['id']}").json()
-        if not wait or sub["status"] in ("scored", "failed"):
+        except (OSError, ValueError) as e:
+            raise typer.BadParameter(f"{path}: not a readable JSON reported entry: {e}") from None
+        if name:
+            body["name"] = name
+        body.setdefault("public", public)
+        r = client.post("/api/submissions/reported", json=body)
+    else:
+        try:
+            data = path.read_bytes() if path.is_file() else zip_folder(path)
+        except (UploadError, OSError) as e:
+            raise typer.BadParameter(str(e)) from None
+        form = {
+            "name": name or path.stem,
+            "public": str(public).lower(),
+            "paper_url": paper_url,
+            "code_url": code_url,
+        }
+        r = client.post(
+            "/api/submissions", data=form, files={"file": ("submission.zip", data, "application/zip")}
+        )
+    if r.status_code >= 400:
+        typer.echo(f"rejected ({r.status_code}): {_detail(r)}", err=True)
+        raise typer.Exit(1)
+    sub = r.json()
+    typer.echo(f"submission {sub['id']} {sub['status']}: {base}/submissions/{sub['id']}")
+    if sub["status"] == "scored":
+        sub = client.get(f"/api/submissions/{sub['id']}").json()
+    if not wait or sub["status"] in ("scored", "failed"):
+        _print_result(sub)
+        raise typer.Exit(0 if sub["status"] != "failed" else 1)
+    t0 = time.time()
+    last = sub["status"]
+    while time.time() - t0 < timeout:
+        time.sleep(1.0)
+        sub = client.get(f"/api/submissions/{sub['id']}").json()
+        if sub["status"] != last:
+            typer.echo(f"  {sub['status']}")
+            last = sub["status"]
+        if sub["status"] in ("scored", "failed"):
             _print_result(sub)
-            raise typer.Exit(0 if sub["status"] != "failed" else 1)
-        t0 = time.time()
-        last = sub["status"]
-        while time.time() - t0 < timeout:
-            time.sleep(1.0)
-            sub = client.get(f"/api/submissions/{sub['id']}").json()
-            if sub["status"] != last:
-                typer.echo(f"  {sub['status']}")
-                last = sub["status"]
-            if sub["status"] in ("scored", "failed"):
-                _print_result(sub)
-                raise typer.Exit(0 if sub["status"] == "scored" else 1)
-        typer.echo("still not scored; check the page later", err=True)
-        raise typer.Exit(2)
+            raise typer.Exit(0 if sub["status"] == "scored" else 1)
+    typer.echo("still not scored; check the page later", err=True)
+    raise typer.Exit(2)
 
 
 def _detail(r) -> str:  # noqa: ANN001
