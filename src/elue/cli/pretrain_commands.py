@@ -47,6 +47,14 @@ def pretrain(
     last = summary.get("last_log") or {}
     if last and summary.get("main", True):
         typer.echo(f"step {summary['step']}: loss {last.get('loss')}; model saved to {summary['model_dir']}")
+    if summary.get("stopped_by"):
+        if summary.get("main", True):
+            typer.echo(
+                f"stopped by {summary['stopped_by']} after step {summary['step']}, checkpoint saved: "
+                "the same command resumes from it",
+                err=True,
+            )
+        raise typer.Exit(code=130 if summary["stopped_by"] == "SIGINT" else 143)  # 128 + signal, as shells do
 
 
 def _fail(message: str) -> None:

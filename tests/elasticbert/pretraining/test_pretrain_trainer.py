@@ -7,9 +7,11 @@ import csv
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -244,3 +246,29 @@ def _torchrun(cfg_file: Path, settings: dict) -> None:
     proc = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_and_resumes(tiny_settings, tmp_path, sig):
+    """SIGTERM (pre-emption) or Ctrl-C mid-run: the step finishes, a checkpoint is saved, exit 128 + signal; the
+    same command resumes and ends exactly like an uninterrupted run."""
+    straight = tiny_settings(max_steps=40, optimizer="lamb", output_dir=str(tmp_path / "straight"))
+    stopped = dict(straight, output_dir=str(tmp_path / "stopped"), save_steps=1000)  # no periodic checkpoints
+    cfg_file = tmp_path / "stopped.json"
+    cfg_file.write_text(json.dumps(stopped))
+    cmd = [sys.executable, "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)]
+    proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = Path(stopped["output_dir"]) / "train_log.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        time.sleep(0.05)  # wait for 2 logged steps
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err[-3000:]
+    done = len(_log(stopped["output_dir"]))
+    assert 2 <= done < 40, "the run should have stopped early"
+    assert f"stopped by {signal.Signals(sig).name} after step {done}" in err
+    assert (Path(stopped["output_dir"]) / "checkpoints" / f"step-{done:07d}" / "COMPLETE").exists()
+    _run(stopped)  # resume_from_checkpoint: latest
+    _run(straight)
+    _close(_log(straight["output_dir"]), _log(stopped["output_dir"]), 1e-6)

@@ -320,81 +320,85 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     step = start_step
     last_row: dict[str, Any] = {}
     steps_this_run = 0
+    stopped_by = None
     device = accelerator.device
     A = cfg.gradient_accumulation_steps
-    while step < cfg.max_steps:
-        layers = groups[step % len(groups)] if groups else list(range(num_layers))
-        micro = [data.next_batch() for _ in range(A)]
-        counts = torch.tensor(
-            [
-                float(sum(int((b["labels"] != -100).sum()) for b in micro)),
-                float(sum(len(b["sop_labels"]) for b in micro)),
-            ],
-            device=device,
-        )
-        tokens = torch.tensor(float(sum(int(b["attention_mask"].sum()) for b in micro)), device=device)
-        counts = accelerator.reduce(counts, reduction="sum")
-        n_mask, n_sop = counts[0].clamp(min=1), counts[1].clamp(min=1)
-        mlm_sum = torch.zeros(len(layers), device=device)
-        sop_sum = torch.zeros(len(layers), device=device)
-        for i, b in enumerate(micro):
-            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
-            sync = nullcontext() if i == A - 1 else accelerator.no_sync(model)
-            with sync:
-                out = model(**b, exit_layers=layers)
-                loss = (
-                    out.mlm_loss_sums.sum() / n_mask + cfg.sop_weight * out.sop_loss_sums.sum() / n_sop
-                ) * world
-                accelerator.backward(loss)
-            mlm_sum += out.mlm_loss_sums.detach().float()
-            sop_sum += out.sop_loss_sums.detach().float()
-        grad_norm = None
-        if cfg.max_grad_norm and cfg.max_grad_norm > 0:
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]
-        for p in idle_heads.get(step % len(groups), []) if groups else []:
-            p.grad = None
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        steps_this_run += 1
+    with _StopRequest() as stop:  # SIGTERM / Ctrl-C: finish the step, save, stop
+        while step < cfg.max_steps:
+            layers = groups[step % len(groups)] if groups else list(range(num_layers))
+            micro = [data.next_batch() for _ in range(A)]
+            counts = torch.tensor(
+                [
+                    float(sum(int((b["labels"] != -100).sum()) for b in micro)),
+                    float(sum(len(b["sop_labels"]) for b in micro)),
+                ],
+                device=device,
+            )
+            tokens = torch.tensor(float(sum(int(b["attention_mask"].sum()) for b in micro)), device=device)
+            counts = accelerator.reduce(counts, reduction="sum")
+            n_mask, n_sop = counts[0].clamp(min=1), counts[1].clamp(min=1)
+            mlm_sum = torch.zeros(len(layers), device=device)
+            sop_sum = torch.zeros(len(layers), device=device)
+            for i, b in enumerate(micro):
+                b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+                sync = nullcontext() if i == A - 1 else accelerator.no_sync(model)
+                with sync:
+                    out = model(**b, exit_layers=layers)
+                    loss = (
+                        out.mlm_loss_sums.sum() / n_mask + cfg.sop_weight * out.sop_loss_sums.sum() / n_sop
+                    ) * world
+                    accelerator.backward(loss)
+                mlm_sum += out.mlm_loss_sums.detach().float()
+                sop_sum += out.sop_loss_sums.detach().float()
+            grad_norm = None
+            if cfg.max_grad_norm and cfg.max_grad_norm > 0:
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            for p in idle_heads.get(step % len(groups), []) if groups else []:
+                p.grad = None
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            steps_this_run += 1
 
-        if step % cfg.logging_steps == 0 or step == cfg.max_steps:
-            sums = accelerator.reduce(torch.stack([mlm_sum, sop_sum]), reduction="sum")
-            tokens = accelerator.reduce(tokens, reduction="sum")
-            mlm = (sums[0] / n_mask).cpu().tolist()
-            sop = (sums[1] / n_sop).cpu().tolist()
-            elapsed = time.perf_counter() - t0
-            row: dict[str, Any] = {
-                "step": step,
-                "group": (step - 1) % len(groups) + 1 if groups else 0,
-                "lr": f"{lr:.6g}",
-                "loss": f"{sum(mlm) + cfg.sop_weight * sum(sop):.6f}",
-                "grad_norm": "" if grad_norm is None else f"{float(grad_norm):.6f}",
-                "tokens": int(tokens),
-                "tokens_per_s": f"{_rate(float(tokens), elapsed, steps_this_run):.1f}",
-                "elapsed_s": f"{elapsed:.2f}",
-            }
-            for i in range(num_layers):
-                row[f"mlm_{i + 1}"] = row[f"sop_{i + 1}"] = ""
-            for j, layer in enumerate(layers):
-                row[f"mlm_{layer + 1}"] = f"{mlm[j]:.6f}"
-                row[f"sop_{layer + 1}"] = f"{sop[j]:.6f}"
-            logs.train(row)
-            last_row = row
-            bar.set_postfix(loss=row["loss"], group=row["group"])
-        bar.update(1)
+            if step % cfg.logging_steps == 0 or step == cfg.max_steps:
+                sums = accelerator.reduce(torch.stack([mlm_sum, sop_sum]), reduction="sum")
+                tokens = accelerator.reduce(tokens, reduction="sum")
+                mlm = (sums[0] / n_mask).cpu().tolist()
+                sop = (sums[1] / n_sop).cpu().tolist()
+                elapsed = time.perf_counter() - t0
+                row: dict[str, Any] = {
+                    "step": step,
+                    "group": (step - 1) % len(groups) + 1 if groups else 0,
+                    "lr": f"{lr:.6g}",
+                    "loss": f"{sum(mlm) + cfg.sop_weight * sum(sop):.6f}",
+                    "grad_norm": "" if grad_norm is None else f"{float(grad_norm):.6f}",
+                    "tokens": int(tokens),
+                    "tokens_per_s": f"{_rate(float(tokens), elapsed, steps_this_run):.1f}",
+                    "elapsed_s": f"{elapsed:.2f}",
+                }
+                for i in range(num_layers):
+                    row[f"mlm_{i + 1}"] = row[f"sop_{i + 1}"] = ""
+                for j, layer in enumerate(layers):
+                    row[f"mlm_{layer + 1}"] = f"{mlm[j]:.6f}"
+                    row[f"sop_{layer + 1}"] = f"{sop[j]:.6f}"
+                logs.train(row)
+                last_row = row
+                bar.set_postfix(loss=row["loss"], group=row["group"])
+            bar.update(1)
 
-        if evals and cfg.eval_steps and step % cfg.eval_steps == 0:
-            logs.eval(step, evaluate(raw_model, evals, device))
-        stopping = cfg.stop_after_steps is not None and steps_this_run >= cfg.stop_after_steps
-        if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps or stopping:
-            save_checkpoint(accelerator, model, tokenizer, data, cfg, step)
-        if kill_after and step >= kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
-        if stopping:
-            break
+            if evals and cfg.eval_steps and step % cfg.eval_steps == 0:
+                logs.eval(step, evaluate(raw_model, evals, device))
+            stopping = cfg.stop_after_steps is not None and steps_this_run >= cfg.stop_after_steps
+            if stop.agreed(step, cfg.logging_steps, accelerator):
+                stopping = stopped_by = stop.requested or "SIGTERM"  # (another process's signal)
+            if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps or stopping:
+                save_checkpoint(accelerator, model, tokenizer, data, cfg, step)
+            if kill_after and step >= kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if stopping:
+                break
     bar.close()
     if evals and step == cfg.max_steps and not (cfg.eval_steps and step % cfg.eval_steps == 0):
         logs.eval(step, evaluate(raw_model, evals, device))
@@ -407,9 +411,47 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "last_log": last_row,
         "model_dir": str(final),
         "output_dir": str(out_dir),
+        "stopped_by": stopped_by,
     }
     accelerator.end_training()
     return summary
+
+
+class _StopRequest:
+    """SIGTERM (a cluster's pre-emption notice) or Ctrl-C during training asks the loop to finish its step, save a
+    checkpoint and stop, so that nothing is lost; a second Ctrl-C interrupts at once. One process checks after
+    every step; several agree at logging steps (one small all-reduce there, where the loop syncs anyway), so
+    that they all stop after the same step and save one consistent checkpoint."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:  # noqa: ANN001
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C
+        self.requested = signal.Signals(signum).name
+
+    def agreed(self, step: int, every: int, accelerator) -> bool:  # noqa: ANN001
+        if accelerator.num_processes == 1:
+            return self.requested is not None
+        if step % max(every, 1):
+            return False
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 def _rate(tokens: float, elapsed: float, steps: int) -> float:
