@@ -256,3 +256,41 @@ def test_cli_bad_inputs_are_one_line(tmp_path):
         result = runner.invoke(app, args)
         assert result.exit_code == 1, (args, result.output)
         assert f"error: {message}" in result.output and "Traceback" not in result.output, result.output
+
+
+def test_sigterm_saves_last_and_resume_matches(tiny, tmp_path):
+    """SIGTERM mid-run: the step finishes, last/ is saved, exit 143; --resume ends like an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data, ckpt = tiny
+    out = tmp_path / "sig"
+    args = [
+        "finetune", "sst-2", "--model", str(ckpt), "--output", str(out), "--data", str(data),
+        "--max-steps", "60", "--eval-every", "2", "--batch-size", "8", "--max-length", "32",
+        "--lr", "1e-3", "--cpu", "--no-progress",
+    ]  # fmt: skip
+    code = "import sys; from elue.cli import app; sys.argv[0] = 'elue'; app()"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[2] / "src"), env.get("PYTHONPATH", "")]
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    state = out / "last" / "trainer_state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not state.exists():
+        time.sleep(0.05)  # the first evaluation (step 2) saved last/: training is under way
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    step = json.loads(state.read_text())["global_step"]
+    assert 2 <= step < 60 and f"stopped by SIGTERM at step {step}" in err
+    resumed = finetune(_cfg(tiny, out, max_steps=60, eval_every=2, resume=True), log=_quiet)
+    full = finetune(_cfg(tiny, tmp_path / "full", max_steps=60, eval_every=2), log=_quiet)
+    assert resumed.global_step == full.global_step == 60
+    a, b = _weights(tmp_path / "full" / "last"), _weights(out / "last")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)

@@ -173,10 +173,13 @@ def finetune_command(
                 "best_step": result.best_step,
                 "global_step": result.global_step,
                 "stopped_early": result.stopped_early,
+                "stopped_by": result.stopped_by,
             },
             indent=2,
         )
     )
+    if result.stopped_by:  # 128 + signal, as shells do; --resume continues
+        raise typer.Exit(code=130 if result.stopped_by == "SIGINT" else 143)
 
 
 def predict_command(

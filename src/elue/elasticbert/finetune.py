@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .accelerate_state import forget_single_process_state
+from .stopping import StopRequest
 
 BEST_DIR = "best"
 LAST_DIR = "last"
@@ -410,6 +411,7 @@ class FinetuneResult:
     stopped_early: bool
     history: list[dict]
     best_metrics: dict | None = None
+    stopped_by: str | None = None  # "SIGTERM" / "SIGINT" when a signal ended the session (last/ saved)
 
 
 def _jsonable(obj):
@@ -555,58 +557,68 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     stop = state.stopped_early
     if cfg.stop_after is not None and state.global_step >= cfg.stop_after:
         stop = True  # nothing left to do in this session
-    while not stop and state.global_step < total_steps:
-        order = _epoch_order(len(train_rows), cfg.seed, state.epoch)
-        order = order[state.step_in_epoch * cfg.batch_size :]
-        loader = torch.utils.data.DataLoader(
-            _Rows([train_rows[i] for i in order]),
-            batch_size=cfg.batch_size,
-            shuffle=False,
-            collate_fn=collate,
-            num_workers=cfg.dataloader_workers,
-            # own generator: creating an iterator must not draw from the global RNG (dropout), or a
-            # resumed run would diverge from an uninterrupted one
-            generator=torch.Generator().manual_seed(cfg.seed + state.epoch),
-        )
-        loader = accelerator.prepare(loader)
-        model.train()
-        for batch in loader:
-            logits = exit_logits(model(**model_inputs(batch)))
-            loss = per_exit_loss(logits, batch["labels"], spec.is_regression)
-            accelerator.backward(loss)
-            if cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            state.global_step += 1
-            state.step_in_epoch += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            if state.step_in_epoch >= steps_per_epoch:
-                state.epoch += 1
-                state.step_in_epoch = 0
-            done = state.global_step >= total_steps
-            if state.global_step % eval_every == 0 or done:
-                stop = run_eval()
-                model.train()
-                if done or stop:
-                    state.finished = done
+    stopped_by = None
+    with StopRequest() as signals:  # SIGTERM / Ctrl-C: finish the step, save last/, stop
+        while not stop and state.global_step < total_steps:
+            order = _epoch_order(len(train_rows), cfg.seed, state.epoch)
+            order = order[state.step_in_epoch * cfg.batch_size :]
+            loader = torch.utils.data.DataLoader(
+                _Rows([train_rows[i] for i in order]),
+                batch_size=cfg.batch_size,
+                shuffle=False,
+                collate_fn=collate,
+                num_workers=cfg.dataloader_workers,
+                # own generator: creating an iterator must not draw from the global RNG (dropout), or a
+                # resumed run would diverge from an uninterrupted one
+                generator=torch.Generator().manual_seed(cfg.seed + state.epoch),
+            )
+            loader = accelerator.prepare(loader)
+            model.train()
+            for batch in loader:
+                logits = exit_logits(model(**model_inputs(batch)))
+                loss = per_exit_loss(logits, batch["labels"], spec.is_regression)
+                accelerator.backward(loss)
+                if cfg.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                state.global_step += 1
+                state.step_in_epoch += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                if state.step_in_epoch >= steps_per_epoch:
+                    state.epoch += 1
+                    state.step_in_epoch = 0
+                done = state.global_step >= total_steps
+                if state.global_step % eval_every == 0 or done:
+                    stop = run_eval()
+                    model.train()
+                    if done or stop:
+                        state.finished = done
+                        save_last()
+                        break
                     save_last()
+                if cfg.stop_after is not None and state.global_step >= cfg.stop_after:
+                    save_last()
+                    log(f"stopping at step {state.global_step} (--stop-after); continue with --resume")
+                    stop = True
                     break
-                save_last()
-            if cfg.stop_after is not None and state.global_step >= cfg.stop_after:
-                save_last()
-                log(f"stopping at step {state.global_step} (--stop-after); continue with --resume")
-                stop = True
-                break
-        else:
-            # loader exhausted: the epoch ended (counters already rolled over)
-            if state.step_in_epoch != 0:
-                state.epoch += 1
-                state.step_in_epoch = 0
-            continue
-        break
+                if signals.agreed(state.global_step, 10, accelerator):
+                    save_last()
+                    stopped_by = signals.requested or "SIGTERM"  # (or another process's signal)
+                    log(
+                        f"stopped by {stopped_by} at step {state.global_step}, last/ saved; continue with --resume"
+                    )
+                    stop = True
+                    break
+            else:
+                # loader exhausted: the epoch ended (counters already rolled over)
+                if state.step_in_epoch != 0:
+                    state.epoch += 1
+                    state.step_in_epoch = 0
+                continue
+            break
     bar.close()
 
     best_metrics = None
@@ -621,4 +633,5 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         stopped_early=state.stopped_early,
         history=state.history,
         best_metrics=best_metrics,
+        stopped_by=stopped_by,
     )

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from ..accelerate_state import forget_single_process_state
+from ..stopping import StopRequest
 from .config import PretrainConfig, SettingsError
 
 CHECKPOINT_PREFIX = "step-"
@@ -323,7 +324,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     stopped_by = None
     device = accelerator.device
     A = cfg.gradient_accumulation_steps
-    with _StopRequest() as stop:  # SIGTERM / Ctrl-C: finish the step, save, stop
+    with StopRequest() as stop:  # SIGTERM / Ctrl-C: finish the step, save, stop
         while step < cfg.max_steps:
             layers = groups[step % len(groups)] if groups else list(range(num_layers))
             micro = [data.next_batch() for _ in range(A)]
@@ -415,43 +416,6 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     }
     accelerator.end_training()
     return summary
-
-
-class _StopRequest:
-    """SIGTERM (a cluster's pre-emption notice) or Ctrl-C during training asks the loop to finish its step, save a
-    checkpoint and stop, so that nothing is lost; a second Ctrl-C interrupts at once. One process checks after
-    every step; several agree at logging steps (one small all-reduce there, where the loop syncs anyway), so
-    that they all stop after the same step and save one consistent checkpoint."""
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequest:
-        import threading
-
-        if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame) -> None:  # noqa: ANN001
-        if self.requested is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # the second Ctrl-C
-        self.requested = signal.Signals(signum).name
-
-    def agreed(self, step: int, every: int, accelerator) -> bool:  # noqa: ANN001
-        if accelerator.num_processes == 1:
-            return self.requested is not None
-        if step % max(every, 1):
-            return False
-        flag = torch.tensor([1.0 if self.requested else 0.0], device=accelerator.device)
-        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
-
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
 
 
 def _rate(tokens: float, elapsed: float, steps: int) -> float:
