@@ -5,17 +5,30 @@ from __future__ import annotations
 import os
 
 
-def forget_single_process_state() -> None:
-    """Let this process build an `Accelerator` with new settings.
+def forget_single_process_state(mixed_precision: str | None, cpu: bool) -> None:
+    """Let this process build an `Accelerator` with other settings than an earlier one.
 
-    Accelerate keeps its state (mixed precision, device, gradient accumulation) once per process and refuses a
-    second `Accelerator` with other settings ("restart your runtime"). A user calling `finetune()` and then
-    `pretrain(mixed_precision="bf16")` in one notebook should not have to. In a single process (not launched
-    by torchrun/accelerate with WORLD_SIZE > 1) the state is forgotten; the process group, if any, is kept.
+    Accelerate keeps its state (mixed precision, device, ...) once per process and refuses a second
+    `Accelerator` with other settings ("restart your runtime"). A user calling `finetune()` and then
+    `pretrain(mixed_precision="bf16")` in one notebook should not have to. In a single process (not launched by
+    torchrun/accelerate with WORLD_SIZE > 1), when the settings differ, the state is forgotten; with the same
+    settings it is left alone (an `Accelerator` the caller made keeps working).
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return  # a distributed launch: one run per process, and the state holds the process group
     from accelerate.state import AcceleratorState, GradientState
 
-    AcceleratorState._reset_state()  # also what Accelerate's own tests do between Accelerators
-    GradientState._reset_state()
+    current = AcceleratorState._shared_state
+    if not current:
+        return
+    import torch
+
+    wanted = mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")  # Accelerate's default
+    on_cpu = cpu or not torch.cuda.is_available()
+    device = current.get("device")
+    same = current.get("_mixed_precision") == wanted and (
+        device is None or (getattr(device, "type", None) == "cpu") == on_cpu
+    )
+    if not same:
+        AcceleratorState._reset_state()  # also what Accelerate's own tests do between Accelerators
+        GradientState._reset_state()

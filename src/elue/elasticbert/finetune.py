@@ -443,7 +443,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         log(f"--resume: no {last_dir / STATE_FILE}; starting from scratch")
 
     _set_seed(cfg.seed)
-    forget_single_process_state()
+    forget_single_process_state(cfg.mixed_precision, cfg.cpu)
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
     spec = task_spec(cfg)
 

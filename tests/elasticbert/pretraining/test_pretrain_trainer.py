@@ -272,3 +272,19 @@ def test_signal_saves_and_resumes(tiny_settings, tmp_path, sig):
     _run(stopped)  # resume_from_checkpoint: latest
     _run(straight)
     _close(_log(straight["output_dir"]), _log(stopped["output_dir"]), 1e-6)
+
+
+def test_same_settings_keep_the_callers_accelerator():
+    """Only a change of settings makes a run forget Accelerate's state: an Accelerator the caller made with the
+    same settings keeps working."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from elue.elasticbert.accelerate_state import forget_single_process_state
+
+    mine = Accelerator(cpu=True)
+    forget_single_process_state(None, cpu=True)  # same settings: kept
+    assert AcceleratorState._shared_state and mine.state.mixed_precision == "no"
+    forget_single_process_state("bf16", cpu=True)  # other settings: forgotten
+    assert not AcceleratorState._shared_state
+    assert Accelerator(cpu=True, mixed_precision="bf16").mixed_precision == "bf16"

@@ -76,8 +76,9 @@ def make_accelerator(cfg: PretrainConfig, grouped: bool):
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=grouped)]
     # without a GPU, Accelerate only sets up a multi-process (gloo) group when told it runs on the CPU
     cpu = cfg.cpu or not torch.cuda.is_available()
-    forget_single_process_state()
-    return Accelerator(cpu=cpu, mixed_precision=_mixed_precision(cfg), kwargs_handlers=handlers, **kwargs)
+    precision = _mixed_precision(cfg)
+    forget_single_process_state(precision, cpu)
+    return Accelerator(cpu=cpu, mixed_precision=precision, kwargs_handlers=handlers, **kwargs)
 
 
 def find_checkpoint(output_dir: Path, which: str | None) -> Path | None:
