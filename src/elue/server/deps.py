@@ -56,7 +56,7 @@ class Ctx:
             elif self._session and self._session.get("uid"):
                 user = self.db.get(User, self._session["uid"])
                 # a cookie from before the user's last log-out is dead even if its signature is good
-                if user is not None and self._session.get("epoch") == user.session_epoch:
+                if user is not None and self._session.get("epoch") == (user.session_epoch or 0):
                     self._user = user
         return self._user
 
@@ -78,7 +78,7 @@ class Ctx:
 
     def login(self, user: User) -> None:
         # a fresh CSRF token per log-in
-        self._session = {"uid": user.id, "csrf": new_csrf(), "epoch": user.session_epoch}
+        self._session = {"uid": user.id, "csrf": new_csrf(), "epoch": user.session_epoch or 0}
         self._user = user
         self.dirty = True
 
@@ -86,7 +86,7 @@ class Ctx:
         """Drop the cookie and revoke it server-side: every session of this user ends (API tokens stay)."""
         user = self.user
         if user is not None and not self.via_token:
-            user.session_epoch += 1
+            user.session_epoch = (user.session_epoch or 0) + 1
             self.db.commit()
         self._session = None
         self._user = None
