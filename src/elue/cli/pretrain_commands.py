@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from .common import fail
+
 HELP = (
     "Pre-train ElasticBERT (multi-exit MLM + SOP, gradient equilibrium, grouped training) on local text files "
     "or Hugging Face corpora. Settings come from a YAML/JSON file; KEY=VALUE overrides follow "
@@ -31,8 +33,8 @@ def pretrain(
 
     try:
         cfg = PretrainConfig.from_file(config, overrides or [])
-    except (SettingsError, ValueError) as err:  # ValueError: a YAML/JSON file that does not parse
-        _fail(str(err))
+    except SettingsError as err:  # unknown key, wrong type, a file that does not parse
+        fail(str(err))
     if print_config:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
         return
@@ -40,10 +42,9 @@ def pretrain(
 
     try:
         summary = run(cfg)
-    except (
-        SettingsError
-    ) as err:  # found at start-up (files, tokenizer, exit groups); other errors keep a traceback
-        _fail(str(err))
+    # found at start-up (files, tokenizer, model sizes, exit groups); other errors keep their traceback
+    except SettingsError as err:
+        fail(str(err))
     last = summary.get("last_log") or {}
     if last and summary.get("main", True):
         typer.echo(f"step {summary['step']}: loss {last.get('loss')}; model saved to {summary['model_dir']}")
@@ -54,12 +55,9 @@ def pretrain(
                 "the same command resumes from it",
                 err=True,
             )
-        raise typer.Exit(code=130 if summary["stopped_by"] == "SIGINT" else 143)  # 128 + signal, as shells do
+        from elue.elasticbert.stopping import exit_code
 
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
+        raise typer.Exit(code=exit_code(summary["stopped_by"]))
 
 
 def register(app: typer.Typer) -> None:

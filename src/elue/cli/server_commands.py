@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from .common import fail
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
@@ -77,8 +79,7 @@ def serve(
     try:
         create_app(settings, admin=admin_pair)  # migrate, seed, admin: once, before anything forks
     except (ArgumentError, OperationalError) as err:  # ArgumentError also covers an unknown dialect
-        typer.secho(f"error: cannot open the database {settings.database_url!r}: {err}", fg="red", err=True)
-        raise typer.Exit(1) from None
+        fail(f"cannot open the database {settings.database_url!r}: {err}")
     if settings.data_dir is None:
         typer.echo(
             "warning: no data folder (answer keys): uploads will queue but fail; set ELUE_DATA_DIR", err=True
@@ -186,8 +187,7 @@ def submit(
         with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
             _submit(client, base, path, name, public, paper_url, code_url, reported, wait, timeout)
     except httpx.HTTPError as e:  # refused, timed out, DNS: one line, not a traceback
-        typer.secho(f"error: cannot reach the leaderboard at {base}: {e}", fg="red", err=True)
-        raise typer.Exit(1) from None
+        fail(f"cannot reach the leaderboard at {base}: {e}")
 
 
 def _submit(  # noqa: PLR0913 - the submit command's options, passed through

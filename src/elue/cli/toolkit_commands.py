@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .common import fail
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -17,11 +19,6 @@ TRUST_HELP = (
     "Run model.py WITHOUT the bubblewrap sandbox. Only for files you wrote or trust: "
     "model.py is arbitrary Python code."
 )
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
-    raise typer.Exit(code=1)
 
 
 class _RichProgress:
@@ -116,7 +113,7 @@ def evaluate(
                 progress=_RichProgress(bar),
             )
     except (SubmissionError, ValueError, FileNotFoundError) as err:
-        _fail(str(err))
+        fail(str(err))
     _print_result(result, with_performance=True)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +137,7 @@ def validate(
                 submission_dir, data, trust_model_code=trust_model_code, progress=_RichProgress(bar)
             )
     except (SubmissionError, ValueError, FileNotFoundError) as err:
-        _fail(str(err))
+        fail(str(err))
     _print_result(result, with_performance=False)
     console.print("[green]OK[/]: every test file is complete and every module call is priced.")
 
@@ -159,7 +156,7 @@ def flops(
         dims = parse_shape(shape)
         costs = price_model(model_py, [(module, dims)], trust_model_code=trust_model_code)
     except (TraceError, SandboxError, SandboxUnavailable) as err:
-        _fail(str(err))
+        fail(str(err))
     value = costs.flops[(module, dims)]
     console.print(f"{module} at {dims}: {value:,} FLOPs = {value / 1e6:,.3f} MFLOPs ({value // 2:,} MACs)")
     console.print(f"entire_model: {costs.params:,} parameters ({costs.params / 1e6:.2f}M)")

@@ -50,3 +50,9 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def exit_code(signal_name: str) -> int:
+    """The exit status of a run a signal stopped: 128 + the signal's number, as shells report it (SIGINT 130,
+    SIGTERM 143)."""
+    return 128 + signal.Signals[signal_name].value
