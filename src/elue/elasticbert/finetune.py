@@ -591,27 +591,27 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
                     state.epoch += 1
                     state.step_in_epoch = 0
                 done = state.global_step >= total_steps
-                if state.global_step % eval_every == 0 or done:
+                evaluated = state.global_step % eval_every == 0 or done
+                if evaluated:
                     stop = run_eval()
                     model.train()
+                    state.finished = done
+                    save_last()
                     if done or stop:
-                        state.finished = done
-                        save_last()
                         break
-                    save_last()
+                # the session ends here on purpose (--stop-after) or on a signal; last/ is saved either way
                 if cfg.stop_after is not None and state.global_step >= cfg.stop_after:
-                    save_last()
-                    log(f"stopping at step {state.global_step} (--stop-after); continue with --resume")
-                    stop = True
-                    break
-                if signals.agreed(state.global_step, 10, accelerator):
-                    save_last()
+                    reason = f"stopping at step {state.global_step} (--stop-after)"
+                elif signals.agreed(state.global_step, 10, accelerator):
                     stopped_by = signals.requested or "SIGTERM"  # (or another process's signal)
-                    log(
-                        f"stopped by {stopped_by} at step {state.global_step}, last/ saved; continue with --resume"
-                    )
-                    stop = True
-                    break
+                    reason = f"stopped by {stopped_by} at step {state.global_step}, last/ saved"
+                else:
+                    continue
+                if not evaluated:  # an evaluation step has saved it already
+                    save_last()
+                log(f"{reason}; continue with --resume")
+                stop = True
+                break
             else:
                 # loader exhausted: the epoch ended (counters already rolled over)
                 if state.step_in_epoch != 0:
