@@ -97,58 +97,6 @@ def _fmt_params(v: float | None) -> str:
     return f"{v:,.1f}M" if v >= 1 else f"{v:.2g}M"
 
 
-def _schema_type(schema: dict, components: dict) -> str:
-    if "$ref" in schema:
-        return schema["$ref"].rsplit("/", 1)[-1]
-    if "anyOf" in schema:
-        return " | ".join(_schema_type(s, components) for s in schema["anyOf"])
-    if schema.get("type") == "array":
-        return f"list[{_schema_type(schema.get('items', {}), components)}]"
-    return schema.get("format") == "binary" and "file" or schema.get("type", "object")
-
-
-def _endpoints(spec: dict) -> list[dict]:
-    """The OpenAPI description flattened for the /api/docs page."""
-    components = spec.get("components", {}).get("schemas", {})
-    out = []
-    for path, ops in spec.get("paths", {}).items():
-        for method, op in ops.items():
-            params = [
-                {
-                    "name": p["name"],
-                    "where": p["in"],
-                    "type": _schema_type(p.get("schema", {}), components),
-                    "required": p.get("required", False),
-                }
-                for p in op.get("parameters", [])
-            ]
-            body, body_type = [], ""
-            content = op.get("requestBody", {}).get("content", {})
-            for ctype, c in content.items():
-                schema = c.get("schema", {})
-                if "$ref" in schema:
-                    schema = components.get(schema["$ref"].rsplit("/", 1)[-1], {})
-                required = set(schema.get("required", []))
-                body = [
-                    {"name": k, "type": _schema_type(v, components), "required": k in required}
-                    for k, v in schema.get("properties", {}).items()
-                ]
-                body_type = ctype
-            out.append(
-                {
-                    "id": f"{method}-{path}".replace("/", "-").strip("-"),
-                    "method": method.upper(),
-                    "path": path,
-                    "summary": op.get("summary", ""),
-                    "description": op.get("description", ""),
-                    "params": params,
-                    "body": body,
-                    "body_type": body_type,
-                }
-            )
-    return out
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -198,19 +146,6 @@ def create_app(
     templates.env.globals["SIZE_TRACKS"] = scores.SIZE_TRACKS
 
     plotly_js = plotly_js_path()
-
-    @app.get("/api/docs", include_in_schema=False)
-    def api_docs(request: Request):  # noqa: ANN202
-        from .deps import Ctx
-
-        with sessions() as db:
-            ctx = Ctx(request, db)
-            resp = templates.TemplateResponse(
-                request,
-                "api_docs.html",
-                {"endpoints": _endpoints(app.openapi()), "user": ctx.user, "ctx": ctx},
-            )
-            return ctx.apply(resp)
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
     def plotly_asset() -> FileResponse:

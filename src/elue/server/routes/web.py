@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from elue.tasks import TASK_NAMES, TASKS, get_task
 
 from .. import service
+from ..api_docs import endpoints
 from ..board import TRACKS, apply_scores, load_models, rank, task_view
 from ..db import ApiToken, Baseline, Submission, User
 from ..deps import Ctx, get_ctx
@@ -102,6 +103,11 @@ def model_page(model_id: int, ctx: Ctx = Depends(get_ctx)):
     return render(
         ctx, "model.html", sub=sub, m=m, is_owner=owner, owner_name=sub.owner.username if sub.owner else None
     )
+
+
+@router.get("/api/docs", response_class=HTMLResponse)
+def api_docs(ctx: Ctx = Depends(get_ctx)):
+    return render(ctx, "api_docs.html", endpoints=endpoints(ctx.request.app.openapi()))
 
 
 @router.get("/datasets", response_class=HTMLResponse)

@@ -1,0 +1,55 @@
+"""The OpenAPI description flattened for the /api/docs page (FastAPI's Swagger UI loads from a CDN)."""
+
+from __future__ import annotations
+
+
+def _schema_type(schema: dict) -> str:
+    if "$ref" in schema:
+        return schema["$ref"].rsplit("/", 1)[-1]
+    if "anyOf" in schema:
+        return " | ".join(_schema_type(s) for s in schema["anyOf"])
+    if schema.get("type") == "array":
+        return f"list[{_schema_type(schema.get('items', {}))}]"
+    return schema.get("format") == "binary" and "file" or schema.get("type", "object")
+
+
+def endpoints(spec: dict) -> list[dict]:
+    """The OpenAPI description flattened for the /api/docs page."""
+    components = spec.get("components", {}).get("schemas", {})
+    out = []
+    for path, ops in spec.get("paths", {}).items():
+        for method, op in ops.items():
+            params = [
+                {
+                    "name": p["name"],
+                    "where": p["in"],
+                    "type": _schema_type(p.get("schema", {})),
+                    "required": p.get("required", False),
+                }
+                for p in op.get("parameters", [])
+            ]
+            body, body_type = [], ""
+            content = op.get("requestBody", {}).get("content", {})
+            for ctype, c in content.items():
+                schema = c.get("schema", {})
+                if "$ref" in schema:
+                    schema = components.get(schema["$ref"].rsplit("/", 1)[-1], {})
+                required = set(schema.get("required", []))
+                body = [
+                    {"name": k, "type": _schema_type(v), "required": k in required}
+                    for k, v in schema.get("properties", {}).items()
+                ]
+                body_type = ctype
+            out.append(
+                {
+                    "id": f"{method}-{path}".replace("/", "-").strip("-"),
+                    "method": method.upper(),
+                    "path": path,
+                    "summary": op.get("summary", ""),
+                    "description": op.get("description", ""),
+                    "params": params,
+                    "body": body,
+                    "body_type": body_type,
+                }
+            )
+    return out
