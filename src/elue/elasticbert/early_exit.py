@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 import torch
@@ -42,6 +41,7 @@ import torch
 from elue.trace import format_trace
 
 from .modeling_elasticbert import ElasticBertForSequenceClassification
+from .padding import padding_mask, right_pad
 
 # --------------------------------------------------------------------------------------------------------------
 # results and traces
@@ -321,28 +321,14 @@ def early_exit_reference(
 def pad_batch(
     features: Sequence[Mapping[str, Sequence[int]]], pad_token_id: int = 0
 ) -> dict[str, torch.Tensor]:
-    """Right-pad tokenised examples ({"input_ids": [...], "token_type_ids": [...]?}) into tensors.
-
-    Vectorised (one flat copy per field, scattered under the padding mask): the per-row tensor copies this
-    replaces took longer than a GPU layer for a 256 x 128 batch. Lists or numpy arrays per example."""
-    lengths = np.fromiter((len(f["input_ids"]) for f in features), dtype=np.int64, count=len(features))
-    keep = np.arange(int(lengths.max()))[None, :] < lengths[:, None]  # (B, L) True on real tokens
-    out = {"input_ids": _scatter(features, "input_ids", keep, lengths, pad_token_id)}
+    """Right-pad tokenised examples ({"input_ids": [...], "token_type_ids": [...]?}) into tensors (lists or
+    numpy arrays per example; vectorised, see `right_pad`)."""
+    keep = padding_mask(np.fromiter((len(f["input_ids"]) for f in features), np.int64, count=len(features)))
+    out = {"input_ids": right_pad([f["input_ids"] for f in features], keep, pad_token_id)}
     out["attention_mask"] = torch.from_numpy(keep.astype(np.int64))
     if "token_type_ids" in features[0]:
-        out["token_type_ids"] = _scatter(features, "token_type_ids", keep, lengths, 0)
+        out["token_type_ids"] = right_pad([f["token_type_ids"] for f in features], keep, 0)
     return out
-
-
-def _scatter(features, key: str, keep: np.ndarray, lengths: np.ndarray, fill: int) -> torch.Tensor:
-    values = [f[key] for f in features]
-    if all(isinstance(v, np.ndarray) for v in values):
-        flat = np.concatenate(values).astype(np.int64, copy=False)
-    else:
-        flat = np.fromiter(chain.from_iterable(values), dtype=np.int64, count=int(lengths.sum()))
-    out = np.full(keep.shape, fill, dtype=np.int64)
-    out[keep] = flat  # row-major: row by row, left to right, as concatenated
-    return torch.from_numpy(out)
 
 
 class _Group:

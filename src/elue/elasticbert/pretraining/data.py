@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..padding import padding_mask, right_pad
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
@@ -323,22 +325,17 @@ def collate(
 ) -> dict[str, torch.Tensor]:
     """Mask and pad a list of examples (to the longest, rounded up to `multiple_of`)."""
     lengths = np.array([len(e["input_ids"]) for e in examples], dtype=np.int64)
-    width = -(-int(lengths.max()) // multiple_of) * multiple_of
-    keep = np.arange(width)[None, :] < lengths[:, None]  # (n, width) True on real tokens, row-major order
+    keep = padding_mask(lengths, -(-int(lengths.max()) // multiple_of) * multiple_of)  # (n, width)
     rows = [
         _mask(np.asarray(e["input_ids"], dtype=np.int64), e["key"], seed, probability, ids) for e in examples
     ]
-
-    def padded(values: list, fill: int) -> torch.Tensor:
-        out = np.full(keep.shape, fill, dtype=np.int64)
-        out[keep] = np.concatenate(values) if values else []
-        return torch.from_numpy(out)
-
     return {
-        "input_ids": padded([m for m, _ in rows], ids.pad),
+        "input_ids": right_pad([m for m, _ in rows], keep, ids.pad),
         "attention_mask": torch.from_numpy(keep.astype(np.int64)),
-        "token_type_ids": padded([np.asarray(e["token_type_ids"], dtype=np.int64) for e in examples], 0),
-        "labels": padded([lab for _, lab in rows], -100),
+        "token_type_ids": right_pad(
+            [np.asarray(e["token_type_ids"], dtype=np.int64) for e in examples], keep, 0
+        ),
+        "labels": right_pad([lab for _, lab in rows], keep, -100),
         "sop_labels": torch.tensor([e["sop_label"] for e in examples], dtype=torch.long),
     }
 
