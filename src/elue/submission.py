@@ -178,7 +178,9 @@ def _parse_and_price(
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, min(len(calls_by_model), os.cpu_count() or 1))) as pool:
         futures = {
-            model_py: pool.submit(_price, model_py, calls, trust_model_code, limits)
+            model_py: pool.submit(
+                price_model, model_py, sorted(calls), trust_model_code=trust_model_code, limits=limits
+            )
             for model_py, calls in calls_by_model.items()
         }
         costs_by_model: dict[Path, CostTable] = {}
@@ -207,10 +209,6 @@ def _parse_and_price(
         ]
         out[name] = _PricedTask(tf, parsed[name], costs, flops)
     return out, load_seconds
-
-
-def _price(model_py, calls, trust_model_code, limits) -> CostTable:
-    return price_model(model_py, sorted(calls), trust_model_code=trust_model_code, limits=limits)
 
 
 def _unknown_module_lines(tasks: dict[str, TaskFiles], indices_of, module_names: list[str]) -> list[str]:
