@@ -260,11 +260,12 @@ def test_cli_bad_inputs_are_one_line(tmp_path):
 
 def test_sigterm_saves_last_and_resume_matches(tiny, tmp_path):
     """SIGTERM mid-run: the step finishes, last/ is saved, exit 143; --resume ends like an uninterrupted run."""
-    import os
     import signal
     import subprocess
     import sys
     import time
+
+    from subprocesses import child_env
 
     data, ckpt = tiny
     out = tmp_path / "sig"
@@ -274,11 +275,7 @@ def test_sigterm_saves_last_and_resume_matches(tiny, tmp_path):
         "--lr", "1e-3", "--cpu", "--no-progress",
     ]  # fmt: skip
     code = "import sys; from elue.cli import app; sys.argv[0] = 'elue'; app()"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).resolve().parents[2] / "src"), env.get("PYTHONPATH", "")]
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     state = out / "last" / "trainer_state.json"
     deadline = time.time() + 120
     while time.time() < deadline and not state.exists():

@@ -3,29 +3,23 @@ one unsharded process: same losses, same weights, and a grouped step leaves the 
 
 from __future__ import annotations
 
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from subprocesses import child_env, free_port, torchrun
 
 from .fsdp_steps import GROUPS, tiny_model, train
-from .test_pretrain_trainer import _cli_env, _free_port
 
 
-@pytest.mark.skipif(
-    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
-    reason="no torchrun",
-)
+@pytest.mark.skipif(torchrun() is None, reason="no torchrun")
 def test_fsdp2_two_processes_match_one(tmp_path):
     import subprocess
 
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     out = tmp_path / "fsdp.pt"
     worker = Path(__file__).with_name("fsdp_steps.py")
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(worker), str(out)]
-    proc = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=300)
+    cmd = [torchrun(), "--nproc_per_node", "2", "--master_port", str(free_port()), str(worker), str(out)]
+    proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = torch.load(out, weights_only=False)
     assert got["world"] == 2 and got["sharded"] == len(list(tiny_model().parameters()))  # every one sharded

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from subprocesses import child_env, free_port, torchrun
 
 from elue.elasticbert.pretraining.config import PretrainConfig
 from elue.elasticbert.pretraining.trainer import pretrain
@@ -41,20 +40,6 @@ def _close(a, b, tol):
     ta, tb = torch.tensor(_numbers(a)), torch.tensor(_numbers(b))
     assert ta.shape == tb.shape
     assert torch.allclose(ta, tb, atol=tol, rtol=0, equal_nan=True), (ta - tb).abs().nan_to_num().max()
-
-
-def _cli_env():
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).resolve().parents[3] / "src"), env.get("PYTHONPATH", "")]
-    )
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_per_exit_losses_fall(tiny_settings, corpus_files):
@@ -161,7 +146,7 @@ def test_runs_with_other_precision_in_one_process(tiny_settings, tmp_path):
 def _cli(cfg_file: Path, settings: dict, kill_after: int | None = None, returncode: int = 0):
     """`python -m elue.elasticbert.pretraining --config` with `settings`, in a fresh process."""
     cfg_file.write_text(json.dumps(settings))
-    env = _cli_env()
+    env = child_env()
     if kill_after is not None:
         env["ELUE_PRETRAIN_KILL_AFTER_STEP"] = str(kill_after)  # SIGKILL after that step
     proc = subprocess.run(
@@ -173,7 +158,6 @@ def _cli(cfg_file: Path, settings: dict, kill_after: int | None = None, returnco
 
 
 def test_compile_on_cpu_without_a_compiler_says_so(tiny_settings, monkeypatch):
-    import shutil
 
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
     with pytest.raises(ValueError, match="C\\+\\+ compiler"):
@@ -191,10 +175,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_settings, tmp_pat
     _close(_log(straight["output_dir"]), _log(killed["output_dir"]), 1e-6)
 
 
-@pytest.mark.skipif(
-    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
-    reason="no torchrun",
-)
+@pytest.mark.skipif(torchrun() is None, reason="no torchrun")
 def test_torchrun_two_processes_match_one(tiny_settings, tmp_path):
     """2 processes x batch 4 = 1 process x batch 8; a 2-process checkpoint resumes in 1 process and a
     1-process checkpoint in 2 processes."""
@@ -240,10 +221,9 @@ def test_torchrun_two_processes_match_one(tiny_settings, tmp_path):
 def _torchrun(cfg_file: Path, settings: dict) -> None:
     """`elue pretrain` with `settings` in 2 CPU processes (torchrun, gloo)."""
     cfg_file.write_text(json.dumps(settings))
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    cmd = [torchrun(), "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)]  # fmt: skip
-    proc = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout + proc.stderr
 
@@ -257,7 +237,7 @@ def test_signal_saves_and_resumes(tiny_settings, tmp_path, sig):
     cfg_file = tmp_path / "stopped.json"
     cfg_file.write_text(json.dumps(stopped))
     cmd = [sys.executable, "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)]
-    proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = Path(stopped["output_dir"]) / "train_log.csv"
     deadline = time.time() + 120
     while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 3):
