@@ -84,6 +84,7 @@ def test_cli_errors_are_one_line(tmp_path):
         (["learning_rate=abc"], "learning_rate: expected float"),
         ([], "train_files: " + str(tmp_path / "missing.txt") + " is not a file"),
         (["train_files=[]"], "no training data"),
+        (["max_steps=[1"], "override 'max_steps=[1': the value does not parse as YAML"),
     ]
     for overrides, message in cases:
         result = runner.invoke(app, ["pretrain", "--config", str(path), *overrides])

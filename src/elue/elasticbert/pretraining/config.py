@@ -192,7 +192,10 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     if "=" not in item:
         raise SettingsError(f"override {item!r} is not key=value")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as err:
+        raise SettingsError(f"override {item!r}: the value does not parse as YAML: {err}") from err
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:
