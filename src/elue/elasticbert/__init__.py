@@ -1,8 +1,8 @@
 """ElasticBERT: configuration, models, gradient equilibrium, batched early exit, BERT conversion.
 
 Importing this package registers `elasticbert` with transformers' Auto classes (AutoConfig, AutoModel,
-AutoModelForSequenceClassification, AutoModelForMaskedLM, AutoModelForPreTraining), so `AutoModelForSequenceClassification.from_pretrained(dir)` works on a
-saved ElasticBERT directory. Heavy submodules (early_exit, convert) are imported on use.
+AutoModelForSequenceClassification, AutoModelForMaskedLM, AutoModelForPreTraining), so
+`AutoModelForSequenceClassification.from_pretrained(dir)` works on a saved ElasticBERT directory. Heavy submodules (early_exit, convert) are imported on use.
 """
 
 from __future__ import annotations
