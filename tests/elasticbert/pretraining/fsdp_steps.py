@@ -81,6 +81,9 @@ def main(out_path: str) -> None:
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rank == 0:
         torch.save({"losses": losses, "state": state, "sharded": sharded, "world": world}, out_path)
+    # leave together: a rank that tears gloo down while the other still gathers aborts ("terminate called
+    # without an active exception")
+    dist.barrier()
     dist.destroy_process_group()
 
 
