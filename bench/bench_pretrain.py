@@ -40,7 +40,7 @@ BASE = dict(
 )  # fmt: skip
 
 
-def make_model(kind: str, device, layers: int):
+def make_model(kind: str, device, layers: int, fuse_qkv: bool = False, bf16_residual: bool = False):
     if kind == "bert":
         from transformers import BertConfig, BertForPreTraining
 
@@ -48,7 +48,22 @@ def make_model(kind: str, device, layers: int):
         return BertForPreTraining(cfg).to(device)
     from elue.elasticbert.pretraining.modeling_pretraining import load_pretraining_model
 
-    return load_pretraining_model(None, {**BASE, "num_hidden_layers": layers})[0].to(device)
+    sizes = {**BASE, "num_hidden_layers": layers, "residual_in_fp32": not bf16_residual}
+    model = load_pretraining_model(None, sizes)[0].to(device)
+    model.elasticbert.fuse_qkv(fuse_qkv)
+    return model
+
+
+def sdpa_backends(name: str):
+    """A context that restricts SDPA to one backend (`auto`: torch's own choice)."""
+    if name == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, SDPA_BACKENDS[name])])
+
+
+SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION", "efficient": "EFFICIENT_ATTENTION"}
 
 
 def make_batch(batch: int, seq: int, device, seed: int = 0):
@@ -119,8 +134,8 @@ KERNEL_KINDS = (
 )
 
 
-def kernel_breakdown(prof, steps: int) -> str:
-    """GPU time per step by kind of kernel, from a torch.profiler run of `steps` steps (a Markdown table)."""
+def kernel_times(prof, steps: int) -> dict[str, float]:
+    """GPU milliseconds per step by kind of kernel, from a torch.profiler run of `steps` steps."""
     totals: dict[str, float] = {}
     for evt in prof.key_averages():
         if str(getattr(evt, "device_type", "")).split(".")[-1] != "CUDA":
@@ -129,17 +144,27 @@ def kernel_breakdown(prof, steps: int) -> str:
         name = evt.key.lower()
         kind = next((k for k, words in KERNEL_KINDS if any(w in name for w in words)), "other")
         totals[kind] = totals.get(kind, 0.0) + us / 1000 / steps
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def kernel_table(totals: dict[str, float], step_ms: float) -> str:
+    """`kernel_times` as a Markdown table; the gap to the measured step is time the GPU had nothing to run."""
     all_ms = sum(totals.values()) or 1.0
     lines = ["| kernels | ms/step | share |", "|---|---|---|"]
-    for kind, ms in sorted(totals.items(), key=lambda kv: -kv[1]):
-        lines.append(f"| {kind} | {ms:.2f} | {100 * ms / all_ms:.1f} % |")
+    lines += [f"| {kind} | {ms:.2f} | {100 * ms / all_ms:.1f} % |" for kind, ms in totals.items()]
     lines.append(f"| all kernels | {all_ms:.2f} | |")
+    lines.append(f"| measured step (idle: {max(step_ms - all_ms, 0):.2f}) | {step_ms:.2f} | |")
     return "\n".join(lines)
 
 
 def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
+    with sdpa_backends(args.sdpa):  # around compilation too: the backend is chosen when the graph is traced
+        return _bench_one(kind, mode, seq, batch, args, device)
+
+
+def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
     torch.manual_seed(0)
-    model = make_model(kind, device, args.layers)
+    model = make_model(kind, device, args.layers, args.fuse_qkv, args.bf16_residual)
     model.train()
     if args.compile:
         from elue.elasticbert.pretraining.modeling_pretraining import compile_regions, raise_recompile_limit
@@ -195,6 +220,7 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         train_step(s, opt)
     sync()
     dt = (time.perf_counter() - t0) / args.steps
+    kernels = None
     if args.profile and device.type == "cuda":
         from torch.profiler import ProfilerActivity, profile
 
@@ -204,7 +230,8 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
             sync()
         print(f"profile of 2 steps: {kind} {mode} seq {seq} batch {batch}, compiled {bool(args.compile)}")
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.profile))
-        print(kernel_breakdown(prof, steps=2))
+        kernels = kernel_times(prof, steps=2)
+        print(kernel_table(kernels, 1000 * dt))
     tflops = flops / dt / 1e12
     peak = args.peak_tflops or (GPU_PEAK_TFLOPS if device.type == "cuda" else None)
     row = {
@@ -216,12 +243,17 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         "dtype": "bf16" if bf16 else "fp32",
         "compiled": (args.compile_mode or True) if args.compile else False,
         "masked": not args.no_mask,
+        "sdpa": args.sdpa,
+        "fused_qkv": bool(args.fuse_qkv) and kind == "elasticbert",
+        "bf16_residual": bool(args.bf16_residual) and kind == "elasticbert",
         "step_s": round(dt, 4),
         "tokens_per_s": round(batch * seq / dt, 1),
         "gflops_per_step": round(flops / 1e9, 1),
         "achieved_tflops": round(tflops, 3),
         "mfu_percent": round(100 * tflops / peak, 2) if peak else None,
     }
+    if kernels:
+        row["kernel_ms_per_step"] = {k: round(v, 3) for k, v in kernels.items()}
     del model, opt
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -251,6 +283,11 @@ def main(argv=None) -> list[dict]:
     p.add_argument(
         "--no-mask", action="store_true", help="pass no attention mask (the batches have no padding)"
     )
+    p.add_argument("--fuse-qkv", action="store_true", help="ElasticBERT: one Q/K/V product per layer")
+    p.add_argument(
+        "--bf16-residual", action="store_true", help="ElasticBERT: residual_in_fp32=False (bf16 stream)"
+    )
+    p.add_argument("--sdpa", default="auto", choices=["auto", *SDPA_BACKENDS], help="SDPA backend")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default 989 on GPU)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = p.parse_args(argv)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The next GPU check for the pre-training MFU target (issue 4 §7: >= 40 % at length 512), prepared to fit one
-# device call (about 6-8 minutes on an H100/H200): the compiled step of ElasticBERT-base at 512 x 64 with a
-# breakdown of GPU time by kind of kernel, then one change at a time against it.
+# The GPU check for the pre-training MFU target (issue 4 §7: >= 40 % at length 512), sized for one device call
+# (about 7-9 minutes on an H100/H200): `bench/mfu_probe.py` compiles and times ElasticBERT-base at 512 x 64 with
+# one change at a time, keeping what helps, and profiles each run by kind of kernel.
 #
 #   OUT=bench-results bash bench/run_gpu_mfu_probe.sh
 set -uo pipefail
@@ -9,17 +9,9 @@ OUT=${OUT:-bench-results}
 mkdir -p "$OUT"
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-probe() { # name, then extra bench_pretrain arguments
-  local name=$1; shift
-  echo "== $name"
-  timeout 200 $PY bench/bench_pretrain.py --seq 512 --batch 64 --modes all --compile --steps 20 --warmup 5 \
-    --json "$OUT/mfu_$name.json" "$@"
-}
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  $PY -c "import torch; print('torch', torch.__version__)"
-  probe compiled --profile 30                                  # where the compiled step's time goes
-  probe no_mask --no-mask                                      # SDPA without the all-ones mask
-  probe batch128 --batch 128                                   # larger GEMMs, fewer steps per token
-  probe autotune --compile-mode max-autotune-no-cudagraphs     # inductor's GEMM templates, fused epilogues
-} 2>&1 | tee "$OUT/mfu_probe.txt"
+  $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+  timeout "${PROBE_TIMEOUT:-540}" $PY bench/mfu_probe.py --out "$OUT"
+} > "$OUT/mfu_probe.txt" 2>&1
+grep -v -e "^AUTOTUNE" -e "^  " -e "^SingleProcess" -e "^strides" -e "^dtypes" "$OUT/mfu_probe.txt" | tail -c 11000

@@ -38,6 +38,11 @@ class ElasticBertConfig(PreTrainedConfig):
             As in the released `fnlp/elasticbert-*` checkpoints (BERT uses 1e-12).
         classifier_dropout (`float`, *optional*):
             Dropout before each exit's classifier; `hidden_dropout_prob` when None.
+        residual_in_fp32 (`bool`, defaults to `True`):
+            Under autocast, keep the residual stream (embedding and LayerNorm outputs) in float32, as plain
+            autocast does. `False` keeps it in the autocast dtype (bf16): LayerNorm still computes in float32
+            but writes bf16, which halves the memory traffic of the element-wise work around every layer
+            (Megatron-LM's default, `fp32_residual_connection=False`). No effect without autocast.
     """
 
     model_type = "elasticbert"
@@ -59,6 +64,7 @@ class ElasticBertConfig(PreTrainedConfig):
     pad_token_id: int | None = 0
     classifier_dropout: float | int | None = None
     gradient_equilibrium: bool = True
+    residual_in_fp32: bool = True
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
