@@ -82,7 +82,11 @@ def test_deterministic_and_resumable(corpus_files, tokenizer):
     one = PretrainingBatches(docs, tokenizer, cfg, batch_size=4, num_shards=2)
     two = PretrainingBatches(docs, tokenizer, cfg, batch_size=4, num_shards=2)
     for _ in range(5):
-        assert _equal(one.next_batch(), two.next_batch())
+        batch = one.next_batch()
+        assert _equal(batch, two.next_batch())
+        # the positions to predict, flat over (B, S), found on the host for the model
+        assert torch.equal(batch["mlm_positions"], torch.nonzero(batch["labels"].reshape(-1) != -100)[:, 0])
+        assert len(batch["mlm_positions"]) > 0
     state = json.loads(json.dumps(one.state_dict()))
     expected = [one.next_batch() for _ in range(3)]
     resumed = PretrainingBatches(docs, tokenizer, cfg, batch_size=4, num_shards=2)

@@ -35,6 +35,10 @@ def test_losses_per_exit_and_sum():
     assert out.exit_layers == (0, 1, 2, 3) and out.mlm_loss_sums.shape == (4,) and int(out.num_masked) == 6
     expected = out.mlm_loss_sums.sum() / 6 + out.sop_loss_sums.sum() / 3
     assert torch.allclose(out.loss, expected)
+    positions = (_batch()["labels"].reshape(-1) != -100).nonzero().squeeze(1)  # as the collator gives them
+    given = model(**_batch(), mlm_positions=positions)
+    torch.testing.assert_close(given.mlm_loss_sums, out.mlm_loss_sums)
+    assert int(given.num_masked) == 6
     sub = model(**_batch(), exit_layers=[3, 1])
     assert sub.exit_layers == (1, 3)
     assert torch.allclose(sub.mlm_loss_sums, out.mlm_loss_sums[[1, 3]], atol=1e-5)  # same forward values

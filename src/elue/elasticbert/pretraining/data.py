@@ -323,19 +323,22 @@ def _mask(
 def collate(
     examples: list[dict[str, Any]], ids: SpecialIds, seed: int, probability: float, multiple_of: int = 8
 ) -> dict[str, torch.Tensor]:
-    """Mask and pad a list of examples (to the longest, rounded up to `multiple_of`)."""
+    """Mask and pad a list of examples (to the longest, rounded up to `multiple_of`). `mlm_positions` are the
+    flat indices of the positions to predict, found here so that the model need not ask the GPU for them."""
     lengths = np.array([len(e["input_ids"]) for e in examples], dtype=np.int64)
     keep = padding_mask(lengths, -(-int(lengths.max()) // multiple_of) * multiple_of)  # (n, width)
     rows = [
         _mask(np.asarray(e["input_ids"], dtype=np.int64), e["key"], seed, probability, ids) for e in examples
     ]
+    labels = right_pad([lab for _, lab in rows], keep, -100)
     return {
         "input_ids": right_pad([m for m, _ in rows], keep, ids.pad),
         "attention_mask": torch.from_numpy(keep.astype(np.int64)),
         "token_type_ids": right_pad(
             [np.asarray(e["token_type_ids"], dtype=np.int64) for e in examples], keep, 0
         ),
-        "labels": right_pad([lab for _, lab in rows], keep, -100),
+        "labels": labels,
+        "mlm_positions": (labels.reshape(-1) != -100).nonzero().squeeze(1),
         "sop_labels": torch.tensor([e["sop_label"] for e in examples], dtype=torch.long),
     }
 

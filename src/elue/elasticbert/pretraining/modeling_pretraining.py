@@ -37,6 +37,7 @@ from transformers.utils import ModelOutput
 
 from ..configuration_elasticbert import ElasticBertConfig
 from ..modeling_elasticbert import ElasticBertModel, ElasticBertPreTrainedModel
+from .linear_cross_entropy import linear_cross_entropy, softmax_cross_entropy_grad
 
 
 @dataclass
@@ -122,6 +123,7 @@ class ElasticBertForPreTraining(_HeadInit):
         self.elasticbert = ElasticBertModel(config, add_pooling_layer=True)
         self.cls = ElasticBertPreTrainingHeads(config)
         self.sop_weight = 1.0
+        self._xent_step = softmax_cross_entropy_grad  # compile_regions puts a compiled one here
         self.post_init()
 
     @property
@@ -136,11 +138,14 @@ class ElasticBertForPreTraining(_HeadInit):
         labels: torch.Tensor | None = None,
         sop_labels: torch.Tensor | None = None,
         exit_layers: Sequence[int] | None = None,
+        mlm_positions: torch.Tensor | None = None,
         **kwargs,
     ) -> ElasticBertForPreTrainingOutput:
         r"""
         labels (`(B, S)`): token ids to predict, -100 elsewhere. sop_labels (`(B,)`): 1 = segments swapped.
         exit_layers: 0-based active exits (one group of grouped training); default all.
+        mlm_positions (`(M,)`): the flat indices (into B·S) where `labels` != -100, as the collator found them on
+            the CPU; without them the model finds them itself, which makes the host wait for the GPU once a step.
         """
         layers = self.exit_layers if exit_layers is None else sorted({int(i) for i in exit_layers})
         out = self.elasticbert(
@@ -154,16 +159,19 @@ class ElasticBertForPreTraining(_HeadInit):
         loss = None
         if labels is not None:
             # the masked positions, found once (one host sync per step, not one per exit): (M,) flat indices
-            picked = (labels.reshape(-1) != -100).nonzero().squeeze(1)
+            picked = mlm_positions
+            if picked is None:
+                picked = (labels.reshape(-1) != -100).nonzero().squeeze(1)
             targets = labels.reshape(-1).index_select(0, picked)
             result.mlm_loss_sums, result.mlm_correct = self._mlm(
                 layers, out.exit_hidden_states, picked, targets
             )
-            result.num_masked = torch.tensor(picked.numel(), device=labels.device)
-            loss = result.mlm_loss_sums.sum() / result.num_masked.clamp(min=1)
+            # counts made on the device (torch.full), not copied to it: a copy from the host would wait for the GPU
+            result.num_masked = torch.full((), picked.numel(), device=labels.device)
+            loss = result.mlm_loss_sums.sum() / max(picked.numel(), 1)
         if sop_labels is not None:
             result.sop_loss_sums, result.sop_correct = self._sop(layers, out.exit_pooled_outputs, sop_labels)
-            result.num_sop = torch.tensor(sop_labels.numel(), device=sop_labels.device)
+            result.num_sop = torch.full((), sop_labels.numel(), device=sop_labels.device)
             sop = self.sop_weight * result.sop_loss_sums.sum() / max(sop_labels.numel(), 1)
             loss = sop if loss is None else loss + sop
         result.loss = loss
@@ -172,8 +180,8 @@ class ElasticBertForPreTraining(_HeadInit):
     # The heads of all active exits run as one batched computation (their weights stacked per step): a few
     # large kernels instead of a dozen small ones per exit, so that on a GPU the heads do not leave it waiting
     # for kernel launches. Same numbers as running each exit's modules in turn (tested).
-    def _mlm(self, layers, hiddens, picked, targets) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E,) summed MLM losses and (E,) correct counts of the exits `layers` at the flat positions `picked`."""
+    def _mlm_transform(self, layers, hiddens, picked) -> torch.Tensor:
+        """(E, M, H): every active exit's MLM transform (dense, activation, LayerNorm) at the flat positions."""
         heads = [self.cls.predictions[i] for i in layers]
         t0 = heads[0].transform
         size = hiddens[0].shape[-1]
@@ -183,9 +191,13 @@ class ElasticBertForPreTraining(_HeadInit):
         x = t0.transform_act_fn(torch.baddbmm(b[:, None, :], x, w.transpose(1, 2)))
         ln_w = torch.stack([p.transform.LayerNorm.weight for p in heads])[:, None, :]
         ln_b = torch.stack([p.transform.LayerNorm.bias for p in heads])[:, None, :]
-        x = F.layer_norm(x, (size,), eps=t0.LayerNorm.eps) * ln_w + ln_b
+        return F.layer_norm(x, (size,), eps=t0.LayerNorm.eps) * ln_w + ln_b
+
+    def _mlm(self, layers, hiddens, picked, targets) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E,) summed MLM losses and (E,) correct counts of the exits `layers` at the flat positions `picked`."""
+        x = self._mlm_transform(layers, hiddens, picked)  # (E, M, H)
         decoder = self.elasticbert.embeddings.word_embeddings.weight  # tied, (V, H)
-        bias = torch.stack([p.bias for p in heads]).float()  # (E, V)
+        bias = torch.stack([self.cls.predictions[i].bias for i in layers]).float()  # (E, V)
         # Pad the vocabulary to a multiple of 64 (zero decoder rows, -inf bias: probability 0, gradient 0). With
         # V = 30,522 the logits' rows are not 16-byte aligned and cuBLAS falls back to slower pre-Hopper GEMMs;
         # this GEMM is the largest of the step (12 exits x 15 % of the tokens x V).
@@ -193,11 +205,10 @@ class ElasticBertForPreTraining(_HeadInit):
         if pad:
             decoder = F.pad(decoder, (0, 0, 0, pad))
             bias = F.pad(bias, (0, pad), value=float("-inf"))
-        logits = F.linear(x, decoder) + bias[:, None, :]  # (E, M, V') float32 (bias add and cast in one pass)
-        e, m, v = logits.shape
-        losses = F.cross_entropy(logits.reshape(e * m, v), targets.repeat(e), reduction="none")
-        correct = (logits.argmax(-1) == targets).sum(1)
-        return losses.view(e, m).sum(1), correct
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        # one exit at a time, gradients in the forward pass: no (E, M, V) logits in memory (linear_cross_entropy)
+        return linear_cross_entropy(x.to(dtype), decoder.to(dtype), bias, targets, self._xent_step)
 
     def _sop(self, layers, pooled, sop_labels) -> tuple[torch.Tensor, torch.Tensor]:
         """(E,) summed SOP losses and (E,) correct counts of the exits `layers`."""
@@ -324,7 +335,10 @@ def raise_recompile_limit(limit: int = 256) -> None:
 
 
 def compile_regions(
-    model: ElasticBertForPreTraining, backend: str = "inductor", mode: str | None = None
+    model: ElasticBertForPreTraining,
+    backend: str = "inductor",
+    mode: str | None = None,
+    embeddings: bool = True,
 ) -> ElasticBertForPreTraining:
     """torch.compile each encoder layer and the exits' MLM heads, in place (regional compilation).
 
@@ -334,9 +348,12 @@ def compile_regions(
     31.9 % MFU (docs/pretraining.md)."""
     raise_recompile_limit()
     extra = {"mode": mode} if mode else {}  # e.g. "max-autotune-no-cudagraphs" (inductor only)
+    if embeddings:
+        model.elasticbert.embeddings.compile(backend=backend, **extra)
     for layer in model.elasticbert.encoder.layer:
         layer.compile(backend=backend, **extra)
-    model._mlm = torch.compile(model._mlm, backend=backend, **extra)
+    model._mlm_transform = torch.compile(model._mlm_transform, backend=backend, **extra)
+    model._xent_step = torch.compile(softmax_cross_entropy_grad, backend=backend, **extra)
     return model
 
 

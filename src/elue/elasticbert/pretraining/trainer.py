@@ -169,6 +169,15 @@ class _Logs:
             self.tb.close()
 
 
+def batch_to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """The batch on `device`, without an attention mask that masks nothing (checked here on the host: the model
+    would have to ask the GPU, and SDPA runs its fastest kernels without a mask)."""
+    mask = batch.get("attention_mask")
+    if mask is not None and bool(mask.all()):
+        batch = {k: v for k, v in batch.items() if k != "attention_mask"}
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 @torch.no_grad()
 def evaluate(model, batches: list[dict[str, torch.Tensor]], device) -> list[dict[str, Any]]:
     """Per-exit MLM and SOP loss/accuracy of every exit on fixed batches (means over tokens / pairs)."""
@@ -176,8 +185,7 @@ def evaluate(model, batches: list[dict[str, torch.Tensor]], device) -> list[dict
     model.eval()
     tot = None
     for b in batches:
-        b = {k: v.to(device) for k, v in b.items()}
-        out = model(**b)
+        out = model(**batch_to_device(b, device))
         part = [
             out.mlm_loss_sums.float(),
             out.mlm_correct.float(),
@@ -329,20 +337,21 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         while step < cfg.max_steps:
             layers = groups[step % len(groups)] if groups else list(range(num_layers))
             micro = [data.next_batch() for _ in range(A)]
+            # counted on the host, copied without waiting for the GPU to finish the previous step
             counts = torch.tensor(
                 [
-                    float(sum(int((b["labels"] != -100).sum()) for b in micro)),
+                    float(sum(len(b["mlm_positions"]) for b in micro)),
                     float(sum(len(b["sop_labels"]) for b in micro)),
                 ],
-                device=device,
-            )
-            tokens = torch.tensor(float(sum(int(b["attention_mask"].sum()) for b in micro)), device=device)
+            ).to(device, non_blocking=True)
+            tokens = torch.tensor(float(sum(int(b["attention_mask"].sum()) for b in micro)))
+            tokens = tokens.to(device, non_blocking=True)
             counts = accelerator.reduce(counts, reduction="sum")
             n_mask, n_sop = counts[0].clamp(min=1), counts[1].clamp(min=1)
             mlm_sum = torch.zeros(len(layers), device=device)
             sop_sum = torch.zeros(len(layers), device=device)
             for i, b in enumerate(micro):
-                b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+                b = batch_to_device(b, device)
                 sync = nullcontext() if i == A - 1 else accelerator.no_sync(model)
                 with sync:
                     out = model(**b, exit_layers=layers)
