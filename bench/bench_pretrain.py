@@ -40,7 +40,7 @@ BASE = dict(
 )  # fmt: skip
 
 
-def make_model(kind: str, device, layers: int, fuse_qkv: bool = False, bf16_residual: bool = False):
+def make_model(kind: str, device, layers: int, bf16_residual: bool = False):
     if kind == "bert":
         from transformers import BertConfig, BertForPreTraining
 
@@ -49,9 +49,7 @@ def make_model(kind: str, device, layers: int, fuse_qkv: bool = False, bf16_resi
     from elue.elasticbert.pretraining.modeling_pretraining import load_pretraining_model
 
     sizes = {**BASE, "num_hidden_layers": layers, "residual_in_fp32": not bf16_residual}
-    model = load_pretraining_model(None, sizes)[0].to(device)
-    model.elasticbert.fuse_qkv(fuse_qkv)
-    return model
+    return load_pretraining_model(None, sizes)[0].to(device)
 
 
 def sdpa_backends(name: str):
@@ -168,7 +166,7 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
 
 def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
     torch.manual_seed(0)
-    model = make_model(kind, device, args.layers, args.fuse_qkv, args.bf16_residual)
+    model = make_model(kind, device, args.layers, args.bf16_residual)
     model.train()
     if args.compile:
         from elue.elasticbert.pretraining.modeling_pretraining import compile_regions, raise_recompile_limit
@@ -245,7 +243,6 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         "dtype": "bf16" if bf16 else "fp32",
         "compiled": (args.compile_mode or True) if args.compile else False,
         "sdpa": args.sdpa,
-        "fused_qkv": bool(args.fuse_qkv) and kind == "elasticbert",
         "bf16_residual": bool(args.bf16_residual) and kind == "elasticbert",
         "step_s": round(dt, 4),
         "tokens_per_s": round(batch * seq / dt, 1),
@@ -282,7 +279,6 @@ def main(argv=None) -> list[dict]:
         help="torch.compile mode, e.g. max-autotune-no-cudagraphs (with --compile)",
     )
     p.add_argument("--eager-embeddings", action="store_true", help="--compile: leave the embeddings eager")
-    p.add_argument("--fuse-qkv", action="store_true", help="ElasticBERT: one Q/K/V product per layer")
     p.add_argument(
         "--bf16-residual", action="store_true", help="ElasticBERT: residual_in_fp32=False (bf16 stream)"
     )

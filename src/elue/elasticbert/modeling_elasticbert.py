@@ -155,31 +155,15 @@ class ElasticBertSelfAttention(nn.Module):
         self.key = nn.Linear(config.hidden_size, self.all_head_size)
         self.value = nn.Linear(config.hidden_size, self.all_head_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
-        self.fused_qkv = False  # set by ElasticBertModel.fuse_qkv
-
-    def project_qkv(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, S, H) -> query, key, value, each (B, heads, S, d).
-
-        Fused: one (H -> 3H) product with the three weights concatenated on the fly (parameters and checkpoint
-        names unchanged): on a GPU one large GEMM runs closer to peak than three H x H ones."""
-        input_shape = hidden_states.shape[:-1]
-        if self.fused_qkv:
-            weight = torch.cat((self.query.weight, self.key.weight, self.value.weight))  # (3H, H)
-            bias = torch.cat((self.query.bias, self.key.bias, self.value.bias))
-            qkv = nn.functional.linear(hidden_states, weight, bias)  # (B, S, 3H)
-            qkv = qkv.view(*input_shape, 3, self.num_attention_heads, self.attention_head_size)
-            return tuple(t.transpose(1, 2) for t in qkv.unbind(-3))
-        hidden_shape = (*input_shape, -1, self.attention_head_size)
-        return tuple(
-            proj(hidden_states).view(hidden_shape).transpose(1, 2)
-            for proj in (self.query, self.key, self.value)
-        )
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
-        query, key, value = self.project_qkv(hidden_states)
+        hidden_shape = (*input_shape, -1, self.attention_head_size)
+        query = self.query(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.key(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.value(hidden_states).view(hidden_shape).transpose(1, 2)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -412,11 +396,6 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
             # the layers' LayerNorms write their output in their input's dtype: the whole stream stays bf16
             hidden = hidden.to(torch.get_autocast_dtype(device))
         return hidden
-
-    def fuse_qkv(self, enabled: bool = True) -> None:
-        """Compute query, key and value with one product per layer (same parameters; see `project_qkv`)."""
-        for layer in self.encoder.layer:
-            layer.attention.self.fused_qkv = enabled
 
     @staticmethod
     def attention_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
