@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from elue.elasticbert.pretraining.linear_cross_entropy import linear_cross_entropy, softmax_cross_entropy_grad
+from elue.elasticbert.pretraining.linear_cross_entropy import (
+    linear_cross_entropy,
+    softmax_cross_entropy_grad,
+    softmax_cross_entropy_grad_fusable,
+)
 
 E, M, H, V = 3, 7, 8, 13
 
@@ -29,7 +34,8 @@ def reference(x, w, b, t):
     return losses, (logits.argmax(-1) == t).sum(1)
 
 
-def test_losses_counts_and_gradients_match_plain_autograd():
+@pytest.mark.parametrize("step", [softmax_cross_entropy_grad, softmax_cross_entropy_grad_fusable])
+def test_losses_counts_and_gradients_match_plain_autograd(step):
     x, w, b, t = inputs()
     scales = torch.tensor(
         [0.5, 2.0, -1.0]
@@ -39,7 +45,7 @@ def test_losses_counts_and_gradients_match_plain_autograd():
     ref_grads = [p.grad.clone() for p in (x, w, b)]
     for p in (x, w, b):
         p.grad = None
-    losses, correct = linear_cross_entropy(x, w, b, t)
+    losses, correct = linear_cross_entropy(x, w, b, t, step)
     (losses * scales).sum().backward()
     torch.testing.assert_close(losses, ref_losses)
     assert torch.equal(correct, ref_correct) and not correct.requires_grad
@@ -57,11 +63,12 @@ def test_without_gradients_only_the_losses():
     assert torch.equal(correct, ref_correct) and not losses.requires_grad
 
 
-def test_step_in_bf16_returns_bf16_gradient():
+@pytest.mark.parametrize("step", [softmax_cross_entropy_grad, softmax_cross_entropy_grad_fusable])
+def test_step_in_bf16_returns_bf16_gradient(step):
     g = torch.Generator().manual_seed(2)
     logits = torch.randn(M, V, generator=g).bfloat16()
     t = torch.randint(0, V, (M,), generator=g)
-    grad, loss, correct, grad_b = softmax_cross_entropy_grad(logits, torch.zeros(V), t)
+    grad, loss, correct, grad_b = step(logits, torch.zeros(V), t)
     z = logits.float()
     assert grad.dtype == torch.bfloat16 and grad_b.dtype == torch.float32
     torch.testing.assert_close(loss, F.cross_entropy(z, t, reduction="sum"))

@@ -37,7 +37,11 @@ from transformers.utils import ModelOutput
 
 from ..configuration_elasticbert import ElasticBertConfig
 from ..modeling_elasticbert import ElasticBertModel, ElasticBertPreTrainedModel
-from .linear_cross_entropy import linear_cross_entropy, softmax_cross_entropy_grad
+from .linear_cross_entropy import (
+    linear_cross_entropy,
+    softmax_cross_entropy_grad,
+    softmax_cross_entropy_grad_fusable,
+)
 
 
 @dataclass
@@ -353,7 +357,7 @@ def compile_regions(
     for layer in model.elasticbert.encoder.layer:
         layer.compile(backend=backend, **extra)
     model._mlm_transform = torch.compile(model._mlm_transform, backend=backend, **extra)
-    model._xent_step = torch.compile(softmax_cross_entropy_grad, backend=backend, **extra)
+    model._xent_step = torch.compile(softmax_cross_entropy_grad_fusable, backend=backend, **extra)
     return model
 
 
