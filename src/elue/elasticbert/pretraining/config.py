@@ -83,7 +83,7 @@ class PretrainConfig:
     #: "no" | "bf16" | "fp16" | "auto" (= bf16 on a GPU that supports it, else no)
     mixed_precision: str = "auto"
     distributed: str = "ddp"  # ddp | fsdp
-    #: torch.compile the encoder layers and the MLM heads (`compile_regions`; +37 % tokens/s on an H200)
+    #: torch.compile the embeddings, encoder layers and MLM heads (`compile_regions`; docs/pretraining.md)
     compile: bool = False
     compile_backend: str = "inductor"
     cpu: bool = False
