@@ -215,6 +215,8 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
     for s in range(args.warmup):
         train_step(s, opt)
     sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     for s in range(args.steps):
         train_step(s, opt)
@@ -250,6 +252,8 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         "achieved_tflops": round(tflops, 3),
         "mfu_percent": round(100 * tflops / peak, 2) if peak else None,
     }
+    if device.type == "cuda":  # of the timed steps: activations, gradients, optimiser state
+        row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     if kernels:
         row["kernel_ms_per_step"] = {k: round(v, 3) for k, v in kernels.items()}
     del model, opt

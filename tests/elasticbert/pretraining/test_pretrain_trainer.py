@@ -268,3 +268,14 @@ def test_same_settings_keep_the_callers_accelerator():
     forget_single_process_state("bf16", cpu=True)  # other settings: forgotten
     assert not AcceleratorState._shared_state
     assert Accelerator(cpu=True, mixed_precision="bf16").mixed_precision == "bf16"
+
+
+def test_batch_to_device_drops_only_a_mask_that_masks_nothing():
+    from elue.elasticbert.pretraining.trainer import batch_to_device
+
+    ids = torch.ones(2, 4, dtype=torch.long)
+    full = batch_to_device({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, "cpu")
+    assert set(full) == {"input_ids"}  # the model runs unmasked (SDPA's fast path, no check on the GPU)
+    padded = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    kept = batch_to_device({"input_ids": ids, "attention_mask": padded}, "cpu")
+    assert torch.equal(kept["attention_mask"], padded)

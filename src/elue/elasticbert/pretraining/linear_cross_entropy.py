@@ -8,6 +8,10 @@ forward pass (as Liger-Kernel's fused linear cross-entropy does): the GEMM write
 fused kernel turns them into the loss, the correct count and their own gradient softmax - onehot, and two GEMMs
 turn that into the gradients of the exit's input and of the decoder weight. The backward pass only scales the
 saved gradients by the incoming ones. Same numbers as plain autograd (tested).
+
+Memory: what stays alive between forward and backward is each exit's decoder-weight gradient, (E, V, H), instead
+of the (E, M, V) logits, so this pays off when an exit predicts more tokens than the hidden size (M > H): at
+64 x 512 tokens, M = 4,915 against H = 768, 0.56 GB in bf16 instead of 3.6 GB (7.2 GB as fp32 logits).
 """
 
 from __future__ import annotations
