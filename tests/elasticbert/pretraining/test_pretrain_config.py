@@ -55,6 +55,11 @@ def test_cli_prints_resolved_settings(tmp_path):
         ("optimizer=sgd", "optimizer must be one of adamw, lamb, not 'sgd'"),
         ("distributed=zero3", "distributed must be one of ddp, fsdp"),
         ("save_total_limit=many", "save_total_limit: expected int or None, got 'many'"),
+        (
+            "model_config.residual_in_fp23=false",
+            "model_config: unknown ElasticBertConfig fields residual_in_fp23",
+        ),
+        ("model_config=[1]", "model_config: expected a mapping"),
     ],
 )
 def test_wrong_types_and_choices_are_named(override, message):
@@ -121,3 +126,18 @@ def test_cli_unloadable_tokenizer_is_one_line(tmp_path, corpus_files):
     result = runner.invoke(app, ["pretrain", "--config", str(path), *tiny])
     assert result.exit_code == 1, result.output
     assert "error: cannot load the tokenizer" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name", ["pretrain_tiny.yaml", "pretrain_base.yaml"])
+def test_example_settings_are_valid(name):
+    from pathlib import Path
+
+    from elue.elasticbert.configuration_elasticbert import ElasticBertConfig
+
+    cfg = PretrainConfig.from_file(Path(__file__).parents[3] / "examples" / name)
+    cfg.check_types()  # with check_model_config: every model_config key is an ElasticBertConfig field
+    model = ElasticBertConfig(**cfg.model_config)
+    assert cfg.resolved_exit_groups(model.num_hidden_layers)
+    if name == "pretrain_base.yaml":  # the throughput benchmark's settings, at the paper's sizes
+        assert (model.num_hidden_layers, model.hidden_size) == (12, 768) and model.residual_in_fp32 is False
+        assert cfg.compile and cfg.max_seq_length == 512 and cfg.num_data_shards % 64 == 0

@@ -149,6 +149,22 @@ class PretrainConfig:
             given = value.lower() if f.name == "optimizer" else value  # the optimiser is matched case-blind
             if f.name in CHOICES and given not in CHOICES[f.name]:
                 raise SettingsError(f"{f.name} must be one of {', '.join(CHOICES[f.name])}, not {value!r}")
+        self.check_model_config()
+
+    def check_model_config(self) -> None:
+        """model_config is a mapping of ElasticBertConfig fields (the config itself accepts any key silently:
+        a misspelt `residual_in_fp23` would otherwise change nothing)."""
+        if not isinstance(self.model_config, dict):
+            raise SettingsError(f"model_config: expected a mapping, got {self.model_config!r}")
+        from ..configuration_elasticbert import ElasticBertConfig
+
+        known = {f.name for f in dataclasses.fields(ElasticBertConfig)} | {"attn_implementation"}
+        unknown = sorted(set(self.model_config) - known)
+        if unknown:
+            fields = ", ".join(sorted(known - {"transformers_version", "architectures"}))
+            raise SettingsError(
+                f"model_config: unknown ElasticBertConfig fields {', '.join(unknown)} (known: {fields})"
+            )
 
     def check_files(self) -> None:
         """The local inputs exist, and there is something to train on."""
