@@ -15,28 +15,30 @@ from elue.elasticbert.pretraining.linear_cross_entropy import (
 E, M, H, V = 3, 7, 8, 13
 
 
-def inputs(seed=0, pad=3):
+def inputs(seed=0, pad=3, m=M, h=H):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(E, M, H, generator=g, requires_grad=True)
-    w = torch.randn(V + pad, H, generator=g)
+    x = torch.randn(E, m, h, generator=g, requires_grad=True)
+    w = torch.randn(V + pad, h, generator=g)
     w[V:] = 0  # padded vocabulary rows, as the model pads them
     w.requires_grad_(True)
     b = torch.randn(E, V + pad, generator=g)
     b[:, V:] = float("-inf")
     b.requires_grad_(True)
-    t = torch.randint(0, V, (M,), generator=g)
+    t = torch.randint(0, V, (m,), generator=g)
     return x, w, b, t
 
 
 def reference(x, w, b, t):
     logits = F.linear(x, w) + b[:, None, :]  # (E, M, V)
-    losses = F.cross_entropy(logits.reshape(E * M, -1), t.repeat(E), reduction="none").view(E, M).sum(1)
+    m = x.shape[1]
+    losses = F.cross_entropy(logits.reshape(E * m, -1), t.repeat(E), reduction="none").view(E, m).sum(1)
     return losses, (logits.argmax(-1) == t).sum(1)
 
 
 @pytest.mark.parametrize("step", [softmax_cross_entropy_grad, softmax_cross_entropy_grad_fusable])
-def test_losses_counts_and_gradients_match_plain_autograd(step):
-    x, w, b, t = inputs()
+@pytest.mark.parametrize("m", [M, 2 * H])  # fewer tokens than H: logit gradients kept; more: GEMMs done ahead
+def test_losses_counts_and_gradients_match_plain_autograd(step, m):
+    x, w, b, t = inputs(m=m)
     scales = torch.tensor(
         [0.5, 2.0, -1.0]
     )  # unequal per-exit weights: each exit's gradient scaled on its own
@@ -46,6 +48,7 @@ def test_losses_counts_and_gradients_match_plain_autograd(step):
     for p in (x, w, b):
         p.grad = None
     losses, correct = linear_cross_entropy(x, w, b, t, step)
+    assert losses.grad_fn.keep_logit_grads == (m < H)  # the mode this case is for
     (losses * scales).sum().backward()
     torch.testing.assert_close(losses, ref_losses)
     assert torch.equal(correct, ref_correct) and not correct.requires_grad

@@ -9,9 +9,10 @@ fused kernel turns them into the loss, the correct count and their own gradient 
 turn that into the gradients of the exit's input and of the decoder weight. The backward pass only scales the
 saved gradients by the incoming ones. Same numbers as plain autograd (tested).
 
-Memory: what stays alive between forward and backward is each exit's decoder-weight gradient, (E, V, H), instead
-of the (E, M, V) logits, so this pays off when an exit predicts more tokens than the hidden size (M > H): at
-64 x 512 tokens, M = 4,915 against H = 768, 0.56 GB in bf16 instead of 3.6 GB (7.2 GB as fp32 logits).
+Memory: when an exit predicts more tokens than the hidden size (M > H), what stays alive between forward and
+backward is each exit's decoder-weight gradient, (E, V, H), instead of the (E, M, V) logits: at 64 x 512 tokens,
+M = 4,915 against H = 768, 0.56 GB in bf16 instead of 3.6 GB (7.2 GB as fp32 logits). With fewer (small
+batches) it keeps the logits' gradients instead and does the two GEMMs in the backward pass.
 """
 
 from __future__ import annotations
@@ -60,30 +61,47 @@ class LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, targets, step: Callable = softmax_cross_entropy_grad):
-        n_exits = x.shape[0]
+        n_exits, m, h = x.shape
         losses = torch.empty(n_exits, dtype=torch.float32, device=x.device)
         correct = torch.empty(n_exits, dtype=torch.long, device=x.device)
         grads = any(ctx.needs_input_grad[:3])
-        if grads:
+        # Keep for the backward pass whichever is smaller: the exits' logit gradients (E, M, V), or their input
+        # and weight gradients (E, M, H) + (E, V, H), computed here. Few masked tokens (M < H) keep the former.
+        ctx.keep_logit_grads = grads and m < h
+        if ctx.keep_logit_grads:
+            grad_logits = x.new_empty((n_exits, m, weight.shape[0]))  # (E, M, V)
+        elif grads:
             grad_x = torch.empty_like(x)  # (E, M, H)
             grad_w = weight.new_empty((n_exits, *weight.shape))  # (E, V, H), summed with the incoming scales
-            grad_b = torch.empty_like(bias)  # (E, V)
+        grad_b = torch.empty_like(bias)  # (E, V)
         for e in range(n_exits):
             logits = x[e] @ weight.T  # (M, V), the only V-wide tensor alive
-            g, losses[e], correct[e], gb = step(logits, bias[e], targets)
-            if grads:
+            g, losses[e], correct[e], grad_b[e] = step(logits, bias[e], targets)
+            if ctx.keep_logit_grads:
+                grad_logits[e] = g
+            elif grads:
                 torch.mm(g, weight, out=grad_x[e])
                 torch.mm(g.T, x[e], out=grad_w[e])
-                grad_b[e] = gb
         ctx.mark_non_differentiable(correct)
-        if grads:
+        if ctx.keep_logit_grads:
+            ctx.save_for_backward(x, weight, grad_logits, grad_b)
+        elif grads:
             ctx.save_for_backward(grad_x, grad_w, grad_b)
         return losses, correct
 
     @staticmethod
     def backward(ctx, grad_losses, _grad_correct):
-        grad_x, grad_w, grad_b = ctx.saved_tensors
         g = grad_losses.float()  # (E,)
+        if ctx.keep_logit_grads:
+            x, weight, grad_logits, grad_b = ctx.saved_tensors
+            e, m, h = x.shape
+            x_scaled = (x.float() * g[:, None, None]).to(
+                x.dtype
+            )  # scale the small side, not the (E, M, V) one
+            dx = (torch.matmul(grad_logits, weight).float() * g[:, None, None]).to(x.dtype)
+            dw = grad_logits.reshape(e * m, -1).T @ x_scaled.reshape(e * m, h)  # (V, H), one GEMM over exits
+            return dx, dw, grad_b * g[:, None], None, None
+        grad_x, grad_w, grad_b = ctx.saved_tensors
         dx = (grad_x.float() * g[:, None, None]).to(grad_x.dtype)
         dw = torch.zeros(grad_w.shape[1:], dtype=torch.float32, device=grad_w.device)
         for e in range(grad_w.shape[0]):
