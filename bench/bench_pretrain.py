@@ -40,7 +40,7 @@ BASE = dict(
 )  # fmt: skip
 
 
-def make_model(kind: str, device, layers: int, bf16_residual: bool = False):
+def make_model(kind: str, device, layers: int, bf16_residual: bool = False, attention_dropout: float = 0.1):
     if kind == "bert":
         from transformers import BertConfig, BertForPreTraining
 
@@ -49,6 +49,7 @@ def make_model(kind: str, device, layers: int, bf16_residual: bool = False):
     from elue.elasticbert.pretraining.modeling_pretraining import load_pretraining_model
 
     sizes = {**BASE, "num_hidden_layers": layers, "residual_in_fp32": not bf16_residual}
+    sizes["attention_probs_dropout_prob"] = attention_dropout
     return load_pretraining_model(None, sizes)[0].to(device)
 
 
@@ -166,7 +167,7 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
 
 def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
     torch.manual_seed(0)
-    model = make_model(kind, device, args.layers, args.bf16_residual)
+    model = make_model(kind, device, args.layers, args.bf16_residual, args.attention_dropout)
     model.train()
     if args.compile:
         from elue.elasticbert.pretraining.modeling_pretraining import compile_regions, raise_recompile_limit
@@ -246,6 +247,7 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         "compiled": (args.compile_mode or True) if args.compile else False,
         "sdpa": args.sdpa,
         "bf16_residual": bool(args.bf16_residual) and kind == "elasticbert",
+        "attention_dropout": args.attention_dropout if kind == "elasticbert" else 0.1,
         "step_s": round(dt, 4),
         "tokens_per_s": round(batch * seq / dt, 1),
         "gflops_per_step": round(flops / 1e9, 1),
@@ -285,6 +287,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--eager-embeddings", action="store_true", help="--compile: leave the embeddings eager")
     p.add_argument(
         "--bf16-residual", action="store_true", help="ElasticBERT: residual_in_fp32=False (bf16 stream)"
+    )
+    p.add_argument(
+        "--attention-dropout", type=float, default=0.1, help="ElasticBERT: attention dropout (BERT's 0.1)"
     )
     p.add_argument("--sdpa", default="auto", choices=["auto", *SDPA_BACKENDS], help="SDPA backend")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default 989 on GPU)")
