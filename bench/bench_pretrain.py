@@ -90,10 +90,10 @@ def to_device(kind: str, batch: dict, device) -> dict:
     attention mask) plus the positions to predict as its collator finds them (`mlm_positions`)."""
     if kind == "bert":
         return {k: v.to(device) for k, v in batch.items()}
+    from elue.elasticbert.pretraining.modeling_pretraining import find_mlm_positions
     from elue.elasticbert.pretraining.trainer import batch_to_device
 
-    flat = batch["labels"].reshape(-1)
-    return batch_to_device({**batch, "mlm_positions": (flat != -100).nonzero().squeeze(1)}, device)
+    return batch_to_device({**batch, "mlm_positions": find_mlm_positions(batch["labels"])}, device)
 
 
 def step_fn(model, kind: str, groups):

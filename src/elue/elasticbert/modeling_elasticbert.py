@@ -181,9 +181,11 @@ class ElasticBertSelfAttention(nn.Module):
 
 
 class ElasticBertSelfOutput(nn.Module):
-    def __init__(self, config: ElasticBertConfig):
+    """dense -> dropout -> + residual -> LayerNorm; also the FFN's output block (`ElasticBertOutput`)."""
+
+    def __init__(self, config: ElasticBertConfig, input_size: int | None = None):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(input_size or config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -215,16 +217,11 @@ class ElasticBertIntermediate(nn.Module):
         return self.intermediate_act_fn(self.dense(hidden_states))
 
 
-class ElasticBertOutput(nn.Module):
-    def __init__(self, config: ElasticBertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+class ElasticBertOutput(ElasticBertSelfOutput):
+    """The FFN's output block: the same computation from the intermediate size (BERT's parameter names)."""
 
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        # autocast runs LayerNorm in fp32; the output keeps the residual stream's dtype (see residual_in_fp32)
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor).to(input_tensor.dtype)
+    def __init__(self, config: ElasticBertConfig):
+        super().__init__(config, input_size=config.intermediate_size)
 
 
 class ElasticBertLayer(GradientCheckpointingLayer):

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..padding import padding_mask, right_pad
+from .modeling_pretraining import find_mlm_positions
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 
@@ -338,7 +339,7 @@ def collate(
             [np.asarray(e["token_type_ids"], dtype=np.int64) for e in examples], keep, 0
         ),
         "labels": labels,
-        "mlm_positions": (labels.reshape(-1) != -100).nonzero().squeeze(1),
+        "mlm_positions": find_mlm_positions(labels),
         "sop_labels": torch.tensor([e["sop_label"] for e in examples], dtype=torch.long),
     }
 

@@ -45,6 +45,12 @@ from .linear_cross_entropy import (
 )
 
 
+def find_mlm_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(M,) flat indices into (B, S) of the positions to predict (labels != -100). On a GPU tensor this makes the
+    host wait for the GPU; the collator calls it on the CPU and passes the result as `mlm_positions=`."""
+    return (labels.reshape(-1) != -100).nonzero().squeeze(1)
+
+
 @dataclass
 class ElasticBertForPreTrainingOutput(ModelOutput):
     """loss: Σ over active exits of (mean MLM loss + sop_weight · mean SOP loss) of this batch.
@@ -163,10 +169,8 @@ class ElasticBertForPreTraining(_HeadInit):
         result = ElasticBertForPreTrainingOutput(exit_layers=tuple(layers))
         loss = None
         if labels is not None:
-            # the masked positions, found once (one host sync per step, not one per exit): (M,) flat indices
-            picked = mlm_positions
-            if picked is None:
-                picked = (labels.reshape(-1) != -100).nonzero().squeeze(1)
+            # the masked positions, found once (at most one host sync per step, not one per exit)
+            picked = mlm_positions if mlm_positions is not None else find_mlm_positions(labels)
             targets = labels.reshape(-1).index_select(0, picked)
             result.mlm_loss_sums, result.mlm_correct = self._mlm(
                 layers, out.exit_hidden_states, picked, targets
@@ -428,5 +432,6 @@ __all__ = [
     "ElasticBertForPreTraining",
     "ElasticBertForPreTrainingOutput",
     "bert_state_dict_to_pretraining",
+    "find_mlm_positions",
     "load_pretraining_model",
 ]

@@ -434,8 +434,6 @@ def _rate(tokens: float, elapsed: float, steps: int) -> float:
 
 def _check_compiler(cfg: PretrainConfig, device) -> None:
     """inductor builds C++ for the CPU: say so up front instead of failing deep inside the first step."""
-    import shutil
-
     if cfg.compile_backend == "inductor" and device.type == "cpu":
         if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
             raise SettingsError(
