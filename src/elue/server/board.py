@@ -6,6 +6,8 @@ Everything here is read-only and cached per process for `Settings.cache_seconds`
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +19,8 @@ from elue.tasks import TASK_NAMES
 
 from . import scores
 from .db import REPORTED, SCORED, Baseline, Point, Submission, TaskResult, User, read_board_version
+
+log = logging.getLogger("elue.server.board")
 
 TRACKS = {"elue": "ELUE score", **{str(b): f"≤ {b}M params" for b in scores.SIZE_TRACKS}}
 
@@ -89,8 +93,19 @@ class Board:
     built_at: float
 
 
+def _finite(x):  # noqa: ANN001, ANN202
+    """x if it is a finite number, else None: a bad stored value (NaN, inf) must never reach the scoring
+    or the JSON of the whole board."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
+        return x
+    return None
+
+
 def load_models(session: Session, where=None) -> list[Model]:  # noqa: ANN001
-    """Models (with their points) of the submissions matching `where` (a SQL condition)."""
+    """Models (with their points) of the submissions matching `where` (a SQL condition).
+
+    Stored numbers that are not finite (or MFLOPs <= 0) are left out with a warning, so one bad row
+    cannot break the board (the service refuses them; this guards older rows and other writers)."""
     q = select(Submission, User.username).outerjoin(User, User.id == Submission.owner_id)
     if where is not None:
         q = q.where(where)
@@ -108,7 +123,7 @@ def load_models(session: Session, where=None) -> list[Model]:  # noqa: ANN001
             paper_url=sub.paper_url or "",
             code_url=sub.code_url or "",
             description=sub.description or "",
-            params_m=sub.params_m,
+            params_m=_finite(sub.params_m),
             created_at=sub.created_at.strftime("%Y-%m-%d %H:%M") if sub.created_at else "",
         )
     if not models:
@@ -117,9 +132,14 @@ def load_models(session: Session, where=None) -> list[Model]:  # noqa: ANN001
     trs: dict[int, tuple[int, TaskEntry]] = {}
     for chunk in _chunks(ids, 500):
         for tr in session.execute(select(TaskResult).where(TaskResult.submission_id.in_(chunk))).scalars():
-            entry = TaskEntry(tr.task, [], tr.params_m, tr.reported_score, "none", None)
+            reported = _finite(tr.reported_score)
+            if reported is None and tr.reported_score is not None:
+                log.warning(
+                    "submission %s %s: ignoring stored score %r", tr.submission_id, tr.task, tr.reported_score
+                )
+            entry = TaskEntry(tr.task, [], _finite(tr.params_m), reported, "none", None)
             trs[tr.id] = (tr.submission_id, entry)
-            entry.score_source = "reported" if tr.reported_score is not None else "none"
+            entry.score_source = "reported" if reported is not None else "none"
             models[tr.submission_id].tasks[tr.task] = entry
     tr_ids = list(trs)
     for chunk in _chunks(tr_ids, 500):
@@ -134,12 +154,15 @@ def load_models(session: Session, where=None) -> list[Model]:  # noqa: ANN001
             ).where(Point.task_result_id.in_(chunk))
         )
         for tr_id, file, mflops, perf, metrics, examples in rows:
+            if _finite(mflops) is None or mflops <= 0 or _finite(perf) is None:
+                log.warning("submission %s: ignoring a stored point (%r, %r)", trs[tr_id][0], mflops, perf)
+                continue
             trs[tr_id][1].points.append(
                 {
                     "file": file,
                     "mflops": mflops,
                     "performance": perf,
-                    "metrics": metrics or {},
+                    "metrics": {k: _finite(v) for k, v in (metrics or {}).items()},
                     "examples": examples,
                 }
             )
@@ -175,11 +198,22 @@ def apply_scores(models: list[Model], baselines: dict[str, list[tuple[float, flo
             if m.origin == REPORTED and e.score_source == "reported":
                 continue
             if e.points and base:
-                e.score = scores.elue_score([(p["mflops"], p["performance"]) for p in e.points], base)
-                e.score_source = "computed"
+                try:
+                    e.score = _finite(
+                        scores.elue_score([(p["mflops"], p["performance"]) for p in e.points], base)
+                    )
+                except (ValueError, ArithmeticError) as exc:  # one bad entry must not break the board
+                    log.warning("submission %s %s: no score (%s)", m.id, task, exc)
+                    e.score = None
+                e.score_source = "computed" if e.score is not None else "none"
             else:
                 e.score, e.score_source = None, "none"
-        m.overall = scores.overall_score({t: m.tasks[t].score for t in TASK_NAMES}) if m.complete else None
+        try:
+            overall = scores.overall_score({t: m.tasks[t].score for t in TASK_NAMES}) if m.complete else None
+        except (ValueError, ArithmeticError) as exc:
+            log.warning("submission %s: no overall score (%s)", m.id, exc)
+            overall = None
+        m.overall = _finite(overall)
 
 
 def build_board(session: Session) -> Board:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 import secrets
 import shutil
@@ -174,9 +175,32 @@ def submit_zip(
         raise
 
 
+# Bounds of the numbers a reported entry may give (the API and the form answer 400 outside them): the
+# spec's scores of real models lie within ±10, so ±100 leaves room and keeps absurd values off the board.
+MAX_REPORTED_SCORE = 100.0
+MAX_MFLOPS = 1e9  # a million GFLOPs per example
+MAX_PARAMS_M = 1e7  # ten trillion parameters
+
+
+def _number(value, what: str, *, lo: float, hi: float, lo_open: bool = False) -> float:  # noqa: ANN001
+    """A finite number within [lo, hi] (or (lo, hi] with lo_open), else a ServiceError naming `what`."""
+    if isinstance(value, bool):
+        raise ServiceError(f"{what} must be a number")
+    try:
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ServiceError(f"{what} must be a number") from None
+    low_ok = x > lo if lo_open else x >= lo
+    if not (math.isfinite(x) and low_ok and x <= hi):
+        bound = f"> {lo:g}" if lo_open else f">= {lo:g}"
+        raise ServiceError(f"{what} must be a finite number {bound} and <= {hi:g} (got {value!r})")
+    return x
+
+
 def parse_reported(tasks: dict) -> dict[str, dict]:
     """Validate a reported entry's numbers: {task: {"points": [{"mflops", "performance", "file"?}],
-    "elue_score"?: float, "params_m"?: float}}."""
+    "elue_score"?: float, "params_m"?: float}}. MFLOPs and params must be finite and > 0, performance
+    within 0..100, a score within ±MAX_REPORTED_SCORE."""
     if not isinstance(tasks, dict) or not tasks:
         raise ServiceError("a reported entry needs numbers for at least one task")
     out = {}
@@ -188,28 +212,24 @@ def parse_reported(tasks: dict) -> dict[str, dict]:
         if not isinstance(spec, dict):
             raise ServiceError(f"{task}: expected an object with points and/or elue_score")
         points = []
-        for p in spec.get("points") or []:
-            try:
-                mflops, perf = float(p["mflops"]), float(p["performance"])
-            except (KeyError, TypeError, ValueError):
-                raise ServiceError(f"{task}: each point needs numeric mflops and performance") from None
-            if not (mflops > 0 and 0 <= perf <= 100):
-                raise ServiceError(f"{task}: MFLOPs must be > 0 and performance within 0..100")
+        raw_points = spec.get("points") or []
+        if not isinstance(raw_points, list) or len(raw_points) > 100:
+            raise ServiceError(f"{task}: points must be a list of at most 100 points")
+        for p in raw_points:
+            if not isinstance(p, dict) or "mflops" not in p or "performance" not in p:
+                raise ServiceError(f"{task}: each point needs numeric mflops and performance")
+            mflops = _number(p["mflops"], f"{task}: MFLOPs", lo=0, hi=MAX_MFLOPS, lo_open=True)
+            perf = _number(p["performance"], f"{task}: performance", lo=0, hi=100)
             points.append({"mflops": mflops, "performance": perf, "file": str(p.get("file") or "")[:300]})
         score = spec.get("elue_score")
         if score is not None:
-            try:
-                score = float(score)
-            except (TypeError, ValueError):
-                raise ServiceError(f"{task}: elue_score must be a number") from None
+            score = _number(score, f"{task}: elue_score", lo=-MAX_REPORTED_SCORE, hi=MAX_REPORTED_SCORE)
         if not points and score is None:
             raise ServiceError(f"{task}: give points or an elue_score")
         params = spec.get("params_m")
-        out[task] = {
-            "points": points,
-            "elue_score": score,
-            "params_m": None if params is None else float(params),
-        }
+        if params is not None:
+            params = _number(params, f"{task}: params_m", lo=0, hi=MAX_PARAMS_M, lo_open=True)
+        out[task] = {"points": points, "elue_score": score, "params_m": params}
     return out
 
 
@@ -232,12 +252,7 @@ def submit_reported(
     paper_url, code_url = _clean_url(paper_url), _clean_url(code_url)
     if not paper_url:
         raise ServiceError("a reported entry needs the link of the paper its numbers come from")
-    try:
-        params_m = float(params_m)
-    except (TypeError, ValueError):
-        raise ServiceError("params_m (millions of parameters) must be a number") from None
-    if not params_m > 0:
-        raise ServiceError("params_m (millions of parameters) must be > 0")
+    params_m = _number(params_m, "params_m (millions of parameters)", lo=0, hi=MAX_PARAMS_M, lo_open=True)
     parsed = parse_reported(tasks)
     if user is not None and enforce_limits:
         check_limits(s, user, settings)

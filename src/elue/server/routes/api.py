@@ -15,7 +15,7 @@ from sqlalchemy import select
 from elue.tasks import TASK_NAMES, TASKS, get_task
 
 from .. import service
-from ..board import TRACKS, load_models, rank, task_view
+from ..board import TRACKS, _finite, load_models, rank, task_view
 from ..db import Submission, User
 from ..deps import Ctx, get_ctx, state
 from ..service import ServiceError, authenticate
@@ -47,7 +47,7 @@ def submission_dict(sub: Submission, *, with_log: bool, board_model=None) -> dic
         "paper_url": sub.paper_url,
         "code_url": sub.code_url,
         "description": sub.description,
-        "params_m": sub.params_m,
+        "params_m": _finite(sub.params_m),
         "created_at": sub.created_at.isoformat() if sub.created_at else None,
         "finished_at": sub.finished_at.isoformat() if sub.finished_at else None,
         "attempts": sub.attempts,

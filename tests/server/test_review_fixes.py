@@ -1,0 +1,138 @@
+"""Regression tests of the reviewer's findings on the leaderboard server (one test or more per item)."""
+
+from __future__ import annotations
+
+import json
+
+from server_helpers import TINY_MODEL_PY, zip_bytes
+from server_setup import csrf_of, token_for
+
+TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n1\t0\t(5),emb\n"
+SUB = {"model.py": TINY_MODEL_PY, "sst-2/a.tsv": TSV, "sst-2/b.tsv": TSV}
+PUBLIC_URLS = [
+    "/",
+    "/leaderboard",
+    "/tasks/sst-2",
+    "/api/leaderboard",
+    "/api/models",
+    "/api/tasks/sst-2",
+    "/api/results.json",
+    "/api/results.csv",
+]
+
+
+def upload(client, headers, name="my model", public=False, files=SUB):  # noqa: ANN001, ANN201
+    r = client.post(
+        "/api/submissions",
+        headers=headers,
+        data={"name": name, "public": str(public).lower()},
+        files={"file": ("s.zip", zip_bytes(files), "application/zip")},
+    )
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def reported(client, headers, name="Paper", **kw):  # noqa: ANN001, ANN201
+    body = {
+        "name": name,
+        "params_m": 10,
+        "paper_url": "https://example.org/p",
+        "public": True,
+        "tasks": {"sst-2": {"points": [{"mflops": 1500, "performance": 85.0}]}},
+        **kw,
+    }
+    return client.post("/api/submissions/reported", headers=headers, json=body)
+
+
+def web_login(client, username: str) -> str:  # noqa: ANN001
+    """Sign up `username`, log in through the form; returns the session's CSRF token."""
+    token_for(client, username)
+    csrf = csrf_of(client.get("/login").text)
+    r = client.post(
+        "/login", data={"username": username, "password": "password123", "csrf": csrf}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    return csrf_of(client.get("/submit").text)
+
+
+# ------------------------------------------------------------------ 1: NaN / inf in reported entries
+def test_non_finite_reported_numbers_are_refused(client, auth):  # noqa: ANN001
+    h = auth("mallory")
+    raw = (
+        '{"name":"x","params_m":1e999,"paper_url":"https://x.org/p","public":true,'
+        '"tasks":{"sst-2":{"points":[{"mflops":1e999,"performance":90}]},"mrpc":{"elue_score":NaN}}}'
+    )
+    r = client.post(
+        "/api/submissions/reported", headers={**h, "content-type": "application/json"}, content=raw
+    )
+    assert r.status_code == 400, r.text
+    for tasks in [
+        {"sst-2": {"points": [{"mflops": 1e12, "performance": 90}]}},
+        {"sst-2": {"points": [{"mflops": -1, "performance": 90}]}},
+        {"sst-2": {"points": [{"mflops": 100, "performance": 100.5}]}},
+        {"mrpc": {"elue_score": 1e300}},
+        {"mrpc": {"elue_score": -101}},
+        {"mrpc": {"elue_score": 1.0, "params_m": -5}},
+    ]:
+        r = reported(client, h, tasks=tasks)
+        assert r.status_code == 400, (tasks, r.text)
+    raw_params_only = (
+        '{"name":"x","params_m":1e999,"paper_url":"https://x.org/p","public":true,'
+        '"tasks":{"mrpc":{"elue_score":1}}}'
+    )
+    r = client.post(
+        "/api/submissions/reported",
+        headers={**h, "content-type": "application/json"},
+        content=raw_params_only,
+    )
+    assert r.status_code == 400 and "params_m" in r.json()["detail"], r.text
+    assert client.get("/api/submissions", headers=h).json() == []
+    # the web form: inf params, nan score, an overflowing MFLOPs
+    client.cookies.clear()
+    csrf = web_login(client, "mallory2")
+    for params, numbers in [
+        ("inf", "sst-2, 1000, 50"),
+        ("10", "mrpc, score=nan"),
+        ("10", "sst-2, 1e400, 50"),
+    ]:
+        r = client.post(
+            "/submit/reported",
+            data={
+                "name": "x",
+                "params_m": params,
+                "numbers": numbers,
+                "paper_url": "https://x.org/p",
+                "public": "1",
+                "csrf": csrf,
+            },
+            headers={"accept": "text/html"},
+        )
+        assert r.status_code == 400, (params, numbers, r.text[:300])
+    for url in PUBLIC_URLS:
+        assert client.get(url).status_code == 200, url
+
+
+def test_a_bad_stored_row_does_not_break_the_board(client, auth):  # noqa: ANN001
+    """Rows written before the checks (or by another writer) with inf numbers are skipped, not a 500."""
+    assert reported(client, auth("alice"), name="Broken").status_code == 201
+    assert reported(client, auth("bob"), name="Fine", tasks={"mrpc": {"elue_score": 1.0}}).status_code == 201
+    from sqlalchemy import select
+
+    from elue.server.db import Point, Submission, TaskResult, bump_board_version
+
+    with client.app.state.elue.sessions() as s:
+        sub = s.scalar(select(Submission).where(Submission.name == "Broken"))
+        sub.params_m = float("inf")
+        for p in s.scalars(select(Point).join(TaskResult).where(TaskResult.submission_id == sub.id)):
+            p.mflops = float("inf")
+        sub.tasks.append(TaskResult(task="mrpc", reported_score=float("-inf"), params_m=float("inf")))
+        bump_board_version(s)
+        s.commit()
+        sid = sub.id
+    client.app.state.elue.board.invalidate()
+    for url in [*PUBLIC_URLS, f"/models/{sid}", f"/api/models/{sid}"]:
+        r = client.get(url)
+        assert r.status_code == 200, (url, r.text[:300])
+    names = [m["name"] for m in client.get("/api/results.json").json()["models"]]
+    assert "Fine" in names
+    json.loads(client.get("/api/results.json").text)  # strict JSON: no NaN / Infinity
