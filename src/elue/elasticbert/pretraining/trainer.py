@@ -91,9 +91,40 @@ def find_checkpoint(output_dir: Path, which: str | None) -> Path | None:
                 f"resume_from_checkpoint: {path} is not a complete checkpoint (no {COMPLETE_MARKER})"
             )
         return path
-    root = output_dir / "checkpoints"
-    done = sorted(p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / COMPLETE_MARKER).exists())
+    done = complete_checkpoints(output_dir)
     return done[-1] if done else None
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of a `step-NNNNNNN` folder (-1 for a name that is not one)."""
+    digits = path.name[len(CHECKPOINT_PREFIX) :]
+    return int(digits) if path.name.startswith(CHECKPOINT_PREFIX) and digits.isdigit() else -1
+
+
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """The complete checkpoints under `output_dir/checkpoints`, oldest step first."""
+    root = output_dir / "checkpoints"
+    done = [p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if checkpoint_step(p) >= 0]
+    return sorted((p for p in done if (p / COMPLETE_MARKER).exists()), key=checkpoint_step)
+
+
+def check_output_dir(output_dir: Path, ckpt: Path | None) -> None:
+    """A run never shares its checkpoint folder with newer checkpoints than its own: `save_total_limit` would
+    rotate its new checkpoints away (they are older), and `latest` would later resume from the wrong run."""
+    existing = complete_checkpoints(output_dir)
+    if not existing:
+        return
+    newest = existing[-1]
+    if ckpt is None:
+        raise SettingsError(
+            f"output_dir {output_dir} already holds checkpoints (newest {newest.name}) and "
+            "resume_from_checkpoint is null: resume with resume_from_checkpoint=latest, or pick a new output_dir"
+        )
+    if checkpoint_step(newest) > checkpoint_step(ckpt) and newest.resolve() != ckpt.resolve():
+        raise SettingsError(
+            f"resume_from_checkpoint: {ckpt} is older than {newest} in output_dir {output_dir}: resume with "
+            "resume_from_checkpoint=latest, or pick a new output_dir for a run from the older checkpoint"
+        )
 
 
 class _Logs:
@@ -290,6 +321,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     start_step = 0
     ckpt = find_checkpoint(out_dir, cfg.resume_from_checkpoint)
+    check_output_dir(out_dir, ckpt)
     if ckpt is not None:
         accelerator.load_state(str(ckpt / "state"))
         state = json.loads((ckpt / "trainer_state.json").read_text())
@@ -333,6 +365,12 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     stopped_by = None
     device = accelerator.device
     A = cfg.gradient_accumulation_steps
+    # the logging window (the steps since the last log): per exit, the sum of its per-step mean losses and the
+    # number of steps it was active; the summed total loss. Local sums over global counts, reduced at logging.
+    win = torch.zeros(2, num_layers, device=device)
+    win_active = [0] * num_layers
+    win_loss = torch.zeros((), device=device)
+    win_steps = 0
     with StopRequest() as stop:  # SIGTERM / Ctrl-C: finish the step, save, stop
         while step < cfg.max_steps:
             layers = groups[step % len(groups)] if groups else list(range(num_layers))
@@ -372,28 +410,37 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             steps_this_run += 1
+            step_mlm, step_sop = mlm_sum / n_mask, sop_sum / n_sop  # this process's share of the global means
+            win[0, layers] += step_mlm
+            win[1, layers] += step_sop
+            win_loss += step_mlm.sum() + cfg.sop_weight * step_sop.sum()
+            for layer in layers:
+                win_active[layer] += 1
+            win_steps += 1
 
             if step % cfg.logging_steps == 0 or step == cfg.max_steps:
-                sums = accelerator.reduce(torch.stack([mlm_sum, sop_sum]), reduction="sum")
+                sums = accelerator.reduce(torch.cat([win.flatten(), win_loss.view(1)]), reduction="sum").cpu()
                 tokens = accelerator.reduce(tokens, reduction="sum")
-                mlm = (sums[0] / n_mask).cpu().tolist()
-                sop = (sums[1] / n_sop).cpu().tolist()
+                mlm, sop = sums[:num_layers].tolist(), sums[num_layers : 2 * num_layers].tolist()
                 elapsed = time.perf_counter() - t0
                 row: dict[str, Any] = {
                     "step": step,
                     "group": (step - 1) % len(groups) + 1 if groups else 0,
                     "lr": f"{lr:.6g}",
-                    "loss": f"{sum(mlm) + cfg.sop_weight * sum(sop):.6f}",
+                    "loss": f"{float(sums[-1]) / win_steps:.6f}",
                     "grad_norm": "" if grad_norm is None else f"{float(grad_norm):.6f}",
                     "tokens": int(tokens),
                     "tokens_per_s": f"{_rate(float(tokens), elapsed, steps_this_run):.1f}",
                     "elapsed_s": f"{elapsed:.2f}",
                 }
-                for i in range(num_layers):
-                    row[f"mlm_{i + 1}"] = row[f"sop_{i + 1}"] = ""
-                for j, layer in enumerate(layers):
-                    row[f"mlm_{layer + 1}"] = f"{mlm[j]:.6f}"
-                    row[f"sop_{layer + 1}"] = f"{sop[j]:.6f}"
+                for i in range(num_layers):  # each exit: the mean over the window's steps it was active in
+                    n = win_active[i]
+                    row[f"mlm_{i + 1}"] = f"{mlm[i] / n:.6f}" if n else ""
+                    row[f"sop_{i + 1}"] = f"{sop[i] / n:.6f}" if n else ""
+                win.zero_()
+                win_loss.zero_()
+                win_active = [0] * num_layers
+                win_steps = 0
                 logs.train(row)
                 last_row = row
                 bar.set_postfix(loss=row["loss"], group=row["group"])
@@ -460,12 +507,19 @@ def save_checkpoint(accelerator, model, tokenizer, data, cfg: PretrainConfig, st
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (path / COMPLETE_MARKER).write_text(str(step))
-        if cfg.save_total_limit:
-            done = sorted(p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / COMPLETE_MARKER).exists())
-            for old in done[: -cfg.save_total_limit]:
+        if cfg.save_total_limit:  # the oldest steps go; never the checkpoint just saved
+            done = [p for p in complete_checkpoints(Path(cfg.output_dir)) if p != path]
+            for old in done[: max(len(done) - cfg.save_total_limit + 1, 0)]:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return path
 
 
-__all__ = ["evaluate", "find_checkpoint", "pretrain", "save_checkpoint"]
+__all__ = [
+    "check_output_dir",
+    "complete_checkpoints",
+    "evaluate",
+    "find_checkpoint",
+    "pretrain",
+    "save_checkpoint",
+]
