@@ -106,3 +106,64 @@ def test_result_names_model_py_inside_the_submission(tmp_path):
     (sub / "sst-2" / "model.py").write_text(TINY_MODEL_PY)
     result = evaluate_submission(sub, answers, trust_model_code=True).to_dict()
     assert result["tasks"]["sst-2"]["model_py"] == "sst-2/model.py"
+
+
+def test_discover_alias_folder_and_ignored_entries(tmp_path):
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "model.py").write_text(TINY_MODEL_PY)
+    (tmp_path / "sst2" / "A.TSV").write_text("x")  # suffix case does not matter
+    (tmp_path / "__MACOSX").mkdir()  # left by macOS zip tools
+    found = discover(tmp_path)
+    assert [p.name for p in found["sst-2"].test_files] == ["A.TSV"]
+    answers = write_answers(tmp_path / "answers")
+    sub = tmp_path / "sub"
+    (sub / "sst2").mkdir(parents=True)
+    (sub / "sst2" / "model.py").write_text(TINY_MODEL_PY)
+    write_submission(tmp_path / "tmp")
+    (sub / "sst2" / "a.tsv").write_text((tmp_path / "tmp" / "sst-2.tsv").read_text())
+    result = evaluate_submission(sub, answers, trust_model_code=True)
+    assert result.tasks["sst-2"].model_py == "sst2/model.py"  # where it is, not a file that does not exist
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda r: (r / "sst-2").mkdir() or (r / "sst-2" / "a.tsv").write_text("x"),
+            "sst-2 is given more than once",
+        ),
+        (lambda r: (r / "sst-2.csv").write_text("x"), "test files are tab-separated .tsv files"),
+    ],
+)
+def test_discover_refuses_ambiguous_or_dropped_files(tmp_path, make, message):
+    write_submission(tmp_path)
+    make(tmp_path)
+    with pytest.raises(SubmissionError, match=message):
+        discover(tmp_path)
+
+
+def test_discover_refuses_nested_folder(tmp_path):
+    (tmp_path / "model.py").write_text(TINY_MODEL_PY)
+    (tmp_path / "sst-2" / "sub").mkdir(parents=True)
+    (tmp_path / "sst-2" / "a.tsv").write_text("x")
+    with pytest.raises(SubmissionError, match="unexpected folder"):
+        discover(tmp_path)
+
+
+def test_failing_call_named_with_its_lines(tmp_path):
+    answers = write_answers(tmp_path / "answers")
+    # emb's Embedding has 100 rows; a (3, 5) input to a 1-D-ids module fails only at that shape
+    rows = "".join(f"{i}\t1\t{'(2,5),emb' if i == 3 else '(3),emb'}\n" for i, _ in SST2_KEY)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "model.py").write_text(
+        TINY_MODEL_PY.replace(
+            "return self.norm(self.word(ids))",
+            "assert ids.dim() == 1, 'ids must be 1-D'\n        return self.norm(self.word(ids))",
+        )
+    )
+    (sub / "sst-2.tsv").write_text("index\tpred\tmodules\n" + rows)
+    with pytest.raises(SubmissionError) as err:
+        evaluate_submission(sub, answers, trust_model_code=True)
+    assert "fails at input shape (2,5)" in str(err.value)
+    assert "sst-2.tsv: line 5" in str(err.value)  # index 3 is on line 5

@@ -206,3 +206,36 @@ def test_trace_error_names_position(tmp_path):
     e = _error(_file(tmp_path, f"0\t1\t{T1}\n1\t1\t(10),emb; (10,x),layer_1\n2\t1\t\n"))
     assert e.problems[0][0] == 3 and "call 2" in e.problems[0][1] and "'x'" in e.problems[0][1]
     assert e.problems[1][0] == 4 and "empty modules value" in e.problems[1][1]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("99999999999999999999999\t1\t(3),emb\n", "not in the sst-2 test set (far too large)"),
+        ("0_0\t1\t(3),emb\n", "index '0_0' is not an integer"),
+        ("\u0661\t1\t(3),emb\n", "is not an integer"),  # an Arabic-Indic digit: int() would take it
+        ("0\t1_0\t(3),emb\n", "pred '1_0' is not a class id"),
+        ("0\t\u0660\t(3),emb\n", "is not a class id"),
+        ("0\t1\t(99999999999999999999999),emb\n", "is too large"),
+    ],
+)
+def test_numbers_are_plain_ascii_literals(tmp_path, row, message):
+    err = _error(_file(tmp_path, row))
+    assert message in str(err)
+
+
+def test_regression_pred_plain_literal(tmp_path):
+    err = _error(_file(tmp_path, "0\t1_000.5\t(3),emb\n"), task="sts-b")
+    assert "pred '1_000.5' is not a number" in str(err)
+    ok = read_test_file(_file(tmp_path, "0\t-.5e1\t(3),emb\n1\t+3.\t(3),emb\n"), "sts-b")
+    assert ok.pred.tolist() == [-5.0, 3.0]
+
+
+def test_long_bad_header_is_shortened(tmp_path):
+    err = _error(_file(tmp_path, "", header="0" * 100_000 + "\n"))
+    assert len(str(err)) < 400 and "(100,000 characters)" in str(err)
+
+
+def test_cr_only_line_ends_named(tmp_path):
+    err = _error(_file(tmp_path, "", raw=b"index\tpred\tmodules\r0\t1\t(3),emb\r"))
+    assert "CR only" in str(err)

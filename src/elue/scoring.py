@@ -67,6 +67,10 @@ def _finite_number(value) -> bool:
 def validate_points(points: Iterable, what: str = "points") -> list[Point]:
     """Check a list of [MFLOPs, performance] pairs; return them as floats sorted by MFLOPs."""
     out: list[Point] = []
+    if isinstance(points, dict | str | bytes):
+        raise BaselineError(
+            f"{what}: expected a list of [MFLOPs, performance] pairs, not {type(points).__name__}"
+        )
     try:
         items = list(points)
     except TypeError:
@@ -130,6 +134,8 @@ def load_baseline(path: Path | str | None = None) -> Baseline:
             text = path.read_text(encoding="utf-8-sig")
         except OSError as e:
             raise BaselineError(f"{path}: cannot read: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise BaselineError(f"{path}: not UTF-8 text (a baseline is a JSON file)") from None
         source = str(path)
     try:
         data = json.loads(text)

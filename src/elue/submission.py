@@ -41,6 +41,15 @@ class TaskFiles:
     task: Task
     model_py: Path
     test_files: list[Path]
+    root: Path | None = None  # the submission folder
+
+
+# not submission content: editor/OS leftovers and files a submitter may keep next to the test files
+_IGNORED = {"model.py", "__pycache__", "README.md", "__MACOSX", "points.json"}
+
+
+def _is_test_file(path: Path) -> bool:
+    return path.suffix.lower() == ".tsv"
 
 
 @dataclass
@@ -87,32 +96,52 @@ def discover(submission_dir: Path) -> dict[str, TaskFiles]:
         raise SubmissionError(f"{root}: not a directory")
     default_model = root / "model.py"
     found: dict[str, list[Path]] = {}
+    sources: dict[str, list[Path]] = {}  # task -> the entries (files, folders) that gave it test files
     models: dict[str, Path] = {}
     problems: list[str] = []
     for entry in sorted(root.iterdir()):
-        if entry.name.startswith(".") or entry.name in {"model.py", "__pycache__", "README.md"}:
+        if entry.name.startswith(".") or entry.name in _IGNORED:
             continue
-        if entry.is_file() and entry.suffix == ".tsv":
+        if entry.is_file() and _is_test_file(entry):
             task = _task_or_problem(entry.stem, entry, problems)
             if task:
                 found.setdefault(task.name, []).append(entry)
+                sources.setdefault(task.name, []).append(entry)
+        elif entry.is_file() and entry.suffix.lower() == ".csv":
+            problems.append(f"{entry}: test files are tab-separated .tsv files")
         elif entry.is_dir():
             task = _task_or_problem(entry.name, entry, problems)
             if task is None:
                 continue
-            files = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix == ".tsv")
+            files = []
+            for p in sorted(entry.iterdir()):
+                if p.name.startswith(".") or p.name in _IGNORED:
+                    continue
+                if p.is_file() and _is_test_file(p):
+                    files.append(p)
+                elif p.is_dir():
+                    problems.append(f"{p}: unexpected folder (test files go directly in {entry.name}/)")
+                elif p.suffix.lower() == ".csv":
+                    problems.append(f"{p}: test files are tab-separated .tsv files")
             if not files:
                 problems.append(f"{entry}: no test files (*.tsv) in this task folder")
             found.setdefault(task.name, []).extend(files)
+            sources.setdefault(task.name, []).append(entry)
             if (entry / "model.py").is_file():
                 models[task.name] = entry / "model.py"
+    for name, entries in sources.items():
+        if len(entries) > 1:
+            listed = ", ".join(e.name + ("/" if e.is_dir() else "") for e in entries)
+            problems.append(
+                f"{root}: {name} is given more than once ({listed}); use one of <task>.tsv or <task>/"
+            )
     out: dict[str, TaskFiles] = {}
     for name, files in found.items():
         model_py = models.get(name, default_model)
         if not model_py.is_file():
             problems.append(f"{name}: no model.py (expected {default_model} or {root / name / 'model.py'})")
             continue
-        out[name] = TaskFiles(get_task(name), model_py, files)
+        out[name] = TaskFiles(get_task(name), model_py, files, root=root)
     if problems:
         raise SubmissionError("\n".join(problems))
     if not out:
@@ -193,6 +222,8 @@ def _parse_and_price(
                 # names model.py lacks: point at the file and line of each use
                 users = {n: tf for n, tf in tasks.items() if tf.model_py == model_py}
                 lines = _unknown_module_lines(users, indices_of, err.module_names) if err.module_names else []
+                if err.failed_call is not None:
+                    lines = [f"{model_py}: {err}", *_lines_using(users, parsed, err.failed_call)]
                 raise SubmissionError("\n".join(lines) or f"{model_py}: {err}") from None
             if progress:
                 progress("pricing model.py files in the sandbox", i, len(futures))
@@ -209,6 +240,22 @@ def _parse_and_price(
         ]
         out[name] = _PricedTask(tf, parsed[name], costs, flops)
     return out, load_seconds
+
+
+def _lines_using(
+    tasks: dict[str, TaskFiles], parsed: dict[str, list[TestFile]], call: Call, limit: int = 5
+) -> list[str]:
+    """Where a call whose pricing failed is used: the first few file:line places."""
+    places: list[str] = []
+    for name in tasks:
+        for test_file in parsed[name]:
+            bad = [tid for tid, trace in enumerate(test_file.traces) if call in trace]
+            rows = np.flatnonzero(np.isin(test_file.trace_ids, bad))
+            if len(rows):
+                shown = ", ".join(str(r + 2) for r in rows[:limit])  # line = row + 2 (header is line 1)
+                more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+                places.append(f"  used by {test_file.path}: line {shown}{more}")
+    return places
 
 
 def _unknown_module_lines(tasks: dict[str, TaskFiles], indices_of, module_names: list[str]) -> list[str]:
@@ -305,7 +352,9 @@ def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:
 
 
 def _relative_model_py(files: TaskFiles) -> str:
-    """ "model.py" or "<task>/model.py": where in the submission, without the host's folders."""
+    """ "model.py" or "<task folder>/model.py": where in the submission, without the host's folders."""
+    if files.root is not None:
+        return files.model_py.relative_to(files.root).as_posix()
     own = files.model_py.parent.name == files.task.name
     return f"{files.task.name}/model.py" if own else "model.py"
 

@@ -11,6 +11,7 @@ number) and raises one `TestFileError` that lists them all. Accepted leniencies:
 - nothing else for classes: a class id is an integer literal; a float (`1.0`, `0.5`, `1e0`: probabilities or
   numpy floats written as they are) is rejected with a message saying to write the integer.
 - regression predictions may fall outside 0–5 (Pearson/Spearman do not care); they must be finite.
+- numbers are plain ASCII literals: no `1_000` or non-ASCII digits (Python's `int()` would take both).
 
 Each distinct `modules` string is parsed once: a file whose 25,000 rows share a few dozen traces
 costs a few dozen parses.
@@ -19,6 +20,7 @@ costs a few dozen parses.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,13 @@ from elue.trace import Call, TraceError, format_trace, parse_trace
 
 HEADER: tuple[str, str, str] = ("index", "pred", "modules")
 MAX_PROBLEMS = 20
+# ASCII literals only: int()/float() also take "1_000" and non-ASCII digits, which no writer means
+_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT = re.compile(
+    r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(nan|inf|infinity)", re.ASCII | re.I
+)
+_INT64_MAX = 2**63 - 1
+_SHOWN = 80  # characters of a bad header quoted in a message
 
 
 class TestFileError(ValueError):
@@ -115,24 +124,20 @@ class _Problems:
 def _parse_class(text: str, num_labels: int) -> tuple[int | None, str | None]:
     """(class id, None) or (None, what is wrong)."""
     expected = f"an integer class id 0..{num_labels - 1}"
-    try:
-        value = int(text)
-    except ValueError:
-        try:
-            float(text)
-        except ValueError:
-            return None, f"pred {text!r} is not a class id (expected {expected})"
-        return None, f"pred {text!r} is a float where a class is expected (write {expected})"
+    if not _INT.fullmatch(text):
+        if _FLOAT.fullmatch(text):
+            return None, f"pred {text!r} is a float where a class is expected (write {expected})"
+        return None, f"pred {text!r} is not a class id (expected {expected})"
+    value = int(text)
     if not 0 <= value < num_labels:
         return None, f"pred {value} is outside the task's labels 0..{num_labels - 1}"
     return value, None
 
 
 def _parse_float(text: str) -> tuple[float | None, str | None]:
-    try:
-        f = float(text)
-    except ValueError:
+    if not _FLOAT.fullmatch(text):
         return None, f"pred {text!r} is not a number"
+    f = float(text)
     if not math.isfinite(f):
         return None, f"pred {text!r} is not a finite number"
     return f, None
@@ -203,14 +208,16 @@ def read_test_file(
     while lines and not lines[-1].strip():
         lines.pop()
 
+    if len(lines) == 1 and "\r" in lines[0].rstrip("\r"):
+        raise TestFileError(path, [(None, "line ends are CR only (old Mac style): use LF or CRLF")])
     header = [h.strip().lower() for h in lines[0].rstrip("\r").split("\t")]
     if tuple(header) != HEADER:
         hint = ""
         if len(header) == 1 and "," in header[0]:
             hint = " (the file must be tab-separated, not comma-separated)"
-        problems.add(
-            1, f"header is {lines[0].rstrip(chr(13))!r}, expected 'index<TAB>pred<TAB>modules'{hint}"
-        )
+        shown = lines[0].rstrip("\r")
+        shown = repr(shown) if len(shown) <= _SHOWN else f"{shown[:_SHOWN]!r}... ({len(shown):,} characters)"
+        problems.add(1, f"header is {shown}, expected 'index<TAB>pred<TAB>modules'{hint}")
         raise fail()
     if len(lines) == 1:
         problems.add(None, "the file has a header but no rows")
@@ -249,10 +256,10 @@ def read_test_file(
         s_index, s_pred, s_modules = fields
 
         s_index = s_index.strip()
-        try:
-            idx = int(s_index)
-        except ValueError:
+        if not _INT.fullmatch(s_index):
             problems.add(lineno, f"index {s_index!r} is not an integer" if s_index else "missing index")
+        elif abs(idx := int(s_index)) > _INT64_MAX:
+            problems.add(lineno, f"index {s_index} is not in the {t.name} test set (far too large)")
         else:
             index[row] = idx
             seen = first_line.get(idx)

@@ -14,6 +14,7 @@ Call = tuple[str, Shape]  # (module name, input shape)
 # one call: "(d1,d2,...),name" with optional spaces; names are module_list keys (no ; , ( ) or spaces)
 _CALL = re.compile(r"^\(\s*(?P<shape>[^()]*?)\s*\)\s*,\s*(?P<name>[^\s;,()]+)$")
 _DIM = re.compile(r"^[0-9]+$")
+MAX_DIM = 2**31 - 1  # no real input is that large; bigger values would overflow the counting code
 
 
 class TraceError(ValueError):
@@ -41,10 +42,16 @@ def parse_trace(text: str) -> list[Call]:
             if not _DIM.match(d):
                 raise TraceError(f"call {pos} {part!r}: shape dimension {d!r} is not a non-negative integer")
         shape = tuple(int(d) for d in dims)
-        if any(d == 0 for d in shape):
-            raise TraceError(f"call {pos} {part!r}: shape dimensions must be positive")
+        _check_dims(shape, f"call {pos} {part!r}")
         calls.append((m.group("name"), shape))
     return calls
+
+
+def _check_dims(shape: Shape, what: str) -> None:
+    if any(d == 0 for d in shape):
+        raise TraceError(f"{what}: shape dimensions must be positive")
+    if any(d > MAX_DIM for d in shape):
+        raise TraceError(f"{what}: shape dimension {max(shape)} is too large (at most {MAX_DIM:,})")
 
 
 def format_shape(shape: Shape) -> str:
@@ -61,10 +68,9 @@ def format_trace(calls: list[Call] | tuple[Call, ...]) -> str:
 def parse_shape(text: str) -> Shape:
     """ "24,768" or "(24,768)" -> (24, 768), for command lines."""
     body = text.strip().strip("()")
-    try:
-        shape = tuple(int(d) for d in body.split(",") if d.strip())
-    except ValueError:
-        raise TraceError(f"shape {text!r} is not a comma-separated list of integers") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise TraceError(f"shape {text!r} must have at least one positive dimension")
+    dims = [d.strip() for d in body.split(",")]
+    if not body.strip() or not all(_DIM.match(d) for d in dims):
+        raise TraceError(f"shape {text!r} is not a comma-separated list of positive integers, e.g. 24,768")
+    shape = tuple(int(d) for d in dims)
+    _check_dims(shape, f"shape {text!r}")
     return shape

@@ -127,3 +127,41 @@ def test_hostile_model_py_is_contained(tmp_path):
     assert "hostile model gave up" in res.output  # it ran, found nothing, and its error is reported
     assert "LEAKED" not in res.output
     assert not outside.exists()
+
+
+def test_evaluate_says_which_tasks_lack_baseline_points(tmp_path):
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({"name": "imdb only", "tasks": {"imdb": [[1.0, 50.0]]}}))
+    args = ["evaluate", str(sub), "--answers", str(answers), "--baseline", str(base), "--trust-model-code"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "the baseline has no points for sst-2" in " ".join(res.output.split())
+
+
+def test_evaluate_refuses_unwritable_json_before_scoring(tmp_path):
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    for bad in (tmp_path, sub / "model.py" / "x.json"):
+        res = runner.invoke(app, ["evaluate", str(sub), "--answers", str(answers), "--json", str(bad)])
+        assert res.exit_code == 1 and "--json" in res.output and "Traceback" not in res.output
+
+
+def test_baseline_not_utf8_named(tmp_path):
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    base = tmp_path / "utf16.json"
+    base.write_bytes(b"\xff\xfe{")
+    res = runner.invoke(app, ["evaluate", str(sub), "--answers", str(answers), "--baseline", str(base)])
+    assert res.exit_code == 1 and "utf16.json: not UTF-8" in res.output
+
+
+@pytest.mark.parametrize("shape", ["3,,8", "-3,8", "0,8", ""])
+def test_flops_shape_is_strict(tmp_path, shape):
+    model = tmp_path / "model.py"
+    model.write_text(TINY_MODEL_PY)
+    res = runner.invoke(
+        app, ["flops", str(model), "--module", "layer_1", "--shape", shape, "--trust-model-code"]
+    )
+    assert res.exit_code == 1 and "Traceback" not in res.output

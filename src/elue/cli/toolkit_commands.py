@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -73,8 +75,14 @@ def _print_result(result, *, with_performance: bool) -> None:
     if with_performance:
         overall = result.elue_score
         if overall is None:
-            missing = sorted(set(_task_names()) - set(result.tasks))
-            console.print(f"Overall ELUE score: — (incomplete: missing {', '.join(missing)})")
+            missing = [name for name in _task_names() if name not in result.tasks]
+            unscored = [name for name, t in result.tasks.items() if t.elue_score is None]
+            why = []
+            if missing:
+                why.append(f"no test files for {', '.join(missing)}")
+            if unscored:
+                why.append(f"the baseline has no points for {', '.join(unscored)} (see --baseline)")
+            console.print(f"Overall ELUE score: — (incomplete: {'; '.join(why)})")
         else:
             console.print(f"Overall ELUE score: [bold]{overall:.2f}[/]")
 
@@ -102,6 +110,8 @@ def evaluate(
     from elue import scoring
     from elue.submission import SubmissionError, evaluate_submission
 
+    if json_out:
+        _check_writable(json_out)
     try:
         base = scoring.load_baseline(baseline) if baseline else None
         with _progress() as bar:
@@ -116,9 +126,21 @@ def evaluate(
         fail(str(err))
     _print_result(result, with_performance=True)
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        try:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        except OSError as err:
+            fail(f"cannot write {json_out}: {err.strerror or err}")
         console.print(f"wrote {json_out}")
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse an output path that cannot be written before minutes of scoring, not after."""
+    if path.is_dir():
+        fail(f"--json {path}: is a folder; give a file name")
+    parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
+        fail(f"--json {path}: cannot write there ({parent} is not a writable folder)")
 
 
 def validate(
@@ -166,13 +188,23 @@ def tasks() -> None:
     """List the ELUE tasks: labels, text columns, metric and split sizes."""
     from elue.tasks import TASKS
 
-    table = Table(title="ELUE tasks")
-    for col in ("task", "v", "kind", "labels", "text columns", "metric", "train/dev/test"):
-        table.add_column(col)
+    table = Table(title="ELUE tasks", box=box.SIMPLE_HEAD, pad_edge=False)
+    # one item per line and no wrapping inside names or numbers: readable at 80 columns (and piped)
+    for col in ("task", "labels", "text", "metric", "splits"):
+        table.add_column(col, no_wrap=True)
     for t in TASKS.values():
-        labels = ", ".join(f"{i} {n}" for i, n in enumerate(t.labels)) if t.labels else "float 0–5"
-        sizes = "/".join(f"{t.split_sizes[s]:,}" for s in ("train", "dev", "test"))
-        table.add_row(t.name, str(t.version), t.kind, labels, ", ".join(t.text_columns), t.metric, sizes)
+        labels = (
+            "\n".join(f"{i} {n}" for i, n in enumerate(t.labels)) if t.labels else "float 0–5\n(regression)"
+        )
+        sizes = "\n".join(f"{s} {t.split_sizes[s]:,}" for s in ("train", "dev", "test"))
+        table.add_row(
+            f"{t.name}\nversion {t.version}",
+            labels,
+            "\n".join(t.text_columns),
+            t.metric,
+            sizes,
+            end_section=True,
+        )
     console.print(table)
 
 

@@ -142,7 +142,7 @@ def run(request: dict, emit) -> dict:
     missing = sorted({n for n, _ in wanted if n not in module_list})
     if missing:
         raise _Fail(
-            "module name(s) used in the test files but missing from model.py's module_list: "
+            "module name(s) not in model.py's module_list: "
             + ", ".join(missing)
             + "; available: "
             + ", ".join(sorted(module_list)),
@@ -160,10 +160,22 @@ def run(request: dict, emit) -> dict:
             try:
                 flops = counter(name, shape)
             except FlopCountError as exc:
-                raise _Fail(f"module {name!r} fails at input shape {shape_text(shape)}, {exc}") from None
-            except Exception as exc:  # noqa: BLE001
                 raise _Fail(
-                    f"module {name!r} fails at input shape {shape_text(shape)}: {_exc_line(exc)}"
+                    f"module {name!r} fails at input shape {shape_text(shape)}, {exc}",
+                    failed_call=[name, list(shape)],
+                ) from None
+            except MemoryError:
+                raise _Fail(
+                    f"module {name!r} ran out of memory at input shape {shape_text(shape)} (memory limit reached)",
+                    failed_call=[name, list(shape)],
+                ) from None
+            except Exception as exc:  # noqa: BLE001
+                # torch reports a failed allocation as a RuntimeError ("... can't allocate memory ...")
+                oom = isinstance(exc, torch.OutOfMemoryError) or "allocate memory" in str(exc)
+                what = "ran out of memory (memory limit reached)" if oom else _exc_line(exc)
+                raise _Fail(
+                    f"module {name!r} fails at input shape {shape_text(shape)}: {what}",
+                    failed_call=[name, list(shape)],
                 ) from None
             out.append([name, list(shape), int(flops)])
             if request.get("progress") and (i % step == 0 or i == total):

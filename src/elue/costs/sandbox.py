@@ -51,11 +51,18 @@ BWRAP_HINT = (
 class SandboxError(Exception):
     """model.py could not be priced; the message says why, in one piece, for the submitter.
 
-    `module_names`: model.py's module names when it loaded but test files name modules it lacks."""
+    `module_names`: model.py's module names when it loaded but test files name modules it lacks.
+    `failed_call`: the (name, shape) call whose pricing failed, when one did."""
 
-    def __init__(self, message: str, module_names: list[str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        module_names: list[str] | None = None,
+        failed_call: tuple[str, tuple[int, ...]] | None = None,
+    ):
         super().__init__(message)
         self.module_names = module_names
+        self.failed_call = failed_call
 
 
 class SandboxUnavailable(RuntimeError):
@@ -321,6 +328,7 @@ def price_model(
         raise SandboxError(
             str(result.get("error") or "model.py could not be priced"),
             module_names=[str(n) for n in names] if isinstance(names, list) else None,
+            failed_call=_plain_call(result.get("failed_call")),
         )
     try:
         flops = {(str(n), tuple(int(d) for d in s)): int(f) for n, s, f in result["flops"]}
@@ -482,3 +490,12 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
+
+
+def _plain_call(value) -> tuple[str, tuple[int, ...]] | None:
+    """A worker's ["name", [d1, ...]] as a call, or None for anything else (it is untrusted output)."""
+    try:
+        name, shape = value
+        return str(name), tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        return None
