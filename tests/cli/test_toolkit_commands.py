@@ -165,3 +165,8 @@ def test_flops_shape_is_strict(tmp_path, shape):
         app, ["flops", str(model), "--module", "layer_1", "--shape", shape, "--trust-model-code"]
     )
     assert res.exit_code == 1 and "Traceback" not in res.output
+
+
+def test_flops_on_a_folder_says_so(tmp_path):
+    res = runner.invoke(app, ["flops", str(tmp_path), "--module", "layer_1", "--shape", "4,32"])
+    assert res.exit_code == 1 and "is a folder; give the model.py file" in res.output

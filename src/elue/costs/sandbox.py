@@ -281,6 +281,8 @@ def price_model(
     """
     limits = limits or SandboxLimits()
     model_py = Path(model_py)
+    if model_py.is_dir():
+        raise SandboxError(f"{model_py} is a folder; give the model.py file (e.g. {model_py / 'model.py'})")
     if not model_py.is_file():
         raise SandboxError(f"model.py not found: {model_py}")
     wanted = list(dict.fromkeys((str(n), tuple(int(d) for d in s)) for n, s in calls))
