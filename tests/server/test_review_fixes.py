@@ -136,3 +136,84 @@ def test_a_bad_stored_row_does_not_break_the_board(client, auth):  # noqa: ANN00
     names = [m["name"] for m in client.get("/api/results.json").json()["models"]]
     assert "Fine" in names
     json.loads(client.get("/api/results.json").text)  # strict JSON: no NaN / Infinity
+
+
+# ------------------------------------------------------------------ 2: limits count deleted uploads, hold under parallel uploads
+def test_deleting_does_not_reset_the_limits_and_ids_are_not_reused(tmp_path):  # noqa: ANN001
+    from fastapi.testclient import TestClient
+    from server_setup import make_settings
+
+    from elue.server import create_app
+
+    c = TestClient(create_app(make_settings(tmp_path, daily_limit=2, monthly_limit=30)))
+    h = {"authorization": f"Bearer {token_for(c, 'alice')}"}
+    a = upload(c, h)
+    b = upload(c, h)
+    assert c.delete(f"/api/submissions/{b['id']}", headers=h).status_code == 204
+    r = c.post(
+        "/api/submissions", headers=h, data={"name": "x"}, files={"file": ("s.zip", zip_bytes(SUB), "x")}
+    )
+    assert r.status_code == 429 and "daily limit" in r.json()["detail"]
+    assert reported(c, h).status_code == 429  # reported entries count toward the same limits
+    # the deleted entry is gone for everyone (also from the owner's list), its files too
+    assert [s["id"] for s in c.get("/api/submissions", headers=h).json()] == [a["id"]]
+    assert c.get(f"/api/submissions/{b['id']}", headers=h).status_code == 404
+    assert c.patch(f"/api/submissions/{b['id']}", headers=h, json={"public": True}).status_code == 404
+    # 13: the next submission (another user) gets a fresh id, not the deleted one's
+    h2 = {"authorization": f"Bearer {token_for(c, 'bob')}"}
+    assert upload(c, h2)["id"] > b["id"]
+
+
+def test_parallel_uploads_respect_the_limit(settings):  # noqa: ANN001
+    import threading
+
+    from sqlalchemy import select
+
+    from elue.server import create_app, service
+    from elue.server.db import User, open_database
+
+    settings.daily_limit = 5
+    create_app(settings)
+    _, sessions = open_database(settings.database_url, upgrade=False)
+    with sessions() as s:
+        service.create_user(s, "racer", "password123")
+    data = zip_bytes(SUB)
+    barrier = threading.Barrier(8)
+    outcomes: list = []
+
+    def one() -> None:
+        with sessions() as s:
+            user = s.scalar(select(User).where(User.username == "racer"))
+            barrier.wait()
+            try:
+                service.submit_zip(s, settings, user, data, name="r")
+                outcomes.append("ok")
+            except service.ServiceError as e:
+                outcomes.append(e.status)
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes, key=str) == sorted(["ok"] * 5 + [429] * 3, key=str), outcomes
+    dirs = [p for p in settings.upload_dir.iterdir() if p.name != ".staging"]
+    assert len(dirs) == 5  # the refused ones left no files
+
+
+# ------------------------------------------------------------------ 12: only scored entries are public
+def test_queued_and_failed_entries_have_no_public_page(client, auth, drain):  # noqa: ANN001
+    h = auth("alice")
+    queued = upload(client, h, name="queued one", public=True)
+    failed = upload(client, h, name="failed one", public=True, files={**SUB, "model.py": "# HOSTILE\n"})
+    for sid in (queued["id"], failed["id"]):
+        assert client.get(f"/models/{sid}").status_code == 404
+        assert client.get(f"/api/models/{sid}").status_code == 404
+        assert client.get(f"/api/submissions/{sid}").status_code == 404
+        assert client.get(f"/api/submissions/{sid}", headers=h).status_code == 200  # the owner sees it
+    drain()
+    assert client.get(f"/api/submissions/{failed['id']}", headers=h).json()["status"] == "failed"
+    assert client.get(f"/models/{failed['id']}").status_code == 404
+    ok = upload(client, h, name="good one", public=True)
+    drain()
+    assert client.get(f"/models/{ok['id']}").status_code == 200

@@ -220,7 +220,7 @@ def build_board(session: Session) -> Board:
     visible = (
         Submission.public.is_(True)
         & Submission.hidden.is_(False)
-        & ((Submission.status == SCORED) | (Submission.origin == REPORTED))
+        & (Submission.status == SCORED)  # measured once scored; reported entries are stored scored
     )
     models = load_models(session, visible)
     by_id = {m.id: m for m in models}

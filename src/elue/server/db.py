@@ -27,6 +27,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 
 # submission states
 QUEUED, RUNNING, SCORED, FAILED = "queued", "running", "scored", "failed"
+# a deleted submission stays as a tombstone row (files, results and texts gone): its id is never
+# reused (SQLite would hand out max(id)+1 again) and it still counts toward the owner's upload limits
+DELETED = "deleted"
 # origins (spec §5)
 MEASURED, REPORTED = "measured", "reported"
 

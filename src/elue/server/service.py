@@ -11,7 +11,7 @@ import secrets
 import shutil
 from importlib import resources
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from elue.tasks import TASK_NAMES, get_task
@@ -19,6 +19,7 @@ from elue.tasks import TASK_NAMES, get_task
 from . import storage
 from .config import Settings
 from .db import (
+    DELETED,
     QUEUED,
     REPORTED,
     SCORED,
@@ -107,6 +108,8 @@ def delete_token(s: Session, user: User, token_id: int) -> None:
 
 # ---------------------------------------------------------------- submissions
 def check_limits(s: Session, user: User, settings: Settings) -> None:
+    """Refuse with 429 over the daily / monthly limit. Every accepted upload counts, also one deleted
+    since (deleted submissions stay as tombstone rows)."""
     if user.is_admin:
         return
     now = utcnow()
@@ -117,6 +120,14 @@ def check_limits(s: Session, user: User, settings: Settings) -> None:
     month = s.scalar(base.where(Submission.created_at >= now - dt.timedelta(days=30)))
     if month >= settings.monthly_limit:
         raise ServiceError(f"monthly limit reached: {settings.monthly_limit} submissions per 30 days", 429)
+
+
+def _lock_user(s: Session, user: User) -> None:
+    """Start a transaction that holds a write lock on the user's row until commit/rollback, so that the
+    limit check and the insert of one upload are serialised against the user's parallel uploads
+    (PostgreSQL: a row lock; SQLite: the database's write lock, taken by the first statement)."""
+    s.commit()  # end any read transaction: on SQLite the lock must be the transaction's first statement
+    s.execute(update(User).where(User.id == user.id).values(session_epoch=User.session_epoch))
 
 
 def _clean_name(name: str) -> str:
@@ -148,11 +159,14 @@ def submit_zip(
     """Accept an uploaded zip: checked, extracted, moved into place and queued, or nothing at all."""
     name = _clean_name(name)
     paper_url, code_url = _clean_url(paper_url), _clean_url(code_url)
-    check_limits(s, user, settings)
+    check_limits(s, user, settings)  # early answer; checked again under the lock below
     staged = storage.extract_zip(data, settings)  # UploadError -> nothing stored
     key = None
     try:
         key = storage.commit_staged(staged, settings)
+        if not user.is_admin:
+            _lock_user(s, user)
+            check_limits(s, user, settings)
         sub = Submission(
             owner_id=user.id,
             name=name,
@@ -254,8 +268,13 @@ def submit_reported(
         raise ServiceError("a reported entry needs the link of the paper its numbers come from")
     params_m = _number(params_m, "params_m (millions of parameters)", lo=0, hi=MAX_PARAMS_M, lo_open=True)
     parsed = parse_reported(tasks)
-    if user is not None and enforce_limits:
-        check_limits(s, user, settings)
+    if user is not None and enforce_limits and not user.is_admin:
+        _lock_user(s, user)
+        try:
+            check_limits(s, user, settings)
+        except ServiceError:
+            s.rollback()
+            raise
     sub = Submission(
         owner_id=user.id if user else None,
         name=name,
@@ -284,13 +303,17 @@ def submit_reported(
 
 def get_owned(s: Session, user: User, sub_id: int) -> Submission:
     sub = s.get(Submission, sub_id)
-    if sub is None or (sub.owner_id != user.id and not user.is_admin):
+    if sub is None or sub.status == DELETED or (sub.owner_id != user.id and not user.is_admin):
         raise ServiceError("no such submission", 404)
     return sub
 
 
 def can_view(user: User | None, sub: Submission) -> bool:
-    if sub.public and not sub.hidden:
+    """Public: published, not hidden and scored (reported entries are stored scored); a queued, running
+    or failed entry is seen only by its owner and the admins, even when marked public."""
+    if sub.status == DELETED:
+        return False
+    if sub.public and not sub.hidden and sub.status == SCORED:
         return True
     return user is not None and (user.is_admin or sub.owner_id == user.id)
 
@@ -316,7 +339,12 @@ def delete_submission(s: Session, settings: Settings, user: User, sub_id: int) -
     if s.scalar(select(Baseline).where(Baseline.submission_id == sub.id)) is not None:
         raise ServiceError("this entry is a dataset's baseline; the admin must choose another first", 409)
     key = sub.storage_key
-    s.delete(sub)
+    # a tombstone: files, results and texts go; the row keeps its id (never reused) and still counts
+    # toward the owner's limits. A worker scoring it loses its lease and stops (worker._Heartbeat).
+    sub.tasks.clear()
+    sub.status, sub.public, sub.name = DELETED, False, "(deleted)"
+    sub.log = sub.error = sub.description = sub.paper_url = sub.code_url = ""
+    sub.params_m = sub.storage_key = sub.lease_owner = sub.lease_expires_at = None
     bump_board_version(s)
     s.commit()
     storage.discard(settings, key)
@@ -332,7 +360,7 @@ def require_admin(user: User | None) -> User:
 def set_baseline(s: Session, task: str, sub_id: int) -> None:
     task = get_task(task).name
     sub = s.get(Submission, sub_id)
-    if sub is None:
+    if sub is None or sub.status == DELETED:
         raise ServiceError("no such submission", 404)
     tr = s.scalar(select(TaskResult).where(TaskResult.submission_id == sub_id, TaskResult.task == task))
     if tr is None or not tr.points:
@@ -348,7 +376,7 @@ def set_baseline(s: Session, task: str, sub_id: int) -> None:
 
 def set_hidden(s: Session, sub_id: int, hidden: bool) -> Submission:
     sub = s.get(Submission, sub_id)
-    if sub is None:
+    if sub is None or sub.status == DELETED:
         raise ServiceError("no such submission", 404)
     sub.hidden = hidden
     bump_board_version(s)

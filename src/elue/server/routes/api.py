@@ -16,7 +16,7 @@ from elue.tasks import TASK_NAMES, TASKS, get_task
 
 from .. import service
 from ..board import TRACKS, _finite, load_models, rank, task_view
-from ..db import Submission, User
+from ..db import DELETED, Submission, User
 from ..deps import Ctx, get_ctx, state
 from ..service import ServiceError, authenticate
 
@@ -345,7 +345,9 @@ def submit_reported(body: ReportedEntry, request: Request, ctx: Ctx = Depends(ge
 def my_submissions(ctx: Ctx = Depends(get_ctx)):
     user = need_user(ctx)
     subs = ctx.db.scalars(
-        select(Submission).where(Submission.owner_id == user.id).order_by(Submission.id.desc())
+        select(Submission)
+        .where(Submission.owner_id == user.id, Submission.status != DELETED)
+        .order_by(Submission.id.desc())
     ).all()
     return [submission_dict(s, with_log=False) for s in subs]
 

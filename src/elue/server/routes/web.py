@@ -14,7 +14,7 @@ from elue.tasks import TASK_NAMES, TASKS, get_task
 from .. import service
 from ..api_docs import endpoints
 from ..board import TRACKS, apply_scores, load_models, rank, task_view
-from ..db import ApiToken, Baseline, Submission, User
+from ..db import DELETED, ApiToken, Baseline, Submission, User
 from ..deps import Ctx, get_ctx
 from ..service import ServiceError
 from ..storage import UploadError
@@ -224,7 +224,9 @@ def account(ctx: Ctx = Depends(get_ctx)):
     if ctx.user is None:
         return redirect(ctx, "/login?next=/account")
     subs = ctx.db.scalars(
-        select(Submission).where(Submission.owner_id == ctx.user.id).order_by(Submission.id.desc())
+        select(Submission)
+        .where(Submission.owner_id == ctx.user.id, Submission.status != DELETED)
+        .order_by(Submission.id.desc())
     ).all()
     tokens = ctx.db.scalars(select(ApiToken).where(ApiToken.user_id == ctx.user.id)).all()
     return render(ctx, "account.html", subs=subs, tokens=tokens, new_token=None)
@@ -236,7 +238,9 @@ def new_token(name: str = Form(""), csrf: str = Form(""), ctx: Ctx = Depends(get
     user = need_login(ctx)
     _, token = service.create_token(ctx.db, user, name)
     subs = ctx.db.scalars(
-        select(Submission).where(Submission.owner_id == user.id).order_by(Submission.id.desc())
+        select(Submission)
+        .where(Submission.owner_id == user.id, Submission.status != DELETED)
+        .order_by(Submission.id.desc())
     ).all()
     tokens = ctx.db.scalars(select(ApiToken).where(ApiToken.user_id == user.id)).all()
     return render(ctx, "account.html", subs=subs, tokens=tokens, new_token=token)
@@ -389,7 +393,9 @@ def submission_action(sub_id: int, action: str, csrf: str = Form(""), ctx: Ctx =
 @router.get("/admin", response_class=HTMLResponse)
 def admin(ctx: Ctx = Depends(get_ctx)):
     service.require_admin(ctx.user)
-    subs = ctx.db.scalars(select(Submission).order_by(Submission.id.desc())).all()
+    subs = ctx.db.scalars(
+        select(Submission).where(Submission.status != DELETED).order_by(Submission.id.desc())
+    ).all()
     choices = {b.task: b.submission_id for b in ctx.db.scalars(select(Baseline))}
     models = load_models(ctx.db, Submission.status == "scored")
     candidates = {t: [m for m in models if t in m.tasks and m.tasks[t].points] for t in TASK_NAMES}
