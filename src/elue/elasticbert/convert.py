@@ -48,15 +48,19 @@ def elasticbert_config_from_bert(
     """An ElasticBertConfig with the source BERT's sizes; exits on the top `num_output_layers` layers."""
     if getattr(bert_config, "position_embedding_type", "absolute") not in (None, "absolute"):
         raise ValueError("only absolute position embeddings can be converted")
-    layers = int(num_hidden_layers or bert_config.num_hidden_layers)
-    if not 1 <= layers <= bert_config.num_hidden_layers:
-        raise ValueError(f"num_hidden_layers={layers}: the source has {bert_config.num_hidden_layers} layers")
+    total = int(bert_config.num_hidden_layers)
+    layers = int(num_hidden_layers if num_hidden_layers is not None else total)
+    if not 1 <= layers <= total:
+        raise ValueError(f"--layers {layers}: the source has {total} layers (give 1 to {total})")
+    exits = int(num_output_layers if num_output_layers is not None else layers)
+    if not 1 <= exits <= layers:
+        raise ValueError(f"--exits {exits}: the converted model has {layers} layers (give 1 to {layers})")
     kwargs = {f: getattr(bert_config, f) for f in _BERT_FIELDS if getattr(bert_config, f, None) is not None}
     config = ElasticBertConfig(
         **kwargs,
         num_hidden_layers=layers,
         max_output_layers=layers,
-        num_output_layers=int(num_output_layers or layers),
+        num_output_layers=exits,
     )
     config.check_layers()
     return config
@@ -110,8 +114,18 @@ def convert_bert_to_elasticbert(
 ) -> Path:
     """Read the BERT checkpoint at `src` (any BertModel / BertFor* folder), write an ElasticBERT checkpoint
     (config.json + weights + tokenizer) at `dst`, return `dst`."""
-    from transformers import AutoTokenizer, BertModel
+    from transformers import AutoConfig, AutoTokenizer, BertModel
 
+    model_type = getattr(AutoConfig.from_pretrained(str(src)), "model_type", None)
+    if model_type == "elasticbert":
+        raise ValueError(
+            f"{src} is already an ElasticBERT checkpoint: use it as it is (`elue finetune --model {src}`); "
+            "converting would replace its trained poolers"
+        )
+    if model_type != "bert":
+        raise ValueError(
+            f"{src} is a {model_type!r} checkpoint: convert takes a BERT checkpoint (model_type bert)"
+        )
     bert = BertModel.from_pretrained(str(src))
     model = bert_to_elasticbert_model(
         bert,

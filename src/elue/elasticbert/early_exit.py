@@ -32,6 +32,7 @@ included), `logits` (float (N, C), the logits of the exit taken).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -153,6 +154,10 @@ def _make_rule(
             "the entropy rule needs a classification head: a 1-output regression head has softmax entropy 0, "
             "so every example would exit at the first exit; use the patience rule for regression"
         )
+    if kind == "entropy" and not (math.isfinite(float(threshold)) and threshold >= 0):
+        raise ValueError(f"entropy threshold must be a finite number >= 0 (nats), got {threshold}")
+    if not (math.isfinite(float(regression_threshold)) and regression_threshold >= 0):
+        raise ValueError(f"regression_threshold must be a finite number >= 0, got {regression_threshold}")
     if kind == "patience" and (threshold < 0 or float(threshold) != int(threshold)):
         raise ValueError(f"patience must be a non-negative integer, got {threshold}")
     if kind == "fixed":

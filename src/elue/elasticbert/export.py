@@ -64,6 +64,15 @@ def _fmt(v: float) -> str:
 def make_points(
     static: Sequence[int] = (), entropy: Sequence[float] = (), patience: Sequence[int] = ()
 ) -> list[Point]:
+    for k in static:
+        if int(k) != k or k < 1:
+            raise ValueError(f"static k={k}: must be a layer number >= 1")
+    for t in entropy:
+        if not (math.isfinite(t) and t >= 0):
+            raise ValueError(f"entropy threshold {t}: must be a finite number >= 0 (nats)")
+    for t in patience:
+        if int(t) != t or t < 1:
+            raise ValueError(f"patience {t}: must be an integer >= 1")
     pts = [Point("static", int(k)) for k in static]
     pts += [Point("entropy", float(t)) for t in entropy]
     pts += [Point("patience", int(t)) for t in patience]
@@ -73,6 +82,53 @@ def make_points(
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate operating points: {names}")
     return pts
+
+
+def check_points(
+    points: Sequence[Point],
+    config,
+    *,
+    regression: bool,
+    regression_threshold: float = 0.1,
+    log=print,
+) -> None:
+    """Refuse points the model cannot serve, before any model pass: a static k without an exit, a dynamic
+    point on a one-exit model, entropy on a regression head, a patience the exits cannot reach."""
+    exits = exit_layer_numbers(config)
+    num_labels = int(getattr(config, "num_labels", 2))
+    if not (math.isfinite(regression_threshold) and regression_threshold >= 0):
+        raise ValueError(f"regression threshold {regression_threshold}: must be a finite number >= 0")
+    for p in points:
+        if p.kind == "static":
+            if int(p.value) not in exits:
+                raise ValueError(
+                    f"static k={int(p.value)}: the model has {config.num_hidden_layers} layers "
+                    f"with exits at layers {exits} only"
+                )
+            continue
+        option = f"--{p.kind} {_fmt(p.value) if p.kind == 'entropy' else int(p.value)}"
+        if len(exits) < 2:
+            raise ValueError(
+                f"{option}: the model has a single exit (layer {exits[0]}), so a dynamic exit always leaves "
+                f"there; use --static {exits[0]}"
+            )
+        if p.kind == "entropy":
+            if regression:
+                raise ValueError(
+                    f"{option}: entropy exit needs a classifier (a 1-output regression head has entropy 0); "
+                    "use --patience"
+                )
+            top = math.log(num_labels)
+            if p.value > top:
+                log(
+                    f"warning: {option} is above the largest possible entropy ln({num_labels}) = {top:.3f}: "
+                    "every example leaves at the first exit"
+                )
+        elif p.kind == "patience" and int(p.value) > len(exits) - 1:
+            raise ValueError(
+                f"{option}: the model has {len(exits)} exits, so patience can be at most {len(exits) - 1} "
+                "(a larger one always runs to full depth)"
+            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -307,9 +363,11 @@ def load_finetuned(model_dir: str | Path):
     """(model, tokenizer, info) from a fine-tuned checkpoint folder (`finetune.json` optional)."""
     from transformers import AutoTokenizer
 
+    from elue.elasticbert.finetune import check_checkpoint_dir
     from elue.elasticbert.modeling_elasticbert import ElasticBertForSequenceClassification
 
     model_dir = Path(model_dir)
+    check_checkpoint_dir(model_dir, option="--model")
     model = ElasticBertForSequenceClassification.from_pretrained(str(model_dir))
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), use_fast=True)
     info_path = model_dir / "finetune.json"
@@ -389,32 +447,72 @@ def predict_submission(
     dev_split: str | None = None,
     cpu: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
+    any_task: bool = False,
     log=print,
 ) -> PredictResult:
     """Run the model of `model_dir` on `task`'s test split and write `out_dir/<task>/{model.py, *.tsv}`.
 
     `dev_split` (e.g. "dev"): also score every point on that labelled split (reported, not written).
+    `overwrite`: replace the test files, model.py and points.json of an earlier run in `out_dir/<task>`
+    (without it a task folder that holds files is refused: stale files would be scored with the new model.py).
+    `any_task`: accept a checkpoint whose finetune.json names another task.
+    Every option is checked before the model runs.
     """
     import torch
 
-    from elue.elasticbert.finetune import FinetuneConfig, elue_task_spec, load_split, tokenize
+    from elue.elasticbert.finetune import (
+        FinetuneConfig,
+        check_max_length,
+        elue_task_spec,
+        load_split,
+        tokenize,
+    )
     from elue.testfile import write_test_file
 
     spec = elue_task_spec(task)
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    task_dir = Path(out_dir) / spec.name
+    old_files = sorted(p.name for p in task_dir.iterdir() if p.is_file()) if task_dir.is_dir() else []
+    if old_files and not overwrite:
+        shown = ", ".join(old_files[:5]) + (", ..." if len(old_files) > 5 else "")
+        raise FileExistsError(
+            f"{task_dir} already holds files from an earlier run ({shown}): "
+            "use --overwrite to replace them, or another --output"
+        )
     model, tokenizer, info = load_finetuned(model_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
-    model.to(device)
-    max_length = int(max_length or info.get("max_length") or 512)
+    trained_on = info.get("task")
+    if trained_on and not any_task and _task_key(trained_on) != _task_key(spec.name):
+        raise ValueError(
+            f"{model_dir} was fine-tuned on {trained_on}, not {spec.name} (finetune.json); "
+            "pass --any-task to run it anyway"
+        )
     if int(getattr(model.config, "num_labels", spec.num_labels)) != spec.num_labels:
         raise ValueError(
             f"model has {model.config.num_labels} outputs, task {spec.name} needs {spec.num_labels}"
         )
+    max_length = int(max_length if max_length is not None else info.get("max_length") or 512)
+    if max_length < 1:
+        raise ValueError(f"--max-length must be >= 1, got {max_length}")
+    check_max_length(max_length, model.config)
+    check_points(
+        points,
+        model.config,
+        regression=spec.is_regression,
+        regression_threshold=regression_threshold,
+        log=log,
+    )
+    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+    model.to(device)
     cfg = FinetuneConfig(task=spec.name, model=str(model_dir), output_dir=".", source=source)
     cfg.data_dir = str(data_dir) if data_dir else None
     cfg.hub_path = hub_path
 
     ds = load_split(cfg, spec, split)
-    if limit:
+    if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     rows = tokenize(tokenizer, ds, spec, max_length, with_labels=False)
     index = np.asarray(ds["index"], dtype=np.int64) if "index" in ds.column_names else np.arange(len(rows))
@@ -445,8 +543,11 @@ def predict_submission(
     config = model.config
     hidden = int(config.hidden_size)
     exits = exit_layer_numbers(config)
-    task_dir = Path(out_dir) / spec.name
     task_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite:  # the earlier run's files go: none of them describes this model
+        for old in task_dir.iterdir():
+            if old.is_file() and (old.suffix == ".tsv" or old.name in ("model.py", "points.json")):
+                old.unlink()
     model_py = write_model_py(config, task_dir / "model.py")
     summary = PredictResult(task=spec.name, out_dir=str(out_dir), model_py=str(model_py))
     for p in points:
@@ -487,6 +588,11 @@ def predict_submission(
         )
     (task_dir / "points.json").write_text(json.dumps(_clean(summary.to_dict()), indent=2))
     return summary
+
+
+def _task_key(name: str) -> str:
+    """Task names compared across spellings (GLUE sst2 = ELUE sst-2)."""
+    return name.lower().replace("-", "").replace("_", "")
 
 
 def _clean(obj):

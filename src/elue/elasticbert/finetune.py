@@ -140,12 +140,51 @@ class FinetuneConfig:
     cpu: bool = False
     mixed_precision: str | None = None  # "fp16" | "bf16" on GPU
     resume: bool = False
+    overwrite: bool = False  # start over in an output folder that holds a run (best/, last/, log.jsonl)
     stop_after: int | None = None  # end this session at this global step (last/ saved; --resume later)
     train_limit: int | None = None  # use only the first N training rows (quick runs, tests)
     dev_limit: int | None = None
     progress: bool = True
     dataloader_workers: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raise ValueError for values that cannot mean anything (0 is never "not given": None is)."""
+
+        def at_least(name: str, value, low) -> None:
+            if value is not None and not value >= low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
+
+        for name in ("batch_size", "eval_batch_size", "max_length"):
+            at_least(name, getattr(self, name), 1)
+        for name in (
+            "num_layers",
+            "num_output_layers",
+            "max_steps",
+            "eval_every",
+            "train_limit",
+            "dev_limit",
+        ):
+            at_least(name, getattr(self, name), 1)
+        at_least("early_stopping_patience", self.early_stopping_patience, 1)
+        at_least("stop_after", self.stop_after, 1)
+        at_least("warmup_steps", self.warmup_steps, 0)
+        at_least("learning_rate", self.learning_rate, 0.0)
+        at_least("weight_decay", self.weight_decay, 0.0)
+        if not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ValueError(f"warmup_ratio must be between 0 and 1, got {self.warmup_ratio}")
+        if self.mode not in ("joint", "static"):
+            raise ValueError(f"unknown mode {self.mode!r}: joint or static")
+        if self.mode == "static" and self.num_output_layers is not None:
+            raise ValueError(
+                "static training has one exit: num_output_layers (--exits) is for joint training"
+            )
+        if self.select not in ("auto", "last", "mean"):
+            raise ValueError(f"select must be auto, last or mean, got {self.select!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other")
 
     def selection(self) -> str:
         if self.select != "auto":
@@ -259,6 +298,48 @@ def exit_logits(outputs: Any) -> list[torch.Tensor]:
     return [t for t in logits]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def check_checkpoint_dir(path: str | Path, *, tokenizer: bool = True, option: str = "--model") -> None:
+    """A local checkpoint folder must hold a config, weights and (with `tokenizer`) tokenizer files; raise
+    FileNotFoundError naming what is missing, with a hint when `path` is a run folder (`path/best`)."""
+    path = Path(path)
+    if not path.is_dir():
+        return  # a hub id: transformers reports it
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        missing.append("model weights (model.safetensors)")
+    if tokenizer and not any((path / f).is_file() for f in TOKENIZER_FILES):
+        missing.append("tokenizer files")
+    if not missing:
+        return
+    hint = ""
+    runs = [d for d in (BEST_DIR, LAST_DIR) if (path / d / "config.json").is_file()]
+    if runs:
+        hint = f"; it looks like a fine-tuning run folder: did you mean {path / runs[0]}?"
+    raise FileNotFoundError(f"{option} {path}: no {', no '.join(missing)} in this folder{hint}")
+
+
+def check_max_length(max_length: int, config, option: str = "--max-length") -> None:
+    """Inputs longer than the model's position table cannot be encoded: refuse before running."""
+    limit = int(getattr(config, "max_position_embeddings", 0) or 0)
+    if limit and max_length > limit:
+        raise ValueError(f"{option} {max_length}: the model has {limit} positions (use at most {limit})")
+
+
+def default_exits(config, num_layers: int | None) -> int:
+    """The checkpoint's exit layout (exits on its top `num_output_layers` layers) for a model truncated to
+    `num_layers`: the exits that remain below the cut (at least one, the top layer's)."""
+    total = int(config.num_hidden_layers)
+    k = int(getattr(config, "num_output_layers", None) or total)
+    n = int(num_layers or total)
+    return max(1, min(n, n - (total - k)))
+
+
 def load_model(cfg: FinetuneConfig, spec: TaskSpec, path: str | None = None):
     """The ElasticBERT classifier of `cfg` from `path` (default `cfg.model`)."""
     from elue.elasticbert.configuration_elasticbert import ElasticBertConfig
@@ -266,23 +347,31 @@ def load_model(cfg: FinetuneConfig, spec: TaskSpec, path: str | None = None):
 
     path = path or cfg.model
     config = ElasticBertConfig.from_pretrained(path)
+    check_max_length(cfg.max_length, config)
+    layers = int(config.num_hidden_layers)
+    option = "--layers" if cfg.mode == "static" else "--num-layers"
+    if cfg.num_layers is not None and not 1 <= cfg.num_layers <= layers:
+        raise ValueError(f"{option} {cfg.num_layers}: the model has {layers} layers")
     config.num_labels = spec.num_labels
     if spec.is_regression:
         config.problem_type = "regression"
     if cfg.mode == "static":
-        if cfg.num_layers:
+        if cfg.num_layers is not None:
             config.num_hidden_layers = int(cfg.num_layers)
         config.num_output_layers = 1
         _set(config, "gradient_equilibrium", False)
     elif cfg.mode == "joint":
-        if cfg.num_layers:
+        exits = cfg.num_output_layers
+        if exits is None:
+            exits = default_exits(config, cfg.num_layers)
+        if cfg.num_layers is not None:
             config.num_hidden_layers = int(cfg.num_layers)
-        config.num_output_layers = int(cfg.num_output_layers or config.num_hidden_layers)
+        if not 1 <= exits <= config.num_hidden_layers:
+            raise ValueError(f"--exits {exits}: the model has {config.num_hidden_layers} layers")
+        config.num_output_layers = int(exits)
         _set(config, "gradient_equilibrium", bool(cfg.gradient_equilibrium))
     else:
         raise ValueError(f"unknown mode {cfg.mode!r}: joint or static")
-    if config.num_output_layers > config.num_hidden_layers:
-        raise ValueError("num_output_layers cannot exceed num_hidden_layers")
     return ElasticBertForSequenceClassification.from_pretrained(path, config=config)
 
 
@@ -430,29 +519,111 @@ def _save_model(model, tokenizer, path: Path) -> None:
     tokenizer.save_pretrained(path)
 
 
+RUN_FILES = (BEST_DIR, LAST_DIR, LOG_FILE, "config.json")
+
+# options a resumed run may change: where things are, how they are shown, when this session ends, devices.
+# Everything else (task, data, model shape, batches, schedule, seed, ...) must equal RUN/config.json.
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "model",
+        "output_dir",
+        "data_dir",
+        "hub_path",
+        "eval_batch_size",
+        "cpu",
+        "mixed_precision",
+        "resume",
+        "overwrite",
+        "stop_after",
+        "progress",
+        "dataloader_workers",
+        "extra",
+    }
+)
+
+
+def prepare_output(out: Path, cfg: FinetuneConfig, log: Callable[[str], None] = print) -> None:
+    """A fresh run needs an output folder without a run in it: refuse one that holds best/, last/, log.jsonl
+    or config.json, unless `cfg.overwrite` (then remove those first)."""
+    import shutil
+
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if not found:
+        return
+    if not cfg.overwrite:
+        if cfg.resume:
+            raise FileExistsError(
+                f"--resume: {out} holds {', '.join(found)} but no {LAST_DIR}/{STATE_FILE} to resume from; "
+                "use --overwrite to start over"
+            )
+        raise FileExistsError(
+            f"{out} already holds a run ({', '.join(found)}): use --resume to continue it "
+            "or --overwrite to start over"
+        )
+    for name in found:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    log(f"--overwrite: removed {', '.join(found)} from {out}")
+
+
+def check_resume(cfg: FinetuneConfig, out: Path) -> None:
+    """Refuse to resume with options that differ from the saved RUN/config.json (see RESUME_MAY_CHANGE)."""
+    saved_path = out / "config.json"
+    if not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text())
+    now = _jsonable(asdict(cfg))
+    diffs = [
+        f"{key} {saved[key]!r} -> {now[key]!r}"
+        for key in now
+        if key not in RESUME_MAY_CHANGE and key in saved and saved[key] != now[key]
+    ]
+    if diffs:
+        raise ValueError(
+            f"--resume: these options differ from the run in {out} ({saved_path.name}): "
+            + "; ".join(diffs)
+            + ". Give the run's options, or --overwrite to start over"
+        )
+
+
 def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> FinetuneResult:
     """Train as `cfg` says; returns where the best checkpoint is and the evaluation history."""
     from accelerate import Accelerator
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
+    cfg.check()
+    spec = task_spec(cfg)  # an unknown task fails first
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     last_dir, best_dir = out / LAST_DIR, out / BEST_DIR
     resuming = cfg.resume and (last_dir / STATE_FILE).is_file()
-    if cfg.resume and not resuming:
-        log(f"--resume: no {last_dir / STATE_FILE}; starting from scratch")
+    check_checkpoint_dir(last_dir if resuming else cfg.model, option="--model")
+    if resuming:
+        check_resume(cfg, out)
+    else:
+        prepare_output(out, cfg, log)
+        if cfg.resume:
+            log(f"--resume: no {last_dir / STATE_FILE}; starting from scratch")
+    out.mkdir(parents=True, exist_ok=True)
 
     _set_seed(cfg.seed)
     forget_single_process_state(cfg.mixed_precision, cfg.cpu)
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
-    spec = task_spec(cfg)
 
+    # the model first: its options (layers, exits, max length) fail before any data is read
+    model = load_model(cfg, spec, str(last_dir) if resuming else None)
+    log(
+        f"model: {model.config.num_hidden_layers} layers, exits at {exit_layers(model.config)}, "
+        f"mode {cfg.mode}, gradient equilibrium {getattr(model.config, 'gradient_equilibrium', None)}"
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(last_dir) if resuming else cfg.model, use_fast=True)
     train_ds = load_split(cfg, spec, cfg.train_split)
     dev_ds = load_split(cfg, spec, cfg.dev_split)
-    if cfg.train_limit:
+    if cfg.train_limit is not None:
         train_ds = train_ds.select(range(min(cfg.train_limit, len(train_ds))))
-    if cfg.dev_limit:
+    if cfg.dev_limit is not None:
         dev_ds = dev_ds.select(range(min(cfg.dev_limit, len(dev_ds))))
     train_rows = tokenize(tokenizer, train_ds, spec, cfg.max_length)
     dev_rows = tokenize(tokenizer, dev_ds, spec, cfg.max_length)
@@ -460,16 +631,12 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     collate = make_collate(tokenizer, spec.is_regression)
     log(f"{spec.name}: {len(train_rows)} train / {len(dev_rows)} dev rows, max_length {cfg.max_length}")
 
-    model = load_model(cfg, spec, str(last_dir) if resuming else None)
-    log(
-        f"model: {model.config.num_hidden_layers} layers, exits at {exit_layers(model.config)}, "
-        f"mode {cfg.mode}, gradient equilibrium {getattr(model.config, 'gradient_equilibrium', None)}"
-    )
-
     steps_per_epoch = max(1, math.ceil(len(train_rows) / cfg.batch_size))
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    total_steps = (
+        cfg.max_steps if cfg.max_steps is not None else max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    )
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * total_steps)
-    eval_every = cfg.eval_every or steps_per_epoch
+    eval_every = cfg.eval_every if cfg.eval_every is not None else steps_per_epoch
     optimizer = _optimizer(model, cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
