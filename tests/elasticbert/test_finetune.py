@@ -317,6 +317,9 @@ def test_existing_run_refused_unless_resume_or_overwrite(tiny, tmp_path):
     with pytest.raises(FileExistsError, match="use --resume to continue it or --overwrite to start over"):
         finetune(_quick(tiny, out), log=_quiet)
     assert len((out / "log.jsonl").read_text().splitlines()) == 1  # untouched
+    with pytest.raises(ValueError, match="the model has 3 layers"):  # a bad option removes nothing
+        finetune(_quick(tiny, out, num_layers=5, overwrite=True), log=_quiet)
+    assert (out / "best").is_dir() and (out / "log.jsonl").is_file()
     res = finetune(_quick(tiny, out, max_steps=1, eval_every=1, overwrite=True), log=_quiet)
     assert res.global_step == 1
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]

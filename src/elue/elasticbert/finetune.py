@@ -342,8 +342,16 @@ def default_exits(config, num_layers: int | None) -> int:
 
 def load_model(cfg: FinetuneConfig, spec: TaskSpec, path: str | None = None):
     """The ElasticBERT classifier of `cfg` from `path` (default `cfg.model`)."""
-    from elue.elasticbert.configuration_elasticbert import ElasticBertConfig
     from elue.elasticbert.modeling_elasticbert import ElasticBertForSequenceClassification
+
+    path = path or cfg.model
+    return ElasticBertForSequenceClassification.from_pretrained(path, config=model_config(cfg, spec, path))
+
+
+def model_config(cfg: FinetuneConfig, spec: TaskSpec, path: str | None = None):
+    """The config `load_model` builds (layers, exits, labels), checked against the checkpoint's: ValueError
+    for a depth, exit count or max length the checkpoint cannot give. Reads config.json only."""
+    from elue.elasticbert.configuration_elasticbert import ElasticBertConfig
 
     path = path or cfg.model
     config = ElasticBertConfig.from_pretrained(path)
@@ -372,7 +380,7 @@ def load_model(cfg: FinetuneConfig, spec: TaskSpec, path: str | None = None):
         _set(config, "gradient_equilibrium", bool(cfg.gradient_equilibrium))
     else:
         raise ValueError(f"unknown mode {cfg.mode!r}: joint or static")
-    return ElasticBertForSequenceClassification.from_pretrained(path, config=config)
+    return config
 
 
 def _set(config, key: str, value: Any) -> None:
@@ -600,6 +608,9 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     last_dir, best_dir = out / LAST_DIR, out / BEST_DIR
     resuming = cfg.resume and (last_dir / STATE_FILE).is_file()
     check_checkpoint_dir(last_dir if resuming else cfg.model, option="--model")
+    model_config(
+        cfg, spec, str(last_dir) if resuming else None
+    )  # bad layers / exits / length: before any change
     if resuming:
         check_resume(cfg, out)
     else:
