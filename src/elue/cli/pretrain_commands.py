@@ -33,7 +33,7 @@ def pretrain(
 
     try:
         cfg = PretrainConfig.from_file(config, overrides or [])
-    except SettingsError as err:  # unknown key, wrong type, a file that does not parse
+    except SettingsError as err:  # unknown key, wrong type or range, exit groups, a file that does not parse
         fail(str(err))
     if print_config:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
@@ -44,10 +44,15 @@ def pretrain(
         summary = run(cfg)
     # found at start-up (files, tokenizer, model sizes, exit groups); other errors keep their traceback
     except SettingsError as err:
-        fail(str(err))
+        _fail_once(str(err))
     last = summary.get("last_log") or {}
     if last and summary.get("main", True):
-        typer.echo(f"step {summary['step']}: loss {last.get('loss')}; model saved to {summary['model_dir']}")
+        logged = int(last.get("step", summary["step"]))
+        loss = f"loss {last.get('loss')}"
+        if logged != summary["step"]:  # stopped between logging steps
+            loss = f"last logged step {logged}: {loss}"
+        saved = f"; model saved to {summary['model_dir']}" if summary.get("saved", True) else ""
+        typer.echo(f"step {summary['step']}: {loss}{saved}")
     if summary.get("stopped_by"):
         if summary.get("main", True):
             typer.echo(
@@ -58,6 +63,15 @@ def pretrain(
         from elue.elasticbert.stopping import exit_code
 
         raise typer.Exit(code=exit_code(summary["stopped_by"]))
+
+
+def _fail_once(message: str) -> None:
+    """The `error:` line from the first process only (under torchrun every process finds the same error)."""
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        raise typer.Exit(code=1)
+    fail(message)
 
 
 def register(app: typer.Typer) -> None:

@@ -125,7 +125,17 @@ def test_cli_unloadable_tokenizer_is_one_line(tmp_path, corpus_files):
     ]
     result = runner.invoke(app, ["pretrain", "--config", str(path), *tiny])
     assert result.exit_code == 1, result.output
-    assert "error: cannot load the tokenizer" in result.output and "Traceback" not in result.output
+    assert (
+        "error: tokenizer_name_or_path: no such folder " + str(tmp_path / "no-such-tokenizer")
+        in result.output
+    )
+    assert "Traceback" not in result.output, result.output
+    not_a_tokenizer = tmp_path / "empty"
+    not_a_tokenizer.mkdir()
+    result = runner.invoke(
+        app, ["pretrain", "--config", str(path), *tiny, f"tokenizer_name_or_path={not_a_tokenizer}"]
+    )
+    assert result.exit_code == 1 and "error: cannot load the tokenizer" in result.output, result.output
 
 
 @pytest.mark.parametrize("name", ["pretrain_tiny.yaml", "pretrain_base.yaml"])
@@ -141,3 +151,70 @@ def test_example_settings_are_valid(name):
     if name == "pretrain_base.yaml":  # the throughput benchmark's settings, at the paper's sizes
         assert (model.num_hidden_layers, model.hidden_size) == (12, 768) and model.residual_in_fp32 is False
         assert cfg.compile and cfg.max_seq_length == 512 and cfg.num_data_shards % 64 == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("exit_groups=[1,2]", "exit_groups: expected default, null or a list of lists of layers"),
+        ("exit_groups=foo", "exit_groups: expected default, null or a list of lists"),
+        ("exit_groups=true", "exit_groups: expected default, null or a list of lists"),
+        ("exit_groups=[[]]", "exit_groups: an empty group in [[]]"),
+        ("exit_groups=[[1,13]]", "exit group [1, 13] outside layers 1..12"),
+        ("max_steps.x=1", "override 'max_steps.x=1': max_steps is not a mapping"),
+        ("per_device_batch_size=0", "per_device_batch_size must be at least 1, not 0"),
+        ("gradient_accumulation_steps=0", "gradient_accumulation_steps must be at least 1"),
+        ("logging_steps=0", "logging_steps must be at least 1"),
+        ("max_steps=0", "max_steps must be at least 1"),
+        ("max_steps=-3", "max_steps must be at least 1"),
+        ("stop_after_steps=0", "stop_after_steps must be at least 1"),
+        ("mlm_probability=1.5", "mlm_probability must be in [0, 1]"),
+        ("mlm_probability=0", "mlm_probability must be above 0"),
+        ("lr_scheduler=bogus", "lr_scheduler must be one of linear, cosine"),
+        ("max_seq_length=4", "max_seq_length must be at least 8"),
+        ("report_to=[wandb]", "report_to: wandb not supported (supported: csv, tensorboard"),
+        ("output_dir=", "output_dir is empty"),
+        ("train_files=[1]", "train_files: expected a list of strings"),
+    ],
+)
+def test_wrong_values_are_named(override, message):
+    from elue.elasticbert.pretraining.config import SettingsError
+
+    with pytest.raises(SettingsError) as err:
+        PretrainConfig.from_dict({"max_steps": 10}, [override])
+    assert message in str(err.value)
+
+
+def test_forgiving_spellings(tmp_path):
+    """`1e-3` (a string to PyYAML) is a float; null or one string for a list setting."""
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "learning_rate: 1e-3\nwarmup_ratio: 5e-2\ntrain_files: corpus/train.txt\neval_files: null\n"
+    )
+    cfg = PretrainConfig.from_file(path, ["adam_epsilon=1e-8", "report_to=null"])
+    assert (cfg.learning_rate, cfg.warmup_ratio, cfg.adam_epsilon) == (1e-3, 0.05, 1e-8)
+    assert cfg.train_files == ["corpus/train.txt"] and cfg.eval_files == [] and cfg.report_to == []
+
+
+def test_print_config_checks_exit_groups(tmp_path):
+    from elue.cli import app
+
+    path = tmp_path / "run.yaml"
+    path.write_text("model_config: {num_hidden_layers: 2}\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["pretrain", "--config", str(path), "--print-config", "exit_groups=[[1,3]]"])
+    assert result.exit_code == 1 and "error: exit group [1, 3] outside layers 1..2" in result.output
+
+
+def test_cli_final_line_names_the_last_logged_step(tmp_path, monkeypatch):
+    """Stopped by a signal between logging steps: the loss shown is the last logged step's, and says so."""
+    import elue.elasticbert.pretraining.trainer as trainer
+    from elue.cli import app
+
+    summary = {"step": 7, "main": True, "saved": True, "model_dir": "out/m", "stopped_by": "SIGTERM"}
+    monkeypatch.setattr(trainer, "pretrain", lambda cfg: dict(summary, last_log={"step": 6, "loss": "1.5"}))
+    path = tmp_path / "run.yaml"
+    path.write_text("max_steps: 10\n")
+    result = CliRunner().invoke(app, ["pretrain", "--config", str(path)])
+    assert result.exit_code == 143, result.output
+    assert "step 7: last logged step 6: loss 1.5; model saved to out/m" in result.output

@@ -20,7 +20,52 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adamw", "lamb"),
     "mixed_precision": ("no", "bf16", "fp16", "auto"),
     "distributed": ("ddp", "fsdp"),
+    # the transformers schedules that need nothing beyond warm-up and total steps
+    "lr_scheduler": (
+        "linear",
+        "cosine",
+        "cosine_with_restarts",
+        "polynomial",
+        "constant",
+        "constant_with_warmup",
+        "inverse_sqrt",
+    ),
 }
+#: what `report_to` supports (the CSV logs are always written)
+REPORTERS = ("csv", "tensorboard")
+#: the shortest sequence a pair fits in: [CLS] A [SEP] B [SEP] with a few tokens each
+MIN_SEQ_LENGTH = 8
+# lower bounds of numeric settings (None passes where the type allows it)
+_MINIMUM: dict[str, float] = {
+    "per_device_batch_size": 1,
+    "gradient_accumulation_steps": 1,
+    "max_steps": 1,
+    "logging_steps": 1,
+    "save_steps": 0,
+    "eval_steps": 0,
+    "eval_examples": 0,
+    "stop_after_steps": 1,
+    "save_total_limit": 0,
+    "num_data_shards": 1,
+    "shuffle_buffer": 0,
+    "tokenize_batch_docs": 1,
+    "warmup_steps": 0,
+    "max_seq_length": MIN_SEQ_LENGTH,
+    "learning_rate": 0,
+    "weight_decay": 0,
+    "max_grad_norm": 0,
+    "adam_epsilon": 0,
+    "sop_weight": 0,
+}
+# (low, high, high included) of settings that are fractions
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "mlm_probability": (0, 1, True),
+    "short_seq_prob": (0, 1, True),
+    "warmup_ratio": (0, 1, False),
+    "adam_beta1": (0, 1, False),
+    "adam_beta2": (0, 1, False),
+}
+_LISTS = ("train_files", "eval_files", "hub_datasets", "report_to")
 _SCALARS = {"str": str, "int": int, "float": float, "bool": bool}
 
 
@@ -130,8 +175,29 @@ class PretrainConfig:
         cfg.check_types()
         return cfg
 
+    def normalise(self) -> None:
+        """Forgiving spellings: a string that reads as a number for a float (PyYAML reads `1e-3` as a string),
+        one string or null for a list setting, the optimiser's name in any case."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if "float" in str(f.type) and isinstance(value, str):
+                try:
+                    setattr(self, f.name, float(value))
+                except ValueError:
+                    pass  # reported by check_types
+        for name in _LISTS:
+            value = getattr(self, name)
+            if value is None:
+                setattr(self, name, [])
+            elif isinstance(value, (str, dict)):
+                setattr(self, name, [value])
+        if isinstance(self.optimizer, str):
+            self.optimizer = self.optimizer.lower()
+
     def check_types(self) -> None:
-        """Scalar settings have their declared type (an int is accepted for a float) and choices are valid."""
+        """Scalar settings have their declared type (an int is accepted for a float), choices and ranges are
+        valid, exit groups are lists of layers."""
+        self.normalise()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             kinds = [k.strip() for k in str(f.type).split("|")]
@@ -150,6 +216,40 @@ class PretrainConfig:
             if f.name in CHOICES and given not in CHOICES[f.name]:
                 raise SettingsError(f"{f.name} must be one of {', '.join(CHOICES[f.name])}, not {value!r}")
         self.check_model_config()
+        self.check_values()
+
+    def check_values(self) -> None:
+        """Numbers in range, list settings lists of the right things, exit groups well formed."""
+        for name, low in _MINIMUM.items():
+            value = getattr(self, name)
+            if value is not None and not value >= low:
+                raise SettingsError(f"{name} must be at least {low:g}, not {value!r}")
+        for name, (low, high, closed) in _RANGES.items():
+            value = getattr(self, name)
+            if not (low <= value <= high if closed else low <= value < high):
+                right = "]" if closed else ")"
+                raise SettingsError(f"{name} must be in [{low:g}, {high:g}{right}, not {value!r}")
+        if self.mlm_probability == 0:
+            raise SettingsError("mlm_probability must be above 0")
+        for name in ("train_files", "eval_files", "report_to"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise SettingsError(f"{name}: expected a list of strings, got {value!r}")
+        if not isinstance(self.hub_datasets, list):
+            raise SettingsError(f"hub_datasets: expected a list, got {self.hub_datasets!r}")
+        unknown = [r for r in self.report_to if r not in REPORTERS]
+        if unknown:
+            raise SettingsError(
+                f"report_to: {', '.join(unknown)} not supported (supported: {', '.join(REPORTERS)}; "
+                "the CSV logs are always written)"
+            )
+        if not self.output_dir.strip():
+            raise SettingsError("output_dir is empty: name the run's folder")
+        layers = None
+        if self.model_name_or_path is None:  # a new model: its depth is known now
+            layers = self.model_config.get("num_hidden_layers", 12)
+            layers = layers if isinstance(layers, int) and layers > 0 else None
+        self.resolved_exit_groups(layers)
 
     def check_model_config(self) -> None:
         """model_config is a mapping of ElasticBertConfig fields (the config itself accepts any key silently:
@@ -178,20 +278,32 @@ class PretrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def resolved_exit_groups(self, num_layers: int) -> list[list[int]] | None:
-        """The exit groups as 0-based layer indices, or None for every exit on every step."""
+    def resolved_exit_groups(self, num_layers: int | None) -> list[list[int]] | None:
+        """The exit groups as 0-based layer indices, or None for every exit on every step. With `num_layers`
+        None only the form is checked (and None is returned for `default`)."""
         groups = self.exit_groups
-        if groups is None or groups == [] or groups in ("none", "all", False):
+        if groups is None or groups == [] or groups is False or groups in ("none", "all"):
             return None
         if groups == "default":
-            groups = default_exit_groups(num_layers)
+            return [[x - 1 for x in g] for g in default_exit_groups(num_layers)] if num_layers else None
+        form = (
+            "exit_groups: expected default, null or a list of lists of layers (e.g. [[1, 3], [2, 3]]), "
+            f"got {groups!r}"
+        )
+        if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
+            raise SettingsError(form)
         out = []
         for g in groups:
-            layers = sorted({int(x) for x in g})
-            if not layers or layers[0] < 1 or layers[-1] > num_layers:
-                raise SettingsError(f"exit group {g} outside layers 1..{num_layers}")
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in g):
+                raise SettingsError(form)
+            layers = sorted(set(g))
+            if not layers:
+                raise SettingsError(f"exit_groups: an empty group in {groups!r} (each group needs a layer)")
+            if layers[0] < 1 or (num_layers is not None and layers[-1] > num_layers):
+                top = num_layers if num_layers is not None else "N"
+                raise SettingsError(f"exit group {g} outside layers 1..{top}")
             out.append([x - 1 for x in layers])
-        return out
+        return out if num_layers is not None else None
 
 
 def default_exit_groups(num_layers: int) -> list[list[int]]:
@@ -214,6 +326,9 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         raise SettingsError(f"override {item!r}: the value does not parse as YAML: {err}") from err
     parts = key.strip().split(".")
     node = data
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            where = ".".join(parts[: i + 1])
+            raise SettingsError(f"override {item!r}: {where} is not a mapping (it is {node!r})")
     node[parts[-1]] = value

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..padding import padding_mask, right_pad
+from .config import SettingsError
 from .modeling_pretraining import find_mlm_positions
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -86,7 +87,13 @@ def load_documents(
     for spec in hub_datasets or []:
         spec = _hub_spec(spec, text_column)
         column = spec.pop("text_column")
-        ds = load_dataset(streaming=True, **spec)
+        try:
+            ds = load_dataset(streaming=True, **spec)
+        except Exception as err:  # noqa: BLE001 (offline, no such dataset or config, missing files...)
+            first = (str(err).strip().splitlines() or [""])[0]
+            raise SettingsError(
+                f"hub_datasets: cannot load {spec.get('path')!r}: {type(err).__name__}: {first}"
+            ) from err
         if column != "text":
             ds = ds.rename_column(column, "text")
         ds = ds.select_columns(["text"])
@@ -279,7 +286,10 @@ class ShardStream:
                     made_any |= ex is not None
                     yield ex, pos
             if not made_any and first_doc == 0:
-                raise ValueError(f"data stream {self.shard}/{self.num_shards} has no usable document")
+                raise SettingsError(
+                    f"data stream {self.shard}/{self.num_shards} has no usable document (an empty corpus, or "
+                    "fewer documents than num_data_shards?)"
+                )
             epoch += 1
             yield None, (epoch, 0, 0)
 
@@ -360,12 +370,12 @@ class PretrainingBatches:
 
     def __post_init__(self):
         if self.num_shards % self.world_size:
-            raise ValueError(
+            raise SettingsError(
                 f"num_data_shards={self.num_shards} is not a multiple of {self.world_size} processes"
             )
         own = self.num_shards // self.world_size
         if self.batch_size % own:
-            raise ValueError(
+            raise SettingsError(
                 f"per-device batch {self.batch_size} is not a multiple of {own} streams per process"
             )
         self.per_stream = self.batch_size // own

@@ -242,9 +242,11 @@ def evaluate(model, batches: list[dict[str, torch.Tensor]], device) -> list[dict
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
-    """Run (or resume) a pre-training job. Returns a summary dict (steps, final losses, output paths)."""
+    """Run (or resume) a pre-training job. Returns a summary dict (steps, final losses, output paths).
+
+    Everything that can be checked is checked before anything is written to `output_dir`: settings, files,
+    model and tokenizer, the checkpoint to resume and its settings, and the first batch of every data stream."""
     from accelerate.utils import set_seed
-    from transformers import AutoTokenizer
 
     from .data import PretrainingBatches, eval_batches, load_documents
     from .modeling_pretraining import compile_regions, load_pretraining_model
@@ -253,12 +255,19 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     cfg.check_types()
     cfg.check_files()
     out_dir = Path(cfg.output_dir)
+    if cfg.mixed_precision == "fp16" and (cfg.cpu or not torch.cuda.is_available()):
+        raise SettingsError("mixed_precision fp16 needs a GPU; on the CPU use bf16 (autocast) or no")
     set_seed(cfg.seed)
     try:
         model, notes = load_pretraining_model(cfg.model_name_or_path, cfg.model_config)
-    except (OSError, ValueError) as err:  # a missing checkpoint, inconsistent model_config sizes
+    except (OSError, ValueError, RuntimeError) as err:  # a missing checkpoint, inconsistent sizes
         source = cfg.model_name_or_path or "a new model from model_config"
-        raise SettingsError(f"cannot build {source}: {err}") from err
+        raise SettingsError(f"cannot build {source}: {_one_line(err)}") from err
+    if cfg.max_seq_length > model.config.max_position_embeddings:
+        raise SettingsError(
+            f"max_seq_length {cfg.max_seq_length} is above the model's max_position_embeddings "
+            f"{model.config.max_position_embeddings}"
+        )
     model.sop_weight = cfg.sop_weight
     model.config.gradient_equilibrium = bool(cfg.gradient_equilibrium)
     if cfg.trainable == "heads":
@@ -266,6 +275,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             p.requires_grad_(name.startswith("cls.") or ".encoder.pooler." in name)
     num_layers = model.config.num_hidden_layers
     groups = cfg.resolved_exit_groups(num_layers)
+    tokenizer = _load_tokenizer(cfg, model)
     accelerator = make_accelerator(cfg, grouped=groups is not None)
     main = accelerator.is_main_process
     if cfg.distributed == "fsdp" and accelerator.distributed_type.value != "FSDP":
@@ -273,20 +283,23 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             f"distributed=fsdp is not available here ({accelerator.distributed_type.value}): running DDP"
         )
     world, rank = accelerator.num_processes, accelerator.process_index
-
-    tok_path = cfg.tokenizer_name_or_path or cfg.model_name_or_path
-    if tok_path is None:
-        raise SettingsError("tokenizer_name_or_path is needed for a new model")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_path)
-    except (OSError, ValueError) as err:  # not a folder with tokenizer files, and no hub (offline, bad id)
-        raise SettingsError(f"cannot load the tokenizer {tok_path!r}: {err}") from err
-    if not getattr(tokenizer, "is_fast", False):
-        raise SettingsError(f"{tok_path}: a fast tokenizer is needed")
-    if len(tokenizer) > model.config.vocab_size:
+    shards = cfg.num_data_shards or world
+    if shards % world:
+        raise SettingsError(f"num_data_shards={shards} is not a multiple of {world} processes")
+    if cfg.per_device_batch_size % (shards // world):
         raise SettingsError(
-            f"tokenizer has {len(tokenizer)} tokens, model vocab_size {model.config.vocab_size}"
+            f"per_device_batch_size {cfg.per_device_batch_size} is not a multiple of the {shards // world} "
+            f"data streams per process (num_data_shards {shards}, {world} process(es))"
         )
+
+    ckpt = find_checkpoint(out_dir, cfg.resume_from_checkpoint)
+    check_output_dir(out_dir, ckpt)
+    state: dict[str, Any] = {}
+    if ckpt is not None:
+        state = _read_json(ckpt, "trainer_state.json")
+        if not isinstance(state.get("step"), int):
+            raise SettingsError(f"checkpoint {ckpt}: trainer_state.json has no step")
+        check_resume(cfg, ckpt, state, world)
 
     if cfg.compile:
         _check_compiler(cfg, accelerator.device)
@@ -309,28 +322,44 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         for gi, g in enumerate(groups or [])
     }
 
-    documents = load_documents(cfg.train_files, cfg.hub_datasets, cfg.text_column)
-    shards = cfg.num_data_shards or world
+    sources = ", ".join([*cfg.train_files, *(str(h) for h in cfg.hub_datasets)])
+    with _reading(f"the training data ({sources})"):
+        documents = load_documents(cfg.train_files, cfg.hub_datasets, cfg.text_column)
     data = PretrainingBatches(
         documents, tokenizer, cfg, cfg.per_device_batch_size, num_shards=shards, rank=rank, world_size=world
     )
     evals = []
     if cfg.eval_files and (cfg.eval_steps or cfg.eval_examples):
-        eval_docs = load_documents(cfg.eval_files, None, cfg.text_column)
-        evals = eval_batches(eval_docs, tokenizer, cfg, cfg.eval_examples, cfg.per_device_batch_size)
+        with _reading(f"the evaluation data ({', '.join(cfg.eval_files)})"):
+            eval_docs = load_documents(cfg.eval_files, None, cfg.text_column)
+            evals = eval_batches(eval_docs, tokenizer, cfg, cfg.eval_examples, cfg.per_device_batch_size)
 
     start_step = 0
-    ckpt = find_checkpoint(out_dir, cfg.resume_from_checkpoint)
-    check_output_dir(out_dir, ckpt)
     if ckpt is not None:
-        accelerator.load_state(str(ckpt / "state"))
-        state = json.loads((ckpt / "trainer_state.json").read_text())
         start_step = int(state["step"])
+        _load_state(accelerator, ckpt)
+        _follow_schedule(optimizer, scheduler)
         positions: dict[str, list[int]] = {}
         for f in sorted(ckpt.glob("data-rank*.json")):  # keyed by stream: any world size dividing them
-            positions.update(json.loads(f.read_text()))
+            positions.update(_read_json(ckpt, f.name))
+        missing = [s for s in data.streams if str(s) not in positions]
+        if missing:
+            raise SettingsError(
+                f"checkpoint {ckpt}: no data position for stream(s) {missing} (a data-rank*.json is missing): "
+                "it cannot resume where the data left off"
+            )
         data.load_state_dict(positions)
         notes.append(f"resumed from {ckpt} at step {start_step}")
+    # the first step's batches now: an unreadable or empty corpus is reported before output_dir is written
+    A = cfg.gradient_accumulation_steps
+    read = f"the training data ({sources})"
+    first = None
+    if start_step < cfg.max_steps:
+        with _reading(read):
+            first = [data.next_batch() for _ in range(A)]
+    if not cfg.progress_bar:
+        _quiet_transformers_bars()
+
     logs = _Logs(cfg, num_layers, start_step, main)
     if main:
         (out_dir / "pretrain_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -364,7 +393,6 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     steps_this_run = 0
     stopped_by = None
     device = accelerator.device
-    A = cfg.gradient_accumulation_steps
     # the logging window (the steps since the last log): per exit, the sum of its per-step mean losses and the
     # number of steps it was active; the summed total loss. Local sums over global counts, reduced at logging.
     win = torch.zeros(2, num_layers, device=device)
@@ -374,7 +402,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     with StopRequest() as stop:  # SIGTERM / Ctrl-C: finish the step, save, stop
         while step < cfg.max_steps:
             layers = groups[step % len(groups)] if groups else list(range(num_layers))
-            micro = [data.next_batch() for _ in range(A)]
+            if first is not None:
+                micro, first = first, None
+            else:
+                with _reading(read):
+                    micro = [data.next_batch() for _ in range(A)]
             # counted on the host, copied without waiting for the GPU to finish the previous step
             counts = torch.tensor(
                 [
@@ -464,6 +496,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     final = out_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:07d}" / "model"
     summary = {
+        "saved": final.is_dir(),
         "step": step,
         "main": main,
         "last_log": last_row,
@@ -473,6 +506,182 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     }
     accelerator.end_training()
     return summary
+
+
+# settings a resumed run may change: how long it runs, what it logs and saves, and the engine (not the state);
+# the batch split and the number of streams are compared as the global batch and the resolved stream count
+CHANGEABLE_ON_RESUME = frozenset(
+    {
+        "max_steps",
+        "stop_after_steps",
+        "logging_steps",
+        "eval_steps",
+        "save_steps",
+        "save_total_limit",
+        "progress_bar",
+        "report_to",
+        "output_dir",
+        "resume_from_checkpoint",
+        "eval_files",
+        "eval_examples",
+        "tokenize_batch_docs",
+        "compile",
+        "compile_backend",
+        "mixed_precision",
+        "cpu",
+        "per_device_batch_size",
+        "gradient_accumulation_steps",
+        "num_data_shards",
+    }
+)
+
+
+def check_resume(cfg: PretrainConfig, ckpt: Path, state: dict[str, Any], world: int) -> None:
+    """A resumed run keeps the checkpoint's settings except those in CHANGEABLE_ON_RESUME: one SettingsError
+    lists every other difference (old -> new). `max_steps` may grow, never fall below the checkpoint's step."""
+    step = int(state["step"])
+    if cfg.max_steps < step:
+        raise SettingsError(
+            f"max_steps {cfg.max_steps} is below the step of the checkpoint to resume ({ckpt}, step {step}): "
+            "raise max_steps, or pick a new output_dir to start afresh"
+        )
+    saved = state.get("settings")
+    if saved is None:  # older checkpoints: the run's pretrain_config.json, if it is there
+        path = ckpt.parent.parent / "pretrain_config.json"
+        try:
+            saved = json.loads(path.read_text()) if path.is_file() else None
+        except ValueError:
+            saved = None
+    if not isinstance(saved, dict):
+        return
+    new = cfg.to_dict()
+    diffs = [
+        f"{k}: {saved.get(k)!r} -> {new.get(k)!r}"
+        for k in sorted(set(saved) | set(new))
+        if k not in CHANGEABLE_ON_RESUME and saved.get(k) != new.get(k)
+    ]
+    saved_world = int(state.get("world_size", 1))
+    try:
+        old_batch = saved["per_device_batch_size"] * saved_world * saved["gradient_accumulation_steps"]
+        old_streams = saved.get("num_data_shards") or saved_world
+    except (KeyError, TypeError):
+        old_batch = old_streams = None
+    new_batch = cfg.per_device_batch_size * world * cfg.gradient_accumulation_steps
+    new_streams = cfg.num_data_shards or world
+    if old_batch is not None and old_batch != new_batch:
+        diffs.append(
+            f"global batch (per_device_batch_size x processes x accumulation): {old_batch} -> {new_batch}"
+        )
+    if old_streams is not None and old_streams != new_streams:
+        diffs.append(f"data streams (num_data_shards): {old_streams} -> {new_streams}")
+    if diffs:
+        raise SettingsError(
+            f"resuming from {ckpt} with other settings than it was trained with: {'; '.join(diffs)}. "
+            "Only these may change on resume: " + ", ".join(sorted(CHANGEABLE_ON_RESUME - {
+                "per_device_batch_size", "gradient_accumulation_steps", "num_data_shards"}))
+            + " (and the batch split, keeping the global batch); start a new output_dir for other settings"
+        )  # fmt: skip
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of an error's message (with its type, unless a plain ValueError)."""
+    text = str(err).strip().splitlines()
+    first = text[0] if text else ""
+    return (first if type(err) is ValueError else f"{type(err).__name__}: {first}")[:400]
+
+
+def _read_json(ckpt: Path, name: str) -> dict[str, Any]:
+    try:
+        value = json.loads((ckpt / name).read_text())
+    except (OSError, ValueError) as err:
+        raise SettingsError(f"checkpoint {ckpt}: {name} cannot be read ({_one_line(err)})") from err
+    if not isinstance(value, dict):
+        raise SettingsError(f"checkpoint {ckpt}: {name} is not a JSON object")
+    return value
+
+
+def _load_state(accelerator, ckpt: Path) -> None:
+    """accelerator.load_state, with a damaged file named in one line (found by loading the files one by one,
+    only after a failure)."""
+    state_dir = ckpt / "state"
+    try:
+        accelerator.load_state(str(state_dir))
+    except Exception as err:  # noqa: BLE001 (any damage: truncated pickles, bad safetensors headers...)
+        culprit = state_dir
+        for f in sorted(state_dir.iterdir()) if state_dir.is_dir() else []:
+            try:
+                if f.suffix == ".safetensors":
+                    from safetensors.torch import load_file
+
+                    load_file(f)
+                elif f.suffix in (".bin", ".pt", ".pth", ".pkl"):
+                    torch.load(f, map_location="cpu", weights_only=False)
+            except Exception:  # noqa: BLE001
+                culprit = f
+                break
+        raise SettingsError(f"checkpoint {ckpt}: {culprit} cannot be loaded ({_one_line(err)})") from err
+
+
+def _follow_schedule(optimizer, scheduler) -> None:
+    """After a resume, the learning rate of the resumed step under this run's schedule (a larger max_steps
+    changes the schedule: the restored lr would be the old schedule's, 0 at its end)."""
+    fns = getattr(scheduler, "lr_lambdas", None)
+    if not fns:
+        return
+    for group, base, fn in zip(optimizer.param_groups, scheduler.base_lrs, fns, strict=True):
+        group["lr"] = base * fn(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+class _reading:
+    """Errors reading a source (missing or unreachable files, bytes that are not UTF-8, an empty corpus)
+    become a SettingsError naming it."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if err is None or isinstance(err, SettingsError):
+            return False
+        if isinstance(err, (OSError, UnicodeError)):
+            raise SettingsError(f"cannot read {self.what}: {_one_line(err)}") from err
+        return False
+
+
+def _load_tokenizer(cfg: PretrainConfig, model):
+    from transformers import AutoTokenizer
+
+    tok_path = cfg.tokenizer_name_or_path or cfg.model_name_or_path
+    if tok_path is None:
+        raise SettingsError("tokenizer_name_or_path is needed for a new model")
+    # a hub id is "name" or "org/name": anything else names a local folder
+    looks_local = tok_path.startswith(("/", ".", "~")) or tok_path.count("/") > 1 or "\\" in tok_path
+    if looks_local and not Path(tok_path).expanduser().is_dir():
+        raise SettingsError(f"tokenizer_name_or_path: no such folder {tok_path}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_path)
+    except (OSError, ValueError) as err:  # not a folder with tokenizer files, and no hub (offline, bad id)
+        raise SettingsError(f"cannot load the tokenizer {tok_path!r}: {_one_line(err)}") from err
+    if not getattr(tokenizer, "is_fast", False):
+        raise SettingsError(f"{tok_path}: a fast tokenizer is needed")
+    if len(tokenizer) > model.config.vocab_size:
+        raise SettingsError(
+            f"tokenizer has {len(tokenizer)} tokens, model vocab_size {model.config.vocab_size}"
+        )
+    return tokenizer
+
+
+def _quiet_transformers_bars() -> None:
+    """progress_bar false: no "Writing model shards" bars from transformers on every save either."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 def _rate(tokens: float, elapsed: float, steps: int) -> float:
@@ -502,7 +711,7 @@ def save_checkpoint(accelerator, model, tokenizer, data, cfg: PretrainConfig, st
         accelerator.unwrap_model(model).save_pretrained(path / "model", state_dict=state_dict)
         tokenizer.save_pretrained(path / "model")
         (path / "trainer_state.json").write_text(
-            json.dumps({"step": step, "world_size": accelerator.num_processes})
+            json.dumps({"step": step, "world_size": accelerator.num_processes, "settings": cfg.to_dict()})
         )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
