@@ -15,7 +15,10 @@ class SubmissionError(Exception):
     torch, so worker processes in tests start fast."""
 
 
-def evaluate(submission_dir: Path, answers_dir: Path, *, baseline=None, trust_model_code=False):  # noqa: ANN001
+def evaluate(submission_dir: Path, answers_dir: Path, *, baseline=None, trust_model_code=False, limits=None):  # noqa: ANN001
+    seen = os.environ.get("ELUE_FAKE_LIMITS")  # file: the sandbox wall limit the worker passed
+    if seen:
+        Path(seen).write_text(str(getattr(limits, "wall_s", None)))
     counter = os.environ.get("ELUE_FAKE_COUNTER")
     if counter:
         with open(counter, "a") as f:
@@ -24,6 +27,8 @@ def evaluate(submission_dir: Path, answers_dir: Path, *, baseline=None, trust_mo
     root = Path(submission_dir)
     if "HOSTILE" in (root / "model.py").read_text():
         raise SubmissionError("model.py failed in the sandbox: network access is not allowed")
+    if "HUGE_ERROR" in (root / "model.py").read_text():  # like a test file's 31 MB header line
+        raise SubmissionError(f"{root}/sst-2/a.tsv, line 1: bad header {'0' * 5_000_000!r}")
     tasks = {}
     for task_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(task_dir.glob("*.tsv"))

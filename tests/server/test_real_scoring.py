@@ -66,3 +66,27 @@ def test_hostile_model_py_fails_cleanly_in_the_sandbox(tmp_path, data_dir):  # n
     assert got["error"] and "internal error" not in got["error"]
     print("hostile model.py ->", got["error"])
     assert not Path("/tmp/elue-pwned").exists()  # its write did not reach the host
+
+
+def test_sleeping_model_py_is_stopped_by_the_servers_sandbox_limit(tmp_path, data_dir):  # noqa: ANN001
+    """`time.sleep(10**6)` uses no CPU: only the wall-clock limit the server passes stops it (not the
+    toolkit's 600 s default)."""
+    s = make_settings(
+        tmp_path, data_dir=data_dir, evaluator="elue.submission:evaluate_submission", sandbox_wall_s=3.0
+    )
+    c = TestClient(create_app(s))
+    h = {"authorization": f"Bearer {token_for(c, 'sleeper')}"}
+    idx = read_test_indices(data_dir, "sst-2")
+    folder = make_submission(tmp_path / "sub", idx, model_py="import time\ntime.sleep(10**6)\n")
+    r = c.post(
+        "/api/submissions",
+        headers=h,
+        data={"name": "sleepy"},
+        files={"file": ("s.zip", zip_folder(folder), "application/zip")},
+    )
+    assert r.status_code == 202, r.text
+    t0 = time.time()
+    run_worker(s, once=True)
+    assert time.time() - t0 < 60
+    got = c.get(f"/api/submissions/{r.json()['id']}", headers=h).json()
+    assert got["status"] == "failed" and "3 s" in got["error"], got["error"]

@@ -217,3 +217,90 @@ def test_queued_and_failed_entries_have_no_public_page(client, auth, drain):  # 
     ok = upload(client, h, name="good one", public=True)
     drain()
     assert client.get(f"/models/{ok['id']}").status_code == 200
+
+
+# ------------------------------------------------------------------ 3: the server's scoring limits; deleting stops scoring
+def _wait(pred, timeout: float, what: str) -> None:  # noqa: ANN001
+    import time
+
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_scoring_timeout_stops_a_sleeping_model(client, auth, settings, monkeypatch, tmp_path):  # noqa: ANN001
+    import time
+
+    from elue.server.worker import run_worker
+
+    monkeypatch.setenv("ELUE_FAKE_SLEEP", "60")  # like model.py doing time.sleep(10**6): no CPU used
+    monkeypatch.setenv("ELUE_FAKE_LIMITS", str(tmp_path / "limits.txt"))
+    settings.scoring_timeout_s = 1.0
+    settings.sandbox_wall_s = 7.0
+    h = auth("sleepy")
+    sub = upload(client, h)
+    t0 = time.time()
+    from server_fake_evaluator import evaluate
+
+    assert run_worker(settings, once=True, evaluator=evaluate) == 1
+    assert time.time() - t0 < 15
+    got = client.get(f"/api/submissions/{sub['id']}", headers=h).json()
+    assert got["status"] == "failed" and "longer than the server's limit of 1 s" in got["error"]
+    # the toolkit got the server's sandbox limit, not its own 600 s default
+    assert float((tmp_path / "limits.txt").read_text()) == 7.0
+
+
+def test_default_limits_are_shorter_than_the_toolkits():  # noqa: ANN001
+    from elue.costs.sandbox import SandboxLimits
+    from elue.server import Settings
+
+    s = Settings()
+    assert s.sandbox_wall_s == 120.0 and s.sandbox_wall_s < SandboxLimits().wall_s
+    assert s.scoring_timeout_s < SandboxLimits().wall_s
+
+
+def test_deleting_a_running_submission_stops_its_scoring(client, auth, settings, monkeypatch, tmp_path):  # noqa: ANN001
+    import os
+    import threading
+
+    from server_fake_evaluator import evaluate
+
+    from elue.server.worker import run_worker
+
+    counter = tmp_path / "runs.txt"
+    monkeypatch.setenv("ELUE_FAKE_SLEEP", "60")
+    monkeypatch.setenv("ELUE_FAKE_COUNTER", str(counter))
+    h = auth("deleter")
+    sub = upload(client, h)
+    stop = threading.Event()
+    t = threading.Thread(target=run_worker, args=(settings,), kwargs={"stop": stop, "evaluator": evaluate})
+    t.start()
+    try:
+        _wait(lambda: counter.exists() and counter.read_text().strip(), 30, "scoring to start")
+        pid = int(counter.read_text().split()[1])  # the scoring process
+        assert pid != os.getpid()
+        assert client.delete(f"/api/submissions/{sub['id']}", headers=h).status_code == 204
+        _wait(lambda: not os.path.exists(f"/proc/{pid}"), 10, "the scoring process to be killed")
+    finally:
+        stop.set()
+        t.join(30)
+    assert not t.is_alive()
+
+
+# ------------------------------------------------------------------ 7: stored error and log are capped
+def test_huge_error_messages_are_capped(client, auth, drain):  # noqa: ANN001
+    from elue.server.worker import MAX_ERROR_CHARS, MAX_LOG_CHARS
+
+    h = auth("verbose")
+    sub = upload(client, h, files={**SUB, "model.py": "# HUGE_ERROR\n"})
+    drain()
+    got = client.get(f"/api/submissions/{sub['id']}", headers=h).json()
+    assert got["status"] == "failed"
+    assert len(got["error"]) <= MAX_ERROR_CHARS and "(truncated)" in got["error"]
+    assert len(got["log"]) <= MAX_LOG_CHARS and "(truncated)" in got["log"]
+    assert "sst-2/a.tsv, line 1" in got["error"]  # the start of the message is kept
+    listed = client.get("/api/submissions", headers=h).json()
+    assert len(json.dumps(listed)) < 20_000

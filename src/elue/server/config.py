@@ -50,6 +50,12 @@ class Settings:
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 0.5
     max_attempts: int = 3
+    # scoring limits the server imposes, shorter than the toolkit's defaults: one hostile model.py (e.g.
+    # one that sleeps; sleeping costs no CPU) must not hold a worker for long. sandbox_wall_s goes to the
+    # toolkit's sandbox (wall clock and CPU seconds of model.py); scoring_timeout_s bounds the whole job,
+    # after which the worker kills the scoring process ($ELUE_SANDBOX_WALL_S, $ELUE_SCORING_TIMEOUT_S)
+    sandbox_wall_s: float = 120.0
+    scoring_timeout_s: float = 300.0
     # run uploaded model.py without bubblewrap: only for a private deployment on a host without it, whose
     # uploads come from people you trust ($ELUE_TRUST_MODEL_CODE=1)
     trust_model_code: bool = field(default_factory=lambda: os.environ.get("ELUE_TRUST_MODEL_CODE", "") == "1")
@@ -69,6 +75,10 @@ class Settings:
         if self.secret_key is None:
             self.secret_key = os.environ.get("ELUE_SECRET_KEY")
         self.evaluator = os.environ.get("ELUE_EVALUATOR", self.evaluator)
+        for name in ("sandbox_wall_s", "scoring_timeout_s"):
+            env = os.environ.get(f"ELUE_{name.upper()}")
+            if env:
+                setattr(self, name, float(env))
 
     @property
     def upload_dir(self) -> Path:
@@ -86,6 +96,8 @@ class Settings:
         env = {
             "ELUE_HOME": str(self.state_dir),
             "ELUE_DATABASE_URL": str(self.database_url),
+            "ELUE_SANDBOX_WALL_S": str(self.sandbox_wall_s),
+            "ELUE_SCORING_TIMEOUT_S": str(self.scoring_timeout_s),
         }
         if self.data_dir is not None:
             env["ELUE_DATA_DIR"] = str(self.data_dir)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import inspect
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -210,13 +212,19 @@ def _finish(
         res = s.execute(
             update(Submission)
             .where(Submission.id == sid, Submission.lease_owner == worker_id, Submission.status == RUNNING)
-            .values(status=status, finished_at=utcnow(), lease_owner=None, lease_expires_at=None, error=error)
+            .values(
+                status=status,
+                finished_at=utcnow(),
+                lease_owner=None,
+                lease_expires_at=None,
+                error=_cap(error, MAX_ERROR_CHARS),
+            )
         )
         if res.rowcount != 1:
             s.rollback()
             return False
         sub = s.get(Submission, sid)
-        sub.log = (sub.log or "") + log_add
+        sub.log = _cap((sub.log or "") + log_add, MAX_LOG_CHARS)
         if result is not None:
             params = []
             for task, tres in sorted(result.get("tasks", {}).items()):
@@ -244,10 +252,137 @@ def _finish(
         return True
 
 
+MAX_ERROR_CHARS = 4096  # stored error message (the rest is cut, marked "… (truncated)")
+MAX_LOG_CHARS = 65536  # stored log
+
+
+def _cap(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters (head and tail kept), with a visible marker."""
+    if len(text) <= limit:
+        return text
+    marker = "\n… (truncated) …\n"
+    keep = limit - len(marker)
+    head = keep * 3 // 4
+    return text[:head] + marker + text[len(text) - (keep - head) :]
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and every process below it (the sandbox runs in sessions of its own)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as fh:
+                    kids = [int(k) for k in fh.read().split()]
+                found += kids
+                todo += kids
+        except (OSError, ValueError):
+            continue
+    for q in [*reversed(found), pid]:
+        try:
+            os.kill(q, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _evaluate_child(conn, evaluate: Callable, args: tuple, kwargs: dict) -> None:  # noqa: ANN001
+    """In the forked scoring process: run the evaluator, send back ("ok", result, log lines) or
+    ("error", is_user_error, message, traceback, log lines)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # die with the worker
+    except (OSError, AttributeError):
+        pass
+    capture = _LogCapture()
+    root = logging.getLogger("elue")
+    root.addHandler(capture)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        out = evaluate(*args, **kwargs)
+        result = out.to_dict() if hasattr(out, "to_dict") else dict(out)
+        msg = ("ok", result, capture.lines)
+    except BaseException as e:  # noqa: BLE001 - every failure goes back to the worker
+        text = f"{type(e).__name__}: {e}" if not _is_user_error(e) else str(e)
+        msg = ("error", _is_user_error(e), text[: 4 * MAX_ERROR_CHARS], traceback.format_exc()[-20000:])
+        msg += (capture.lines,)
+    try:
+        conn.send(msg)
+    finally:
+        conn.close()
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _run_cancellable(
+    evaluate: Callable, args: tuple, kwargs: dict, beat: _Heartbeat, timeout_s: float
+) -> tuple[dict, list[str]]:
+    """Run the evaluator in a forked process that the worker kills when the job's lease is lost (the
+    submission was deleted, or another worker took it over) or when it runs past `timeout_s`."""
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_evaluate_child, args=(send, evaluate, args, kwargs), daemon=True)
+    proc.start()
+    send.close()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            if recv.poll(0.1):
+                try:
+                    msg = recv.recv()
+                except EOFError:
+                    msg = None
+                break
+            if not proc.is_alive() and not recv.poll(0):
+                msg = None
+                break
+            if beat.lost:
+                raise _Cancelled("the submission was deleted or taken over while it was scored")
+            if time.monotonic() > deadline:
+                msg = f"scoring took longer than the server's limit of {timeout_s:g} s and was stopped"
+                raise _ChildError(msg, True, "", [])
+    finally:
+        if proc.is_alive():
+            _kill_tree(proc.pid)
+        proc.join(5)
+        recv.close()
+    if msg is None:
+        raise RuntimeError(f"the scoring process died (exit code {proc.exitcode})")
+    if msg[0] == "ok":
+        return msg[1], msg[2]
+    _, user_error, text, tb, lines = msg
+    raise _ChildError(text, user_error, tb, lines)
+
+
+class _ChildError(Exception):
+    def __init__(self, text: str, user_error: bool, tb: str, lines: list[str]) -> None:
+        super().__init__(text)
+        self.user_error, self.tb, self.lines = user_error, tb, lines
+
+
+def _evaluator_kwargs(evaluate: Callable, settings: Settings) -> dict:
+    """The server's sandbox limits, for an evaluator that takes `limits=` (the toolkit's does)."""
+    try:
+        params = inspect.signature(evaluate).parameters
+    except (TypeError, ValueError):
+        return {}
+    if "limits" not in params:
+        return {}
+    from elue.costs.sandbox import SandboxLimits
+
+    wall = settings.sandbox_wall_s
+    return {"limits": SandboxLimits(wall_s=wall, cpu_s=max(1, int(wall)))}
+
+
 def process(
     sessions: sessionmaker, settings: Settings, sid: int, worker_id: str, evaluator: Callable | None = None
 ) -> str:
-    """Score one claimed job; returns the status written (or "lost" if the lease was taken over)."""
+    """Score one claimed job; returns the status written (or "lost" if the lease was taken over or the
+    submission deleted: the scoring process is then killed)."""
     with sessions() as s:
         sub = s.get(Submission, sid)
         key, attempts = sub.storage_key, sub.attempts
@@ -263,40 +398,47 @@ def process(
         return FAILED if ok else "lost"
     beat = _Heartbeat(sessions, settings, sid, worker_id)
     beat.start()
-    capture = _LogCapture()
-    root = logging.getLogger("elue")
-    root.addHandler(capture)
-    prev_level = root.level
-    if root.level == logging.NOTSET or root.level > logging.INFO:
-        root.setLevel(logging.INFO)
     t0 = time.time()
-    status, error, result = FAILED, "", None
+    status, error, result, captured = FAILED, "", None, []
     try:
         if settings.data_dir is None or not settings.data_dir.is_dir():
             raise RuntimeError("the server has no answer keys (set ELUE_DATA_DIR)")
+        if key is None:
+            raise _Cancelled("the submission was deleted")
         evaluate = evaluator or load_evaluator(settings.evaluator)
-        out = evaluate(
-            submission_path(settings, key),
-            settings.data_dir,
-            baseline=Baseline(_current_baseline(sessions)),
-            trust_model_code=settings.trust_model_code,
+        result, captured = _run_cancellable(
+            evaluate,
+            (submission_path(settings, key), settings.data_dir),
+            {
+                "baseline": Baseline(_current_baseline(sessions)),
+                "trust_model_code": settings.trust_model_code,
+                **_evaluator_kwargs(evaluate, settings),
+            },
+            beat,
+            settings.scoring_timeout_s,
         )
-        result = out.to_dict() if hasattr(out, "to_dict") else dict(out)
         if not result.get("tasks"):
             raise RuntimeError("the evaluator returned no task results")
         status = SCORED
-    except Exception as e:  # noqa: BLE001 - every failure becomes the owner's message
-        if _is_user_error(e):
+    except _Cancelled as e:
+        log.info("submission %s: %s", sid, e)
+        beat.stop.set()
+        return "lost"
+    except _ChildError as e:
+        captured = e.lines
+        if e.user_error:
             # the owner sees paths relative to their submission, not the server's folders
             error = str(e).replace(str(submission_path(settings, key)) + "/", "")
         else:
-            error = f"internal error while scoring ({type(e).__name__}: {e})"
-            log.error("submission %s: %s", sid, traceback.format_exc())
+            error = f"internal error while scoring ({e})"
+            log.error("submission %s: %s", sid, e.tb)
+    except Exception as e:  # noqa: BLE001 - every failure becomes the owner's message
+        error = f"internal error while scoring ({type(e).__name__}: {e})"
+        log.error("submission %s: %s", sid, traceback.format_exc())
     finally:
         beat.stop.set()
-        root.removeHandler(capture)
-        root.setLevel(prev_level)
-    lines = "".join(_stamp(x) for x in capture.lines)
+    error = _cap(error, MAX_ERROR_CHARS)
+    lines = "".join(_stamp(_cap(x, 2000)) for x in captured)
     if status == SCORED:
         summary = "; ".join(
             f"{t}: "
