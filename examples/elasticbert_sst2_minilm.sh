@@ -32,7 +32,7 @@ elue finetune sst-2 --model "$CONVERTED" --output "$RUN/finetune" --data "$DATA"
 
 # 3. operating points on the test set (and on dev, for the table): static k = exit k with layers 1..k,
 #    entropy thresholds (nats; ln 2 = 0.69 is the maximum for 2 classes) and PABEE patience
-elue predict sst-2 --model "$RUN/finetune/best" --output "$RUN/submission" --data "$DATA" \
+elue predict sst-2 --model "$RUN/finetune/best" --output "$RUN/submission" --overwrite --data "$DATA" \
   --static 1-6 --entropy 0.05,0.1,0.2,0.3,0.4,0.5,0.6 --patience 1,2,3,4 --dev --cpu --no-progress \
   | tee "$RUN/predict.txt"
 
