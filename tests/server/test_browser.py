@@ -143,3 +143,51 @@ def test_signup_upload_scored_leaderboard_chart(live, browser, tmp_path, answers
     assert not errors, errors
     outside = [u for u in requests if not u.startswith(live.url) and not u.startswith("data:")]
     assert outside == [], f"requests left the site (CDN?): {outside}"
+
+
+def test_model_names_are_text_in_the_chart(live, browser):  # noqa: ANN001
+    """A model named like HTML shows as text in the legend and the hover box, never as a live link."""
+    import httpx
+
+    token = httpx.post(
+        live.url + "/api/tokens", json={"username": "admin", "password": "admin-password"}
+    ).json()["token"]
+    for name, mflops in [
+        ('<a href="https://evil.example/phish">Click me</a>', 1500),
+        ("<b>x</b> & co", 1700),
+    ]:
+        r = httpx.post(
+            live.url + "/api/submissions/reported",
+            headers={"authorization": f"Bearer {token}"},
+            json={
+                "name": name,
+                "params_m": 10,
+                "paper_url": "https://example.org/p",
+                "public": True,
+                "tasks": {"sst-2": {"points": [{"mflops": mflops, "performance": 85.0}]}},
+            },
+        )
+        assert r.status_code == 201, r.text
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(live.url + "/tasks/sst-2")
+    page.wait_for_selector("#chart .legend")
+    assert page.evaluate("document.querySelectorAll('#chart a').length") == 0
+    assert (
+        page.evaluate(
+            "document.querySelectorAll('#chart .legend b, #chart .legend tspan[style*=bold]').length"
+        )
+        == 0
+    )
+    legend = page.evaluate("document.querySelector('#chart .legend').textContent")
+    assert '<a href="https://evil.example/phish">Click me</a>' in legend and "<b>x</b> & co" in legend
+    # the hover box of the evil series: text too
+    page.evaluate(
+        """() => { const gd = document.getElementById('chart');
+        const i = gd.data.findIndex(t => t.name.startsWith('&lt;a href'));
+        Plotly.Fx.hover(gd, [{curveNumber: i, pointNumber: 0}]); }"""
+    )
+    page.wait_for_selector("#chart .hoverlayer .hovertext", timeout=5000)
+    hover = page.evaluate("document.querySelector('#chart .hoverlayer').textContent")
+    assert "Click me</a>" in hover
+    assert page.evaluate("document.querySelectorAll('#chart .hoverlayer a').length") == 0
+    page.close()

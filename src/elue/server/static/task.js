@@ -5,6 +5,9 @@
   const state = { x: "mflops", scale: "linear" };
   const xOf = (s, p) => (state.x === "mflops" ? p.mflops : s.params_m);
   const xTitle = () => (state.x === "mflops" ? "MFLOPs per example" : "Parameters (millions)");
+  // Plotly renders names and hover text as pseudo-HTML (<a href>, <b>, ...): user-given text must be
+  // escaped so that a model called '<a href="...">' shows as text, not as a live link.
+  const esc = (t) => String(t == null ? "" : t).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
   function pareto(points) {
     const sorted = points.slice().sort((a, b) => a.x - b.x || b.y - a.y);
@@ -21,13 +24,13 @@
       const pts = s.points.filter((p) => xOf(s, p) != null);
       if (!pts.length) continue;
       const xs = pts.map((p) => xOf(s, p));
-      pts.forEach((p, i) => all.push({ x: xs[i], y: p.performance, name: s.name }));
+      pts.forEach((p, i) => all.push({ x: xs[i], y: p.performance, name: esc(s.name) }));
       out.push({
-        type: "scatter", mode: "lines+markers", name: s.name + (s.origin === "reported" ? " (reported)" : ""),
+        type: "scatter", mode: "lines+markers", name: esc(s.name) + (s.origin === "reported" ? " (reported)" : ""),
         x: xs, y: pts.map((p) => p.performance),
         line: s.is_baseline ? { width: 4, color: "#222" } : { width: 1.5 },
         marker: { size: s.is_baseline ? 8 : 7 },
-        customdata: pts.map((p) => [s.name, p.file || "", p.mflops, s.params_m, s.score]),
+        customdata: pts.map((p) => [esc(s.name), esc(p.file), p.mflops, s.params_m, s.score]),
         hovertemplate: "<b>%{customdata[0]}</b><br>%{customdata[1]}<br>MFLOPs %{customdata[2]:,.4~g}" +
           "<br>performance %{y:.2f}<br>params %{customdata[3]:.1f}M<br>ELUE score %{customdata[4]:.2f}<extra></extra>",
         meta: { role: s.is_baseline ? "baseline" : "model", id: s.id },
@@ -35,7 +38,7 @@
     }
     if (view.baseline && state.x === "mflops" && !view.series.some((s) => s.is_baseline)) {
       const b = view.baseline.points;
-      out.push({ type: "scatter", mode: "lines", name: "Baseline: " + view.baseline.name,
+      out.push({ type: "scatter", mode: "lines", name: "Baseline: " + esc(view.baseline.name),
         x: b.map((p) => p[0]), y: b.map((p) => p[1]), line: { width: 4, color: "#222" },
         meta: { role: "baseline" } });
     }
