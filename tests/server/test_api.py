@@ -215,6 +215,16 @@ def test_admin_baseline_and_hide(client, auth, admin_headers, drain):  # noqa: A
     # a reported entry keeps its published score; a baseline cannot be deleted from under the board
     assert rows["RoBERTa-BASE"]["cells"]["sst-2"] == pytest.approx(-0.89)
     assert client.delete(f"/api/submissions/{sub['id']}", headers=alice).status_code == 409
+    # a baseline can be neither hidden nor unpublished from under the board
+    r = client.post(f"/api/admin/submissions/{sub['id']}/hide", headers=admin_headers, json={"hidden": True})
+    assert r.status_code == 409
+    assert (
+        client.patch(f"/api/submissions/{sub['id']}", headers=alice, json={"public": False}).status_code
+        == 409
+    )
+    seed = rows["ElasticBERT-BASE"]["id"]
+    r = client.put("/api/admin/baselines/sst-2", headers=admin_headers, json={"submission_id": seed})
+    assert r.status_code == 200, r.text
     # hide
     r = client.post(f"/api/admin/submissions/{sub['id']}/hide", headers=admin_headers, json={"hidden": True})
     assert r.status_code == 200

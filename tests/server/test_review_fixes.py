@@ -304,3 +304,39 @@ def test_huge_error_messages_are_capped(client, auth, drain):  # noqa: ANN001
     assert "sst-2/a.tsv, line 1" in got["error"]  # the start of the message is kept
     listed = client.get("/api/submissions", headers=h).json()
     assert len(json.dumps(listed)) < 20_000
+
+
+# ------------------------------------------------------------------ 5, 10: baselines
+def test_only_public_scored_entries_can_be_baselines(client, auth, admin_headers, drain):  # noqa: ANN001
+    h = auth("alice")
+    private = upload(client, h, name="private model")
+    queued = upload(client, h, name="queued model", public=True)
+    drain()
+    hidden = upload(client, h, name="hidden model", public=True)
+    failed = upload(client, h, name="failed model", public=True, files={**SUB, "model.py": "# HOSTILE\n"})
+    drain()
+    r = client.post(
+        f"/api/admin/submissions/{hidden['id']}/hide", headers=admin_headers, json={"hidden": True}
+    )
+    assert r.status_code == 200
+    for sub in (private, hidden, failed):
+        r = client.put("/api/admin/baselines/sst-2", headers=admin_headers, json={"submission_id": sub["id"]})
+        assert r.status_code == 400 and "cannot be a baseline" in r.json()["detail"], r.text
+    assert client.get("/api/tasks/sst-2").json()["baseline"]["name"] == "ElasticBERT-BASE"
+    # the admin page's choices: only public, visible, scored entries
+    page = client.get("/admin", headers=admin_headers).text
+    select = page[page.index('<select name="submission_id">') : page.index("</select>")]
+    assert "queued model" in select  # scored by now, public
+    for name in ("private model", "hidden model", "failed model"):
+        assert name not in select
+    r = client.put("/api/admin/baselines/sst-2", headers=admin_headers, json={"submission_id": queued["id"]})
+    assert r.status_code == 200
+
+
+def test_admin_baseline_form_with_an_unknown_task(client):  # noqa: ANN001
+    token_for(client, "admin", "admin-password", create=False)
+    csrf = csrf_of(client.get("/login").text)
+    client.post("/login", data={"username": "admin", "password": "admin-password", "csrf": csrf})
+    csrf = csrf_of(client.get("/admin").text)
+    r = client.post("/admin/baseline", data={"task": "nope", "submission_id": "1", "csrf": csrf})
+    assert r.status_code == 400 and "nope" in r.text

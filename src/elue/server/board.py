@@ -216,23 +216,24 @@ def apply_scores(models: list[Model], baselines: dict[str, list[tuple[float, flo
         m.overall = _finite(overall)
 
 
+def visible_condition():  # noqa: ANN201
+    """The public entries: published, not hidden, scored (reported entries are stored scored). Only
+    these are on the board and only these may be a dataset's baseline."""
+    return Submission.public.is_(True) & Submission.hidden.is_(False) & (Submission.status == SCORED)
+
+
 def build_board(session: Session) -> Board:
-    visible = (
-        Submission.public.is_(True)
-        & Submission.hidden.is_(False)
-        & (Submission.status == SCORED)  # measured once scored; reported entries are stored scored
-    )
-    models = load_models(session, visible)
+    models = load_models(session, visible_condition())
     by_id = {m.id: m for m in models}
     choices = baseline_choices(session)
     baselines: dict[str, dict] = {}
     base_points: dict[str, list[tuple[float, float]]] = {}
     for task, sid in choices.items():
         m = by_id.get(sid)
-        if m is None:  # a baseline that is not public still defines the curve
-            extra = load_models(session, Submission.id == sid)
-            m = extra[0] if extra else None
-        if m is None or task not in m.tasks or not m.tasks[task].points:
+        if m is None:  # not public (any more): its points are not published, that dataset has no baseline
+            log.warning("the %s baseline (submission %s) is not public: ignored", task, sid)
+            continue
+        if task not in m.tasks or not m.tasks[task].points:
             continue
         pts = [(p["mflops"], p["performance"]) for p in m.tasks[task].points]
         base_points[task] = pts

@@ -323,6 +323,8 @@ def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submiss
     if "name" in changes and changes["name"] is not None:
         sub.name = _clean_name(changes["name"])
     if changes.get("public") is not None:
+        if not changes["public"] and sub.public and _is_baseline(s, sub):
+            raise ServiceError("this entry is a dataset's baseline; the admin must choose another first", 409)
         sub.public = bool(changes["public"])
     for k in ("paper_url", "code_url"):
         if changes.get(k) is not None:
@@ -334,9 +336,13 @@ def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submiss
     return sub
 
 
+def _is_baseline(s: Session, sub: Submission) -> bool:
+    return s.scalar(select(Baseline).where(Baseline.submission_id == sub.id).limit(1)) is not None
+
+
 def delete_submission(s: Session, settings: Settings, user: User, sub_id: int) -> None:
     sub = get_owned(s, user, sub_id)
-    if s.scalar(select(Baseline).where(Baseline.submission_id == sub.id)) is not None:
+    if _is_baseline(s, sub):
         raise ServiceError("this entry is a dataset's baseline; the admin must choose another first", 409)
     key = sub.storage_key
     # a tombstone: files, results and texts go; the row keeps its id (never reused) and still counts
@@ -358,10 +364,17 @@ def require_admin(user: User | None) -> User:
 
 
 def set_baseline(s: Session, task: str, sub_id: int) -> None:
-    task = get_task(task).name
+    try:
+        task = get_task(task).name
+    except KeyError as e:
+        raise ServiceError(str(e.args[0])) from None
     sub = s.get(Submission, sub_id)
     if sub is None or sub.status == DELETED:
         raise ServiceError("no such submission", 404)
+    if not (sub.public and not sub.hidden and sub.status == SCORED):
+        raise ServiceError(
+            f"{sub.name} cannot be a baseline: only public, visible, scored (or reported) entries can"
+        )
     tr = s.scalar(select(TaskResult).where(TaskResult.submission_id == sub_id, TaskResult.task == task))
     if tr is None or not tr.points:
         raise ServiceError(f"{sub.name} has no {task} points to serve as a baseline curve")
@@ -378,6 +391,8 @@ def set_hidden(s: Session, sub_id: int, hidden: bool) -> Submission:
     sub = s.get(Submission, sub_id)
     if sub is None or sub.status == DELETED:
         raise ServiceError("no such submission", 404)
+    if hidden and not sub.hidden and _is_baseline(s, sub):
+        raise ServiceError("this entry is a dataset's baseline; choose another baseline first", 409)
     sub.hidden = hidden
     bump_board_version(s)
     s.commit()

@@ -31,7 +31,7 @@ from sqlalchemy.orm import sessionmaker
 
 from elue.scoring import Baseline
 
-from .board import baseline_choices, load_models
+from .board import baseline_choices, load_models, visible_condition
 from .config import Settings
 from .db import (
     FAILED,
@@ -187,7 +187,7 @@ def _current_baseline(sessions: sessionmaker) -> dict[str, list[tuple[float, flo
         choices = baseline_choices(s)
         out = {}
         for task, sid in choices.items():
-            models = load_models(s, Submission.id == sid)
+            models = load_models(s, (Submission.id == sid) & visible_condition())
             if models and task in models[0].tasks and models[0].tasks[task].points:
                 out[task] = [(p["mflops"], p["performance"]) for p in models[0].tasks[task].points]
         return out

@@ -13,7 +13,7 @@ from elue.tasks import TASK_NAMES, TASKS, get_task
 
 from .. import service
 from ..api_docs import endpoints
-from ..board import TRACKS, apply_scores, load_models, rank, task_view
+from ..board import TRACKS, apply_scores, load_models, rank, task_view, visible_condition
 from ..db import DELETED, ApiToken, Baseline, Submission, User
 from ..deps import Ctx, get_ctx
 from ..service import ServiceError
@@ -397,7 +397,7 @@ def admin(ctx: Ctx = Depends(get_ctx)):
         select(Submission).where(Submission.status != DELETED).order_by(Submission.id.desc())
     ).all()
     choices = {b.task: b.submission_id for b in ctx.db.scalars(select(Baseline))}
-    models = load_models(ctx.db, Submission.status == "scored")
+    models = load_models(ctx.db, visible_condition())  # only these may be a baseline
     candidates = {t: [m for m in models if t in m.tasks and m.tasks[t].points] for t in TASK_NAMES}
     return render(ctx, "admin.html", subs=subs, choices=choices, candidates=candidates, tasks=TASKS)
 
