@@ -340,3 +340,31 @@ def test_admin_baseline_form_with_an_unknown_task(client):  # noqa: ANN001
     csrf = csrf_of(client.get("/admin").text)
     r = client.post("/admin/baseline", data={"task": "nope", "submission_id": "1", "csrf": csrf})
     assert r.status_code == 400 and "nope" in r.text
+
+
+# ------------------------------------------------------------------ 6: no posing as another public entry
+def test_public_names_cannot_copy_another_users_entry(client, auth):  # noqa: ANN001
+    h = auth("poser")
+    r = reported(client, h, name="elasticbert-BASE ")
+    assert r.status_code == 409 and "another public entry" in r.json()["detail"]
+    assert (
+        reported(client, h, name="ElasticBERT-BASE", tasks={"mrpc": {"elue_score": 1e300}}).status_code == 400
+    )
+    # private under that name is allowed, publishing it is not; nor renaming a public entry to it
+    r = reported(client, h, name="ElasticBERT-BASE", public=False)
+    assert r.status_code == 201
+    sid = r.json()["id"]
+    assert client.patch(f"/api/submissions/{sid}", headers=h, json={"public": True}).status_code == 409
+    mine = reported(client, h, name="My own").json()["id"]
+    r = client.patch(f"/api/submissions/{mine}", headers=h, json={"name": "ElasticBERT-base"})
+    assert r.status_code == 409
+    r = client.post(
+        "/api/submissions",
+        headers=h,
+        data={"name": "RoBERTa-BASE", "public": "true"},
+        files={"file": ("s.zip", zip_bytes(SUB), "application/zip")},
+    )
+    assert r.status_code == 409
+    # one's own entries may share a name (e.g. a new version), and renaming to the same name is fine
+    assert reported(client, h, name="My own").status_code == 201
+    assert client.patch(f"/api/submissions/{mine}", headers=h, json={"name": "my OWN"}).status_code == 200

@@ -137,6 +137,24 @@ def _clean_name(name: str) -> str:
     return name
 
 
+def _check_name_free(s: Session, user: User | None, name: str, exclude_id: int | None = None) -> None:
+    """A public entry may not take the name of another user's (or a seeded) public entry, compared
+    case-insensitively: nobody can pose as "ElasticBERT-BASE". Admins are exempt."""
+    if user is not None and user.is_admin:
+        return
+    q = select(Submission.id).where(
+        func.lower(Submission.name) == name.strip().lower(),
+        Submission.public.is_(True),
+        Submission.status != DELETED,
+    )
+    if user is not None:
+        q = q.where((Submission.owner_id != user.id) | Submission.owner_id.is_(None))
+    if exclude_id is not None:
+        q = q.where(Submission.id != exclude_id)
+    if s.scalar(q.limit(1)) is not None:
+        raise ServiceError(f"another public entry is called {name!r}: choose another name", 409)
+
+
 def _clean_url(url: str | None) -> str:
     url = (url or "").strip()
     if url and not re.match(r"^https?://[^\s<>\"']+$", url):
@@ -159,6 +177,8 @@ def submit_zip(
     """Accept an uploaded zip: checked, extracted, moved into place and queued, or nothing at all."""
     name = _clean_name(name)
     paper_url, code_url = _clean_url(paper_url), _clean_url(code_url)
+    if public:
+        _check_name_free(s, user, name)
     check_limits(s, user, settings)  # early answer; checked again under the lock below
     staged = storage.extract_zip(data, settings)  # UploadError -> nothing stored
     key = None
@@ -268,6 +288,8 @@ def submit_reported(
         raise ServiceError("a reported entry needs the link of the paper its numbers come from")
     params_m = _number(params_m, "params_m (millions of parameters)", lo=0, hi=MAX_PARAMS_M, lo_open=True)
     parsed = parse_reported(tasks)
+    if public:
+        _check_name_free(s, user, name)
     if user is not None and enforce_limits and not user.is_admin:
         _lock_user(s, user)
         try:
@@ -320,8 +342,13 @@ def can_view(user: User | None, sub: Submission) -> bool:
 
 def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submission:
     sub = get_owned(s, user, sub_id)
+    new_name = sub.name
     if "name" in changes and changes["name"] is not None:
-        sub.name = _clean_name(changes["name"])
+        new_name = _clean_name(changes["name"])
+    new_public = sub.public if changes.get("public") is None else bool(changes["public"])
+    if new_public and (new_name.lower() != sub.name.lower() or not sub.public):
+        _check_name_free(s, sub.owner if sub.owner_id != user.id else user, new_name, exclude_id=sub.id)
+    sub.name = new_name
     if changes.get("public") is not None:
         if not changes["public"] and sub.public and _is_baseline(s, sub):
             raise ServiceError("this entry is a dataset's baseline; the admin must choose another first", 409)
