@@ -368,3 +368,53 @@ def test_public_names_cannot_copy_another_users_entry(client, auth):  # noqa: AN
     # one's own entries may share a name (e.g. a new version), and renaming to the same name is fine
     assert reported(client, h, name="My own").status_code == 201
     assert client.patch(f"/api/submissions/{mine}", headers=h, json={"name": "my OWN"}).status_code == 200
+
+
+# ------------------------------------------------------------------ 8: huge ids
+def test_huge_ids_are_not_a_server_error(client, auth):  # noqa: ANN001
+    h = auth("counter")
+    for url in [
+        "/models/99999999999999999999",
+        "/api/models/99999999999999999999",
+        "/models/0",
+        "/api/models/-1",
+    ]:
+        assert client.get(url).status_code in (404, 422), url
+    for url in [
+        "/api/submissions/99999999999999999999",
+        f"/api/submissions/{2**63}",
+        f"/api/submissions/{2**31}",
+    ]:
+        assert client.get(url, headers=h).status_code in (404, 422), url
+        assert client.delete(url, headers=h).status_code in (404, 422), url
+        assert client.patch(url, headers=h, json={"public": True}).status_code in (404, 422), url
+    assert client.get(f"/api/models/{2**31 - 1}").status_code == 404
+
+
+# ------------------------------------------------------------------ 9: non-ASCII CSRF token
+def test_non_ascii_csrf_is_a_403(client):  # noqa: ANN001
+    web_login(client, "accent")
+    r = client.post("/account/tokens", data={"name": "t", "csrf": "é"})
+    assert r.status_code == 403
+    r = client.patch("/api/submissions/1", json={"public": True}, headers={"x-csrf-token": b"\xc3\xa9"})
+    assert r.status_code == 403
+
+
+# ------------------------------------------------------------------ 11: CSV formula injection
+def test_results_csv_neutralises_formulas(client, auth):  # noqa: ANN001
+    import csv
+    import io
+
+    h = auth("formula")
+    names = ['=HYPERLINK("https://evil.example","x")', "+1+2", "-2+3", "@SUM(A1)"]
+    for name in names:
+        assert reported(client, h, name=name).status_code == 201, name
+    pts = {"sst-2": {"points": [{"mflops": 1500, "performance": 85.0, "file": "\t=1+1"}]}}
+    assert reported(client, auth("formula2"), name="files", tasks=pts).status_code == 201
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/results.csv").text)))
+    got = {r["model"] for r in rows}
+    for name in names:
+        assert "'" + name in got and name not in got
+    assert next(r for r in rows if r["model"] == "files")["file"] == "'\t=1+1"
+    roberta = next(r for r in rows if r["model"] == "RoBERTa-BASE" and r["task"] == "sst-2")
+    assert float(roberta["task_elue_score"]) < 0  # negative numbers stay numbers

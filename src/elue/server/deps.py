@@ -4,8 +4,9 @@ or API token), CSRF checks, and the deployment's state hung on `app.state.elue`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -14,6 +15,11 @@ from .config import Settings
 from .db import User
 from .security import SESSION_COOKIE, SESSION_MAX_AGE, SessionCodec, csrf_ok, new_csrf
 from .service import user_from_token
+
+# row ids in paths: 1 .. 2**31-1, the range of the id columns (INTEGER: 32 bits on PostgreSQL); a larger
+# number used to reach the database and fail there with a 500 (OverflowError)
+MAX_ID = 2**31 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @dataclass

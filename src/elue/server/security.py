@@ -76,4 +76,7 @@ def new_csrf() -> str:
 
 
 def csrf_ok(expected: str | None, given: str | None) -> bool:
-    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+    # bytes: compare_digest refuses str with non-ASCII characters (a TypeError, i.e. a 500, before)
+    if not expected or not given:
+        return False
+    return hmac.compare_digest(str(expected).encode("utf-8"), str(given).encode("utf-8"))

@@ -17,7 +17,7 @@ from elue.tasks import TASK_NAMES, TASKS, get_task
 from .. import service
 from ..board import TRACKS, _finite, load_models, rank, task_view
 from ..db import DELETED, Submission, User
-from ..deps import Ctx, get_ctx, state
+from ..deps import MAX_ID, Ctx, RowId, get_ctx, state
 from ..service import ServiceError, authenticate
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -136,7 +136,7 @@ def models(request: Request):
 
 
 @router.get("/models/{model_id}", summary="One model: every point, per-dataset scores")
-def model_detail(model_id: int, ctx: Ctx = Depends(get_ctx)):
+def model_detail(model_id: RowId, ctx: Ctx = Depends(get_ctx)):
     sub = ctx.db.get(Submission, model_id)
     if sub is None or not service.can_view(ctx.user, sub):
         raise HTTPException(404, "no such model")
@@ -206,6 +206,16 @@ def results_json(request: Request):
     )
 
 
+def csv_cell(v):  # noqa: ANN001, ANN201
+    """A CSV cell a spreadsheet will not run: text starting with = + - @ (or tab / CR) is prefixed with
+    an apostrophe (numbers are written as they are)."""
+    if v is None:
+        return ""
+    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + v
+    return v
+
+
 @router.get("/results.csv", summary="Every public result as CSV (one row per operating point)")
 def results_csv(request: Request):
     board = state(request).board.get()
@@ -213,7 +223,7 @@ def results_csv(request: Request):
     w = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, lineterminator="\n")
     w.writeheader()
     for row in _result_rows(board):
-        w.writerow({k: ("" if row[k] is None else row[k]) for k in RESULT_COLUMNS})
+        w.writerow({k: csv_cell(row[k]) for k in RESULT_COLUMNS})
     return Response(
         buf.getvalue(),
         media_type="text/csv",
@@ -353,7 +363,7 @@ def my_submissions(ctx: Ctx = Depends(get_ctx)):
 
 
 @router.get("/submissions/{sub_id}", summary="A submission's status, log (owner) and result")
-def get_submission(sub_id: int, ctx: Ctx = Depends(get_ctx)):
+def get_submission(sub_id: RowId, ctx: Ctx = Depends(get_ctx)):
     sub = ctx.db.get(Submission, sub_id)
     user = ctx.user
     if sub is None or not service.can_view(user, sub):
@@ -372,7 +382,7 @@ class SubmissionPatch(BaseModel):
 
 
 @router.patch("/submissions/{sub_id}", summary="Rename, publish or unpublish your submission")
-def patch_submission(sub_id: int, body: SubmissionPatch, request: Request, ctx: Ctx = Depends(get_ctx)):
+def patch_submission(sub_id: RowId, body: SubmissionPatch, request: Request, ctx: Ctx = Depends(get_ctx)):
     user = need_writer(ctx, request)
     sub = service.update_submission(ctx.db, user, sub_id, **body.model_dump())
     ctx.st.board.invalidate()
@@ -380,7 +390,7 @@ def patch_submission(sub_id: int, body: SubmissionPatch, request: Request, ctx: 
 
 
 @router.delete("/submissions/{sub_id}", status_code=204, summary="Delete your submission")
-def delete_submission(sub_id: int, request: Request, ctx: Ctx = Depends(get_ctx)):
+def delete_submission(sub_id: RowId, request: Request, ctx: Ctx = Depends(get_ctx)):
     user = need_writer(ctx, request)
     service.delete_submission(ctx.db, ctx.st.settings, user, sub_id)
     ctx.st.board.invalidate()
@@ -389,7 +399,7 @@ def delete_submission(sub_id: int, request: Request, ctx: Ctx = Depends(get_ctx)
 
 # ------------------------------------------------------------------ admin
 class BaselineChoice(BaseModel):
-    submission_id: int
+    submission_id: int = Field(ge=1, le=MAX_ID)
 
 
 @router.put("/admin/baselines/{task}", summary="Admin: choose a dataset's baseline entry")
@@ -409,7 +419,7 @@ class HideChoice(BaseModel):
 
 
 @router.post("/admin/submissions/{sub_id}/hide", summary="Admin: hide or show an entry")
-def hide(sub_id: int, body: HideChoice, request: Request, ctx: Ctx = Depends(get_ctx)):
+def hide(sub_id: RowId, body: HideChoice, request: Request, ctx: Ctx = Depends(get_ctx)):
     service.require_admin(need_writer(ctx, request))
     sub = service.set_hidden(ctx.db, sub_id, body.hidden)
     ctx.st.board.invalidate()

@@ -15,7 +15,7 @@ from .. import service
 from ..api_docs import endpoints
 from ..board import TRACKS, apply_scores, load_models, rank, task_view, visible_condition
 from ..db import DELETED, ApiToken, Baseline, Submission, User
-from ..deps import Ctx, get_ctx
+from ..deps import MAX_ID, Ctx, RowId, get_ctx
 from ..service import ServiceError
 from ..storage import UploadError
 from .api import read_limited
@@ -88,7 +88,7 @@ def task_page(task: str, ctx: Ctx = Depends(get_ctx)):
 
 
 @router.get("/models/{model_id}", response_class=HTMLResponse)
-def model_page(model_id: int, ctx: Ctx = Depends(get_ctx)):
+def model_page(model_id: RowId, ctx: Ctx = Depends(get_ctx)):
     sub = ctx.db.get(Submission, model_id)
     if sub is None or not service.can_view(ctx.user, sub):
         raise HTTPException(404, "no such model")
@@ -247,7 +247,7 @@ def new_token(name: str = Form(""), csrf: str = Form(""), ctx: Ctx = Depends(get
 
 
 @router.post("/account/tokens/{token_id}/delete")
-def delete_token(token_id: int, csrf: str = Form(""), ctx: Ctx = Depends(get_ctx)):
+def delete_token(token_id: RowId, csrf: str = Form(""), ctx: Ctx = Depends(get_ctx)):
     ctx.check_csrf(csrf)
     service.delete_token(ctx.db, need_login(ctx), token_id)
     return redirect(ctx, "/account")
@@ -363,7 +363,7 @@ def submit_reported(
 
 
 @router.get("/submissions/{sub_id}", response_class=HTMLResponse)
-def submission_page(sub_id: int, ctx: Ctx = Depends(get_ctx)):
+def submission_page(sub_id: RowId, ctx: Ctx = Depends(get_ctx)):
     if ctx.user is None:
         return redirect(ctx, f"/login?next=/submissions/{sub_id}")
     user = ctx.user
@@ -372,7 +372,7 @@ def submission_page(sub_id: int, ctx: Ctx = Depends(get_ctx)):
 
 
 @router.post("/submissions/{sub_id}/{action}")
-def submission_action(sub_id: int, action: str, csrf: str = Form(""), ctx: Ctx = Depends(get_ctx)):
+def submission_action(sub_id: RowId, action: str, csrf: str = Form(""), ctx: Ctx = Depends(get_ctx)):
     ctx.check_csrf(csrf)
     user = need_login(ctx)
     if action == "publish":
@@ -404,7 +404,10 @@ def admin(ctx: Ctx = Depends(get_ctx)):
 
 @router.post("/admin/baseline")
 def admin_baseline(
-    task: str = Form(...), submission_id: int = Form(...), csrf: str = Form(""), ctx: Ctx = Depends(get_ctx)
+    task: str = Form(...),
+    submission_id: int = Form(..., ge=1, le=MAX_ID),
+    csrf: str = Form(""),
+    ctx: Ctx = Depends(get_ctx),
 ):
     ctx.check_csrf(csrf)
     service.require_admin(ctx.user)
@@ -414,7 +417,7 @@ def admin_baseline(
 
 
 @router.post("/admin/hide/{sub_id}")
-def admin_hide(sub_id: int, hidden: str = Form("1"), csrf: str = Form(""), ctx: Ctx = Depends(get_ctx)):
+def admin_hide(sub_id: RowId, hidden: str = Form("1"), csrf: str = Form(""), ctx: Ctx = Depends(get_ctx)):
     ctx.check_csrf(csrf)
     service.require_admin(ctx.user)
     service.set_hidden(ctx.db, sub_id, hidden == "1")
