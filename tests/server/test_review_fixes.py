@@ -418,3 +418,30 @@ def test_results_csv_neutralises_formulas(client, auth):  # noqa: ANN001
     assert next(r for r in rows if r["model"] == "files")["file"] == "'\t=1+1"
     roberta = next(r for r in rows if r["model"] == "RoBERTa-BASE" and r["task"] == "sst-2")
     assert float(roberta["task_elue_score"]) < 0  # negative numbers stay numbers
+
+
+# ------------------------------------------------------------------ 14: password guessing is throttled
+def test_password_guessing_is_throttled(client):  # noqa: ANN001
+    token_for(client, "target")
+    token_for(client, "bystander")
+    for _ in range(10):
+        r = client.post("/api/tokens", json={"username": "target", "password": "guess"})
+        assert r.status_code == 401
+    r = client.post("/api/tokens", json={"username": "target", "password": "password123"})
+    assert r.status_code == 429 and "too many failed log-ins" in r.json()["detail"]
+    csrf = csrf_of(client.get("/login").text)
+    r = client.post("/login", data={"username": "Target", "password": "password123", "csrf": csrf})
+    assert r.status_code == 429 and "too many failed log-ins" in r.text
+    # other users are not affected; a success clears a user's count
+    assert (
+        client.post("/api/tokens", json={"username": "bystander", "password": "password123"}).status_code
+        == 200
+    )
+    # the window passes
+    throttle = client.app.state.elue.login_throttle
+    for q in throttle._failures.values():
+        for i in range(len(q)):
+            q[i] -= 301
+    assert (
+        client.post("/api/tokens", json={"username": "target", "password": "password123"}).status_code == 200
+    )

@@ -14,7 +14,8 @@ from .board import BoardCache
 from .config import Settings
 from .db import User
 from .security import SESSION_COOKIE, SESSION_MAX_AGE, SessionCodec, csrf_ok, new_csrf
-from .service import user_from_token
+from .service import ServiceError, authenticate, user_from_token
+from .throttle import LoginThrottle
 
 # row ids in paths: 1 .. 2**31-1, the range of the id columns (INTEGER: 32 bits on PostgreSQL); a larger
 # number used to reach the database and fail there with a 500 (OverflowError)
@@ -30,6 +31,7 @@ class AppState:
     board: BoardCache
     templates: Jinja2Templates
     page_cache: dict = field(default_factory=dict)
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 def state(request: Request) -> AppState:
@@ -121,3 +123,18 @@ def get_db(request: Request):
 
 def get_ctx(request: Request, db: Session = Depends(get_db)) -> Ctx:
     return Ctx(request, db)
+
+
+def throttled_authenticate(ctx: Ctx, username: str, password: str) -> User | None:
+    """`service.authenticate`, refused with 429 after too many failures for this user name and client."""
+    throttle = ctx.st.login_throttle
+    key = throttle.key(username, ctx.request.client.host if ctx.request.client else None)
+    wait = throttle.retry_after(key)
+    if wait:
+        raise ServiceError(f"too many failed log-ins: try again in {wait:.0f} s", 429)
+    user = authenticate(ctx.db, username, password)
+    if user is None:
+        throttle.failed(key)
+    else:
+        throttle.succeeded(key)
+    return user

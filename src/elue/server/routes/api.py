@@ -17,8 +17,8 @@ from elue.tasks import TASK_NAMES, TASKS, get_task
 from .. import service
 from ..board import TRACKS, _finite, load_models, rank, task_view
 from ..db import DELETED, Submission, User
-from ..deps import MAX_ID, Ctx, RowId, get_ctx, state
-from ..service import ServiceError, authenticate
+from ..deps import MAX_ID, Ctx, RowId, get_ctx, state, throttled_authenticate
+from ..service import ServiceError
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -242,7 +242,7 @@ class TokenRequest(BaseModel):
 def create_token(body: TokenRequest, request: Request, ctx: Ctx = Depends(get_ctx)):
     user = None
     if body.username is not None:
-        user = authenticate(ctx.db, body.username, body.password or "")
+        user = throttled_authenticate(ctx, body.username, body.password or "")
         if user is None:
             raise HTTPException(401, "wrong user name or password")
     else:
@@ -252,7 +252,7 @@ def create_token(body: TokenRequest, request: Request, ctx: Ctx = Depends(get_ct
                 u, _, p = base64.b64decode(auth[6:]).decode().partition(":")
             except ValueError:
                 raise HTTPException(401, "bad basic auth") from None
-            user = authenticate(ctx.db, u, p)
+            user = throttled_authenticate(ctx, u, p)
             if user is None:
                 raise HTTPException(401, "wrong user name or password")
         else:

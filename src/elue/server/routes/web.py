@@ -15,7 +15,7 @@ from .. import service
 from ..api_docs import endpoints
 from ..board import TRACKS, apply_scores, load_models, rank, task_view, visible_condition
 from ..db import DELETED, ApiToken, Baseline, Submission, User
-from ..deps import MAX_ID, Ctx, RowId, get_ctx
+from ..deps import MAX_ID, Ctx, RowId, get_ctx, throttled_authenticate
 from ..service import ServiceError
 from ..storage import UploadError
 from .api import read_limited
@@ -198,7 +198,10 @@ def login(
     ctx: Ctx = Depends(get_ctx),
 ):
     ctx.check_csrf(csrf)
-    user = service.authenticate(ctx.db, username, password)
+    try:
+        user = throttled_authenticate(ctx, username, password)
+    except ServiceError as e:
+        return render(ctx, "login.html", status_code=e.status, error=str(e), next=next, username=username)
     if user is None:
         return render(
             ctx,
