@@ -445,3 +445,35 @@ def test_password_guessing_is_throttled(client):  # noqa: ANN001
     assert (
         client.post("/api/tokens", json={"username": "target", "password": "password123"}).status_code == 200
     )
+
+
+# ------------------------------------------------------------------ 15: sorting
+def test_sorting_keeps_unranked_rows_at_the_bottom(client, auth):  # noqa: ANN001
+    import re
+
+    assert reported(client, auth("inc"), name="Incomplete one").status_code == 201
+
+    def ids(url: str) -> list:
+        return [(r["rank"], r["name"]) for r in client.get(url).json()["rows"]]
+
+    default = ids("/api/leaderboard")
+    ranks = [k for k, _ in default]
+    n = sum(k is not None for k in ranks)
+    assert ranks[:n] == sorted(ranks[:n]) and ranks[0] == 1 and all(k is None for k in ranks[n:])
+    assert ids("/api/leaderboard?sort=rank&order=asc") == default
+    desc = ids("/api/leaderboard?sort=rank&order=desc")
+    assert desc[:n] == default[:n][::-1] and desc[n:] == default[n:]
+    # the page's "#" link: first click = rank 1 first; "Model": A→Z first
+    html = client.get("/leaderboard").text
+    assert 'href="?track=elue&amp;sort=rank&amp;order=desc"' in html or "sort=rank&order=desc" in html
+    name_link = re.search(r'href="([^"]*sort=name[^"]*)"', html).group(1).replace("&amp;", "&")
+    assert name_link.endswith("order=asc")
+    page = client.get("/leaderboard" + name_link).text
+    names = re.findall(r'<a href="/models/\d+">([^<]+)</a>', page)
+    assert len(names) >= 10 and names == sorted(names, key=str.lower)
+    first_rows = re.findall(
+        r'<tr class="[^"]*" data-id="(\d+)"', client.get("/leaderboard?sort=rank&order=asc").text
+    )
+    assert first_rows[0] == str(
+        next(r["id"] for r in client.get("/api/leaderboard").json()["rows"] if r["rank"] == 1)
+    )

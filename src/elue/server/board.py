@@ -285,7 +285,14 @@ def rank(board: Board, track: str = "elue", sort: str | None = None, descending:
                     "rank": e.rank,
                 }
             )
-    if sort and sort != "rank":
+    if sort == "rank":
+        # ranked rows by rank (1 first ascending, last first descending); unranked rows stay at the bottom
+        ranked = [r for r in rows if r["rank"] is not None]
+        unranked = [r for r in rows if r["rank"] is None]
+        if descending:
+            ranked.reverse()
+        rows = ranked + unranked
+    elif sort:
         if sort == "name":
             rows.sort(key=lambda r: r["model"].name.lower(), reverse=descending)
         else:
@@ -301,9 +308,13 @@ def rank(board: Board, track: str = "elue", sort: str | None = None, descending:
             missing = [r for r in rows if value(r) is None]
             present.sort(key=value, reverse=descending)
             rows = present + missing
-    elif sort == "rank" and not descending:
-        rows.reverse()
     return rows
+
+
+def natural_order(sort: str | None) -> str:
+    """A column's first-click order: rank 1 first and names A→Z ascending; scores, performance and
+    params best/largest first."""
+    return "asc" if sort in (None, "rank", "name") else "desc"
 
 
 def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:

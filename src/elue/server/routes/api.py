@@ -15,7 +15,7 @@ from sqlalchemy import select
 from elue.tasks import TASK_NAMES, TASKS, get_task
 
 from .. import service
-from ..board import TRACKS, _finite, load_models, rank, task_view
+from ..board import TRACKS, _finite, load_models, natural_order, rank, task_view
 from ..db import DELETED, Submission, User
 from ..deps import MAX_ID, Ctx, RowId, get_ctx, state, throttled_authenticate
 from ..service import ServiceError
@@ -78,11 +78,17 @@ def _scored_model(ctx: Ctx, sub: Submission):  # noqa: ANN202
 
 # ------------------------------------------------------------------ public results
 @router.get("/leaderboard", summary="One leaderboard track")
-def leaderboard(track: str = "elue", sort: str | None = None, order: str = "desc", request: Request = None):
+def leaderboard(
+    track: str = "elue", sort: str | None = None, order: str | None = None, request: Request = None
+):
+    """`sort`: rank, name, value, params or a task; `order`: asc or desc (default: rank and name
+    ascending, the others descending). Rows without a value stay at the bottom in both orders."""
     if track not in TRACKS:
         raise HTTPException(404, f"unknown track {track!r}; tracks: {', '.join(TRACKS)}")
+    if order not in ("asc", "desc"):
+        order = natural_order(sort)
     board = state(request).board.get()
-    rows = rank(board, track, sort, order != "asc")
+    rows = rank(board, track, sort, order == "desc")
     return {
         "track": track,
         "title": TRACKS[track],

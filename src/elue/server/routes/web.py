@@ -13,7 +13,15 @@ from elue.tasks import TASK_NAMES, TASKS, get_task
 
 from .. import service
 from ..api_docs import endpoints
-from ..board import TRACKS, apply_scores, load_models, rank, task_view, visible_condition
+from ..board import (
+    TRACKS,
+    apply_scores,
+    load_models,
+    natural_order,
+    rank,
+    task_view,
+    visible_condition,
+)
 from ..db import DELETED, ApiToken, Baseline, Submission, User
 from ..deps import MAX_ID, Ctx, RowId, get_ctx, throttled_authenticate
 from ..service import ServiceError
@@ -69,11 +77,15 @@ def home(ctx: Ctx = Depends(get_ctx)):
 
 
 @router.get("/leaderboard", response_class=HTMLResponse)
-def leaderboard(track: str = "elue", sort: str = "rank", order: str = "desc", ctx: Ctx = Depends(get_ctx)):
+def leaderboard(
+    track: str = "elue", sort: str = "rank", order: str | None = None, ctx: Ctx = Depends(get_ctx)
+):
     if track not in TRACKS:
         raise HTTPException(404, f"unknown track {track!r}")
+    if order not in ("asc", "desc"):
+        order = natural_order(sort)
     board = ctx.st.board.get()
-    rows = rank(board, track, sort, order != "asc")
+    rows = rank(board, track, sort, order == "desc")
     return render(ctx, "leaderboard.html", rows=rows, track=track, tracks=TRACKS, sort=sort, order=order)
 
 
