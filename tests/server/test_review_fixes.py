@@ -477,3 +477,21 @@ def test_sorting_keeps_unranked_rows_at_the_bottom(client, auth):  # noqa: ANN00
     assert first_rows[0] == str(
         next(r["id"] for r in client.get("/api/leaderboard").json()["rows"] if r["rank"] == 1)
     )
+
+
+# ------------------------------------------------------------------ 16: HEAD
+def test_head_requests(client):  # noqa: ANN001
+    for url in [
+        "/",
+        "/leaderboard",
+        "/tasks/sst-2",
+        "/api/leaderboard",
+        "/api/results.csv",
+        "/datasets/sst-2/test.tsv",
+    ]:
+        get = client.get(url)
+        head = client.head(url)
+        assert head.status_code == 200, url
+        assert head.content == b""
+        assert head.headers.get("content-type") == get.headers.get("content-type")
+    assert client.head("/models/99999").status_code == 404

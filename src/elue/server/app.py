@@ -75,6 +75,24 @@ class BodyLimit:
         await resp(scope, receive, send)
 
 
+class HeadAsGet:
+    """Pure ASGI: answer HEAD like GET without the body (FastAPI routes declare GET only)."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        self.app = app
+
+    async def __call__(self, scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def no_body(msg):  # noqa: ANN001, ANN202
+            if msg["type"] == "http.response.body":
+                msg = {**msg, "body": b""}
+            await send(msg)
+
+        return await self.app({**scope, "method": "GET"}, receive, no_body)
+
+
 def _fmt_score(v: float | None) -> str:
     return "—" if v is None else f"{v:+.2f}".replace("+0.00", "0.00").replace("-0.00", "0.00")
 
@@ -190,4 +208,5 @@ def create_app(
         ttl=settings.page_cache_seconds if settings.cache_seconds > 0 else 0,
         version=board.version,
     )
+    app.add_middleware(HeadAsGet)
     return app
