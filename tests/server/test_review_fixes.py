@@ -495,3 +495,46 @@ def test_head_requests(client):  # noqa: ANN001
         assert head.content == b""
         assert head.headers.get("content-type") == get.headers.get("content-type")
     assert client.head("/models/99999").status_code == 404
+
+
+# ------------------------------------------------------------------ 17: HTML errors, size message, links, favicon
+def test_validation_errors_are_html_for_browsers(client):  # noqa: ANN001
+    html = {"accept": "text/html,application/xhtml+xml"}
+    r = client.get("/models/1.5", headers=html)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("text/html")
+    assert "invalid request" in r.text and "model_id" in r.text
+    assert client.get("/api/models/1.5", headers=html).headers["content-type"].startswith("application/json")
+    assert client.get("/models/1.5").headers["content-type"].startswith("application/json")  # scripts
+    csrf = web_login(client, "former")
+    r = client.post("/submit", data={"csrf": csrf}, headers=html)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("text/html")
+    assert "file: missing" in r.text and "name: missing" in r.text
+
+
+def test_upload_limit_message_names_the_configured_limit(tmp_path):  # noqa: ANN001
+    from fastapi.testclient import TestClient
+    from server_setup import make_settings
+
+    from elue.server import create_app
+
+    c = TestClient(create_app(make_settings(tmp_path, max_upload_bytes=2 * 1024 * 1024)))
+    h = {"authorization": f"Bearer {token_for(c, 'big')}"}
+    r = c.post(
+        "/api/submissions", headers=h, data={"name": "x"}, files={"file": ("s.zip", b"0" * (4 << 20), "x")}
+    )
+    assert r.status_code == 413 and "the limit is 2 MB" in r.json()["detail"], r.text
+
+
+def test_links_long_and_upper_case(client, auth):  # noqa: ANN001
+    h = auth("linker")
+    r = reported(client, h, paper_url="https://example.org/" + "a" * 600)
+    assert r.status_code == 400 and "500 characters" in r.json()["detail"]
+    r = reported(client, h, paper_url="HTTPS://Example.org/Paper")
+    assert r.status_code == 201 and r.json()["paper_url"] == "HTTPS://Example.org/Paper"
+    assert reported(client, h, name="js", paper_url="JavaScript:alert(1)").status_code == 400
+
+
+def test_favicon(client):  # noqa: ANN001
+    r = client.get("/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/x-icon"
+    assert r.content[:4] == b"\x00\x00\x01\x00" and b"PNG" in r.content

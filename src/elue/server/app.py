@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -21,6 +24,11 @@ from .deps import AppState
 from .security import SessionCodec
 
 HERE = Path(__file__).resolve().parent
+# a 16x16 icon (PNG in an ICO container), kept here so it needs no package-data rule for *.ico
+FAVICON_ICO = base64.b64decode(
+    "AAABAAEAEBAAAAEAIABfAAAAFgAAAIlQTkcNChoKAAAADUlIRFIAAAAQAAAAEAgGAAAAH/P/YQAAACZJREFUeNpjYKAGUE1+/Z8c"
+    "TBsDCAH6GUCxF0bDYEiHwcDkBUoAAJ7QNZfMB4uEAAAAAElFTkSuQmCC"
+)
 log = logging.getLogger("elue.server")
 
 
@@ -33,8 +41,9 @@ def plotly_js_path() -> Path:
 class BodyLimit:
     """Pure ASGI guard: refuse request bodies over `limit` bytes before anything reads them."""
 
-    def __init__(self, app, limit: int) -> None:  # noqa: ANN001
+    def __init__(self, app, limit: int, shown_limit: int | None = None) -> None:  # noqa: ANN001
         self.app, self.limit = app, limit
+        self.shown_limit = shown_limit or limit  # the limit the message names (the body may carry form slack)
 
     async def __call__(self, scope, receive, send):  # noqa: ANN001
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -61,7 +70,7 @@ class BodyLimit:
         return await self.app(scope, counted, send)
 
     async def _refuse(self, scope, receive, send):  # noqa: ANN001
-        mb = self.limit / 1024 / 1024
+        mb = self.shown_limit / 1024 / 1024
         msg = f"upload too large: the limit is {mb:.0f} MB"
         if scope["path"].startswith("/api"):
             resp: Response = JSONResponse({"detail": msg}, status_code=413)
@@ -171,6 +180,12 @@ def create_app(
             plotly_js, media_type="application/javascript", headers={"cache-control": "public, max-age=86400"}
         )
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(
+            FAVICON_ICO, media_type="image/x-icon", headers={"cache-control": "public, max-age=86400"}
+        )
+
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     from .routes import api, web
@@ -190,8 +205,24 @@ def create_app(
     async def _http_error(request: Request, exc: StarletteHTTPException):  # noqa: ANN202
         return _error(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):  # noqa: ANN202
+        if _wants_json(request):
+            return await request_validation_exception_handler(request, exc)
+        parts = []
+        for err in exc.errors():
+            loc = [str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path", "form")]
+            what = " / ".join(loc) or "the request"
+            parts.append(
+                f"{what}: {'missing' if err.get('type') == 'missing' else err.get('msg', 'invalid')}"
+            )
+        return _error(request, 422, "invalid request: " + "; ".join(parts))
+
+    def _wants_json(request: Request) -> bool:
+        return request.url.path.startswith("/api") or "text/html" not in request.headers.get("accept", "")
+
     def _error(request: Request, status: int, msg: str, headers: dict | None = None):  # noqa: ANN202
-        if request.url.path.startswith("/api") or "text/html" not in request.headers.get("accept", ""):
+        if _wants_json(request):
             return JSONResponse({"detail": msg}, status_code=status, headers=headers)
         return templates.TemplateResponse(
             request,
@@ -201,7 +232,9 @@ def create_app(
             headers=headers,
         )
 
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 1024 * 1024)
+    app.add_middleware(
+        BodyLimit, limit=settings.max_upload_bytes + 1024 * 1024, shown_limit=settings.max_upload_bytes
+    )
     board = app.state.elue.board
     app.add_middleware(
         ResponseCache,

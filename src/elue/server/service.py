@@ -156,10 +156,13 @@ def _check_name_free(s: Session, user: User | None, name: str, exclude_id: int |
 
 
 def _clean_url(url: str | None) -> str:
+    """An http(s) link (scheme in any case), at most 500 characters; anything else is refused."""
     url = (url or "").strip()
-    if url and not re.match(r"^https?://[^\s<>\"']+$", url):
+    if len(url) > 500:
+        raise ServiceError(f"links may have at most 500 characters (this one has {len(url)})")
+    if url and not re.match(r"^https?://[^\s<>\"']+$", url, re.IGNORECASE):
         raise ServiceError(f"links must be http(s) URLs: {url!r}")
-    return url[:500]
+    return url
 
 
 def submit_zip(
