@@ -538,3 +538,16 @@ def test_favicon(client):  # noqa: ANN001
     r = client.get("/favicon.ico")
     assert r.status_code == 200 and r.headers["content-type"] == "image/x-icon"
     assert r.content[:4] == b"\x00\x00\x01\x00" and b"PNG" in r.content
+
+
+# ------------------------------------------------------------------ 18: a bad token on public reads
+def test_bad_token_reads_public_pages_as_anonymous(client):  # noqa: ANN001
+    bad = {"authorization": "Bearer nope"}
+    for url in ["/leaderboard", "/", "/tasks/sst-2", "/api/leaderboard", "/api/tasks/sst-2", "/models/1"]:
+        assert client.get(url, headers=bad).status_code == 200, url
+    r = client.get("/api/me", headers=bad)
+    assert r.status_code == 401 and r.json()["detail"] == "invalid API token"
+    assert client.get("/api/submissions", headers=bad).status_code == 401
+    r = client.post("/api/submissions/reported", headers=bad, json={})
+    assert r.status_code in (401, 422)
+    assert client.patch("/api/submissions/1", headers=bad, json={"public": False}).status_code == 401

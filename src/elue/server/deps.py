@@ -50,6 +50,7 @@ class Ctx:
         self.clear = False
         self._user: User | None | bool = False
         self.via_token = False
+        self.bad_token = False
 
     @property
     def user(self) -> User | None:
@@ -60,7 +61,10 @@ class Ctx:
                 self._user = user_from_token(self.db, auth[7:].strip())
                 self.via_token = self._user is not None
                 if self._user is None:
-                    raise HTTPException(401, "invalid API token")
+                    # a read goes on as anonymous (public pages and API alike); a write is refused
+                    self.bad_token = True
+                    if self.request.method not in ("GET", "HEAD"):
+                        raise HTTPException(401, "invalid API token")
             elif self._session and self._session.get("uid"):
                 user = self.db.get(User, self._session["uid"])
                 # a cookie from before the user's last log-out is dead even if its signature is good

@@ -25,6 +25,8 @@ router = APIRouter(prefix="/api", tags=["api"])
 
 def need_user(ctx: Ctx) -> User:
     user = ctx.user
+    if user is None and ctx.bad_token:
+        raise HTTPException(401, "invalid API token")
     if user is None:
         raise HTTPException(401, "log in or send an API token (Authorization: Bearer ...)")
     return user
