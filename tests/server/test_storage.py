@@ -150,3 +150,38 @@ def test_gives_up_after_max_attempts(tmp_path):  # noqa: ANN001
     with sessions() as x:
         assert "crashed the worker" in x.get(Submission, sid).error
     engine.dispose()
+
+
+def test_parallel_uploads_respect_the_limit_on_each_backend(db_url, tmp_path):  # noqa: ANN001
+    """The limit check and the insert are serialised by a lock on the user's row: 8 parallel uploads
+    against a limit of 5 give exactly 5 (PostgreSQL row lock; SQLite write lock)."""
+    from sqlalchemy import select
+
+    from elue.server import service
+    from elue.server.db import User
+
+    s = make_settings(tmp_path, database_url=db_url, daily_limit=5)
+    create_app(s)
+    _, sessions = open_database(s.database_url, upgrade=False)
+    with sessions() as x:
+        service.create_user(x, "racer", "password123")
+    data = zip_bytes({"model.py": TINY_MODEL_PY, "sst-2/a.tsv": TSV})
+    barrier = threading.Barrier(8)
+    outcomes: list = []
+
+    def one() -> None:
+        with sessions() as x:
+            user = x.scalar(select(User).where(User.username == "racer"))
+            barrier.wait()
+            try:
+                service.submit_zip(x, s, user, data, name="r")
+                outcomes.append("ok")
+            except service.ServiceError as e:
+                outcomes.append(e.status)
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("ok") == 5 and outcomes.count(429) == 3, outcomes
