@@ -74,3 +74,20 @@ def write_made_up_answers(root: Path, n: int = 20) -> tuple[Path, list[int]]:
     (d / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\tmade-up sentence {i}\n" for i in idx))
     (d / "test_labels.tsv").write_text("index\tlabel\n" + "".join(f"{i}\t{i % 2}\n" for i in idx))
     return root, idx
+
+
+# a two-point sst-2 submission of the tiny model, small enough for API tests
+TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n1\t0\t(5),emb\n"
+SUB = {"model.py": TINY_MODEL_PY, "sst-2/a.tsv": TSV, "sst-2/b.tsv": TSV}
+
+
+def api_upload(client, headers, name="my model", public=False, files=SUB):  # noqa: ANN001, ANN201
+    """POST a zip to /api/submissions; asserts it was accepted and returns the JSON answer."""
+    r = client.post(
+        "/api/submissions",
+        headers=headers,
+        data={"name": name, "public": str(public).lower()},
+        files={"file": ("s.zip", zip_bytes(files), "application/zip")},
+    )
+    assert r.status_code == 202, r.text
+    return r.json()

@@ -6,24 +6,11 @@ import csv
 import io
 
 import pytest
-from server_helpers import TINY_MODEL_PY, zip_bytes
+from server_helpers import SUB, TINY_MODEL_PY, TSV, zip_bytes
+from server_helpers import api_upload as upload
 from server_setup import csrf_of as _csrf
 
 from elue.tasks import TASK_NAMES
-
-TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n1\t0\t(5),emb\n"
-SUB = {"model.py": TINY_MODEL_PY, "sst-2/a.tsv": TSV, "sst-2/b.tsv": TSV}
-
-
-def upload(client, headers, name="my model", public=False, files=SUB):  # noqa: ANN001, ANN201
-    r = client.post(
-        "/api/submissions",
-        headers=headers,
-        data={"name": name, "public": str(public).lower()},
-        files={"file": ("s.zip", zip_bytes(files), "application/zip")},
-    )
-    assert r.status_code == 202, r.text
-    return r.json()
 
 
 def test_seeded_leaderboard_matches_spec(client):  # noqa: ANN001

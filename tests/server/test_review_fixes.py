@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-from server_helpers import TINY_MODEL_PY, zip_bytes
+from server_helpers import SUB, zip_bytes
+from server_helpers import api_upload as upload
 from server_setup import csrf_of, token_for
 
-TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n1\t0\t(5),emb\n"
-SUB = {"model.py": TINY_MODEL_PY, "sst-2/a.tsv": TSV, "sst-2/b.tsv": TSV}
 PUBLIC_URLS = [
     "/",
     "/leaderboard",
@@ -19,17 +18,6 @@ PUBLIC_URLS = [
     "/api/results.json",
     "/api/results.csv",
 ]
-
-
-def upload(client, headers, name="my model", public=False, files=SUB):  # noqa: ANN001, ANN201
-    r = client.post(
-        "/api/submissions",
-        headers=headers,
-        data={"name": name, "public": str(public).lower()},
-        files={"file": ("s.zip", zip_bytes(files), "application/zip")},
-    )
-    assert r.status_code == 202, r.text
-    return r.json()
 
 
 def reported(client, headers, name="Paper", **kw):  # noqa: ANN001, ANN201
@@ -162,43 +150,6 @@ def test_deleting_does_not_reset_the_limits_and_ids_are_not_reused(tmp_path):  #
     # 13: the next submission (another user) gets a fresh id, not the deleted one's
     h2 = {"authorization": f"Bearer {token_for(c, 'bob')}"}
     assert upload(c, h2)["id"] > b["id"]
-
-
-def test_parallel_uploads_respect_the_limit(settings):  # noqa: ANN001
-    import threading
-
-    from sqlalchemy import select
-
-    from elue.server import create_app, service
-    from elue.server.db import User, open_database
-
-    settings.daily_limit = 5
-    create_app(settings)
-    _, sessions = open_database(settings.database_url, upgrade=False)
-    with sessions() as s:
-        service.create_user(s, "racer", "password123")
-    data = zip_bytes(SUB)
-    barrier = threading.Barrier(8)
-    outcomes: list = []
-
-    def one() -> None:
-        with sessions() as s:
-            user = s.scalar(select(User).where(User.username == "racer"))
-            barrier.wait()
-            try:
-                service.submit_zip(s, settings, user, data, name="r")
-                outcomes.append("ok")
-            except service.ServiceError as e:
-                outcomes.append(e.status)
-
-    threads = [threading.Thread(target=one) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(outcomes, key=str) == sorted(["ok"] * 5 + [429] * 3, key=str), outcomes
-    dirs = [p for p in settings.upload_dir.iterdir() if p.name != ".staging"]
-    assert len(dirs) == 5  # the refused ones left no files
 
 
 # ------------------------------------------------------------------ 12: only scored entries are public

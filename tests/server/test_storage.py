@@ -185,3 +185,5 @@ def test_parallel_uploads_respect_the_limit_on_each_backend(db_url, tmp_path):  
     for t in threads:
         t.join()
     assert outcomes.count("ok") == 5 and outcomes.count(429) == 3, outcomes
+    dirs = [p for p in s.upload_dir.iterdir() if p.name != ".staging"]
+    assert len(dirs) == 5  # the refused ones left no files
