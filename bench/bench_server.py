@@ -146,8 +146,8 @@ async def load(url: str, clients: int, seconds: float) -> dict:
 
 
 def start_server(home: Path, data_dir: Path | None, web_workers: int) -> tuple[subprocess.Popen, str]:
-    sys.path.insert(0, str(REPO / "tests" / "server"))
-    from live_server import free_port
+    sys.path[:0] = [str(REPO / "tests" / "server"), str(REPO / "tests")]
+    from subprocesses import free_port
 
     port = free_port()
     args = [
