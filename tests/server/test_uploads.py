@@ -151,3 +151,11 @@ def test_hostile_model_fails_with_the_sandbox_message(client, auth, settings, dr
     sub = client.get(f"/api/submissions/{r.json()['id']}", headers=h).json()
     assert sub["status"] == "failed"
     assert "sandbox" in sub["error"] and "sandbox" in sub["log"]
+
+
+def test_predict_output_uploads_as_it_is(settings):  # noqa: ANN001
+    """`elue predict` writes points.json next to its test files: a zip of its folder is accepted, and the
+    summary is not kept."""
+    files = {"model.py": TINY_MODEL_PY, "sst-2/static_k1.tsv": GOOD_TSV, "sst-2/points.json": "{}"}
+    staged = storage.extract_zip(zip_bytes(files), settings)
+    assert staged.tasks == ["sst-2"] and "sst-2/points.json" not in staged.files

@@ -7,6 +7,7 @@ Accepted layout (the toolkit's submission layout, optionally wrapped in one top 
     <task>/<point>.tsv       test files, one per operating point
     <task>.tsv               a single test file for a task
     README*, LICENSE*        allowed and ignored
+    <task>/points.json       allowed and ignored (`elue predict` writes it next to its test files)
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def classify(path: PurePosixPath) -> tuple[str, str | None]:
             return "task_model", parts[0]
         if name.endswith(".tsv") and len(name) > 4:
             return "testfile", parts[0]
+        if name == "points.json" or name.upper().startswith(("README", "LICENSE")):
+            return "ignored", None
     raise UploadError(
         f"unexpected file {str(path)!r}: a submission holds model.py, <task>/model.py, <task>/*.tsv or "
         f"<task>.tsv, with <task> one of {', '.join(TASK_NAMES)}"
