@@ -111,3 +111,34 @@ def test_elue_serve_with_a_bad_database_url_says_so(tmp_path):  # noqa: ANN001
     assert result.exit_code == 1, result.output
     assert "error: cannot open the database 'nosuchdb://x'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_sigterm_stops_serve_and_its_workers(tmp_path):  # noqa: ANN001
+    """uvicorn re-raises the SIGTERM it caught after shutting down; serve must still stop its workers."""
+    import signal
+    import time
+
+    from server_helpers import write_made_up_answers
+
+    answers, _ = write_made_up_answers(tmp_path / "answers")
+    server = LiveServer(tmp_path / "serve", answers)
+    workers: list[int] = []
+    deadline = time.time() + 15
+    while not workers and time.time() < deadline:  # the supervisor thread starts them (any thread's children)
+        for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
+            workers += [int(pid) for pid in (task / "children").read_text().split()]
+        time.sleep(0.2)
+    assert workers, "serve started no worker"
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(30) == 128 + signal.SIGTERM
+
+    def alive(pid: int) -> bool:  # a zombie waiting to be reaped has finished
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.time() + 15
+    while time.time() < deadline and any(alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers), "a worker outlived serve"

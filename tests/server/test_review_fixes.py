@@ -502,3 +502,74 @@ def test_bad_token_reads_public_pages_as_anonymous(client):  # noqa: ANN001
     r = client.post("/api/submissions/reported", headers=bad, json={})
     assert r.status_code in (401, 422)
     assert client.patch("/api/submissions/1", headers=bad, json={"public": False}).status_code == 401
+
+
+# ------------------------------------------------------------------ second review
+def test_look_alike_names_are_the_same_name(client, auth):  # noqa: ANN001
+    h = auth("poser2")
+    for name in (
+        "ElasticBERT-BASE\u200b",
+        "\uff25lasticBERT-BASE",
+        "ElasticBERT-\u200dBASE",
+        " elasticbert-base ",
+    ):
+        r = reported(client, h, name=name)
+        assert r.status_code == 409, (name, r.text)
+    # non-ASCII letters fold on SQLite too (its lower() only folds ASCII)
+    assert reported(client, auth("bob2"), name="Ünïcode Model").status_code == 201
+    assert reported(client, h, name="üNÏCODE model").status_code == 409
+    assert reported(client, h, name="(Deleted)").status_code == 400  # a deleted entry's placeholder
+
+
+def test_entries_nobody_can_see_do_not_hold_their_name(client, auth, drain):  # noqa: ANN001
+    owner = auth("secretive")
+    upload(client, owner, name="Secret Project X", public=True, files={**SUB, "model.py": "# HOSTILE\n"})
+    drain()  # fails: public in name only
+    assert reported(client, auth("carol2"), name="secret project x").status_code == 201
+
+
+def test_a_task_given_twice_is_refused(client, auth):  # noqa: ANN001
+    tasks = {"sst-2": {"points": [{"mflops": 5, "performance": 50}]}, "SST2": {"elue_score": 3}}
+    r = reported(client, auth("twice"), tasks=tasks)
+    assert r.status_code == 400 and "given twice" in r.json()["detail"]
+
+
+def test_parallel_guesses_are_counted_before_the_password_check():  # noqa: ANN001
+    import threading
+
+    from elue.server.throttle import LoginThrottle
+
+    throttle = LoginThrottle(max_failures=10)
+    key = throttle.key("frank", "127.0.0.1")
+    barrier = threading.Barrier(30)
+    allowed: list[bool] = []
+
+    def guess() -> None:
+        barrier.wait()
+        allowed.append(throttle.begin(key) == 0)
+
+    threads = [threading.Thread(target=guess) for _ in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert allowed.count(True) == 10
+    throttle.succeeded(key)  # a right password clears the count
+    assert throttle.begin(key) == 0
+
+
+def test_scoring_limits_from_arguments_and_environment(monkeypatch, tmp_path):  # noqa: ANN001
+    import pytest
+
+    from elue.server.config import Settings
+
+    monkeypatch.setenv("ELUE_SANDBOX_WALL_S", "99")
+    assert Settings(state_dir=tmp_path).sandbox_wall_s == 99.0
+    assert Settings(state_dir=tmp_path, sandbox_wall_s=10).sandbox_wall_s == 10  # arguments win
+    for bad in ("nan", "0", "-1", "soon"):
+        monkeypatch.setenv("ELUE_SCORING_TIMEOUT_S", bad)
+        with pytest.raises(ValueError, match="ELUE_SCORING_TIMEOUT_S"):
+            Settings(state_dir=tmp_path)
+    monkeypatch.delenv("ELUE_SCORING_TIMEOUT_S")
+    with pytest.raises(ValueError, match="scoring_timeout_s"):
+        Settings(state_dir=tmp_path, scoring_timeout_s=float("inf"))

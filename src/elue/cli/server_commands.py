@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -128,6 +129,9 @@ def serve(
             err=True,
         )
     os.environ.update({k: v for k, v in env.items() if k.startswith("ELUE_")})
+    # uvicorn re-raises a SIGTERM it caught once it has shut down; with the default handler that kills
+    # this process before `finally` stops the workers. As an exception it unwinds through `finally`.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         if web_workers > 1:
             uvicorn.run(
@@ -280,3 +284,7 @@ def _print_result(sub: dict) -> None:
     typer.echo(
         f"  overall ELUE score: {'— (not all six datasets)' if overall is None else f'{overall:+.2f}'}"
     )
+
+
+def _exit_on_signal(signum: int, frame) -> None:  # noqa: ANN001
+    raise SystemExit(128 + signum)

@@ -3,6 +3,7 @@ and the limits it enforces. Read from arguments first, then `ELUE_*` environment
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,19 @@ def default_data_dir() -> Path | None:
         if candidate.is_dir():
             return candidate.resolve()
     return None
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"${name}={raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"${name}={raw!r} must be a positive number of seconds")
+    return value
 
 
 @dataclass
@@ -54,8 +68,8 @@ class Settings:
     # one that sleeps; sleeping costs no CPU) must not hold a worker for long. sandbox_wall_s goes to the
     # toolkit's sandbox (wall clock and CPU seconds of model.py); scoring_timeout_s bounds the whole job,
     # after which the worker kills the scoring process ($ELUE_SANDBOX_WALL_S, $ELUE_SCORING_TIMEOUT_S)
-    sandbox_wall_s: float = 120.0
-    scoring_timeout_s: float = 300.0
+    sandbox_wall_s: float = field(default_factory=lambda: _env_seconds("ELUE_SANDBOX_WALL_S", 120.0))
+    scoring_timeout_s: float = field(default_factory=lambda: _env_seconds("ELUE_SCORING_TIMEOUT_S", 300.0))
     # run uploaded model.py without bubblewrap: only for a private deployment on a host without it, whose
     # uploads come from people you trust ($ELUE_TRUST_MODEL_CODE=1)
     trust_model_code: bool = field(default_factory=lambda: os.environ.get("ELUE_TRUST_MODEL_CODE", "") == "1")
@@ -76,9 +90,9 @@ class Settings:
             self.secret_key = os.environ.get("ELUE_SECRET_KEY")
         self.evaluator = os.environ.get("ELUE_EVALUATOR", self.evaluator)
         for name in ("sandbox_wall_s", "scoring_timeout_s"):
-            env = os.environ.get(f"ELUE_{name.upper()}")
-            if env:
-                setattr(self, name, float(env))
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
 
     @property
     def upload_dir(self) -> Path:

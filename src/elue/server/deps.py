@@ -133,12 +133,10 @@ def throttled_authenticate(ctx: Ctx, username: str, password: str) -> User | Non
     """`service.authenticate`, refused with 429 after too many failures for this user name and client."""
     throttle = ctx.st.login_throttle
     key = throttle.key(username, ctx.request.client.host if ctx.request.client else None)
-    wait = throttle.retry_after(key)
+    wait = throttle.begin(key)  # counted as a failure until it succeeds
     if wait:
         raise ServiceError(f"too many failed log-ins: try again in {wait:.0f} s", 429)
     user = authenticate(ctx.db, username, password)
-    if user is None:
-        throttle.failed(key)
-    else:
+    if user is not None:
         throttle.succeeded(key)
     return user

@@ -9,6 +9,7 @@ import math
 import re
 import secrets
 import shutil
+import unicodedata
 from importlib import resources
 
 from sqlalchemy import func, select, update
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from elue.tasks import TASK_NAMES, get_task
 
 from . import storage
+from .board import visible_condition
 from .config import Settings
 from .db import (
     DELETED,
@@ -130,11 +132,26 @@ def _lock_user(s: Session, user: User) -> None:
     s.execute(update(User).where(User.id == user.id).values(session_epoch=User.session_epoch))
 
 
+DELETED_NAME = "(deleted)"  # what a deleted entry's row keeps as its name
+
+
 def _clean_name(name: str) -> str:
-    name = (name or "").strip()
+    # invisible characters (zero-width spaces, direction marks: Unicode category C*) would let two names
+    # look the same; runs of white space count as one space
+    name = "".join(ch for ch in (name or "") if not unicodedata.category(ch).startswith("C") or ch in " \t")
+    name = " ".join(name.split())
     if not name or len(name) > 200:
         raise ServiceError("give the model a name (1-200 characters)")
+    if _name_key(name) == _name_key(DELETED_NAME):
+        raise ServiceError(f"{name!r} is reserved: choose another name")
     return name
+
+
+def _name_key(name: str) -> str:
+    """What two names that look alike share: NFKC-normalised, case-folded, invisible characters dropped."""
+    text = unicodedata.normalize("NFKC", name)
+    text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("C"))
+    return " ".join(text.casefold().split())
 
 
 def _check_name_free(s: Session, user: User | None, name: str, exclude_id: int | None = None) -> None:
@@ -142,16 +159,15 @@ def _check_name_free(s: Session, user: User | None, name: str, exclude_id: int |
     case-insensitively: nobody can pose as "ElasticBERT-BASE". Admins are exempt."""
     if user is not None and user.is_admin:
         return
-    q = select(Submission.id).where(
-        func.lower(Submission.name) == name.strip().lower(),
-        Submission.public.is_(True),
-        Submission.status != DELETED,
-    )
+    # only entries anyone can see hold their name (a failed or queued one would leak its existence);
+    # compared in Python: SQL lower() does not fold non-ASCII letters on SQLite
+    q = select(Submission.name).where(visible_condition())
     if user is not None:
         q = q.where((Submission.owner_id != user.id) | Submission.owner_id.is_(None))
     if exclude_id is not None:
         q = q.where(Submission.id != exclude_id)
-    if s.scalar(q.limit(1)) is not None:
+    key = _name_key(name)
+    if any(_name_key(other) == key for other in s.scalars(q)):
         raise ServiceError(f"another public entry is called {name!r}: choose another name", 409)
 
 
@@ -246,6 +262,8 @@ def parse_reported(tasks: dict) -> dict[str, dict]:
             task = get_task(raw_task).name
         except KeyError as e:
             raise ServiceError(str(e.args[0])) from None
+        if task in out:
+            raise ServiceError(f"{task} is given twice ({raw_task!r} is another spelling of it)")
         if not isinstance(spec, dict):
             raise ServiceError(f"{task}: expected an object with points and/or elue_score")
         points = []
@@ -378,7 +396,7 @@ def delete_submission(s: Session, settings: Settings, user: User, sub_id: int) -
     # a tombstone: files, results and texts go; the row keeps its id (never reused) and still counts
     # toward the owner's limits. A worker scoring it loses its lease and stops (worker._Heartbeat).
     sub.tasks.clear()
-    sub.status, sub.public, sub.name = DELETED, False, "(deleted)"
+    sub.status, sub.public, sub.name = DELETED, False, DELETED_NAME
     sub.log = sub.error = sub.description = sub.paper_url = sub.code_url = ""
     sub.params_m = sub.storage_key = sub.lease_owner = sub.lease_expires_at = None
     bump_board_version(s)

@@ -38,15 +38,29 @@ class LoginThrottle:
                 return 0.0
             return max(1.0, q[0] + self.window_s - now)
 
-    def failed(self, key: tuple[str, str]) -> None:
+    def begin(self, key: tuple[str, str]) -> float:
+        """Check and count one attempt atomically: 0 when it may go ahead (it is counted as a failure until
+        `succeeded`), else the seconds to wait. Parallel guesses cannot all pass the check first."""
         now = time.monotonic()
         with self._lock:
-            if len(self._failures) >= self.max_keys:  # drop the expired, then (if still full) the oldest
-                for k in list(self._failures):
-                    self._recent(k, now)
-                while len(self._failures) >= self.max_keys:
-                    self._failures.pop(next(iter(self._failures)))
-            self._failures.setdefault(key, deque()).append(now)
+            q = self._recent(key, now)
+            if len(q) >= self.max_failures:
+                return max(1.0, q[0] + self.window_s - now)
+            self._record(key, now)
+            return 0.0
+
+    def failed(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._record(key, time.monotonic())
+
+    def _record(self, key: tuple[str, str], now: float) -> None:
+        """Count a failure at `now`; the caller holds the lock."""
+        if len(self._failures) >= self.max_keys:  # drop the expired, then (if still full) the oldest
+            for k in list(self._failures):
+                self._recent(k, now)
+            while len(self._failures) >= self.max_keys:
+                self._failures.pop(next(iter(self._failures)))
+        self._failures.setdefault(key, deque()).append(now)
 
     def succeeded(self, key: tuple[str, str]) -> None:
         with self._lock:
