@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -331,10 +332,14 @@ def test_existing_run_refused_unless_resume_or_overwrite(tiny, tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (dict(batch_size=4), "batch_size 8 -> 4"),
-        (dict(task="mrpc"), "task 'sst-2' -> 'mrpc'"),
-        (dict(mode="static", num_layers=1), "mode 'joint' -> 'static'; num_layers None -> 1"),
-        (dict(max_steps=5), "max_steps 3 -> 5"),
+        (dict(batch_size=4), "--batch-size 8 -> 4"),
+        (dict(task="mrpc"), "TASK 'sst-2' -> 'mrpc'"),
+        (
+            dict(mode="static", num_layers=1),
+            "static (--layers) or joint 'joint' -> 'static'; --layers/--num-layers None -> 1",
+        ),
+        (dict(max_steps=5), "--max-steps 3 -> 5"),
+        (dict(num_output_layers=2), "--exits None -> 2"),
     ],
 )
 def test_resume_refuses_other_options(tiny, tmp_path_factory, change, message):
@@ -343,6 +348,25 @@ def test_resume_refuses_other_options(tiny, tmp_path_factory, change, message):
         finetune(_quick(tiny, out, max_steps=3, eval_every=1, stop_after=1), log=_quiet)
     with pytest.raises(ValueError, match=re.escape(message)):
         finetune(_quick(tiny, out, **{"max_steps": 3, "eval_every": 1, "resume": True, **change}), log=_quiet)
+
+
+def test_resume_after_a_kill_before_the_first_save_starts_again(tiny, tmp_path):
+    """config.json is written before any checkpoint: a run killed then has nothing to resume, and --resume
+    (which scripts always pass) starts it again instead of refusing."""
+    out = tmp_path / "run"
+    finetune(_quick(tiny, out, max_steps=1, eval_every=1), log=_quiet)
+    for name in ("best", "last"):
+        shutil.rmtree(out / name)  # as if killed before the first evaluation
+    messages: list[str] = []
+    res = finetune(_quick(tiny, out, max_steps=1, eval_every=1, resume=True), log=messages.append)
+    assert res.global_step == 1 and any("starting from scratch" in m for m in messages)
+
+
+def test_resume_ignores_epochs_when_max_steps_decides(tiny, tmp_path):
+    out = tmp_path / "run"
+    finetune(_quick(tiny, out, max_steps=2, eval_every=1, stop_after=1), log=_quiet)
+    res = finetune(_quick(tiny, out, max_steps=2, eval_every=1, resume=True, epochs=7), log=_quiet)
+    assert res.global_step == 2
 
 
 def test_resume_may_change_session_options(tiny, tmp_path):

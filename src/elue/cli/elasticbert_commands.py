@@ -281,7 +281,8 @@ def predict_command(
     patience: list[str] | None = typer.Option(
         None,
         "--patience",
-        help="PABEE patience values, 1 to (exits - 1), e.g. '1,2,3' (may be repeated).",
+        help="PABEE patience values, e.g. '1,2,3' (may be repeated); t leaves at exit t+1 at the earliest, "
+        "so 1 to (exits - 2) are dynamic and exits - 1 is full depth.",
     ),
     regression_threshold: float = typer.Option(
         0.1,

@@ -34,7 +34,7 @@ def pretrain(
     try:
         cfg = PretrainConfig.from_file(config, overrides or [])
     except SettingsError as err:  # unknown key, wrong type or range, exit groups, a file that does not parse
-        fail(str(err))
+        _fail_once(str(err))
     if print_config:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
         return

@@ -127,7 +127,8 @@ def check_points(
         elif p.kind == "patience" and int(p.value) > len(exits) - 1:
             raise ValueError(
                 f"{option}: the model has {len(exits)} exits, so patience can be at most {len(exits) - 1} "
-                "(a larger one always runs to full depth)"
+                f"(patience t leaves at exit t+1 at the earliest: t = {len(exits) - 1} already always runs to "
+                "full depth)"
             )
 
 
@@ -480,8 +481,8 @@ def predict_submission(
     if old_files and not overwrite:
         shown = ", ".join(old_files[:5]) + (", ..." if len(old_files) > 5 else "")
         raise FileExistsError(
-            f"{task_dir} already holds files from an earlier run ({shown}): "
-            "use --overwrite to replace them, or another --output"
+            f"{task_dir} already holds files ({shown}): use --overwrite to replace the test files, "
+            "model.py and points.json of an earlier run (other files stay), or another --output"
         )
     model, tokenizer, info = load_finetuned(model_dir)
     trained_on = info.get("task")

@@ -558,6 +558,12 @@ def prepare_output(out: Path, cfg: FinetuneConfig, log: Callable[[str], None] = 
     found = [name for name in RUN_FILES if (out / name).exists()]
     if not found:
         return
+    if cfg.resume and not any((out / d).exists() for d in (BEST_DIR, LAST_DIR)):
+        # killed before its first save: nothing trained was kept, so --resume starts it again
+        for name in found:
+            (out / name).unlink()
+        log(f"--resume: {out} holds no saved checkpoint yet ({', '.join(found)} only); starting from scratch")
+        return
     if not cfg.overwrite:
         if cfg.resume:
             raise FileExistsError(
@@ -577,6 +583,19 @@ def prepare_output(out: Path, cfg: FinetuneConfig, log: Callable[[str], None] = 
     log(f"--overwrite: removed {', '.join(found)} from {out}")
 
 
+# FinetuneConfig fields -> the `elue finetune` options that set them (where the names differ)
+_OPTION_NAMES = {
+    "task": "TASK",
+    "source": "--hub/--glue",
+    "mode": "static (--layers) or joint",
+    "num_layers": "--layers/--num-layers",
+    "num_output_layers": "--exits",
+    "learning_rate": "--lr",
+    "early_stopping_patience": "--early-stopping",
+    "gradient_equilibrium": "--gradient-equilibrium",
+}
+
+
 def check_resume(cfg: FinetuneConfig, out: Path) -> None:
     """Refuse to resume with options that differ from the saved RUN/config.json (see RESUME_MAY_CHANGE)."""
     saved_path = out / "config.json"
@@ -584,10 +603,13 @@ def check_resume(cfg: FinetuneConfig, out: Path) -> None:
         return
     saved = json.loads(saved_path.read_text())
     now = _jsonable(asdict(cfg))
+    ignored = set(RESUME_MAY_CHANGE)
+    if saved.get("max_steps") is not None and now.get("max_steps") is not None:
+        ignored.add("epochs")  # max_steps overrides epochs: a different --epochs changes nothing
     diffs = [
-        f"{key} {saved[key]!r} -> {now[key]!r}"
+        f"{_OPTION_NAMES.get(key, '--' + key.replace('_', '-'))} {saved[key]!r} -> {now[key]!r}"
         for key in now
-        if key not in RESUME_MAY_CHANGE and key in saved and saved[key] != now[key]
+        if key not in ignored and key in saved and saved[key] != now[key]
     ]
     if diffs:
         raise ValueError(

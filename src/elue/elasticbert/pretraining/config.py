@@ -57,6 +57,8 @@ _MINIMUM: dict[str, float] = {
     "adam_epsilon": 0,
     "sop_weight": 0,
 }
+# fractions whose low end is excluded (no masked token: no MLM loss)
+_ABOVE_LOW = frozenset({"mlm_probability"})
 # (low, high, high included) of settings that are fractions
 _RANGES: dict[str, tuple[float, float, bool]] = {
     "mlm_probability": (0, 1, True),
@@ -226,11 +228,11 @@ class PretrainConfig:
                 raise SettingsError(f"{name} must be at least {low:g}, not {value!r}")
         for name, (low, high, closed) in _RANGES.items():
             value = getattr(self, name)
-            if not (low <= value <= high if closed else low <= value < high):
-                right = "]" if closed else ")"
-                raise SettingsError(f"{name} must be in [{low:g}, {high:g}{right}, not {value!r}")
-        if self.mlm_probability == 0:
-            raise SettingsError("mlm_probability must be above 0")
+            open_low = name in _ABOVE_LOW
+            low_ok = low < value if open_low else low <= value
+            if not (low_ok and (value <= high if closed else value < high)):
+                left, right = "(" if open_low else "[", "]" if closed else ")"
+                raise SettingsError(f"{name} must be in {left}{low:g}, {high:g}{right}, not {value!r}")
         for name in ("train_files", "eval_files", "report_to"):
             value = getattr(self, name)
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
