@@ -142,3 +142,12 @@ def test_sigterm_stops_serve_and_its_workers(tmp_path):  # noqa: ANN001
     while time.time() < deadline and any(alive(pid) for pid in workers):
         time.sleep(0.2)
     assert not any(alive(pid) for pid in workers), "a worker outlived serve"
+
+
+def test_a_local_client_cannot_pick_its_address(live):  # noqa: ANN001
+    """Without --behind-proxy, X-Forwarded-For is not trusted: changing it does not escape the throttle."""
+    body = {"username": "xff-victim", "password": "wrong-password"}
+    for _ in range(10):
+        assert httpx.post(live.url + "/api/tokens", json=body).status_code == 401
+    r = httpx.post(live.url + "/api/tokens", json=body, headers={"X-Forwarded-For": "10.1.2.3"})
+    assert r.status_code == 429

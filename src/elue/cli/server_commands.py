@@ -57,6 +57,12 @@ def serve(
         help="Create (or promote) this admin user; password from $ELUE_ADMIN_PASSWORD, "
         "else a random one is printed.",
     ),
+    behind_proxy: str = typer.Option(
+        "",
+        "--behind-proxy",
+        help="Address(es) of a reverse proxy whose X-Forwarded-For is trusted (e.g. 127.0.0.1); "
+        "default: none, so a client cannot pick its own address (the log-in throttle counts per address).",
+    ),
 ) -> None:
     """Serve the leaderboard (seeded with the published ELUE entries on first start) and score uploads."""
     import secrets
@@ -132,13 +138,16 @@ def serve(
     # uvicorn re-raises a SIGTERM it caught once it has shut down; with the default handler that kills
     # this process before `finally` stops the workers. As an exception it unwinds through `finally`.
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default: without a proxy, any local client could
+    # then choose the address the log-in throttle counts it under
+    server_opts = {"log_level": "warning", "proxy_headers": bool(behind_proxy)}
+    if behind_proxy:
+        server_opts["forwarded_allow_ips"] = behind_proxy
     try:
         if web_workers > 1:
-            uvicorn.run(
-                "elue.server.asgi:app", host=host, port=port, workers=web_workers, log_level="warning"
-            )
+            uvicorn.run("elue.server.asgi:app", host=host, port=port, workers=web_workers, **server_opts)
         else:
-            uvicorn.run(create_app(settings, seed=False), host=host, port=port, log_level="warning")
+            uvicorn.run(create_app(settings, seed=False), host=host, port=port, **server_opts)
     finally:
         stopping.set()
         for p in procs:
