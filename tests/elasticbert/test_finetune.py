@@ -505,3 +505,19 @@ def test_no_progress_silences_library_bars(tiny, tmp_path, monkeypatch):
         enable_progress_bars()
         datasets.enable_progress_bars()
         datasets.logging.set_verbosity_warning()
+
+
+def test_static_k_without_a_trained_pooler_is_announced(tiny, tmp_path):
+    ckpt = write_tiny_checkpoint(tmp_path / "top-exits", layers=3, exits=2)  # exits at layers 2 and 3
+    messages: list[str] = []
+    cfg = _quick(
+        tiny, tmp_path / "o1", model=str(ckpt), mode="static", num_layers=1, max_steps=1, eval_every=1
+    )
+    finetune(cfg, log=messages.append)
+    assert any("layer 1's pooler starts from random weights" in m for m in messages)
+    messages.clear()
+    cfg = _quick(
+        tiny, tmp_path / "o2", model=str(ckpt), mode="static", num_layers=2, max_steps=1, eval_every=1
+    )
+    finetune(cfg, log=messages.append)
+    assert not any("pooler starts from random" in m for m in messages)

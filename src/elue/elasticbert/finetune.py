@@ -383,6 +383,20 @@ def model_config(cfg: FinetuneConfig, spec: TaskSpec, path: str | None = None):
     return config
 
 
+def _warn_untrained_pooler(cfg: FinetuneConfig, log: Callable[[str], None]) -> None:
+    """Static k takes layer k's pooler; a checkpoint with exits on other layers only has none to give."""
+    from elue.elasticbert.configuration_elasticbert import ElasticBertConfig
+
+    source = ElasticBertConfig.from_pretrained(cfg.model)
+    k = int(cfg.num_layers or source.num_hidden_layers)
+    trained = exit_layers(source)
+    if k not in trained:
+        log(
+            f"warning: {cfg.model} has exits at layers {trained} only: layer {k}'s pooler starts from "
+            "random weights (convert with --exits covering it to start from a copied one)"
+        )
+
+
 def _set(config, key: str, value: Any) -> None:
     setattr(config, key, value)
 
@@ -633,6 +647,8 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     model_config(
         cfg, spec, str(last_dir) if resuming else None
     )  # bad layers / exits / length: before any change
+    if not resuming and cfg.mode == "static":
+        _warn_untrained_pooler(cfg, log)
     if resuming:
         check_resume(cfg, out)
     else:
