@@ -122,26 +122,29 @@ def test_sigterm_stops_serve_and_its_workers(tmp_path):  # noqa: ANN001
 
     answers, _ = write_made_up_answers(tmp_path / "answers")
     server = LiveServer(tmp_path / "serve", answers)
-    workers: list[int] = []
-    deadline = time.time() + 15
-    while not workers and time.time() < deadline:  # the supervisor thread starts them (any thread's children)
-        for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
-            workers += [int(pid) for pid in (task / "children").read_text().split()]
-        time.sleep(0.2)
-    assert workers, "serve started no worker"
-    server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(30) == 128 + signal.SIGTERM
+    try:
+        workers: list[int] = []
+        deadline = time.time() + 15
+        while not workers and time.time() < deadline:  # the supervisor thread starts them (any thread's)
+            for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
+                workers += [int(pid) for pid in (task / "children").read_text().split()]
+            time.sleep(0.2)
+        assert workers, "serve started no worker"
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 128 + signal.SIGTERM
 
-    def alive(pid: int) -> bool:  # a zombie waiting to be reaped has finished
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            return False
+        def alive(pid: int) -> bool:  # a zombie waiting to be reaped has finished
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            except OSError:
+                return False
 
-    deadline = time.time() + 15
-    while time.time() < deadline and any(alive(pid) for pid in workers):
-        time.sleep(0.2)
-    assert not any(alive(pid) for pid in workers), "a worker outlived serve"
+        deadline = time.time() + 15
+        while time.time() < deadline and any(alive(pid) for pid in workers):
+            time.sleep(0.2)
+        assert not any(alive(pid) for pid in workers), "a worker outlived serve"
+    finally:
+        server.stop()  # a failing check must not leave a server running
 
 
 def test_a_local_client_cannot_pick_its_address(live):  # noqa: ANN001
