@@ -460,6 +460,8 @@ def test_validation_errors_are_html_for_browsers(client):  # noqa: ANN001
     r = client.post("/submit", data={"csrf": csrf}, headers=html)
     assert r.status_code == 422 and r.headers["content-type"].startswith("text/html")
     assert "file: missing" in r.text and "name: missing" in r.text
+    assert 'id="account-link">former<' in r.text  # the error page's header knows who is logged in
+    assert 'id="account-link">former<' in client.get("/models/99999", headers=html).text
 
 
 def test_upload_limit_message_names_the_configured_limit(tmp_path):  # noqa: ANN001

@@ -20,7 +20,7 @@ from .board import BoardCache
 from .cache import ResponseCache
 from .config import Settings
 from .db import open_database
-from .deps import AppState
+from .deps import AppState, Ctx
 from .security import SessionCodec
 
 HERE = Path(__file__).resolve().parent
@@ -224,13 +224,17 @@ def create_app(
     def _error(request: Request, status: int, msg: str, headers: dict | None = None):  # noqa: ANN202
         if _wants_json(request):
             return JSONResponse({"detail": msg}, status_code=status, headers=headers)
-        return templates.TemplateResponse(
-            request,
-            "error.html",
-            {"status": status, "message": msg, "user": None},
-            status_code=status,
-            headers=headers,
-        )
+        context = {"status": status, "message": msg, "user": None}
+        with app.state.elue.sessions() as db:  # the page header shows who is logged in, as elsewhere
+            try:
+                ctx = Ctx(request, db)
+                context.update(user=ctx.user, ctx=ctx)
+            except Exception:  # noqa: BLE001 - an error page must render whatever the session holds
+                context.update(user=None)
+            # rendered here, while the user's row can still be read
+            return templates.TemplateResponse(
+                request, "error.html", context, status_code=status, headers=headers
+            )
 
     app.add_middleware(
         BodyLimit, limit=settings.max_upload_bytes + 1024 * 1024, shown_limit=settings.max_upload_bytes
