@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import service, storage
-from .board import BoardCache
+from .board import BoardCache, natural_order
 from .cache import ResponseCache
 from .config import Settings
 from .db import open_database
@@ -148,7 +148,9 @@ def create_app(
     templates.env.filters["flops"] = _fmt_flops
     from elue.tasks import TASK_NAMES, TASKS
 
-    templates.env.globals.update(TASK_NAMES=TASK_NAMES, TASKS=TASKS, SIZE_TRACKS=None)
+    templates.env.globals.update(
+        TASK_NAMES=TASK_NAMES, TASKS=TASKS, SIZE_TRACKS=None, natural_order=natural_order
+    )
 
     app = FastAPI(
         title="ELUE leaderboard",

@@ -351,14 +351,26 @@ def get_owned(s: Session, user: User, sub_id: int) -> Submission:
     return sub
 
 
+def is_public(sub: Submission) -> bool:
+    """`board.visible_condition` for one row: published, not hidden and scored (reported entries are stored
+    scored)."""
+    return bool(sub.public and not sub.hidden and sub.status == SCORED)
+
+
 def can_view(user: User | None, sub: Submission) -> bool:
-    """Public: published, not hidden and scored (reported entries are stored scored); a queued, running
-    or failed entry is seen only by its owner and the admins, even when marked public."""
+    """Public entries to everyone; a queued, running or failed entry only to its owner and the admins, even
+    when marked public."""
     if sub.status == DELETED:
         return False
-    if sub.public and not sub.hidden and sub.status == SCORED:
+    if is_public(sub):
         return True
     return user is not None and (user.is_admin or sub.owner_id == user.id)
+
+
+def own_submissions(s: Session, user: User) -> list[Submission]:
+    """A user's submissions, newest first (deleted ones are tombstones, not listed)."""
+    q = select(Submission).where(Submission.owner_id == user.id, Submission.status != DELETED)
+    return list(s.scalars(q.order_by(Submission.id.desc())))
 
 
 def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submission:
@@ -371,8 +383,8 @@ def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submiss
         _check_name_free(s, sub.owner if sub.owner_id != user.id else user, new_name, exclude_id=sub.id)
     sub.name = new_name
     if changes.get("public") is not None:
-        if not changes["public"] and sub.public and _is_baseline(s, sub):
-            raise ServiceError("this entry is a dataset's baseline; the admin must choose another first", 409)
+        if not changes["public"] and sub.public:
+            _refuse_if_baseline(s, sub)
         sub.public = bool(changes["public"])
     for k in ("paper_url", "code_url"):
         if changes.get(k) is not None:
@@ -384,14 +396,15 @@ def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submiss
     return sub
 
 
-def _is_baseline(s: Session, sub: Submission) -> bool:
-    return s.scalar(select(Baseline).where(Baseline.submission_id == sub.id).limit(1)) is not None
+def _refuse_if_baseline(s: Session, sub: Submission) -> None:
+    """A dataset's baseline cannot be unpublished, hidden or deleted: the admin chooses another first."""
+    if s.scalar(select(Baseline).where(Baseline.submission_id == sub.id).limit(1)) is not None:
+        raise ServiceError("this entry is a dataset's baseline; the admin must choose another first", 409)
 
 
 def delete_submission(s: Session, settings: Settings, user: User, sub_id: int) -> None:
     sub = get_owned(s, user, sub_id)
-    if _is_baseline(s, sub):
-        raise ServiceError("this entry is a dataset's baseline; the admin must choose another first", 409)
+    _refuse_if_baseline(s, sub)
     key = sub.storage_key
     # a tombstone: files, results and texts go; the row keeps its id (never reused) and still counts
     # toward the owner's limits. A worker scoring it loses its lease and stops (worker._Heartbeat).
@@ -419,7 +432,7 @@ def set_baseline(s: Session, task: str, sub_id: int) -> None:
     sub = s.get(Submission, sub_id)
     if sub is None or sub.status == DELETED:
         raise ServiceError("no such submission", 404)
-    if not (sub.public and not sub.hidden and sub.status == SCORED):
+    if not is_public(sub):
         raise ServiceError(
             f"{sub.name} cannot be a baseline: only public, visible, scored (or reported) entries can"
         )
@@ -439,8 +452,8 @@ def set_hidden(s: Session, sub_id: int, hidden: bool) -> Submission:
     sub = s.get(Submission, sub_id)
     if sub is None or sub.status == DELETED:
         raise ServiceError("no such submission", 404)
-    if hidden and not sub.hidden and _is_baseline(s, sub):
-        raise ServiceError("this entry is a dataset's baseline; choose another baseline first", 409)
+    if hidden and not sub.hidden:
+        _refuse_if_baseline(s, sub)
     sub.hidden = hidden
     bump_board_version(s)
     s.commit()

@@ -10,13 +10,12 @@ import io
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from elue.tasks import TASK_NAMES, TASKS, get_task
 
 from .. import service
 from ..board import TRACKS, _finite, load_models, natural_order, rank, task_view
-from ..db import DELETED, Submission, User
+from ..db import Submission, User
 from ..deps import MAX_ID, Ctx, RowId, get_ctx, state, throttled_authenticate
 from ..service import ServiceError
 
@@ -362,11 +361,7 @@ def submit_reported(body: ReportedEntry, request: Request, ctx: Ctx = Depends(ge
 @router.get("/submissions", summary="Your submissions")
 def my_submissions(ctx: Ctx = Depends(get_ctx)):
     user = need_user(ctx)
-    subs = ctx.db.scalars(
-        select(Submission)
-        .where(Submission.owner_id == user.id, Submission.status != DELETED)
-        .order_by(Submission.id.desc())
-    ).all()
+    subs = service.own_submissions(ctx.db, user)
     return [submission_dict(s, with_log=False) for s in subs]
 
 

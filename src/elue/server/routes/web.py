@@ -238,11 +238,7 @@ def logout(csrf: str = Form(""), ctx: Ctx = Depends(get_ctx)):
 def account(ctx: Ctx = Depends(get_ctx)):
     if ctx.user is None:
         return redirect(ctx, "/login?next=/account")
-    subs = ctx.db.scalars(
-        select(Submission)
-        .where(Submission.owner_id == ctx.user.id, Submission.status != DELETED)
-        .order_by(Submission.id.desc())
-    ).all()
+    subs = service.own_submissions(ctx.db, ctx.user)
     tokens = ctx.db.scalars(select(ApiToken).where(ApiToken.user_id == ctx.user.id)).all()
     return render(ctx, "account.html", subs=subs, tokens=tokens, new_token=None)
 
@@ -252,11 +248,7 @@ def new_token(name: str = Form(""), csrf: str = Form(""), ctx: Ctx = Depends(get
     ctx.check_csrf(csrf)
     user = need_login(ctx)
     _, token = service.create_token(ctx.db, user, name)
-    subs = ctx.db.scalars(
-        select(Submission)
-        .where(Submission.owner_id == user.id, Submission.status != DELETED)
-        .order_by(Submission.id.desc())
-    ).all()
+    subs = service.own_submissions(ctx.db, user)
     tokens = ctx.db.scalars(select(ApiToken).where(ApiToken.user_id == user.id)).all()
     return render(ctx, "account.html", subs=subs, tokens=tokens, new_token=token)
 
