@@ -155,22 +155,22 @@ class FinetuneConfig:
             if value is not None and not value >= low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
 
-        for name in ("batch_size", "eval_batch_size", "max_length"):
-            at_least(name, getattr(self, name), 1)
         for name in (
+            "batch_size",
+            "eval_batch_size",
+            "max_length",
             "num_layers",
             "num_output_layers",
             "max_steps",
             "eval_every",
             "train_limit",
             "dev_limit",
+            "early_stopping_patience",
+            "stop_after",
         ):
             at_least(name, getattr(self, name), 1)
-        at_least("early_stopping_patience", self.early_stopping_patience, 1)
-        at_least("stop_after", self.stop_after, 1)
-        at_least("warmup_steps", self.warmup_steps, 0)
-        at_least("learning_rate", self.learning_rate, 0.0)
-        at_least("weight_decay", self.weight_decay, 0.0)
+        for name in ("warmup_steps", "learning_rate", "weight_decay"):
+            at_least(name, getattr(self, name), 0)
         if not (math.isfinite(self.epochs) and self.epochs > 0):
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if not 0.0 <= self.warmup_ratio <= 1.0:
@@ -570,13 +570,14 @@ def prepare_output(out: Path, cfg: FinetuneConfig, log: Callable[[str], None] = 
     import shutil
 
     found = [name for name in RUN_FILES if (out / name).exists()]
-    if not found:
-        return
     if cfg.resume and not any((out / d).exists() for d in (BEST_DIR, LAST_DIR)):
-        # killed before its first save: nothing trained was kept, so --resume starts it again
+        # nothing to resume; a run killed before its first save left only files: --resume starts it again
         for name in found:
             (out / name).unlink()
-        log(f"--resume: {out} holds no saved checkpoint yet ({', '.join(found)} only); starting from scratch")
+        removed = f" ({', '.join(found)} removed)" if found else ""
+        log(f"--resume: no {out / LAST_DIR / STATE_FILE}; starting from scratch{removed}")
+        return
+    if not found:
         return
     if not cfg.overwrite:
         if cfg.resume:
@@ -653,8 +654,6 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         check_resume(cfg, out)
     else:
         prepare_output(out, cfg, log)
-        if cfg.resume:
-            log(f"--resume: no {last_dir / STATE_FILE}; starting from scratch")
     out.mkdir(parents=True, exist_ok=True)
 
     _set_seed(cfg.seed)
