@@ -57,15 +57,14 @@ _MINIMUM: dict[str, float] = {
     "adam_epsilon": 0,
     "sop_weight": 0,
 }
-# fractions whose low end is excluded (no masked token: no MLM loss)
-_ABOVE_LOW = frozenset({"mlm_probability"})
-# (low, high, high included) of settings that are fractions
-_RANGES: dict[str, tuple[float, float, bool]] = {
-    "mlm_probability": (0, 1, True),
-    "short_seq_prob": (0, 1, True),
-    "warmup_ratio": (0, 1, False),
-    "adam_beta1": (0, 1, False),
-    "adam_beta2": (0, 1, False),
+# settings that are fractions: (low, high, low included, high included); mlm_probability 0 would mask
+# nothing (no MLM loss)
+_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "mlm_probability": (0, 1, False, True),
+    "short_seq_prob": (0, 1, True, True),
+    "warmup_ratio": (0, 1, True, False),
+    "adam_beta1": (0, 1, True, False),
+    "adam_beta2": (0, 1, True, False),
 }
 _LISTS = ("train_files", "eval_files", "hub_datasets", "report_to")
 _SCALARS = {"str": str, "int": int, "float": float, "bool": bool}
@@ -226,12 +225,11 @@ class PretrainConfig:
             value = getattr(self, name)
             if value is not None and not value >= low:
                 raise SettingsError(f"{name} must be at least {low:g}, not {value!r}")
-        for name, (low, high, closed) in _RANGES.items():
+        for name, (low, high, with_low, with_high) in _RANGES.items():
             value = getattr(self, name)
-            open_low = name in _ABOVE_LOW
-            low_ok = low < value if open_low else low <= value
-            if not (low_ok and (value <= high if closed else value < high)):
-                left, right = "(" if open_low else "[", "]" if closed else ")"
+            low_ok = low <= value if with_low else low < value
+            if not (low_ok and (value <= high if with_high else value < high)):
+                left, right = "[" if with_low else "(", "]" if with_high else ")"
                 raise SettingsError(f"{name} must be in {left}{low:g}, {high:g}{right}, not {value!r}")
         for name in ("train_files", "eval_files", "report_to"):
             value = getattr(self, name)

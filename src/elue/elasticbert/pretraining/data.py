@@ -354,6 +354,20 @@ def collate(
     }
 
 
+def rows_per_stream(num_shards: int, world_size: int, batch_size: int) -> int:
+    """Each process owns num_shards / world_size data streams and takes batch_size / (that) rows from each:
+    both must divide, else a SettingsError."""
+    if num_shards % world_size:
+        raise SettingsError(f"num_data_shards={num_shards} is not a multiple of {world_size} processes")
+    own = num_shards // world_size
+    if batch_size % own:
+        raise SettingsError(
+            f"per_device_batch_size {batch_size} is not a multiple of the {own} data streams per process "
+            f"(num_data_shards {num_shards}, {world_size} process(es))"
+        )
+    return batch_size // own
+
+
 @dataclass
 class PretrainingBatches:
     """The micro-batches of one process: `batch_size` examples, an equal share from each of the
@@ -369,16 +383,7 @@ class PretrainingBatches:
     streams: dict[int, ShardStream] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.num_shards % self.world_size:
-            raise SettingsError(
-                f"num_data_shards={self.num_shards} is not a multiple of {self.world_size} processes"
-            )
-        own = self.num_shards // self.world_size
-        if self.batch_size % own:
-            raise SettingsError(
-                f"per-device batch {self.batch_size} is not a multiple of {own} streams per process"
-            )
-        self.per_stream = self.batch_size // own
+        self.per_stream = rows_per_stream(self.num_shards, self.world_size, self.batch_size)
         self.ids = SpecialIds.from_tokenizer(self.tokenizer)
         for s in range(self.rank, self.num_shards, self.world_size):
             self.streams[s] = ShardStream(self.documents, s, self.num_shards, self.tokenizer, self.settings)

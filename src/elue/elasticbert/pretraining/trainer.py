@@ -248,7 +248,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     model and tokenizer, the checkpoint to resume and its settings, and the first batch of every data stream."""
     from accelerate.utils import set_seed
 
-    from .data import PretrainingBatches, eval_batches, load_documents
+    from .data import PretrainingBatches, eval_batches, load_documents, rows_per_stream
     from .modeling_pretraining import compile_regions, load_pretraining_model
     from .optim import build_optimizer, build_scheduler
 
@@ -284,13 +284,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         )
     world, rank = accelerator.num_processes, accelerator.process_index
     shards = cfg.num_data_shards or world
-    if shards % world:
-        raise SettingsError(f"num_data_shards={shards} is not a multiple of {world} processes")
-    if cfg.per_device_batch_size % (shards // world):
-        raise SettingsError(
-            f"per_device_batch_size {cfg.per_device_batch_size} is not a multiple of the {shards // world} "
-            f"data streams per process (num_data_shards {shards}, {world} process(es))"
-        )
+    rows_per_stream(shards, world, cfg.per_device_batch_size)  # checked before anything is read or written
 
     ckpt = find_checkpoint(out_dir, cfg.resume_from_checkpoint)
     check_output_dir(out_dir, ckpt)
