@@ -6,7 +6,6 @@ No logic here: parse arguments, call `elue.elasticbert.*`, print. Heavy imports 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import typer
@@ -83,26 +82,19 @@ def _message(err: Exception) -> str:
     return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
 
 
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-
-
 def _check_model_path(text: str, option: str) -> Path:
     """The path of a model option, as typed. One that is not there fails here, with its name, unless it reads
     as a hub id (`name` or `org/name`, and the hub is not switched off by HF_HUB_OFFLINE): `./nope`,
     `nope/`, `/abs/nope`, `~/nope`, `a/b/c` are local paths and are never sent to the hub."""
     import os
 
+    from elue.elasticbert.hub_ids import could_be_hub_id
+
     path = Path(text).expanduser()
     if path.exists():
         return path
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    local = (
-        text.startswith((".", "/", "~"))
-        or text.endswith(("/", os.sep))
-        or not _HUB_ID.fullmatch(text)
-        or offline
-    )
-    if local:
+    if offline or not could_be_hub_id(text):
         fail(f"{option} {text}: no such folder")
     return path
 

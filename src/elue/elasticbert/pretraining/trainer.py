@@ -648,12 +648,12 @@ class _reading:
 def _load_tokenizer(cfg: PretrainConfig, model):
     from transformers import AutoTokenizer
 
+    from ..hub_ids import could_be_hub_id
+
     tok_path = cfg.tokenizer_name_or_path or cfg.model_name_or_path
     if tok_path is None:
         raise SettingsError("tokenizer_name_or_path is needed for a new model")
-    # a hub id is "name" or "org/name": anything else names a local folder
-    looks_local = tok_path.startswith(("/", ".", "~")) or tok_path.count("/") > 1 or "\\" in tok_path
-    if looks_local and not Path(tok_path).expanduser().is_dir():
+    if not could_be_hub_id(tok_path) and not Path(tok_path).expanduser().is_dir():
         raise SettingsError(f"tokenizer_name_or_path: no such folder {tok_path}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_path)
