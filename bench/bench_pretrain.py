@@ -130,6 +130,7 @@ def count_flops(run, batch, steps_per_cycle: int, autocast) -> float:
 # Kernel name -> kind of work, first match wins (cuBLAS/CUTLASS GEMMs, cuDNN/flash attention, inductor's
 # generated Triton kernels, the rest: eager element-wise, reductions, copies, the optimiser).
 KERNEL_KINDS = (
+    ("mlm loss (triton kernel)", ("xent",)),
     ("attention", ("attention", "flash", "fmha", "cudnn", "sdpa")),
     ("gemm", ("gemm", "cutlass", "cublas", "nvjet", "sm90_xmma", "sm80_xmma", "wgmma")),
     ("triton (compiled fusions)", ("triton",)),
@@ -148,6 +149,21 @@ def kernel_times(prof, steps: int) -> dict[str, float]:
         kind = next((k for k, words in KERNEL_KINDS if any(w in name for w in words)), "other")
         totals[kind] = totals.get(kind, 0.0) + us / 1000 / steps
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def top_kernels(prof, steps: int, kind: str = "other", n: int = 12) -> str:
+    """The `n` kernels of kind `kind` with the most GPU time, ms per step: where the unexplained time goes."""
+    rows = []
+    for evt in prof.key_averages():
+        if str(getattr(evt, "device_type", "")).split(".")[-1] != "CUDA":
+            continue
+        name = evt.key.lower()
+        if next((k for k, words in KERNEL_KINDS if any(w in name for w in words)), "other") != kind:
+            continue
+        us = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
+        rows.append((us / 1000 / steps, evt.count // steps, evt.key[:110]))
+    rows.sort(reverse=True)
+    return "\n".join(f"  {ms:7.2f} ms  x{count:<4d} {name}" for ms, count, name in rows[:n])
 
 
 def kernel_table(totals: dict[str, float], step_ms: float) -> str:
@@ -177,7 +193,15 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
             for layer in model.bert.encoder.layer:
                 layer.compile(mode=args.compile_mode)
         else:
-            compile_regions(model, mode=args.compile_mode, embeddings=not args.eager_embeddings)
+            compile_regions(
+                model, mode=args.compile_mode, embeddings=not args.eager_embeddings, xent=args.xent
+            )
+    elif kind == "elasticbert":
+        from elue.elasticbert.pretraining.modeling_pretraining import xent_step
+
+        model._xent_step = xent_step(args.xent)
+    if kind == "elasticbert":
+        model.gather_exit_rows = not args.dense_exits
     groups = None
     if mode == "grouped":
         from elue.elasticbert.pretraining.config import default_exit_groups
@@ -235,6 +259,8 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.profile))
         kernels = kernel_times(prof, steps=2)
         print(kernel_table(kernels, 1000 * dt))
+        print("top 'other' kernels (ms/step, calls/step):")
+        print(top_kernels(prof, steps=2))
     tflops = flops / dt / 1e12
     peak = args.peak_tflops or (GPU_PEAK_TFLOPS if device.type == "cuda" else None)
     row = {
@@ -248,6 +274,8 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         "sdpa": args.sdpa,
         "bf16_residual": bool(args.bf16_residual) and kind == "elasticbert",
         "attention_dropout": args.attention_dropout if kind == "elasticbert" else 0.1,
+        "xent": args.xent if kind == "elasticbert" else None,
+        "exit_rows": not args.dense_exits if kind == "elasticbert" else None,
         "step_s": round(dt, 4),
         "tokens_per_s": round(batch * seq / dt, 1),
         "gflops_per_step": round(flops / 1e9, 1),
@@ -290,6 +318,17 @@ def main(argv=None) -> list[dict]:
     )
     p.add_argument(
         "--attention-dropout", type=float, default=0.1, help="ElasticBERT: attention dropout (BERT's 0.1)"
+    )
+    p.add_argument(
+        "--xent",
+        default="auto",
+        choices=["auto", "triton", "compiled", "eager"],
+        help="ElasticBERT's MLM loss step (auto: the Triton kernel on CUDA; compiled: needs --compile)",
+    )
+    p.add_argument(
+        "--dense-exits",
+        action="store_true",
+        help="ElasticBERT: full (B, S, H) exit states gathered by the heads (the earlier way), not exit_rows",
     )
     p.add_argument("--sdpa", default="auto", choices=["auto", *SDPA_BACKENDS], help="SDPA backend")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default 989 on GPU)")

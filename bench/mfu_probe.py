@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -42,19 +43,25 @@ def main(argv=None) -> list[dict]:
         common += ["--device", args.device]
     rows: list[dict] = []
 
-    def run(name: str, extra: list[str], batch: int | None = None, compile: bool = True) -> dict | None:
+    def run(name: str, extra: list[str], batch: int | None = None, env: dict | None = None) -> dict | None:
         import torch
 
         torch._dynamo.reset()  # a fresh compile per variant (and no pile-up of guards across models)
-        argv = [*common, "--batch", str(batch or args.batch), *(["--compile"] if compile else []), *extra]
-        print(f"\n=== {name}: {' '.join(extra) or '(defaults)'}", flush=True)
+        argv = [*common, "--batch", str(batch or args.batch), "--compile", *extra]
+        shown = [*(f"{k}={v}" for k, v in (env or {}).items()), *extra]
+        print(f"\n=== {name}: {' '.join(shown) or '(defaults)'}", flush=True)
+        saved = {k: os.environ.get(k) for k in env or {}}
+        os.environ.update(env or {})
         t0 = time.perf_counter()
         try:
             (row,) = bench_pretrain.main(argv)
         except Exception:  # one failing variant (a backend this card lacks) must not end the search
             traceback.print_exc()
             return None
-        row.update(variant=name, flags=extra, wall_s=round(time.perf_counter() - t0, 1))
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        row.update(variant=name, flags=shown, wall_s=round(time.perf_counter() - t0, 1))
         rows.append(row)
         with log.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -70,15 +77,27 @@ def main(argv=None) -> list[dict]:
     #   step next.
     # 2nd call (commit 0981084): without the logits in memory (linear_cross_entropy) and without the syncs:
     #   34.0 % at batch 64, 35.7 % at 128, 36.1 % grouped at 128; Q/K/V fusion gained nothing and was removed.
-    # 3rd call (commit fb6fbd1): the final figures, 36.1 % at batch 128 (docs/pretraining.md).
-    # Next call (this plan, not run yet): what is left to try without new kernels; the last row is an ablation
-    # that changes the recipe (no attention dropout), to say what the dropout in cuDNN's attention costs.
+    # 3rd call (commit fb6fbd1): the final figures, 36.1 % at batch 128 (docs/pretraining.md); the profile at
+    #   128 x 512: the compiled MLM loss step 14.7 ms + its bias-gradient sum 3.5 ms a step, "other" 8.9 ms.
+    # This call: the Triton MLM loss kernel (triton_cross_entropy.py) and the exits' fused GE + gather
+    #   (exit_rows), first together, then each undone on its own; then the remaining engine choices; the
+    #   no-attention-dropout row is an ablation that changes the recipe, not a figure for the target.
     bf16 = ["--bf16-residual"]
-    run("final, batch x2", bf16, batch=2 * args.batch)
+    b2 = 2 * args.batch
+    run("triton loss + exit rows", bf16, batch=b2)
+    run("triton loss + exit rows, grouped", [*bf16, "--modes", "grouped"], batch=b2)
+    run("compiled loss step (before)", [*bf16, "--xent", "compiled"], batch=b2)
+    run("dense exits (before)", [*bf16, "--dense-exits"], batch=b2)
+    run("flash attention", [*bf16, "--sdpa", "flash"], batch=b2)
     run("batch x4", bf16, batch=4 * args.batch)
-    run("batch x2, flash attention", [*bf16, "--sdpa", "flash"], batch=2 * args.batch)
-    run("batch x2, autotune", [*bf16, "--compile-mode", "max-autotune-no-cudagraphs"], batch=2 * args.batch)
-    run("batch x2, no attention dropout", [*bf16, "--attention-dropout", "0"], batch=2 * args.batch)
+    run("kernel block 4096, 8 warps", bf16, batch=b2, env={"ELUE_XENT_BLOCK": "4096", "ELUE_XENT_WARPS": "8"})
+    run("batch x1", bf16)
+    run("no attention dropout (ablation)", [*bf16, "--attention-dropout", "0"], batch=b2)
+    run(
+        "no attention dropout, grouped (ablation)",
+        [*bf16, "--attention-dropout", "0", "--modes", "grouped"],
+        batch=b2,
+    )
 
     print("\n| variant | flags | batch | step ms | tokens/s | MFU % | wall s |")
     print("|---|---|---|---|---|---|---|")

@@ -107,3 +107,58 @@ def test_ge_gradients_are_mean_of_losses_above(exit_layers):
     # and it differs from the plain summed-loss gradient on the low layers
     plain_sum = torch.autograd.grad(out.loss, [params["elasticbert.encoder.layer.0.output.dense.weight"]])[0]
     assert not torch.allclose(plain_sum, expected["elasticbert.encoder.layer.0.output.dense.weight"])
+
+
+@pytest.mark.parametrize("scales", [(0.25, 0.75), (1.0, 1.0)])
+@pytest.mark.parametrize("use_continue", [True, False])
+def test_exit_rows_function_matches_rescale_then_index_select(scales, use_continue):
+    """The fused split + gather gives plain autograd's gradients (repeated rows included; a top exit whose
+    continuation is unused)."""
+    from elue.elasticbert.gradient_equilibrium import ExitRowsFunction
+
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 5, 4, requires_grad=True)
+    rows = torch.tensor([0, 5, 10, 7, 7, 14])
+    w_rows, w_cont = torch.randn(6, 4), torch.randn(3, 5, 4)
+
+    def loss(picked, cont):
+        return (picked * w_rows).sum() + ((cont * w_cont).sum() if use_continue else 0)
+
+    branch, cont = gradient_rescale(hidden, scales[0]), gradient_rescale(hidden, scales[1])
+    loss(branch.reshape(-1, 4).index_select(0, rows), cont).backward()
+    want, hidden.grad = hidden.grad, None
+    cont, picked = ExitRowsFunction.apply(hidden, rows, *scales)
+    torch.testing.assert_close(picked, hidden.reshape(-1, 4)[rows])
+    loss(picked, cont).backward()
+    torch.testing.assert_close(hidden.grad, want)
+
+
+@pytest.mark.parametrize("ge", [True, False])
+def test_model_exit_rows_give_the_same_outputs_and_gradients(ge):
+    """ElasticBertModel(exit_rows=...) against the full exit hidden states gathered afterwards."""
+    from elue.elasticbert import ElasticBertModel
+
+    torch.manual_seed(0)
+    model = ElasticBertModel(tiny(4, ge=ge)).train()
+    ids = torch.randint(1, 50, (3, 6))
+    rows = torch.tensor([1, 4, 8, 13, 17])
+    weights = [torch.randn(5, 16) for _ in range(4)]
+
+    def loss(out, picked):
+        return sum(
+            (p * w).sum() + q.sum() for p, w, q in zip(picked, weights, out.exit_pooled_outputs, strict=True)
+        )
+
+    full = model(ids)
+    loss(full, [h.reshape(-1, 16)[rows] for h in full.exit_hidden_states]).backward()
+    want = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    out = model(ids, exit_rows=rows)
+    assert [tuple(h.shape) for h in out.exit_hidden_states] == [(5, 16)] * 4
+    for a, b in zip(out.exit_pooled_outputs, full.exit_pooled_outputs, strict=True):
+        torch.testing.assert_close(a, b)
+    loss(out, out.exit_hidden_states).backward()
+    got = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], msg=k)

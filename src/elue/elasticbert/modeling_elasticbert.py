@@ -411,12 +411,16 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
 
     def pool(self, layer: int, hidden_states: torch.Tensor) -> torch.Tensor:
         """The exit representation of layer `layer` (0-based): its pooler on [CLS], or [CLS] without poolers."""
+        return self.pool_cls(layer, hidden_states[:, 0])
+
+    def pool_cls(self, layer: int, cls_hidden: torch.Tensor) -> torch.Tensor:
+        """`pool` of an already selected [CLS] hidden state (B, H)."""
         if self.encoder.pooler is None:
-            return hidden_states[:, 0]
+            return cls_hidden
         pooler = self.encoder.pooler[layer]
         if pooler is None:
             raise ValueError(f"layer {layer} (0-based) has no pooler; exit layers are {self.exit_layers}")
-        return pooler(hidden_states)
+        return pooler.pool_cls(cls_hidden)
 
     # ---- forward ----------------------------------------------------------------------------------------
     def forward(
@@ -430,12 +434,18 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        exit_rows: torch.Tensor | None = None,
         **kwargs,
     ) -> ElasticBertModelOutput | tuple:
         r"""
         exit_layers (`Sequence[int]`, *optional*):
             0-based layers whose exits to compute (a subset of `config.exit_layers`; e.g. one group of grouped
             pre-training). Default: every exit layer. Gradient equilibrium counts only these exits.
+        exit_rows (`(R,)` long, *optional*):
+            flat indices into B·S of the positions the exits' heads read (pre-training: the masked tokens). Then
+            each `exit_hidden_states` entry is the (R, H) rows of its branch there instead of (B, S, H), the
+            pooled outputs come from the [CLS] rows, and each exit's backward pass is one fused buffer
+            (`GradientEquilibrium.split_rows`) instead of dense scatters and rescales.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
@@ -467,13 +477,21 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
         all_attn = () if output_attentions else None
         exit_hidden: list[torch.Tensor] = []
         exit_pooled: list[torch.Tensor] = []
+        if exit_rows is not None:  # the [CLS] rows first, then the asked-for ones: one gather per exit
+            batch, length = hidden.shape[:2]
+            cls_rows = torch.arange(0, batch * length, length, device=hidden.device)
+            rows = torch.cat([cls_rows, exit_rows.to(device=hidden.device, dtype=torch.long)])
         for i, layer_module in enumerate(self.encoder.layer):
             if output_attentions:
                 hidden, attn = layer_module.forward_with_attentions(hidden, bias)
                 all_attn = all_attn + (attn,)
             else:
                 hidden = layer_module(hidden, bias)
-            if ge.is_exit(i):
+            if ge.is_exit(i) and exit_rows is not None:
+                picked, hidden = ge.split_rows(i, hidden, rows)  # (B + R, H)
+                exit_hidden.append(picked[batch:])
+                exit_pooled.append(self.pool_cls(i, picked[:batch]))
+            elif ge.is_exit(i):
                 branch, hidden = ge.split(i, hidden)
                 exit_hidden.append(branch)
                 exit_pooled.append(self.pool(i, branch))

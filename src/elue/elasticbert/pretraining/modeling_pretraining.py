@@ -38,11 +38,38 @@ from transformers.utils import ModelOutput
 
 from ..configuration_elasticbert import ElasticBertConfig
 from ..modeling_elasticbert import ElasticBertModel, ElasticBertPreTrainedModel
+from . import triton_cross_entropy
 from .linear_cross_entropy import (
     linear_cross_entropy,
     softmax_cross_entropy_grad,
     softmax_cross_entropy_grad_fusable,
 )
+
+#: How one exit's MLM loss step is computed (`xent_step`): "auto" takes the Triton kernel where it runs (CUDA
+#: with Triton installed), else torch ("compiled" under `compile_regions`, "eager" otherwise).
+XENT_STEPS = ("auto", "triton", "compiled", "eager")
+
+
+def xent_step(kind: str = "auto", compiled=None):
+    """The MLM loss step for `LinearCrossEntropy`, `kind` one of XENT_STEPS. `compiled` is the torch.compile'd
+    `softmax_cross_entropy_grad_fusable` ("compiled"; "auto" falls back to it, else to the eager torch step, where
+    the Triton kernel cannot run, decided per call by the logits' device)."""
+    if kind not in XENT_STEPS:
+        raise ValueError(f"unknown xent step {kind!r}; choose one of {', '.join(XENT_STEPS)}")
+    if kind == "compiled" and compiled is None:
+        raise ValueError("xent step 'compiled' needs the compiled step (compile_regions makes it)")
+    torch_step = compiled or softmax_cross_entropy_grad
+    if kind == "triton":
+        return triton_cross_entropy.softmax_cross_entropy_grad_triton
+    if kind != "auto":
+        return torch_step if kind == "compiled" else softmax_cross_entropy_grad
+
+    def step(logits, bias, targets):
+        if triton_cross_entropy.available(logits.device):
+            return triton_cross_entropy.softmax_cross_entropy_grad_triton(logits, bias, targets)
+        return torch_step(logits, bias, targets)
+
+    return step
 
 
 def find_mlm_positions(labels: torch.Tensor) -> torch.Tensor:
@@ -134,7 +161,12 @@ class ElasticBertForPreTraining(_HeadInit):
         self.elasticbert = ElasticBertModel(config, add_pooling_layer=True)
         self.cls = ElasticBertPreTrainingHeads(config)
         self.sop_weight = 1.0
-        self._xent_step = softmax_cross_entropy_grad  # compile_regions puts a compiled one here
+        self._xent_step = xent_step(
+            "auto"
+        )  # Triton on CUDA; compile_regions may put a compiled fallback here
+        # the encoder hands the heads only the masked rows of each exit (ElasticBertModel's `exit_rows`); False:
+        # full (B, S, H) exit states, gathered here (the earlier way, kept for the benchmark's comparison)
+        self.gather_exit_rows = True
         self.post_init()
 
     @property
@@ -159,22 +191,28 @@ class ElasticBertForPreTraining(_HeadInit):
             the CPU; without them the model finds them itself, which makes the host wait for the GPU once a step.
         """
         layers = self.exit_layers if exit_layers is None else sorted({int(i) for i in exit_layers})
+        picked = None
+        if labels is not None:
+            # the masked positions, found once (at most one host sync per step, not one per exit)
+            picked = mlm_positions if mlm_positions is not None else find_mlm_positions(labels)
         out = self.elasticbert(
             input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             exit_layers=layers,
             return_dict=True,
+            exit_rows=picked
+            if self.gather_exit_rows
+            else None,  # each exit's states at the masked rows: (M, H)
         )
         result = ElasticBertForPreTrainingOutput(exit_layers=tuple(layers))
         loss = None
         if labels is not None:
-            # the masked positions, found once (at most one host sync per step, not one per exit)
-            picked = mlm_positions if mlm_positions is not None else find_mlm_positions(labels)
             targets = labels.reshape(-1).index_select(0, picked)
-            result.mlm_loss_sums, result.mlm_correct = self._mlm(
-                layers, out.exit_hidden_states, picked, targets
-            )
+            hiddens = out.exit_hidden_states
+            if not self.gather_exit_rows:
+                hiddens = [h.reshape(-1, h.shape[-1]).index_select(0, picked) for h in hiddens]
+            result.mlm_loss_sums, result.mlm_correct = self._mlm(layers, hiddens, targets)
             # counts made on the device (torch.full), not copied to it: a copy from the host would wait for the GPU
             result.num_masked = torch.full((), picked.numel(), device=labels.device)
             loss = result.mlm_loss_sums.sum() / max(picked.numel(), 1)
@@ -189,12 +227,13 @@ class ElasticBertForPreTraining(_HeadInit):
     # The heads of all active exits run as one batched computation (their weights stacked per step): a few
     # large kernels instead of a dozen small ones per exit, so that on a GPU the heads do not leave it waiting
     # for kernel launches. Same numbers as running each exit's modules in turn (tested).
-    def _mlm_transform(self, layers, hiddens, picked) -> torch.Tensor:
-        """(E, M, H): every active exit's MLM transform (dense, activation, LayerNorm) at the flat positions."""
+    def _mlm_transform(self, layers, picked_hiddens) -> torch.Tensor:
+        """(E, M, H): every active exit's MLM transform (dense, activation, LayerNorm) of its (M, H) hidden
+        states at the masked positions."""
         heads = [self.cls.predictions[i] for i in layers]
         t0 = heads[0].transform
-        size = hiddens[0].shape[-1]
-        x = torch.stack([h.reshape(-1, size).index_select(0, picked) for h in hiddens])  # (E, M, H)
+        size = picked_hiddens[0].shape[-1]
+        x = torch.stack(list(picked_hiddens))  # (E, M, H)
         w = torch.stack([p.transform.dense.weight for p in heads])  # (E, H, H)
         b = torch.stack([p.transform.dense.bias for p in heads])  # (E, H)
         x = t0.transform_act_fn(torch.baddbmm(b[:, None, :], x, w.transpose(1, 2)))
@@ -202,9 +241,10 @@ class ElasticBertForPreTraining(_HeadInit):
         ln_b = torch.stack([p.transform.LayerNorm.bias for p in heads])[:, None, :]
         return F.layer_norm(x, (size,), eps=t0.LayerNorm.eps) * ln_w + ln_b
 
-    def _mlm(self, layers, hiddens, picked, targets) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E,) summed MLM losses and (E,) correct counts of the exits `layers` at the flat positions `picked`."""
-        x = self._mlm_transform(layers, hiddens, picked)  # (E, M, H)
+    def _mlm(self, layers, picked_hiddens, targets) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E,) summed MLM losses and (E,) correct counts of the exits `layers` from their (M, H) hidden states
+        at the masked positions."""
+        x = self._mlm_transform(layers, picked_hiddens)  # (E, M, H)
         decoder = self.elasticbert.embeddings.word_embeddings.weight  # tied, (V, H)
         bias = torch.stack([self.cls.predictions[i].bias for i in layers]).float()  # (E, V)
         # Pad the vocabulary to a multiple of 64 (zero decoder rows, -inf bias: probability 0, gradient 0). With
@@ -348,6 +388,7 @@ def compile_regions(
     backend: str = "inductor",
     mode: str | None = None,
     embeddings: bool = True,
+    xent: str = "auto",
 ) -> ElasticBertForPreTraining:
     """torch.compile the embeddings, each encoder layer, the exits' MLM transforms and the MLM loss step, in
     place (regional compilation).
@@ -355,7 +396,9 @@ def compile_regions(
     The layers share one compiled code object (compiled once, not 12 times); the loss step fuses softmax -
     onehot, the loss and the argmax of one exit's logits (`softmax_cross_entropy_grad_fusable`). Parameter names
     and checkpoints are unchanged (no `_orig_mod.` prefix). Measured on an H200, bf16, base size, length 512:
-    34.5 % MFU at batch 64, 36.1 % at 128 (docs/pretraining.md). `embeddings=False` leaves them eager."""
+    34.5 % MFU at batch 64, 36.1 % at 128 (docs/pretraining.md). `embeddings=False` leaves them eager.
+    `xent` (XENT_STEPS): "auto" keeps the Triton loss step where it runs and compiles the torch one for the
+    rest; "compiled" always uses the compiled torch step."""
     raise_recompile_limit()
     extra = {"mode": mode} if mode else {}  # e.g. "max-autotune-no-cudagraphs" (inductor only)
     if embeddings:
@@ -363,7 +406,8 @@ def compile_regions(
     for layer in model.elasticbert.encoder.layer:
         layer.compile(backend=backend, **extra)
     model._mlm_transform = torch.compile(model._mlm_transform, backend=backend, **extra)
-    model._xent_step = torch.compile(softmax_cross_entropy_grad_fusable, backend=backend, **extra)
+    compiled = torch.compile(softmax_cross_entropy_grad_fusable, backend=backend, **extra)
+    model._xent_step = xent_step(xent, compiled=compiled)
     return model
 
 
