@@ -202,6 +202,9 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         model._xent_step = xent_step(args.xent)
     if kind == "elasticbert":
         model.gather_exit_rows = not args.dense_exits
+        model.mlm_loss_options = {"bias_in_gemm": args.bias_in_gemm}
+        if args.keep_logit_grads:
+            model.mlm_loss_options["keep_logit_grads"] = True
     groups = None
     if mode == "grouped":
         from elue.elasticbert.pretraining.config import default_exit_groups
@@ -276,6 +279,7 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         "attention_dropout": args.attention_dropout if kind == "elasticbert" else 0.1,
         "xent": args.xent if kind == "elasticbert" else None,
         "exit_rows": not args.dense_exits if kind == "elasticbert" else None,
+        "mlm_loss_options": {"bias_in_gemm": args.bias_in_gemm, "keep_logit_grads": args.keep_logit_grads},
         "step_s": round(dt, 4),
         "tokens_per_s": round(batch * seq / dt, 1),
         "gflops_per_step": round(flops / 1e9, 1),
@@ -329,6 +333,14 @@ def main(argv=None) -> list[dict]:
         "--dense-exits",
         action="store_true",
         help="ElasticBERT: full (B, S, H) exit states gathered by the heads (the earlier way), not exit_rows",
+    )
+    p.add_argument(
+        "--bias-in-gemm", action="store_true", help="ElasticBERT: the MLM bias added in the logits GEMM"
+    )
+    p.add_argument(
+        "--keep-logit-grads",
+        action="store_true",
+        help="ElasticBERT: keep the (E, M, V) logit gradients for backward (one GEMM over all exits there)",
     )
     p.add_argument("--sdpa", default="auto", choices=["auto", *SDPA_BACKENDS], help="SDPA backend")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default 989 on GPU)")

@@ -37,7 +37,8 @@ def reference(x, w, b, t):
 
 @pytest.mark.parametrize("step", [softmax_cross_entropy_grad, softmax_cross_entropy_grad_fusable])
 @pytest.mark.parametrize("m", [M, 2 * H])  # fewer tokens than H: logit gradients kept; more: GEMMs done ahead
-def test_losses_counts_and_gradients_match_plain_autograd(step, m):
+@pytest.mark.parametrize("bias_in_gemm", [False, True])
+def test_losses_counts_and_gradients_match_plain_autograd(step, m, bias_in_gemm):
     x, w, b, t = inputs(m=m)
     scales = torch.tensor(
         [0.5, 2.0, -1.0]
@@ -47,7 +48,7 @@ def test_losses_counts_and_gradients_match_plain_autograd(step, m):
     ref_grads = [p.grad.clone() for p in (x, w, b)]
     for p in (x, w, b):
         p.grad = None
-    losses, correct = linear_cross_entropy(x, w, b, t, step)
+    losses, correct = linear_cross_entropy(x, w, b, t, step, bias_in_gemm=bias_in_gemm)
     assert losses.grad_fn.keep_logit_grads == (m < H)  # the mode this case is for
     (losses * scales).sum().backward()
     torch.testing.assert_close(losses, ref_losses)
@@ -78,3 +79,19 @@ def test_step_in_bf16_returns_bf16_gradient(step):
     torch.testing.assert_close(grad.float(), torch.softmax(z, -1) - F.one_hot(t, V), atol=4e-3, rtol=0)
     assert int(correct) == int((z.argmax(-1) == t).sum())
     torch.testing.assert_close(grad_b, (torch.softmax(z, -1) - F.one_hot(t, V)).sum(0), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_keep_logit_grads_forced_either_way_gives_the_same_gradients(keep):
+    """The engine choice (kept (E, M, V) logit gradients, or GEMMs ahead) against the size rule's default."""
+    x, w, b, t = inputs(m=2 * H if keep else M)  # the opposite of what the size rule picks
+    scales = torch.tensor([0.5, 2.0, -1.0])
+    (linear_cross_entropy(x, w, b, t)[0] * scales).sum().backward()
+    want = [p.grad.clone() for p in (x, w, b)]
+    for p in (x, w, b):
+        p.grad = None
+    losses, _ = linear_cross_entropy(x, w, b, t, keep_logit_grads=keep)
+    assert losses.grad_fn.keep_logit_grads == keep
+    (losses * scales).sum().backward()
+    for name, p, ref in zip("xwb", (x, w, b), want, strict=True):
+        torch.testing.assert_close(p.grad, ref, msg=name)

@@ -33,8 +33,10 @@ def test_kernel_matches_torch_under_the_interpreter():
 
 
 @needs_triton
-@pytest.mark.parametrize(("block", "warps"), [(32768, 32), (4096, 8)])
-def test_kernel_compiles_for_hopper_without_spills(block, warps):
+@pytest.mark.parametrize(
+    ("block", "warps", "has_bias"), [(32768, 32, True), (4096, 8, True), (2048, 4, False)]
+)
+def test_kernel_compiles_for_hopper_without_spills(block, warps, has_bias):
     """The real compiler (not the interpreter) on the bf16 signature the model uses, to sm_90 machine code:
     catches what the interpreter lets through (types of loop-carried values, unsupported ops)."""
     import triton
@@ -44,10 +46,10 @@ def test_kernel_compiles_for_hopper_without_spills(block, warps):
     sig = {
         "logits_ptr": "*bf16", "bias_ptr": "*fp32", "targets_ptr": "*i64", "grad_ptr": "*bf16",
         "loss_ptr": "*fp32", "hit_ptr": "*i32", "stride_logits": "i32", "stride_grad": "i32", "n_cols": "i32",
-        "BLOCK": "constexpr",
+        "HAS_BIAS": "constexpr", "BLOCK": "constexpr",
     }  # fmt: skip
     kernel = triton_cross_entropy._softmax_xent_grad_kernel
-    src = ASTSource(fn=kernel, signature=sig, constexprs={"BLOCK": block})
+    src = ASTSource(fn=kernel, signature=sig, constexprs={"HAS_BIAS": has_bias, "BLOCK": block})
     compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
     ptx = compiled.asm["ptx"]
     assert ".target sm_90" in ptx and "ld.global" in ptx

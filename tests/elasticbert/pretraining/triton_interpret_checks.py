@@ -34,9 +34,15 @@ def step_matches_torch(dtype, block):
         assert a.dtype == b.dtype and a.shape == b.shape, name
         torch.testing.assert_close(b, a, msg=f"{name} ({dtype}, block {block})", **tol)
     assert int(got[2]) >= 2 and torch.all(got[0][:, v:] == 0) and torch.all(got[3][v:] == 0)
+    # the bias already in the logits (LinearCrossEntropy's bias_in_gemm): the kernel reads no bias
+    with_bias = (logits.float() + bias).to(dtype)
+    want = softmax_cross_entropy_grad(with_bias.clone(), None, targets)
+    got = softmax_cross_entropy_grad_triton(with_bias.clone(), None, targets)
+    for name, a, b in zip(("grad", "loss", "correct", "bias grad"), want, got, strict=True):
+        torch.testing.assert_close(b, a, msg=f"{name} ({dtype}, block {block}, no bias)", **tol)
 
 
-def linear_cross_entropy_matches_autograd(m):
+def linear_cross_entropy_matches_autograd(m, **options):
     x, w, b, t = inputs(m=m)
     scales = torch.tensor([0.5, 2.0, -1.0])
     ref_losses, ref_correct = reference(x, w, b, t)
@@ -44,12 +50,12 @@ def linear_cross_entropy_matches_autograd(m):
     want = [p.grad.clone() for p in (x, w, b)]
     for p in (x, w, b):
         p.grad = None
-    losses, correct = linear_cross_entropy(x, w, b, t, softmax_cross_entropy_grad_triton)
+    losses, correct = linear_cross_entropy(x, w, b, t, softmax_cross_entropy_grad_triton, **options)
     (losses * scales).sum().backward()
     torch.testing.assert_close(losses, ref_losses)
     assert torch.equal(correct, ref_correct)
     for name, p, ref in zip("xwb", (x, w, b), want, strict=True):
-        torch.testing.assert_close(p.grad, ref, msg=f"d{name} (m={m})")
+        torch.testing.assert_close(p.grad, ref, msg=f"d{name} (m={m}, {options})")
 
 
 def model_uses_it_and_matches():
@@ -96,5 +102,6 @@ if __name__ == "__main__":
     os.environ.pop("ELUE_XENT_BLOCK")
     for m in (7, 2 * H):  # both modes of LinearCrossEntropy (logit gradients kept / GEMMs done ahead)
         linear_cross_entropy_matches_autograd(m)
+        linear_cross_entropy_matches_autograd(m, bias_in_gemm=True, keep_logit_grads=m > H)  # and forced
     model_uses_it_and_matches()
     print("triton checks ok")

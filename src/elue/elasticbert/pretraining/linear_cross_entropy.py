@@ -25,13 +25,14 @@ import torch
 def softmax_cross_entropy_grad(
     logits: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One exit: logits (M, V) without bias, bias (V,) float32, targets (M,).
+    """One exit: logits (M, V) without bias, bias (V,) float32 (None: already in the logits), targets (M,).
 
     Returns the gradient of the summed cross-entropy with respect to the logits (M, V) in the logits' dtype,
     the summed loss (), the number of correct argmax predictions () and the bias gradient (V,) float32.
     Eager form: in-place where it can, about half the passes over the (M, V) values of the plain formula
     (`softmax_cross_entropy_grad_fusable`; 2.1x faster on a CPU)."""
-    logp = torch.log_softmax(logits.float().add_(bias), dim=-1)  # (M, V) float32
+    z = logits.float() if bias is None else logits.float().add_(bias)  # (M, V) float32
+    logp = torch.log_softmax(z, dim=-1)
     loss = -logp.gather(1, targets[:, None]).sum()
     correct = (logp.argmax(-1) == targets).sum()
     grad = logp.exp_()  # softmax, in place
@@ -44,7 +45,7 @@ def softmax_cross_entropy_grad_fusable(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """`softmax_cross_entropy_grad` as plain out-of-place tensor code, for torch.compile to fuse into a few
     kernels (what `compile_regions` compiles; measured on an H200 in that form)."""
-    z = logits.float() + bias  # (M, V)
+    z = logits.float() if bias is None else logits.float() + bias  # (M, V)
     lse = torch.logsumexp(z, dim=-1)  # (M,)
     loss = (lse - z.gather(1, targets[:, None]).squeeze(1)).sum()
     correct = (z.argmax(-1) == targets).sum()
@@ -57,17 +58,24 @@ class LinearCrossEntropy(torch.autograd.Function):
     """Per-exit summed cross-entropy of `x[e] @ weight.T + bias[e]` against `targets`, and correct counts.
 
     x (E, M, H) and weight (V, H) in the compute dtype (bf16 under autocast), bias (E, V) float32, targets (M,).
-    Returns losses (E,) float32 and correct (E,) int64 (not differentiable)."""
+    Returns losses (E,) float32 and correct (E,) int64 (not differentiable).
+
+    bias_in_gemm: add the bias in the logits GEMM's epilogue (in the compute dtype, as autocast's nn.Linear
+    does) instead of in the loss step, which then reads only the logits. keep_logit_grads: keep the (E, M, V)
+    logit gradients for the backward pass (its two GEMMs then run once over all exits) instead of computing the
+    (E, M, H) + (E, V, H) input and weight gradients ahead; None: whichever is smaller (M < H keeps the former).
+    """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, targets, step: Callable = softmax_cross_entropy_grad):
+    def forward(
+        ctx, x, weight, bias, targets, step: Callable = softmax_cross_entropy_grad, bias_in_gemm=False,
+        keep_logit_grads=None,
+    ):  # fmt: skip
         n_exits, m, h = x.shape
         losses = torch.empty(n_exits, dtype=torch.float32, device=x.device)
         correct = torch.empty(n_exits, dtype=torch.long, device=x.device)
         grads = any(ctx.needs_input_grad[:3])
-        # Keep for the backward pass whichever is smaller: the exits' logit gradients (E, M, V), or their input
-        # and weight gradients (E, M, H) + (E, V, H), computed here. Few masked tokens (M < H) keep the former.
-        ctx.keep_logit_grads = grads and m < h
+        ctx.keep_logit_grads = grads and (m < h if keep_logit_grads is None else bool(keep_logit_grads))
         if ctx.keep_logit_grads:
             grad_logits = x.new_empty((n_exits, m, weight.shape[0]))  # (E, M, V)
         elif grads:
@@ -75,10 +83,17 @@ class LinearCrossEntropy(torch.autograd.Function):
             grad_w = weight.new_empty((n_exits, *weight.shape))  # (E, V, H), summed with the incoming scales
         grad_b = torch.empty_like(bias)  # (E, V)
         for e in range(n_exits):
-            logits = x[e] @ weight.T  # (M, V), the only V-wide tensor alive
-            g, losses[e], correct[e], grad_b[e] = step(logits, bias[e], targets)
+            # (M, V): the only V-wide tensor alive (or the exit's slot of the kept gradients, written in place)
+            out = grad_logits[e] if ctx.keep_logit_grads else None
+            if bias_in_gemm:
+                logits = torch.addmm(bias[e].to(x.dtype), x[e], weight.T, out=out)
+                g, losses[e], correct[e], grad_b[e] = step(logits, None, targets)
+            else:
+                logits = torch.mm(x[e], weight.T, out=out)
+                g, losses[e], correct[e], grad_b[e] = step(logits, bias[e], targets)
             if ctx.keep_logit_grads:
-                grad_logits[e] = g
+                if g.data_ptr() != logits.data_ptr():  # the torch steps return a new tensor
+                    grad_logits[e] = g
             elif grads:
                 torch.mm(g, weight, out=grad_x[e])
                 torch.mm(g.T, x[e], out=grad_w[e])
@@ -100,13 +115,13 @@ class LinearCrossEntropy(torch.autograd.Function):
             )  # scale the small side, not the (E, M, V) one
             dx = (torch.matmul(grad_logits, weight).float() * g[:, None, None]).to(x.dtype)
             dw = grad_logits.reshape(e * m, -1).T @ x_scaled.reshape(e * m, h)  # (V, H), one GEMM over exits
-            return dx, dw, grad_b * g[:, None], None, None
+            return dx, dw, grad_b * g[:, None], None, None, None, None
         grad_x, grad_w, grad_b = ctx.saved_tensors
         dx = (grad_x.float() * g[:, None, None]).to(grad_x.dtype)
         dw = torch.zeros(grad_w.shape[1:], dtype=torch.float32, device=grad_w.device)
         for e in range(grad_w.shape[0]):
             dw.addcmul_(grad_w[e], g[e])  # fp32 sum over exits, no host sync
-        return dx, dw.to(grad_w.dtype), grad_b * g[:, None], None, None
+        return dx, dw.to(grad_w.dtype), grad_b * g[:, None], None, None, None, None
 
 
 def linear_cross_entropy(
@@ -115,10 +130,12 @@ def linear_cross_entropy(
     bias: torch.Tensor,
     targets: torch.Tensor,
     step: Callable = softmax_cross_entropy_grad,
+    bias_in_gemm: bool = False,
+    keep_logit_grads: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(E,) summed losses and (E,) correct counts; see `LinearCrossEntropy`. `step` may be a compiled
-    `softmax_cross_entropy_grad_fusable`."""
-    return LinearCrossEntropy.apply(x, weight, bias, targets, step)
+    `softmax_cross_entropy_grad_fusable` or the Triton kernel."""
+    return LinearCrossEntropy.apply(x, weight, bias, targets, step, bias_in_gemm, keep_logit_grads)
 
 
 __all__ = [

@@ -167,6 +167,8 @@ class ElasticBertForPreTraining(_HeadInit):
         # the encoder hands the heads only the masked rows of each exit (ElasticBertModel's `exit_rows`); False:
         # full (B, S, H) exit states, gathered here (the earlier way, kept for the benchmark's comparison)
         self.gather_exit_rows = True
+        # LinearCrossEntropy's engine options (bias_in_gemm, keep_logit_grads): same numbers, other kernels
+        self.mlm_loss_options: dict = {}
         self.post_init()
 
     @property
@@ -257,7 +259,9 @@ class ElasticBertForPreTraining(_HeadInit):
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
         # one exit at a time, gradients in the forward pass: no (E, M, V) logits in memory (linear_cross_entropy)
-        return linear_cross_entropy(x.to(dtype), decoder.to(dtype), bias, targets, self._xent_step)
+        return linear_cross_entropy(
+            x.to(dtype), decoder.to(dtype), bias, targets, self._xent_step, **self.mlm_loss_options
+        )
 
     def _sop(self, layers, pooled, sop_labels) -> tuple[torch.Tensor, torch.Tensor]:
         """(E,) summed SOP losses and (E,) correct counts of the exits `layers`."""

@@ -37,8 +37,8 @@ if triton is not None:
 
     @triton.jit
     def _softmax_xent_grad_kernel(
-        logits_ptr,  # (M, V) without bias, compute dtype
-        bias_ptr,  # (V,) float32; -inf on vocabulary padding
+        logits_ptr,  # (M, V), compute dtype; without the bias when HAS_BIAS
+        bias_ptr,  # (V,) float32; -inf on vocabulary padding (unused without HAS_BIAS)
         targets_ptr,  # (M,) int64
         grad_ptr,  # (M, V) out: softmax - onehot, in the logits' dtype
         loss_ptr,  # (M,) float32 out: lse - z[target]
@@ -46,6 +46,7 @@ if triton is not None:
         stride_logits,
         stride_grad,
         n_cols,
+        HAS_BIAS: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
         row = tl.program_id(0).to(tl.int64)
@@ -60,8 +61,9 @@ if triton is not None:
         for start in range(0, n_cols, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             inside = cols < n_cols
-            z = tl.load(logits_row + cols, mask=inside, other=0.0).to(tl.float32)
-            z = z + tl.load(bias_ptr + cols, mask=inside, other=float("-inf"))  # (BLOCK,)
+            z = tl.load(logits_row + cols, mask=inside, other=float("-inf")).to(tl.float32)  # (BLOCK,)
+            if HAS_BIAS:
+                z = z + tl.load(bias_ptr + cols, mask=inside, other=float("-inf"))
             block_max, block_arg = tl.max(z, 0, return_indices=True)
             m_new = tl.maximum(m, block_max)
             d = d * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
@@ -69,15 +71,18 @@ if triton is not None:
             best_idx = tl.where(block_max > best, start + block_arg, best_idx)  # strict: first maximum wins
             best = tl.maximum(best, block_max)
         lse = m + tl.log(d)
-        z_target = tl.load(logits_row + target).to(tl.float32) + tl.load(bias_ptr + target)
+        z_target = tl.load(logits_row + target).to(tl.float32)
+        if HAS_BIAS:
+            z_target += tl.load(bias_ptr + target)
         tl.store(loss_ptr + row, lse - z_target)
         tl.store(hit_ptr + row, (best_idx == target).to(tl.int32))
         # pass 2: the gradient softmax - onehot, block by block (the row is still in L2)
         for start in range(0, n_cols, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             inside = cols < n_cols
-            z = tl.load(logits_row + cols, mask=inside, other=0.0).to(tl.float32)
-            z = z + tl.load(bias_ptr + cols, mask=inside, other=float("-inf"))
+            z = tl.load(logits_row + cols, mask=inside, other=float("-inf")).to(tl.float32)
+            if HAS_BIAS:
+                z = z + tl.load(bias_ptr + cols, mask=inside, other=float("-inf"))
             g = tl.exp(z - lse) - tl.where(cols == target, 1.0, 0.0)
             tl.store(grad_row + cols, g.to(grad_ptr.dtype.element_ty), mask=inside)
 
@@ -89,17 +94,19 @@ NUM_WARPS = 32
 
 
 def softmax_cross_entropy_grad_triton(
-    logits: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor
+    logits: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Same contract as `linear_cross_entropy.softmax_cross_entropy_grad`: logits (M, V) without bias, bias (V,)
-    float32, targets (M,) -> (grad (M, V) in the logits' dtype, summed loss (), correct count (), bias grad (V,)
-    float32). The gradient is written into the logits' own memory (they are not needed afterwards)."""
+    float32 or None (already in the logits), targets (M,) -> (grad (M, V) in the logits' dtype, summed loss (),
+    correct count (), bias grad (V,) float32). The gradient is written into the logits' own memory (they are not
+    needed afterwards)."""
     if triton is None:
         raise RuntimeError("the Triton cross-entropy kernel needs the `triton` package")
     if logits.stride(-1) != 1:
         logits = logits.contiguous()
     m, v = logits.shape
-    bias = bias.contiguous().float()
+    has_bias = bias is not None
+    bias = bias.contiguous().float() if has_bias else logits  # a placeholder pointer, never read
     targets = targets.contiguous()
     loss = torch.empty(m, dtype=torch.float32, device=logits.device)
     hit = torch.empty(m, dtype=torch.int32, device=logits.device)
@@ -108,7 +115,7 @@ def softmax_cross_entropy_grad_triton(
     if m:
         _softmax_xent_grad_kernel[(m,)](
             logits, bias, targets, logits, loss, hit, logits.stride(0), logits.stride(0), v,
-            BLOCK=block, num_warps=warps,
+            HAS_BIAS=has_bias, BLOCK=block, num_warps=warps,
         )  # fmt: skip
     grad = logits  # overwritten in place, row by row, after the row's statistics were taken
     return grad, loss.sum(), hit.sum(dtype=torch.int64), grad.sum(0, dtype=torch.float32)
