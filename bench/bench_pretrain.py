@@ -177,8 +177,16 @@ def kernel_table(totals: dict[str, float], step_ms: float) -> str:
 
 
 def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
-    with sdpa_backends(args.sdpa):  # around compilation too: the backend is chosen when the graph is traced
-        return _bench_one(kind, mode, seq, batch, args, device)
+    cudnn_sdp = torch.backends.cuda.cudnn_sdp_enabled()
+    if args.no_cudnn_sdpa:  # a global switch: the compiled graphs choose their SDPA backend when traced
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    try:
+        with sdpa_backends(
+            args.sdpa
+        ):  # around compilation too: the backend is chosen when the graph is traced
+            return _bench_one(kind, mode, seq, batch, args, device)
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(cudnn_sdp)
 
 
 def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
@@ -274,7 +282,7 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         "device": device.type if device.type == "cpu" else torch.cuda.get_device_name(device),
         "dtype": "bf16" if bf16 else "fp32",
         "compiled": (args.compile_mode or True) if args.compile else False,
-        "sdpa": args.sdpa,
+        "sdpa": args.sdpa if not args.no_cudnn_sdpa else f"{args.sdpa}, no cudnn",
         "bf16_residual": bool(args.bf16_residual) and kind == "elasticbert",
         "attention_dropout": args.attention_dropout if kind == "elasticbert" else 0.1,
         "xent": args.xent if kind == "elasticbert" else None,
@@ -341,6 +349,11 @@ def main(argv=None) -> list[dict]:
         "--keep-logit-grads",
         action="store_true",
         help="ElasticBERT: keep the (E, M, V) logit gradients for backward (one GEMM over all exits there)",
+    )
+    p.add_argument(
+        "--no-cudnn-sdpa",
+        action="store_true",
+        help="switch cuDNN attention off globally (torch then takes FlashAttention)",
     )
     p.add_argument("--sdpa", default="auto", choices=["auto", *SDPA_BACKENDS], help="SDPA backend")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default 989 on GPU)")
