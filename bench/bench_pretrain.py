@@ -210,9 +210,6 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         model._xent_step = xent_step(args.xent)
     if kind == "elasticbert":
         model.gather_exit_rows = not args.dense_exits
-        model.mlm_loss_options = {"bias_in_gemm": args.bias_in_gemm}
-        if args.keep_logit_grads:
-            model.mlm_loss_options["keep_logit_grads"] = True
     groups = None
     if mode == "grouped":
         from elue.elasticbert.pretraining.config import default_exit_groups
@@ -236,6 +233,14 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
     with torch.compiler.set_stance("force_eager") if args.compile else contextlib.nullcontext():
         flops = count_flops(run, data, len(groups) if groups else 1, autocast)
     opt.zero_grad(set_to_none=True)
+    if (
+        kind == "elasticbert"
+    ):  # engine options, set after the count: model FLOPs are those of the plain formula
+        model.mlm_loss_options = {"bias_in_gemm": args.bias_in_gemm}
+        if args.keep_logit_grads:
+            model.mlm_loss_options["keep_logit_grads"] = True
+        if args.bias_grad_in_gemm:
+            model.mlm_loss_options["bias_grad_in_gemm"] = True
 
     def sync():
         if device.type == "cuda":
@@ -287,7 +292,11 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         "attention_dropout": args.attention_dropout if kind == "elasticbert" else 0.1,
         "xent": args.xent if kind == "elasticbert" else None,
         "exit_rows": not args.dense_exits if kind == "elasticbert" else None,
-        "mlm_loss_options": {"bias_in_gemm": args.bias_in_gemm, "keep_logit_grads": args.keep_logit_grads},
+        "mlm_loss_options": {
+            "bias_in_gemm": args.bias_in_gemm,
+            "keep_logit_grads": args.keep_logit_grads,
+            "bias_grad_in_gemm": args.bias_grad_in_gemm,
+        },
         "step_s": round(dt, 4),
         "tokens_per_s": round(batch * seq / dt, 1),
         "gflops_per_step": round(flops / 1e9, 1),
@@ -349,6 +358,11 @@ def main(argv=None) -> list[dict]:
         "--keep-logit-grads",
         action="store_true",
         help="ElasticBERT: keep the (E, M, V) logit gradients for backward (one GEMM over all exits there)",
+    )
+    p.add_argument(
+        "--bias-grad-in-gemm",
+        action="store_true",
+        help="ElasticBERT, with --keep-logit-grads: the MLM bias gradients from the backward weight GEMM",
     )
     p.add_argument(
         "--no-cudnn-sdpa",

@@ -81,17 +81,18 @@ def test_step_in_bf16_returns_bf16_gradient(step):
     torch.testing.assert_close(grad_b, (torch.softmax(z, -1) - F.one_hot(t, V)).sum(0), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("keep", [True, False])
-def test_keep_logit_grads_forced_either_way_gives_the_same_gradients(keep):
-    """The engine choice (kept (E, M, V) logit gradients, or GEMMs ahead) against the size rule's default."""
+@pytest.mark.parametrize(("keep", "fold"), [(True, False), (False, False), (True, True)])
+def test_keep_logit_grads_forced_either_way_gives_the_same_gradients(keep, fold):
+    """The engine choices (kept (E, M, V) logit gradients, or GEMMs ahead; bias gradients from the weight GEMM)
+    against the size rule's default."""
     x, w, b, t = inputs(m=2 * H if keep else M)  # the opposite of what the size rule picks
     scales = torch.tensor([0.5, 2.0, -1.0])
     (linear_cross_entropy(x, w, b, t)[0] * scales).sum().backward()
     want = [p.grad.clone() for p in (x, w, b)]
     for p in (x, w, b):
         p.grad = None
-    losses, _ = linear_cross_entropy(x, w, b, t, keep_logit_grads=keep)
-    assert losses.grad_fn.keep_logit_grads == keep
+    losses, _ = linear_cross_entropy(x, w, b, t, keep_logit_grads=keep, bias_grad_in_gemm=fold)
+    assert losses.grad_fn.keep_logit_grads == keep and losses.grad_fn.fold_bias_grad == fold
     (losses * scales).sum().backward()
     for name, p, ref in zip("xwb", (x, w, b), want, strict=True):
         torch.testing.assert_close(p.grad, ref, msg=name)

@@ -72,7 +72,7 @@ def test_xent_step_choices(monkeypatch):
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b)
     monkeypatch.setattr(triton_cross_entropy, "available", lambda device: True)
-    monkeypatch.setattr(triton_cross_entropy, "softmax_cross_entropy_grad_triton", lambda *a: "kernel")
+    monkeypatch.setattr(triton_cross_entropy, "softmax_cross_entropy_grad_triton", lambda *a, **kw: "kernel")
     assert xent_step("auto")(logits, bias, targets) == "kernel"
 
 

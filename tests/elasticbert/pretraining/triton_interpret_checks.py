@@ -76,7 +76,9 @@ def model_uses_it_and_matches():
     batch = dict(input_ids=ids, labels=labels, sop_labels=torch.tensor([0, 1]))
     calls = []
     kernel = triton_cross_entropy.softmax_cross_entropy_grad_triton
-    triton_cross_entropy.softmax_cross_entropy_grad_triton = lambda *a: calls.append(1) or kernel(*a)
+    triton_cross_entropy.softmax_cross_entropy_grad_triton = lambda *a, **kw: (
+        calls.append(1) or kernel(*a, **kw)
+    )
     try:
         out = model(**batch)
         out.loss.backward()
@@ -103,5 +105,8 @@ if __name__ == "__main__":
     for m in (7, 2 * H):  # both modes of LinearCrossEntropy (logit gradients kept / GEMMs done ahead)
         linear_cross_entropy_matches_autograd(m)
         linear_cross_entropy_matches_autograd(m, bias_in_gemm=True, keep_logit_grads=m > H)  # and forced
+    linear_cross_entropy_matches_autograd(
+        2 * H, bias_in_gemm=True, keep_logit_grads=True, bias_grad_in_gemm=True
+    )
     model_uses_it_and_matches()
     print("triton checks ok")

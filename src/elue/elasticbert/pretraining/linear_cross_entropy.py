@@ -23,12 +23,13 @@ import torch
 
 
 def softmax_cross_entropy_grad(
-    logits: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    logits: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, bias_grad: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One exit: logits (M, V) without bias, bias (V,) float32 (None: already in the logits), targets (M,).
 
     Returns the gradient of the summed cross-entropy with respect to the logits (M, V) in the logits' dtype,
-    the summed loss (), the number of correct argmax predictions () and the bias gradient (V,) float32.
+    the summed loss (), the number of correct argmax predictions () and the bias gradient (V,) float32 (None
+    with `bias_grad=False`: the caller gets it elsewhere).
     Eager form: in-place where it can, about half the passes over the (M, V) values of the plain formula
     (`softmax_cross_entropy_grad_fusable`; 2.1x faster on a CPU)."""
     z = logits.float() if bias is None else logits.float().add_(bias)  # (M, V) float32
@@ -37,12 +38,12 @@ def softmax_cross_entropy_grad(
     correct = (logp.argmax(-1) == targets).sum()
     grad = logp.exp_()  # softmax, in place
     grad.scatter_add_(1, targets[:, None], torch.full((len(targets), 1), -1.0, device=grad.device))
-    return grad.to(logits.dtype), loss, correct, grad.sum(0)
+    return grad.to(logits.dtype), loss, correct, grad.sum(0) if bias_grad else None
 
 
 def softmax_cross_entropy_grad_fusable(
-    logits: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    logits: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, bias_grad: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """`softmax_cross_entropy_grad` as plain out-of-place tensor code, for torch.compile to fuse into a few
     kernels (what `compile_regions` compiles; measured on an H200 in that form)."""
     z = logits.float() if bias is None else logits.float() + bias  # (M, V)
@@ -51,7 +52,7 @@ def softmax_cross_entropy_grad_fusable(
     correct = (z.argmax(-1) == targets).sum()
     onehot = torch.arange(z.shape[1], device=z.device)[None, :] == targets[:, None]
     grad = torch.exp(z - lse[:, None]) - onehot.float()  # softmax - onehot
-    return grad.to(logits.dtype), loss, correct, grad.sum(0)
+    return grad.to(logits.dtype), loss, correct, grad.sum(0) if bias_grad else None
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -64,18 +65,24 @@ class LinearCrossEntropy(torch.autograd.Function):
     does) instead of in the loss step, which then reads only the logits. keep_logit_grads: keep the (E, M, V)
     logit gradients for the backward pass (its two GEMMs then run once over all exits) instead of computing the
     (E, M, H) + (E, V, H) input and weight gradients ahead; None: whichever is smaller (M < H keeps the former).
+    bias_grad_in_gemm (with kept logit gradients): the per-exit bias gradients come out of the backward weight
+    GEMM, from E indicator columns appended to its (E·M, H) operand, instead of a column sum over each exit's
+    (M, V) gradient in the forward pass (a pass over 0.6 GB per exit at 128 x 512 tokens); they are then
+    rounded once to the compute dtype, as autocast's nn.Linear bias gradients are.
     """
 
     @staticmethod
     def forward(
         ctx, x, weight, bias, targets, step: Callable = softmax_cross_entropy_grad, bias_in_gemm=False,
-        keep_logit_grads=None,
+        keep_logit_grads=None, bias_grad_in_gemm=False,
     ):  # fmt: skip
         n_exits, m, h = x.shape
         losses = torch.empty(n_exits, dtype=torch.float32, device=x.device)
         correct = torch.empty(n_exits, dtype=torch.long, device=x.device)
         grads = any(ctx.needs_input_grad[:3])
         ctx.keep_logit_grads = grads and (m < h if keep_logit_grads is None else bool(keep_logit_grads))
+        ctx.fold_bias_grad = ctx.keep_logit_grads and bool(bias_grad_in_gemm)
+        sum_bias_grad = {} if not ctx.fold_bias_grad else {"bias_grad": False}
         if ctx.keep_logit_grads:
             grad_logits = x.new_empty((n_exits, m, weight.shape[0]))  # (E, M, V)
         elif grads:
@@ -87,10 +94,12 @@ class LinearCrossEntropy(torch.autograd.Function):
             out = grad_logits[e] if ctx.keep_logit_grads else None
             if bias_in_gemm:
                 logits = torch.addmm(bias[e].to(x.dtype), x[e], weight.T, out=out)
-                g, losses[e], correct[e], grad_b[e] = step(logits, None, targets)
+                g, losses[e], correct[e], gb = step(logits, None, targets, **sum_bias_grad)
             else:
                 logits = torch.mm(x[e], weight.T, out=out)
-                g, losses[e], correct[e], grad_b[e] = step(logits, bias[e], targets)
+                g, losses[e], correct[e], gb = step(logits, bias[e], targets, **sum_bias_grad)
+            if gb is not None:
+                grad_b[e] = gb
             if ctx.keep_logit_grads:
                 if g.data_ptr() != logits.data_ptr():  # the torch steps return a new tensor
                     grad_logits[e] = g
@@ -114,14 +123,24 @@ class LinearCrossEntropy(torch.autograd.Function):
                 x.dtype
             )  # scale the small side, not the (E, M, V) one
             dx = (torch.matmul(grad_logits, weight).float() * g[:, None, None]).to(x.dtype)
-            dw = grad_logits.reshape(e * m, -1).T @ x_scaled.reshape(e * m, h)  # (V, H), one GEMM over exits
-            return dx, dw, grad_b * g[:, None], None, None, None, None
+            if not ctx.fold_bias_grad:
+                dw = grad_logits.reshape(e * m, -1).T @ x_scaled.reshape(
+                    e * m, h
+                )  # (V, H), one GEMM over exits
+                return dx, dw, grad_b * g[:, None], None, None, None, None, None
+            # column h + j of the operand is 1 on exit j's rows: that output column is exit j's bias gradient
+            cols = -(-e // 8) * 8  # keeps the operand's rows 16-byte aligned
+            indicator = torch.zeros(e, m, cols, dtype=x.dtype, device=x.device)
+            indicator[torch.arange(e), :, torch.arange(e)] = 1
+            operand = torch.cat([x_scaled, indicator], dim=2).reshape(e * m, h + cols)
+            dw_db = grad_logits.reshape(e * m, -1).T @ operand  # (V, H + cols), one GEMM over exits
+            return dx, dw_db[:, :h], dw_db[:, h : h + e].T.float() * g[:, None], None, None, None, None, None
         grad_x, grad_w, grad_b = ctx.saved_tensors
         dx = (grad_x.float() * g[:, None, None]).to(grad_x.dtype)
         dw = torch.zeros(grad_w.shape[1:], dtype=torch.float32, device=grad_w.device)
         for e in range(grad_w.shape[0]):
             dw.addcmul_(grad_w[e], g[e])  # fp32 sum over exits, no host sync
-        return dx, dw.to(grad_w.dtype), grad_b * g[:, None], None, None, None, None
+        return dx, dw.to(grad_w.dtype), grad_b * g[:, None], None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -132,10 +151,13 @@ def linear_cross_entropy(
     step: Callable = softmax_cross_entropy_grad,
     bias_in_gemm: bool = False,
     keep_logit_grads: bool | None = None,
+    bias_grad_in_gemm: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(E,) summed losses and (E,) correct counts; see `LinearCrossEntropy`. `step` may be a compiled
     `softmax_cross_entropy_grad_fusable` or the Triton kernel."""
-    return LinearCrossEntropy.apply(x, weight, bias, targets, step, bias_in_gemm, keep_logit_grads)
+    return LinearCrossEntropy.apply(
+        x, weight, bias, targets, step, bias_in_gemm, keep_logit_grads, bias_grad_in_gemm
+    )
 
 
 __all__ = [

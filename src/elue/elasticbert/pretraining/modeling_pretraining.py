@@ -64,10 +64,10 @@ def xent_step(kind: str = "auto", compiled=None):
     if kind != "auto":
         return torch_step if kind == "compiled" else softmax_cross_entropy_grad
 
-    def step(logits, bias, targets):
+    def step(logits, bias, targets, **kw):
         if triton_cross_entropy.available(logits.device):
-            return triton_cross_entropy.softmax_cross_entropy_grad_triton(logits, bias, targets)
-        return torch_step(logits, bias, targets)
+            return triton_cross_entropy.softmax_cross_entropy_grad_triton(logits, bias, targets, **kw)
+        return torch_step(logits, bias, targets, **kw)
 
     return step
 

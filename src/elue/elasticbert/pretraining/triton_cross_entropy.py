@@ -96,11 +96,11 @@ NUM_WARPS = 8
 
 
 def softmax_cross_entropy_grad_triton(
-    logits: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    logits: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, bias_grad: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Same contract as `linear_cross_entropy.softmax_cross_entropy_grad`: logits (M, V) without bias, bias (V,)
     float32 or None (already in the logits), targets (M,) -> (grad (M, V) in the logits' dtype, summed loss (),
-    correct count (), bias grad (V,) float32). The gradient is written into the logits' own memory (they are not
+    correct count (), bias grad (V,) float32 or None with `bias_grad=False`). The gradient is written into the logits' own memory (they are not
     needed afterwards)."""
     if triton is None:
         raise RuntimeError("the Triton cross-entropy kernel needs the `triton` package")
@@ -120,7 +120,8 @@ def softmax_cross_entropy_grad_triton(
             HAS_BIAS=has_bias, BLOCK=block, num_warps=warps,
         )  # fmt: skip
     grad = logits  # overwritten in place, row by row, after the row's statistics were taken
-    return grad, loss.sum(), hit.sum(dtype=torch.int64), grad.sum(0, dtype=torch.float32)
+    bias_grad_sum = grad.sum(0, dtype=torch.float32) if bias_grad else None
+    return grad, loss.sum(), hit.sum(dtype=torch.int64), bias_grad_sum
 
 
 __all__ = ["available", "softmax_cross_entropy_grad_triton"]
