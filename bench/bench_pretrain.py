@@ -233,14 +233,13 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
     with torch.compiler.set_stance("force_eager") if args.compile else contextlib.nullcontext():
         flops = count_flops(run, data, len(groups) if groups else 1, autocast)
     opt.zero_grad(set_to_none=True)
-    if (
-        kind == "elasticbert"
-    ):  # engine options, set after the count: model FLOPs are those of the plain formula
-        model.mlm_loss_options = {"bias_in_gemm": args.bias_in_gemm}
+    if kind == "elasticbert":
+        # engine options, set after the count (model FLOPs are those of the plain formula); none given: the
+        # model's defaults by device (mlm_loss_engine)
+        forced = {"bias_in_gemm": args.bias_in_gemm, "bias_grad_in_gemm": args.bias_grad_in_gemm}
         if args.keep_logit_grads:
-            model.mlm_loss_options["keep_logit_grads"] = True
-        if args.bias_grad_in_gemm:
-            model.mlm_loss_options["bias_grad_in_gemm"] = True
+            forced["keep_logit_grads"] = True
+        model.mlm_loss_options = forced if args.plain_mlm_loss or any(forced.values()) else None
 
     def sync():
         if device.type == "cuda":
@@ -292,11 +291,7 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         "attention_dropout": args.attention_dropout if kind == "elasticbert" else 0.1,
         "xent": args.xent if kind == "elasticbert" else None,
         "exit_rows": not args.dense_exits if kind == "elasticbert" else None,
-        "mlm_loss_options": {
-            "bias_in_gemm": args.bias_in_gemm,
-            "keep_logit_grads": args.keep_logit_grads,
-            "bias_grad_in_gemm": args.bias_grad_in_gemm,
-        },
+        "mlm_loss_options": model.mlm_loss_options if kind == "elasticbert" else None,  # None: by device
         "step_s": round(dt, 4),
         "tokens_per_s": round(batch * seq / dt, 1),
         "gflops_per_step": round(flops / 1e9, 1),
@@ -358,6 +353,11 @@ def main(argv=None) -> list[dict]:
         "--keep-logit-grads",
         action="store_true",
         help="ElasticBERT: keep the (E, M, V) logit gradients for backward (one GEMM over all exits there)",
+    )
+    p.add_argument(
+        "--plain-mlm-loss",
+        action="store_true",
+        help="ElasticBERT: only the MLM loss engine options given here (default: the model's by device)",
     )
     p.add_argument(
         "--bias-grad-in-gemm",

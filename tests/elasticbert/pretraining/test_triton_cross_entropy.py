@@ -89,3 +89,24 @@ def test_available_needs_cuda_or_the_interpreter(monkeypatch):
         assert triton_cross_entropy.available("cuda")
         monkeypatch.setenv("TRITON_INTERPRET", "1")
         assert triton_cross_entropy.available("cpu")
+
+
+def test_mlm_loss_engine_defaults(monkeypatch):
+    """CPU: the plain formulation. CUDA: bias in the GEMM; logit gradients kept (and the bias gradients taken
+    from the weight GEMM) only when they fit in 1/16 of the GPU's memory."""
+    from types import SimpleNamespace
+
+    from elue.elasticbert.pretraining.modeling_pretraining import mlm_loss_engine
+
+    assert mlm_loss_engine(torch.device("cpu"), 12, 9830, 30528, torch.float32) == {}
+    cuda = torch.device("cuda")
+    gib = 2**30
+    for total, keep in ((141 * gib, True), (80 * gib, False)):  # 12 x 9,830 x 30,528 bf16 = 7.2 GB
+        props = SimpleNamespace(total_memory=total)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device, props=props: props)
+        got = mlm_loss_engine(cuda, 12, 9830, 30528, torch.bfloat16)
+        assert got == {
+            "bias_in_gemm": True,
+            "keep_logit_grads": True if keep else None,
+            "bias_grad_in_gemm": keep,
+        }

@@ -72,6 +72,18 @@ def xent_step(kind: str = "auto", compiled=None):
     return step
 
 
+def mlm_loss_engine(device: torch.device, n_exits: int, m: int, vocab: int, dtype: torch.dtype) -> dict:
+    """LinearCrossEntropy's options by default: on CUDA the fastest measured on an H200 (docs/pretraining.md):
+    the bias added in the logits GEMM, the (E, M, V) logit gradients kept for the backward pass when they take
+    at most 1/16 of the GPU's memory (7.2 GB at 12 exits x 15 % of 128 x 512 tokens), and then the bias
+    gradients taken from the backward weight GEMM. Elsewhere (CPU) none: the plain formulation."""
+    if device.type != "cuda":
+        return {}
+    size = n_exits * m * vocab * torch.empty((), dtype=dtype).element_size()
+    keep = size <= torch.cuda.get_device_properties(device).total_memory / 16
+    return {"bias_in_gemm": True, "keep_logit_grads": True if keep else None, "bias_grad_in_gemm": keep}
+
+
 def find_mlm_positions(labels: torch.Tensor) -> torch.Tensor:
     """(M,) flat indices into (B, S) of the positions to predict (labels != -100). On a GPU tensor this makes the
     host wait for the GPU; the collator calls it on the CPU and passes the result as `mlm_positions=`."""
@@ -167,8 +179,8 @@ class ElasticBertForPreTraining(_HeadInit):
         # the encoder hands the heads only the masked rows of each exit (ElasticBertModel's `exit_rows`); False:
         # full (B, S, H) exit states, gathered here (the earlier way, kept for the benchmark's comparison)
         self.gather_exit_rows = True
-        # LinearCrossEntropy's engine options (bias_in_gemm, keep_logit_grads): same numbers, other kernels
-        self.mlm_loss_options: dict = {}
+        # LinearCrossEntropy's engine options (same numbers, other kernels); None: `mlm_loss_engine`'s by device
+        self.mlm_loss_options: dict | None = None
         self.post_init()
 
     @property
@@ -259,9 +271,10 @@ class ElasticBertForPreTraining(_HeadInit):
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
         # one exit at a time, gradients in the forward pass: no (E, M, V) logits in memory (linear_cross_entropy)
-        return linear_cross_entropy(
-            x.to(dtype), decoder.to(dtype), bias, targets, self._xent_step, **self.mlm_loss_options
-        )
+        options = self.mlm_loss_options
+        if options is None:
+            options = mlm_loss_engine(x.device, len(layers), len(targets), decoder.shape[0], dtype)
+        return linear_cross_entropy(x.to(dtype), decoder.to(dtype), bias, targets, self._xent_step, **options)
 
     def _sop(self, layers, pooled, sop_labels) -> tuple[torch.Tensor, torch.Tensor]:
         """(E,) summed SOP losses and (E,) correct counts of the exits `layers`."""
