@@ -138,30 +138,28 @@ KERNEL_KINDS = (
 )
 
 
-def kernel_times(prof, steps: int) -> dict[str, float]:
-    """GPU milliseconds per step by kind of kernel, from a torch.profiler run of `steps` steps."""
-    totals: dict[str, float] = {}
+def gpu_kernels(prof, steps: int):
+    """(kind, ms per step, event) of each GPU kernel of a torch.profiler run of `steps` steps."""
     for evt in prof.key_averages():
         if str(getattr(evt, "device_type", "")).split(".")[-1] != "CUDA":
             continue  # CPU-side ops; their kernels are listed on their own
         us = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
         name = evt.key.lower()
         kind = next((k for k, words in KERNEL_KINDS if any(w in name for w in words)), "other")
-        totals[kind] = totals.get(kind, 0.0) + us / 1000 / steps
+        yield kind, us / 1000 / steps, evt
+
+
+def kernel_times(prof, steps: int) -> dict[str, float]:
+    """GPU milliseconds per step by kind of kernel, from a torch.profiler run of `steps` steps."""
+    totals: dict[str, float] = {}
+    for kind, ms, _ in gpu_kernels(prof, steps):
+        totals[kind] = totals.get(kind, 0.0) + ms
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 def top_kernels(prof, steps: int, kind: str = "other", n: int = 12) -> str:
     """The `n` kernels of kind `kind` with the most GPU time, ms per step: where the unexplained time goes."""
-    rows = []
-    for evt in prof.key_averages():
-        if str(getattr(evt, "device_type", "")).split(".")[-1] != "CUDA":
-            continue
-        name = evt.key.lower()
-        if next((k for k, words in KERNEL_KINDS if any(w in name for w in words)), "other") != kind:
-            continue
-        us = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
-        rows.append((us / 1000 / steps, evt.count // steps, evt.key[:110]))
+    rows = [(ms, evt.count // steps, evt.key[:110]) for k, ms, evt in gpu_kernels(prof, steps) if k == kind]
     rows.sort(reverse=True)
     return "\n".join(f"  {ms:7.2f} ms  x{count:<4d} {name}" for ms, count, name in rows[:n])
 

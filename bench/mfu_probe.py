@@ -110,6 +110,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--profile", type=int, default=25, help="rows of the op table per run (0: no profile)")
+    p.add_argument("--kernel-sweep", action="store_true", help="first time the MLM loss kernel's block/warps")
+    p.add_argument("--attention-sweep", action="store_true", help="first time SDPA's backends on their own")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "mfu_probe.jsonl"
@@ -166,6 +168,10 @@ def main(argv=None) -> list[dict]:
     #   1.36 without; FlashAttention 2.41 / 2.09: cuDNN stays. The same best step again: 39.52 %.
     # This call: the per-exit bias gradients out of the backward weight GEMM (--bias-grad-in-gemm) instead of
     #   a column sum over each exit's gradient (2.2 ms a step at batch 128), against the best step without it.
+    if args.kernel_sweep:  # what the 5th call ran first (GPU only)
+        kernel_sweep(args)
+    if args.attention_sweep:  # what the 6th call ran first (GPU only)
+        attention_sweep(2 * args.batch, args.seq)
     best = ["--bf16-residual", "--bias-in-gemm", "--keep-logit-grads"]
     b2 = 2 * args.batch
     run("bias in GEMM + kept logit grads + bias grads in GEMM", [*best, "--bias-grad-in-gemm"], batch=b2)

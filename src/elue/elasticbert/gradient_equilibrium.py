@@ -108,13 +108,16 @@ class GradientEquilibrium:
         n = self.counts[layer]
         return 1.0 / n, (n - 1) / n
 
+    def _split_scales(self, layer: int) -> tuple[float, float]:
+        """`scales`, or (1, 1) where nothing is rescaled: GE off, no exit here, or the top exit (branch scale 1;
+        the upward path carries no exit loss, so a loss on `last_hidden_state` keeps its plain gradient)."""
+        if not self.enabled or not self.is_exit(layer) or self.counts[layer] == 1:
+            return 1.0, 1.0
+        return self.scales(layer)
+
     def split(self, layer: int, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(tensor for the exit branch, tensor for the path into the next layer)."""
-        if not self.enabled or not self.is_exit(layer) or self.counts[layer] == 1:
-            # the top exit: branch scale 1; the upward path carries no exit loss, so it is left unscaled
-            # (a loss on `last_hidden_state` keeps its plain gradient instead of being zeroed)
-            return hidden, hidden
-        branch_scale, continue_scale = self.scales(layer)
+        branch_scale, continue_scale = self._split_scales(layer)
         return gradient_rescale(hidden, branch_scale), gradient_rescale(hidden, continue_scale)
 
     def split_rows(
@@ -123,13 +126,9 @@ class GradientEquilibrium:
         """`split` for an exit whose heads read only some rows: ((R, H) rows of the branch at the flat indices
         `rows` into B·S, tensor for the path into the next layer). Same gradients as `split` followed by
         `branch.reshape(-1, H).index_select(0, rows)`, computed in one buffer (`ExitRowsFunction`)."""
-        if not self.enabled or not self.is_exit(layer) or self.counts[layer] == 1:
-            branch_scale, continue_scale = 1.0, 1.0
-        else:
-            branch_scale, continue_scale = self.scales(layer)
         if not (torch.is_grad_enabled() and hidden.requires_grad):
             return hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows), hidden
-        hidden, picked = ExitRowsFunction.apply(hidden, rows, branch_scale, continue_scale)
+        hidden, picked = ExitRowsFunction.apply(hidden, rows, *self._split_scales(layer))
         return picked, hidden
 
 

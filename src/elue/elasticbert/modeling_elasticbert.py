@@ -487,14 +487,14 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
                 all_attn = all_attn + (attn,)
             else:
                 hidden = layer_module(hidden, bias)
-            if ge.is_exit(i) and exit_rows is not None:
-                picked, hidden = ge.split_rows(i, hidden, rows)  # (B + R, H)
-                exit_hidden.append(picked[batch:])
-                exit_pooled.append(self.pool_cls(i, picked[:batch]))
-            elif ge.is_exit(i):
+            if ge.is_exit(i) and exit_rows is None:
                 branch, hidden = ge.split(i, hidden)
                 exit_hidden.append(branch)
                 exit_pooled.append(self.pool(i, branch))
+            elif ge.is_exit(i):
+                picked, hidden = ge.split_rows(i, hidden, rows)  # (B + R, H): [CLS] rows, then exit_rows
+                exit_hidden.append(picked[batch:])
+                exit_pooled.append(self.pool_cls(i, picked[:batch]))
             if output_hidden_states:
                 all_hidden = all_hidden + (hidden,)
 

@@ -60,8 +60,6 @@ def linear_cross_entropy_matches_autograd(m, **options):
 
 def model_uses_it_and_matches():
     """ElasticBertForPreTraining's default step takes the kernel where it runs (here: the interpreter)."""
-    from transformers import BertTokenizerFast  # noqa: F401  (the model module imports transformers anyway)
-
     from elue.elasticbert.pretraining.modeling_pretraining import load_pretraining_model, xent_step
 
     cfg = dict(

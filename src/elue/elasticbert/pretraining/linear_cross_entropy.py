@@ -82,7 +82,6 @@ class LinearCrossEntropy(torch.autograd.Function):
         grads = any(ctx.needs_input_grad[:3])
         ctx.keep_logit_grads = grads and (m < h if keep_logit_grads is None else bool(keep_logit_grads))
         ctx.fold_bias_grad = ctx.keep_logit_grads and bool(bias_grad_in_gemm)
-        sum_bias_grad = {} if not ctx.fold_bias_grad else {"bias_grad": False}
         if ctx.keep_logit_grads:
             grad_logits = x.new_empty((n_exits, m, weight.shape[0]))  # (E, M, V)
         elif grads:
@@ -94,10 +93,10 @@ class LinearCrossEntropy(torch.autograd.Function):
             out = grad_logits[e] if ctx.keep_logit_grads else None
             if bias_in_gemm:
                 logits = torch.addmm(bias[e].to(x.dtype), x[e], weight.T, out=out)
-                g, losses[e], correct[e], gb = step(logits, None, targets, **sum_bias_grad)
             else:
                 logits = torch.mm(x[e], weight.T, out=out)
-                g, losses[e], correct[e], gb = step(logits, bias[e], targets, **sum_bias_grad)
+            step_bias = None if bias_in_gemm else bias[e]
+            g, losses[e], correct[e], gb = step(logits, step_bias, targets, bias_grad=not ctx.fold_bias_grad)
             if gb is not None:
                 grad_b[e] = gb
             if ctx.keep_logit_grads:
@@ -123,18 +122,16 @@ class LinearCrossEntropy(torch.autograd.Function):
                 x.dtype
             )  # scale the small side, not the (E, M, V) one
             dx = (torch.matmul(grad_logits, weight).float() * g[:, None, None]).to(x.dtype)
-            if not ctx.fold_bias_grad:
-                dw = grad_logits.reshape(e * m, -1).T @ x_scaled.reshape(
-                    e * m, h
-                )  # (V, H), one GEMM over exits
-                return dx, dw, grad_b * g[:, None], None, None, None, None, None
-            # column h + j of the operand is 1 on exit j's rows: that output column is exit j's bias gradient
-            cols = -(-e // 8) * 8  # keeps the operand's rows 16-byte aligned
-            indicator = torch.zeros(e, m, cols, dtype=x.dtype, device=x.device)
-            indicator[torch.arange(e), :, torch.arange(e)] = 1
-            operand = torch.cat([x_scaled, indicator], dim=2).reshape(e * m, h + cols)
-            dw_db = grad_logits.reshape(e * m, -1).T @ operand  # (V, H + cols), one GEMM over exits
-            return dx, dw_db[:, :h], dw_db[:, h : h + e].T.float() * g[:, None], None, None, None, None, None
+            operand = x_scaled  # (E, M, H)
+            if ctx.fold_bias_grad:
+                # column h + j of the operand is 1 on exit j's rows: that output column is exit j's bias gradient
+                cols = -(-e // 8) * 8  # keeps the operand's rows 16-byte aligned
+                indicator = torch.zeros(e, m, cols, dtype=x.dtype, device=x.device)
+                indicator[torch.arange(e), :, torch.arange(e)] = 1
+                operand = torch.cat([x_scaled, indicator], dim=2)
+            dw = grad_logits.reshape(e * m, -1).T @ operand.reshape(e * m, -1)  # (V, H [+ cols]), one GEMM
+            db = dw[:, h : h + e].T.float() if ctx.fold_bias_grad else grad_b
+            return dx, dw[:, :h], db * g[:, None], None, None, None, None, None
         grad_x, grad_w, grad_b = ctx.saved_tensors
         dx = (grad_x.float() * g[:, None, None]).to(grad_x.dtype)
         dw = torch.zeros(grad_w.shape[1:], dtype=torch.float32, device=grad_w.device)

@@ -58,11 +58,13 @@ def xent_step(kind: str = "auto", compiled=None):
         raise ValueError(f"unknown xent step {kind!r}; choose one of {', '.join(XENT_STEPS)}")
     if kind == "compiled" and compiled is None:
         raise ValueError("xent step 'compiled' needs the compiled step (compile_regions makes it)")
-    torch_step = compiled or softmax_cross_entropy_grad
     if kind == "triton":
         return triton_cross_entropy.softmax_cross_entropy_grad_triton
-    if kind != "auto":
-        return torch_step if kind == "compiled" else softmax_cross_entropy_grad
+    if kind == "compiled":
+        return compiled
+    if kind == "eager":
+        return softmax_cross_entropy_grad
+    torch_step = compiled or softmax_cross_entropy_grad
 
     def step(logits, bias, targets, **kw):
         if triton_cross_entropy.available(logits.device):
@@ -79,7 +81,7 @@ def mlm_loss_engine(device: torch.device, n_exits: int, m: int, vocab: int, dtyp
     gradients taken from the backward weight GEMM. Elsewhere (CPU) none: the plain formulation."""
     if device.type != "cuda":
         return {}
-    size = n_exits * m * vocab * torch.empty((), dtype=dtype).element_size()
+    size = n_exits * m * vocab * dtype.itemsize
     keep = size <= torch.cuda.get_device_properties(device).total_memory / 16
     return {"bias_in_gemm": True, "keep_logit_grads": True if keep else None, "bias_grad_in_gemm": keep}
 
@@ -173,9 +175,8 @@ class ElasticBertForPreTraining(_HeadInit):
         self.elasticbert = ElasticBertModel(config, add_pooling_layer=True)
         self.cls = ElasticBertPreTrainingHeads(config)
         self.sop_weight = 1.0
-        self._xent_step = xent_step(
-            "auto"
-        )  # Triton on CUDA; compile_regions may put a compiled fallback here
+        # the MLM loss step: Triton on CUDA; compile_regions may put a compiled torch fallback here
+        self._xent_step = xent_step("auto")
         # the encoder hands the heads only the masked rows of each exit (ElasticBertModel's `exit_rows`); False:
         # full (B, S, H) exit states, gathered here (the earlier way, kept for the benchmark's comparison)
         self.gather_exit_rows = True
@@ -215,9 +216,7 @@ class ElasticBertForPreTraining(_HeadInit):
             token_type_ids=token_type_ids,
             exit_layers=layers,
             return_dict=True,
-            exit_rows=picked
-            if self.gather_exit_rows
-            else None,  # each exit's states at the masked rows: (M, H)
+            exit_rows=picked if self.gather_exit_rows else None,  # exit states at the masked rows: (M, H)
         )
         result = ElasticBertForPreTrainingOutput(exit_layers=tuple(layers))
         loss = None
