@@ -200,7 +200,11 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
                 layer.compile(mode=args.compile_mode)
         else:
             compile_regions(
-                model, mode=args.compile_mode, embeddings=not args.eager_embeddings, xent=args.xent
+                model,
+                mode=args.compile_mode,
+                embeddings=not args.eager_embeddings,
+                xent=args.xent,
+                dropout_masks=args.dropout_masks,
             )
     elif kind == "elasticbert":
         from elue.elasticbert.pretraining.modeling_pretraining import xent_step
@@ -288,6 +292,7 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         "bf16_residual": bool(args.bf16_residual) and kind == "elasticbert",
         "attention_dropout": args.attention_dropout if kind == "elasticbert" else 0.1,
         "xent": args.xent if kind == "elasticbert" else None,
+        "dropout_masks": args.dropout_masks if kind == "elasticbert" and args.compile else None,
         "exit_rows": not args.dense_exits if kind == "elasticbert" else None,
         "mlm_loss_options": model.mlm_loss_options if kind == "elasticbert" else None,  # None: by device
         "step_s": round(dt, 4),
@@ -338,6 +343,12 @@ def main(argv=None) -> list[dict]:
         default="auto",
         choices=["auto", "triton", "compiled", "eager"],
         help="ElasticBERT's MLM loss step (auto: the Triton kernel on CUDA; compiled: needs --compile)",
+    )
+    p.add_argument(
+        "--dropout-masks",
+        default="inductor",
+        choices=["inductor", "aten"],
+        help="ElasticBERT with --compile: hidden dropout masks drawn by inductor or by torch's bernoulli kernel",
     )
     p.add_argument(
         "--dense-exits",

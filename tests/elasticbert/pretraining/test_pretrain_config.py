@@ -54,6 +54,7 @@ def test_cli_prints_resolved_settings(tmp_path):
         ("compile=yes please", "compile: expected bool, got 'yes please'"),
         ("optimizer=sgd", "optimizer must be one of adamw, lamb, not 'sgd'"),
         ("distributed=zero3", "distributed must be one of ddp, fsdp"),
+        ("dropout_masks=curand", "dropout_masks must be one of inductor, aten, not 'curand'"),
         ("save_total_limit=many", "save_total_limit: expected int or None, got 'many'"),
         (
             "model_config.residual_in_fp23=false",

@@ -20,6 +20,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adamw", "lamb"),
     "mixed_precision": ("no", "bf16", "fp16", "auto"),
     "distributed": ("ddp", "fsdp"),
+    "dropout_masks": ("inductor", "aten"),
     # the transformers schedules that need nothing beyond warm-up and total steps
     "lr_scheduler": (
         "linear",
@@ -132,6 +133,9 @@ class PretrainConfig:
     #: torch.compile the embeddings, encoder layers and MLM heads (`compile_regions`; docs/pretraining.md)
     compile: bool = False
     compile_backend: str = "inductor"
+    #: with compile: who draws the hidden dropout masks, "inductor" (in its fused kernels) or "aten" (torch's
+    #: bernoulli kernel, a quarter of the random-number work; `compile_regions`)
+    dropout_masks: str = "inductor"
     cpu: bool = False
     output_dir: str = "runs/pretrain"
     save_steps: int = 500

@@ -126,8 +126,9 @@ class LinearCrossEntropy(torch.autograd.Function):
             if ctx.fold_bias_grad:
                 # column h + j of the operand is 1 on exit j's rows: that output column is exit j's bias gradient
                 cols = -(-e // 8) * 8  # keeps the operand's rows 16-byte aligned
-                indicator = torch.zeros(e, m, cols, dtype=x.dtype, device=x.device)
-                indicator[torch.arange(e), :, torch.arange(e)] = 1
+                # made on the device: indexing a GPU tensor with host index tensors copies them over, and
+                # that copy makes the host wait for the GPU (an idle gap in the step)
+                indicator = torch.eye(e, cols, dtype=x.dtype, device=x.device)[:, None, :].expand(e, m, cols)
                 operand = torch.cat([x_scaled, indicator], dim=2)
             dw = grad_logits.reshape(e * m, -1).T @ operand.reshape(e * m, -1)  # (V, H [+ cols]), one GEMM
             db = dw[:, h : h + e].T.float() if ctx.fold_bias_grad else grad_b

@@ -39,6 +39,7 @@ from transformers.utils import ModelOutput
 from ..configuration_elasticbert import ElasticBertConfig
 from ..modeling_elasticbert import ElasticBertModel, ElasticBertPreTrainedModel
 from . import triton_cross_entropy
+from .dropout_masks import use_keep_mask_dropout
 from .linear_cross_entropy import (
     linear_cross_entropy,
     softmax_cross_entropy_grad,
@@ -399,12 +400,16 @@ def raise_recompile_limit(limit: int = 256) -> None:
             setattr(dynamo.config, name, max(getattr(dynamo.config, name), limit))
 
 
+DROPOUT_MASKS = ("inductor", "aten")
+
+
 def compile_regions(
     model: ElasticBertForPreTraining,
     backend: str = "inductor",
     mode: str | None = None,
     embeddings: bool = True,
     xent: str = "auto",
+    dropout_masks: str = "inductor",
 ) -> ElasticBertForPreTraining:
     """torch.compile the embeddings, each encoder layer, the exits' MLM transforms and the MLM loss step, in
     place (regional compilation).
@@ -414,7 +419,13 @@ def compile_regions(
     and checkpoints are unchanged (no `_orig_mod.` prefix). Measured on an H200, bf16, base size, length 512:
     34.5 % MFU at batch 64, 36.1 % at 128 (docs/pretraining.md). `embeddings=False` leaves them eager.
     `xent` (XENT_STEPS): "auto" keeps the Triton loss step where it runs and compiles the torch one for the
-    rest; "compiled" always uses the compiled torch step."""
+    rest; "compiled" always uses the compiled torch step. `dropout_masks` (DROPOUT_MASKS): "inductor" lets the
+    compiled layers draw their hidden dropout as inductor does; "aten" draws the masks with torch's bernoulli
+    kernel (`dropout_masks.use_keep_mask_dropout`: a quarter of the random-number work, not yet timed on a GPU)."""
+    if dropout_masks not in DROPOUT_MASKS:
+        raise ValueError(f"dropout_masks {dropout_masks!r}: one of {', '.join(DROPOUT_MASKS)}")
+    if dropout_masks == "aten":
+        use_keep_mask_dropout(model)
     raise_recompile_limit()
     extra = {"mode": mode} if mode else {}  # e.g. "max-autotune-no-cudagraphs" (inductor only)
     if embeddings:

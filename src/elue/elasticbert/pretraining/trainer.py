@@ -297,7 +297,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     if cfg.compile:
         _check_compiler(cfg, accelerator.device)
-        compile_regions(model, backend=cfg.compile_backend)
+        compile_regions(model, backend=cfg.compile_backend, dropout_masks=cfg.dropout_masks)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -392,6 +392,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     win = torch.zeros(2, num_layers, device=device)
     win_active = [0] * num_layers
     win_loss = torch.zeros((), device=device)
+    # each group's exits as an index on the device, made once: indexing `win` with a Python list would copy an
+    # index from the host every step, and that copy makes the host wait for the GPU
+    exit_index: dict[tuple[int, ...], torch.Tensor] = {}
     win_steps = 0
     with StopRequest() as stop:  # SIGTERM / Ctrl-C: finish the step, save, stop
         while step < cfg.max_steps:
@@ -437,8 +440,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             step += 1
             steps_this_run += 1
             step_mlm, step_sop = mlm_sum / n_mask, sop_sum / n_sop  # this process's share of the global means
-            win[0, layers] += step_mlm
-            win[1, layers] += step_sop
+            index = exit_index.get(tuple(layers))
+            if index is None:
+                index = exit_index[tuple(layers)] = torch.tensor(layers, device=device)
+            win[0].index_add_(0, index, step_mlm)
+            win[1].index_add_(0, index, step_sop)
             win_loss += step_mlm.sum() + cfg.sop_weight * step_sop.sum()
             for layer in layers:
                 win_active[layer] += 1
@@ -521,6 +527,7 @@ CHANGEABLE_ON_RESUME = frozenset(
         "tokenize_batch_docs",
         "compile",
         "compile_backend",
+        "dropout_masks",
         "mixed_precision",
         "cpu",
         "per_device_batch_size",

@@ -1,0 +1,82 @@
+"""Hidden dropout with its keep-mask drawn by torch's own random kernel, for the compiled pre-training step.
+
+Why: inside a compiled region inductor fuses BERT's hidden dropout into the residual + LayerNorm kernel and draws
+each element's random number there with Triton's `tl.rand`, which runs a whole Philox-4x32-10 round and keeps one
+of its four outputs. On an H200 those fused kernels ran at about 1 TB/s (24 a step at 128 x 512 tokens, 7.5 ms of a
+140 ms step; docs/pretraining.md), far below the memory bandwidth: the random numbers, not the memory, set
+their pace. torch's own `bernoulli_` kernel keeps all four outputs of each Philox call. Here the mask comes from
+that kernel as a custom op (a bool tensor, one byte per element: what inductor saves for the backward pass
+anyway), and the fused kernel only reads it: same work, a quarter of the random-number arithmetic.
+
+Same distribution as `nn.Dropout` (each element kept with probability 1 - p, kept ones scaled by 1 / (1 - p)),
+not the same draws. Checkpoints do not change: dropout modules hold no parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..modeling_elasticbert import ElasticBertEmbeddings, ElasticBertSelfOutput
+
+_TAGS = (torch.Tag.nondeterministic_seeded,)  # a random op: never merged with another call, never recomputed
+
+
+@torch.library.custom_op("elue::keep_mask", mutates_args=(), tags=_TAGS)
+def keep_mask(shape: Sequence[int], p: float, device: torch.device) -> torch.Tensor:
+    """A bool tensor of `shape` on `device`, each element True (kept) with probability 1 - p, independently.
+    Drawn from torch's default generator of `device` (so `torch.manual_seed` makes it reproducible)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, got {p}")
+    return torch.empty(tuple(shape), dtype=torch.bool, device=device).bernoulli_(1.0 - p)
+
+
+@keep_mask.register_fake
+def _keep_mask_fake(shape: Sequence[int], p: float, device: torch.device) -> torch.Tensor:
+    return torch.empty(tuple(shape), dtype=torch.bool, device=device)
+
+
+class KeepMaskDropout(nn.Module):
+    """`nn.Dropout(p)` whose mask comes from `keep_mask`: x · mask / (1 - p) in training, x in eval."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability has to be between 0 and 1, got {p}")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return x * 0.0
+        mask = keep_mask(x.shape, self.p, x.device)  # (*x.shape) bool
+        return x * mask * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def hidden_dropouts(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(parent, attribute) of the ElasticBERT encoder's hidden dropouts: the embeddings' and each layer's two
+    (attention output, FFN output). Attention dropout is SDPA's own and stays there."""
+    return [
+        (m, "dropout")
+        for m in model.modules()
+        if isinstance(m, ElasticBertEmbeddings | ElasticBertSelfOutput) and isinstance(m.dropout, nn.Dropout)
+    ]
+
+
+def use_keep_mask_dropout(model: nn.Module) -> int:
+    """Swap the encoder's hidden `nn.Dropout`s for `KeepMaskDropout`s of the same p, in place (before compiling
+    it), each in the training mode of the one it replaces. Returns how many were swapped."""
+    found = hidden_dropouts(model)
+    for parent, name in found:
+        old = getattr(parent, name)
+        setattr(parent, name, KeepMaskDropout(old.p).train(old.training))
+    return len(found)
+
+
+__all__ = ["KeepMaskDropout", "hidden_dropouts", "keep_mask", "use_keep_mask_dropout"]

@@ -1,0 +1,134 @@
+"""KeepMaskDropout: nn.Dropout's distribution with the mask from torch's bernoulli kernel (a custom op)."""
+
+import pytest
+import torch
+from torch import nn
+
+from elue.elasticbert.configuration_elasticbert import ElasticBertConfig
+from elue.elasticbert.pretraining.dropout_masks import (
+    KeepMaskDropout,
+    hidden_dropouts,
+    keep_mask,
+    use_keep_mask_dropout,
+)
+from elue.elasticbert.pretraining.modeling_pretraining import ElasticBertForPreTraining, compile_regions
+
+
+def tiny_config(**kw):
+    sizes = dict(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        num_output_layers=2,
+        max_output_layers=2,
+    )
+    return ElasticBertConfig(**{**sizes, **kw})
+
+
+def test_keep_mask_is_bool_of_the_shape_and_keeps_one_minus_p():
+    torch.manual_seed(0)
+    mask = keep_mask([400, 500], 0.1, torch.device("cpu"))
+    assert mask.dtype == torch.bool and mask.shape == (400, 500)
+    # 200,000 Bernoulli(0.9) draws: standard error 0.00067
+    assert abs(mask.float().mean().item() - 0.9) < 0.004
+    assert keep_mask([3, 4], 0.0, torch.device("cpu")).all()
+    assert not keep_mask([3, 4], 1.0, torch.device("cpu")).any()
+
+
+def test_keep_mask_follows_the_seed_and_rejects_bad_p():
+    torch.manual_seed(3)
+    a = keep_mask([64, 64], 0.5, torch.device("cpu"))
+    torch.manual_seed(3)
+    b = keep_mask([64, 64], 0.5, torch.device("cpu"))
+    c = keep_mask([64, 64], 0.5, torch.device("cpu"))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        keep_mask([2], 1.5, torch.device("cpu"))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        KeepMaskDropout(-0.1)
+
+
+def test_dropout_scales_kept_values_and_gradients_and_is_identity_in_eval():
+    torch.manual_seed(0)
+    drop = KeepMaskDropout(0.25)
+    x = torch.randn(50, 40, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert 0.7 < kept.float().mean().item() < 0.8
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.75)  # d y / d x = mask / (1 - p)
+    drop.eval()
+    assert drop(x) is x
+    assert torch.equal(KeepMaskDropout(1.0)(x), torch.zeros_like(x))
+    assert KeepMaskDropout(0.0)(x) is x
+
+
+def test_compiled_calls_draw_their_own_masks():
+    """A random custom op: inductor must neither merge two calls nor replay one mask."""
+    drop = KeepMaskDropout(0.5)
+
+    @torch.compile(backend="inductor")
+    def twice(x):
+        return drop(x) - drop(x), drop(x)
+
+    x = torch.ones(64, 64)
+    diff, first = twice(x)
+    assert diff.abs().sum() > 0  # two draws differ
+    _, second = twice(x)
+    assert not torch.equal(first, second)  # and a new call draws again
+    assert set(first.unique().tolist()) <= {0.0, 2.0}
+
+
+def test_swap_covers_the_hidden_dropouts_keeps_the_state_dict_and_eval_outputs():
+    torch.manual_seed(0)
+    model = ElasticBertForPreTraining(tiny_config())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.randint(5, 64, (2, 16))
+    model.eval()
+    ref = model(ids, labels=ids).loss
+    # embeddings + 2 layers x (attention output, FFN output)
+    assert len(hidden_dropouts(model)) == 5
+    assert use_keep_mask_dropout(model) == 5
+    assert use_keep_mask_dropout(model) == 0  # already swapped
+    assert sum(isinstance(m, KeepMaskDropout) for m in model.modules()) == 5
+    # the only nn.Dropouts left are attention's (its p goes to SDPA)
+    left = [name for name, m in model.elasticbert.named_modules() if type(m) is nn.Dropout]
+    assert left and all(name.endswith("attention.self.dropout") for name in left), left
+    assert model.state_dict().keys() == before.keys()
+    torch.testing.assert_close(model(ids, labels=ids).loss, ref)
+
+
+def test_compiled_pretraining_step_with_keep_masks_matches_eager_without_dropout_and_trains():
+    """dropout 0: the swapped, compiled model gives the eager losses and gradients; dropout 0.1: it trains."""
+    torch.manual_seed(0)
+    cfg = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    eager = ElasticBertForPreTraining(cfg)
+    fast = ElasticBertForPreTraining(cfg)
+    fast.load_state_dict(eager.state_dict())
+    compile_regions(fast, dropout_masks="aten")
+    assert sum(isinstance(m, KeepMaskDropout) for m in fast.modules()) == 5
+    ids = torch.randint(5, 64, (2, 16))
+    sop = torch.tensor([0, 1])
+    for m in (eager, fast):
+        m(ids, labels=ids, sop_labels=sop).loss.backward()
+    for (name, a), b in zip(eager.named_parameters(), fast.parameters(), strict=True):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+    torch.manual_seed(1)
+    model = compile_regions(ElasticBertForPreTraining(tiny_config()), dropout_masks="aten")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        loss = model(ids, labels=ids, sop_labels=sop).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    with pytest.raises(ValueError, match="dropout_masks"):
+        compile_regions(ElasticBertForPreTraining(tiny_config()), dropout_masks="curand")
