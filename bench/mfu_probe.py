@@ -182,6 +182,8 @@ def main(argv=None) -> list[dict]:
     run("best so far (bias in GEMM, kept logit grads, bias grads in GEMM)", best, batch=b2)
     run("... + dropout masks from aten", aten, batch=b2)
     run("... + dropout masks from aten, grouped", [*aten, "--modes", "grouped"], batch=b2)
+    # the 5 ms a step without a kernel running: gaps between launches, which CUDA graphs remove (regions only)
+    run("... + dropout masks from aten, CUDA graphs", [*aten, "--compile-mode", "reduce-overhead"], batch=b2)
     run("... + dropout masks from aten, no attention dropout (ablation)", [*aten, "--attention-dropout", "0"],
         batch=b2)  # fmt: skip
 
