@@ -4,28 +4,25 @@ import pytest
 import torch
 from torch import nn
 
-from elue.elasticbert.configuration_elasticbert import ElasticBertConfig
 from elue.elasticbert.pretraining.dropout_masks import (
     KeepMaskDropout,
     hidden_dropouts,
     keep_mask,
     use_keep_mask_dropout,
 )
-from elue.elasticbert.pretraining.modeling_pretraining import ElasticBertForPreTraining, compile_regions
+from elue.elasticbert.pretraining.modeling_pretraining import (
+    ElasticBertForPreTraining,
+    compile_regions,
+    load_pretraining_model,
+)
 
 
-def tiny_config(**kw):
+def tiny_model(**kw) -> ElasticBertForPreTraining:
+    """2 layers, an exit on each: 5 hidden dropouts (embeddings; attention and FFN output of each layer)."""
     sizes = dict(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-        num_output_layers=2,
-        max_output_layers=2,
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
     )
-    return ElasticBertConfig(**{**sizes, **kw})
+    return load_pretraining_model(None, {**sizes, **kw})[0]
 
 
 def test_keep_mask_is_bool_of_the_shape_and_keeps_one_minus_p():
@@ -85,7 +82,7 @@ def test_compiled_calls_draw_their_own_masks():
 
 def test_swap_covers_the_hidden_dropouts_keeps_the_state_dict_and_eval_outputs():
     torch.manual_seed(0)
-    model = ElasticBertForPreTraining(tiny_config())
+    model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ids = torch.randint(5, 64, (2, 16))
     model.eval()
@@ -105,9 +102,8 @@ def test_swap_covers_the_hidden_dropouts_keeps_the_state_dict_and_eval_outputs()
 def test_compiled_pretraining_step_with_keep_masks_matches_eager_without_dropout_and_trains():
     """dropout 0: the swapped, compiled model gives the eager losses and gradients; dropout 0.1: it trains."""
     torch.manual_seed(0)
-    cfg = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    eager = ElasticBertForPreTraining(cfg)
-    fast = ElasticBertForPreTraining(cfg)
+    eager = tiny_model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    fast = tiny_model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     fast.load_state_dict(eager.state_dict())
     compile_regions(fast, dropout_masks="aten")
     assert sum(isinstance(m, KeepMaskDropout) for m in fast.modules()) == 5
@@ -120,7 +116,7 @@ def test_compiled_pretraining_step_with_keep_masks_matches_eager_without_dropout
             torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
 
     torch.manual_seed(1)
-    model = compile_regions(ElasticBertForPreTraining(tiny_config()), dropout_masks="aten")
+    model = compile_regions(tiny_model(), dropout_masks="aten")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(15):
@@ -131,4 +127,4 @@ def test_compiled_pretraining_step_with_keep_masks_matches_eager_without_dropout
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     with pytest.raises(ValueError, match="dropout_masks"):
-        compile_regions(ElasticBertForPreTraining(tiny_config()), dropout_masks="curand")
+        compile_regions(tiny_model(), dropout_masks="curand")
