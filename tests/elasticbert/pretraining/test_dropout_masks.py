@@ -27,23 +27,25 @@ def tiny_model(**kw) -> ElasticBertForPreTraining:
 
 def test_keep_mask_is_bool_of_the_shape_and_keeps_one_minus_p():
     torch.manual_seed(0)
-    mask = keep_mask([400, 500], 0.1, torch.device("cpu"))
+    like = torch.randn(400, 500)
+    mask = keep_mask(like, 0.1)
     assert mask.dtype == torch.bool and mask.shape == (400, 500)
     # 200,000 Bernoulli(0.9) draws: standard error 0.00067
     assert abs(mask.float().mean().item() - 0.9) < 0.004
-    assert keep_mask([3, 4], 0.0, torch.device("cpu")).all()
-    assert not keep_mask([3, 4], 1.0, torch.device("cpu")).any()
+    assert keep_mask(like, 0.0).all()
+    assert not keep_mask(like, 1.0).any()
 
 
 def test_keep_mask_follows_the_seed_and_rejects_bad_p():
+    like = torch.zeros(64, 64)
     torch.manual_seed(3)
-    a = keep_mask([64, 64], 0.5, torch.device("cpu"))
+    a = keep_mask(like, 0.5)
     torch.manual_seed(3)
-    b = keep_mask([64, 64], 0.5, torch.device("cpu"))
-    c = keep_mask([64, 64], 0.5, torch.device("cpu"))
+    b = keep_mask(like, 0.5)
+    c = keep_mask(like, 0.5)
     assert torch.equal(a, b) and not torch.equal(a, c)
     with pytest.raises(ValueError, match="between 0 and 1"):
-        keep_mask([2], 1.5, torch.device("cpu"))
+        keep_mask(like, 1.5)
     with pytest.raises(ValueError, match="between 0 and 1"):
         KeepMaskDropout(-0.1)
 
@@ -64,20 +66,28 @@ def test_dropout_scales_kept_values_and_gradients_and_is_identity_in_eval():
     assert KeepMaskDropout(0.0)(x) is x
 
 
-def test_compiled_calls_draw_their_own_masks():
-    """A random custom op: inductor must neither merge two calls nor replay one mask."""
+@pytest.mark.parametrize("training_graph", [False, True], ids=["inference", "training"])
+def test_compiled_calls_draw_their_own_masks_and_the_backward_reuses_them(training_graph):
+    """A random op inside a compiled graph: two dropouts draw two masks (no merging), each call draws anew (no
+    replay), and the backward pass scales by the forward pass's mask (not a new draw)."""
     drop = KeepMaskDropout(0.5)
 
     @torch.compile(backend="inductor")
-    def twice(x):
-        return drop(x) - drop(x), drop(x)
+    def two_dropouts(a, b):  # like a layer: two dropouts on two different tensors
+        return drop(a * 1.0) + 3 * drop(b * 1.0)
 
-    x = torch.ones(64, 64)
-    diff, first = twice(x)
-    assert diff.abs().sum() > 0  # two draws differ
-    _, second = twice(x)
-    assert not torch.equal(first, second)  # and a new call draws again
-    assert set(first.unique().tolist()) <= {0.0, 2.0}
+    a = torch.ones(64, 64, requires_grad=training_graph)
+    b = torch.ones(64, 64, requires_grad=training_graph)
+    out = two_dropouts(a, b)
+    kept_a, kept_b = torch.isin(out, torch.tensor([2.0, 8.0])), out >= 6.0  # 2 · mask_a + 6 · mask_b
+    assert 0.4 < kept_a.float().mean() < 0.6 and 0.4 < kept_b.float().mean() < 0.6
+    assert not torch.equal(kept_a, kept_b)  # two masks
+    again = two_dropouts(a, b)
+    assert not torch.equal(out, again)  # drawn again
+    if training_graph:
+        out.sum().backward()
+        torch.testing.assert_close(a.grad, 2.0 * kept_a.float())
+        torch.testing.assert_close(b.grad, 6.0 * kept_b.float())
 
 
 def test_swap_covers_the_hidden_dropouts_keeps_the_state_dict_and_eval_outputs():

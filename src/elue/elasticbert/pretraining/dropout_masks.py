@@ -14,37 +14,53 @@ not the same draws. Checkpoints do not change: dropout modules hold no parameter
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
 from ..modeling_elasticbert import ElasticBertEmbeddings, ElasticBertSelfOutput
 
-_TAGS = (torch.Tag.nondeterministic_seeded,)  # a random op: never merged with another call, never recomputed
+# Defined by schema (not `torch.library.custom_op`, whose `tags=` older torch releases lack) and tagged as a random
+# op, so that the partitioner saves its mask for the backward pass instead of drawing a new one there. It takes
+# the tensor to be dropped (for its shape and device) rather than a shape: AOTAutograd's common-subexpression pass
+# knows only aten's random ops and would merge two calls with equal arguments into one mask; calls on different
+# tensors are never merged. test_dropout_masks.py checks, in compiled training graphs, that each call draws its
+# own mask and that the backward pass reuses the forward pass's.
+_LIB = torch.library.Library("elue", "FRAGMENT")
+_LIB.define("keep_mask(Tensor like, float p) -> Tensor", tags=(torch.Tag.nondeterministic_seeded,))
 
 
-@torch.library.custom_op("elue::keep_mask", mutates_args=(), tags=_TAGS)
-def keep_mask(shape: Sequence[int], p: float, device: torch.device) -> torch.Tensor:
-    """A bool tensor of `shape` on `device`, each element True (kept) with probability 1 - p, independently.
-    Drawn from torch's default generator of `device` (so `torch.manual_seed` makes it reproducible)."""
+def _check_p(p: float) -> None:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, got {p}")
-    return torch.empty(tuple(shape), dtype=torch.bool, device=device).bernoulli_(1.0 - p)
 
 
-@keep_mask.register_fake
-def _keep_mask_fake(shape: Sequence[int], p: float, device: torch.device) -> torch.Tensor:
-    return torch.empty(tuple(shape), dtype=torch.bool, device=device)
+def _keep_mask_impl(like: torch.Tensor, p: float) -> torch.Tensor:
+    _check_p(p)
+    return torch.empty(like.shape, dtype=torch.bool, device=like.device).bernoulli_(1.0 - p)
+
+
+_LIB.impl("keep_mask", _keep_mask_impl, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("elue::keep_mask")
+def _keep_mask_fake(like: torch.Tensor, p: float) -> torch.Tensor:
+    return torch.empty(like.shape, dtype=torch.bool, device=like.device)
+
+
+def keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
+    """A bool tensor of `like`'s shape on its device, each element True (kept) with probability 1 - p,
+    independently. Drawn from torch's default generator of that device (`torch.manual_seed` makes it
+    reproducible); `like`'s values are not read."""
+    return torch.ops.elue.keep_mask(like, float(p))
 
 
 class KeepMaskDropout(nn.Module):
-    """`nn.Dropout(p)` whose mask comes from `keep_mask`: x · mask / (1 - p) in training, x in eval."""
+    """`nn.Dropout(p)` whose mask comes from `keep_mask`: x · mask / (1 - p) in training, x in eval. Within one
+    compiled graph, two calls on the very same tensor share a mask (see above); BERT's hidden dropouts never do."""
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability has to be between 0 and 1, got {p}")
+        _check_p(p)
         self.p = float(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +68,7 @@ class KeepMaskDropout(nn.Module):
             return x
         if self.p == 1.0:
             return x * 0.0
-        mask = keep_mask(x.shape, self.p, x.device)  # (*x.shape) bool
+        mask = keep_mask(x, self.p)  # (*x.shape) bool
         return x * mask * (1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
