@@ -389,10 +389,9 @@ def test_password_guessing_is_throttled(client):  # noqa: ANN001
         == 200
     )
     # the window passes
-    throttle = client.app.state.elue.login_throttle
-    for q in throttle._failures.values():
-        for i in range(len(q)):
-            q[i] -= 301
+    import time
+
+    client.app.state.elue.login_throttle.clock = lambda: time.time() + 301
     assert (
         client.post("/api/tokens", json={"username": "target", "password": "password123"}).status_code == 200
     )
@@ -534,30 +533,6 @@ def test_a_task_given_twice_is_refused(client, auth):  # noqa: ANN001
     tasks = {"sst-2": {"points": [{"mflops": 5, "performance": 50}]}, "SST2": {"elue_score": 3}}
     r = reported(client, auth("twice"), tasks=tasks)
     assert r.status_code == 400 and "given twice" in r.json()["detail"]
-
-
-def test_parallel_guesses_are_counted_before_the_password_check():  # noqa: ANN001
-    import threading
-
-    from elue.server.throttle import LoginThrottle
-
-    throttle = LoginThrottle(max_failures=10)
-    key = throttle.key("frank", "127.0.0.1")
-    barrier = threading.Barrier(30)
-    allowed: list[bool] = []
-
-    def guess() -> None:
-        barrier.wait()
-        allowed.append(throttle.begin(key) == 0)
-
-    threads = [threading.Thread(target=guess) for _ in range(30)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert allowed.count(True) == 10
-    throttle.succeeded(key)  # a right password clears the count
-    assert throttle.begin(key) == 0
 
 
 def test_scoring_limits_from_arguments_and_environment(monkeypatch, tmp_path):  # noqa: ANN001

@@ -47,10 +47,53 @@ def test_migrations_match_the_models(db_url):  # noqa: ANN001
     engine, _ = open_database(db_url)
     tables = set(inspect(engine).get_table_names())
     assert {"users", "api_tokens", "submissions", "task_results", "points", "baselines", "meta"} <= tables
+    assert "login_failures" in tables
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
     migrate(engine)  # idempotent
+    engine.dispose()
+
+
+def test_login_throttle_counts_across_processes_and_parallel_guesses(db_url):  # noqa: ANN001
+    """Two throttles on one database stand for two web processes: they count the same attempts. 30 parallel
+    guesses over both get at most 10 through, whatever the interleaving."""
+    from elue.server.throttle import LoginThrottle
+
+    engine, sessions = open_database(db_url)
+    web1, web2 = LoginThrottle(sessions), LoginThrottle(sessions)
+    key = web1.key("Frank", "127.0.0.1")
+    assert key == web2.key(" frank ", "127.0.0.1") != web1.key("frank", "10.0.0.1")
+    for i in range(10):
+        assert (web1 if i % 2 else web2).begin(key) == 0
+    wait = web2.begin(key)
+    assert 299 <= wait <= 300  # until the oldest failure leaves the 300 s window
+    assert web1.begin(web1.key("frank", "10.0.0.1")) == 0  # another client is not affected
+    web1.succeeded(key)  # a right password clears the count, in every process
+    assert web2.begin(key) == 0
+    web2.succeeded(key)
+
+    barrier = threading.Barrier(30)
+    allowed: list[bool] = []
+
+    def guess(throttle: LoginThrottle) -> None:
+        barrier.wait()
+        allowed.append(throttle.begin(key) == 0)
+
+    threads = [threading.Thread(target=guess, args=(web1 if i % 2 else web2,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(allowed) == 30 and allowed.count(True) <= 10  # (all refused is possible: the safe side)
+    # refused attempts are not counted: only the ones let through are, and they expire with the window
+    count = text("SELECT count(*) FROM login_failures WHERE key = :k")
+    with sessions() as db:
+        assert db.execute(count, {"k": key}).scalar() == allowed.count(True)
+    web1.clock = lambda: time.time() + 301
+    assert web1.begin(key) == 0
+    with sessions() as db:  # the expired rows, of every key, were deleted on the way
+        assert db.execute(text("SELECT key FROM login_failures")).scalars().all() == [key]
     engine.dispose()
 
 

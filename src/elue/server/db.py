@@ -145,6 +145,18 @@ class Meta(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class LoginFailure(Base):
+    """One failed (or still running) log-in attempt per row, keyed by user name and client address: the
+    log-in throttle's memory, in the database so that every web process counts the same attempts."""
+
+    __tablename__ = "login_failures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(320), index=True)
+    at: Mapped[float] = mapped_column(
+        Float, index=True
+    )  # unix time: shared by processes, unlike a monotonic clock
+
+
 BOARD_VERSION = "board_version"
 
 

@@ -31,7 +31,10 @@ class AppState:
     board: BoardCache
     templates: Jinja2Templates
     page_cache: dict = field(default_factory=dict)
-    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    login_throttle: LoginThrottle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.login_throttle = LoginThrottle(self.sessions)
 
 
 def state(request: Request) -> AppState:

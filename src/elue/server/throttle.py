@@ -1,67 +1,64 @@
-"""A small in-memory limiter of password guessing: at most `max_failures` failed log-ins per user name
-and client address in `window_s` seconds, then 429 until the oldest failure leaves the window. Per web
-process (with several web processes the bound is per process)."""
+"""A limiter of password guessing: at most `max_failures` failed log-ins per user name and client address in
+`window_s` seconds, then 429 until enough of them leave the window. The attempts are rows of the database
+(`login_failures`), so every web process of a deployment counts the same ones (`elue serve --web-workers N`)."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import deque
+from collections.abc import Callable
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import sessionmaker
+
+from .db import LoginFailure
+
+KEY_LENGTH = 320  # the column's width
 
 
 class LoginThrottle:
-    def __init__(self, max_failures: int = 10, window_s: float = 300.0, max_keys: int = 100_000) -> None:
-        self.max_failures, self.window_s, self.max_keys = max_failures, window_s, max_keys
-        self._failures: dict[tuple[str, str], deque[float]] = {}
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        sessions: sessionmaker,
+        max_failures: int = 10,
+        window_s: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sessions, self.max_failures, self.window_s = sessions, max_failures, window_s
+        self.clock = clock  # wall-clock seconds: the same in every process (tests move it)
 
     @staticmethod
-    def key(username: str, client: str | None) -> tuple[str, str]:
-        return ((username or "").strip().lower()[:200], client or "")
+    def key(username: str, client: str | None) -> str:
+        return f"{(username or '').strip().lower()[:200]}\x1f{client or ''}"[:KEY_LENGTH]
 
-    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
-        q = self._failures.get(key)
-        if q is None:
-            return deque()
-        while q and q[0] <= now - self.window_s:
-            q.popleft()
-        if not q:
-            del self._failures[key]
-        return q
+    def begin(self, key: str) -> float:
+        """Count one attempt and check it: 0 when it may go ahead (it stays counted as a failure until
+        `succeeded`), else the seconds to wait (and it is not counted).
 
-    def retry_after(self, key: tuple[str, str]) -> float:
-        """Seconds until this key may try again; 0 when it may now."""
-        now = time.monotonic()
-        with self._lock:
-            q = self._recent(key, now)
-            if len(q) < self.max_failures:
-                return 0.0
-            return max(1.0, q[0] + self.window_s - now)
-
-    def begin(self, key: tuple[str, str]) -> float:
-        """Check and count one attempt atomically: 0 when it may go ahead (it is counted as a failure until
-        `succeeded`), else the seconds to wait. Parallel guesses cannot all pass the check first."""
-        now = time.monotonic()
-        with self._lock:
-            q = self._recent(key, now)
-            if len(q) >= self.max_failures:
-                return max(1.0, q[0] + self.window_s - now)
-            self._record(key, now)
+        The attempt's row is committed before the count, so of any attempts that go ahead, the last to count
+        sees all of their rows: at most `max_failures` go ahead in a window, however many processes and
+        threads guess at once (parallel attempts may instead all be refused, which errs on the safe side)."""
+        now = self.clock()
+        cutoff = now - self.window_s
+        with self.sessions.begin() as s:
+            s.execute(delete(LoginFailure).where(LoginFailure.at <= cutoff))  # expired, of every key
+            row = LoginFailure(key=key, at=now)
+            s.add(row)
+            s.flush()
+            mine = row.id
+        with self.sessions() as s:
+            others = s.scalars(
+                select(LoginFailure.at)
+                .where(LoginFailure.key == key, LoginFailure.at > cutoff, LoginFailure.id != mine)
+                .order_by(LoginFailure.at)
+            ).all()
+        if len(others) < self.max_failures:
             return 0.0
+        with self.sessions.begin() as s:
+            s.execute(delete(LoginFailure).where(LoginFailure.id == mine))
+        # a slot frees when all but max_failures - 1 of the others have left the window
+        return max(1.0, others[len(others) - self.max_failures] + self.window_s - now)
 
-    def failed(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._record(key, time.monotonic())
-
-    def _record(self, key: tuple[str, str], now: float) -> None:
-        """Count a failure at `now`; the caller holds the lock."""
-        if len(self._failures) >= self.max_keys:  # drop the expired, then (if still full) the oldest
-            for k in list(self._failures):
-                self._recent(k, now)
-            while len(self._failures) >= self.max_keys:
-                self._failures.pop(next(iter(self._failures)))
-        self._failures.setdefault(key, deque()).append(now)
-
-    def succeeded(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._failures.pop(key, None)
+    def succeeded(self, key: str) -> None:
+        """A right password clears the key's count."""
+        with self.sessions.begin() as s:
+            s.execute(delete(LoginFailure).where(LoginFailure.key == key))
