@@ -447,6 +447,26 @@ def test_head_requests(client):  # noqa: ANN001
     assert client.head("/models/99999").status_code == 404
 
 
+def test_head_on_a_download_sends_headers_without_reading_the_file(client, monkeypatch):  # noqa: ANN001
+    import starlette.responses as responses
+
+    opened: list = []
+    real_open = responses.anyio.open_file
+
+    async def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        opened.append(args[0])
+        return await real_open(*args, **kwargs)
+
+    monkeypatch.setattr(responses.anyio, "open_file", spy)
+    for url in ("/datasets/sst-2/test.tsv", "/static/plotly.min.js"):
+        head = client.head(url)
+        assert head.status_code == 200 and head.content == b"", url
+        assert opened == [], url
+        get = client.get(url)
+        assert len(get.content) == int(head.headers["content-length"]) > 0 and len(opened) == 1, url
+        opened.clear()
+
+
 # ------------------------------------------------------------------ 17: HTML errors, size message, links, favicon
 def test_validation_errors_are_html_for_browsers(client):  # noqa: ANN001
     html = {"accept": "text/html,application/xhtml+xml"}

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -20,7 +20,7 @@ from .board import BoardCache, natural_order
 from .cache import ResponseCache
 from .config import Settings
 from .db import open_database
-from .deps import AppState, Ctx
+from .deps import HEAD_SCOPE_KEY, AppState, Ctx, Download
 from .security import SessionCodec
 
 HERE = Path(__file__).resolve().parent
@@ -85,7 +85,8 @@ class BodyLimit:
 
 
 class HeadAsGet:
-    """Pure ASGI: answer HEAD like GET without the body (FastAPI routes declare GET only)."""
+    """Pure ASGI: answer HEAD like GET without the body (FastAPI routes declare GET only). The scope says it
+    was a HEAD (`HEAD_SCOPE_KEY`), so a file download can send its headers without reading the file."""
 
     def __init__(self, app) -> None:  # noqa: ANN001
         self.app = app
@@ -99,7 +100,7 @@ class HeadAsGet:
                 msg = {**msg, "body": b""}
             await send(msg)
 
-        return await self.app({**scope, "method": "GET"}, receive, no_body)
+        return await self.app({**scope, "method": "GET", HEAD_SCOPE_KEY: True}, receive, no_body)
 
 
 def _fmt_score(v: float | None) -> str:
@@ -177,8 +178,8 @@ def create_app(
     plotly_js = plotly_js_path()
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
-    def plotly_asset() -> FileResponse:
-        return FileResponse(
+    def plotly_asset() -> Download:
+        return Download(
             plotly_js, media_type="application/javascript", headers={"cache-control": "public, max-age=86400"}
         )
 

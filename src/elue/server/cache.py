@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from .deps import HEAD_SCOPE_KEY
+
 CACHEABLE_PREFIXES = (
     "/leaderboard",
     "/tasks/",
@@ -48,6 +50,8 @@ class ResponseCache:
         if not (path == "/" or path.startswith(CACHEABLE_PREFIXES)):
             return False
         if path.startswith("/datasets/"):  # file downloads stream from disk
+            return False
+        if scope.get(HEAD_SCOPE_KEY):  # a HEAD handed to GET routes: a download answers it without its body
             return False
         for k, v in scope["headers"]:
             if k == b"authorization" or (k == b"cookie" and b"elue_session=" in v):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
+from fastapi.responses import FileResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +22,20 @@ from .throttle import LoginThrottle
 # number used to reach the database and fail there with a 500 (OverflowError)
 MAX_ID = 2**31 - 1
 RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+# set in the scope by `app.HeadAsGet`, which hands a HEAD request to the GET routes
+HEAD_SCOPE_KEY = "elue.head"
+
+
+class Download(FileResponse):
+    """A file response that, for a HEAD request (answered by a GET route), sends the headers only: Starlette's
+    FileResponse skips reading the file when the method is HEAD, and the route saw GET."""
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope.get(HEAD_SCOPE_KEY):
+            scope = {**scope, "method": "HEAD"}
+        await super().__call__(scope, receive, send)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -23,7 +23,7 @@ from ..board import (
     visible_condition,
 )
 from ..db import DELETED, ApiToken, Baseline, Submission, User
-from ..deps import MAX_ID, Ctx, RowId, get_ctx, throttled_authenticate
+from ..deps import MAX_ID, Ctx, Download, RowId, get_ctx, throttled_authenticate
 from ..service import ServiceError
 from ..storage import UploadError
 from .api import read_limited
@@ -148,7 +148,7 @@ def dataset_file(task: str, filename: str, ctx: Ctx = Depends(get_ctx)):
     if filename.startswith("test") and not test_file_is_unlabelled(path, TASKS[task]):
         raise HTTPException(404, "no such file")
     media = "application/gzip" if filename.endswith(".gz") else "text/tab-separated-values"
-    return FileResponse(path, media_type=media, filename=f"{task}-{filename}")
+    return Download(path, media_type=media, filename=f"{task}-{filename}")
 
 
 def test_file_is_unlabelled(path, task) -> bool:  # noqa: ANN001
