@@ -40,7 +40,14 @@ BASE = dict(
 )  # fmt: skip
 
 
-def make_model(kind: str, device, layers: int, bf16_residual: bool = False, attention_dropout: float = 0.1):
+def make_model(
+    kind: str,
+    device,
+    layers: int,
+    bf16_residual: bool = False,
+    attention_dropout: float = 0.1,
+    hidden_dropout: float = 0.1,
+):
     if kind == "bert":
         from transformers import BertConfig, BertForPreTraining
 
@@ -50,6 +57,7 @@ def make_model(kind: str, device, layers: int, bf16_residual: bool = False, atte
 
     sizes = {**BASE, "num_hidden_layers": layers, "residual_in_fp32": not bf16_residual}
     sizes["attention_probs_dropout_prob"] = attention_dropout
+    sizes["hidden_dropout_prob"] = hidden_dropout
     return load_pretraining_model(None, sizes)[0].to(device)
 
 
@@ -189,7 +197,9 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
 
 def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
     torch.manual_seed(0)
-    model = make_model(kind, device, args.layers, args.bf16_residual, args.attention_dropout)
+    model = make_model(
+        kind, device, args.layers, args.bf16_residual, args.attention_dropout, args.hidden_dropout
+    )
     model.train()
     if args.compile:
         from elue.elasticbert.pretraining.modeling_pretraining import compile_regions, raise_recompile_limit
@@ -291,6 +301,7 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         "sdpa": args.sdpa if not args.no_cudnn_sdpa else f"{args.sdpa}, no cudnn",
         "bf16_residual": bool(args.bf16_residual) and kind == "elasticbert",
         "attention_dropout": args.attention_dropout if kind == "elasticbert" else 0.1,
+        "hidden_dropout": args.hidden_dropout if kind == "elasticbert" else 0.1,
         "xent": args.xent if kind == "elasticbert" else None,
         "dropout_masks": args.dropout_masks if kind == "elasticbert" and args.compile else None,
         "exit_rows": not args.dense_exits if kind == "elasticbert" else None,
@@ -337,6 +348,9 @@ def main(argv=None) -> list[dict]:
     )
     p.add_argument(
         "--attention-dropout", type=float, default=0.1, help="ElasticBERT: attention dropout (BERT's 0.1)"
+    )
+    p.add_argument(
+        "--hidden-dropout", type=float, default=0.1, help="ElasticBERT: hidden dropout (BERT's 0.1)"
     )
     p.add_argument(
         "--xent",

@@ -184,6 +184,8 @@ def main(argv=None) -> list[dict]:
     run("... + dropout masks from aten, grouped", [*aten, "--modes", "grouped"], batch=b2)
     # the 5 ms a step without a kernel running: gaps between launches, which CUDA graphs remove (regions only)
     run("... + dropout masks from aten, CUDA graphs", [*aten, "--compile-mode", "reduce-overhead"], batch=b2)
+    run("best so far, no hidden dropout (ablation: what the hidden dropout costs)", [*best, "--hidden-dropout",
+        "0"], batch=b2)  # fmt: skip
     run("... + dropout masks from aten, no attention dropout (ablation)", [*aten, "--attention-dropout", "0"],
         batch=b2)  # fmt: skip
 
