@@ -55,6 +55,7 @@ def test_cli_prints_resolved_settings(tmp_path):
         ("optimizer=sgd", "optimizer must be one of adamw, lamb, not 'sgd'"),
         ("distributed=zero3", "distributed must be one of ddp, fsdp"),
         ("dropout_masks=curand", "dropout_masks must be one of inductor, aten, not 'curand'"),
+        ("dropout_masks=aten", "dropout_masks: aten needs compile: true"),
         ("save_total_limit=many", "save_total_limit: expected int or None, got 'many'"),
         (
             "model_config.residual_in_fp23=false",
@@ -76,6 +77,7 @@ def test_right_types_pass():
         {}, ["learning_rate=1", "save_total_limit=null", "optimizer=LAMB", "max_grad_norm=0", "compile=true"]
     )
     assert cfg.learning_rate == 1 and cfg.save_total_limit is None and cfg.compile is True
+    assert PretrainConfig.from_dict({"compile": True}, ["dropout_masks=aten"]).dropout_masks == "aten"
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -249,6 +249,9 @@ class PretrainConfig:
             )
         if not self.output_dir.strip():
             raise SettingsError("output_dir is empty: name the run's folder")
+        if self.dropout_masks != "inductor" and not self.compile:
+            # eager, the separate mask kernel would only add work: the setting is for the compiled step
+            raise SettingsError(f"dropout_masks: {self.dropout_masks} needs compile: true")
         layers = None
         if self.model_name_or_path is None:  # a new model: its depth is known now
             layers = self.model_config.get("num_hidden_layers", 12)
