@@ -187,9 +187,8 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
     if args.no_cudnn_sdpa:  # a global switch: the compiled graphs choose their SDPA backend when traced
         torch.backends.cuda.enable_cudnn_sdp(False)
     try:
-        with sdpa_backends(
-            args.sdpa
-        ):  # around compilation too: the backend is chosen when the graph is traced
+        # around compilation too: the backend is chosen when the graph is traced
+        with sdpa_backends(args.sdpa):
             return _bench_one(kind, mode, seq, batch, args, device)
     finally:
         torch.backends.cuda.enable_cudnn_sdp(cudnn_sdp)
@@ -323,6 +322,8 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
 
 
 def main(argv=None) -> list[dict]:
+    from elue.elasticbert.pretraining.modeling_pretraining import DROPOUT_MASKS, XENT_STEPS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seq", type=int, nargs="+", default=[128, 512])
@@ -355,13 +356,13 @@ def main(argv=None) -> list[dict]:
     p.add_argument(
         "--xent",
         default="auto",
-        choices=["auto", "triton", "compiled", "eager"],
+        choices=XENT_STEPS,
         help="ElasticBERT's MLM loss step (auto: the Triton kernel on CUDA; compiled: needs --compile)",
     )
     p.add_argument(
         "--dropout-masks",
         default="inductor",
-        choices=["inductor", "aten"],
+        choices=DROPOUT_MASKS,
         help="ElasticBERT with --compile: hidden dropout masks drawn by inductor or by torch's bernoulli kernel",
     )
     p.add_argument(

@@ -152,9 +152,8 @@ class LoginFailure(Base):
     __tablename__ = "login_failures"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(320), index=True)
-    at: Mapped[float] = mapped_column(
-        Float, index=True
-    )  # unix time: shared by processes, unlike a monotonic clock
+    # unix time: the same in every process, unlike a monotonic clock
+    at: Mapped[float] = mapped_column(Float, index=True)
 
 
 BOARD_VERSION = "board_version"

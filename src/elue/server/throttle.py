@@ -12,7 +12,7 @@ from sqlalchemy.orm import sessionmaker
 
 from .db import LoginFailure
 
-KEY_LENGTH = 320  # the column's width
+KEY_LENGTH = LoginFailure.__table__.c.key.type.length  # the column's width
 
 
 class LoginThrottle:

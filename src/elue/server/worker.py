@@ -305,9 +305,10 @@ def _evaluate_child(conn, evaluate: Callable, args: tuple, kwargs: dict) -> None
         result = out.to_dict() if hasattr(out, "to_dict") else dict(out)
         msg = ("ok", result, capture.lines)
     except BaseException as e:  # noqa: BLE001 - every failure goes back to the worker
-        text = f"{type(e).__name__}: {e}" if not _is_user_error(e) else str(e)
-        msg = ("error", _is_user_error(e), text[: 4 * MAX_ERROR_CHARS], traceback.format_exc()[-20000:])
-        msg += (capture.lines,)
+        user_error = _is_user_error(e)
+        text = str(e) if user_error else f"{type(e).__name__}: {e}"
+        tb = traceback.format_exc()[-20000:]
+        msg = ("error", user_error, text[: 4 * MAX_ERROR_CHARS], tb, capture.lines)
     try:
         conn.send(msg)
     finally:

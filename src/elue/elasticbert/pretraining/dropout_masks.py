@@ -75,11 +75,11 @@ class KeepMaskDropout(nn.Module):
         return f"p={self.p}"
 
 
-def hidden_dropouts(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(parent, attribute) of the ElasticBERT encoder's hidden dropouts: the embeddings' and each layer's two
-    (attention output, FFN output). Attention dropout is SDPA's own and stays there."""
+def hidden_dropouts(model: nn.Module) -> list[nn.Module]:
+    """The modules holding the ElasticBERT encoder's hidden dropouts (as `.dropout`): the embeddings and each
+    layer's attention and FFN outputs. Attention dropout is SDPA's own and stays there."""
     return [
-        (m, "dropout")
+        m
         for m in model.modules()
         if isinstance(m, ElasticBertEmbeddings | ElasticBertSelfOutput) and isinstance(m.dropout, nn.Dropout)
     ]
@@ -89,9 +89,8 @@ def use_keep_mask_dropout(model: nn.Module) -> int:
     """Swap the encoder's hidden `nn.Dropout`s for `KeepMaskDropout`s of the same p, in place (before compiling
     it), each in the training mode of the one it replaces. Returns how many were swapped."""
     found = hidden_dropouts(model)
-    for parent, name in found:
-        old = getattr(parent, name)
-        setattr(parent, name, KeepMaskDropout(old.p).train(old.training))
+    for holder in found:
+        holder.dropout = KeepMaskDropout(holder.dropout.p).train(holder.dropout.training)
     return len(found)
 
 

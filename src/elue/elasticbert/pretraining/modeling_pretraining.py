@@ -39,6 +39,7 @@ from transformers.utils import ModelOutput
 from ..configuration_elasticbert import ElasticBertConfig
 from ..modeling_elasticbert import ElasticBertModel, ElasticBertPreTrainedModel
 from . import triton_cross_entropy
+from .config import CHOICES
 from .dropout_masks import use_keep_mask_dropout
 from .linear_cross_entropy import (
     linear_cross_entropy,
@@ -46,6 +47,8 @@ from .linear_cross_entropy import (
     softmax_cross_entropy_grad_fusable,
 )
 
+#: Who draws the hidden dropout masks under `compile_regions` (the `dropout_masks` setting's values)
+DROPOUT_MASKS = CHOICES["dropout_masks"]
 #: How one exit's MLM loss step is computed (`xent_step`): "auto" takes the Triton kernel where it runs (CUDA
 #: with Triton installed), else torch ("compiled" under `compile_regions`, "eager" otherwise).
 XENT_STEPS = ("auto", "triton", "compiled", "eager")
@@ -398,9 +401,6 @@ def raise_recompile_limit(limit: int = 256) -> None:
     for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit"):
         if hasattr(dynamo.config, name):
             setattr(dynamo.config, name, max(getattr(dynamo.config, name), limit))
-
-
-DROPOUT_MASKS = ("inductor", "aten")
 
 
 def compile_regions(

@@ -317,7 +317,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     }
 
     sources = ", ".join([*cfg.train_files, *(str(h) for h in cfg.hub_datasets)])
-    with _reading(f"the training data ({sources})"):
+    read = f"the training data ({sources})"
+    with _reading(read):
         documents = load_documents(cfg.train_files, cfg.hub_datasets, cfg.text_column)
     data = PretrainingBatches(
         documents, tokenizer, cfg, cfg.per_device_batch_size, num_shards=shards, rank=rank, world_size=world
@@ -346,7 +347,6 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         notes.append(f"resumed from {ckpt} at step {start_step}")
     # the first step's batches now: an unreadable or empty corpus is reported before output_dir is written
     A = cfg.gradient_accumulation_steps
-    read = f"the training data ({sources})"
     first = None
     if start_step < cfg.max_steps:
         with _reading(read):
