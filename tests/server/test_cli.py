@@ -79,6 +79,8 @@ def test_elue_submit_reports_refusals(live, tmp_path):  # noqa: ANN001
     r = _elue("submit", str(bad), env={**env, "ELUE_SERVER": "http://127.0.0.1:9"})
     assert r.returncode == 1 and "error: cannot reach the leaderboard at http://127.0.0.1:9" in r.stderr
     assert "Traceback" not in r.stderr
+    r = _elue("submit", str(tmp_path / "no-such-folder"), env=env)
+    assert r.returncode == 2 and "does not exist" in r.stderr, r.stderr
 
 
 def test_elue_submit_reported_entry(live, tmp_path):  # noqa: ANN001
@@ -93,7 +95,7 @@ def test_elue_submit_reported_entry(live, tmp_path):  # noqa: ANN001
     env = {"ELUE_SERVER": live.url, "ELUE_TOKEN": _token(live)}
     r = _elue("submit", str(path), "--reported", "--public", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "sst-2" in r.stdout
+    assert "params 30.0M" in r.stdout and "point 1: 85.00 @ 1500.0 MFLOPs" in r.stdout  # no empty label
     row = next(
         x for x in httpx.get(live.url + "/api/leaderboard").json()["rows"] if x["name"] == "Paper model"
     )

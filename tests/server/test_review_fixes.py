@@ -570,3 +570,46 @@ def test_scoring_limits_from_arguments_and_environment(monkeypatch, tmp_path):  
     monkeypatch.delenv("ELUE_SCORING_TIMEOUT_S")
     with pytest.raises(ValueError, match="scoring_timeout_s"):
         Settings(state_dir=tmp_path, scoring_timeout_s=float("inf"))
+
+
+# ------------------------------------------------------------------ second audit
+def test_reported_numbers_must_be_json_numbers(client, auth):  # noqa: ANN001
+    h = auth("lax")
+    for tasks in [
+        {"sst-2": {"points": [{"mflops": 100, "performance": True}]}},
+        {"sst-2": {"points": [{"mflops": "100", "performance": 90}]}},
+        {"mrpc": {"elue_score": False, "params_m": 10}},
+    ]:
+        r = reported(client, h, tasks=tasks)
+        assert r.status_code == 422 and "valid number" in r.text, (tasks, r.text)  # FastAPI's type errors
+    assert reported(client, h, params_m=True).status_code == 422
+    assert client.get("/api/submissions", headers=h).json() == []
+    assert reported(client, h, params_m=10).status_code == 201  # ints are numbers
+
+
+def test_a_name_taken_while_queued_keeps_the_entry_private(client, auth, drain):  # noqa: ANN001
+    carol = auth("carol3")
+    sub = upload(client, carol, name="Twin", public=True)  # queued: holds no name yet
+    assert reported(client, auth("dave3"), name="twin").status_code == 201
+    drain()
+    mine = client.get(f"/api/submissions/{sub['id']}", headers=carol).json()
+    assert mine["status"] == "scored" and mine["public"] is False
+    assert "not published: another public entry is called 'Twin'" in mine["log"]
+    names = [m["name"].lower() for m in client.get("/api/models").json()]
+    assert names.count("twin") == 1
+
+
+def test_a_baseline_curve_that_cannot_score_is_refused(client, auth, admin_headers):  # noqa: ANN001
+    tasks = {"sst-2": {"points": [{"mflops": 100, "performance": 90}, {"mflops": 100, "performance": 85}]}}
+    r = reported(client, auth("flat"), name="Flat", tasks=tasks)
+    assert r.status_code == 201
+    r = client.put(
+        "/api/admin/baselines/sst-2", headers=admin_headers, json={"submission_id": r.json()["id"]}
+    )
+    assert r.status_code == 400 and "distinct FLOPs" in r.json()["detail"], r.text
+
+
+def test_the_guide_names_the_configured_address(client, settings):  # noqa: ANN001
+    assert f"--server {settings.public_url} --token" in client.get("/guide").text
+    # never the request's Host header: the guide is cached for every visitor
+    assert "evil.example" not in client.get("/guide", headers={"host": "evil.example"}).text

@@ -22,10 +22,12 @@ def register(app: typer.Typer) -> None:
     app.command("submit")(submit)
 
 
-def _settings(home: Path | None, data_dir: Path | None, database_url: str | None):  # noqa: ANN202
+def _settings(  # noqa: ANN202
+    home: Path | None, data_dir: Path | None, database_url: str | None, public_url: str | None = None
+):
     from elue.server.config import Settings
 
-    kw = {}
+    kw = {"public_url": public_url} if public_url else {}
     if home is not None:
         kw["state_dir"] = home
     if data_dir is not None:
@@ -33,6 +35,15 @@ def _settings(home: Path | None, data_dir: Path | None, database_url: str | None
     if database_url:
         kw["database_url"] = database_url
     return Settings(**kw)
+
+
+def _url_host(host: str) -> str:
+    """How a URL names the address served on: a wildcard is reached by this machine's name."""
+    import socket
+
+    if host in ("0.0.0.0", "::", ""):
+        return socket.gethostname()
+    return f"[{host}]" if ":" in host else host
 
 
 def serve(
@@ -57,6 +68,11 @@ def serve(
         help="Create (or promote) this admin user; password from $ELUE_ADMIN_PASSWORD, "
         "else a random one is printed.",
     ),
+    public_url: str = typer.Option(
+        None,
+        help="The address users reach the site at, shown in the submission guide "
+        "[default: $ELUE_PUBLIC_URL, else http://HOST:PORT].",
+    ),
     behind_proxy: str = typer.Option(
         "",
         "--behind-proxy",
@@ -73,7 +89,8 @@ def serve(
 
     from elue.server import create_app
 
-    settings = _settings(home, data_dir, database_url)
+    public_url = public_url or os.environ.get("ELUE_PUBLIC_URL") or f"http://{_url_host(host)}:{port}"
+    settings = _settings(home, data_dir, database_url, public_url)
     admin_pair = None
     if admin:
         pw = os.environ.get("ELUE_ADMIN_PASSWORD")
@@ -180,7 +197,9 @@ def worker(
 
 
 def submit(
-    path: Path = typer.Argument(..., help="Submission folder or zip; or with --reported, a JSON file."),
+    path: Path = typer.Argument(
+        ..., exists=True, help="Submission folder or zip; or with --reported, a JSON file."
+    ),
     name: str = typer.Option(None, help="Model name shown on the leaderboard [default: folder name]."),
     server: str = typer.Option("http://127.0.0.1:8000", envvar="ELUE_SERVER", help="Leaderboard URL."),
     token: str = typer.Option(..., envvar="ELUE_TOKEN", help="API token (create one on your account page)."),
@@ -284,11 +303,14 @@ def _print_result(sub: dict) -> None:
         return
     for task, t in res["tasks"].items():
         score = t["elue_score"]
+        params = t.get("params_m")
         typer.echo(
-            f"  {task:8s} ELUE score {'—' if score is None else f'{score:+.2f}'}  params {t['params_m']}M"
+            f"  {task:8s} ELUE score {'—' if score is None else f'{score:+.2f}'}"
+            f"  params {'—' if params is None else f'{params:.1f}'}M"
         )
-        for p in t.get("points", []):
-            typer.echo(f"      {p['file']}: {p['performance']:.2f} @ {p['mflops']:.1f} MFLOPs")
+        for i, p in enumerate(t.get("points", []), start=1):
+            label = p.get("file") or f"point {i}"  # reported points carry no file name
+            typer.echo(f"      {label}: {p['performance']:.2f} @ {p['mflops']:.1f} MFLOPs")
     overall = res.get("elue_score")
     typer.echo(
         f"  overall ELUE score: {'— (not all six datasets)' if overall is None else f'{overall:+.2f}'}"

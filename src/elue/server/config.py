@@ -73,6 +73,11 @@ class Settings:
     # run uploaded model.py without bubblewrap: only for a private deployment on a host without it, whose
     # uploads come from people you trust ($ELUE_TRUST_MODEL_CODE=1)
     trust_model_code: bool = field(default_factory=lambda: os.environ.get("ELUE_TRUST_MODEL_CODE", "") == "1")
+    # the address users reach the site at, shown in the guide's `elue submit --server ...` line; from
+    # settings, never from a request's Host header (the guide is cached for every visitor)
+    public_url: str = field(
+        default_factory=lambda: os.environ.get("ELUE_PUBLIC_URL") or "http://127.0.0.1:8000"
+    )
     # cookies
     secure_cookies: bool = False
     cache_seconds: float = 0.5  # how often a web process checks the database for changed results (0: always)
@@ -89,6 +94,7 @@ class Settings:
         if self.secret_key is None:
             self.secret_key = os.environ.get("ELUE_SECRET_KEY")
         self.evaluator = os.environ.get("ELUE_EVALUATOR", self.evaluator)
+        self.public_url = str(self.public_url).rstrip("/")
         for name in ("sandbox_wall_s", "scoring_timeout_s"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
@@ -112,6 +118,7 @@ class Settings:
             "ELUE_DATABASE_URL": str(self.database_url),
             "ELUE_SANDBOX_WALL_S": str(self.sandbox_wall_s),
             "ELUE_SCORING_TIMEOUT_S": str(self.scoring_timeout_s),
+            "ELUE_PUBLIC_URL": self.public_url,
         }
         if self.data_dir is not None:
             env["ELUE_DATA_DIR"] = str(self.data_dir)

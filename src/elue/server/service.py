@@ -15,6 +15,7 @@ from importlib import resources
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from elue.scoring import BaselineError, validate_points
 from elue.tasks import TASK_NAMES, get_task
 
 from . import storage
@@ -154,7 +155,7 @@ def _name_key(name: str) -> str:
     return " ".join(text.casefold().split())
 
 
-def _check_name_free(s: Session, user: User | None, name: str, exclude_id: int | None = None) -> None:
+def check_name_free(s: Session, user: User | None, name: str, exclude_id: int | None = None) -> None:
     """A public entry may not take the name of another user's (or a seeded) public entry, compared
     case-insensitively: nobody can pose as "ElasticBERT-BASE". Admins are exempt."""
     if user is not None and user.is_admin:
@@ -197,7 +198,7 @@ def submit_zip(
     name = _clean_name(name)
     paper_url, code_url = _clean_url(paper_url), _clean_url(code_url)
     if public:
-        _check_name_free(s, user, name)
+        check_name_free(s, user, name)
     check_limits(s, user, settings)  # early answer; checked again under the lock below
     staged = storage.extract_zip(data, settings)  # UploadError -> nothing stored
     key = None
@@ -310,7 +311,7 @@ def submit_reported(
     params_m = _number(params_m, "params_m (millions of parameters)", lo=0, hi=MAX_PARAMS_M, lo_open=True)
     parsed = parse_reported(tasks)
     if public:
-        _check_name_free(s, user, name)
+        check_name_free(s, user, name)
     if user is not None and enforce_limits and not user.is_admin:
         _lock_user(s, user)
         try:
@@ -380,7 +381,7 @@ def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submiss
         new_name = _clean_name(changes["name"])
     new_public = sub.public if changes.get("public") is None else bool(changes["public"])
     if new_public and (new_name.lower() != sub.name.lower() or not sub.public):
-        _check_name_free(s, sub.owner if sub.owner_id != user.id else user, new_name, exclude_id=sub.id)
+        check_name_free(s, sub.owner if sub.owner_id != user.id else user, new_name, exclude_id=sub.id)
     sub.name = new_name
     if changes.get("public") is not None:
         if not changes["public"] and sub.public:
@@ -439,6 +440,10 @@ def set_baseline(s: Session, task: str, sub_id: int) -> None:
     tr = s.scalar(select(TaskResult).where(TaskResult.submission_id == sub_id, TaskResult.task == task))
     if tr is None or not tr.points:
         raise ServiceError(f"{sub.name} has no {task} points to serve as a baseline curve")
+    try:  # the curve every measured entry will be scored against: refuse one that cannot score
+        validate_points([[p.mflops, p.performance] for p in tr.points], f"{sub.name}'s {task} points")
+    except BaselineError as e:
+        raise ServiceError(str(e)) from None
     row = s.get(Baseline, task)
     if row is None:
         s.add(Baseline(task=task, submission_id=sub_id))

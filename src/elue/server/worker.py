@@ -46,6 +46,7 @@ from .db import (
     open_database,
     utcnow,
 )
+from .service import ServiceError, check_name_free
 from .storage import submission_path
 
 log = logging.getLogger("elue.server.worker")
@@ -248,8 +249,21 @@ def _finish(
                 sub.tasks.append(tr)
             sub.params_m = max(params) if params else None
             bump_board_version(s)
+        if status == SCORED and sub.public:
+            sub.log = _cap(sub.log + _keep_private_if_name_taken(s, sub), MAX_LOG_CHARS)
         s.commit()
         return True
+
+
+def _keep_private_if_name_taken(s, sub: Submission) -> str:  # noqa: ANN001
+    """A queued entry holds no name (its existence would leak), so another public entry may have taken
+    it meanwhile: the one scored second stays private, and its owner reads why in the log."""
+    try:
+        check_name_free(s, sub.owner, sub.name, exclude_id=sub.id)
+    except ServiceError as e:
+        sub.public = False
+        return _stamp(f"not published: {e}; rename it and publish it from its page")
+    return ""
 
 
 MAX_ERROR_CHARS = 4096  # stored error message (the rest is cut, marked "… (truncated)")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import base64
 import csv
 import io
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, Strict
 
 from elue.tasks import TASK_NAMES, TASKS, get_task
 
@@ -317,21 +318,25 @@ async def read_limited(file: UploadFile, limit: int) -> bytes:
     return data
 
 
+# JSON numbers only: pydantic's lax mode would read `true` as 1.0 and "85" as 85.0
+Number = Annotated[float, Strict()]
+
+
 class ReportedPoint(BaseModel):
-    mflops: float
-    performance: float
+    mflops: Number
+    performance: Number
     file: str = ""
 
 
 class ReportedTask(BaseModel):
     points: list[ReportedPoint] = Field(default_factory=list)
-    elue_score: float | None = None
-    params_m: float | None = None
+    elue_score: Number | None = None
+    params_m: Number | None = None
 
 
 class ReportedEntry(BaseModel):
     name: str
-    params_m: float
+    params_m: Number
     paper_url: str
     code_url: str = ""
     description: str = ""
