@@ -24,9 +24,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--data", type=Path, default=REPO.parent / "shared" / "data", help="ELUE-layout data dir"
+        "--data",
+        type=Path,
+        default=REPO.parent / "shared" / "data",
+        help="ELUE-layout data dir, <task>/test.tsv (default: %(default)s)",
     )
-    parser.add_argument("--out", type=Path, default=REPO / "examples" / "submission")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "examples" / "submission",
+        help="folder to write model.py and <task>.tsv into (default: %(default)s)",
+    )
     parser.add_argument(
         "--max-rows",
         type=int,
@@ -36,7 +44,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.max_rows is not None and args.max_rows < 1:
         parser.error("--max-rows must be at least 1")
-    written = build_example_submission(args.data, args.out, max_rows=args.max_rows)
+    try:
+        written = build_example_submission(args.data, args.out, max_rows=args.max_rows)
+    except (OSError, ValueError) as err:  # no data, an --out that is a file: one line, no traceback
+        raise SystemExit(f"error: {err}") from None
     for task, rows in written.items():
         print(f"{task}: {rows} rows")
     print(f"wrote {args.out}")

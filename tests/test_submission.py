@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from toolkit_fixtures import (
@@ -125,6 +127,12 @@ def test_discover_alias_folder_and_ignored_entries(tmp_path):
     assert result.tasks["sst-2"].model_py == "sst2/model.py"  # where it is, not a file that does not exist
 
 
+def _write(*paths: Path) -> None:
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -132,7 +140,14 @@ def test_discover_alias_folder_and_ignored_entries(tmp_path):
             lambda r: (r / "sst-2").mkdir() or (r / "sst-2" / "a.tsv").write_text("x"),
             "sst-2 is given more than once",
         ),
-        (lambda r: (r / "sst-2.csv").write_text("x"), "test files are tab-separated .tsv files"),
+        (lambda r: (r / "sst-2.csv").write_text("x"), "test files are plain tab-separated .tsv files"),
+        (lambda r: (r / "snli.tsv.gz").write_bytes(b"x"), "snli.tsv.gz: test files are plain"),
+        (lambda r: (r / "SST2.txt").write_text("x"), "SST2.txt: test files are plain"),
+        # inside a task folder: a point in another format would silently drop an operating point
+        (
+            lambda r: _write(r / "mrpc" / "a.tsv", r / "mrpc" / "b.tsv.gz"),
+            "b.tsv.gz: unexpected file; test files are plain",
+        ),
     ],
 )
 def test_discover_refuses_ambiguous_or_dropped_files(tmp_path, make, message):
@@ -140,6 +155,15 @@ def test_discover_refuses_ambiguous_or_dropped_files(tmp_path, make, message):
     make(tmp_path)
     with pytest.raises(SubmissionError, match=message):
         discover(tmp_path)
+
+
+def test_discover_keeps_notes_next_to_test_files(tmp_path):
+    (tmp_path / "sst-2").mkdir()
+    write_submission(tmp_path, name="sst-2/a.tsv")
+    for name in ("README.txt", "LICENSE", "points.json"):
+        (tmp_path / "sst-2" / name).write_text("x")
+    (tmp_path / "run.sh").write_text("x")  # a top-level file that names no task: not a test file
+    assert [p.name for p in discover(tmp_path)["sst-2"].test_files] == ["a.tsv"]
 
 
 def test_discover_refuses_nested_folder(tmp_path):

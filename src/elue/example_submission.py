@@ -111,12 +111,19 @@ def build_example_submission(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+    names = tasks or [t for t in TASK_NAMES if (data_dir / t / "test.tsv").is_file()]
+    if not names:  # before anything is written: a folder with only model.py would look like success
+        raise FileNotFoundError(
+            f"{data_dir}: no ELUE task folders with a test.tsv (expected {data_dir}/<task>/test.tsv "
+            f"for tasks among {', '.join(TASK_NAMES)})"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir}: exists and is not a folder")
     tokenizer = tokenizer or default_tokenizer()
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "model.py").write_text(model_py_source(layers=layers, attn=attn))
     written = {}
-    names = tasks or [t for t in TASK_NAMES if (data_dir / t).is_dir()]
     for name in names:
         task = get_task(name)
         if task.num_labels != 2:

@@ -52,6 +52,25 @@ def _is_test_file(path: Path) -> bool:
     return path.suffix.lower() == ".tsv"
 
 
+_NOT_TSV = "test files are plain tab-separated .tsv files (not .csv, .txt or compressed)"
+
+
+def _misnamed_test_file(path: Path) -> bool:
+    """A top-level file meant as a task's test file in another format (`snli.tsv.gz`, `sst-2.txt`, `x.csv`)."""
+    if path.suffix.lower() == ".csv":
+        return True
+    try:
+        get_task(path.name.split(".")[0])
+    except KeyError:
+        return False
+    return True
+
+
+def _kept_in_task_folder(path: Path) -> bool:
+    """Files a task folder may hold next to its test files (the server accepts the same)."""
+    return path.name.upper().startswith(("README", "LICENSE"))
+
+
 @dataclass
 class PointResult:
     file: str
@@ -107,8 +126,8 @@ def discover(submission_dir: Path) -> dict[str, TaskFiles]:
             if task:
                 found.setdefault(task.name, []).append(entry)
                 sources.setdefault(task.name, []).append(entry)
-        elif entry.is_file() and entry.suffix.lower() == ".csv":
-            problems.append(f"{entry}: test files are tab-separated .tsv files")
+        elif entry.is_file() and _misnamed_test_file(entry):
+            problems.append(f"{entry}: {_NOT_TSV}")
         elif entry.is_dir():
             task = _task_or_problem(entry.name, entry, problems)
             if task is None:
@@ -121,8 +140,8 @@ def discover(submission_dir: Path) -> dict[str, TaskFiles]:
                     files.append(p)
                 elif p.is_dir():
                     problems.append(f"{p}: unexpected folder (test files go directly in {entry.name}/)")
-                elif p.suffix.lower() == ".csv":
-                    problems.append(f"{p}: test files are tab-separated .tsv files")
+                elif not _kept_in_task_folder(p):  # a point in another format must not vanish unseen
+                    problems.append(f"{p}: unexpected file; {_NOT_TSV}")
             if not files:
                 problems.append(f"{entry}: no test files (*.tsv) in this task folder")
             found.setdefault(task.name, []).extend(files)

@@ -18,6 +18,28 @@ def test_tasks_lists_all_six():
     assert res.exit_code == 0
     for name in ("sst-2", "imdb", "snli", "scitail", "mrpc", "sts-b"):
         assert name in res.output
+    # not a terminal: rich's 80 columns, and nothing cut short
+    assert "549,367" in res.output and "hypothesis" in res.output and "…" not in res.output
+
+
+def test_names_are_printed_literally_not_as_markup(tmp_path):
+    answers = write_answers(tmp_path / "answers")
+    sub = tmp_path / "sub"
+    (sub / "sst-2").mkdir(parents=True)
+    write_submission(sub, name="sst-2/[bold]y.tsv")
+    out = tmp_path / "out[/b]x.json"
+    res = runner.invoke(
+        app, ["evaluate", str(sub), "--answers", str(answers), "--json", str(out), "--trust-model-code"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "[bold]y.tsv" in res.output and "out[/b]x.json" in res.output
+    model = tmp_path / "model.py"
+    model.write_text(
+        'from torch import nn\nmodule_list = {"[/x]": nn.Linear(4, 4)}\nentire_model = nn.Linear(4, 4)\n'
+    )
+    res = runner.invoke(app, ["flops", str(model), "--module", "[/x]", "--shape", "4", "--trust-model-code"])
+    assert res.exit_code == 0, res.output
+    assert "[/x] at (4,)" in res.output
 
 
 def test_flops_of_one_call(tmp_path):

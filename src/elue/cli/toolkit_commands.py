@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -65,7 +66,7 @@ def _print_result(result, *, with_performance: bool) -> None:
             table.add_column("parts", justify="left")
         table.add_column("MFLOPs", justify="right")
         for point in task_result.points:
-            row = [point.file, str(point.examples)]
+            row = [escape(point.file), str(point.examples)]  # a file named `[b]x.tsv` is text
             if with_performance:
                 parts = ", ".join(f"{k} {v:.2f}" for k, v in point.metrics.items() if k != "performance")
                 row += [_fmt(point.performance), parts]
@@ -131,7 +132,7 @@ def evaluate(
             json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         except OSError as err:
             fail(f"cannot write {json_out}: {err.strerror or err}")
-        console.print(f"wrote {json_out}")
+        console.print(f"wrote {escape(str(json_out))}")
 
 
 def _check_writable(path: Path) -> None:
@@ -180,7 +181,9 @@ def flops(
     except (TraceError, SandboxError, SandboxUnavailable) as err:
         fail(str(err))
     value = costs.flops[(module, dims)]
-    console.print(f"{module} at {dims}: {value:,} FLOPs = {value / 1e6:,.3f} MFLOPs ({value // 2:,} MACs)")
+    console.print(
+        f"{escape(module)} at {dims}: {value:,} FLOPs = {value / 1e6:,.3f} MFLOPs ({value // 2:,} MACs)"
+    )
     console.print(f"entire_model: {costs.params:,} parameters ({costs.params / 1e6:.2f}M)")
 
 
@@ -201,7 +204,7 @@ def tasks() -> None:
             f"{t.name}\nversion {t.version}",
             labels,
             "\n".join(t.text_columns),
-            t.metric,
+            t.metric.replace("_and_", " and\n"),  # pearson_and_spearman would not fit 80 columns
             sizes,
             end_section=True,
         )
