@@ -297,7 +297,6 @@ def read_test_file(
                     tid = -1
                     bad_trace_msg[s_modules] = (
                         f"unknown module name{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
-                        f" (model.py's module_list has: {_describe_names(known)})"
                     )
                 else:
                     tid = by_trace.get(calls)
@@ -311,6 +310,9 @@ def read_test_file(
         else:
             trace_ids[row] = tid
 
+    if any(m.startswith("unknown module") for m in bad_trace_msg.values()):
+        # the names model.py has, once after the lines (not repeated on each of them)
+        problems.add(None, f"model.py's module_list has: {_describe_names(known)}")
     if test_indices is not None:
         expected = np.asarray(test_indices, dtype=np.int64)
         expected_set = set(expected.tolist())
