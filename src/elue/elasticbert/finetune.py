@@ -817,7 +817,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
                 # the session ends here on purpose (--stop-after) or on a signal; last/ is saved either way
                 if cfg.stop_after is not None and state.global_step >= cfg.stop_after:
                     reason = f"stopping at step {state.global_step} (--stop-after)"
-                elif signals.agreed(state.global_step, 10, accelerator):
+                elif signals.agreed(accelerator):
                     stopped_by = signals.requested or "SIGTERM"  # (or another process's signal)
                     reason = f"stopped by {stopped_by} at step {state.global_step}, last/ saved"
                 else:

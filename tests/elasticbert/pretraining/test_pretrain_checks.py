@@ -107,7 +107,9 @@ def test_damaged_checkpoints_are_named(done_run):
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("empty", "data stream 0/1 has no usable document"),
+        ("empty", r"train_files: .*empty.txt holds no text \(empty, or only blank lines\)"),
+        ("empty eval", r"eval_files: .*empty.txt holds no text"),
+        ("no model folder", "model_name_or_path: no such folder ./no-such-model"),
         ("latin-1", "cannot read the training data .*UnicodeDecodeError"),
         ("too long", "max_seq_length 128 is above the model's max_position_embeddings 64"),
         ("streams", "per_device_batch_size 8 is not a multiple of the 3 data streams per process"),
@@ -119,6 +121,11 @@ def test_start_up_failures_write_nothing(tiny_settings, tmp_path, case, message)
     if case == "empty":
         (tmp_path / "empty.txt").write_text("\n\n  \n")
         s["train_files"] = str(tmp_path / "empty.txt")  # a string is a one-file list
+    elif case == "empty eval":
+        (tmp_path / "empty.txt").write_text("")
+        s["eval_files"] = [str(tmp_path / "empty.txt")]
+    elif case == "no model folder":
+        s["model_name_or_path"] = "./no-such-model"
     elif case == "latin-1":
         (tmp_path / "latin1.txt").write_bytes("Caf\u00e9 cr\u00e8me, d\u00e9j\u00e0 vu.\n".encode("latin-1"))
         s["train_files"] = [str(tmp_path / "latin1.txt")]
@@ -140,3 +147,65 @@ def test_fp16_on_the_cpu_is_refused(tiny_settings):
     with pytest.raises(SettingsError, match="fp16 needs a GPU"):
         _run(s)
     assert not Path(s["output_dir"]).exists()
+
+
+def test_a_finished_run_run_again_does_nothing(done_run, capsys):
+    out = Path(done_run["output_dir"])
+    logs = {
+        name: (out / name).read_text() for name in ("train_log.csv", "eval_log.csv") if (out / name).exists()
+    }
+    summary = _run(done_run)
+    assert summary["step"] == 4 and "step-0000004" in summary["model_dir"]
+    assert "nothing to do" in capsys.readouterr().out
+    assert {name: (out / name).read_text() for name in logs} == logs  # no rows written twice
+
+
+def test_the_same_corpus_by_another_path_resumes(done_run, monkeypatch):
+    train = Path(done_run["train_files"][0])
+    monkeypatch.chdir(train.parent)
+    assert _run(dict(done_run, train_files=[train.name], max_steps=5))["step"] == 5
+
+
+def test_a_loaded_model_keeps_its_sizes(done_run, tiny_settings):
+    model = Path(done_run["output_dir"]) / "checkpoints" / "step-0000004" / "model"
+    for change in ({"num_hidden_layers": 3}, {"intermediate_size": 128}):
+        s = tiny_settings(
+            max_steps=1,
+            model_name_or_path=str(model),
+            model_config=change,
+            max_seq_length=32,
+            output_dir=str(model) + "-x",
+        )
+        with pytest.raises(SettingsError, match="model_config changes the sizes of the checkpoint"):
+            _run(s)
+    s = tiny_settings(
+        max_steps=1,
+        model_name_or_path=str(model),
+        model_config={"hidden_dropout_prob": 0.0},
+        max_seq_length=32,
+        output_dir=str(model) + "-y",
+    )
+    assert _run(s)["step"] == 1  # a dropout may change
+
+
+def test_masked_lm_refuses_a_head_that_does_not_exist(done_run):
+    from elue.elasticbert.pretraining.modeling_pretraining import ElasticBertForMaskedLM
+
+    model = Path(done_run["output_dir"]) / "checkpoints" / "step-0000004" / "model"
+    assert ElasticBertForMaskedLM.from_pretrained(model, exit_layer=1) is not None
+    for bad in (0, 3, "2"):
+        with pytest.raises(ValueError, match="exit_layer must be in 1..2"):
+            ElasticBertForMaskedLM.from_pretrained(model, exit_layer=bad)
+
+
+def test_a_checkpoint_between_logging_steps_keeps_the_window(tiny_settings):
+    """Stopped at step 4 with logging every 3 steps: the step-6 row still averages steps 4, 5 and 6."""
+    base = tiny_settings(max_steps=6, logging_steps=3, max_seq_length=32, model_config=dict(TWO_LAYERS))
+    straight = _log(_run(base)["output_dir"])
+    stopped = dict(base, output_dir=base["output_dir"] + "-stopped")
+    assert _run(dict(stopped, stop_after_steps=4))["step"] == 4
+    _run(stopped)
+    resumed = _log(stopped["output_dir"])
+    assert [r["step"] for r in resumed] == ["3", "6"]
+    for key in ("loss", "mlm_1", "mlm_2", "sop_1", "sop_2"):
+        assert float(resumed[1][key]) == pytest.approx(float(straight[1][key]), rel=1e-6), key

@@ -62,6 +62,15 @@ def test_cli_prints_resolved_settings(tmp_path):
             "model_config: unknown ElasticBertConfig fields residual_in_fp23",
         ),
         ("model_config=[1]", "model_config: expected a mapping"),
+        # values too, not only the names: these failed inside the model's construction or its first step
+        ("model_config.hidden_size=abc", "model_config.hidden_size: expected int, got 'abc'"),
+        ("model_config.num_hidden_layers=true", "model_config.num_hidden_layers: expected int, got True"),
+        ("model_config.hidden_dropout_prob=abc", "model_config.hidden_dropout_prob: expected float or int"),
+        ("model_config.layer_norm_eps=abc", "model_config.layer_norm_eps: expected float, got 'abc'"),
+        ("model_config.layer_norm_eps=0", "model_config.layer_norm_eps must be positive"),
+        ("model_config.hidden_act=foo", "model_config.hidden_act 'foo' is not an activation"),
+        ("model_config.intermediate_size=0", "model_config.intermediate_size must be at least 1"),
+        ("model_config.attention_probs_dropout_prob=1", "attention_probs_dropout_prob must be in [0, 1)"),
     ],
 )
 def test_wrong_types_and_choices_are_named(override, message):
@@ -159,10 +168,11 @@ def test_example_settings_are_valid(name):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("exit_groups=[1,2]", "exit_groups: expected default, null or a list of lists of layers"),
-        ("exit_groups=foo", "exit_groups: expected default, null or a list of lists"),
-        ("exit_groups=true", "exit_groups: expected default, null or a list of lists"),
+        ("exit_groups=[1,2]", "exit_groups: expected default, a list of lists of layers"),
+        ("exit_groups=foo", "every exit on every step all, none, null, false or []"),
+        ("exit_groups=true", "exit_groups: expected default, a list of lists"),
         ("exit_groups=[[]]", "exit_groups: an empty group in [[]]"),
+        ("exit_groups=[[1,1,2]]", "exit_groups: group [1, 1, 2] names a layer twice"),
         ("exit_groups=[[1,13]]", "exit group [1, 13] outside layers 1..12"),
         ("max_steps.x=1", "override 'max_steps.x=1': max_steps is not a mapping"),
         ("per_device_batch_size=0", "per_device_batch_size must be at least 1, not 0"),
@@ -186,6 +196,13 @@ def test_wrong_values_are_named(override, message):
     with pytest.raises(SettingsError) as err:
         PretrainConfig.from_dict({"max_steps": 10}, [override])
     assert message in str(err.value)
+
+
+def test_model_config_numbers_in_yaml_spelling_and_untrained_exits():
+    cfg = PretrainConfig.from_dict({}, ["model_config.layer_norm_eps=1e-12", "exit_groups=[[1],[2]]"])
+    assert cfg.model_config["layer_norm_eps"] == 1e-12  # a string to PyYAML
+    assert cfg.untrained_exits(4) == [3, 4] and cfg.untrained_exits(2) == []
+    assert PretrainConfig.from_dict({}, ["exit_groups=none"]).untrained_exits(4) == []
 
 
 def test_forgiving_spellings(tmp_path):

@@ -279,3 +279,27 @@ def test_batch_to_device_drops_only_a_mask_that_masks_nothing():
     padded = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
     kept = batch_to_device({"input_ids": ids, "attention_mask": padded}, "cpu")
     assert torch.equal(kept["attention_mask"], padded)
+
+
+def test_a_signal_to_torchrun_stops_both_processes_at_once(tiny_settings, tmp_path):
+    """torchrun passes SIGTERM on and kills its workers 30 s later: the processes agree after every step (not
+    only at logging steps, here never reached), so both stop after the same step with its checkpoint saved."""
+    s = tiny_settings(max_steps=100000, logging_steps=100000, save_steps=0, per_device_batch_size=4)
+    cfg_file = tmp_path / "long.json"
+    cfg_file.write_text(json.dumps(s))
+    cmd = [torchrun(), "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out_dir = Path(s["output_dir"])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out_dir / "train_log.csv").exists():
+        time.sleep(0.1)  # both processes past start-up
+    time.sleep(3)  # some steps, no log row
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert time.time() - t0 < 25, "stopped within torchrun's grace period"
+    saved = [p for p in (out_dir / "checkpoints").glob("step-*") if (p / "COMPLETE").exists()]
+    assert len(saved) == 1, err[-3000:]
+    assert len(list(saved[0].glob("data-rank*.json"))) == 2  # both processes saved their data position
+    assert "stopped by SIGTERM after step" in err

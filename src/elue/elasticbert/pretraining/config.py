@@ -205,18 +205,9 @@ class PretrainConfig:
         self.normalise()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            kinds = [k.strip() for k in str(f.type).split("|")]
-            if value is None and "None" in kinds:
+            _check_scalar(f.name, value, f.type)
+            if not isinstance(value, str):
                 continue
-            wanted = [_SCALARS[k] for k in kinds if k in _SCALARS]
-            if not wanted or len(kinds) > len(wanted) + ("None" in kinds):
-                continue  # lists, dicts, Any: checked where they are used
-            ok = any(
-                isinstance(value, t) and not (t is not bool and isinstance(value, bool)) for t in wanted
-            ) or (float in wanted and isinstance(value, int) and not isinstance(value, bool))
-            if not ok:
-                names = " or ".join(k for k in kinds)
-                raise SettingsError(f"{f.name}: expected {names}, got {value!r}")
             given = value.lower() if f.name == "optimizer" else value  # the optimiser is matched case-blind
             if f.name in CHOICES and given not in CHOICES[f.name]:
                 raise SettingsError(f"{f.name} must be one of {', '.join(CHOICES[f.name])}, not {value!r}")
@@ -265,13 +256,39 @@ class PretrainConfig:
             raise SettingsError(f"model_config: expected a mapping, got {self.model_config!r}")
         from ..configuration_elasticbert import ElasticBertConfig
 
-        known = {f.name for f in dataclasses.fields(ElasticBertConfig)} | {"attn_implementation"}
+        fields = {f.name: f.type for f in dataclasses.fields(ElasticBertConfig)}
+        known = set(fields) | {"attn_implementation"}
         unknown = sorted(set(self.model_config) - known)
         if unknown:
-            fields = ", ".join(sorted(known - {"transformers_version", "architectures"}))
+            listed = ", ".join(sorted(known - {"transformers_version", "architectures"}))
             raise SettingsError(
-                f"model_config: unknown ElasticBertConfig fields {', '.join(unknown)} (known: {fields})"
+                f"model_config: unknown ElasticBertConfig fields {', '.join(unknown)} (known: {listed})"
             )
+        # values too: a wrong type would otherwise fail deep inside the model's construction, or its first step
+        for key, value in self.model_config.items():
+            kind = str(fields.get(key, "str | None"))
+            if "float" in kind and isinstance(value, str):  # PyYAML reads 1e-12 as a string
+                try:
+                    value = self.model_config[key] = float(value)
+                except ValueError:
+                    pass  # reported just below
+            _check_scalar(f"model_config.{key}", value, kind)
+            if value is None:
+                continue
+            if key in _POSITIVE_MODEL_SIZES and value < 1:
+                raise SettingsError(f"model_config.{key} must be at least 1, not {value!r}")
+            if key.endswith("dropout_prob") and not 0 <= value < 1:
+                raise SettingsError(f"model_config.{key} must be in [0, 1), not {value!r}")
+            if key == "layer_norm_eps" and not value > 0:
+                raise SettingsError(f"model_config.layer_norm_eps must be positive, not {value!r}")
+            if key == "hidden_act":
+                from transformers.activations import ACT2FN
+
+                if value not in ACT2FN:
+                    raise SettingsError(
+                        f"model_config.hidden_act {value!r} is not an activation transformers knows "
+                        f"(e.g. {', '.join(sorted(ACT2FN)[:8])}, ...)"
+                    )
 
     def check_files(self) -> None:
         """The local inputs exist, and there is something to train on."""
@@ -281,6 +298,8 @@ class PretrainConfig:
             for path in getattr(self, key):
                 if not Path(path).is_file():
                     raise SettingsError(f"{key}: {path} is not a file")
+                if not _holds_text(Path(path)):
+                    raise SettingsError(f"{key}: {path} holds no text (empty, or only blank lines)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -294,8 +313,8 @@ class PretrainConfig:
         if groups == "default":
             return [[x - 1 for x in g] for g in default_exit_groups(num_layers)] if num_layers else None
         form = (
-            "exit_groups: expected default, null or a list of lists of layers (e.g. [[1, 3], [2, 3]]), "
-            f"got {groups!r}"
+            "exit_groups: expected default, a list of lists of layers (e.g. [[1, 3], [2, 3]]), or for every "
+            f"exit on every step all, none, null, false or [] ; got {groups!r}"
         )
         if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
             raise SettingsError(form)
@@ -306,11 +325,60 @@ class PretrainConfig:
             layers = sorted(set(g))
             if not layers:
                 raise SettingsError(f"exit_groups: an empty group in {groups!r} (each group needs a layer)")
+            if len(layers) != len(g):
+                raise SettingsError(f"exit_groups: group {g} names a layer twice")
             if layers[0] < 1 or (num_layers is not None and layers[-1] > num_layers):
                 top = num_layers if num_layers is not None else "N"
                 raise SettingsError(f"exit group {g} outside layers 1..{top}")
             out.append([x - 1 for x in layers])
         return out if num_layers is not None else None
+
+    def untrained_exits(self, num_layers: int) -> list[int]:
+        """1-based exits that no group trains (their heads keep their initial weights)."""
+        groups = self.resolved_exit_groups(num_layers)
+        covered = {x for g in groups for x in g} if groups else set(range(num_layers))
+        return [x + 1 for x in range(num_layers) if x not in covered]
+
+
+_POSITIVE_MODEL_SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "max_output_layers",
+    "num_output_layers",
+)
+
+
+def _holds_text(path: Path, chunk: int = 1 << 16) -> bool:
+    """Whether a file has a character that is not white space (read only as far as the first one)."""
+    try:
+        with path.open("rb") as f:
+            while block := f.read(chunk):
+                if block.strip():
+                    return True
+    except OSError:
+        return True  # unreadable: reported, with its reason, where the file is read
+    return False
+
+
+def _check_scalar(name: str, value: Any, kind: Any) -> None:
+    """`value` has the scalar type `kind` declares ("int", "float | None"...; an int passes for a float, a
+    bool never for a number). Lists, dicts and other types are left to the code that uses them."""
+    kinds = [k.strip() for k in str(kind).split("|")]
+    if value is None and "None" in kinds:
+        return
+    wanted = [_SCALARS[k] for k in kinds if k in _SCALARS]
+    if not wanted or len(kinds) > len(wanted) + ("None" in kinds):
+        return
+    ok = any(isinstance(value, t) and not (t is not bool and isinstance(value, bool)) for t in wanted) or (
+        float in wanted and isinstance(value, int) and not isinstance(value, bool)
+    )
+    if not ok:
+        raise SettingsError(f"{name}: expected {' or '.join(kinds)}, got {value!r}")
 
 
 def default_exit_groups(num_layers: int) -> list[list[int]]:

@@ -334,6 +334,10 @@ class ElasticBertForMaskedLM(_HeadInit):
             if "num_output_layers" not in sizes:
                 config.num_output_layers = 1  # one head, on the top layer
         kwargs["config"] = config
+        if exit_layer is not None and not (
+            isinstance(exit_layer, int) and 1 <= exit_layer <= config.num_hidden_layers
+        ):  # a head that does not exist would be initialised at random, with only a load report to say so
+            raise ValueError(f"exit_layer must be in 1..{config.num_hidden_layers}, got {exit_layer!r}")
         if "key_mapping" not in kwargs:
             layer = (exit_layer or config.num_hidden_layers) - 1
             kwargs["key_mapping"] = {rf"^cls\.predictions\.{layer}\.": "cls.predictions."}
@@ -459,6 +463,7 @@ def load_pretraining_model(
     raw = AutoConfig.from_pretrained(name_or_path)
     if raw.model_type == "elasticbert":
         config = ElasticBertConfig.from_pretrained(name_or_path)
+        _keep_sizes(name_or_path, config, model_config)
         for k, v in model_config.items():
             if v is not None:
                 setattr(config, k, v)
@@ -470,6 +475,7 @@ def load_pretraining_model(
     from ..convert import elasticbert_config_from_bert
 
     config = elasticbert_config_from_bert(raw)  # the source's sizes, an exit on every layer
+    _keep_sizes(name_or_path, config, model_config)
     for k, v in model_config.items():
         if v is not None:
             setattr(config, k, v)
@@ -486,6 +492,33 @@ def load_pretraining_model(
     if unexpected:
         raise ValueError(f"unexpected tensors converting {name_or_path}: {unexpected[:5]}")
     return model, notes
+
+
+#: what fixes a checkpoint's tensors: a loaded model keeps these (another size would load nothing or, for
+#: more layers, add random ones on top of trained ones)
+CHECKPOINT_SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
+
+
+def _keep_sizes(name_or_path: str, config, model_config: dict) -> None:  # noqa: ANN001
+    changed = [
+        f"{k}={model_config[k]!r} (the checkpoint has {getattr(config, k)!r})"
+        for k in CHECKPOINT_SIZES
+        if model_config.get(k) is not None and model_config[k] != getattr(config, k)
+    ]
+    if changed:
+        raise ValueError(
+            f"model_config changes the sizes of the checkpoint {name_or_path}: {', '.join(changed)}; a loaded "
+            "model keeps its sizes (model_config may change e.g. dropout there); leave out model_name_or_path "
+            "for a new model of other sizes"
+        )
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

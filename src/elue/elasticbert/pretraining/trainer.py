@@ -169,6 +169,10 @@ class _Logs:
         if "tensorboard" in cfg.report_to:
             from torch.utils.tensorboard import SummaryWriter
 
+            if start_step == 0:  # a fresh start: an earlier attempt's events would show next to this run's
+                for old in (self.dir / "tensorboard").glob("events.out.tfevents.*"):
+                    old.unlink()
+
             self.tb = SummaryWriter(
                 str(self.dir / "tensorboard"), purge_step=start_step + 1 if start_step else None
             )
@@ -254,10 +258,13 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     cfg.check_types()
     cfg.check_files()
+    # absolute paths: a resume from another working directory, or spelling the path another way, is the same data
+    cfg.train_files, cfg.eval_files = _absolute(cfg.train_files), _absolute(cfg.eval_files)
     out_dir = Path(cfg.output_dir)
     if cfg.mixed_precision == "fp16" and (cfg.cpu or not torch.cuda.is_available()):
         raise SettingsError("mixed_precision fp16 needs a GPU; on the CPU use bf16 (autocast) or no")
     set_seed(cfg.seed)
+    _check_local_path("model_name_or_path", cfg.model_name_or_path)
     try:
         model, notes = load_pretraining_model(cfg.model_name_or_path, cfg.model_config)
     except (OSError, ValueError, RuntimeError) as err:  # a missing checkpoint, inconsistent sizes
@@ -279,8 +286,13 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     accelerator = make_accelerator(cfg, grouped=groups is not None)
     main = accelerator.is_main_process
     if cfg.distributed == "fsdp" and accelerator.distributed_type.value != "FSDP":
+        how = "running DDP" if accelerator.num_processes > 1 else "running one plain process"
+        notes.append(f"distributed=fsdp is not available here ({accelerator.distributed_type.value}): {how}")
+    untrained = cfg.untrained_exits(num_layers)
+    if untrained:
         notes.append(
-            f"distributed=fsdp is not available here ({accelerator.distributed_type.value}): running DDP"
+            f"warning: no exit group holds exit(s) {', '.join(map(str, untrained))}: their heads (and, above the "
+            "highest exit trained, the encoder layers) are not trained"
         )
     world, rank = accelerator.num_processes, accelerator.process_index
     shards = cfg.num_data_shards or world
@@ -294,6 +306,20 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         if not isinstance(state.get("step"), int):
             raise SettingsError(f"checkpoint {ckpt}: trainer_state.json has no step")
         check_resume(cfg, ckpt, state, world)
+        if state["step"] >= cfg.max_steps:  # nothing to train: no logs rewritten, no evaluation repeated
+            accelerator.print(
+                f"{ckpt} is at step {state['step']} = max_steps: nothing to do (raise max_steps to train on)"
+            )
+            accelerator.end_training()
+            return {
+                "saved": True,
+                "step": state["step"],
+                "main": main,
+                "last_log": {},
+                "model_dir": str(ckpt / "model"),
+                "output_dir": str(out_dir),
+                "stopped_by": None,
+            }
 
     if cfg.compile:
         _check_compiler(cfg, accelerator.device)
@@ -396,6 +422,13 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     # index from the host every step, and that copy makes the host wait for the GPU
     exit_index: dict[tuple[int, ...], torch.Tensor] = {}
     win_steps = 0
+    saved_window = state.get("window") if ckpt is not None else None
+    if isinstance(saved_window, dict):  # a checkpoint between two logging steps: the window goes on
+        sums = torch.tensor(saved_window["sums"], device=device) if main else None
+        if main:  # the global sums, once: the other processes' shares start at 0 (they are summed at logging)
+            win.copy_(sums[:-1].view(2, num_layers))
+            win_loss.copy_(sums[-1])
+        win_active, win_steps = list(saved_window["active"]), int(saved_window["steps"])
     with StopRequest() as stop:  # SIGTERM / Ctrl-C: finish the step, save, stop
         while step < cfg.max_steps:
             layers = groups[step % len(groups)] if groups else list(range(num_layers))
@@ -481,10 +514,16 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             if evals and cfg.eval_steps and step % cfg.eval_steps == 0:
                 logs.eval(step, evaluate(raw_model, evals, device))
             stopping = cfg.stop_after_steps is not None and steps_this_run >= cfg.stop_after_steps
-            if stop.agreed(step, cfg.logging_steps, accelerator):
+            if stop.agreed(accelerator):
                 stopping = stopped_by = stop.requested or "SIGTERM"  # (another process's signal)
             if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps or stopping:
-                save_checkpoint(accelerator, model, tokenizer, data, cfg, step)
+                window = None
+                if (
+                    win_steps
+                ):  # saved between two logging steps: the window's sums, so a resume logs the same row
+                    sums = accelerator.reduce(torch.cat([win.flatten(), win_loss.view(1)]), reduction="sum")
+                    window = {"sums": sums.cpu().tolist(), "active": win_active, "steps": win_steps}
+                save_checkpoint(accelerator, model, tokenizer, data, cfg, step, window=window)
             if kill_after and step >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
             if stopping:
@@ -555,6 +594,8 @@ def check_resume(cfg: PretrainConfig, ckpt: Path, state: dict[str, Any], world: 
             saved = None
     if not isinstance(saved, dict):
         return
+    if isinstance(saved.get("train_files"), list):  # runs before paths were stored absolute
+        saved = {**saved, "train_files": _absolute(saved["train_files"])}
     new = cfg.to_dict()
     diffs = [
         f"{k}: {saved.get(k)!r} -> {new.get(k)!r}"
@@ -582,6 +623,10 @@ def check_resume(cfg: PretrainConfig, ckpt: Path, state: dict[str, Any], world: 
                 "per_device_batch_size", "gradient_accumulation_steps", "num_data_shards"}))
             + " (and the batch split, keeping the global batch); start a new output_dir for other settings"
         )  # fmt: skip
+
+
+def _absolute(paths: list[str]) -> list[str]:
+    return [str(Path(p).expanduser().resolve()) for p in paths]
 
 
 def _one_line(err: BaseException) -> str:
@@ -652,16 +697,22 @@ class _reading:
         return False
 
 
+def _check_local_path(key: str, path: str | None) -> None:
+    """A setting that cannot be a hub id names a local folder: say so when there is none (transformers would
+    report a bad repo id)."""
+    from ..hub_ids import could_be_hub_id
+
+    if path is not None and not could_be_hub_id(path) and not Path(path).expanduser().is_dir():
+        raise SettingsError(f"{key}: no such folder {path}")
+
+
 def _load_tokenizer(cfg: PretrainConfig, model):
     from transformers import AutoTokenizer
-
-    from ..hub_ids import could_be_hub_id
 
     tok_path = cfg.tokenizer_name_or_path or cfg.model_name_or_path
     if tok_path is None:
         raise SettingsError("tokenizer_name_or_path is needed for a new model")
-    if not could_be_hub_id(tok_path) and not Path(tok_path).expanduser().is_dir():
-        raise SettingsError(f"tokenizer_name_or_path: no such folder {tok_path}")
+    _check_local_path("tokenizer_name_or_path", tok_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_path)
     except (OSError, ValueError) as err:  # not a folder with tokenizer files, and no hub (offline, bad id)
@@ -699,7 +750,17 @@ def _check_compiler(cfg: PretrainConfig, device) -> None:
             )
 
 
-def save_checkpoint(accelerator, model, tokenizer, data, cfg: PretrainConfig, step: int) -> Path:
+def save_checkpoint(
+    accelerator,  # noqa: ANN001
+    model,  # noqa: ANN001
+    tokenizer,  # noqa: ANN001
+    data,  # noqa: ANN001
+    cfg: PretrainConfig,
+    step: int,
+    window: dict[str, Any] | None = None,
+) -> Path:
+    """A complete checkpoint of `step` (marked COMPLETE once every file is written). `window`: the logging
+    window's global sums when the step is not a logging step."""
     root = Path(cfg.output_dir) / "checkpoints"
     path = root / f"{CHECKPOINT_PREFIX}{step:07d}"
     if accelerator.is_main_process and path.exists():
@@ -712,7 +773,14 @@ def save_checkpoint(accelerator, model, tokenizer, data, cfg: PretrainConfig, st
         accelerator.unwrap_model(model).save_pretrained(path / "model", state_dict=state_dict)
         tokenizer.save_pretrained(path / "model")
         (path / "trainer_state.json").write_text(
-            json.dumps({"step": step, "world_size": accelerator.num_processes, "settings": cfg.to_dict()})
+            json.dumps(
+                {
+                    "step": step,
+                    "world_size": accelerator.num_processes,
+                    "settings": cfg.to_dict(),
+                    "window": window,
+                }
+            )
         )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
