@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -414,3 +415,22 @@ def test_cli_repeated_point_options_merge(tiny, tmp_path):
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (out / "sst-2").glob("*.tsv"))
     assert names == ["patience_t1.tsv", "patience_t2.tsv", "static_k1.tsv", "static_k3.tsv"]
+
+
+def test_an_untrained_checkpoint_or_an_output_file_is_refused_before_running(tiny, tmp_path):
+    from elue.elasticbert import ElasticBertForSequenceClassification
+    from elue.elasticbert.export import load_finetuned
+
+    data, ckpt = tiny
+    model = ElasticBertForSequenceClassification.from_pretrained(str(ckpt))
+    untrained = tmp_path / "converted"  # what `elue convert` gives: no classifier weights
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier")}
+    model.save_pretrained(untrained, state_dict=state)
+    shutil.copy(ckpt / "vocab.txt", untrained / "vocab.txt")
+    with pytest.raises(ValueError, match="holds no classifier weights .*not fine-tuned"):
+        load_finetuned(untrained)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(FileExistsError, match="exists and is not a folder"):
+        predict_submission(
+            ckpt, "sst-2", tmp_path / "afile", data_dir=data, points=make_points(static=[1]), log=print
+        )

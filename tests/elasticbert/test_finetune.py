@@ -180,6 +180,18 @@ def test_cli_convert_a_bert_checkpoint(tiny, tmp_path):
     torch.testing.assert_close(
         model.elasticbert.embeddings.word_embeddings.weight, bert.embeddings.word_embeddings.weight
     )
+    # an existing model folder (here with a fine-tuning record) is replaced only with --overwrite, and whole
+    (dst / "finetune.json").write_text("{}")
+    again = ["convert", str(src), "--output", str(dst)]
+    result = CliRunner().invoke(app, again)
+    assert result.exit_code == 1 and "is not empty: pass --overwrite" in result.output
+    result = CliRunner().invoke(app, [*again, "--overwrite"])
+    assert result.exit_code == 0 and not (dst / "finetune.json").exists(), result.output
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("x")
+    result = CliRunner().invoke(app, ["convert", str(src), "--output", str(notes), "--overwrite"])
+    assert result.exit_code == 1 and "not a model folder" in result.output and (notes / "todo.txt").exists()
 
 
 def _hub_copy(root: Path, config: str, splits: dict[str, str], rows: dict[str, list]) -> Path:
@@ -395,7 +407,7 @@ def test_resume_may_change_session_options(tiny, tmp_path):
         (["--train-limit", "0"], "--train-limit"),
         (["--dev-limit", "0"], "--dev-limit"),
         (["--eval-every", "0"], "--eval-every"),
-        (["--epochs", "0"], "--epochs 0.0: must be > 0"),
+        (["--epochs", "0"], "--epochs 0.0: must be a positive finite number"),
         (["--warmup-ratio", "2"], "--warmup-ratio"),
         (["--early-stopping", "0"], "--early-stopping"),
         (["--stop-after", "0"], "--stop-after"),
@@ -521,3 +533,50 @@ def test_static_k_without_a_trained_pooler_is_announced(tiny, tmp_path):
     )
     finetune(cfg, log=messages.append)
     assert not any("pooler starts from random" in m for m in messages)
+
+
+def test_cli_refusals_of_the_second_audit(tiny, tmp_path, monkeypatch):
+    """Each one `error:` line before any training: a header-only split, a non-finite --epochs, an unknown
+    --mixed-precision, an --output that is a file."""
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+
+    data, ckpt = tiny
+    header_only = tmp_path / "data"
+    shutil.copytree(data, header_only)
+    (header_only / "sst-2" / "train.tsv").write_text("sentence\tlabel\n")
+    (tmp_path / "afile").write_text("")
+    base = ["finetune", "sst-2", "--model", str(ckpt), "--max-length", "32", "--cpu", "--no-progress"]
+    cases = [
+        (["--data", str(header_only), "--output", str(tmp_path / "o")], "train.tsv has no rows"),
+        (["--data", str(data), "--epochs", "inf", "--output", str(tmp_path / "o")], "positive finite number"),
+        (
+            ["--data", str(data), "--mixed-precision", "fp8", "--output", str(tmp_path / "o")],
+            "no, fp16 or bf16",
+        ),
+        (["--data", str(data), "--output", str(tmp_path / "afile")], "exists and is not a folder"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(app, [*base, *args])
+        assert result.exit_code == 1 and message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_cli_stop_after_before_the_first_evaluation(tiny, tmp_path, monkeypatch):
+    """--stop-after before any evaluation: no best/ yet (best_dir null), stopped_by says why; the data folder
+    read without --data ($ELUE_DATA_DIR) is the one config.json records."""
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+
+    data, ckpt = tiny
+    monkeypatch.setenv("ELUE_DATA_DIR", str(data))
+    out = tmp_path / "run"
+    args = ["finetune", "sst-2", "--model", str(ckpt), "--output", str(out), "--max-length", "32", "--cpu",
+            "--no-progress", "--batch-size", "8", "--eval-every", "100", "--stop-after", "1"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert summary["best_dir"] is None and summary["stopped_by"] == "stop-after"
+    assert json.loads((out / "config.json").read_text())["data_dir"] == str(data)

@@ -6,11 +6,16 @@ No logic here: parse arguments, call `elue.elasticbert.*`, print. Heavy imports 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import typer
 
 from .common import fail
+
+DATA_HELP = (
+    "ELUE-layout data folder [default: $ELUE_DATA_DIR, else ../shared/data beside the checkout, if there]."
+)
 
 
 def _floats(text: str | None) -> list[float]:
@@ -107,9 +112,7 @@ def finetune_command(
         ..., "--model", "-m", help="ElasticBERT checkpoint folder (e.g. from `elue convert`)."
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder: best/, last/, log.jsonl."),
-    data: Path | None = typer.Option(
-        None, "--data", help="ELUE-layout data folder (default $ELUE_DATA_DIR)."
-    ),
+    data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
     hub: bool = typer.Option(False, "--hub", help="Read the ELUE task from the Hugging Face hub instead."),
     glue: bool = typer.Option(False, "--glue", help="TASK is a GLUE task (hub nyu-mll/glue or --hub-path)."),
     hub_path: str | None = typer.Option(
@@ -158,7 +161,7 @@ def finetune_command(
     ),
     seed: int = typer.Option(42, "--seed"),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
-    mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="fp16 or bf16 (GPU)."),
+    mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="no, fp16 or bf16 (GPU)."),
     resume: bool = typer.Option(
         False,
         "--resume",
@@ -187,10 +190,19 @@ def finetune_command(
         fail("--select must be auto, last or mean")
     if layers is not None and (num_layers is not None or exits is not None):
         fail("--layers K (static: K layers, one exit) excludes --num-layers and --exits (joint training)")
-    if not epochs > 0:
-        fail(f"--epochs {epochs}: must be > 0")
+    if not (epochs > 0 and math.isfinite(epochs)):
+        fail(f"--epochs {epochs}: must be a positive finite number")
+    if mixed_precision not in (None, "no", "fp16", "bf16"):
+        fail(f"--mixed-precision {mixed_precision}: must be no, fp16 or bf16")
     if resume and overwrite:
         fail("--resume and --overwrite exclude each other")
+    if output.exists() and not output.is_dir():
+        fail(f"--output {output}: exists and is not a folder")
+    if data is None and not (hub or glue):
+        from elue.elasticbert.finetune import default_data_dir
+
+        guessed = default_data_dir()  # recorded in OUTPUT/config.json as the folder actually read
+        data = Path(guessed) if guessed else None
     model_path = _check_model_path(model, "--model")
     if not progress:
         _quiet_libraries()
@@ -238,7 +250,8 @@ def finetune_command(
                 "best_step": result.best_step,
                 "global_step": result.global_step,
                 "stopped_early": result.stopped_early,
-                "stopped_by": result.stopped_by,
+                "stopped_by": result.stopped_by
+                or (None if result.finished or result.stopped_early else "stop-after"),
             },
             indent=2,
         )
@@ -255,9 +268,7 @@ def predict_command(
     output: Path = typer.Option(
         ..., "--output", "-o", help="Submission folder; writes OUTPUT/<task>/{model.py,*.tsv}."
     ),
-    data: Path | None = typer.Option(
-        None, "--data", help="ELUE-layout data folder (default $ELUE_DATA_DIR)."
-    ),
+    data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
     hub: bool = typer.Option(False, "--hub", help="Read the test split from the Hugging Face hub."),
     hub_path: str | None = typer.Option(
         None, "--hub-path", help="Hub dataset id or local copy of it (with --hub)."
@@ -373,9 +384,27 @@ def convert_command(
         "--pooler-init",
         help="'copy': BERT's pooler into every exit's pooler; 'random': fresh poolers.",
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the files of an existing OUTPUT folder."
+    ),
 ) -> None:
     """Convert a BERT checkpoint (e.g. MiniLM) to ElasticBERT, with a pooler on every exit layer."""
     from elue.elasticbert.convert import convert_bert_to_elasticbert
+
+    if output.exists() and not output.is_dir():
+        fail(f"--output {output}: exists and is not a folder")
+    if output.is_dir() and any(output.iterdir()):
+        if (
+            not overwrite
+        ):  # e.g. a fine-tuned run: its weights would go, its finetune.json would stay and mislead
+            fail(f"--output {output} is not empty: pass --overwrite to replace it, or choose another folder")
+        if not (output / "config.json").is_file():  # --overwrite replaces a model folder, not any folder
+            fail(
+                f"--output {output} holds files but no config.json (not a model folder): choose another folder"
+            )
+        import shutil
+
+        shutil.rmtree(output)  # nothing of the old checkpoint may survive next to the new one
 
     if source is None:
         try:

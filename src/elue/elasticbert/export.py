@@ -369,7 +369,15 @@ def load_finetuned(model_dir: str | Path):
 
     model_dir = Path(model_dir)
     check_checkpoint_dir(model_dir, option="--model")
-    model = ElasticBertForSequenceClassification.from_pretrained(str(model_dir))
+    model, loading = ElasticBertForSequenceClassification.from_pretrained(
+        str(model_dir), output_loading_info=True
+    )
+    untrained = sorted(k for k in loading["missing_keys"] if k.startswith("classifier"))
+    if untrained:  # e.g. `elue convert`'s output: its classifiers would be drawn at random on every load
+        raise ValueError(
+            f"{model_dir} holds no classifier weights ({', '.join(untrained[:4])}"
+            f"{', ...' if len(untrained) > 4 else ''}): it is not fine-tuned; run `elue finetune` on it first"
+        )
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), use_fast=True)
     info_path = model_dir / "finetune.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
@@ -476,6 +484,8 @@ def predict_submission(
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():  # before the model runs, not after
+        raise FileExistsError(f"--output {out_dir}: exists and is not a folder")
     task_dir = Path(out_dir) / spec.name
     old_files = sorted(p.name for p in task_dir.iterdir() if p.is_file()) if task_dir.is_dir() else []
     if old_files and not overwrite:
@@ -495,7 +505,9 @@ def predict_submission(
         raise ValueError(
             f"model has {model.config.num_labels} outputs, task {spec.name} needs {spec.num_labels}"
         )
-    max_length = int(max_length if max_length is not None else info.get("max_length") or 512)
+    # no --max-length and no finetune.json: the longest the model takes, at most BERT's 512
+    default_length = info.get("max_length") or min(512, int(model.config.max_position_embeddings))
+    max_length = int(max_length if max_length is not None else default_length)
     if max_length < 1:
         raise ValueError(f"--max-length must be >= 1, got {max_length}")
     check_max_length(max_length, model.config)

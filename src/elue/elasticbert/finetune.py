@@ -208,12 +208,17 @@ def load_split(cfg: FinetuneConfig, spec: TaskSpec, split: str):
         data_dir = cfg.data_dir or default_data_dir()
         if data_dir is None:
             raise FileNotFoundError("no ELUE data folder: pass --data or set ELUE_DATA_DIR")
-        return data.load_elue_split(spec.name, split, data_dir)
-    if cfg.source == "hub":
-        return data.load_hub_split(spec.name, split, path=cfg.hub_path)
-    if cfg.source == "glue":
-        return data.load_glue_split(spec.name, split, path=cfg.hub_path)
-    raise ValueError(f"unknown data source {cfg.source!r}: elue, hub or glue")
+        ds = data.load_elue_split(spec.name, split, data_dir)
+        where = str(data.split_path(data_dir, spec.name, split))
+    elif cfg.source == "hub":
+        ds, where = data.load_hub_split(spec.name, split, path=cfg.hub_path), f"the hub's {split} split"
+    elif cfg.source == "glue":
+        ds, where = data.load_glue_split(spec.name, split, path=cfg.hub_path), f"GLUE's {split} split"
+    else:
+        raise ValueError(f"unknown data source {cfg.source!r}: elue, hub or glue")
+    if len(ds) == 0:  # e.g. a header-only file: nothing to train on, evaluate or predict
+        raise ValueError(f"{spec.name}: {where} has no rows")
+    return ds
 
 
 def default_data_dir() -> str | None:
@@ -515,7 +520,7 @@ class TrainerState:
 @dataclass
 class FinetuneResult:
     output_dir: str
-    best_dir: str
+    best_dir: str | None
     best_score: float | None
     best_step: int | None
     global_step: int
@@ -523,6 +528,7 @@ class FinetuneResult:
     history: list[dict]
     best_metrics: dict | None = None
     stopped_by: str | None = None  # "SIGTERM" / "SIGINT" when a signal ended the session (last/ saved)
+    finished: bool = False  # the run reached its last step (not early stopping, --stop-after or a signal)
 
 
 def _jsonable(obj):
@@ -841,7 +847,9 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         best_metrics = json.loads((best_dir / INFO_FILE).read_text())
     return FinetuneResult(
         output_dir=str(out),
-        best_dir=str(best_dir),
+        best_dir=str(best_dir)
+        if best_dir.is_dir()
+        else None,  # none yet: stopped before its first evaluation
         best_score=state.best_score,
         best_step=state.best_step,
         global_step=state.global_step,
@@ -849,4 +857,5 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         history=state.history,
         best_metrics=best_metrics,
         stopped_by=stopped_by,
+        finished=state.finished,
     )
