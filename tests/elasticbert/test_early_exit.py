@@ -171,6 +171,25 @@ def test_batched_equals_example_by_example(num_labels, rule, threshold):
         assert len(set(batched.exit_layers.tolist())) > 1, "test needs examples leaving at different layers"
 
 
+def test_entropy_equal_to_threshold_decided_alike():
+    """An entropy equal to τ (τ the median, or any quantile, of observed entropies) stays in the engine and in
+    the reference alike: both decide with `entropy_from_logits` (float32) and `<` (the reference used to
+    recompute it in float64 and let about half such examples out). One example per call, so both paths see
+    bit-identical logits: a batched and a single-example forward differ in the last bits, no rule hides that."""
+    model = make_model()
+    ids, mask, tts = make_batch(n=16)
+    for b in range(ids.shape[0]):
+        n = int(mask[b].sum())
+        row = ids[b : b + 1, :n], mask[b : b + 1, :n], tts[b : b + 1, :n]
+        ent = entropy_from_logits(all_exit_logits(model, *row)[:, 0])  # (E,)
+        tau = ent[:-1].median().item()  # an entropy of this very example, at one of its exits
+        batched = early_exit(model, *row, rule="entropy", threshold=tau)
+        single = early_exit_reference(model, *row, rule="entropy", threshold=tau)
+        below = (ent[:-1] < tau).nonzero()  # the exit at τ itself is not below it
+        want = (int(below[0]) if len(below) else LAYERS - 1) + 1
+        assert batched.exit_layers.tolist() == single.exit_layers.tolist() == [want]
+
+
 def to_features(ids, mask, tts):
     out = []
     for i in range(ids.shape[0]):
@@ -255,16 +274,51 @@ def test_pad_batch_lists_and_arrays():
 
 
 @pytest.mark.parametrize(
-    "kw",
+    ("kw", "message"),
     [
-        dict(rule="entropy", threshold=-1.0),
-        dict(rule="entropy", threshold=float("nan")),
-        dict(rule="entropy", threshold=float("inf")),
-        dict(rule="patience", threshold=1, regression_threshold=-0.5),
+        (dict(rule="entropy", threshold=-1.0), "entropy threshold must be"),
+        (dict(rule="entropy", threshold=float("nan")), "entropy threshold must be"),
+        (dict(rule="entropy", threshold=float("inf")), "entropy threshold must be"),
+        (dict(rule="entropy", threshold="0.3"), "entropy threshold must be"),
+        (dict(rule="patience", threshold=float("inf")), "patience must be"),
+        (dict(rule="patience", threshold=float("nan")), "patience must be"),
+        (dict(rule="patience", threshold="1"), "patience must be"),
+        (dict(rule="patience", threshold=True), "patience must be"),
+        (dict(rule="patience", threshold=1.5), "patience must be"),
+        (dict(rule="fixed", threshold=float("inf")), "fixed depth"),
+        (dict(rule="fixed", threshold=float("nan")), "fixed depth"),
+        (dict(rule="fixed", threshold="2"), "fixed depth"),
+        (dict(rule="patience", threshold=1, regression_threshold=-0.5), "regression_threshold must be"),
+        (
+            dict(rule="patience", threshold=1, regression_threshold=float("nan")),
+            "regression_threshold must be",
+        ),
+        (dict(rule="patience", threshold=1, regression_threshold="0.1"), "regression_threshold must be"),
     ],
 )
-def test_invalid_thresholds_refused(kw):
+def test_invalid_thresholds_refused(kw, message):
+    """Each path refuses with a ValueError naming the threshold (not OverflowError / TypeError from int())."""
     model = make_model(num_labels=2)
     ids, mask, tts = make_batch(n=2)
-    with pytest.raises(ValueError, match="threshold"):
+    with pytest.raises(ValueError, match=message):
         early_exit(model, ids, attention_mask=mask, token_type_ids=tts, **kw)
+    with pytest.raises(ValueError, match=message):
+        early_exit_reference(model, ids, attention_mask=mask, token_type_ids=tts, **kw)
+    with pytest.raises(ValueError, match=message):
+        run_early_exit(model, to_features(ids, mask, tts), reference=True, **kw)
+
+
+def test_rows_without_tokens_refused():
+    """A row with no tokens has no [CLS]: refused by index, not given a prediction with token count 0."""
+    model = make_model()
+    ids, mask, tts = make_batch(n=4)
+    mask[2] = 0
+    kw = dict(rule="entropy", threshold=0.5)
+    with pytest.raises(ValueError, match=r"rows \[2\] have no tokens \(attention_mask all 0\)"):
+        early_exit(model, ids, mask, tts, **kw)
+    with pytest.raises(ValueError, match=r"rows \[2\] have no tokens \(attention_mask all 0\)"):
+        early_exit_reference(model, ids, mask, tts, **kw)
+    features = to_features(ids, mask, tts)
+    for reference in (False, True):
+        with pytest.raises(ValueError, match=r"examples \[2\] have no tokens"):
+            run_early_exit(model, features, reference=reference, **kw)

@@ -295,6 +295,46 @@ def test_static_k_layers_take_layer_k_pooler(original_checkpoint, k):
     torch.testing.assert_close(got, ref)
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_static_k_layers_take_layer_k_classifier_of_a_joint_checkpoint(tmp_path, k):
+    torch.manual_seed(0)
+    joint = ElasticBertForSequenceClassification(tiny_config(num_labels=3)).eval()  # an exit per layer
+    joint.save_pretrained(tmp_path / "joint")
+    static, info = ElasticBertForSequenceClassification.from_pretrained(
+        tmp_path / "joint", num_output_layers=1, num_hidden_layers=k, output_loading_info=True
+    )
+    # layer k's pooler and classifier, the other exits left out quietly
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    ids, mask = batch()
+    torch.testing.assert_close(
+        static(ids, attention_mask=mask).logits, joint(ids, attention_mask=mask).exit_logits[k - 1]
+    )
+    # saved under its own name, and loads back as it is
+    static.save_pretrained(tmp_path / "static")
+    again, info = ElasticBertForSequenceClassification.from_pretrained(
+        tmp_path / "static", output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    torch.testing.assert_close(again.classifier.weight, joint.classifiers[k - 1].weight)
+
+
+def test_static_model_from_top_exit_checkpoint_takes_the_right_classifier(tmp_path):
+    """Exits on layers 3 and 4 only: `classifiers.0` is layer 3's, so static k=3 takes it and k=2 (no exit
+    there) reports its exit missing rather than take another layer's classifier."""
+    torch.manual_seed(0)
+    joint = ElasticBertForSequenceClassification(tiny_config(num_labels=3, num_output_layers=2)).eval()
+    joint.save_pretrained(tmp_path)
+    static = ElasticBertForSequenceClassification.from_pretrained(
+        tmp_path, num_output_layers=1, num_hidden_layers=3
+    )
+    torch.testing.assert_close(static.classifier.weight, joint.classifiers[0].weight)
+    _, info = ElasticBertForSequenceClassification.from_pretrained(
+        tmp_path, num_output_layers=1, num_hidden_layers=2, output_loading_info=True
+    )
+    exit_2 = ("classifier", "elasticbert.encoder.pooler.1.dense")
+    assert info["missing_keys"] == {f"{name}.{w}" for name in exit_2 for w in ("weight", "bias")}
+
+
 def test_elue_modules_names_and_calls():
     torch.manual_seed(0)
     model = ElasticBertForSequenceClassification(tiny_config(num_hidden_layers=2)).eval()

@@ -33,6 +33,7 @@ included), `logits` (float (N, C), the logits of the exit taken).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -67,7 +68,15 @@ class EarlyExitResult:
     def traces(
         self, hidden_size: int, *, exit_layers: Iterable[int] | None = None, mode: str = "dynamic"
     ) -> list[str]:
-        """The ELUE `modules` value of every example (see `build_trace`)."""
+        """The ELUE `modules` value of every example (see `build_trace`).
+
+        The result does not know the model's exits: the default traces an exit on *every* layer up to the one
+        taken, right only for a model with an exit per layer under the entropy or patience rule. Otherwise pass
+        them, or the traces charge exits that never ran:
+        - exits on the top layers only (`num_output_layers` < `num_hidden_layers`): `exit_layers=` the 1-based
+          exit layers (`[i + 1 for i in model.exit_layers]`);
+        - a static model (one exit), or the fixed rule (only exit k is evaluated): `mode="static"`.
+        """
         return [
             build_trace(int(e), int(n), hidden_size, mode=mode, exit_layers=exit_layers)
             for e, n in zip(self.exit_layers.tolist(), self.token_counts.tolist(), strict=True)
@@ -134,11 +143,25 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
+def _entropy_exits(logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B,) bool: which rows the entropy rule sends out. The engine and the reference both decide here, so an
+    entropy equal to the threshold (a quantile of observed entropies, say) goes the same way in both."""
+    return entropy_from_logits(logits) < threshold
+
+
 @dataclass(frozen=True)
 class _Rule:
     kind: str  # "entropy" | "patience" | "fixed"
     threshold: float
     regression_threshold: float
+
+
+def _as_real(value) -> float:
+    """A real number as float; anything else (a string, a bool, a tensor) as NaN, which every threshold check
+    refuses: float("0.3") would accept a string, and int(inf) / int(nan) raise before the check can."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
 
 
 def _make_rule(
@@ -154,19 +177,20 @@ def _make_rule(
             "the entropy rule needs a classification head: a 1-output regression head has softmax entropy 0, "
             "so every example would exit at the first exit; use the patience rule for regression"
         )
-    if kind == "entropy" and not (math.isfinite(float(threshold)) and threshold >= 0):
-        raise ValueError(f"entropy threshold must be a finite number >= 0 (nats), got {threshold}")
-    if not (math.isfinite(float(regression_threshold)) and regression_threshold >= 0):
-        raise ValueError(f"regression_threshold must be a finite number >= 0, got {regression_threshold}")
-    if kind == "patience" and (threshold < 0 or float(threshold) != int(threshold)):
-        raise ValueError(f"patience must be a non-negative integer, got {threshold}")
-    if kind == "fixed":
-        k = int(threshold)
-        if float(threshold) != k or not 1 <= k <= num_layers or (k - 1) not in exits:
-            raise ValueError(
-                f"fixed depth {threshold}: must be a 1-based exit layer, one of {[x + 1 for x in exits]}"
-            )
-    return _Rule(kind, float(threshold), float(regression_threshold))
+    t, rt = _as_real(threshold), _as_real(regression_threshold)
+    if kind == "entropy" and not (math.isfinite(t) and t >= 0):
+        raise ValueError(f"entropy threshold must be a finite number >= 0 (nats), got {threshold!r}")
+    if not (math.isfinite(rt) and rt >= 0):
+        raise ValueError(f"regression_threshold must be a finite number >= 0, got {regression_threshold!r}")
+    if kind == "patience" and not (math.isfinite(t) and t >= 0 and t == int(t)):
+        raise ValueError(f"patience must be a non-negative integer, got {threshold!r}")
+    if kind == "fixed" and not (
+        math.isfinite(t) and t == int(t) and 1 <= t <= num_layers and int(t) - 1 in exits
+    ):
+        raise ValueError(
+            f"fixed depth {threshold!r}: must be a 1-based exit layer, one of {[x + 1 for x in exits]}"
+        )
+    return _Rule(kind, t, rt)
 
 
 def _classifier(model) -> ElasticBertForSequenceClassification:
@@ -202,6 +226,7 @@ def early_exit(
     either side) go through the engine of `run_early_exit` with the batch as one pool and one sub-batch.
     """
     keep = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).bool().cpu()
+    _refuse_empty(keep.sum(1).numpy(), "rows", "attention_mask all 0")
     fields = {"input_ids": input_ids.cpu()}
     if token_type_ids is not None:
         fields["token_type_ids"] = token_type_ids.cpu()
@@ -219,6 +244,15 @@ def early_exit(
     )
 
 
+def _refuse_empty(lengths: np.ndarray, what: str, why: str) -> None:
+    """An example without tokens has no [CLS] to exit on: the engine would give it a made-up prediction (and a
+    `(0),emb` trace), the reference a reshape error. Refuse it by index instead."""
+    empty = np.flatnonzero(lengths == 0).tolist()
+    if empty:
+        shown = str(empty) if len(empty) <= 10 else f"{str(empty[:10])[:-1]}, ... ({len(empty)} in all)]"
+        raise ValueError(f"{what} {shown} have no tokens ({why})")
+
+
 def _decide(r: _Rule, logits: torch.Tensor, regression: bool, prev_pred, counter, is_last: bool):
     """(pred, done, prev_pred, counter) for the rows of one exit evaluation; state tensors row-aligned."""
     pred = logits[:, 0] if regression else logits.argmax(-1)
@@ -232,7 +266,7 @@ def _decide(r: _Rule, logits: torch.Tensor, regression: bool, prev_pred, counter
     if is_last or r.kind == "fixed":
         done = torch.ones(pred.shape[0], dtype=torch.bool, device=pred.device)
     elif r.kind == "entropy":
-        done = entropy_from_logits(logits) < r.threshold
+        done = _entropy_exits(logits, r.threshold)
     else:
         done = counter >= int(r.threshold)
     return pred, done, prev_pred, counter
@@ -274,15 +308,16 @@ def early_exit_reference(
     was_training = clf.training
     clf.eval()
     preds, layers, counts, all_logits = [], [], [], []
+    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+    lengths = mask.sum(1).tolist()
+    _refuse_empty(np.array(lengths, dtype=np.int64), "rows", "attention_mask all 0")
     try:
-        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        for b in range(input_ids.shape[0]):
-            n = int(mask[b].sum())
+        for b, n in enumerate(lengths):
             ids = input_ids[b : b + 1, :n]
             tts = token_type_ids[b : b + 1, :n] if token_type_ids is not None else None
             hidden = base.embed(ids, tts)
             prev, count = None, 0
-            candidates = [int(threshold) - 1] if r.kind == "fixed" else sorted(exits)
+            candidates = [int(r.threshold) - 1] if r.kind == "fixed" else sorted(exits)
             for i in range(max(candidates) + 1):
                 hidden = base.layer_forward(i, hidden, None)
                 if i not in candidates:
@@ -290,9 +325,7 @@ def early_exit_reference(
                 logits = clf.exit_logits(i, hidden)[0].float()
                 value = float(logits[0]) if regression else int(torch.argmax(logits))
                 if r.kind == "entropy":
-                    probs = torch.softmax(logits.double(), -1)
-                    ent = float(-(probs * torch.log(probs.clamp_min(1e-300))).sum())
-                    stop = ent < r.threshold
+                    stop = bool(_entropy_exits(logits[None], r.threshold)[0])
                 elif r.kind == "patience":
                     if prev is not None:
                         same = abs(value - prev) < r.regression_threshold if regression else value == prev
@@ -499,7 +532,7 @@ def run_early_exit(
     r = _make_rule(
         rule, threshold, regression_threshold, regression, clf.config.num_hidden_layers, set(exits)
     )
-    exit_set = {int(threshold) - 1} if r.kind == "fixed" else set(exits)
+    exit_set = {int(r.threshold) - 1} if r.kind == "fixed" else set(exits)
     last = max(exit_set)
     if pad_token_id is None:
         pad_token_id = clf.config.pad_token_id or 0
@@ -507,7 +540,9 @@ def run_early_exit(
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     pool_size = max(int(pool_size or 16 * batch_size), batch_size)
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    lengths = np.fromiter((len(f["input_ids"]) for f in features), np.int64, count=len(features))
+    _refuse_empty(lengths, "examples", "empty input_ids")
+    order = np.argsort(lengths, kind="stable").tolist()
     if not order:
         return _empty_result(regression, clf.config.num_labels)
     parts = []

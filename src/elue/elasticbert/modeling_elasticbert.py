@@ -513,6 +513,43 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
 # --------------------------------------------------------------------------------------------------------------
 # sequence classification
 
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
+
+
+def _static_classifier_mapping(path, kwargs) -> dict[str, str] | None:
+    """`key_mapping` that loads a multi-exit checkpoint's classifier of layer k into a static k-layer model's
+    `classifier`, or None. Poolers need none (a slot is named by its absolute layer); classifiers are numbered
+    from the checkpoint's first exit layer, read from its own config. None when the model is not static, the
+    checkpoint has a single `classifier`, or its layer k has no exit (then the head is reported missing)."""
+    config = kwargs.get("config")
+    if isinstance(config, ElasticBertConfig):
+        static, layers = config.num_output_layers == 1, config.num_hidden_layers
+    elif config is None:  # built from the checkpoint's config and the size arguments
+        static, layers = kwargs.get("num_output_layers") == 1, kwargs.get("num_hidden_layers")
+    else:
+        return None
+    if not static or path is None:
+        return None
+    try:
+        saved = ElasticBertConfig.from_pretrained(path, **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs})
+    except OSError:  # no config next to the weights: nothing to number the exits by
+        return None
+    j = (layers or saved.num_hidden_layers) - 1 - saved.start_output_layer
+    if saved.num_output_layers == 1 or not 0 <= j < saved.num_output_layers:
+        return None
+    return {rf"^classifiers\.{j}\.": "classifier."}
+
+
+def forget_key_mapping(loaded, mapping: dict[str, str]):  # noqa: ANN001, ANN201
+    """transformers keeps a `key_mapping` it used and undoes it on `save_pretrained`; a model whose own names are
+    the mapped ones (a static `classifier`, a masked LM's one head) must save under them, or its next load would
+    miss the head. `loaded`: what `from_pretrained` returned (the model, or a tuple starting with it)."""
+    model = loaded[0] if isinstance(loaded, tuple) else loaded
+    model._weight_conversions = [
+        c for c in getattr(model, "_weight_conversions", []) if c.source_patterns != list(mapping)
+    ]
+    return loaded
+
 
 class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
     """ElasticBERT with a classifier (or regressor, num_labels == 1) on each exit.
@@ -534,6 +571,12 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
         self.dropout = nn.Dropout(dropout)
         if config.num_output_layers == 1:
             self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+            # a multi-exit checkpoint's other exits are left out on purpose, like its unused pooler slots (the one
+            # on this model's exit layer is loaded as `classifier`, see `from_pretrained`)
+            self._keys_to_ignore_on_load_unexpected = {
+                *self._keys_to_ignore_on_load_unexpected,
+                r"^classifiers\.",
+            }
         else:
             self.classifiers = nn.ModuleList(
                 [nn.Linear(config.hidden_size, config.num_labels) for _ in range(config.num_output_layers)]
@@ -548,6 +591,19 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
     @property
     def is_regression(self) -> bool:
         return self.config.num_labels == 1 or self.config.problem_type == "regression"
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As `PreTrainedModel.from_pretrained`; a static k-layer model (`num_output_layers=1`) loaded from a
+        checkpoint with several exits also takes the classifier of layer k (`classifiers.<j>` -> `classifier`),
+        as it takes layer k's pooler."""
+        mapping = None
+        if "key_mapping" not in kwargs:
+            mapping = _static_classifier_mapping(pretrained_model_name_or_path, kwargs)
+            if mapping:
+                kwargs["key_mapping"] = mapping
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        return forget_key_mapping(loaded, mapping) if mapping else loaded
 
     def exit_classifier(self, layer: int) -> nn.Linear:
         """The classifier of the exit on layer `layer` (0-based)."""

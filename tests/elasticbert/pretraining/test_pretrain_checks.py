@@ -209,3 +209,17 @@ def test_a_checkpoint_between_logging_steps_keeps_the_window(tiny_settings):
     assert [r["step"] for r in resumed] == ["3", "6"]
     for key in ("loss", "mlm_1", "mlm_2", "sop_1", "sop_2"):
         assert float(resumed[1][key]) == pytest.approx(float(straight[1][key]), rel=1e-6), key
+
+
+def test_masked_lm_of_a_lower_exit_saves_and_reloads_with_its_head(done_run, tmp_path):
+    """transformers would save the head back under the checkpoint's name (`cls.predictions.0.*`), and the
+    next load would draw a new one."""
+    from elue.elasticbert.pretraining.modeling_pretraining import ElasticBertForMaskedLM
+
+    model = Path(done_run["output_dir"]) / "checkpoints" / "step-0000004" / "model"
+    mlm = ElasticBertForMaskedLM.from_pretrained(model, exit_layer=1).eval()
+    mlm.save_pretrained(tmp_path / "mlm")
+    again, info = ElasticBertForMaskedLM.from_pretrained(tmp_path / "mlm", output_loading_info=True)
+    assert not info["missing_keys"]
+    ids = torch.randint(5, 50, (2, 7))
+    assert torch.equal(mlm(ids).logits, again.eval()(ids).logits)

@@ -37,7 +37,7 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from ..configuration_elasticbert import ElasticBertConfig
-from ..modeling_elasticbert import ElasticBertModel, ElasticBertPreTrainedModel
+from ..modeling_elasticbert import ElasticBertModel, ElasticBertPreTrainedModel, forget_key_mapping
 from . import triton_cross_entropy
 from .config import CHOICES
 from .dropout_masks import use_keep_mask_dropout
@@ -338,10 +338,13 @@ class ElasticBertForMaskedLM(_HeadInit):
             isinstance(exit_layer, int) and 1 <= exit_layer <= config.num_hidden_layers
         ):  # a head that does not exist would be initialised at random, with only a load report to say so
             raise ValueError(f"exit_layer must be in 1..{config.num_hidden_layers}, got {exit_layer!r}")
-        if "key_mapping" not in kwargs:
-            layer = (exit_layer or config.num_hidden_layers) - 1
-            kwargs["key_mapping"] = {rf"^cls\.predictions\.{layer}\.": "cls.predictions."}
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if "key_mapping" in kwargs:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        layer = (exit_layer or config.num_hidden_layers) - 1
+        mapping = kwargs["key_mapping"] = {rf"^cls\.predictions\.{layer}\.": "cls.predictions."}
+        return forget_key_mapping(
+            super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs), mapping
+        )
 
     def forward(
         self,
