@@ -340,7 +340,9 @@ class PretrainConfig:
         return [x + 1 for x in range(num_layers) if x not in covered]
 
 
-_POSITIVE_MODEL_SIZES = (
+#: what fixes a checkpoint's tensors: a loaded model keeps these (another size would load nothing or, for
+#: more layers, add random ones on top of trained ones)
+CHECKPOINT_SIZES = (
     "vocab_size",
     "hidden_size",
     "num_hidden_layers",
@@ -348,9 +350,8 @@ _POSITIVE_MODEL_SIZES = (
     "intermediate_size",
     "max_position_embeddings",
     "type_vocab_size",
-    "max_output_layers",
-    "num_output_layers",
 )
+_POSITIVE_MODEL_SIZES = (*CHECKPOINT_SIZES, "max_output_layers", "num_output_layers")
 
 
 def _holds_text(path: Path, chunk: int = 1 << 16) -> bool:

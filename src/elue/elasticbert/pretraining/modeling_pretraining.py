@@ -39,7 +39,7 @@ from transformers.utils import ModelOutput
 from ..configuration_elasticbert import ElasticBertConfig
 from ..modeling_elasticbert import ElasticBertModel, ElasticBertPreTrainedModel, forget_key_mapping
 from . import triton_cross_entropy
-from .config import CHOICES
+from .config import CHECKPOINT_SIZES, CHOICES
 from .dropout_masks import use_keep_mask_dropout
 from .linear_cross_entropy import (
     linear_cross_entropy,
@@ -495,19 +495,6 @@ def load_pretraining_model(
     if unexpected:
         raise ValueError(f"unexpected tensors converting {name_or_path}: {unexpected[:5]}")
     return model, notes
-
-
-#: what fixes a checkpoint's tensors: a loaded model keeps these (another size would load nothing or, for
-#: more layers, add random ones on top of trained ones)
-CHECKPOINT_SIZES = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "max_position_embeddings",
-    "type_vocab_size",
-)
 
 
 def _keep_sizes(name_or_path: str, config, model_config: dict) -> None:  # noqa: ANN001
