@@ -613,3 +613,25 @@ def test_the_guide_names_the_configured_address(client, settings):  # noqa: ANN0
     assert f"--server {settings.public_url} --token" in client.get("/guide").text
     # never the request's Host header: the guide is cached for every visitor
     assert "evil.example" not in client.get("/guide", headers={"host": "evil.example"}).text
+
+
+def test_sign_ups_per_address_are_limited(tmp_path):  # noqa: ANN001
+    from fastapi.testclient import TestClient
+    from server_setup import make_settings
+
+    from elue.server import create_app
+
+    client = TestClient(
+        create_app(make_settings(tmp_path, signup_limit=2), admin=("admin", "admin-password"))
+    )
+    token_for(client, "first")
+    token_for(client, "second")
+    csrf = csrf_of(client.get("/signup").text)
+    form = {"username": "third", "password": "password123", "password2": "password123", "csrf": csrf}
+    r = client.post("/signup", data=form, follow_redirects=False)
+    assert r.status_code == 429 and "2 accounts were made from your address" in r.text
+    r = client.post("/api/tokens", json={"username": "third", "password": "password123", "name": "x"})
+    assert r.status_code == 401  # nothing was made
+    # the admin is not counted (made by `elue serve --admin`, not through the form) and others are not held up
+    other = TestClient(client.app, client=("10.0.0.9", 5000))
+    token_for(other, "from-elsewhere")

@@ -58,6 +58,9 @@ class Settings:
     # per-user submission limits (admins are exempt)
     daily_limit: int = 5
     monthly_limit: int = 30
+    # accounts one client address may create per 24 h (0: no limit); without it the per-user limits above could
+    # be multiplied by signing up again
+    signup_limit: int = 10
     # worker
     evaluator: str = "elue.submission:evaluate_submission"  # "module:function"
     lease_seconds: float = 60.0

@@ -49,6 +49,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # the client address of the sign-up (None: made by the admin or the CLI): the sign-up limit counts these
+    signup_address: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     # Sessions are signed cookies; a cookie counts only while it carries the user's current epoch, so
     # log-out (which bumps it) revokes every copy of the cookie, not just the browser's own.
     session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

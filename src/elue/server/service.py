@@ -51,7 +51,17 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 
 
 # ---------------------------------------------------------------- accounts
-def create_user(s: Session, username: str, password: str, *, is_admin: bool = False) -> User:
+def create_user(
+    s: Session,
+    username: str,
+    password: str,
+    *,
+    is_admin: bool = False,
+    address: str | None = None,
+    settings: Settings | None = None,
+) -> User:
+    """A new account. `address` (a sign-up through the site): at most `settings.signup_limit` accounts per
+    client address in 24 h."""
     username = username.strip()
     if not USERNAME_RE.match(username):
         raise ServiceError("user names are 3-32 characters: letters, digits, '_', '.', '-'")
@@ -59,7 +69,23 @@ def create_user(s: Session, username: str, password: str, *, is_admin: bool = Fa
         raise ServiceError("passwords need at least 8 characters")
     if s.scalar(select(User).where(func.lower(User.username) == username.lower())) is not None:
         raise ServiceError("that user name is taken", 409)
-    user = User(username=username, password_hash=hash_password(password), is_admin=is_admin)
+    if address is not None and settings is not None and settings.signup_limit > 0:
+        since = utcnow() - dt.timedelta(days=1)
+        made = s.scalar(
+            select(func.count(User.id)).where(User.signup_address == address[:64], User.created_at > since)
+        )
+        if made >= settings.signup_limit:
+            raise ServiceError(
+                f"{settings.signup_limit} accounts were made from your address in the last 24 hours: "
+                "try again tomorrow, or ask the site's admin",
+                429,
+            )
+    user = User(
+        username=username,
+        password_hash=hash_password(password),
+        is_admin=is_admin,
+        signup_address=address[:64] if address is not None else None,
+    )
     s.add(user)
     s.commit()
     return user

@@ -189,7 +189,8 @@ def signup(
     try:
         if password != password2:
             raise ServiceError("the two passwords differ")
-        user = service.create_user(ctx.db, username, password)
+        address = ctx.request.client.host if ctx.request.client else ""
+        user = service.create_user(ctx.db, username, password, address=address, settings=ctx.st.settings)
     except ServiceError as e:
         return render(ctx, "signup.html", status_code=e.status, error=str(e), username=username)
     ctx.login(user)
