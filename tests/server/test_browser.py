@@ -101,6 +101,9 @@ def test_signup_upload_scored_leaderboard_chart(live, browser, tmp_path, answers
     page.click("a.sort[data-col='sst-2']")
     page.click("a.sort[data-col='sst-2']")
     assert "order=asc" in page.url
+    assert (
+        page.get_attribute("th:has(a.sort[data-col='sst-2'])", "aria-sort") == "ascending"
+    )  # for screen readers
     first = page.locator("#board tbody tr").first.inner_text()
     assert "Tiny exits (browser)" in first
 
@@ -126,6 +129,15 @@ def test_signup_upload_scored_leaderboard_chart(live, browser, tmp_path, answers
     page.screenshot(path=str(ARTIFACTS / "05-task-sst2-linear.png"))
     page.click("#scale-log")
     assert page.evaluate("document.getElementById('chart').layout.xaxis.type") == "log"
+    assert page.get_attribute("#scale-log", "aria-pressed") == "true"
+    assert page.get_attribute("#scale-linear", "aria-pressed") == "false"
+    # no button that would upload the chart to plotly.com
+    assert (
+        page.locator(
+            "#chart .modebar-btn[data-title*='Share'], #chart .modebar-btn[data-title*='Cloud']"
+        ).count()
+        == 0
+    )
     box = page.locator("#chart .scatterlayer .trace .point").first.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_selector("#chart .hoverlayer .hovertext", timeout=5000)
@@ -190,4 +202,40 @@ def test_model_names_are_text_in_the_chart(live, browser):  # noqa: ANN001
     hover = page.evaluate("document.querySelector('#chart .hoverlayer').textContent")
     assert "Click me</a>" in hover
     assert page.evaluate("document.querySelectorAll('#chart .hoverlayer a').length") == 0
+    page.close()
+
+
+def test_second_audit_pages(live, browser):  # noqa: ANN001
+    """An empty task chart says so; a phone-sized window does not scroll the page sideways; a reload after
+    creating a token does not create another."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(live.url + "/tasks/imdb")
+    page.wait_for_selector("#chart .main-svg")
+    notes = page.evaluate("document.getElementById('chart').layout.annotations.map(a => a.text)")
+    assert notes == ["No points on this dataset yet"]
+    assert page.locator("#no-baseline").count() == 1
+    page.close()
+
+    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    for path in ("/leaderboard?track=110", "/tasks/sst-2", "/models/1"):
+        phone.goto(live.url + path)
+        wide = phone.evaluate("document.documentElement.scrollWidth")
+        assert wide <= 390, (path, wide)
+        phone.screenshot(path=str(ARTIFACTS / f"m-{path.strip('/').split('?')[0].replace('/', '-')}.png"))
+    phone.close()
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(live.url + "/signup")
+    page.fill("#username", "token-user")
+    page.fill("#password", "token-password")
+    page.fill("#password2", "token-password")
+    page.click("#signup-button")
+    page.wait_for_url("**/account")
+    page.fill("#token-name", "laptop")
+    page.click("#create-token")
+    page.wait_for_selector("#new-token")
+    assert page.url.endswith("/account")  # not /account/tokens: a reload is a GET
+    page.reload()
+    assert page.locator("#new-token").count() == 0
+    assert page.locator("text=laptop").count() == 1  # one token, not two
     page.close()

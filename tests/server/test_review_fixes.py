@@ -635,3 +635,20 @@ def test_sign_ups_per_address_are_limited(tmp_path):  # noqa: ANN001
     # the admin is not counted (made by `elue serve --admin`, not through the form) and others are not held up
     other = TestClient(client.app, client=("10.0.0.9", 5000))
     token_for(other, "from-elsewhere")
+
+
+def test_size_tracks_list_reported_entries_without_performance(client):  # noqa: ANN001
+    rows = client.get("/api/leaderboard?track=40").json()["rows"]
+    albert = [r for r in rows if r["name"] == "ALBERT-BASE"]
+    assert albert and albert[0]["complete"] is False and albert[0]["rank"] is None
+
+
+def test_a_task_without_a_baseline_curve_says_so(client):  # noqa: ANN001
+    assert 'id="no-baseline"' in client.get("/tasks/mrpc").text
+    assert 'id="no-baseline"' not in client.get("/tasks/sst-2").text
+
+
+def test_the_token_form_address_leads_to_the_account(client):  # noqa: ANN001
+    web_login(client, "tokens-page")
+    r = client.get("/account/tokens", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/account"

@@ -271,8 +271,8 @@ def rank(board: Board, track: str = "elue", sort: str | None = None, descending:
             if m.params_m is None:
                 continue
             best = {t: e.best_performance for t, e in m.tasks.items() if e.best_performance is not None}
-            if best:
-                summaries[str(m.id)] = scores.ModelSummary(name=str(m.id), params_m=m.params_m, best=best)
+            # a model with scores but no performance (a reported entry) is still in its size track, incomplete
+            summaries[str(m.id)] = scores.ModelSummary(name=str(m.id), params_m=m.params_m, best=best)
         for e in scores.size_track(summaries, budget):
             m = board.by_id[int(e.name)]
             cells = {t: m.tasks[t].best_performance if t in m.tasks else None for t in TASK_NAMES}

@@ -244,6 +244,11 @@ def account(ctx: Ctx = Depends(get_ctx)):
     return render(ctx, "account.html", subs=subs, tokens=tokens, new_token=None)
 
 
+@router.get("/account/tokens")
+def tokens_page(ctx: Ctx = Depends(get_ctx)):
+    return redirect(ctx, "/account")  # the form posts here; opened directly, the account page lists the tokens
+
+
 @router.post("/account/tokens", response_class=HTMLResponse)
 def new_token(name: str = Form(""), csrf: str = Form(""), ctx: Ctx = Depends(get_ctx)):
     ctx.check_csrf(csrf)

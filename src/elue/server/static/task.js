@@ -56,20 +56,26 @@
     return out;
   }
 
-  function layout() {
+  function layout(empty) {
+    const narrow = window.innerWidth < 640;  // a phone: the legend goes under the plot, not beside it
     return {
       margin: { t: 20, r: 10, b: 50, l: 60 },
-      xaxis: { title: { text: xTitle() }, type: state.scale },
-      yaxis: { title: { text: "Performance" } },
+      xaxis: { title: { text: xTitle() }, type: state.scale, visible: !empty },
+      yaxis: { title: { text: "Performance" }, visible: !empty },
       hovermode: "closest",
-      legend: { orientation: "v" },
+      legend: narrow ? { orientation: "h", y: -0.25 } : { orientation: "v" },
+      annotations: empty ? [{ text: "No points on this dataset yet", showarrow: false, xref: "paper",
+        yref: "paper", x: 0.5, y: 0.5, font: { size: 16, color: "#667" } }] : [],
     };
   }
 
   function draw() {
-    Plotly.react("chart", traces(), layout(), { responsive: true, displaylogo: false });
-    document.querySelectorAll("[data-x]").forEach((b) => b.classList.toggle("on", b.dataset.x === state.x));
-    document.querySelectorAll("[data-scale]").forEach((b) => b.classList.toggle("on", b.dataset.scale === state.scale));
+    const data = traces();
+    // showSendToCloud: Plotly's "Share chart" button would upload the chart to plotly.com
+    Plotly.react("chart", data, layout(!data.length), { responsive: true, displaylogo: false, showSendToCloud: false });
+    const mark = (b, on) => { b.classList.toggle("on", on); b.setAttribute("aria-pressed", String(on)); };
+    document.querySelectorAll("[data-x]").forEach((b) => mark(b, b.dataset.x === state.x));
+    document.querySelectorAll("[data-scale]").forEach((b) => mark(b, b.dataset.scale === state.scale));
     document.getElementById("chart").dataset.x = state.x;
     document.getElementById("chart").dataset.scale = state.scale;
   }
