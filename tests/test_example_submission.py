@@ -20,3 +20,13 @@ def test_out_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "out").write_text("")
     with pytest.raises(FileExistsError, match="not a folder"):
         build_example_submission(tmp_path / "data", tmp_path / "out")
+
+
+def test_a_gzipped_test_split_counts(tmp_path):
+    import gzip
+
+    from elue.example_submission import _has_test_split
+
+    (tmp_path / "imdb").mkdir()
+    (tmp_path / "imdb" / "test.tsv.gz").write_bytes(gzip.compress(b"index\tsentence\n0\tfine\n"))
+    assert _has_test_split(tmp_path, "imdb") and not _has_test_split(tmp_path, "sst-2")

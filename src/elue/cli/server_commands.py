@@ -34,7 +34,10 @@ def _settings(  # noqa: ANN202
         kw["data_dir"] = data_dir
     if database_url:
         kw["database_url"] = database_url
-    return Settings(**kw)
+    try:
+        return Settings(**kw)
+    except ValueError as err:  # e.g. ELUE_SANDBOX_WALL_S=-1: one line, not a traceback
+        fail(str(err))
 
 
 def _url_host(host: str) -> str:
@@ -50,15 +53,15 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port."),
     home: Path = typer.Option(
-        None, help="State folder: SQLite file + uploads [default: $ELUE_HOME or ./.elue]."
+        None, help="State folder: SQLite file + uploads (default: $ELUE_HOME or ./.elue)."
     ),
     data_dir: Path = typer.Option(
-        None, help="Task data and answer keys [default: $ELUE_DATA_DIR, else ../shared/data if present]."
+        None, help="Task data and answer keys (default: $ELUE_DATA_DIR, else ../shared/data if present)."
     ),
     database_url: str = typer.Option(
         None,
-        help="SQLAlchemy URL, e.g. postgresql+psycopg2://u:p@host/db [default: $ELUE_DATABASE_URL, "
-        "else sqlite:///<home>/elue.db].",
+        help="SQLAlchemy URL, e.g. postgresql+psycopg2://u:p@host/db (default: $ELUE_DATABASE_URL, "
+        "else sqlite:///<home>/elue.db).",
     ),
     workers: int = typer.Option(1, help="Scoring worker processes (0: run `elue worker` yourself)."),
     web_workers: int = typer.Option(1, help="Web server processes."),
@@ -71,7 +74,7 @@ def serve(
     public_url: str = typer.Option(
         None,
         help="The address users reach the site at, shown in the submission guide "
-        "[default: $ELUE_PUBLIC_URL, else http://HOST:PORT].",
+        "(default: $ELUE_PUBLIC_URL, else http://HOST:PORT).",
     ),
     behind_proxy: str = typer.Option(
         "",
@@ -179,10 +182,10 @@ def serve(
 
 
 def worker(
-    home: Path = typer.Option(None, help="State folder (uploads) [default: $ELUE_HOME or ./.elue]."),
-    data_dir: Path = typer.Option(None, help="Task data and answer keys [default: $ELUE_DATA_DIR]."),
+    home: Path = typer.Option(None, help="State folder (uploads) (default: $ELUE_HOME or ./.elue)."),
+    data_dir: Path = typer.Option(None, help="Task data and answer keys (default: $ELUE_DATA_DIR)."),
     database_url: str = typer.Option(
-        None, help="SQLAlchemy URL [default: $ELUE_DATABASE_URL or the home's SQLite]."
+        None, help="SQLAlchemy URL (default: $ELUE_DATABASE_URL or the home's SQLite)."
     ),
     once: bool = typer.Option(False, help="Stop when the queue is empty."),
 ) -> None:
@@ -200,7 +203,7 @@ def submit(
     path: Path = typer.Argument(
         ..., exists=True, help="Submission folder or zip; or with --reported, a JSON file."
     ),
-    name: str = typer.Option(None, help="Model name shown on the leaderboard [default: folder name]."),
+    name: str = typer.Option(None, help="Model name shown on the leaderboard (default: folder name)."),
     server: str = typer.Option("http://127.0.0.1:8000", envvar="ELUE_SERVER", help="Leaderboard URL."),
     token: str = typer.Option(..., envvar="ELUE_TOKEN", help="API token (create one on your account page)."),
     public: bool = typer.Option(False, help="Publish when scored."),

@@ -246,7 +246,9 @@ def account(ctx: Ctx = Depends(get_ctx)):
 
 @router.get("/account/tokens")
 def tokens_page(ctx: Ctx = Depends(get_ctx)):
-    return redirect(ctx, "/account")  # the form posts here; opened directly, the account page lists the tokens
+    return redirect(
+        ctx, "/account"
+    )  # the form posts here; opened directly, the account page lists the tokens
 
 
 @router.post("/account/tokens", response_class=HTMLResponse)
