@@ -346,15 +346,11 @@ def price_model(
     if missing:
         raise SandboxError(f"the model.py worker returned no FLOPs for {len(missing)} call(s)")
     # no honest count is negative: such numbers come from a model.py that tampered with the counter
-    negative = [c for c, f in table.flops.items() if f < 0]
-    if table.params < 0 or negative:
-        name, shape = negative[0] if negative else ("", ())
-        what = (
-            f"{table.params} parameters"
-            if table.params < 0
-            else f"{table.flops[name, shape]} FLOPs for {name!r}"
-        )
-        raise SandboxError(f"the model.py worker returned impossible (negative) costs: {what}")
+    negative = [f"{f} FLOPs for {name!r}" for (name, _), f in table.flops.items() if f < 0]
+    if table.params < 0:
+        negative.insert(0, f"{table.params} parameters")
+    if negative:
+        raise SandboxError(f"the model.py worker returned impossible (negative) costs: {negative[0]}")
     return table
 
 

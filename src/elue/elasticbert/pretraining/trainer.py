@@ -311,15 +311,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                 f"{ckpt} is at step {state['step']} = max_steps: nothing to do (raise max_steps to train on)"
             )
             accelerator.end_training()
-            return {
-                "saved": True,
-                "step": state["step"],
-                "main": main,
-                "last_log": {},
-                "model_dir": str(ckpt / "model"),
-                "output_dir": str(out_dir),
-                "stopped_by": None,
-            }
+            return _summary(ckpt / "model", state["step"], main, {}, out_dir, None)
 
     if cfg.compile:
         _check_compiler(cfg, accelerator.device)
@@ -422,10 +414,16 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     # index from the host every step, and that copy makes the host wait for the GPU
     exit_index: dict[tuple[int, ...], torch.Tensor] = {}
     win_steps = 0
+
+    def window_sums() -> (
+        torch.Tensor
+    ):  # (2L + 1,) on the CPU: per-exit MLM and SOP sums, total loss; all processes
+        return accelerator.reduce(torch.cat([win.flatten(), win_loss.view(1)]), reduction="sum").cpu()
+
     saved_window = state.get("window") if ckpt is not None else None
     if isinstance(saved_window, dict):  # a checkpoint between two logging steps: the window goes on
-        sums = torch.tensor(saved_window["sums"], device=device) if main else None
         if main:  # the global sums, once: the other processes' shares start at 0 (they are summed at logging)
+            sums = torch.tensor(saved_window["sums"], device=device)
             win.copy_(sums[:-1].view(2, num_layers))
             win_loss.copy_(sums[-1])
         win_active, win_steps = list(saved_window["active"]), int(saved_window["steps"])
@@ -484,7 +482,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             win_steps += 1
 
             if step % cfg.logging_steps == 0 or step == cfg.max_steps:
-                sums = accelerator.reduce(torch.cat([win.flatten(), win_loss.view(1)]), reduction="sum").cpu()
+                sums = window_sums()
                 tokens = accelerator.reduce(tokens, reduction="sum")
                 mlm, sop = sums[:num_layers].tolist(), sums[num_layers : 2 * num_layers].tolist()
                 elapsed = time.perf_counter() - t0
@@ -517,12 +515,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             if stop.agreed(accelerator):
                 stopping = stopped_by = stop.requested or "SIGTERM"  # (another process's signal)
             if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps or stopping:
+                # saved between two logging steps: the window's sums, so a resume logs the same row
                 window = None
-                if (
-                    win_steps
-                ):  # saved between two logging steps: the window's sums, so a resume logs the same row
-                    sums = accelerator.reduce(torch.cat([win.flatten(), win_loss.view(1)]), reduction="sum")
-                    window = {"sums": sums.cpu().tolist(), "active": win_active, "steps": win_steps}
+                if win_steps:
+                    window = {"sums": window_sums().tolist(), "active": win_active, "steps": win_steps}
                 save_checkpoint(accelerator, model, tokenizer, data, cfg, step, window=window)
             if kill_after and step >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -534,17 +530,24 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     logs.close()
     accelerator.wait_for_everyone()
     final = out_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:07d}" / "model"
-    summary = {
-        "saved": final.is_dir(),
+    summary = _summary(final, step, main, last_row, out_dir, stopped_by)
+    accelerator.end_training()
+    return summary
+
+
+def _summary(
+    model_dir: Path, step: int, main: bool, last_log: dict, out_dir: Path, stopped_by
+) -> dict[str, Any]:  # noqa: ANN001
+    """What `pretrain` returns (the CLI prints it)."""
+    return {
+        "saved": model_dir.is_dir(),
         "step": step,
         "main": main,
-        "last_log": last_row,
-        "model_dir": str(final),
+        "last_log": last_log,
+        "model_dir": str(model_dir),
         "output_dir": str(out_dir),
         "stopped_by": stopped_by,
     }
-    accelerator.end_training()
-    return summary
 
 
 # settings a resumed run may change: how long it runs, what it logs and saves, and the engine (not the state);
