@@ -419,6 +419,27 @@ def test_formula_shared_only_between_modules_that_agree():
     assert want[("rep_2", (5, 8))] == 2 * want[("rep_1", (5, 8))]
 
 
+def test_expect_counts_the_shapes_of_modules_that_can_share_a_formula():
+    """An encoder's layers each have a few dozen lengths (too few for a symbolic run alone), several hundred
+    together: one symbolic run, the others share its formula; a module unlike the rest stays concrete."""
+    layers = {f"layer_{i}": _hf_layer("bert", "sdpa", **SMALL) for i in (1, 2, 3, 4)}
+    mods = {**layers, "rep": Repeat(2)}
+    calls = [(name, (n, 48)) for name in layers for n in range(2, 22)]  # 20 shapes each, 80 in all
+    calls += [("rep", (n, 8)) for n in range(2, 22)]
+    slow = ModuleFlops(mods, symbolic_after=None)
+    fast = ModuleFlops(mods, symbolic_after=4)
+    fast.expect(calls, min_remaining=64)
+    assert [fast(*c) for c in calls] == [slow(*c) for c in calls]
+    assert fast.stats["symbolic_runs"] == 1 and fast.stats["shared"] == 3
+    assert fast.stats["concrete"] == 4 * 4 + 20  # 4 shapes per layer before the formula; rep: every shape
+    # alone, 20 shapes per layer are not worth a symbolic run
+    alone = ModuleFlops({"layer_1": layers["layer_1"]}, symbolic_after=4)
+    alone.expect([c for c in calls if c[0] == "layer_1"], min_remaining=64)
+    for c in calls[:20]:
+        alone(*c)
+    assert alone.stats["symbolic_runs"] == 0 and alone.stats["concrete"] == 20
+
+
 def test_forward_caches_do_not_leak_meta_tensors():
     class Caching(nn.Module):
         def __init__(self):

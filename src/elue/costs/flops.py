@@ -606,12 +606,14 @@ class ModuleFlops:
         self._formulas: dict[str, list] = {}
         self._expected: dict[str, int] | None = None
         self._by_signature: dict[Any, list] = {}
+        self._sigs: dict[str, Any] = {}  # name -> signature (None: cannot be told, or sharing off)
         self.share_formulas = share_formulas
         self.stats = {"concrete": 0, "formula": 0, "symbolic_runs": 0, "symbolic_failed": 0, "shared": 0}
 
     def expect(self, calls: Iterable[tuple[str, Shape]], min_remaining: int = 64) -> None:
         """Announce the calls to come: a symbolic run (~0.3 s) is only tried for a module with at
-        least `min_remaining` distinct shapes still to count (a concrete count is ~1-3 ms)."""
+        least `min_remaining` distinct shapes still to count, its own and those of the modules that can
+        share its formula (a concrete count is ~1-3 ms)."""
         counts: dict[str, int] = {}
         for name, _shape in dict.fromkeys((n, tuple(int(d) for d in s)) for n, s in calls):
             counts[name] = counts.get(name, 0) + 1
@@ -653,10 +655,33 @@ class ModuleFlops:
             and len(done) >= self.symbolic_after
             and len(self._formulas.setdefault(name, [])) < 2
             and len(done) in (self.symbolic_after, 4 * self.symbolic_after)
-            and (self._expected is None or self._expected.get(name, 0) - len(done) >= self._min_remaining)
+            and self._worth_symbolic(name)
         ):
             self._try_symbolic(name, module, shape, done)
         return value
+
+    def _signature(self, name: str):
+        if name not in self._sigs:
+            from elue.costs._symbolic import signature
+
+            self._sigs[name] = signature(self.modules[name]) if self.share_formulas else None
+        return self._sigs[name]
+
+    def _worth_symbolic(self, name: str) -> bool:
+        """Whether a symbolic run pays off for `name`: enough shapes still to count, for this module and for
+        the modules of the same structure that can share its formula (the 12 layers of an encoder each have a
+        few dozen lengths: too few alone, several hundred together), or a shared formula to try already."""
+        if self._expected is None:
+            return True
+        sig = self._signature(name)
+        if sig is None:
+            group = [name]
+        elif self._by_signature.get(sig):
+            return True  # trying a formula that exists costs no symbolic run
+        else:
+            group = [n for n in self._expected if n in self.modules and self._signature(n) == sig]
+        left = sum(self._expected.get(n, 0) - len(self._concrete.get(n, ())) for n in group)
+        return left >= self._min_remaining
 
     def _single_input_dtype(self, name: str, module: nn.Module, shape: Shape) -> torch.dtype | None:
         """The dtype of the call's one input tensor of shape (1, *shape), or None if the inputs are
@@ -674,9 +699,9 @@ class ModuleFlops:
         return None
 
     def _try_symbolic(self, name: str, module: nn.Module, shape: Shape, done: dict[Shape, int]) -> None:
-        from elue.costs._symbolic import signature, symbolic_macs
+        from elue.costs._symbolic import symbolic_macs
 
-        sig = signature(module) if self.share_formulas else None
+        sig = self._signature(name)
         if sig is not None and len(done) >= 3:
             for formula in self._by_signature.get(sig, ()):
                 if all(formula(s) is not None and 2 * formula(s) == v for s, v in done.items()):
