@@ -14,8 +14,8 @@ from server_helpers import TINY_MODEL_PY, zip_bytes
 from server_setup import make_settings, token_for
 from sqlalchemy import create_engine, inspect, text
 
-from elue.server import create_app
-from elue.server.db import QUEUED, RUNNING, SCORED, Base, Submission, migrate, open_database
+from elue.server import create_app, service
+from elue.server.db import QUEUED, RUNNING, SCORED, Base, Submission, User, migrate, open_database
 from elue.server.worker import _finish, claim, process, run_worker
 
 PG_URL = os.environ.get("ELUE_TEST_POSTGRES_URL")
@@ -230,3 +230,42 @@ def test_parallel_uploads_respect_the_limit_on_each_backend(db_url, tmp_path):  
     assert outcomes.count("ok") == 5 and outcomes.count(429) == 3, outcomes
     dirs = [p for p in s.upload_dir.iterdir() if p.name != ".staging"]
     assert len(dirs) == 5  # the refused ones left no files
+
+
+def test_two_users_publishing_one_name_at_once_get_one_409(db_url, tmp_path):  # noqa: ANN001
+    """The check and the claim of a public name are one step (service.lock_public_names)."""
+    settings = make_settings(tmp_path, database_url=db_url)
+    create_app(settings)
+    _, sessions = open_database(settings.database_url, upgrade=False)
+    with sessions() as s:
+        users = [service.create_user(s, f"twin{i}", "password123") for i in range(2)]
+        ids = [u.id for u in users]
+    tasks = {"sst-2": {"points": [{"mflops": 1500, "performance": 85.0}]}}
+    for attempt in range(4):
+        with sessions() as s:
+            subs = [
+                service.submit_reported(
+                    s, settings, s.get(User, uid), name=f"Twin{attempt}", params_m=1,
+                    paper_url="https://x.org", tasks=tasks, enforce_limits=False,
+                ).id
+                for uid in ids
+            ]  # fmt: skip
+        barrier, outcomes = threading.Barrier(2), []
+
+        def publish(uid, sid, barrier=barrier, outcomes=outcomes):  # noqa: ANN001
+            with sessions() as s:
+                barrier.wait()
+                try:
+                    service.update_submission(s, s.get(User, uid), sid, public=True)
+                    outcomes.append("published")
+                except service.ServiceError as e:
+                    outcomes.append(e.status)
+
+        threads = [threading.Thread(target=publish, args=pair) for pair in zip(ids, subs, strict=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes, key=str) == [409, "published"], outcomes
+        with sessions() as s:
+            assert sum(s.get(Submission, sid).public for sid in subs) == 1

@@ -82,6 +82,8 @@ def test_repetitive_but_honest_test_files_pass(settings):  # noqa: ANN001
     """Static-model traces compress >100:1; below the ratio threshold size they are fine."""
     trace = "; ".join(["(128),emb"] + [f"(128,768),layer_{i}" for i in range(1, 13)] + ["(768),exit_12"])
     tsv = "index\tpred\tmodules\n" + "".join(f"{i}\t1\t{trace}\n" for i in range(25000))
+    (settings.data_dir / "imdb").mkdir()
+    (settings.data_dir / "imdb" / "test_labels.tsv").write_text("index\tlabel\n0\t1\n")  # scorable here
     staged = storage.extract_zip(zip_bytes({"model.py": TINY_MODEL_PY, "imdb.tsv": tsv}), settings)
     assert staged.tasks == ["imdb"]
 

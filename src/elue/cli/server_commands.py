@@ -84,7 +84,6 @@ def serve(
     ),
 ) -> None:
     """Serve the leaderboard (seeded with the published ELUE entries on first start) and score uploads."""
-    import secrets
     import subprocess
     import threading
 
@@ -94,26 +93,34 @@ def serve(
 
     public_url = public_url or os.environ.get("ELUE_PUBLIC_URL") or f"http://{_url_host(host)}:{port}"
     settings = _settings(home, data_dir, database_url, public_url)
-    admin_pair = None
-    if admin:
-        pw = os.environ.get("ELUE_ADMIN_PASSWORD")
-        if not pw:
-            pw = secrets.token_urlsafe(12)
-            typer.echo(f"admin {admin!r}: password {pw} (set ELUE_ADMIN_PASSWORD to choose it)")
-        admin_pair = (admin, pw)
     from sqlalchemy.exc import ArgumentError, OperationalError
 
+    from elue.server.db import open_database
+
     try:
-        create_app(settings, admin=admin_pair)  # migrate, seed, admin: once, before anything forks
+        create_app(settings)  # migrate and seed: once, before anything forks
     except (ArgumentError, OperationalError) as err:  # ArgumentError also covers an unknown dialect
         fail(f"cannot open the database {settings.database_url!r}: {err}")
+    if admin:
+        from elue.server.service import ServiceError, ensure_admin
+
+        _, sessions = open_database(settings.database_url, upgrade=False)
+        with sessions() as s:
+            try:
+                user, made = ensure_admin(s, admin, os.environ.get("ELUE_ADMIN_PASSWORD") or None)
+                name = user.username
+            except ServiceError as err:
+                fail(f"--admin {admin!r}: {err}")
+        if made:
+            typer.echo(f"admin {name!r}: password {made} (set ELUE_ADMIN_PASSWORD to choose it)")
+        else:
+            typer.echo(f"admin {name!r}: the account's own password (ELUE_ADMIN_PASSWORD sets it)")
     if settings.data_dir is None:
         typer.echo(
             "warning: no data folder (answer keys): uploads will queue but fail; set ELUE_DATA_DIR", err=True
         )
     env = {**os.environ, **settings.to_env()}
     if not settings.secret_key:
-        from elue.server.db import open_database
         from elue.server.service import secret_key
 
         _, sessions = open_database(settings.database_url, upgrade=False)

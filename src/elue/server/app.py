@@ -204,6 +204,13 @@ def create_app(
     async def _upload_error(request: Request, exc: storage.UploadError):  # noqa: ANN202
         return _error(request, 400, str(exc))
 
+    @app.exception_handler(UnicodeEncodeError)
+    async def _unencodable_text(request: Request, exc: UnicodeEncodeError):  # noqa: ANN202
+        # JSON may carry a lone UTF-16 surrogate ("\\ud800"): not a character, so no database stores it
+        return _error(
+            request, 400, "the request's text holds an unpaired surrogate (\\ud800-\\udfff): remove it"
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):  # noqa: ANN202
         return _error(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))

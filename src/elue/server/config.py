@@ -51,6 +51,9 @@ class Settings:
     max_upload_bytes: int = 64 * 1024 * 1024  # compressed zip
     max_extracted_bytes: int = 512 * 1024 * 1024
     max_files: int = 200
+    # operating points (test files) per task in one upload: each point's score is shown to its owner, so n
+    # points that differ in one row each tell n - 1 answers; the limits below bound how fast a key leaks
+    max_points: int = 20
     # uncompressed / compressed over the whole archive, checked once it unpacks to more than ratio_min_bytes
     # (test files' traces compress well, so small archives may exceed the ratio honestly)
     max_ratio: float = 200.0

@@ -99,15 +99,33 @@ def authenticate(s: Session, username: str, password: str) -> User | None:
     return user if verify_password(password, user.password_hash) else None
 
 
-def ensure_admin(s: Session, username: str, password: str) -> User:
-    """Create the admin account, or make an existing user admin (password unchanged)."""
-    user = s.scalar(select(User).where(User.username == username))
+def ensure_admin(s: Session, username: str, password: str | None = None) -> tuple[User, str | None]:
+    """The admin account of `elue serve --admin NAME` (the name compared as sign-up compares it). Returns the
+    user and the password made for it, if one was made (to be shown once):
+    - no such account: created, with `password` or a random one;
+    - an admin already: kept, its password set to `password` when one is given;
+    - an ordinary account: made admin only when `password` is its password. Anyone could have signed up
+      under that name before the operator chose it; promoting such an account would hand them the site."""
+    username = username.strip()
+    user = s.scalar(select(User).where(func.lower(User.username) == username.lower()))
     if user is None:
-        return create_user(s, username, password, is_admin=True)
-    if not user.is_admin:
-        user.is_admin = True
-        s.commit()
-    return user
+        made = None if password else secrets.token_urlsafe(12)
+        return create_user(s, username, password or made, is_admin=True), made
+    if user.is_admin:
+        if password and not verify_password(password, user.password_hash):
+            if len(password) < 8:
+                raise ServiceError("passwords need at least 8 characters")
+            user.password_hash = hash_password(password)
+            s.commit()
+        return user, None
+    if not (password and verify_password(password, user.password_hash)):
+        raise ServiceError(
+            f"{user.username!r} is an ordinary account (made by signing up), so it is not made admin without "
+            "its password: set ELUE_ADMIN_PASSWORD to that account's password, or choose another admin name"
+        )
+    user.is_admin = True
+    s.commit()
+    return user, None
 
 
 def create_token(s: Session, user: User, name: str = "") -> tuple[ApiToken, str]:
@@ -151,21 +169,56 @@ def check_limits(s: Session, user: User, settings: Settings) -> None:
         raise ServiceError(f"monthly limit reached: {settings.monthly_limit} submissions per 30 days", 429)
 
 
-def _lock_user(s: Session, user: User) -> None:
-    """Start a transaction that holds a write lock on the user's row until commit/rollback, so that the
-    limit check and the insert of one upload are serialised against the user's parallel uploads
-    (PostgreSQL: a row lock; SQLite: the database's write lock, taken by the first statement)."""
+def _lock_user(s: Session, user: User | None, names: bool = False) -> None:
+    """Start a transaction that holds write locks until commit/rollback. `user`: the user's row, so that the
+    limit check and the insert of one upload are serialised against the user's parallel uploads; `names`:
+    the public names (`lock_public_names`). PostgreSQL: row and advisory locks; SQLite: the database's write
+    lock, taken by the first statement."""
     s.commit()  # end any read transaction: on SQLite the lock must be the transaction's first statement
-    s.execute(update(User).where(User.id == user.id).values(session_epoch=User.session_epoch))
+    if names:
+        lock_public_names(s)
+    if user is not None:
+        s.execute(update(User).where(User.id == user.id).values(session_epoch=User.session_epoch))
+
+
+NAMES_LOCK_ID = 0x454C5545  # PostgreSQL advisory lock of the public names ("ELUE")
+
+
+def lock_public_names(s: Session) -> None:
+    """Make the check and the claim of a public name one step: taken before `check_name_free`, held until the
+    transaction ends, so of two users who publish one name at the same moment one gets the 409. PostgreSQL:
+    an advisory lock; SQLite: the database's write lock (an update that changes nothing), which must be the
+    transaction's first statement, or its reads could be older than another writer's commit."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(func.pg_advisory_xact_lock(NAMES_LOCK_ID)))
+    else:
+        s.execute(update(Meta).where(Meta.key == "public-names").values(value=Meta.value))
 
 
 DELETED_NAME = "(deleted)"  # what a deleted entry's row keeps as its name
 
 
+# Characters that show nothing (Unicode's Default_Ignorable_Code_Point outside category C, and blank
+# fillers): a name with one looks like the name without it.
+_INVISIBLE_RANGES = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x2800, 0x2800),
+    (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # fmt: skip
+
+
+def _invisible(ch: str) -> bool:
+    if unicodedata.category(ch).startswith("C"):  # controls, format characters, surrogates, unassigned
+        return True
+    code = ord(ch)
+    return any(lo <= code <= hi for lo, hi in _INVISIBLE_RANGES)
+
+
 def _clean_name(name: str) -> str:
-    # invisible characters (zero-width spaces, direction marks: Unicode category C*) would let two names
-    # look the same; runs of white space count as one space
-    name = "".join(ch for ch in (name or "") if not unicodedata.category(ch).startswith("C") or ch in " \t")
+    # invisible characters (zero-width spaces, direction marks, variation selectors, fillers) would let two
+    # names look the same; runs of white space count as one space
+    name = "".join(ch for ch in (name or "") if not _invisible(ch) or ch in " \t")
     name = " ".join(name.split())
     if not name or len(name) > 200:
         raise ServiceError("give the model a name (1-200 characters)")
@@ -177,7 +230,7 @@ def _clean_name(name: str) -> str:
 def _name_key(name: str) -> str:
     """What two names that look alike share: NFKC-normalised, case-folded, invisible characters dropped."""
     text = unicodedata.normalize("NFKC", name)
-    text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("C"))
+    text = "".join(ch for ch in text if not _invisible(ch))
     return " ".join(text.casefold().split())
 
 
@@ -336,12 +389,14 @@ def submit_reported(
         raise ServiceError("a reported entry needs the link of the paper its numbers come from")
     params_m = _number(params_m, "params_m (millions of parameters)", lo=0, hi=MAX_PARAMS_M, lo_open=True)
     parsed = parse_reported(tasks)
-    if public:
-        check_name_free(s, user, name)
-    if user is not None and enforce_limits and not user.is_admin:
-        _lock_user(s, user)
+    limited = user is not None and enforce_limits and not user.is_admin
+    if public or limited:
+        _lock_user(s, user if limited else None, names=public)
         try:
-            check_limits(s, user, settings)
+            if public:
+                check_name_free(s, user, name)
+            if limited:
+                check_limits(s, user, settings)
         except ServiceError:
             s.rollback()
             raise
@@ -406,8 +461,13 @@ def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submiss
     if "name" in changes and changes["name"] is not None:
         new_name = _clean_name(changes["name"])
     new_public = sub.public if changes.get("public") is None else bool(changes["public"])
-    if new_public and (new_name.lower() != sub.name.lower() or not sub.public):
-        check_name_free(s, sub.owner if sub.owner_id != user.id else user, new_name, exclude_id=sub.id)
+    if new_public and (_name_key(new_name) != _name_key(sub.name) or not sub.public):
+        _lock_user(s, None, names=True)
+        try:
+            check_name_free(s, sub.owner if sub.owner_id != user.id else user, new_name, exclude_id=sub.id)
+        except ServiceError:
+            s.rollback()
+            raise
     sub.name = new_name
     if changes.get("public") is not None:
         if not changes["public"] and sub.public:

@@ -92,8 +92,11 @@ def classify(path: PurePosixPath) -> tuple[str, str | None]:
     )
 
 
-def check_layout(rel_paths: Iterable[PurePosixPath], read: callable) -> tuple[list[str], list[str]]:
-    """Validate a whole submission; returns (tasks, kept files). `read(path)` gives a file's bytes."""
+def check_layout(
+    rel_paths: Iterable[PurePosixPath], read: callable, max_points: int | None = None
+) -> tuple[list[str], list[str]]:
+    """Validate a whole submission; returns (tasks, kept files). `read(path)` gives a file's bytes;
+    `max_points`: the most test files one task may have."""
     tasks: dict[str, int] = {}
     task_models: set[str] = set()
     has_default_model = False
@@ -122,6 +125,11 @@ def check_layout(rel_paths: Iterable[PurePosixPath], read: callable) -> tuple[li
     missing = [t for t in tasks if t not in task_models and not has_default_model]
     if missing:
         raise UploadError(f"no model.py for {', '.join(sorted(missing))}: add model.py or <task>/model.py")
+    crowded = [f"{t} ({n})" for t, n in sorted(tasks.items()) if max_points is not None and n > max_points]
+    if crowded:
+        raise UploadError(
+            f"too many test files (operating points) for {', '.join(crowded)}: at most {max_points} a task"
+        )
     flat = [t for t in tasks if f"{t}.tsv" in kept]
     for t in flat:
         if tasks[t] > 1:
@@ -199,7 +207,8 @@ def extract_zip(data: bytes | Path, settings: Settings) -> StagedUpload:
                         if written > info.file_size or total > settings.max_extracted_bytes:
                             raise UploadError("the archive unpacks to more than it declares (a zip bomb?)")
                         out.write(chunk)
-            tasks, kept = check_layout(rels, read_member)
+            tasks, kept = check_layout(rels, read_member, max_points=settings.max_points)
+            _check_scorable(tasks, settings)
     except UploadError:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -210,6 +219,21 @@ def extract_zip(data: bytes | Path, settings: Settings) -> StagedUpload:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return StagedUpload(path=staging, tasks=tasks, files=kept)
+
+
+def _check_scorable(tasks: list[str], settings: Settings) -> None:
+    """Refuse tasks this site holds no answer key for before the upload is queued (and counted)."""
+    have = [
+        t for t in TASK_NAMES if settings.data_dir and (settings.data_dir / t / "test_labels.tsv").is_file()
+    ]
+    missing = [t for t in tasks if t not in have]
+    if missing:
+        scores = (
+            f"it scores {', '.join(have)}"
+            if have
+            else "no answer keys are set up (the admin sets ELUE_DATA_DIR)"
+        )
+        raise UploadError(f"this site cannot score {', '.join(missing)}: {scores}")
 
 
 def commit_staged(staged: StagedUpload, settings: Settings) -> str:

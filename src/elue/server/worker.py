@@ -46,7 +46,7 @@ from .db import (
     open_database,
     utcnow,
 )
-from .service import ServiceError, check_name_free
+from .service import ServiceError, check_name_free, lock_public_names
 from .storage import submission_path
 
 log = logging.getLogger("elue.server.worker")
@@ -210,6 +210,8 @@ def _finish(
 ) -> bool:
     """Write the outcome if (and only if) this worker still holds the job. One transaction."""
     with sessions() as s:
+        if result is not None:  # a public entry claims its name here (_keep_private_if_name_taken)
+            lock_public_names(s)
         res = s.execute(
             update(Submission)
             .where(Submission.id == sid, Submission.lease_owner == worker_id, Submission.status == RUNNING)
@@ -452,6 +454,8 @@ def process(
         log.error("submission %s: %s", sid, traceback.format_exc())
     finally:
         beat.stop.set()
+    if settings.data_dir is not None:  # nor the folder of the answer keys
+        error = error.replace(str(settings.data_dir), "<answer keys>")
     error = _cap(error, MAX_ERROR_CHARS)
     lines = "".join(_stamp(_cap(x, 2000)) for x in captured)
     if status == SCORED:
