@@ -130,6 +130,12 @@ def test_answer_key_fixture(tmp_path):
     assert index.tolist() == [0, 1] and label.dtype == np.float64 and label.tolist() == [2.5, 0.4]
     with pytest.raises(FileNotFoundError, match="no answer key for mrpc"):
         read_answer_key(tmp_path, "mrpc")
+    # indices that int() takes or chokes on but no writer means: a superscript digit, 5,000 digits
+    for bad, shown in (("\u00b2", "'\u00b2'"), ("9" * 5000, "'999")):
+        (folder / "test_labels.tsv").write_text(f"index\tlabel\n0\t2.5\n{bad}\t0.4\n")
+        with pytest.raises(DataFileError, match="line 3: index " + shown) as e:
+            read_answer_key(tmp_path, "sts-b")
+        assert len(str(e.value)) < 500
 
 
 # --- the real copies (../shared/data) ------------------------------------------------------------

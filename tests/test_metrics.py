@@ -86,3 +86,14 @@ def test_matthews_for_glue_cola():
     # tp=1 tn=1 fp=1 fn=1 -> 0; perfect -> 1
     assert METRICS["matthews"]([1, 1, 0, 0], [1, 0, 1, 0]) == {"performance": 0.0, "mcc": 0.0}
     assert METRICS["matthews"]([1, 0, 1], [1, 0, 1])["mcc"] == pytest.approx(100.0)
+
+
+def test_pearson_of_huge_finite_predictions():
+    """Sums of squares of values near 1e308 overflow; the correlation does not depend on the scale."""
+    from scipy.stats import pearsonr
+
+    y = np.arange(10.0)
+    p = y.copy()
+    p[-2:] = [1.6e308, 1.7e308]
+    assert pearson(y, p) == pytest.approx(pearsonr(y, p / 1e308)[0], rel=1e-12)
+    assert pearson(y, p) > 0.6

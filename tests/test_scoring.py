@@ -116,6 +116,10 @@ def _write(tmp_path, data):
         ({"tasks": {"sst-2": [[-1, 80]]}}, "positive"),
         ({"tasks": {"sst-2": [[1, "x"]]}}, "performance"),
         ({"tasks": {"sst-2": [[1, 80], [1, 81]]}}, "distinct"),
+        ('{"tasks": {"sst-2": [[1' + "0" * 400 + ", 80]]}}", "MFLOPs 1000"),  # an int beyond float
+        ({"tasks": {"sst-2": [[1000, -1e308], [1001, 1e308]]}}, "percentage points"),  # slopes would overflow
+        ({"tasks": {"sst-2": [[1e300, 80]]}}, "up to"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
         ({"tasks": {"sst-2": [[1, 80]], "sst2": [[2, 81]]}}, "twice"),
     ],
 )

@@ -243,3 +243,13 @@ def test_long_bad_header_is_shortened(tmp_path):
 def test_cr_only_line_ends_named(tmp_path):
     err = _error(_file(tmp_path, "", raw=b"index\tpred\tmodules\r0\t1\t(3),emb\r"))
     assert "CR only" in str(err)
+
+
+def test_integers_beyond_pythons_digit_limit_are_named(tmp_path):
+    """int() refuses more than 4,300 digits: such fields are reported with their line like any other."""
+    huge = "9" * 5000
+    e = _error(_file(tmp_path, f"{huge}\t1\t{T1}\n1\t{huge}\t{T1}\n2\t1\t({huge},768),layer_1\n"), "sst-2")
+    assert [line for line, _ in e.problems] == [2, 3, 4]
+    text = str(e)
+    assert "far too large" in text and "outside the task's labels" in text and "too large (at most" in text
+    assert len(text) < 2000  # the 5,000 digits are not quoted in full

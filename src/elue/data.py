@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,11 +165,14 @@ def _parse_labels(path: Path, values: list[str], task: Task, first_line: int = 2
 
 
 def _parse_indices(path: Path, values: list[str], first_line: int = 2) -> np.ndarray:
-    try:
-        arr = np.array([int(v) for v in values], dtype=np.int64)
-    except ValueError:
-        bad = next(i for i, v in enumerate(values) if not v.strip().lstrip("-").isdigit())
-        raise DataFileError(path, [(bad + first_line, f"index {values[bad]!r} is not an integer")]) from None
+    plain = re.compile(r"\s*-?[0-9]{1,18}\s*", re.ASCII)  # ASCII digits, within int64
+    bad = next((i for i, v in enumerate(values) if not plain.fullmatch(v)), None)
+    if bad is not None:
+        shown = values[bad] if len(values[bad]) <= 40 else values[bad][:37] + "..."
+        raise DataFileError(
+            path, [(bad + first_line, f"index {shown!r} is not an integer of at most 18 digits")]
+        )
+    arr = np.array([int(v) for v in values], dtype=np.int64)
     if len(np.unique(arr)) != len(arr):
         seen: dict[int, int] = {}
         for i, v in enumerate(arr.tolist()):

@@ -60,6 +60,9 @@ def _correlation(fn, y_true, y_pred) -> float:
     # a constant side has no correlation; report 0 rather than NaN (a constant predictor earns nothing)
     if t.shape[0] < 2 or np.all(t == t[0]) or np.all(p == p[0]):
         return 0.0
+    # correlations do not change with scale: bring huge (finite) values down so that means and sums of
+    # squares do not overflow to inf (which would make the result NaN, reported as 0)
+    t, p = (x / np.abs(x).max() if np.abs(x).max() > 1e100 else x for x in (t, p))
     r = float(fn(t, p)[0])
     return 0.0 if math.isnan(r) else r
 

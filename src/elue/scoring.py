@@ -61,7 +61,23 @@ class Baseline(dict):
 
 
 def _finite_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+# Bounds of a baseline point: performance is in percentage points (spec §1: at most 100 in size); MFLOPs
+# beyond a million GFLOPs per example are no real model. Within them the curve's slopes stay finite.
+MAX_PERFORMANCE = 100.0
+MAX_MFLOPS = 1e9
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def validate_points(points: Iterable, what: str = "points") -> list[Point]:
@@ -83,10 +99,15 @@ def validate_points(points: Iterable, what: str = "points") -> list[Point]:
         f, p = pt[0], pt[1]
         f = float(f) if isinstance(f, np.number) else f
         p = float(p) if isinstance(p, np.number) else p
-        if not _finite_number(f) or f <= 0:
-            raise BaselineError(f"{what}: point {i} has MFLOPs {f!r}; expected a positive number")
-        if not _finite_number(p):
-            raise BaselineError(f"{what}: point {i} has performance {p!r}; expected a finite number")
+        if not _finite_number(f) or not 0 < f <= MAX_MFLOPS:
+            raise BaselineError(
+                f"{what}: point {i} has MFLOPs {_shown(f)}; expected a positive number up to {MAX_MFLOPS:g}"
+            )
+        if not _finite_number(p) or abs(p) > MAX_PERFORMANCE:
+            raise BaselineError(
+                f"{what}: point {i} has performance {_shown(p)}; expected percentage points, "
+                f"-{MAX_PERFORMANCE:g}..{MAX_PERFORMANCE:g}"
+            )
         out.append((float(f), float(p)))
     out.sort()
     for (f1, _), (f2, _) in zip(out, out[1:], strict=False):
@@ -143,6 +164,8 @@ def load_baseline(path: Path | str | None = None) -> Baseline:
         raise BaselineError(
             f"{source}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
         ) from None
+    except RecursionError:
+        raise BaselineError(f"{source}: not a baseline (JSON nested too deeply)") from None
     return parse_baseline(data, source)
 
 

@@ -41,6 +41,11 @@ _INT64_MAX = 2**63 - 1
 _SHOWN = 80  # characters of a bad header quoted in a message
 
 
+def _shown(text: str, limit: int = 40) -> str:
+    """A field quoted in a message, cut short."""
+    return repr(text) if len(text) <= limit else repr(text[: limit - 3] + "...")
+
+
 class TestFileError(ValueError):
     """A test file that cannot be accepted. `problems` holds (line or None, message) pairs."""
 
@@ -128,6 +133,8 @@ def _parse_class(text: str, num_labels: int) -> tuple[int | None, str | None]:
         if _FLOAT.fullmatch(text):
             return None, f"pred {text!r} is a float where a class is expected (write {expected})"
         return None, f"pred {text!r} is not a class id (expected {expected})"
+    if len(text) > 20:  # beyond int64, and int() refuses more than 4,300 digits
+        return None, f"pred {_shown(text)} is outside the task's labels 0..{num_labels - 1}"
     value = int(text)
     if not 0 <= value < num_labels:
         return None, f"pred {value} is outside the task's labels 0..{num_labels - 1}"
@@ -257,9 +264,9 @@ def read_test_file(
 
         s_index = s_index.strip()
         if not _INT.fullmatch(s_index):
-            problems.add(lineno, f"index {s_index!r} is not an integer" if s_index else "missing index")
-        elif abs(idx := int(s_index)) > _INT64_MAX:
-            problems.add(lineno, f"index {s_index} is not in the {t.name} test set (far too large)")
+            problems.add(lineno, f"index {_shown(s_index)} is not an integer" if s_index else "missing index")
+        elif len(s_index) > 20 or abs(idx := int(s_index)) > _INT64_MAX:  # int() stops at 4,300 digits
+            problems.add(lineno, f"index {_shown(s_index)} is not in the {t.name} test set (far too large)")
         else:
             index[row] = idx
             seen = first_line.get(idx)

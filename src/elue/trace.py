@@ -14,6 +14,7 @@ Call = tuple[str, Shape]  # (module name, input shape)
 # one call: "(d1,d2,...),name" with optional spaces; names are module_list keys (no ; , ( ) or spaces)
 _CALL = re.compile(r"^\(\s*(?P<shape>[^()]*?)\s*\)\s*,\s*(?P<name>[^\s;,()]+)$")
 _DIM = re.compile(r"^[0-9]+$")
+_MAX_DIGITS = 12  # more digits than any allowed dimension: refused before int() (which stops at 4,300 digits)
 MAX_DIM = 2**31 - 1  # no real input is that large; bigger values would overflow the counting code
 
 
@@ -38,13 +39,26 @@ def parse_trace(text: str) -> list[Call]:
         dims = [d.strip() for d in m.group("shape").split(",")] if m.group("shape").strip() else []
         if not dims:
             raise TraceError(f"call {pos} {part!r} has an empty shape")
+        what = f"call {pos} {_short(part)}"
         for d in dims:
             if not _DIM.match(d):
-                raise TraceError(f"call {pos} {part!r}: shape dimension {d!r} is not a non-negative integer")
-        shape = tuple(int(d) for d in dims)
-        _check_dims(shape, f"call {pos} {part!r}")
+                raise TraceError(f"{what}: shape dimension {_short(d)} is not a non-negative integer")
+        shape = _dims(dims, what)
         calls.append((m.group("name"), shape))
     return calls
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text) if len(text) <= limit else repr(text[: limit - 3] + "...")
+
+
+def _dims(digits: list[str], what: str) -> Shape:
+    """Checked dimensions from strings of ASCII digits."""
+    if any(len(d.lstrip("0")) > _MAX_DIGITS for d in digits):
+        raise TraceError(f"{what}: a shape dimension is too large (at most {MAX_DIM:,})")
+    shape = tuple(int(d) for d in digits)
+    _check_dims(shape, what)
+    return shape
 
 
 def _check_dims(shape: Shape, what: str) -> None:
@@ -70,7 +84,7 @@ def parse_shape(text: str) -> Shape:
     body = text.strip().strip("()")
     dims = [d.strip() for d in body.split(",")]
     if not body.strip() or not all(_DIM.match(d) for d in dims):
-        raise TraceError(f"shape {text!r} is not a comma-separated list of positive integers, e.g. 24,768")
-    shape = tuple(int(d) for d in dims)
-    _check_dims(shape, f"shape {text!r}")
-    return shape
+        raise TraceError(
+            f"shape {_short(text)} is not a comma-separated list of positive integers, e.g. 24,768"
+        )
+    return _dims(dims, f"shape {_short(text)}")

@@ -179,7 +179,7 @@ def test_baseline_not_utf8_named(tmp_path):
     assert res.exit_code == 1 and "utf16.json: not UTF-8" in res.output
 
 
-@pytest.mark.parametrize("shape", ["3,,8", "-3,8", "0,8", ""])
+@pytest.mark.parametrize("shape", ["3,,8", "-3,8", "0,8", "", "9" * 5000 + ",8"])
 def test_flops_shape_is_strict(tmp_path, shape):
     model = tmp_path / "model.py"
     model.write_text(TINY_MODEL_PY)

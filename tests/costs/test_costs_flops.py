@@ -98,6 +98,31 @@ def test_conv1d():
     assert both(conv, torch.zeros(1, 4, 10)) == 6 * 10 * 4 * 3
 
 
+def test_rms_norm_two_per_element_on_every_device():
+    """On meta and CPU torch decomposes RMS norm into pointwise ops (0 by the rules): priced as a whole."""
+    x = torch.zeros(1, 10, 64)
+    assert both(nn.RMSNorm(64), x) == 2 * 640 == both(nn.LayerNorm(64), x)
+
+    class Functional(nn.Module):
+        def forward(self, x):
+            return F.rms_norm(x, (64,)) + torch.rms_norm(x, (64,))
+
+    assert both(Functional(), x) == 2 * 2 * 640
+
+
+def test_gpt2_block_eager_equals_sdpa_with_baddbmm_scaling():
+    from transformers import GPT2Config
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Block
+
+    counts = set()
+    for reorder in (True, False):
+        for impl in ("eager", "sdpa"):
+            config = GPT2Config(n_embd=64, n_head=4, n_layer=1, reorder_and_upcast_attn=reorder)
+            config._attn_implementation = impl
+            counts.add(module_flops(GPT2Block(config, layer_idx=0).eval(), (7, 64)))
+    assert len(counts) == 1, counts
+
+
 def test_softmax_one_per_element():
     class S(nn.Module):
         def forward(self, x):
@@ -132,6 +157,17 @@ class EagerAttention(nn.Module):
             if self.style == "query":  # DistilBERT style: scale Q before the product
                 q = q / d**0.5
                 scores = torch.matmul(q, k.transpose(-1, -2))
+            elif self.style == "alpha":  # GPT-2's reorder_and_upcast_attn: the product scales (baddbmm alpha)
+                q3, k3 = q.reshape(b * self.heads, n, d), k.reshape(b * self.heads, n, d)
+                zeros = q3.new_zeros(b * self.heads, n, n)
+                scores = torch.baddbmm(zeros, q3, k3.transpose(1, 2), beta=0, alpha=d**-0.5)
+                scores = scores.view(b, self.heads, n, n)
+            elif self.style == "mask_then_scale":  # the mask added first, the sum scaled
+                scores = torch.matmul(q, k.transpose(-1, -2))
+                if mask is not None:
+                    scores = scores + mask
+                    mask = None
+                scores = scores / d**0.5
             else:
                 scores = torch.matmul(q, k.transpose(-1, -2)) / d**0.5
             if mask is not None:
@@ -140,7 +176,7 @@ class EagerAttention(nn.Module):
         return self.o(ctx.transpose(1, 2).reshape(b, n, self.h))
 
 
-@pytest.mark.parametrize("style", ["scores", "query", "sdpa"])
+@pytest.mark.parametrize("style", ["scores", "query", "sdpa", "alpha", "mask_then_scale"])
 @pytest.mark.parametrize("n", [1, 5, 9])
 def test_attention_hand_computed(style, n):
     h, heads = 32, 4

@@ -13,7 +13,8 @@ Rules, in MACs (FLOPs = 2 × MACs):
   L·S·E (QKᵀ) + L·S·Ev (softmax·V) + L·S (scaling) + L·S (softmax);
 - softmax / log-softmax: 1 per element; LayerNorm / batch norm / group norm / RMS norm: 2 per element;
 - a multiplication or division by a scalar costs 1 per element of an attention score tensor (the
-  product of two activations); a scalar applied to an operand *before* such a product (Q/√d)
+  product of two activations, also after a mask or another score was added to it, or scaled by the
+  product itself as baddbmm's alpha); a scalar applied to an operand *before* such a product (Q/√d)
   is charged as 1 per element of the product's output, once per product, so "scale Q", "scale K and
   Q" and "scale the scores" all cost L·S;
 - everything else (embedding lookups, activations, dropout, residual and mask adds, reshapes): 0.
@@ -107,6 +108,7 @@ _NORMS = _packet(
 )
 _SOFTMAX = _packet("_softmax", "_safe_softmax", "_log_softmax", "softmax", "log_softmax")
 _SCALE = _packet("mul", "div", "mul_", "div_")
+_MASKING = _packet("add", "sub", "add_", "sub_", "where", "masked_fill", "masked_fill_")
 _FUSED_ATTN = _packet(
     "_scaled_dot_product_flash_attention_for_cpu",
     "_scaled_dot_product_flash_attention",
@@ -266,15 +268,16 @@ class _Counter(TorchDispatchMode):
         if isinstance(out, torch.Tensor):
             self._tags[id(out)] = (out, tag)
 
-    def _product(self, a: torch.Tensor, b: torch.Tensor, out: Any) -> None:
-        """Bookkeeping for a product of a and b: activation × activation is an attention score."""
+    def _product(self, a: torch.Tensor, b: torch.Tensor, out: Any, scaled: bool = False) -> None:
+        """Bookkeeping for a product of a and b: activation × activation is an attention score. `scaled`: the
+        product itself scales its result (baddbmm's alpha)."""
         ta, tb = self._tag(a), self._tag(b)
         if ta == "param" or tb == "param":
             if isinstance(out, torch.Tensor) and ta == "param" and tb == "param":
                 self._set(out, "param")
             return
-        if (ta == "prescaled" or tb == "prescaled") and isinstance(out, torch.Tensor):
-            self.macs += out.numel()  # the scaling of the scores, done on an operand instead
+        if (ta == "prescaled" or tb == "prescaled" or scaled) and isinstance(out, torch.Tensor):
+            self.macs += out.numel()  # the scaling of the scores, done on an operand or by the product
         self._set(out, "score")
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -294,11 +297,11 @@ class _Counter(TorchDispatchMode):
         elif p in _PRODUCTS_2D:
             a, b = (args[0], args[1]) if p is aten.mm else (args[1], args[2])
             self.macs += _mm(a, b)
-            self._product(a, b, out)
+            self._product(a, b, out, scaled=kwargs.get("alpha", 1) != 1)
         elif p in _PRODUCTS_3D:
             a, b = (args[0], args[1]) if p is aten.bmm else (args[1], args[2])
             self.macs += _bmm(a, b)
-            self._product(a, b, out)
+            self._product(a, b, out, scaled=kwargs.get("alpha", 1) != 1)
         elif p is aten.matmul:
             self.macs += _matmul(args[0], args[1])
             self._product(args[0], args[1], out)
@@ -311,6 +314,11 @@ class _Counter(TorchDispatchMode):
             self.macs += args[0].numel()
         elif p in _SCALE:
             self._scale(args, out)
+        elif p in _MASKING:  # scores plus a mask (or plus other scores) are still scores
+            if isinstance(out, torch.Tensor) and any(
+                self._tag(a) == "score" and tuple(a.shape) == tuple(out.shape) for a in args
+            ):
+                self._set(out, "score")
         elif p in _SOFTMAX:
             self.macs += args[0].numel()
         elif p in _NORMS:
@@ -372,6 +380,9 @@ _FAST_META = (
 )
 
 _SDPA = torch.nn.functional.scaled_dot_product_attention
+_RMS_NORMS = {
+    f for f in (getattr(torch.nn.functional, "rms_norm", None), getattr(torch, "rms_norm", None)) if f
+}
 
 
 def _sdpa_well_formed(q, k, v) -> bool:
@@ -394,6 +405,15 @@ class _AttentionPricer(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in _RMS_NORMS and not self.counter.suspended:
+            # on meta and CPU torch runs RMS norm as pow/mean/rsqrt/mul (0 by the rules), on CUDA as one fused
+            # op: priced here as a whole, so that every device gives the same count
+            self.counter.macs += 2 * (args[0] if args else kwargs["input"]).numel()
+            self.counter.suspended += 1
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.counter.suspended -= 1
         if func is _SDPA and not self.counter.suspended:
             q = args[0] if args else kwargs["query"]
             k = args[1] if len(args) > 1 else kwargs["key"]
