@@ -192,6 +192,21 @@ def test_cli_convert_a_bert_checkpoint(tiny, tmp_path):
     (notes / "todo.txt").write_text("x")
     result = CliRunner().invoke(app, ["convert", str(src), "--output", str(notes), "--overwrite"])
     assert result.exit_code == 1 and "not a model folder" in result.output and (notes / "todo.txt").exists()
+    # a conversion that fails leaves OUTPUT as it was: a bad option, an ElasticBERT as SOURCE
+    before = sorted(p.name for p in dst.iterdir())
+    for bad in (["--pooler-init", "bogus"], ["--exits", "9"]):
+        result = CliRunner().invoke(app, [*again, "--overwrite", *bad])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert sorted(p.name for p in dst.iterdir()) == before
+    result = CliRunner().invoke(app, ["convert", str(dst), "--output", str(dst), "--overwrite"])
+    assert (
+        result.exit_code == 1
+        and "overlap" in result.output
+        and sorted(p.name for p in dst.iterdir()) == before
+    )
+    result = CliRunner().invoke(app, ["convert", str(src), "--output", str(src), "--overwrite"])
+    assert result.exit_code == 1 and "overlap" in result.output and (src / "config.json").is_file()
+    assert not list(tmp_path.glob(".*converting*"))  # no staging folder left behind
 
 
 def _hub_copy(root: Path, config: str, splits: dict[str, str], rows: dict[str, list]) -> Path:

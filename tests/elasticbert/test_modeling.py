@@ -335,6 +335,51 @@ def test_static_model_from_top_exit_checkpoint_takes_the_right_classifier(tmp_pa
     assert info["missing_keys"] == {f"{name}.{w}" for name in exit_2 for w in ("weight", "bias")}
 
 
+@pytest.mark.parametrize(
+    "sizes, exits_of_joint",
+    [
+        ({"num_output_layers": 2}, [2, 3]),  # the top 2 of 4 exits: classifiers renumbered down
+        ({"num_hidden_layers": 3, "num_output_layers": 2}, [1, 2]),  # 3 layers, exits on layers 2 and 3
+    ],
+)
+def test_fewer_exits_take_the_classifiers_of_their_own_layers(tmp_path, sizes, exits_of_joint):
+    """Classifiers are numbered from the first exit layer: loaded with other exits, each exit must get its own
+    layer's classifier, not the one at the same position."""
+    torch.manual_seed(0)
+    joint = ElasticBertForSequenceClassification(tiny_config(num_labels=3)).eval()  # 4 layers, 4 exits
+    joint.save_pretrained(tmp_path / "joint")
+    fewer, info = ElasticBertForSequenceClassification.from_pretrained(
+        tmp_path / "joint", output_loading_info=True, **sizes
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    ids, mask = batch()
+    want = joint(ids, attention_mask=mask).exit_logits
+    got = fewer.eval()(ids, attention_mask=mask).exit_logits
+    assert len(got) == len(exits_of_joint)
+    for g, j in zip(got, exits_of_joint, strict=True):
+        torch.testing.assert_close(g, want[j])
+    # saved under its own numbering, and loads back as it is
+    fewer.save_pretrained(tmp_path / "fewer")
+    again, info = ElasticBertForSequenceClassification.from_pretrained(
+        tmp_path / "fewer", output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    torch.testing.assert_close(again.classifiers[0].weight, joint.classifiers[exits_of_joint[0]].weight)
+    # and back up to every exit: the exits it kept get their classifiers, the others are reported missing
+    more, info = ElasticBertForSequenceClassification.from_pretrained(
+        tmp_path / "fewer", num_hidden_layers=4, num_output_layers=4, output_loading_info=True
+    )
+    kept = [j + (4 - sizes.get("num_hidden_layers", 4)) for j in exits_of_joint]  # their layers in 4
+    if sizes.get("num_hidden_layers"):
+        return  # a 3-layer checkpoint: its layer 4 comes fresh, its exits are not the joint model's layers
+    assert {k.split(".")[1] for k in info["missing_keys"] if k.startswith("classifiers.")} == {
+        str(j) for j in range(4) if j not in kept
+    }, info
+    for j in range(4):
+        same = torch.equal(more.classifiers[j].weight, joint.classifiers[j].weight)
+        assert same == (j in kept), j  # the others fresh, not another layer's classifier
+
+
 def test_elue_modules_names_and_calls():
     torch.manual_seed(0)
     model = ElasticBertForSequenceClassification(tiny_config(num_hidden_layers=2)).eval()

