@@ -372,6 +372,7 @@ def test_checkpoint_of_another_task_refused(tiny, tmp_path):
         (["--entropy", "-0.5"], "entropy threshold -0.5"),
         (["--regression-threshold", "-1", "--static", "3"], "--regression-threshold"),
         (["--hub", "--data", "x", "--static", "3"], "with --hub use --hub-path"),
+        (["--hub-path", "/nowhere", "--static", "3"], "--hub-path is the hub dataset"),
         (["--static", "3", "--batch-size", "0"], "--batch-size"),
         (["--static", "3", "--max-length", "1000"], "the model has 64 positions"),
     ],
@@ -434,3 +435,51 @@ def test_an_untrained_checkpoint_or_an_output_file_is_refused_before_running(tin
         predict_submission(
             ckpt, "sst-2", tmp_path / "afile", data_dir=data, points=make_points(static=[1]), log=print
         )
+
+
+def test_replay_decides_ties_with_tau_as_the_engine_does():
+    """τ equal to an observed entropy (a quantile, say): the replay computes entropies as the engine does, so
+    such an example leaves at the same exit in both."""
+    import torch
+
+    from elue.elasticbert.early_exit import _entropy_exits
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 300, 2)).astype(np.float32)  # [E, N, C]
+    for tau in np.quantile(
+        [float(v) for v in torch.special.entr(torch.softmax(torch.from_numpy(logits), -1)).sum(-1).flatten()],
+        [0.25, 0.5, 0.75],
+    ):
+        tau = float(np.float32(tau))
+        _, layer = replay_exits(logits, Point("entropy", tau), [1, 2, 3, 4])
+        # the engine's rule, exit by exit
+        want = np.full(300, 4)
+        left = np.ones(300, dtype=bool)
+        for e in range(4):
+            out = _entropy_exits(torch.from_numpy(logits[e]), tau).numpy() & left
+            want[out] = e + 1
+            left &= ~out
+        assert (layer == want).all()
+    # and at every observed entropy exactly
+    from elue.elasticbert.early_exit import entropy_from_logits
+
+    observed = entropy_from_logits(torch.from_numpy(logits[1])).numpy()
+    for tau in observed[:20].tolist():
+        _, layer = replay_exits(logits, Point("entropy", tau), [1, 2, 3, 4])
+        assert (layer[:20] == [_first_exit(logits[:, i], tau) for i in range(20)]).all()
+
+
+def _first_exit(row_logits, tau):  # noqa: ANN001, ANN202
+    import torch
+
+    from elue.elasticbert.early_exit import _entropy_exits
+
+    for e in range(len(row_logits)):
+        if bool(_entropy_exits(torch.from_numpy(row_logits[e : e + 1]), tau)[0]):
+            return e + 1
+    return len(row_logits)
+
+
+def test_point_names_tell_close_thresholds_apart():
+    names = [p.name for p in make_points(entropy=[0.6929956, 0.6929957, 0.3, 1e-05])]
+    assert names == ["entropy_0.6929956", "entropy_0.6929957", "entropy_0.3", "entropy_1em05"]

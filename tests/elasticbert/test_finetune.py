@@ -428,6 +428,8 @@ def test_resume_may_change_session_options(tiny, tmp_path):
         (["--stop-after", "0"], "--stop-after"),
         (["--layers", "2", "--exits", "1"], "excludes --num-layers and --exits"),
         (["--hub", "--data", "x"], "with --hub use --hub-path"),
+        (["--hub-path", "/nowhere"], "--hub-path is the hub dataset"),
+        (["--seed", "-1"], "--seed"),
         (["--resume", "--overwrite"], "exclude each other"),
         (["--layers", "5"], "--layers 5: the model has 3 layers"),
         (["--num-layers", "4"], "--num-layers 4: the model has 3 layers"),
@@ -444,6 +446,8 @@ def test_cli_bad_numbers_refused(tiny, tmp_path, args, message):
     assert result.exit_code in (1, 2), result.output
     assert message in result.output and "Traceback" not in result.output, result.output
     assert not (tmp_path / "o" / "best").exists()
+    if "--seed" in args or "--hub-path" in args:  # refused before anything is written
+        assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(

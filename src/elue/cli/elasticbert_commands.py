@@ -159,7 +159,9 @@ def finetune_command(
     select: str = typer.Option(
         "auto", "--select", help="Best checkpoint by the 'last' exit or the 'mean' over exits."
     ),
-    seed: int = typer.Option(42, "--seed"),
+    seed: int = typer.Option(
+        42, "--seed", min=0, max=2**32 - 1, help="Seed of every random choice (0 .. 2**32 - 1)."
+    ),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
     mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="no, fp16 or bf16 (GPU)."),
     resume: bool = typer.Option(
@@ -186,6 +188,10 @@ def finetune_command(
         fail("--hub and --glue exclude each other")
     if data is not None and (hub or glue):
         fail(f"--data reads an ELUE-layout folder; with {'--hub' if hub else '--glue'} use --hub-path")
+    if hub_path is not None and not (hub or glue):
+        fail(
+            "--hub-path is the hub dataset (or a local copy of it) that --hub or --glue reads: add one, or use --data"
+        )
     if select not in ("auto", "last", "mean"):
         fail("--select must be auto, last or mean")
     if layers is not None and (num_layers is not None or exits is not None):
@@ -332,6 +338,10 @@ def predict_command(
         fail("--engine must be replay or early-exit")
     if hub and data is not None:
         fail("--data reads an ELUE-layout folder; with --hub use --hub-path")
+    if hub_path is not None and not hub:
+        fail(
+            "--hub-path is the hub dataset (or a local copy of it) that --hub reads: add --hub, or use --data"
+        )
     model_path = _check_model_path(model, "--model")
     if not progress:
         _quiet_libraries()

@@ -58,6 +58,8 @@ class Point:
 
 def _fmt(v: float) -> str:
     s = f"{v:.6g}"
+    if float(s) != v:  # more digits than 6 tell two thresholds apart: all of them (the shortest exact form)
+        s = repr(float(v))
     return s.replace("-", "m")
 
 
@@ -192,11 +194,14 @@ def formula_mflops(config, calls) -> float:
 
 
 def entropy(logits: np.ndarray) -> np.ndarray:
-    """Entropy (nats) of softmax(logits) along the last axis."""
-    z = logits - logits.max(-1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(-1, keepdims=True)
-    return -(p * np.log(np.clip(p, 1e-30, None))).sum(-1)
+    """Entropy (nats) of softmax(logits) along the last axis: the early-exit engine's own computation, so that
+    an entropy equal to τ goes the same way in a replay and in the engine (a formula of our own differed from
+    it in the last bit for about half of the values)."""
+    import torch
+
+    from .early_exit import entropy_from_logits
+
+    return entropy_from_logits(torch.as_tensor(np.asarray(logits))).numpy()
 
 
 def replay_exits(

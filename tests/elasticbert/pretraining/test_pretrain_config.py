@@ -71,6 +71,17 @@ def test_cli_prints_resolved_settings(tmp_path):
         ("model_config.hidden_act=foo", "model_config.hidden_act 'foo' is not an activation"),
         ("model_config.intermediate_size=0", "model_config.intermediate_size must be at least 1"),
         ("model_config.attention_probs_dropout_prob=1", "attention_probs_dropout_prob must be in [0, 1)"),
+        # checked and then ignored before: pre-training puts an exit on every layer
+        (
+            "model_config.num_output_layers=2",
+            "model_config.num_output_layers: pre-training has an exit on every",
+        ),
+        (
+            "model_config.max_output_layers=2",
+            "model_config.max_output_layers: pre-training has an exit on every",
+        ),
+        ("seed=-1", "seed must be at least 0"),
+        (f"seed={2**32}", "seed must be below 2**32"),
     ],
 )
 def test_wrong_types_and_choices_are_named(override, message):

@@ -57,6 +57,7 @@ _MINIMUM: dict[str, float] = {
     "max_grad_norm": 0,
     "adam_epsilon": 0,
     "sop_weight": 0,
+    "seed": 0,  # numpy's and Accelerate's seeding take 0 .. 2**32 - 1
 }
 # settings that are fractions: (low, high, low included, high included); mlm_probability 0 would mask
 # nothing (no MLM loss)
@@ -220,6 +221,8 @@ class PretrainConfig:
             value = getattr(self, name)
             if value is not None and not value >= low:
                 raise SettingsError(f"{name} must be at least {low:g}, not {value!r}")
+        if not self.seed < 2**32:
+            raise SettingsError(f"seed must be below 2**32, not {self.seed!r}")
         for name, (low, high, with_low, with_high) in _RANGES.items():
             value = getattr(self, name)
             low_ok = low <= value if with_low else low < value
@@ -258,6 +261,12 @@ class PretrainConfig:
 
         fields = {f.name: f.type for f in dataclasses.fields(ElasticBertConfig)}
         known = set(fields) | {"attn_implementation"}
+        fixed = sorted({"num_output_layers", "max_output_layers"} & set(self.model_config))
+        if fixed:  # pre-training puts an exit (MLM + SOP heads) on every layer
+            raise SettingsError(
+                f"model_config.{fixed[0]}: pre-training has an exit on every layer (num_hidden_layers); "
+                "choose the exits trained together with exit_groups"
+            )
         unknown = sorted(set(self.model_config) - known)
         if unknown:
             listed = ", ".join(sorted(known - {"transformers_version", "architectures"}))
