@@ -701,7 +701,11 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         scheduler.load_state_dict(torch.load(last_dir / "scheduler.pt", map_location="cpu"))
         rng = last_dir / "rng.pt"
         if rng.is_file():
-            torch.set_rng_state(torch.load(rng, map_location="cpu", weights_only=False)["torch"])
+            states = torch.load(rng, map_location="cpu", weights_only=False)
+            torch.set_rng_state(states["torch"])
+            cuda = states.get("cuda")  # dropout on a GPU draws from the GPU's generators
+            if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda)
         log(f"resumed at step {state.global_step} (epoch {state.epoch}, batch {state.step_in_epoch})")
 
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -715,7 +719,8 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         _save_model(accelerator.unwrap_model(model), tokenizer, last_dir)
         torch.save(optimizer.state_dict(), last_dir / "optimizer.pt")
         torch.save(scheduler.state_dict(), last_dir / "scheduler.pt")
-        torch.save({"torch": torch.get_rng_state()}, last_dir / "rng.pt")
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        torch.save({"torch": torch.get_rng_state(), "cuda": cuda}, last_dir / "rng.pt")
         (last_dir / STATE_FILE).write_text(json.dumps(_jsonable(asdict(state)), indent=2))
 
     def run_eval() -> bool:
