@@ -126,3 +126,11 @@ def test_a_task_the_site_cannot_score_is_refused_at_upload(client, settings):  #
         "/api/submissions", headers=h, data={"name": "x"}, files={"file": ("s.zip", zip_bytes(SUB))}
     )
     assert r.status_code == 202, r.text
+
+
+def test_the_guide_states_the_limits(client, settings):  # noqa: ANN001
+    text = " ".join(client.get("/guide").text.split())
+    assert (
+        f"{settings.daily_limit} submissions a day" in text
+        and f"at most {settings.max_points} test files" in text
+    )
