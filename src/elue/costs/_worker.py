@@ -120,7 +120,8 @@ def _check(mod) -> tuple[dict, Any, Any]:
     return ml, em, dummy
 
 
-def run(request: dict, emit) -> dict:
+def run(request: dict, emit, freeze_heap: bool = False) -> dict:
+    """Load model.py, price the requested calls. `freeze_heap`: in the worker process only (see below)."""
     model_py = request["model_py"]
     calls = [(str(n), tuple(int(d) for d in s)) for n, s in request.get("calls", [])]
     mod = _load(model_py)
@@ -139,10 +140,12 @@ def run(request: dict, emit) -> dict:
         raise _Fail(f"cannot count the parameters of entire_model: {_exc_line(exc)}") from None
 
     loaded_at = time.perf_counter()  # model.py imported and built: pricing starts here
-    # What is loaded now (torch, transformers, model.py) lives until the process ends: keep the collector from
-    # walking it again in each full collection that pricing's many small objects set off (~0.25 s of ~0.9 s
-    # for a BERT-base model.py here).
-    gc.freeze()
+    if freeze_heap:
+        # What is loaded now (torch, transformers, model.py) lives until the worker process ends: keep the
+        # collector from walking it again in each full collection that pricing's many small objects set off
+        # (~0.25 s of ~0.9 s for a BERT-base model.py here). Not in a caller's process: its objects would
+        # never be freed.
+        gc.freeze()
     wanted = list(dict.fromkeys(calls))
     missing = sorted({n for n, _ in wanted if n not in module_list})
     if missing:
@@ -215,7 +218,7 @@ def main() -> int:
         emit({"ok": False, "error": f"bad request: {exc}"})
         return 2
     try:
-        result = run(request, emit)
+        result = run(request, emit, freeze_heap=True)
     except _Fail as exc:
         result = {"ok": False, "error": str(exc), **exc.extra}
     except MemoryError:
