@@ -134,3 +134,40 @@ def test_the_guide_states_the_limits(client, settings):  # noqa: ANN001
         f"{settings.daily_limit} submissions a day" in text
         and f"at most {settings.max_points} test files" in text
     )
+
+
+def test_the_response_cache_is_bounded_in_total_and_keeps_no_locks():
+    """Made-up query strings on a cached page are new entries each: the total size is bounded, and no lock
+    is kept per query string."""
+    import asyncio
+
+    from elue.server.cache import ResponseCache
+
+    async def page(scope, receive, send):  # noqa: ANN001, ANN202
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * 1000})
+
+    cache = ResponseCache(page, ttl=60, max_total_bytes=10_000)
+
+    async def get(query: bytes) -> None:
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/leaderboard",
+            "query_string": query,
+            "headers": [],
+        }
+
+        async def send(message):  # noqa: ANN001, ANN202
+            return None
+
+        await cache(scope, None, send)
+
+    async def many() -> None:
+        for i in range(100):
+            await get(str(i).encode())
+            assert cache.total_bytes <= 10_000 and len(cache.entries) <= 10
+
+    asyncio.run(many())
+    assert cache.locks == {}
+    assert cache.total_bytes == sum(len(e[3]) for e in cache.entries.values()) > 0

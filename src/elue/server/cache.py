@@ -36,9 +36,13 @@ class ResponseCache:
         version=lambda: 0,
         max_entries: int = 2000,  # noqa: ANN001
         max_bytes: int = 4 * 1024 * 1024,
+        max_total_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.app, self.ttl, self.version = app, ttl, version
-        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.max_entries, self.max_bytes, self.max_total_bytes = max_entries, max_bytes, max_total_bytes
+        # every new query string is a new entry: the total is bounded too, or anonymous requests with made-up
+        # query strings could fill the memory
+        self.total_bytes = 0
         self.entries: dict[bytes, tuple[float, int, list, bytes]] = {}
         self.seen_version = None
         self.locks: dict[bytes, asyncio.Lock] = {}
@@ -63,13 +67,24 @@ class ResponseCache:
             return await self.app(scope, receive, send)
         v = self.version()
         if v != self.seen_version:  # a write in this process: drop everything
-            self.entries.clear()
+            self._clear()
             self.seen_version = v
         key = scope["method"].encode() + b" " + scope["path"].encode() + b"?" + scope["query_string"]
         hit = self.entries.get(key)
         if hit is not None and time.monotonic() - hit[0] < self.ttl:
             return await self._replay(hit, send)
         lock = self.locks.setdefault(key, asyncio.Lock())
+        try:
+            await self._fill(key, lock, scope, receive, send)
+        finally:
+            if not lock.locked():  # no request waits on it: forget it (one lock per query string otherwise)
+                self.locks.pop(key, None)
+
+    def _clear(self) -> None:
+        self.entries.clear()
+        self.total_bytes = 0
+
+    async def _fill(self, key, lock, scope, receive, send) -> None:  # noqa: ANN001
         async with lock:
             hit = self.entries.get(key)
             if hit is not None and time.monotonic() - hit[0] < self.ttl:
@@ -88,8 +103,13 @@ class ResponseCache:
             data = b"".join(body)
             set_cookie = any(k.lower() == b"set-cookie" for k, _ in headers)
             if status == 200 and not set_cookie and len(data) <= self.max_bytes:
-                if len(self.entries) >= self.max_entries:
-                    self.entries.clear()
+                if (
+                    len(self.entries) >= self.max_entries
+                    or self.total_bytes + len(data) > self.max_total_bytes
+                ):
+                    self._clear()
+                old = self.entries.get(key)
+                self.total_bytes += len(data) - (len(old[3]) if old else 0)
                 self.entries[key] = (time.monotonic(), status, headers, data)
 
     @staticmethod
