@@ -121,18 +121,29 @@ def main(argv=None) -> list[dict]:
         common += ["--device", args.device]
     rows: list[dict] = []
 
-    def run(name: str, extra: list[str], batch: int | None = None, env: dict | None = None) -> dict | None:
+    def run(
+        name: str,
+        extra: list[str],
+        batch: int | None = None,
+        env: dict | None = None,
+        inductor: dict | None = None,
+    ) -> dict | None:
+        import contextlib
+
         import torch
+        import torch._inductor.config
 
         torch._dynamo.reset()  # a fresh compile per variant (and no pile-up of guards across models)
         argv = [*common, "--batch", str(batch or args.batch), "--compile", *extra]
-        shown = [*(f"{k}={v}" for k, v in (env or {}).items()), *extra]
+        # inductor reads its environment once, at import: its options are patched here instead
+        shown = [*(f"{k}={v}" for k, v in {**(env or {}), **(inductor or {})}.items()), *extra]
         print(f"\n=== {name}: {' '.join(shown) or '(defaults)'}", flush=True)
         saved = {k: os.environ.get(k) for k in env or {}}
         os.environ.update(env or {})
         t0 = time.perf_counter()
         try:
-            (row,) = bench_pretrain.main(argv)
+            with torch._inductor.config.patch(inductor) if inductor else contextlib.nullcontext():
+                (row,) = bench_pretrain.main(argv)
         except Exception:  # one failing variant (a backend this card lacks) must not end the search
             traceback.print_exc()
             return None
@@ -169,9 +180,12 @@ def main(argv=None) -> list[dict]:
     # 7th call (commit e4f63b8): the bias gradients out of the backward weight GEMM: 39.56 % against 39.07 %
     #   without; grouped 38.60 %; without attention dropout 41.24 %. The step: 134.7 ms of kernels in 140.0 ms
     #   (5.3 ms idle); inductor's fused residual + dropout + LayerNorm kernels 7.5 ms at about 1 TB/s.
-    # This call: hidden dropout masks from torch's bernoulli kernel (--dropout-masks aten: the fused kernels no
-    #   longer run a Philox round per element) against the best step so far, which now also builds its
-    #   bias-gradient columns on the device (one host wait a step fewer).
+    # 8th call (commit 659d890): hidden dropout masks from torch's bernoulli kernel (--dropout-masks aten): 39.95 %
+    #   (138.9 ms) against 39.50 % (140.5 ms) in the same call: the fused LayerNorm kernels 4.7 ms faster, the
+    #   bernoulli kernel 2.2 ms a step (25 x 89 us); grouped 38.92 %; CUDA graphs (reduce-overhead) 39.74 %, no
+    #   gain; ablations: no hidden dropout 41.25 %, aten masks without attention dropout 41.50 %.
+    # This call: the aten masks again as the baseline with more steps, and inductor's coordinate-descent tuning of
+    #   its Triton kernels (block sizes of the fused LayerNorm / dropout / residual kernels) on top.
     if args.kernel_sweep:  # what the 5th call ran first (GPU only)
         kernel_sweep(args)
     if args.attention_sweep:  # what the 6th call ran first (GPU only)
@@ -179,15 +193,9 @@ def main(argv=None) -> list[dict]:
     best = ["--bf16-residual", "--bias-in-gemm", "--keep-logit-grads", "--bias-grad-in-gemm"]
     aten = [*best, "--dropout-masks", "aten"]
     b2 = 2 * args.batch
-    run("best so far (bias in GEMM, kept logit grads, bias grads in GEMM)", best, batch=b2)
-    run("... + dropout masks from aten", aten, batch=b2)
-    run("... + dropout masks from aten, grouped", [*aten, "--modes", "grouped"], batch=b2)
-    # the 5 ms a step without a kernel running: gaps between launches, which CUDA graphs remove (regions only)
-    run("... + dropout masks from aten, CUDA graphs", [*aten, "--compile-mode", "reduce-overhead"], batch=b2)
-    run("best so far, no hidden dropout (ablation: what the hidden dropout costs)", [*best, "--hidden-dropout",
-        "0"], batch=b2)  # fmt: skip
-    run("... + dropout masks from aten, no attention dropout (ablation)", [*aten, "--attention-dropout", "0"],
-        batch=b2)  # fmt: skip
+    run("best so far (+ dropout masks from aten)", aten, batch=b2)
+    run("... + coordinate-descent tuning", aten, batch=b2, inductor={"coordinate_descent_tuning": True})
+    run("best so far, again (drift check)", aten, batch=b2)
 
     print("\n| variant | flags | batch | step ms | tokens/s | MFU % | wall s |")
     print("|---|---|---|---|---|---|---|")

@@ -12,6 +12,6 @@ PY=${PYTHON:-python3}
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-  timeout "${PROBE_TIMEOUT:-540}" $PY bench/mfu_probe.py --out "$OUT"
+  timeout "${PROBE_TIMEOUT:-540}" $PY bench/mfu_probe.py --out "$OUT" ${PROBE_ARGS:-}
 } > "$OUT/mfu_probe.txt" 2>&1
 grep -v -e "^AUTOTUNE" -e "^  " -e "^SingleProcess" -e "^strides" -e "^dtypes" "$OUT/mfu_probe.txt" | tail -c 11000
