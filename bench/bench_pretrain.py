@@ -195,6 +195,8 @@ def bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
 
 
 def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
+    from elue.elasticbert.pretraining.modeling_pretraining import resolve_dropout_masks
+
     torch.manual_seed(0)
     model = make_model(
         kind, device, args.layers, args.bf16_residual, args.attention_dropout, args.hidden_dropout
@@ -302,7 +304,9 @@ def _bench_one(kind: str, mode: str, seq: int, batch: int, args, device):
         "attention_dropout": args.attention_dropout if kind == "elasticbert" else 0.1,
         "hidden_dropout": args.hidden_dropout if kind == "elasticbert" else 0.1,
         "xent": args.xent if kind == "elasticbert" else None,
-        "dropout_masks": args.dropout_masks if kind == "elasticbert" and args.compile else None,
+        "dropout_masks": resolve_dropout_masks(args.dropout_masks, device)
+        if kind == "elasticbert" and args.compile
+        else None,
         "exit_rows": not args.dense_exits if kind == "elasticbert" else None,
         "mlm_loss_options": model.mlm_loss_options if kind == "elasticbert" else None,  # None: by device
         "step_s": round(dt, 4),
@@ -361,9 +365,10 @@ def main(argv=None) -> list[dict]:
     )
     p.add_argument(
         "--dropout-masks",
-        default="inductor",
+        default="auto",
         choices=DROPOUT_MASKS,
-        help="ElasticBERT with --compile: hidden dropout masks drawn by inductor or by torch's bernoulli kernel",
+        help="ElasticBERT with --compile: hidden dropout masks drawn by inductor or by torch's bernoulli kernel "
+        "(auto: aten on CUDA, inductor elsewhere)",
     )
     p.add_argument(
         "--dense-exits",

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from elue.elasticbert.pretraining.config import PretrainConfig
 from elue.elasticbert.pretraining.dropout_masks import (
     KeepMaskDropout,
     hidden_dropouts,
@@ -14,6 +15,7 @@ from elue.elasticbert.pretraining.modeling_pretraining import (
     ElasticBertForPreTraining,
     compile_regions,
     load_pretraining_model,
+    resolve_dropout_masks,
 )
 
 
@@ -138,3 +140,25 @@ def test_compiled_pretraining_step_with_keep_masks_matches_eager_without_dropout
     assert losses[-1] < 0.5 * losses[0]
     with pytest.raises(ValueError, match="dropout_masks"):
         compile_regions(tiny_model(), dropout_masks="curand")
+
+
+def test_auto_draws_the_masks_with_aten_on_a_gpu_only():
+    """`dropout_masks: auto` (the default): aten's masks where the step runs on CUDA (faster on an H200), inductor's
+    elsewhere; the device named, not the one the parameters are on before `prepare` moves them."""
+    assert resolve_dropout_masks("auto", "cuda") == "aten"
+    assert resolve_dropout_masks("auto", torch.device("cuda", 0)) == "aten"
+    assert resolve_dropout_masks("auto", "cpu") == "inductor"
+    assert resolve_dropout_masks("inductor", "cuda") == "inductor"
+    assert resolve_dropout_masks("aten", "cpu") == "aten"
+    with pytest.raises(ValueError, match="one of auto, inductor, aten"):
+        resolve_dropout_masks("curand", "cpu")
+
+    def swapped(**kwargs) -> int:
+        model = compile_regions(tiny_model(), backend="eager", **kwargs)
+        return sum(isinstance(m, KeepMaskDropout) for m in model.modules())
+
+    assert swapped() == 0  # a CPU model
+    assert swapped(device="cuda") == 5  # bound for the GPU: swapped before it moves there
+    assert swapped(dropout_masks="inductor", device="cuda") == 0
+    assert PretrainConfig.from_dict({}, []).dropout_masks == "auto"
+    assert PretrainConfig.from_dict({}, ["dropout_masks=auto"]).dropout_masks == "auto"  # no compile needed

@@ -54,7 +54,7 @@ def test_cli_prints_resolved_settings(tmp_path):
         ("compile=yes please", "compile: expected bool, got 'yes please'"),
         ("optimizer=sgd", "optimizer must be one of adamw, lamb, not 'sgd'"),
         ("distributed=zero3", "distributed must be one of ddp, fsdp"),
-        ("dropout_masks=curand", "dropout_masks must be one of inductor, aten, not 'curand'"),
+        ("dropout_masks=curand", "dropout_masks must be one of auto, inductor, aten, not 'curand'"),
         ("dropout_masks=aten", "dropout_masks: aten needs compile: true"),
         ("save_total_limit=many", "save_total_limit: expected int or None, got 'many'"),
         (

@@ -20,7 +20,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adamw", "lamb"),
     "mixed_precision": ("no", "bf16", "fp16", "auto"),
     "distributed": ("ddp", "fsdp"),
-    "dropout_masks": ("inductor", "aten"),
+    "dropout_masks": ("auto", "inductor", "aten"),
     # the transformers schedules that need nothing beyond warm-up and total steps
     "lr_scheduler": (
         "linear",
@@ -135,8 +135,8 @@ class PretrainConfig:
     compile: bool = False
     compile_backend: str = "inductor"
     #: with compile: who draws the hidden dropout masks, "inductor" (in its fused kernels) or "aten" (torch's
-    #: bernoulli kernel, a quarter of the random-number work; `compile_regions`)
-    dropout_masks: str = "inductor"
+    #: bernoulli kernel, a quarter of the random-number work; `compile_regions`); "auto": aten on a GPU
+    dropout_masks: str = "auto"
     cpu: bool = False
     output_dir: str = "runs/pretrain"
     save_steps: int = 500
@@ -243,7 +243,7 @@ class PretrainConfig:
             )
         if not self.output_dir.strip():
             raise SettingsError("output_dir is empty: name the run's folder")
-        if self.dropout_masks != "inductor" and not self.compile:
+        if self.dropout_masks not in ("auto", "inductor") and not self.compile:
             # eager, the separate mask kernel would only add work: the setting is for the compiled step
             raise SettingsError(f"dropout_masks: {self.dropout_masks} needs compile: true")
         layers = None

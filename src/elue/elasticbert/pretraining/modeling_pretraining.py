@@ -410,13 +410,25 @@ def raise_recompile_limit(limit: int = 256) -> None:
             setattr(dynamo.config, name, max(getattr(dynamo.config, name), limit))
 
 
+def resolve_dropout_masks(choice: str, device: torch.device | str) -> str:
+    """The `dropout_masks` setting for a compiled step on `device`: "auto" is "aten" on CUDA (measured faster on
+    an H200, docs/pretraining.md) and "inductor" elsewhere (on the CPU inductor's random numbers are not the
+    bottleneck, and its fused kernels keep the masks out of memory)."""
+    if choice not in DROPOUT_MASKS:
+        raise ValueError(f"dropout_masks {choice!r}: one of {', '.join(DROPOUT_MASKS)}")
+    if choice == "auto":
+        return "aten" if torch.device(device).type == "cuda" else "inductor"
+    return choice
+
+
 def compile_regions(
     model: ElasticBertForPreTraining,
     backend: str = "inductor",
     mode: str | None = None,
     embeddings: bool = True,
     xent: str = "auto",
-    dropout_masks: str = "inductor",
+    dropout_masks: str = "auto",
+    device: torch.device | str | None = None,
 ) -> ElasticBertForPreTraining:
     """torch.compile the embeddings, each encoder layer, the exits' MLM transforms and the MLM loss step, in
     place (regional compilation).
@@ -428,10 +440,11 @@ def compile_regions(
     `xent` (XENT_STEPS): "auto" keeps the Triton loss step where it runs and compiles the torch one for the
     rest; "compiled" always uses the compiled torch step. `dropout_masks` (DROPOUT_MASKS): "inductor" lets the
     compiled layers draw their hidden dropout as inductor does; "aten" draws the masks with torch's bernoulli
-    kernel (`dropout_masks.use_keep_mask_dropout`: a quarter of the random-number work, not yet timed on a GPU)."""
-    if dropout_masks not in DROPOUT_MASKS:
-        raise ValueError(f"dropout_masks {dropout_masks!r}: one of {', '.join(DROPOUT_MASKS)}")
-    if dropout_masks == "aten":
+    kernel (`dropout_masks.use_keep_mask_dropout`: a quarter of the random-number work; on an H200 1.5-3 ms of a
+    140 ms step faster); "auto" is "aten" where the model will run on a GPU (`device`, by default where its parameters are now),
+    "inductor" elsewhere (`resolve_dropout_masks`)."""
+    device = next(model.parameters()).device if device is None else device
+    if resolve_dropout_masks(dropout_masks, device) == "aten":
         use_keep_mask_dropout(model)
     raise_recompile_limit()
     extra = {"mode": mode} if mode else {}  # e.g. "max-autotune-no-cudagraphs" (inductor only)

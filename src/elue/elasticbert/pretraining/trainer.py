@@ -315,7 +315,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     if cfg.compile:
         _check_compiler(cfg, accelerator.device)
-        compile_regions(model, backend=cfg.compile_backend, dropout_masks=cfg.dropout_masks)
+        # the model moves to the device in `prepare` below: its device is named here for dropout_masks: auto
+        compile_regions(
+            model, backend=cfg.compile_backend, dropout_masks=cfg.dropout_masks, device=accelerator.device
+        )
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
