@@ -36,6 +36,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 REPORTERS = ("csv", "tensorboard")
 #: the shortest sequence a pair fits in: [CLS] A [SEP] B [SEP] with a few tokens each
 MIN_SEQ_LENGTH = 8
+#: where lr_scheduler polynomial decays to (transformers' default, passed to it explicitly)
+POLYNOMIAL_LR_END = 1e-7
 # lower bounds of numeric settings (None passes where the type allows it)
 _MINIMUM: dict[str, float] = {
     "per_device_batch_size": 1,
@@ -55,7 +57,6 @@ _MINIMUM: dict[str, float] = {
     "learning_rate": 0,
     "weight_decay": 0,
     "max_grad_norm": 0,
-    "adam_epsilon": 0,
     "sop_weight": 0,
     "seed": 0,  # numpy's and Accelerate's seeding take 0 .. 2**32 - 1
 }
@@ -157,7 +158,12 @@ class PretrainConfig:
         if path is not None:
             import yaml
 
-            text = Path(path).read_text()
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise SettingsError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from err
+            except OSError as err:
+                raise SettingsError(f"cannot read {path}: {err.strerror or err}") from err
             try:
                 data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text) or {}
             except (ValueError, yaml.YAMLError) as err:
@@ -223,6 +229,13 @@ class PretrainConfig:
                 raise SettingsError(f"{name} must be at least {low:g}, not {value!r}")
         if not self.seed < 2**32:
             raise SettingsError(f"seed must be below 2**32, not {self.seed!r}")
+        if not self.adam_epsilon > 0:  # 0 divides by zero where a gradient's second moment is 0
+            raise SettingsError(f"adam_epsilon must be positive, not {self.adam_epsilon!r}")
+        if self.lr_scheduler == "polynomial" and not self.learning_rate > POLYNOMIAL_LR_END:
+            raise SettingsError(
+                f"lr_scheduler polynomial decays to {POLYNOMIAL_LR_END:g}: learning_rate must be above it, "
+                f"not {self.learning_rate!r} (or choose another lr_scheduler)"
+            )
         for name, (low, high, with_low, with_high) in _RANGES.items():
             value = getattr(self, name)
             low_ok = low <= value if with_low else low < value
@@ -235,6 +248,8 @@ class PretrainConfig:
                 raise SettingsError(f"{name}: expected a list of strings, got {value!r}")
         if not isinstance(self.hub_datasets, list):
             raise SettingsError(f"hub_datasets: expected a list, got {self.hub_datasets!r}")
+        for spec in self.hub_datasets:
+            _check_hub_spec(spec)
         unknown = [r for r in self.report_to if r not in REPORTERS]
         if unknown:
             raise SettingsError(
@@ -284,6 +299,10 @@ class PretrainConfig:
             _check_scalar(f"model_config.{key}", value, kind)
             if value is None:
                 continue
+            if key == "type_vocab_size" and value < 2:
+                raise SettingsError(
+                    f"model_config.type_vocab_size must be at least 2, not {value!r}: {TWO_TYPES}"
+                )
             if key in _POSITIVE_MODEL_SIZES and value < 1:
                 raise SettingsError(f"model_config.{key} must be at least 1, not {value!r}")
             if key.endswith("dropout_prob") and not 0 <= value < 1:
@@ -361,6 +380,31 @@ CHECKPOINT_SIZES = (
     "type_vocab_size",
 )
 _POSITIVE_MODEL_SIZES = (*CHECKPOINT_SIZES, "max_output_layers", "num_output_layers")
+
+
+#: why type_vocab_size must be at least 2
+TWO_TYPES = "pre-training needs 2 token types (segment B of a sentence-order pair has token type 1)"
+
+
+def _check_hub_spec(spec: Any) -> None:
+    """A hub_datasets entry is "id", "id:config" or a mapping with a path (load_dataset's arguments) and
+    optionally a text_column."""
+    if isinstance(spec, str):
+        return
+    if not isinstance(spec, dict):
+        raise SettingsError(
+            f'hub_datasets: entry {spec!r} is not a dataset id ("id" or "id:config") or a mapping '
+            "{path: .., name: .., split: .., text_column: ..}"
+        )
+    if not isinstance(spec.get("path"), str):
+        raise SettingsError(
+            f"hub_datasets: entry {spec!r} has no path (the dataset id or builder, e.g. json)"
+        )
+    column = spec.get("text_column", "text")
+    if not isinstance(column, str) or not column:
+        raise SettingsError(
+            f"hub_datasets: entry {spec['path']!r}: text_column must be a column name, not {column!r}"
+        )
 
 
 def _holds_text(path: Path, chunk: int = 1 << 16) -> bool:

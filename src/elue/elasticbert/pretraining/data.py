@@ -94,6 +94,12 @@ def load_documents(
             raise SettingsError(
                 f"hub_datasets: cannot load {spec.get('path')!r}: {type(err).__name__}: {first}"
             ) from err
+        columns = ds.column_names  # None where the source does not declare its features
+        if columns is not None and column not in columns:
+            raise SettingsError(
+                f"hub_datasets: {spec.get('path')!r} has no column {column!r} (text_column); its columns: "
+                f"{', '.join(columns)}"
+            )
         if column != "text":
             ds = ds.rename_column(column, "text")
         ds = ds.select_columns(["text"])
@@ -332,12 +338,20 @@ def _mask(
 
 
 def collate(
-    examples: list[dict[str, Any]], ids: SpecialIds, seed: int, probability: float, multiple_of: int = 8
+    examples: list[dict[str, Any]],
+    ids: SpecialIds,
+    seed: int,
+    probability: float,
+    multiple_of: int = 8,
+    max_width: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Mask and pad a list of examples (to the longest, rounded up to `multiple_of`). `mlm_positions` are the
-    flat indices of the positions to predict, found here so that the model need not ask the GPU for them."""
+    """Mask and pad a list of examples (to the longest, rounded up to `multiple_of` but not beyond `max_width`,
+    the model's max_position_embeddings: one that is no multiple of 8 has no position for the rounded-up width).
+    `mlm_positions` are the flat indices of the positions to predict, found here so that the model need not ask
+    the GPU for them."""
     lengths = np.array([len(e["input_ids"]) for e in examples], dtype=np.int64)
-    keep = padding_mask(lengths, -(-int(lengths.max()) // multiple_of) * multiple_of)  # (n, width)
+    width = -(-int(lengths.max()) // multiple_of) * multiple_of
+    keep = padding_mask(lengths, min(width, max_width or width))  # (n, width)
     rows = [
         _mask(np.asarray(e["input_ids"], dtype=np.int64), e["key"], seed, probability, ids) for e in examples
     ]
@@ -380,6 +394,7 @@ class PretrainingBatches:
     num_shards: int
     rank: int = 0
     world_size: int = 1
+    max_width: int | None = None  # the model's max_position_embeddings (`collate`)
     streams: dict[int, ShardStream] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -390,7 +405,8 @@ class PretrainingBatches:
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         examples = [ex for s in sorted(self.streams) for ex in self.streams[s].take(self.per_stream)]
-        return collate(examples, self.ids, self.settings.seed, self.settings.mlm_probability)
+        s = self.settings
+        return collate(examples, self.ids, s.seed, s.mlm_probability, max_width=self.max_width)
 
     def state_dict(self) -> dict[str, list[int]]:
         return {str(s): st.position.as_list() for s, st in self.streams.items()}
@@ -405,9 +421,10 @@ class PretrainingBatches:
 
 
 def eval_batches(
-    documents, tokenizer, settings, num_examples: int, batch_size: int
+    documents, tokenizer, settings, num_examples: int, batch_size: int, max_width: int | None = None
 ) -> list[dict[str, torch.Tensor]]:
-    """A fixed held-out set: the first `num_examples` examples of one stream, with fixed masks."""
+    """A fixed held-out set: the first `num_examples` examples of one stream, with fixed masks (`max_width`:
+    `collate`)."""
     stream = ShardStream(documents, 0, 1, tokenizer, settings)
     examples: list[dict[str, Any]] = []
     while len(examples) < num_examples:
@@ -418,6 +435,8 @@ def eval_batches(
             examples.append(ex)
     ids = SpecialIds.from_tokenizer(tokenizer)
     return [
-        collate(examples[i : i + batch_size], ids, settings.seed, settings.mlm_probability)
+        collate(
+            examples[i : i + batch_size], ids, settings.seed, settings.mlm_probability, max_width=max_width
+        )
         for i in range(0, len(examples), batch_size)
     ]

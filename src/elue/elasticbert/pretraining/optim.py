@@ -83,7 +83,15 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg):
     from transformers import get_scheduler
 
+    from .config import POLYNOMIAL_LR_END
+
     warmup = cfg.warmup_steps or int(math.ceil(cfg.warmup_ratio * cfg.max_steps))
+    # the end the settings' check compares learning_rate with (transformers refuses a start at or below it)
+    extra = {"lr_end": POLYNOMIAL_LR_END} if cfg.lr_scheduler == "polynomial" else None
     return get_scheduler(
-        cfg.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=cfg.max_steps
+        cfg.lr_scheduler,
+        optimizer,
+        num_warmup_steps=warmup,
+        num_training_steps=cfg.max_steps,
+        scheduler_specific_kwargs=extra,
     )

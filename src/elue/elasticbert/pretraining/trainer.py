@@ -42,7 +42,7 @@ import torch
 
 from ..accelerate_state import forget_single_process_state
 from ..stopping import StopRequest
-from .config import PretrainConfig, SettingsError
+from .config import TWO_TYPES, PretrainConfig, SettingsError
 
 CHECKPOINT_PREFIX = "step-"
 COMPLETE_MARKER = "COMPLETE"
@@ -275,6 +275,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             f"max_seq_length {cfg.max_seq_length} is above the model's max_position_embeddings "
             f"{model.config.max_position_embeddings}"
         )
+    # a loaded checkpoint's (a new model's model_config was checked with the settings)
+    if model.config.type_vocab_size < 2:
+        raise SettingsError(
+            f"{cfg.model_name_or_path} has type_vocab_size {model.config.type_vocab_size}: {TWO_TYPES}"
+        )
     model.sop_weight = cfg.sop_weight
     model.config.gradient_equilibrium = bool(cfg.gradient_equilibrium)
     if cfg.trainable == "heads":
@@ -341,14 +346,24 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     read = f"the training data ({sources})"
     with _reading(read):
         documents = load_documents(cfg.train_files, cfg.hub_datasets, cfg.text_column)
+    max_width = raw_model.config.max_position_embeddings  # the padded width's cap
     data = PretrainingBatches(
-        documents, tokenizer, cfg, cfg.per_device_batch_size, num_shards=shards, rank=rank, world_size=world
+        documents,
+        tokenizer,
+        cfg,
+        cfg.per_device_batch_size,
+        num_shards=shards,
+        rank=rank,
+        world_size=world,
+        max_width=max_width,
     )
     evals = []
     if cfg.eval_files and (cfg.eval_steps or cfg.eval_examples):
         with _reading(f"the evaluation data ({', '.join(cfg.eval_files)})"):
             eval_docs = load_documents(cfg.eval_files, None, cfg.text_column)
-            evals = eval_batches(eval_docs, tokenizer, cfg, cfg.eval_examples, cfg.per_device_batch_size)
+            evals = eval_batches(
+                eval_docs, tokenizer, cfg, cfg.eval_examples, cfg.per_device_batch_size, max_width=max_width
+            )
 
     start_step = 0
     if ckpt is not None:
