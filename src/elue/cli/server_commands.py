@@ -23,11 +23,17 @@ def register(app: typer.Typer) -> None:
 
 
 def _settings(  # noqa: ANN202
-    home: Path | None, data_dir: Path | None, database_url: str | None, public_url: str | None = None
+    home: Path | None,
+    data_dir: Path | None,
+    database_url: str | None,
+    public_url: str | None = None,
+    secure_cookies: bool | None = None,
 ):
     from elue.server.config import Settings
 
     kw = {"public_url": public_url} if public_url else {}
+    if secure_cookies is not None:
+        kw["secure_cookies"] = secure_cookies
     if home is not None:
         kw["state_dir"] = home
     if data_dir is not None:
@@ -76,6 +82,13 @@ def serve(
         help="The address users reach the site at, shown in the submission guide "
         "(default: $ELUE_PUBLIC_URL, else http://HOST:PORT).",
     ),
+    secure_cookies: bool = typer.Option(
+        None,
+        "--secure-cookies/--no-secure-cookies",
+        help="Send the log-in cookie over https only (default: $ELUE_SECURE_COOKIES=1/0, else on when the "
+        "public URL is https).",
+        show_default=False,
+    ),
     behind_proxy: str = typer.Option(
         "",
         "--behind-proxy",
@@ -92,7 +105,7 @@ def serve(
     from elue.server import create_app
 
     public_url = public_url or os.environ.get("ELUE_PUBLIC_URL") or f"http://{_url_host(host)}:{port}"
-    settings = _settings(home, data_dir, database_url, public_url)
+    settings = _settings(home, data_dir, database_url, public_url, secure_cookies)
     from sqlalchemy.exc import ArgumentError, OperationalError
 
     from elue.server.db import open_database
@@ -252,8 +265,12 @@ def _submit(  # noqa: PLR0913 - the submit command's options, passed through
             body = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise typer.BadParameter(f"{path}: not a readable JSON reported entry: {e}") from None
-        if name:
-            body["name"] = name
+        if not isinstance(body, dict):
+            raise typer.BadParameter(f"{path}: a reported entry is a JSON object, not {type(body).__name__}")
+        # the options override the file, as --name does
+        for key, value in (("name", name), ("paper_url", paper_url), ("code_url", code_url)):
+            if value:
+                body[key] = value
         body.setdefault("public", public)
         r = client.post("/api/submissions/reported", json=body)
     else:
@@ -262,7 +279,8 @@ def _submit(  # noqa: PLR0913 - the submit command's options, passed through
         except (UploadError, OSError) as e:
             raise typer.BadParameter(str(e)) from None
         form = {
-            "name": name or path.stem,
+            # a zip's name without .zip; a folder's own name (`elue submit .` has no stem)
+            "name": name or (path.stem if path.is_file() else path.resolve().name),
             "public": str(public).lower(),
             "paper_url": paper_url,
             "code_url": code_url,
@@ -273,10 +291,20 @@ def _submit(  # noqa: PLR0913 - the submit command's options, passed through
     if r.status_code >= 400:
         typer.echo(f"rejected ({r.status_code}): {_detail(r)}", err=True)
         raise typer.Exit(1)
-    sub = r.json()
-    typer.echo(f"submission {sub['id']} {sub['status']}: {base}/submissions/{sub['id']}")
+    sub = _submission(r)
+    sid = sub["id"]
+    typer.echo(f"submission {sid} {sub['status']}: {base}/submissions/{sid}")
+
+    def fetch() -> dict:
+        r = client.get(f"/api/submissions/{sid}")
+        if r.status_code == 404:
+            fail(f"submission {sid} is gone from the server (deleted meanwhile?)")
+        if r.status_code >= 400:
+            fail(f"cannot read submission {sid} ({r.status_code}): {_detail(r)}")
+        return _submission(r)
+
     if sub["status"] == "scored":
-        sub = client.get(f"/api/submissions/{sub['id']}").json()
+        sub = fetch()
     if not wait or sub["status"] in ("scored", "failed"):
         _print_result(sub)
         raise typer.Exit(0 if sub["status"] != "failed" else 1)
@@ -284,7 +312,7 @@ def _submit(  # noqa: PLR0913 - the submit command's options, passed through
     last = sub["status"]
     while time.time() - t0 < timeout:
         time.sleep(1.0)
-        sub = client.get(f"/api/submissions/{sub['id']}").json()
+        sub = fetch()
         if sub["status"] != last:
             typer.echo(f"  {sub['status']}")
             last = sub["status"]
@@ -295,11 +323,23 @@ def _submit(  # noqa: PLR0913 - the submit command's options, passed through
     raise typer.Exit(2)
 
 
+def _submission(r) -> dict:  # noqa: ANN001
+    """A submission as the server answers it; anything else (a proxy's page, a list) is one error line."""
+    try:
+        sub = r.json()
+    except ValueError:
+        sub = None
+    if not (isinstance(sub, dict) and "id" in sub and isinstance(sub.get("status"), str)):
+        fail(f"unexpected answer from the server ({r.status_code}): {r.text[:200]!r}")
+    return sub
+
+
 def _detail(r) -> str:  # noqa: ANN001
     try:
-        return str(r.json().get("detail"))
+        body = r.json()
     except ValueError:
         return r.text[:500]
+    return str(body.get("detail")) if isinstance(body, dict) else r.text[:500]
 
 
 def _print_result(sub: dict) -> None:

@@ -84,8 +84,9 @@ class Settings:
     public_url: str = field(
         default_factory=lambda: os.environ.get("ELUE_PUBLIC_URL") or "http://127.0.0.1:8000"
     )
-    # cookies
-    secure_cookies: bool = False
+    # session cookies only over https: None follows $ELUE_SECURE_COOKIES (1 or 0), else whether public_url
+    # is https (a site behind a TLS proxy is served over http but reached over https)
+    secure_cookies: bool | None = None
     cache_seconds: float = 0.5  # how often a web process checks the database for changed results (0: always)
     page_cache_seconds: float = 30.0  # longest an unchanged anonymous page is served from memory
 
@@ -101,6 +102,11 @@ class Settings:
             self.secret_key = os.environ.get("ELUE_SECRET_KEY")
         self.evaluator = os.environ.get("ELUE_EVALUATOR", self.evaluator)
         self.public_url = str(self.public_url).rstrip("/")
+        if self.secure_cookies is None:
+            raw = os.environ.get("ELUE_SECURE_COOKIES", "").strip()
+            if raw not in ("", "0", "1"):
+                raise ValueError(f"$ELUE_SECURE_COOKIES={raw!r} must be 1 or 0")
+            self.secure_cookies = raw == "1" if raw else self.public_url.lower().startswith("https://")
         for name in ("sandbox_wall_s", "scoring_timeout_s"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
@@ -114,6 +120,11 @@ class Settings:
     def staging_dir(self) -> Path:
         return self.state_dir / "uploads" / ".staging"
 
+    @property
+    def scoring_dir(self) -> Path:
+        """The worker's temporary files (the sandbox's copy of model.py), per job: uploads/.scoring/<key>/."""
+        return self.upload_dir / ".scoring"
+
     def ensure_dirs(self) -> None:
         self.staging_dir.mkdir(parents=True, exist_ok=True)
 
@@ -125,6 +136,7 @@ class Settings:
             "ELUE_SANDBOX_WALL_S": str(self.sandbox_wall_s),
             "ELUE_SCORING_TIMEOUT_S": str(self.scoring_timeout_s),
             "ELUE_PUBLIC_URL": self.public_url,
+            "ELUE_SECURE_COOKIES": "1" if self.secure_cookies else "0",
         }
         if self.data_dir is not None:
             env["ELUE_DATA_DIR"] = str(self.data_dir)

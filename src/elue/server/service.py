@@ -116,6 +116,7 @@ def ensure_admin(s: Session, username: str, password: str | None = None) -> tupl
             if len(password) < 8:
                 raise ServiceError("passwords need at least 8 characters")
             user.password_hash = hash_password(password)
+            user.session_epoch = (user.session_epoch or 0) + 1  # a reset password logs out old sessions
             s.commit()
         return user, None
     if not (password and verify_password(password, user.password_hash)):
@@ -545,6 +546,17 @@ def set_hidden(s: Session, sub_id: int, hidden: bool) -> Submission:
         raise ServiceError("no such submission", 404)
     if hidden and not sub.hidden:
         _refuse_if_baseline(s, sub)
+    if not hidden and sub.hidden and sub.public:
+        # a hidden entry holds no name: another may have taken it meanwhile (as when publishing)
+        _lock_user(s, None, names=True)
+        try:
+            check_name_free(s, sub.owner, sub.name, exclude_id=sub.id)
+        except ServiceError:
+            s.rollback()
+            raise ServiceError(
+                f"another public entry is called {sub.name!r} now: rename this one before showing it again",
+                409,
+            ) from None
     sub.hidden = hidden
     bump_board_version(s)
     s.commit()

@@ -261,7 +261,7 @@ def clean_staging(settings: Settings) -> None:
 
 
 def zip_folder(folder: Path) -> bytes:
-    """A submission folder as zip bytes (for `elue submit DIR`); symlinks and hidden files skipped."""
+    """A submission folder as zip bytes (for `elue submit DIR`); hidden files skipped, symlinks refused."""
     folder = Path(folder)
     if not (folder / "model.py").exists() and not any(folder.glob("*/model.py")):
         raise UploadError(f"{folder} holds no model.py: is it a submission folder?")
@@ -269,9 +269,11 @@ def zip_folder(folder: Path) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for p in sorted(folder.rglob("*")):
             rel = p.relative_to(folder)
-            if p.is_symlink() or any(part.startswith(".") for part in rel.parts) or not p.is_file():
+            if any(part.startswith(".") for part in rel.parts) or "__pycache__" in rel.parts:
                 continue
-            if "__pycache__" in rel.parts:
+            if p.is_symlink():  # refused, not skipped: a skipped test file would go missing unnoticed
+                raise UploadError(f"{p} is a symbolic link: copy the file it points to into the folder")
+            if not p.is_file():
                 continue
             zf.write(p, rel.as_posix())
     return buf.getvalue()

@@ -12,19 +12,23 @@ worker ran on the same host), and is retried up to `max_attempts` times.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import inspect
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import sessionmaker
@@ -106,6 +110,24 @@ def release_dead_local_leases(sessions: sessionmaker) -> int:
                 ).rowcount
         s.commit()
     return n
+
+
+def clean_scoring_dir(settings: Settings, sessions: sessionmaker) -> None:
+    """Remove the temporary files of jobs no worker scores (left by a killed worker: model.py copies)."""
+    if not settings.scoring_dir.is_dir():
+        return
+    keys = [p.name for p in settings.scoring_dir.iterdir()]  # listed first: a listed job was claimed before
+    with sessions() as s:
+        running = set(
+            s.scalars(
+                select(Submission.storage_key).where(
+                    Submission.status == RUNNING, Submission.storage_key.in_(keys)
+                )
+            )
+        )
+    for key in keys:
+        if key not in running:
+            shutil.rmtree(settings.scoring_dir / key, ignore_errors=True)
 
 
 def claim(sessions: sessionmaker, settings: Settings, worker_id: str) -> int | None:
@@ -302,9 +324,12 @@ def _kill_tree(pid: int) -> None:
             pass
 
 
-def _evaluate_child(conn, evaluate: Callable, args: tuple, kwargs: dict) -> None:  # noqa: ANN001
+def _evaluate_child(conn, evaluate: Callable, args: tuple, kwargs: dict, scratch: Path) -> None:  # noqa: ANN001
     """In the forked scoring process: run the evaluator, send back ("ok", result, log lines) or
-    ("error", is_user_error, message, traceback, log lines)."""
+    ("error", is_user_error, message, traceback, log lines). Temporary files go to `scratch`."""
+    # the sandbox copies model.py into a temporary folder; killed, this process leaves that folder behind,
+    # so it lies in the job's folder, which the worker removes
+    tempfile.tempdir = os.environ["TMPDIR"] = str(scratch)
     try:
         import ctypes
 
@@ -336,13 +361,13 @@ class _Cancelled(Exception):
 
 
 def _run_cancellable(
-    evaluate: Callable, args: tuple, kwargs: dict, beat: _Heartbeat, timeout_s: float
+    evaluate: Callable, args: tuple, kwargs: dict, beat: _Heartbeat, timeout_s: float, scratch: Path
 ) -> tuple[dict, list[str]]:
     """Run the evaluator in a forked process that the worker kills when the job's lease is lost (the
     submission was deleted, or another worker took it over) or when it runs past `timeout_s`."""
     ctx = multiprocessing.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_evaluate_child, args=(send, evaluate, args, kwargs), daemon=True)
+    proc = ctx.Process(target=_evaluate_child, args=(send, evaluate, args, kwargs, scratch), daemon=True)
     proc.start()
     send.close()
     deadline = time.monotonic() + timeout_s
@@ -403,6 +428,10 @@ def process(
     with sessions() as s:
         sub = s.get(Submission, sid)
         key, attempts = sub.storage_key, sub.attempts
+    # this attempt's temporary files, removed however it ends; an earlier attempt's were left by a killed
+    # worker (or one that lost the job): the job is ours now
+    scratch = settings.scoring_dir / str(key) / uuid.uuid4().hex
+    shutil.rmtree(scratch.parent, ignore_errors=True)
     if attempts > settings.max_attempts:
         ok = _finish(
             sessions,
@@ -422,6 +451,7 @@ def process(
             raise RuntimeError("the server has no answer keys (set ELUE_DATA_DIR)")
         if key is None:
             raise _Cancelled("the submission was deleted")
+        scratch.mkdir(parents=True)
         evaluate = evaluator or load_evaluator(settings.evaluator)
         result, captured = _run_cancellable(
             evaluate,
@@ -433,6 +463,7 @@ def process(
             },
             beat,
             settings.scoring_timeout_s,
+            scratch,
         )
         if not result.get("tasks"):
             raise RuntimeError("the evaluator returned no task results")
@@ -454,8 +485,12 @@ def process(
         log.error("submission %s: %s", sid, traceback.format_exc())
     finally:
         beat.stop.set()
+        shutil.rmtree(scratch, ignore_errors=True)  # the scoring process is dead by now
+        with contextlib.suppress(OSError):
+            scratch.parent.rmdir()
     if settings.data_dir is not None:  # nor the folder of the answer keys
         error = error.replace(str(settings.data_dir), "<answer keys>")
+    error = error.replace(str(scratch), "<tmp>")  # nor the server's folders (model.py run unsandboxed)
     error = _cap(error, MAX_ERROR_CHARS)
     lines = "".join(_stamp(_cap(x, 2000)) for x in captured)
     if status == SCORED:
@@ -497,6 +532,7 @@ def run_worker(
         evaluator = load_evaluator(settings.evaluator)  # import the toolkit (torch) before the first job
     done = 0
     log.info("worker %s started", worker_id)
+    clean_scoring_dir(settings, sessions)
     last_recover = 0.0
     while not stop.is_set():
         if parent_pid is not None and os.getppid() != parent_pid:
