@@ -48,7 +48,12 @@ def _pricing_evaluator(submission_dir, answers_dir, *, baseline=None, trust_mode
 def _copies(settings: Settings) -> set[Path]:
     """The sandbox's copies of model.py: in the system's temporary folder or the server's state folder."""
     found = set(Path(tempfile.gettempdir()).glob("elue-model-*/model.py"))
-    return found | set(settings.state_dir.rglob("elue-model-*/model.py"))
+    for _ in range(20):  # the worker may remove a folder while rglob walks it (the very thing waited for)
+        try:
+            return found | set(settings.state_dir.rglob("elue-model-*/model.py"))
+        except FileNotFoundError:
+            time.sleep(0.01)
+    raise AssertionError("the state folder kept changing under rglob")
 
 
 def test_a_cancelled_job_leaves_no_copy_of_model_py(client, auth, settings):  # noqa: ANN001
