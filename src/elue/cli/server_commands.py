@@ -342,6 +342,11 @@ def _detail(r) -> str:  # noqa: ANN001
     return str(body.get("detail")) if isinstance(body, dict) else r.text[:500]
 
 
+def _small(v: float) -> str:
+    """One decimal, or 3 significant digits below 1: a tiny model's 0.048 MFLOPs printed as 0.0 before."""
+    return f"{v:.1f}" if abs(v) >= 1 else f"{v:.3g}"
+
+
 def _print_result(sub: dict) -> None:
     if sub.get("status") == "failed":
         typer.echo(f"failed: {sub.get('error')}")
@@ -356,11 +361,11 @@ def _print_result(sub: dict) -> None:
         params = t.get("params_m")
         typer.echo(
             f"  {task:8s} ELUE score {'—' if score is None else f'{score:+.2f}'}"
-            f"  params {'—' if params is None else f'{params:.1f}'}M"
+            f"  params {'—' if params is None else _small(params)}M"
         )
         for i, p in enumerate(t.get("points", []), start=1):
             label = p.get("file") or f"point {i}"  # reported points carry no file name
-            typer.echo(f"      {label}: {p['performance']:.2f} @ {p['mflops']:.1f} MFLOPs")
+            typer.echo(f"      {label}: {p['performance']:.2f} @ {_small(p['mflops'])} MFLOPs")
     overall = res.get("elue_score")
     typer.echo(
         f"  overall ELUE score: {'— (not all six datasets)' if overall is None else f'{overall:+.2f}'}"

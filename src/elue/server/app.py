@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import service, storage
 from .board import BoardCache, natural_order
-from .cache import ResponseCache
+from .cache import NoStoreForUsers, ResponseCache
 from .config import Settings
 from .db import open_database
 from .deps import HEAD_SCOPE_KEY, AppState, Ctx, Download
@@ -255,5 +255,6 @@ def create_app(
         ttl=settings.page_cache_seconds if settings.cache_seconds > 0 else 0,
         version=board.version,
     )
+    app.add_middleware(NoStoreForUsers)
     app.add_middleware(HeadAsGet)
     return app

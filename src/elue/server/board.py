@@ -162,7 +162,8 @@ def load_models(session: Session, where=None) -> list[Model]:  # noqa: ANN001
                     "file": file,
                     "mflops": mflops,
                     "performance": perf,
-                    "metrics": {k: _finite(v) for k, v in (metrics or {}).items()},
+                    # a metric that is not finite is left out (as None it broke the CSV and the model page)
+                    "metrics": {k: v for k, v in (metrics or {}).items() if _finite(v) is not None},
                     "examples": examples,
                 }
             )

@@ -117,3 +117,33 @@ class ResponseCache:
         _, status, headers, data = hit
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
+
+
+def _personal(scope) -> bool:  # noqa: ANN001
+    """A request that carries a user (session cookie or API token): its answer may be that user's."""
+    return any(
+        k == b"authorization" or (k == b"cookie" and b"elue_session=" in v) for k, v in scope["headers"]
+    )
+
+
+class NoStoreForUsers:
+    """Pure ASGI: `Cache-Control: no-store` on every answer to a request with a session or a token, and on every
+    answer that sets a cookie, unless it sets its own Cache-Control (assets). A proxy or CDN in front of the
+    site that caches pages would otherwise hand one user's pages (CSRF token, logs, tokens) to others."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        self.app = app
+
+    async def __call__(self, scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "http" or scope["path"].startswith("/static/"):
+            return await self.app(scope, receive, send)
+        personal = _personal(scope)
+
+        async def mark(message):  # noqa: ANN001, ANN202
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                if (personal or b"set-cookie" in names) and b"cache-control" not in names:
+                    message = {**message, "headers": [*message["headers"], (b"cache-control", b"no-store")]}
+            await send(message)
+
+        return await self.app(scope, receive, mark)

@@ -92,7 +92,11 @@ def create_user(
 
 
 def authenticate(s: Session, username: str, password: str) -> User | None:
-    user = s.scalar(select(User).where(User.username == username.strip()))
+    # names are unique in any case (sign-up compares them so): "alice" logs in to "Alice", as a phone's keyboard
+    # capitalises the first letter. No name holds a NUL (PostgreSQL refuses one even in a query: a 500 before)
+    name = username.strip().lower()
+    query = select(User).where(func.lower(User.username) == name)
+    user = None if "\x00" in name else s.scalars(query).first()
     if user is None:
         verify_password(password, hash_password("timing-equaliser"))
         return None
@@ -131,7 +135,7 @@ def ensure_admin(s: Session, username: str, password: str | None = None) -> tupl
 
 def create_token(s: Session, user: User, name: str = "") -> tuple[ApiToken, str]:
     token = new_api_token()
-    row = ApiToken(user_id=user.id, name=name[:100], token_hash=hash_token(token), prefix=token[:12])
+    row = ApiToken(user_id=user.id, name=_text(name, 100), token_hash=hash_token(token), prefix=token[:12])
     s.add(row)
     s.commit()
     return row, token
@@ -252,12 +256,18 @@ def check_name_free(s: Session, user: User | None, name: str, exclude_id: int | 
         raise ServiceError(f"another public entry is called {name!r}: choose another name", 409)
 
 
+def _text(value: str | None, limit: int) -> str:
+    """Free text as stored: NUL characters dropped (PostgreSQL stores none: a 500 before), at most `limit`
+    characters."""
+    return (value or "").replace("\x00", "")[:limit]
+
+
 def _clean_url(url: str | None) -> str:
     """An http(s) link (scheme in any case), at most 500 characters; anything else is refused."""
     url = (url or "").strip()
     if len(url) > 500:
         raise ServiceError(f"links may have at most 500 characters (this one has {len(url)})")
-    if url and not re.match(r"^https?://[^\s<>\"']+$", url, re.IGNORECASE):
+    if url and not re.match(r"^https?://[^\s<>\"'\x00-\x1f\x7f]+$", url, re.IGNORECASE):  # no control chars
         raise ServiceError(f"links must be http(s) URLs: {url!r}")
     return url
 
@@ -295,7 +305,7 @@ def submit_zip(
             public=public,
             paper_url=paper_url,
             code_url=code_url,
-            description=(description or "")[:5000],
+            description=_text(description, 5000),
             storage_key=key,
             log=f"[{utcnow():%Y-%m-%d %H:%M:%S}] accepted: {', '.join(staged.files)}\n",
         )
@@ -356,7 +366,8 @@ def parse_reported(tasks: dict) -> dict[str, dict]:
                 raise ServiceError(f"{task}: each point needs numeric mflops and performance")
             mflops = _number(p["mflops"], f"{task}: MFLOPs", lo=0, hi=MAX_MFLOPS, lo_open=True)
             perf = _number(p["performance"], f"{task}: performance", lo=0, hi=100)
-            points.append({"mflops": mflops, "performance": perf, "file": str(p.get("file") or "")[:300]})
+            file = _text(str(p.get("file") or ""), 300)
+            points.append({"mflops": mflops, "performance": perf, "file": file})
         score = spec.get("elue_score")
         if score is not None:
             score = _number(score, f"{task}: elue_score", lo=-MAX_REPORTED_SCORE, hi=MAX_REPORTED_SCORE)
@@ -409,7 +420,7 @@ def submit_reported(
         public=public,
         paper_url=paper_url,
         code_url=code_url,
-        description=(description or "")[:5000],
+        description=_text(description, 5000),
         params_m=params_m,
         finished_at=utcnow(),
         log="reported entry: numbers copied from the linked paper, not measured by this site\n",
@@ -477,8 +488,12 @@ def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submiss
     for k in ("paper_url", "code_url"):
         if changes.get(k) is not None:
             setattr(sub, k, _clean_url(changes[k]))
+    if sub.origin == REPORTED and changes.get("paper_url") is not None and not sub.paper_url:
+        # its numbers come from that paper: the link is required at creation, so it cannot be removed later
+        s.rollback()
+        raise ServiceError("a reported entry needs the link of the paper its numbers come from")
     if changes.get("description") is not None:
-        sub.description = changes["description"][:5000]
+        sub.description = _text(changes["description"], 5000)
     bump_board_version(s)
     s.commit()
     return sub

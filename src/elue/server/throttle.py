@@ -28,7 +28,8 @@ class LoginThrottle:
 
     @staticmethod
     def key(username: str, client: str | None) -> str:
-        return f"{(username or '').strip().lower()[:200]}\x1f{client or ''}"[:KEY_LENGTH]
+        name = (username or "").replace("\x00", "").strip().lower()[:200]  # PostgreSQL stores no NUL
+        return f"{name}\x1f{client or ''}"[:KEY_LENGTH]
 
     def begin(self, key: str) -> float:
         """Count one attempt and check it: 0 when it may go ahead (it stays counted as a failure until

@@ -231,6 +231,9 @@ def _finish(
     result: dict | None = None,
 ) -> bool:
     """Write the outcome if (and only if) this worker still holds the job. One transaction."""
+    # what model.py printed may hold NUL characters, which PostgreSQL cannot store (the write failed, and the
+    # job was retried until it "crashed the worker repeatedly")
+    error, log_add = error.replace("\x00", "\ufffd"), log_add.replace("\x00", "\ufffd")
     with sessions() as s:
         if result is not None:  # a public entry claims its name here (_keep_private_if_name_taken)
             lock_public_names(s)
