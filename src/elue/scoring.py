@@ -210,7 +210,7 @@ def overall_score(task_scores: Mapping[str, float | None]) -> float | None:
     scores: dict[str, float] = {}
     for key, value in task_scores.items():
         name = get_task(key).name
-        if value is not None:
+        if value is not None and math.isfinite(value):  # NaN is no score: it would rank anywhere
             scores[name] = float(value)
     if any(name not in scores for name in TASK_NAMES):
         return None
@@ -285,7 +285,8 @@ def size_track(
         s = _summary(name, model)
         if not s.params_m <= budget_m:
             continue
-        best = {get_task(k).name: float(v) for k, v in s.best.items() if v is not None}
+        # a NaN performance counts as missing: in the mean it broke the order of every other entry
+        best = {get_task(k).name: float(v) for k, v in s.best.items() if v is not None and math.isfinite(v)}
         have = tuple(t for t in wanted if t in best)
         mean = float(np.mean([best[t] for t in have])) if have else None
         entries.append(TrackEntry(name, s.params_m, mean, have, len(have) == len(wanted), None))

@@ -7,13 +7,15 @@ on the `meta` device (no data, no arithmetic): parameters and buffers are swappe
 (it builds CPU tensors inside `forward`, calls `.item()`, ...) is run again on real CPU zeros.
 
 Rules, in MACs (FLOPs = 2 × MACs):
-- products (mm, addmm, bmm, baddbmm, matmul, linear, mv, dot, convolution): multiply-accumulates of
-  the product; bias adds are free;
+- products (mm, addmm, bmm, baddbmm, matmul, linear, mv, dot, convolution, bilinear, an LSTM layer):
+  multiply-accumulates of the product; bias adds are free;
 - attention (any implementation): per head, L queries, S keys, head size E (values Ev):
   L·S·E (QKᵀ) + L·S·Ev (softmax·V) + L·S (scaling) + L·S (softmax);
-- softmax / log-softmax: 1 per element; LayerNorm / batch norm / group norm / RMS norm: 2 per element;
+- softmax / log-softmax: 1 per element; LayerNorm / batch norm / group norm / RMS norm: 2 per element,
+  also written out as x * rsqrt(mean(x²) + eps) (Llama's, T5's RMSNorm) or with sqrt;
 - a multiplication or division by a scalar costs 1 per element of an attention score tensor (the
-  product of two activations, also after a mask or another score was added to it, or scaled by the
+  product of two activations (a weight split, sliced, concatenated or scaled is no activation), also
+  after a mask or another score was added to it, or scaled by the
   product itself as baddbmm's alpha); a scalar applied to an operand *before* such a product (Q/√d)
   is charged as 1 per element of the product's output, once per product, so "scale Q", "scale K and
   Q" and "scale the scores" all cost L·S;
@@ -153,7 +155,33 @@ _VIEWS = _packet(
     "movedim",
     "swapaxes",
     "transpose_",
+    # parts of a tensor: a packed QKV weight split in three (nn.MultiheadAttention with query not key) is
+    # still a weight, and a slice of the scores still scores
+    "slice",
+    "select",
+    "narrow",
+    "split",
+    "split_with_sizes",
+    "unsafe_split",
+    "unbind",
+    "chunk",
+    "tensor_split",
 )
+_ROOTS = _packet("rsqrt", "sqrt")
+
+
+def _is_two(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == 2
+
+
+def _is_norm_stat(tag: Any, kind: str) -> bool:
+    """Tags of a hand-written norm's statistics: ("square", n) for x², ("meansq", n) for mean(x²)."""
+    return isinstance(tag, tuple) and tag[0] == kind
+
+
+_MKLDNN_RNN_LAYER = getattr(aten, "mkldnn_rnn_layer", None)
+# ops that build a weight from weights (QKV weights concatenated, torch's weight norm): still a weight
+_FROM_PARAMS = _packet("cat", "stack", "_weight_norm", "_weight_norm_interface")
 
 
 def _is_scalar(x: Any) -> bool:
@@ -253,20 +281,23 @@ class _Counter(TorchDispatchMode):
         self.suspended = 0  # > 0 while a whole attention call is being priced at function level
         self.fast_meta = fast_meta
         # id -> (tensor, tag); tensors are kept alive for the duration so ids cannot be reused
-        self._tags: dict[int, tuple[torch.Tensor, str]] = {}
+        self._tags: dict[int, tuple[torch.Tensor, Any]] = {}
         for p in params:
             self._tags[id(p)] = (p, "param")
 
-    def _tag(self, t: Any) -> str | None:
+    def _tag(self, t: Any) -> Any:
         if isinstance(t, torch.Tensor):
             hit = self._tags.get(id(t))
             if hit is not None and hit[0] is t:
                 return hit[1]
         return None
 
-    def _set(self, out: Any, tag: str) -> None:
+    def _set(self, out: Any, tag: Any) -> None:
         if isinstance(out, torch.Tensor):
             self._tags[id(out)] = (out, tag)
+        elif isinstance(out, (tuple, list)):  # split, unbind, chunk: every part
+            for o in out:
+                self._set(o, tag)
 
     def _product(self, a: torch.Tensor, b: torch.Tensor, out: Any, scaled: bool = False) -> None:
         """Bookkeeping for a product of a and b: activation × activation is an attention score. `scaled`: the
@@ -319,6 +350,20 @@ class _Counter(TorchDispatchMode):
                 self._tag(a) == "score" and tuple(a.shape) == tuple(out.shape) for a in args
             ):
                 self._set(out, "score")
+            elif _is_norm_stat(self._tag(args[0]), "meansq") and len(args) > 1 and _is_scalar(args[1]):
+                self._set(out, self._tag(args[0]))  # mean(x²) + eps
+        elif p is aten.pow:
+            # a hand-written RMSNorm (Llama's, T5's) or LayerNorm: x * rsqrt(mean(x²) + eps), charged 2 per
+            # element of x like nn.RMSNorm and nn.LayerNorm (it cost 0: elementwise ops are free)
+            if isinstance(args[0], torch.Tensor) and len(args) > 1 and _is_two(args[1]):
+                self._set(out, ("square", args[0].numel()))
+        elif p is aten.mean:
+            if _is_norm_stat(self._tag(args[0]), "square"):
+                self._set(out, ("meansq", self._tag(args[0])[1]))
+        elif p in _ROOTS:
+            tag = self._tag(args[0])
+            if _is_norm_stat(tag, "meansq"):
+                self.macs += 2 * tag[1]
         elif p in _SOFTMAX:
             self.macs += args[0].numel()
         elif p in _NORMS:
@@ -329,6 +374,18 @@ class _Counter(TorchDispatchMode):
             self.macs += _attention(args[0], args[1], args[2], heads_first=False)
         elif p in _CONV:
             self.macs += _conv(args, out)
+        elif p is aten._trilinear:
+            self.macs += _trilinear(args, out)
+        elif p is _MKLDNN_RNN_LAYER:
+            # one LSTM layer and direction as one CPU kernel (the real-tensor fallback; meta runs the gates as
+            # mm ops and was priced, the CPU 0): every step multiplies by W_ih and W_hh
+            x, w_ih, w_hh = args[0], args[1], args[2]
+            self.macs += x.numel() // x.shape[-1] * (w_ih.numel() + w_hh.numel())
+        elif p in _FROM_PARAMS:
+            parts = [t for a in args for t in (a if isinstance(a, (list, tuple)) else (a,))]
+            tensors = [t for t in parts if isinstance(t, torch.Tensor)]
+            if tensors and all(self._tag(t) == "param" for t in tensors):
+                self._set(out, "param")
         return out
 
     def _scale(self, args, out) -> None:
@@ -342,7 +399,9 @@ class _Counter(TorchDispatchMode):
         else:
             return
         tag = self._tag(x)
-        if tag == "score":
+        if tag == "param":  # a scaled weight is a weight (its products are no scores)
+            self._set(out, "param")
+        elif tag == "score":
             self.macs += x.numel()
             self._set(out, "score")
         elif tag is None:
@@ -356,6 +415,18 @@ def _conv(args, out) -> int:
     if transposed:  # weight (in, out/groups, *k): every input element is spread over out/groups × k
         return x.numel() * per_out
     return (out[0] if isinstance(out, tuple) else out).numel() * per_out
+
+
+def _trilinear(args, out) -> int:
+    """aten._trilinear (nn.Bilinear): every output element sums the products over the summed dimensions."""
+    inputs, expands, sumdim = args[:3], args[3:6], args[6]
+    shapes = []
+    for t, dims in zip(inputs, expands, strict=True):
+        shape = list(t.shape)
+        for d in sorted(dims):
+            shape.insert(d, 1)
+        shapes.append(shape)
+    return out.numel() * _prod(max(s[d] for s in shapes) for d in sumdim)
 
 
 _POINTWISE = _packet(
@@ -434,15 +505,19 @@ class _AttentionPricer(TorchFunctionMode):
 # running a call
 
 
-def _to_meta(x: Any) -> Any:
+def _to_meta(x: Any, seen: dict[int, torch.Tensor] | None = None) -> Any:
+    # one tensor given twice stays one tensor: code tests `query is key` (nn.MultiheadAttention)
+    seen = {} if seen is None else seen
     if isinstance(x, torch.Tensor):
-        return torch.empty(x.shape, dtype=x.dtype, device="meta")
+        if id(x) not in seen:
+            seen[id(x)] = torch.empty(x.shape, dtype=x.dtype, device="meta")
+        return seen[id(x)]
     if isinstance(x, tuple):
-        return tuple(_to_meta(y) for y in x)
+        return tuple(_to_meta(y, seen) for y in x)
     if isinstance(x, list):
-        return [_to_meta(y) for y in x]
+        return [_to_meta(y, seen) for y in x]
     if isinstance(x, dict):
-        return {k: _to_meta(v) for k, v in x.items()}
+        return {k: _to_meta(v, seen) for k, v in x.items()}
     return x
 
 
@@ -518,7 +593,9 @@ def count_macs(module: nn.Module, inputs: Any, *, meta: bool = True, _meta_state
     if meta:
         state = _meta_state_cache if _meta_state_cache is not None else _meta_state(module)
         try:
-            return _run(module, _to_meta(args), _to_meta(kwargs), state.values(), meta_state=state)
+            seen: dict[int, torch.Tensor] = {}
+            meta_args, meta_kwargs = _to_meta(args, seen), _to_meta(kwargs, seen)
+            return _run(module, meta_args, meta_kwargs, state.values(), meta_state=state)
         except Exception:
             pass  # fall back to a real run on CPU tensors
     params = list(module.parameters()) + list(module.buffers())

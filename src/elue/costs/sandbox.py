@@ -340,18 +340,30 @@ def price_model(
             flops=flops,
             pricing_s=float(result.get("pricing_s", 0.0)),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(Infinity)
         raise SandboxError(f"the model.py worker returned a malformed result ({exc})") from None
     missing = [c for c in wanted if c not in table.flops]
     if missing:
         raise SandboxError(f"the model.py worker returned no FLOPs for {len(missing)} call(s)")
-    # no honest count is negative: such numbers come from a model.py that tampered with the counter
-    negative = [f"{f} FLOPs for {name!r}" for (name, _), f in table.flops.items() if f < 0]
-    if table.params < 0:
-        negative.insert(0, f"{table.params} parameters")
-    if negative:
-        raise SandboxError(f"the model.py worker returned impossible (negative) costs: {negative[0]}")
+    # no honest count is negative or astronomically large: such numbers come from a model.py that tampered
+    # with the counter (10**400 FLOPs overflowed the float sums of the scores: a traceback)
+    bad = [
+        f"{_digits(f)} FLOPs for {name!r}" for (name, _), f in table.flops.items() if not 0 <= f <= MAX_COUNT
+    ]
+    if not 0 <= table.params <= MAX_COUNT:
+        bad.insert(0, f"{_digits(table.params)} parameters")
+    if bad:
+        raise SandboxError(f"the model.py worker returned impossible (negative or too large) costs: {bad[0]}")
     return table
+
+
+# above any honest count (one meta matmul is at most ~2**126 MACs) and far below float64's overflow
+MAX_COUNT = 10**60
+
+
+def _digits(n: int) -> str:
+    """A count for a message: a 401-digit number is not printed whole."""
+    return str(n) if abs(n) < 10**30 else f"{'-' if n < 0 else ''}{len(str(abs(n)))}-digit number"
 
 
 def _run_worker(cmd, env, cwd, request, limits: SandboxLimits, progress) -> dict:
