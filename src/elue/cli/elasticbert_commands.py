@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import typer
@@ -89,7 +90,7 @@ def _message(err: Exception) -> str:
 
 def _check_model_path(text: str, option: str) -> Path:
     """The path of a model option, as typed. One that is not there fails here, with its name, unless it reads
-    as a hub id (`name` or `org/name`, and the hub is not switched off by HF_HUB_OFFLINE): `./nope`,
+    as a hub id (`name` or `org/name`; with HF_HUB_OFFLINE set, one in the Hugging Face cache): `./nope`,
     `nope/`, `/abs/nope`, `~/nope`, `a/b/c` are local paths and are never sent to the hub."""
     import os
 
@@ -98,9 +99,14 @@ def _check_model_path(text: str, option: str) -> Path:
     path = Path(text).expanduser()
     if path.exists():
         return path
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    if offline or not could_be_hub_id(text):
+    if not could_be_hub_id(text):
         fail(f"{option} {text}: no such folder")
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if offline:  # offline is how a downloaded hub model is used: only one that is not cached fails here
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(text, "config.json"), str):
+            fail(f"{option} {text}: no such folder, and not in the Hugging Face cache (HF_HUB_OFFLINE)")
     return path
 
 
@@ -248,20 +254,21 @@ def finetune_command(
         result = finetune(cfg, log=lambda m: typer.echo(m, err=True))
     except (OSError, KeyError, ValueError) as err:  # OSError: a model or data path that is not there
         fail(_message(err))
-    typer.echo(
-        json.dumps(
-            {
-                "best_dir": result.best_dir,
-                "best_score": result.best_score,
-                "best_step": result.best_step,
-                "global_step": result.global_step,
-                "stopped_early": result.stopped_early,
-                "stopped_by": result.stopped_by
-                or (None if result.finished or result.stopped_early else "stop-after"),
-            },
-            indent=2,
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: the summary once
+        typer.echo(
+            json.dumps(
+                {
+                    "best_dir": result.best_dir,
+                    "best_score": result.best_score,
+                    "best_step": result.best_step,
+                    "global_step": result.global_step,
+                    "stopped_early": result.stopped_early,
+                    "stopped_by": result.stopped_by
+                    or (None if result.finished or result.stopped_early else "stop-after"),
+                },
+                indent=2,
+            )
         )
-    )
     if result.stopped_by:  # --resume continues
         from elue.elasticbert.stopping import exit_code
 
@@ -378,6 +385,15 @@ def predict_command(
     typer.echo(f"model.py: {result.model_py}")
 
 
+def _is_model_config(path: Path) -> bool:
+    """A transformers config.json: a JSON object naming its `model_type`."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("model_type"), str)
+
+
 def convert_command(
     source: str | None = typer.Argument(
         None, help="BERT checkpoint folder (default: the installed all-MiniLM-L6-v2, 6 layers, hidden 384)."
@@ -409,9 +425,12 @@ def convert_command(
             not overwrite
         ):  # e.g. a fine-tuned run: its weights would go, its finetune.json would stay and mislead
             fail(f"--output {output} is not empty: pass --overwrite to replace it, or choose another folder")
-        if not (output / "config.json").is_file():  # --overwrite replaces a model folder, not any folder
+        # --overwrite replaces a model folder, not any folder: a fine-tuning run's config.json (its options, no
+        # model_type) must not let its best/ and last/ be deleted
+        if not _is_model_config(output / "config.json"):
             fail(
-                f"--output {output} holds files but no config.json (not a model folder): choose another folder"
+                f"--output {output} holds files but no model's config.json (not a model folder): "
+                "choose another folder"
             )
     if source is None:
         try:

@@ -478,6 +478,10 @@ def _unwrap(model):
 # training
 
 
+def _silent(_message: str) -> None:
+    pass
+
+
 def _set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -515,6 +519,7 @@ class TrainerState:
     stopped_early: bool = False
     finished: bool = False
     history: list[dict] = field(default_factory=list)
+    processes: int = 1  # step_in_epoch counts steps of one batch per process
 
 
 @dataclass
@@ -665,6 +670,9 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     _set_seed(cfg.seed)
     forget_single_process_state(cfg.mixed_precision, cfg.cpu)
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+    processes = accelerator.num_processes
+    if not accelerator.is_main_process:  # every process would say the same
+        log = _silent
 
     # the model first: its options (layers, exits, max length) fail before any data is read
     model = load_model(cfg, spec, str(last_dir) if resuming else None)
@@ -685,7 +693,8 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     collate = make_collate(tokenizer, spec.is_regression)
     log(f"{spec.name}: {len(train_rows)} train / {len(dev_rows)} dev rows, max_length {cfg.max_length}")
 
-    steps_per_epoch = max(1, math.ceil(len(train_rows) / cfg.batch_size))
+    # Accelerate gives each process every `processes`-th batch: a step takes `processes` batches of the epoch
+    steps_per_epoch = max(1, math.ceil(math.ceil(len(train_rows) / cfg.batch_size) / processes))
     total_steps = (
         cfg.max_steps if cfg.max_steps is not None else max(1, math.ceil(cfg.epochs * steps_per_epoch))
     )
@@ -694,9 +703,14 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     optimizer = _optimizer(model, cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
-    state = TrainerState()
+    state = TrainerState(processes=processes)
     if resuming:
         state = TrainerState(**json.loads((last_dir / STATE_FILE).read_text()))
+        if state.processes != processes:  # its position in the epoch and its schedule count such steps
+            raise ValueError(
+                f"--resume: the run in {out} trained in {state.processes} process(es), this session has "
+                f"{processes}: resume it with {state.processes}"
+            )
         optimizer.load_state_dict(torch.load(last_dir / "optimizer.pt", map_location="cpu"))
         scheduler.load_state_dict(torch.load(last_dir / "scheduler.pt", map_location="cpu"))
         rng = last_dir / "rng.pt"
@@ -787,7 +801,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     with StopRequest() as signals:  # SIGTERM / Ctrl-C: finish the step, save last/, stop
         while not stop and state.global_step < total_steps:
             order = _epoch_order(len(train_rows), cfg.seed, state.epoch)
-            order = order[state.step_in_epoch * cfg.batch_size :]
+            order = order[state.step_in_epoch * cfg.batch_size * processes :]
             loader = torch.utils.data.DataLoader(
                 _Rows([train_rows[i] for i in order]),
                 batch_size=cfg.batch_size,
@@ -846,6 +860,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
                 continue
             break
     bar.close()
+    accelerator.wait_for_everyone()  # best/ is saved by the first process: let the others see it
 
     best_metrics = None
     if (best_dir / INFO_FILE).is_file():

@@ -21,6 +21,7 @@ Layer indices: 0-based in code (`exit_layers`, `layer_forward(i, ...)`); 1-based
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -628,6 +629,10 @@ def _renumber_classifiers(loaded, renumber: dict[int, int | None], tensors: dict
         } | {f"classifiers.{j}.{w}" for j in fresh for w in ("weight", "bias")}
 
 
+# set while `from_pretrained` loads classifiers by position that `_renumber_classifiers` then replaces by layer
+_RENUMBERING: ContextVar[bool] = ContextVar("elasticbert_renumbering", default=False)
+
+
 def forget_key_mapping(loaded, mapping: dict[str, str]):  # noqa: ANN001, ANN201
     """transformers keeps a `key_mapping` it used and undoes it on `save_pretrained`; a model whose own names are
     the mapped ones (a static `classifier`, a masked LM's one head) must save under them, or its next load would
@@ -694,12 +699,28 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
                 kwargs["key_mapping"] = mapping
             else:
                 renumber = _classifier_renumbering(pretrained_model_name_or_path, kwargs)
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        token = _RENUMBERING.set(bool(renumber))
+        try:
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        finally:
+            _RENUMBERING.reset(token)
         if renumber:
             _renumber_classifiers(
                 loaded, renumber, _checkpoint_classifiers(pretrained_model_name_or_path, kwargs)
             )
         return forget_key_mapping(loaded, mapping) if mapping else loaded
+
+    def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
+        super()._adjust_missing_and_unexpected_keys(loading_info)
+        if _RENUMBERING.get():
+            # transformers matched classifiers by position, so its load report named the wrong ones missing or
+            # unexpected; `_renumber_classifiers` loads them by layer and names the fresh ones itself
+            loading_info.missing_keys = {
+                k for k in loading_info.missing_keys if not k.startswith("classifiers.")
+            }
+            loading_info.unexpected_keys = {
+                k for k in loading_info.unexpected_keys if not k.startswith("classifiers.")
+            }
 
     def exit_classifier(self, layer: int) -> nn.Linear:
         """The classifier of the exit on layer `layer` (0-based)."""
