@@ -192,3 +192,17 @@ def test_flops_shape_is_strict(tmp_path, shape):
 def test_flops_on_a_folder_says_so(tmp_path):
     res = runner.invoke(app, ["flops", str(tmp_path), "--module", "layer_1", "--shape", "4,32"])
     assert res.exit_code == 1 and "is a folder; give the model.py file" in res.output
+
+
+def test_tiny_models_costs_are_printed_with_significant_digits(capsys):
+    """A tiny model's 0.0048M parameters and 0.048 MFLOPs printed as 0.00 / 0.0 (the JSON had them)."""
+    from types import SimpleNamespace
+
+    from elue.cli.toolkit_commands import _print_result, _size
+
+    assert [_size(v, 1) for v in (0.0481, 0.0, 1234.56, 7.0)] == ["0.0481", "0.0", "1,234.6", "7.0"]
+    point = SimpleNamespace(file="sst-2.tsv", examples=3, mflops=0.0481, performance=None, metrics={})
+    task = SimpleNamespace(params_m=0.00544, elue_score=None, points=[point])
+    _print_result(SimpleNamespace(tasks={"SST-2": task}, elue_score=None), with_performance=False)
+    out = capsys.readouterr().out
+    assert "params 0.00544M" in out and "0.0481" in out

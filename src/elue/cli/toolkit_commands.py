@@ -53,9 +53,15 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _size(value: float, digits: int) -> str:
+    """A count in millions: `digits` decimals, or 3 significant digits below 1 (a tiny model's 0.0048M
+    parameters or 0.048 MFLOPs printed as 0.00 / 0.0)."""
+    return f"{value:,.{digits}f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
+
+
 def _print_result(result, *, with_performance: bool) -> None:
     for name, task_result in result.tasks.items():
-        title = f"{name}  ·  params {task_result.params_m:.2f}M"
+        title = f"{name}  ·  params {_size(task_result.params_m, 2)}M"
         if with_performance:
             title += f"  ·  ELUE score {_fmt(task_result.elue_score)}"
         table = Table(title=title, title_justify="left")
@@ -70,7 +76,7 @@ def _print_result(result, *, with_performance: bool) -> None:
             if with_performance:
                 parts = ", ".join(f"{k} {v:.2f}" for k, v in point.metrics.items() if k != "performance")
                 row += [_fmt(point.performance), parts]
-            row.append(f"{point.mflops:,.1f}")
+            row.append(_size(point.mflops, 1))
             table.add_row(*row)
         console.print(table)
     if with_performance:
