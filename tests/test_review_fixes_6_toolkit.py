@@ -193,3 +193,19 @@ def test_llama_layer_matches_the_formula_with_grouped_query_attention():
         rotary = LlamaRotaryEmbedding(config)(x, torch.arange(n)[None])
         inputs = {"hidden_states": x, "position_embeddings": rotary, "attention_mask": None}
         assert count_macs(layer, inputs) == count_macs(layer, inputs, meta=False) == expected
+
+
+class _StatNorms(nn.Module):
+    """LayerNorms written with torch.var / torch.var_mean (then a root) and with torch.std."""
+
+    def forward(self, x):
+        var = x.var(-1, unbiased=False, keepdim=True)
+        x = (x - x.mean(-1, keepdim=True)) / torch.sqrt(var + 1e-5)
+        var, mean = torch.var_mean(x, -1, keepdim=True, unbiased=False)
+        x = (x - mean) * torch.rsqrt(var + 1e-5)
+        return (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-5)
+
+
+def test_layer_norms_written_with_var_or_std_cost_two_per_element():
+    n, h = 5, 16
+    assert _both(_StatNorms(), torch.zeros(1, n, h)) == 3 * (2 * n * h)

@@ -12,7 +12,7 @@ Rules, in MACs (FLOPs = 2 × MACs):
 - attention (any implementation): per head, L queries, S keys, head size E (values Ev):
   L·S·E (QKᵀ) + L·S·Ev (softmax·V) + L·S (scaling) + L·S (softmax);
 - softmax / log-softmax: 1 per element; LayerNorm / batch norm / group norm / RMS norm: 2 per element,
-  also written out as x * rsqrt(mean(x²) + eps) (Llama's, T5's RMSNorm) or with sqrt;
+  also written out as x * rsqrt(mean(x²) + eps) (Llama's, T5's RMSNorm) or with sqrt, torch.var or torch.std;
 - a multiplication or division by a scalar costs 1 per element of an attention score tensor (the
   product of two activations (a weight split, sliced, concatenated or scaled is no activation), also
   after a mask or another score was added to it, or scaled by the
@@ -168,6 +168,9 @@ _VIEWS = _packet(
     "tensor_split",
 )
 _ROOTS = _packet("rsqrt", "sqrt")
+# a norm's statistics from one op: var (then a root, as mean(x²) above) and std (the root included)
+_VARIANCE = _packet("var", "var_mean")
+_STD = _packet("std", "std_mean")
 
 
 def _is_two(x: Any) -> bool:
@@ -360,6 +363,10 @@ class _Counter(TorchDispatchMode):
         elif p is aten.mean:
             if _is_norm_stat(self._tag(args[0]), "square"):
                 self._set(out, ("meansq", self._tag(args[0])[1]))
+        elif p in _VARIANCE:  # (x - mean) / sqrt(var(x) + eps): LayerNorm written with torch.var
+            self._set(out, ("meansq", args[0].numel()))
+        elif p in _STD:  # (x - mean) / (std(x) + eps): its root is inside the op
+            self.macs += 2 * args[0].numel()
         elif p in _ROOTS:
             tag = self._tag(args[0])
             if _is_norm_stat(tag, "meansq"):
