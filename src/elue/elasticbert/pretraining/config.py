@@ -14,6 +14,10 @@ class SettingsError(ValueError):
     """A pre-training setting is wrong (unknown key, wrong type, missing file...): the user's to fix."""
 
 
+class NoUsableDocument(SettingsError):
+    """A data stream without one document that makes a sentence pair (the reader names the corpus)."""
+
+
 # the settings with a fixed set of values (a typo would otherwise surface deep inside the run)
 CHOICES: dict[str, tuple[str, ...]] = {
     "trainable": ("all", "heads"),

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..padding import padding_mask, right_pad
-from .config import SettingsError
+from .config import NoUsableDocument, SettingsError
 from .modeling_pretraining import find_mlm_positions
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -142,6 +142,9 @@ def document_examples(
     ids: SpecialIds,
 ) -> list[dict[str, Any]]:
     """SOP examples of one tokenised document (a list of sentences' token ids)."""
+    # lines without tokens (zero-width spaces, control characters) left out first: one at the end of the
+    # document would otherwise stop the loop before its last chunk is made into a pair
+    segments = [seg for seg in segments if seg]
     max_tokens = max_seq_length - 3
     target = max_tokens
     if rng.random() < short_seq_prob:
@@ -150,8 +153,6 @@ def document_examples(
     chunk: list[list[int]] = []
     length = 0
     for i, seg in enumerate(segments):
-        if not seg:
-            continue
         chunk.append(seg)
         length += len(seg)
         if i == len(segments) - 1 or length >= target:
@@ -292,9 +293,10 @@ class ShardStream:
                     made_any |= ex is not None
                     yield ex, pos
             if not made_any and first_doc == 0:
-                raise SettingsError(
-                    f"data stream {self.shard}/{self.num_shards} has no usable document (an empty corpus, or "
-                    "fewer documents than num_data_shards?)"
+                few = " or fewer documents than num_data_shards" if self.num_shards > 1 else ""
+                raise NoUsableDocument(
+                    f"data stream {self.shard}/{self.num_shards} has no usable document (an empty corpus, "
+                    f"documents of a single token{few}?)"
                 )
             epoch += 1
             yield None, (epoch, 0, 0)

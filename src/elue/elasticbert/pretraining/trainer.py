@@ -42,7 +42,7 @@ import torch
 
 from ..accelerate_state import forget_single_process_state
 from ..stopping import StopRequest
-from .config import TWO_TYPES, PretrainConfig, SettingsError
+from .config import TWO_TYPES, NoUsableDocument, PretrainConfig, SettingsError
 
 CHECKPOINT_PREFIX = "step-"
 COMPLETE_MARKER = "COMPLETE"
@@ -260,10 +260,18 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     cfg.check_files()
     # absolute paths: a resume from another working directory, or spelling the path another way, is the same data
     cfg.train_files, cfg.eval_files = _absolute(cfg.train_files), _absolute(cfg.eval_files)
+    # `~` is the home folder in the other paths too (a literal `~` folder, or a bad hub id, otherwise)
+    for key in ("output_dir", "resume_from_checkpoint", "model_name_or_path", "tokenizer_name_or_path"):
+        value = getattr(cfg, key)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(cfg, key, str(Path(value).expanduser()))
     out_dir = Path(cfg.output_dir)
+    _check_folder_path(out_dir)
     if cfg.mixed_precision == "fp16" and (cfg.cpu or not torch.cuda.is_available()):
         raise SettingsError("mixed_precision fp16 needs a GPU; on the CPU use bf16 (autocast) or no")
     set_seed(cfg.seed)
+    if not cfg.progress_bar:  # before the model loads: its "Loading weights" bar too
+        _quiet_transformers_bars()
     _check_local_path("model_name_or_path", cfg.model_name_or_path)
     try:
         model, notes = load_pretraining_model(cfg.model_name_or_path, cfg.model_config)
@@ -310,7 +318,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         state = _read_json(ckpt, "trainer_state.json")
         if not isinstance(state.get("step"), int):
             raise SettingsError(f"checkpoint {ckpt}: trainer_state.json has no step")
-        check_resume(cfg, ckpt, state, world)
+        check_resume(cfg, ckpt, state, world, num_layers)
         if state["step"] >= cfg.max_steps:  # nothing to train: no logs rewritten, no evaluation repeated
             accelerator.print(
                 f"{ckpt} is at step {state['step']} = max_steps: nothing to do (raise max_steps to train on)"
@@ -387,8 +395,6 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if start_step < cfg.max_steps:
         with _reading(read):
             first = [data.next_batch() for _ in range(A)]
-    if not cfg.progress_bar:
-        _quiet_transformers_bars()
 
     logs = _Logs(cfg, num_layers, start_step, main)
     if main:
@@ -597,7 +603,9 @@ CHANGEABLE_ON_RESUME = frozenset(
 )
 
 
-def check_resume(cfg: PretrainConfig, ckpt: Path, state: dict[str, Any], world: int) -> None:
+def check_resume(
+    cfg: PretrainConfig, ckpt: Path, state: dict[str, Any], world: int, num_layers: int | None = None
+) -> None:
     """A resumed run keeps the checkpoint's settings except those in CHANGEABLE_ON_RESUME: one SettingsError
     lists every other difference (old -> new). `max_steps` may grow, never fall below the checkpoint's step."""
     step = int(state["step"])
@@ -621,7 +629,9 @@ def check_resume(cfg: PretrainConfig, ckpt: Path, state: dict[str, Any], world: 
     diffs = [
         f"{k}: {saved.get(k)!r} -> {new.get(k)!r}"
         for k in sorted(set(saved) | set(new))
-        if k not in CHANGEABLE_ON_RESUME and saved.get(k) != new.get(k)
+        if k not in CHANGEABLE_ON_RESUME
+        and saved.get(k) != new.get(k)
+        and not (k == "exit_groups" and _same_groups(saved.get(k), new.get(k), num_layers))
     ]
     saved_world = int(state.get("world_size", 1))
     try:
@@ -644,6 +654,19 @@ def check_resume(cfg: PretrainConfig, ckpt: Path, state: dict[str, Any], world: 
                 "per_device_batch_size", "gradient_accumulation_steps", "num_data_shards"}))
             + " (and the batch split, keeping the global batch); start a new output_dir for other settings"
         )  # fmt: skip
+
+
+def _same_groups(old: Any, new: Any, num_layers: int | None) -> bool:
+    """Two spellings of the same exit groups (null / none / [] / false; default / its lists; a group's layers in
+    another order): the same training, so a resume may spell them either way."""
+    if num_layers is None:
+        return False
+    try:
+        return PretrainConfig(exit_groups=old).resolved_exit_groups(num_layers) == PretrainConfig(
+            exit_groups=new
+        ).resolved_exit_groups(num_layers)
+    except SettingsError:
+        return False
 
 
 def _absolute(paths: list[str]) -> list[str]:
@@ -711,11 +734,23 @@ class _reading:
         return self
 
     def __exit__(self, kind, err, tb) -> bool:
+        if isinstance(err, NoUsableDocument):  # which corpus: the training or the evaluation data
+            raise SettingsError(f"{self.what}: {err}") from err
         if err is None or isinstance(err, SettingsError):
             return False
         if isinstance(err, (OSError, UnicodeError)):
             raise SettingsError(f"cannot read {self.what}: {_one_line(err)}") from err
         return False
+
+
+def _check_folder_path(out_dir: Path) -> None:
+    """output_dir, or a folder above it, is not a file: found here, not when the logs are first written after
+    the whole start-up (a FileExistsError traceback)."""
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise SettingsError(f"output_dir {out_dir}: {folder} is a file, not a folder")
+            return
 
 
 def _check_local_path(key: str, path: str | None) -> None:
@@ -740,6 +775,18 @@ def _load_tokenizer(cfg: PretrainConfig, model):
         raise SettingsError(f"cannot load the tokenizer {tok_path!r}: {_one_line(err)}") from err
     if not getattr(tokenizer, "is_fast", False):
         raise SettingsError(f"{tok_path}: a fast tokenizer is needed")
+    # an SOP pair is [CLS] A [SEP] B [SEP], masked with [MASK] and padded with [PAD]: without one of them
+    # the first batch would fail deep in numpy
+    missing = [
+        n
+        for n in ("cls_token", "sep_token", "mask_token", "pad_token")
+        if getattr(tokenizer, f"{n}_id") is None
+    ]
+    if missing:
+        raise SettingsError(
+            f"tokenizer {tok_path} has no {', '.join(missing)}: pre-training needs a BERT-style tokenizer "
+            "([CLS], [SEP], [MASK] and [PAD] tokens)"
+        )
     if len(tokenizer) > model.config.vocab_size:
         raise SettingsError(
             f"tokenizer has {len(tokenizer)} tokens, model vocab_size {model.config.vocab_size}"
@@ -748,7 +795,8 @@ def _load_tokenizer(cfg: PretrainConfig, model):
 
 
 def _quiet_transformers_bars() -> None:
-    """progress_bar false: no "Writing model shards" bars from transformers on every save either."""
+    """progress_bar false: no "Loading weights" bar, nor "Writing model shards" bars on every save, from
+    transformers either."""
     try:
         from transformers.utils import logging as hf_logging
 
