@@ -140,3 +140,22 @@ def test_paths_from_the_home_folder(tiny_settings, tmp_path, monkeypatch):
     model = "~/first/checkpoints/step-0000002/model"
     s = _settings(tiny_settings, max_steps=1, model_name_or_path=model, tokenizer_name_or_path=model)
     assert pretrain(PretrainConfig.from_dict(dict(s, model_config={})))["step"] == 1
+
+
+@pytest.mark.parametrize(
+    "over",
+    [{"eval_steps": 5, "eval_examples": 0}, {"eval_steps": 5, "eval_files": []}],
+)
+def test_eval_steps_without_anything_to_evaluate_is_refused(over):
+    # the trainer evaluated nothing, silently
+    with pytest.raises(SettingsError, match="eval_steps 5 needs eval_files and eval_examples above 0"):
+        PretrainConfig.from_dict({"eval_files": ["e.txt"], **over})
+    PretrainConfig.from_dict({"eval_steps": 0, "eval_examples": 0})  # no evaluation asked: fine
+
+
+def test_heads_only_on_a_new_model_says_the_encoder_stays_random(tiny_settings, capsys):
+    pretrain(PretrainConfig.from_dict(_settings(tiny_settings, trainable="heads", max_steps=1)))
+    assert (
+        "trainable=heads on a new model: the encoder stays at its random initialisation"
+        in capsys.readouterr().out
+    )

@@ -262,6 +262,12 @@ class PretrainConfig:
             )
         if not self.output_dir.strip():
             raise SettingsError("output_dir is empty: name the run's folder")
+        if self.eval_steps and not (self.eval_files and self.eval_examples):
+            # the trainer would silently evaluate nothing
+            raise SettingsError(
+                f"eval_steps {self.eval_steps} needs eval_files and eval_examples above 0 "
+                f"(eval_files: {len(self.eval_files)} file(s), eval_examples: {self.eval_examples})"
+            )
         if self.dropout_masks not in ("auto", "inductor") and not self.compile:
             # eager, the separate mask kernel would only add work: the setting is for the compiled step
             raise SettingsError(f"dropout_masks: {self.dropout_masks} needs compile: true")

@@ -293,6 +293,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if cfg.trainable == "heads":
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("cls.") or ".encoder.pooler." in name)
+        if cfg.model_name_or_path is None:  # allowed (a test of the heads), but rarely what is meant
+            notes.append("trainable=heads on a new model: the encoder stays at its random initialisation")
     num_layers = model.config.num_hidden_layers
     groups = cfg.resolved_exit_groups(num_layers)
     tokenizer = _load_tokenizer(cfg, model)
