@@ -55,7 +55,8 @@ def test_two_processes_train_the_epochs_asked_and_resume_in_place(tmp_path):
     Before: 8 steps an epoch (--epochs 1 trained 2 epochs) and a resumed run re-read half the epoch's rows."""
     from safetensors.torch import load_file
 
-    data, ckpt = _write_sst2(tmp_path / "data"), _no_dropout_checkpoint(tmp_path / "ckpt")
+    data, ckpt = _write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
+    assert json.loads((ckpt / "config.json").read_text())["hidden_dropout_prob"] > 0  # the resume restores it
     full = _torchrun_finetune(data, ckpt, tmp_path / "full", "--epochs", "2", "--eval-every", "2")
     summaries = [line for line in full.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1, full.stdout  # the summary once, from the first process
