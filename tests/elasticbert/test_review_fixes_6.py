@@ -32,14 +32,6 @@ def _write_sst2(root: Path, n_train: int = 64, n_dev: int = 16, n_test: int = 12
     return root
 
 
-def _no_dropout_checkpoint(path: Path) -> Path:
-    write_tiny_checkpoint(path)
-    cfg = json.loads((path / "config.json").read_text())
-    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (path / "config.json").write_text(json.dumps(cfg))
-    return path
-
-
 def _torchrun_finetune(data: Path, ckpt: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [torchrun(), "--nproc_per_node", "2", "--master_port", str(free_port()), str(Path(sys.executable).with_name("elue")),
            "finetune", "sst-2", "--model", str(ckpt), "--output", str(out), "--data", str(data),
