@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from toolkit_fixtures import forged_model_py
 from torch import nn
 from torch.nn import functional as F
 
@@ -85,22 +86,6 @@ def test_bilinear_is_a_product():
     assert _both(m, torch.zeros(1, n, a), torch.zeros(1, n, b)) == n * out * a * b
 
 
-_FORGED = """
-import os, sys
-from torch import nn
-module_list = {"layer_1": nn.Identity()}
-entire_model = nn.Identity()
-frame = sys._getframe()
-while frame is not None and "emit" not in frame.f_locals:
-    frame = frame.f_back
-if frame is not None:
-    calls = frame.f_locals["request"]["calls"]
-    frame.f_locals["emit"]({"ok": True, "module_names": ["layer_1"], "params": PARAMS,
-                            "flops": [[n, s, FLOPS] for n, s in calls]})
-    os._exit(0)
-"""
-
-
 @pytest.mark.parametrize(
     ("params", "flops", "message"),
     [
@@ -113,7 +98,7 @@ def test_forged_huge_costs_are_refused_with_a_message(tmp_path, params, flops, m
     # a model.py reaching the result channel with 10**400 FLOPs: the float sums of the scores overflowed
     # (OverflowError traceback from `elue evaluate`); Infinity gave one from int()
     model = tmp_path / "model.py"
-    model.write_text(_FORGED.replace("PARAMS", params).replace("FLOPS", flops))
+    model.write_text(forged_model_py(params, flops))
     with pytest.raises(SandboxError, match=message):
         price_model(model, [("layer_1", (4, 8))], trust_model_code=True)
 

@@ -63,3 +63,26 @@ def write_submission(root: Path, rows=SST2_ROWS, name: str = "sst-2.tsv") -> Pat
         "index\tpred\tmodules\n" + "".join(f"{i}\t{p}\t{tiny_trace(n, e)}\n" for i, p, n, e in rows)
     )
     return root
+
+
+# model.py runs in the sandbox worker's process, so it can reach the result channel (up the stack to the
+# function that writes it) and send any numbers: the tests of what is refused
+_FORGED_MODEL_PY = """
+import os, sys
+from torch import nn
+module_list = {"layer_1": nn.Identity()}
+entire_model = nn.Identity()
+frame = sys._getframe()
+while frame is not None and "emit" not in frame.f_locals:
+    frame = frame.f_back
+if frame is not None:
+    calls = frame.f_locals["request"]["calls"]
+    frame.f_locals["emit"]({"ok": True, "module_names": ["layer_1"], "params": PARAMS,
+                            "flops": [[n, s, FLOPS] for n, s in calls]})
+    os._exit(0)
+"""
+
+
+def forged_model_py(params: str, flops: str) -> str:
+    """A model.py whose worker answers `params` parameters and `flops` FLOPs per call (Python expressions)."""
+    return _FORGED_MODEL_PY.replace("PARAMS", params).replace("FLOPS", flops)

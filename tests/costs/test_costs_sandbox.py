@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from toolkit_fixtures import forged_model_py
 
 import elue
 from elue.costs import _worker, sandbox
@@ -345,23 +346,7 @@ def test_forged_negative_costs_are_refused(tmp_path):
     # model.py runs in the worker's process, so it can reach the result channel (here: up the stack to
     # the function that writes it). The numbers cannot be made tamper-proof (docs/costs.md), but ones no
     # honest count gives are refused rather than published.
-    model = write(
-        tmp_path,
-        """
-        import os, sys
-        from torch import nn
-        module_list = {"layer_1": nn.Identity()}
-        entire_model = nn.Identity()
-        frame = sys._getframe()
-        while frame is not None and "emit" not in frame.f_locals:
-            frame = frame.f_back
-        if frame is not None:
-            calls = frame.f_locals["request"]["calls"]
-            frame.f_locals["emit"]({"ok": True, "module_names": ["layer_1"], "params": PARAMS,
-                                    "flops": [[n, s, FLOPS] for n, s in calls]})
-            os._exit(0)
-        """.replace("PARAMS", "-5").replace("FLOPS", "1"),
-    )
+    model = write(tmp_path, forged_model_py("-5", "1"))
     with pytest.raises(SandboxError, match=r"impossible \(negative or too large\) costs: -5 parameters"):
         price_model(model, [("layer_1", (4, 8))], trust_model_code=True)
     model.write_text(model.read_text().replace('"params": -5', '"params": 5').replace("s, 1]", "s, -10]"))

@@ -10,29 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from elasticbert_fixtures import FILL, NEG, POS, write_tiny_checkpoint
+from elasticbert_fixtures import NEG, POS, write_sst2, write_tiny_checkpoint
 
 from elue.elasticbert.finetune import FinetuneConfig, finetune
-
-
-def write_sst2(root: Path, n_train: int = 64, n_dev: int = 16, n_test: int = 12, seed: int = 0) -> Path:
-    """A tiny SST-2 in ELUE layout: the label is which word list the sentence draws from."""
-    rng = random.Random(seed)
-
-    def sentence(label: int) -> str:
-        words = rng.sample(FILL, rng.randint(2, 6)) + [rng.choice(POS if label else NEG)]
-        rng.shuffle(words)
-        return " ".join(words)
-
-    d = root / "sst-2"
-    d.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("dev", n_dev)):
-        rows = [(sentence(i % 2), i % 2) for i in range(n)]
-        (d / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
-    test = [(100 + i, sentence(i % 2), i % 2) for i in range(n_test)]
-    (d / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, s, _ in test))
-    (d / "test_labels.tsv").write_text("index\tlabel\n" + "".join(f"{i}\t{y}\n" for i, _, y in test))
-    return root
 
 
 @pytest.fixture(scope="module")

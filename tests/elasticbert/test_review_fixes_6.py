@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from elasticbert_fixtures import FILL, NEG, POS, write_tiny_checkpoint
+from elasticbert_fixtures import write_sst2, write_tiny_checkpoint
 from subprocesses import child_env, free_port, torchrun
-
-
-def _write_sst2(root: Path, n_train: int = 64, n_dev: int = 16, n_test: int = 12) -> Path:
-    rng = random.Random(0)
-
-    def sentence(label: int) -> str:
-        words = rng.sample(FILL, rng.randint(2, 6)) + [rng.choice(POS if label else NEG)]
-        rng.shuffle(words)
-        return " ".join(words)
-
-    d = root / "sst-2"
-    d.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("dev", n_dev)):
-        rows = [(sentence(i % 2), i % 2) for i in range(n)]
-        (d / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
-    test = [(100 + i, sentence(i % 2)) for i in range(n_test)]
-    (d / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, s in test))
-    return root
 
 
 def _torchrun_finetune(data: Path, ckpt: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -47,7 +28,7 @@ def test_two_processes_train_the_epochs_asked_and_resume_in_place(tmp_path):
     Before: 8 steps an epoch (--epochs 1 trained 2 epochs) and a resumed run re-read half the epoch's rows."""
     from safetensors.torch import load_file
 
-    data, ckpt = _write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
+    data, ckpt = write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
     assert json.loads((ckpt / "config.json").read_text())["hidden_dropout_prob"] > 0  # the resume restores it
     full = _torchrun_finetune(data, ckpt, tmp_path / "full", "--epochs", "2", "--eval-every", "2")
     summaries = [line for line in full.stdout.splitlines() if line.startswith("{")]
@@ -68,7 +49,7 @@ def test_a_resume_in_another_number_of_processes_is_refused(tmp_path):
     """Its position in the epoch counts steps of one batch per process: refused, not silently misread."""
     from elue.elasticbert.finetune import FinetuneConfig, finetune
 
-    data, ckpt = _write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
+    data, ckpt = write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
     kw = dict(task="sst-2", model=str(ckpt), output_dir=str(tmp_path / "run"), data_dir=str(data))
     kw.update(batch_size=8, max_steps=4, max_length=32, cpu=True, progress=False, stop_after=2)
     finetune(FinetuneConfig(**kw), log=lambda m: None)
@@ -129,7 +110,7 @@ def test_offline_hub_id_in_the_cache_is_used_not_called_a_missing_folder(tmp_pat
     the cache, as `from_pretrained` does. Before: 'no such folder'. One that is not cached still fails at once."""
     from elue.elasticbert.export import make_points, predict_submission
 
-    data, ckpt = _write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
+    data, ckpt = write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
     out = tmp_path / "sub"
     predict_submission(ckpt, "sst-2", out, make_points(static=[3]), data_dir=data, progress=False, log=str)
     cache = tmp_path / "hub"

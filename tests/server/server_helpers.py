@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from pathlib import Path
 
@@ -91,3 +92,13 @@ def api_upload(client, headers, name="my model", public=False, files=SUB):  # no
     )
     assert r.status_code == 202, r.text
     return r.json()
+
+
+def wait_until(pred, timeout: float, what: str, every: float = 0.05) -> None:  # noqa: ANN001
+    """Poll `pred` until it is true; fail the test naming `what` after `timeout` seconds."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from server_helpers import SUB, zip_bytes
+from server_helpers import SUB, wait_until, zip_bytes
 from server_helpers import api_upload as upload
 from server_setup import csrf_of, token_for
 
@@ -171,15 +171,6 @@ def test_queued_and_failed_entries_have_no_public_page(client, auth, drain):  # 
 
 
 # ------------------------------------------------------------------ 3: the server's scoring limits; deleting stops scoring
-def _wait(pred, timeout: float, what: str) -> None:  # noqa: ANN001
-    import time
-
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_scoring_timeout_stops_a_sleeping_model(client, auth, settings, monkeypatch, tmp_path):  # noqa: ANN001
@@ -230,11 +221,11 @@ def test_deleting_a_running_submission_stops_its_scoring(client, auth, settings,
     t = threading.Thread(target=run_worker, args=(settings,), kwargs={"stop": stop, "evaluator": evaluate})
     t.start()
     try:
-        _wait(lambda: counter.exists() and counter.read_text().strip(), 30, "scoring to start")
+        wait_until(lambda: counter.exists() and counter.read_text().strip(), 30, "scoring to start")
         pid = int(counter.read_text().split()[1])  # the scoring process
         assert pid != os.getpid()
         assert client.delete(f"/api/submissions/{sub['id']}", headers=h).status_code == 204
-        _wait(lambda: not os.path.exists(f"/proc/{pid}"), 10, "the scoring process to be killed")
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 10, "the scoring process to be killed")
     finally:
         stop.set()
         t.join(30)

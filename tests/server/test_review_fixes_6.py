@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import typer
-from server_helpers import SUB, TSV, api_upload, zip_bytes
+from server_helpers import SUB, TSV, api_upload, wait_until, zip_bytes
 from server_setup import csrf_of, make_settings
 from sqlalchemy import update
 from test_review_fixes import reported
@@ -24,15 +24,6 @@ from elue.server import Settings, create_app, service
 from elue.server.db import RUNNING, Submission, open_database
 from elue.server.storage import UploadError, zip_folder
 from elue.server.worker import run_worker
-
-
-def _wait(pred, timeout: float, what: str) -> None:  # noqa: ANN001
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # ------------------------------------------------------------------ 1: the sandbox's model.py copies
@@ -65,9 +56,9 @@ def test_a_cancelled_job_leaves_no_copy_of_model_py(client, auth, settings):  # 
     t = threading.Thread(target=run_worker, args=(settings,), kwargs=kw)
     t.start()
     try:
-        _wait(lambda: _copies(settings) - before, 60, "the sandbox to copy model.py")
+        wait_until(lambda: _copies(settings) - before, 60, "the sandbox to copy model.py")
         assert client.delete(f"/api/submissions/{sub['id']}", headers=h).status_code == 204
-        _wait(lambda: not _copies(settings) - before, 15, "the copy of model.py to be removed")
+        wait_until(lambda: not _copies(settings) - before, 15, "the copy of model.py to be removed")
     finally:
         stop.set()
         t.join(30)

@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from server_helpers import TINY_MODEL_PY, zip_bytes
+from server_helpers import TINY_MODEL_PY, wait_until, zip_bytes
 from server_setup import make_settings, token_for
 from sqlalchemy import func, select
 
@@ -46,15 +45,6 @@ def _worker(settings, counter: Path, sleep: float) -> subprocess.Popen:  # noqa:
     )
 
 
-def _wait(pred, timeout: float, what: str) -> None:  # noqa: ANN001
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_kill_worker_mid_scoring_then_restart(tmp_path):  # noqa: ANN001
     s = make_settings(tmp_path)
     app = create_app(s)
@@ -79,7 +69,7 @@ def test_kill_worker_mid_scoring_then_restart(tmp_path):  # noqa: ANN001
 
     w1 = _worker(s, counter, sleep=5.0)  # slow: it is surely mid-scoring when killed
     try:
-        _wait(lambda: counter.exists() and counter.read_text().strip(), 60, "the first job to start")
+        wait_until(lambda: counter.exists() and counter.read_text().strip(), 60, "the first job to start")
         os.kill(w1.pid, signal.SIGKILL)  # mid-scoring
         w1.wait(10)
     finally:
@@ -88,7 +78,7 @@ def test_kill_worker_mid_scoring_then_restart(tmp_path):  # noqa: ANN001
     assert status(ids[0]) == RUNNING  # held by a dead worker
     w2 = _worker(s, counter, sleep=0.5)
     try:
-        _wait(lambda: all(status(i) == SCORED for i in ids), 60, "every submission to be scored")
+        wait_until(lambda: all(status(i) == SCORED for i in ids), 60, "every submission to be scored")
     finally:
         w2.send_signal(signal.SIGTERM)
         try:
