@@ -3,6 +3,7 @@ users with tokens, and an in-process worker with the fake evaluator."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -56,3 +57,21 @@ def drain(settings: Settings):  # noqa: ANN201
         return run_worker(settings, once=True, evaluator=fake_evaluate)
 
     return run
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):  # noqa: ANN001, ANN201
+    """A fresh database: a SQLite file, and PostgreSQL (an emptied schema) when ELUE_TEST_POSTGRES_URL is set."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'elue.db'}"
+    url = os.environ.get("ELUE_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("ELUE_TEST_POSTGRES_URL not set")
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url

@@ -4,13 +4,10 @@ numbers, a reported entry's paper link, log-in names in any case, and no-store o
 
 from __future__ import annotations
 
-import os
-
-import pytest
 from fastapi.testclient import TestClient
 from server_helpers import api_upload
 from server_setup import csrf_of, make_settings, token_for
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 from elue.server import create_app
 from elue.server.db import Point, bump_board_version
@@ -34,23 +31,6 @@ def test_a_non_finite_stored_metric_does_not_break_the_pages(client, auth, drain
 
 
 # ------------------------------------------------------------------ 2: NUL characters (PostgreSQL stores none)
-PG_URL = os.environ.get("ELUE_TEST_POSTGRES_URL")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):  # noqa: ANN001, ANN201
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state' / 'elue.db'}"
-    if not PG_URL:
-        pytest.skip("ELUE_TEST_POSTGRES_URL not set")
-    engine = create_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return PG_URL
-
-
 def test_nul_characters_are_refused_or_dropped_not_a_server_error(db_url, tmp_path):  # noqa: ANN001
     c = TestClient(create_app(make_settings(tmp_path, database_url=db_url)), raise_server_exceptions=False)
     h = {"authorization": f"Bearer {token_for(c, 'alice')}"}

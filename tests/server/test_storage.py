@@ -3,11 +3,9 @@ migrations, the queue's atomic claims and leases, a full upload -> scored flow."
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
-import pytest
 from fastapi.testclient import TestClient
 from server_fake_evaluator import evaluate as fake_evaluate
 from server_helpers import TINY_MODEL_PY, zip_bytes
@@ -18,26 +16,7 @@ from elue.server import create_app, service
 from elue.server.db import QUEUED, RUNNING, SCORED, Base, Submission, User, migrate, open_database
 from elue.server.worker import _finish, claim, process, run_worker
 
-PG_URL = os.environ.get("ELUE_TEST_POSTGRES_URL")
 TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n"
-
-
-def _reset_pg(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):  # noqa: ANN001, ANN201
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state' / 'elue.db'}"
-    if not PG_URL:
-        pytest.skip("ELUE_TEST_POSTGRES_URL not set")
-    _reset_pg(PG_URL)
-    return PG_URL
 
 
 def test_migrations_match_the_models(db_url):  # noqa: ANN001
@@ -99,7 +78,7 @@ def test_login_throttle_counts_across_processes_and_parallel_guesses(db_url):  #
 
 def test_upgrade_keeps_existing_users(tmp_path):  # noqa: ANN001
     """A database made by the first schema upgrades in place: its users get session epoch 0."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
     engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
     migrate(engine, "0001")
