@@ -262,10 +262,19 @@ def read_answer_key(answers_dir: Path | str, task: str | Task) -> tuple[np.ndarr
 # --- the Hugging Face hub ------------------------------------------------------------------------
 
 
-def _load_hub(path: str, name: str | None, split: str, cache_dir, revision: str | None = None):
+def _load_hub(
+    path: str,
+    name: str | None,
+    split: str,
+    cache_dir,
+    revision: str | None = None,
+    data_dir: str | None = None,
+):
     import datasets
 
     extra = {"revision": revision} if revision else {}
+    if data_dir:
+        extra["data_dir"] = data_dir
     return datasets.load_dataset(
         path, name, split=split, cache_dir=None if cache_dir is None else str(cache_dir), **extra
     )
@@ -320,7 +329,7 @@ def load_hub_split(task: str | Task, split: str, *, path: str | None = None, cac
     `path` replaces the hub id (a local folder in the hub layout works, e.g. for offline tests);
     `task.hub.name` is still passed as the config. Hub splits map through `hub.splits`; `hub.resplit`
     carves ELUE splits out of one hub split by a seeded permutation (IMDb: 25k train -> 20,000
-    train + 5,000 dev). SNLI's unlabelled (-1) pairs are dropped from train/dev; text labels
+    train + 5,000 dev). SNLI's unlabelled (-1) pairs are dropped from every split; text labels
     (SciTail) become ids by `task.labels`; SST's float sentiment becomes 1 iff > 0.5 (ours).
     On test, labels are never returned (GLUE's test labels are -1 anyway).
     """
@@ -328,13 +337,14 @@ def load_hub_split(task: str | Task, split: str, *, path: str | None = None, cac
     split = normalise_split(split)
     hub = t.hub
     hub_path = path or hub.path
-    revision = None if path else hub.revision  # a replacement path is read as it is
+    # a replacement path is read as it is: no revision, no folder inside it
+    revision, data_dir = (None, None) if path else (hub.revision, hub.data_dir)
     if split in hub.resplit:
         hub_split, start, stop = hub.resplit[split]
-        ds = _load_hub(hub_path, hub.name, hub_split, cache_dir, revision)
+        ds = _load_hub(hub_path, hub.name, hub_split, cache_dir, revision, data_dir)
         ds = ds.select(_resplit_rows(len(ds), hub.resplit_seed, start, stop))
     elif split in hub.splits:
-        ds = _load_hub(hub_path, hub.name, hub.splits[split], cache_dir, revision)
+        ds = _load_hub(hub_path, hub.name, hub.splits[split], cache_dir, revision, data_dir)
     else:
         raise ValueError(f"{t.name}: no hub split is mapped to ELUE's {split!r} (see tasks.py HubSource)")
 
@@ -355,13 +365,17 @@ def load_hub_split(task: str | Task, split: str, *, path: str | None = None, cac
         index = np.asarray(_column(ds, to_hub["index"]), dtype=np.int64)
     else:
         index = np.arange(n, dtype=np.int64)
+    keep = None
     if split != "test":
         labels, keep = _hub_labels(t, _column(ds, to_hub[t.label_column]))
         out["label"] = labels
-        if not keep.all():
-            rows = np.flatnonzero(keep)
-            out = {k: [v[i] for i in rows.tolist()] for k, v in out.items()}
-            index = np.arange(len(rows), dtype=np.int64)
+    elif hub.drop_unlabelled_test and t.label_column in to_hub and to_hub[t.label_column] in ds.column_names:
+        # the labels only pick the rows ELUE's test set has (SNLI's gold-labelled pairs); never returned
+        _, keep = _hub_labels(t, _column(ds, to_hub[t.label_column]))
+    if keep is not None and not keep.all():
+        rows = np.flatnonzero(keep)
+        out = {k: [v[i] for i in rows.tolist()] for k, v in out.items()}
+        index = np.arange(len(rows), dtype=np.int64)
     out["index"] = index
     return _to_dataset(t, split, out)
 

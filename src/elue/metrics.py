@@ -128,17 +128,28 @@ def compute_metrics(task: str | Task, y_true, y_pred) -> dict[str, float]:
     if t.is_regression:
         yt, yp = yt.astype(np.float64), yp.astype(np.float64)
     else:
-        yt, yp = _as_class_ids(yt, "y_true"), _as_class_ids(yp, "y_pred")
+        yt, yp = _as_class_ids(yt, "y_true", t), _as_class_ids(yp, "y_pred", t)
     return metric(yt, yp)
 
 
-def _as_class_ids(arr: np.ndarray, name: str) -> np.ndarray:
+def _as_class_ids(arr: np.ndarray, name: str, task: Task) -> np.ndarray:
     if arr.dtype.kind in "iub":
-        return arr.astype(np.int64)
+        return _check_classes(arr.astype(np.int64), name, task)
     try:
         f = arr.astype(np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}") from None
     if not np.all(np.isfinite(f)) or not np.all(f == np.round(f)):
         raise ValueError(f"{name} must hold integer class ids; found non-integral values")
-    return f.astype(np.int64)
+    return _check_classes(f.astype(np.int64), name, task)
+
+
+def _check_classes(ids: np.ndarray, name: str, task: Task) -> np.ndarray:
+    # A class outside the task's labels is a caller's bug: without this check MRPC's F1 failed with
+    # sklearn's "Target is multiclass but average='binary'", and accuracy scored -1 as a wrong answer.
+    bad = (ids < 0) | (ids >= task.num_labels)
+    if bad.any():
+        raise ValueError(
+            f"{name} holds class {int(ids[bad][0])}, outside {task.name}'s labels 0..{task.num_labels - 1}"
+        )
+    return ids

@@ -26,6 +26,14 @@ class HubSource:
     # Git revision on the hub. Datasets that still ship a loading script (which `datasets` >= 4 no longer
     # runs) are read from the hub's automatic Parquet export, "refs/convert/parquet".
     revision: str | None = None
+    # Folder of the repo (at `revision`) that holds the config's files. The Parquet export keeps each config
+    # in `<config>/<split>/`, and without a folder `load_dataset` infers data files over the whole branch,
+    # mixing configs (SST: `ptb/train` into `default/train`, a cast error).
+    data_dir: str | None = None
+    # The hub's test split carries gold labels and marks pairs without one -1, and ELUE's test set leaves
+    # those pairs out (SNLI: 10,000 -> 9,824, numbered 0..9,823 as in the ELUE test.tsv). False where
+    # the hub hides its test labels as -1 on every row (GLUE): dropping them would empty the split.
+    drop_unlabelled_test: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,7 @@ _TASKS = [
             path="stanfordnlp/sst",  # a script dataset: read through its Parquet export
             name="default",
             revision="refs/convert/parquet",
+            data_dir="default",
             splits={"train": "train", "dev": "validation", "test": "test"},
             columns={"sentence": "sentence", "label": "label"},
         ),
@@ -113,11 +122,12 @@ _TASKS = [
         train_dev_columns=("premise", "hypothesis", "label"),
         metric="accuracy",
         split_sizes={"train": 549367, "dev": 9842, "test": 9824},
-        # the hub marks pairs without a gold label with -1; ELUE drops them
+        # the hub marks pairs without a gold label with -1; ELUE drops them, on test too
         hub=HubSource(
             path="stanfordnlp/snli",
             splits={"train": "train", "dev": "validation", "test": "test"},
             columns={"premise": "premise", "hypothesis": "hypothesis", "label": "label"},
+            drop_unlabelled_test=True,
         ),
     ),
     Task(
