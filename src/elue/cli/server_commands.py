@@ -203,7 +203,9 @@ def serve(
 
 def worker(
     home: Path = typer.Option(None, help="State folder (uploads) (default: $ELUE_HOME or ./.elue)."),
-    data_dir: Path = typer.Option(None, help="Task data and answer keys (default: $ELUE_DATA_DIR)."),
+    data_dir: Path = typer.Option(
+        None, help="Task data and answer keys (default: $ELUE_DATA_DIR, else ../shared/data if present)."
+    ),
     database_url: str = typer.Option(
         None, help="SQLAlchemy URL (default: $ELUE_DATABASE_URL or the home's SQLite)."
     ),

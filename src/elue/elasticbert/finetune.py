@@ -13,7 +13,8 @@ Accelerate. The fast tokenizer with dynamic padding; ``max_length`` truncates (I
 
 Output folder:
     OUTPUT/best/        config.json, model weights, tokenizer files, finetune.json (dev metrics per exit)
-    OUTPUT/last/        the same plus optimizer.pt, scheduler.pt, trainer_state.json
+    OUTPUT/last/        config.json, model weights, tokenizer files (no finetune.json) + optimizer.pt,
+                        scheduler.pt, rng.pt, trainer_state.json
     OUTPUT/log.jsonl    one line per evaluation
 """
 
