@@ -163,13 +163,21 @@ def finetune_command(
         None, "--early-stopping", min=1, help="Stop after N evaluations without dev improvement."
     ),
     select: str = typer.Option(
-        "auto", "--select", help="Best checkpoint by the 'last' exit or the 'mean' over exits."
+        "auto",
+        "--select",
+        help="Best checkpoint by the 'last' exit or the 'mean' over exits (auto: mean when training every "
+        "exit jointly, last for a static model).",
     ),
     seed: int = typer.Option(
         42, "--seed", min=0, max=2**32 - 1, help="Seed of every random choice (0 .. 2**32 - 1)."
     ),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),
-    mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="no, fp16 or bf16 (GPU)."),
+    mixed_precision: str | None = typer.Option(
+        None,
+        "--mixed-precision",
+        help="no, fp16 or bf16 (GPU; default: Accelerate's configuration, else no).",
+        show_default=False,
+    ),
     resume: bool = typer.Option(
         False,
         "--resume",
@@ -318,7 +326,10 @@ def predict_command(
         "that `elue validate`/`evaluate` do not accept.",
     ),
     dev: bool = typer.Option(
-        False, "--dev", help="Also score every point on the dev split (printed, not written)."
+        False,
+        "--dev",
+        help="Also score every point on the dev split (printed and saved in points.json; no dev test files "
+        "are written).",
     ),
     max_length: int | None = typer.Option(
         None, "--max-length", min=1, help="Default: the fine-tuning max length."
