@@ -579,3 +579,16 @@ def test_cli_stop_after_before_the_first_evaluation(tiny, tmp_path, monkeypatch)
     summary = json.loads(result.output[result.output.index("{") :])
     assert summary["best_dir"] is None and summary["stopped_by"] == "stop-after"
     assert json.loads((out / "config.json").read_text())["data_dir"] == str(data)
+
+
+def test_limits_draw_rows_at_random_not_the_first_ones():
+    """ELUE's SST-2 files are nearly sorted by label: the first N rows were (almost) one class."""
+    import datasets
+
+    from elue.elasticbert.finetune import _sample
+
+    ds = datasets.Dataset.from_dict({"label": [1] * 50 + [0] * 50})
+    picked = _sample(ds, 20, seed=0)
+    assert len(picked) == 20 and 0 < sum(picked["label"]) < 20  # both classes
+    assert picked["label"] == _sample(ds, 20, seed=0)["label"]  # seeded: a resume reads the same rows
+    assert _sample(ds, 100, seed=0) is ds and _sample(ds, None, seed=0) is ds

@@ -190,9 +190,11 @@ def finetune_command(
         None, "--stop-after", min=1, help="End this session at global step N (resumable with --resume)."
     ),
     train_limit: int | None = typer.Option(
-        None, "--train-limit", min=1, help="Use only the first N training rows."
+        None, "--train-limit", min=1, help="Use only N training rows, drawn at random (seeded by --seed)."
     ),
-    dev_limit: int | None = typer.Option(None, "--dev-limit", min=1, help="Use only the first N dev rows."),
+    dev_limit: int | None = typer.Option(
+        None, "--dev-limit", min=1, help="Use only N dev rows, drawn at random (seeded by --seed)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Fine-tune ElasticBERT: static K layers (--layers K) or every exit jointly (default, gradient equilibrium)."""
