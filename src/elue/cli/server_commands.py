@@ -114,6 +114,8 @@ def serve(
         create_app(settings)  # migrate and seed: once, before anything forks
     except (ArgumentError, OperationalError) as err:  # ArgumentError also covers an unknown dialect
         fail(f"cannot open the database {settings.database_url!r}: {err}")
+    except OSError as err:  # a home that is a file, read-only, or on a full disk: one line, not a traceback
+        fail(f"cannot use the state folder {settings.state_dir} (--home / ELUE_HOME): {err}")
     if admin:
         from elue.server.service import ServiceError, ensure_admin
 

@@ -125,15 +125,22 @@ def _fmt_params(v: float | None) -> str:
     return f"{v:,.1f}M" if v >= 1 else f"{v:.2g}M"
 
 
+# an upload's staging folder this old is a crash's leftover (unpacking takes seconds)
+STAGING_STALE_S = 3600.0
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     seed: bool = True,
     admin: tuple[str, str] | None = None,
+    staging_min_age_s: float = 0.0,
 ) -> FastAPI:
+    """The app of one web process. `staging_min_age_s`: leave the staging folders of uploads younger than
+    this (another web process of the deployment may be unpacking them: `--web-workers N`)."""
     settings = settings or Settings()
     settings.ensure_dirs()
-    storage.clean_staging(settings)
+    storage.clean_staging(settings, staging_min_age_s)
     engine, sessions = open_database(settings.database_url)
     with sessions() as s:
         if seed:

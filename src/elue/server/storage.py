@@ -16,6 +16,7 @@ import ast
 import io
 import shutil
 import stat
+import time
 import uuid
 import zipfile
 from collections.abc import Iterable
@@ -253,11 +254,21 @@ def submission_path(settings: Settings, key: str) -> Path:
     return settings.upload_dir / key
 
 
-def clean_staging(settings: Settings) -> None:
-    """Leftovers of uploads interrupted by a crash."""
-    if settings.staging_dir.is_dir():
-        for p in settings.staging_dir.iterdir():
-            shutil.rmtree(p, ignore_errors=True)
+def clean_staging(settings: Settings, min_age_s: float = 0.0) -> None:
+    """Leftovers of uploads interrupted by a crash: all of them, or those older than `min_age_s` (another web
+    process of the deployment may be unpacking the younger ones)."""
+    try:
+        entries = list(settings.staging_dir.iterdir())
+    except OSError:  # none yet
+        return
+    now = time.time()
+    for p in entries:
+        try:
+            if min_age_s > 0 and now - p.stat().st_mtime <= min_age_s:
+                continue
+        except OSError:  # removed meanwhile
+            continue
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def zip_folder(folder: Path) -> bytes:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import sessionmaker
 
 from elue.scoring import Baseline
@@ -182,8 +183,11 @@ class _Heartbeat(threading.Thread):
                 if res.rowcount != 1:
                     self.lost = True
                     return
-            except Exception:  # noqa: BLE001 - a database hiccup: try again at the next beat
-                log.exception("heartbeat failed")
+            except Exception as e:  # noqa: BLE001 - a database hiccup: try again at the next beat
+                if _db_down(e):
+                    log.warning("heartbeat: the database is unreachable (%s)", _first_line(e))
+                else:
+                    log.exception("heartbeat failed")
 
 
 class _LogCapture(logging.Handler):
@@ -218,6 +222,37 @@ def _current_baseline(sessions: sessionmaker) -> dict[str, list[tuple[float, flo
 
 def _stamp(msg: str) -> str:
     return f"[{utcnow():%Y-%m-%d %H:%M:%S}] {msg}\n"
+
+
+def _db_down(e: BaseException) -> bool:
+    """The database could not be reached (stopped, restarted, network): not the submission's fault."""
+    return isinstance(e, DBAPIError) and (
+        e.connection_invalidated or isinstance(e.orig, OSError) or type(e).__name__ == "OperationalError"
+    )
+
+
+DB_RETRY_S = 300.0  # how long a scored job's result waits for the database to come back
+
+
+def _finish_retrying(sessions: sessionmaker, sid: int, worker_id: str, **kw) -> bool:  # noqa: ANN003
+    """`_finish`, tried again while the database is unreachable: a result already computed is not thrown away
+    (and the job not scored a second time, one attempt more) because the database restarted meanwhile. Safe to
+    repeat: the write is one transaction, conditional on this worker still holding the job."""
+    deadline = time.monotonic() + DB_RETRY_S
+    wait = 0.5
+    while True:
+        try:
+            return _finish(sessions, sid, worker_id, **kw)
+        except DBAPIError as e:
+            if not _db_down(e) or time.monotonic() > deadline:
+                raise
+            log.warning("submission %s: the database is unreachable (%s); retrying", sid, _first_line(e))
+            time.sleep(wait)
+            wait = min(wait * 2, 10.0)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(getattr(e, "orig", None) or e).strip().splitlines() or [""])[0]
 
 
 def _finish(
@@ -436,7 +471,7 @@ def process(
     scratch = settings.scoring_dir / str(key) / uuid.uuid4().hex
     shutil.rmtree(scratch.parent, ignore_errors=True)
     if attempts > settings.max_attempts:
-        ok = _finish(
+        ok = _finish_retrying(
             sessions,
             sid,
             worker_id,
@@ -484,6 +519,8 @@ def process(
             error = f"internal error while scoring ({e})"
             log.error("submission %s: %s", sid, e.tb)
     except Exception as e:  # noqa: BLE001 - every failure becomes the owner's message
+        if _db_down(e):  # not the submission's fault: the job is retaken when its lease runs out
+            raise
         error = f"internal error while scoring ({type(e).__name__}: {e})"
         log.error("submission %s: %s", sid, traceback.format_exc())
     finally:
@@ -507,7 +544,7 @@ def process(
         lines += _stamp(f"failed after {time.time() - t0:.1f} s: {error}")
     if beat.lost:
         return "lost"
-    ok = _finish(
+    ok = _finish_retrying(
         sessions,
         sid,
         worker_id,
@@ -535,25 +572,44 @@ def run_worker(
         evaluator = load_evaluator(settings.evaluator)  # import the toolkit (torch) before the first job
     done = 0
     log.info("worker %s started", worker_id)
-    clean_scoring_dir(settings, sessions)
+    cleaned = False
     last_recover = 0.0
+    down_since: float | None = None  # the database has been unreachable since then
     while not stop.is_set():
         if parent_pid is not None and os.getppid() != parent_pid:
             log.info("parent %s is gone: stopping", parent_pid)
             break
-        if time.time() - last_recover > 10:
-            release_dead_local_leases(sessions)
-            last_recover = time.time()
-        sid = claim(sessions, settings, worker_id)
+        try:
+            if not cleaned:
+                clean_scoring_dir(settings, sessions)
+                cleaned = True
+            if time.time() - last_recover > 10:
+                release_dead_local_leases(sessions)
+                last_recover = time.time()
+            sid = claim(sessions, settings, worker_id)
+            if sid is not None:
+                log.info("scoring submission %s", sid)
+                status = process(sessions, settings, sid, worker_id, evaluator)
+                log.info("submission %s: %s", sid, status)
+                done += 1
+        except DBAPIError as e:
+            # a database that stops or restarts: wait for it (one line per minute), instead of a traceback and
+            # a restart of the worker every few seconds; a job held meanwhile is retaken when its lease runs out
+            if once or not _db_down(e):
+                raise
+            now = time.monotonic()
+            if down_since is None or now - down_since > 60:
+                log.warning("the database is unreachable (%s); retrying", _first_line(e))
+                down_since = now
+            stop.wait(min(5.0, max(settings.poll_seconds, 1.0)))
+            continue
+        if down_since is not None:
+            log.info("the database is reachable again")
+            down_since = None
         if sid is None:
             if once:
                 break
             stop.wait(settings.poll_seconds)
-            continue
-        log.info("scoring submission %s", sid)
-        status = process(sessions, settings, sid, worker_id, evaluator)
-        log.info("submission %s: %s", sid, status)
-        done += 1
     return done
 
 
