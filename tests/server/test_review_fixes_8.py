@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from server_fake_evaluator import evaluate as fake_evaluate
-from server_helpers import api_upload
+from server_helpers import SUB, api_upload, zip_bytes
 from server_setup import make_settings, token_for
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
@@ -177,3 +177,25 @@ def test_serve_with_an_unusable_home_says_so(tmp_path):  # noqa: ANN001
 def test_docs_name_the_behaviour():  # noqa: ANN201
     docs = (Path(__file__).resolve().parents[2] / "docs" / "leaderboard.md").read_text()
     assert "unreachable" in docs
+
+
+def test_a_full_disk_while_unpacking_is_the_servers_503_not_a_bad_archive(client, auth, monkeypatch):  # noqa: ANN001
+    import errno
+
+    from elue.server import storage
+
+    def full(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage, "check_layout", full)  # inside the unpacking, after the files are written
+    h = auth("diskfull")
+    r = client.post(
+        "/api/submissions",
+        headers=h,
+        data={"name": "m", "public": "false"},
+        files={"file": ("s.zip", zip_bytes(SUB), "application/zip")},
+    )
+    assert r.status_code == 503, r.text
+    assert "the server cannot store uploads right now (No space left on device)" in r.json()["detail"]
+    assert "archive" not in r.json()["detail"]
+    assert client.get("/api/submissions", headers=h).json() == []  # nothing stored

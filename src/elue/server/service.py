@@ -290,7 +290,10 @@ def submit_zip(
     if public:
         check_name_free(s, user, name)
     check_limits(s, user, settings)  # early answer; checked again under the lock below
-    staged = storage.extract_zip(data, settings)  # UploadError -> nothing stored
+    try:
+        staged = storage.extract_zip(data, settings)  # UploadError -> nothing stored
+    except storage.StorageError as e:  # a full disk is the server's: 503, and the upload is not counted
+        raise ServiceError(str(e), 503) from e
     key = None
     try:
         key = storage.commit_staged(staged, settings)

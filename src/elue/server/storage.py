@@ -13,6 +13,7 @@ Accepted layout (the toolkit's submission layout, optionally wrapped in one top 
 from __future__ import annotations
 
 import ast
+import errno
 import io
 import shutil
 import stat
@@ -26,6 +27,14 @@ from pathlib import Path, PurePosixPath
 from elue.tasks import TASK_NAMES
 
 from .config import Settings
+
+
+class StorageError(RuntimeError):
+    """The server cannot store an upload (disk full, folder not writable): its own fault, not the archive's."""
+
+
+# errors of writing the staging folder: a full disk or a folder the server may not write
+_SERVER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
 class UploadError(ValueError):
@@ -215,6 +224,10 @@ def extract_zip(data: bytes | Path, settings: Settings) -> StagedUpload:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in _SERVER_ERRNOS:  # the server's disk, not the archive
+            raise StorageError(
+                f"the server cannot store uploads right now ({e.strerror}): try again later"
+            ) from e
         raise UploadError(f"the archive could not be read: {e}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
