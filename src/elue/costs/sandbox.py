@@ -5,6 +5,7 @@ model.py is executed by `python -m elue.costs._worker` in a separate process:
   read-only view of only the system libraries, the Python installation, its site-packages and the
   `elue` package; a private tmpfs as working directory with model.py bound read-only into it; no view
   of /work, home directories, the submission folder or any answer key; it dies with its parent;
+  never as the host's uid 0 (on a root host: no user namespace, uid 65534 and RLIMIT_NPROC);
 - with rlimits on CPU time, address space and file size (set before exec), and a wall-clock timeout
   that kills the whole process group;
 - talking JSON only (request on stdin, JSON lines back); the parent never unpickles anything.
@@ -79,6 +80,9 @@ class SandboxLimits:
     file_bytes: int = 256 << 20  # RLIMIT_FSIZE: largest file the worker may write
     scratch_bytes: int = 256 << 20  # size of the tmpfs working directory and /tmp
     threads: int = 1  # torch threads inside the worker
+    # RLIMIT_NPROC of the sandbox user on a root host: its processes and threads, counted over every sandbox
+    # running at once (a server scores several submissions side by side, each with torch's threads)
+    processes: int = 512
 
 
 @dataclass
@@ -126,20 +130,79 @@ def _python_roots() -> list[str]:
     return out
 
 
-_USERNS = ["--unshare-user", "--uid", "65534", "--gid", "65534"]
+def _host_root() -> bool:
+    """True when this process is the host's root (uid 0 outside any user namespace that remaps it)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map") as fh:
+            rows = [line.split() for line in fh]
+    except OSError:
+        return True
+    return any(r[:2] == ["0", "0"] for r in rows)
 
 
-def _bwrap_args(bwrap: str, model_copy: Path, limits: SandboxLimits, userns: bool | None = None) -> list[str]:
-    if userns is None:
-        userns = _PROBE_USERNS.get(bwrap, False)
-    args = [bwrap, "--unshare-all", *(_USERNS if userns else []), "--die-with-parent", "--new-session"]
-    args += ["--cap-drop", "ALL"]
+SANDBOX_UID = 65534  # "nobody": the sandbox's user, inside and (on a root host) outside
+
+_USERNS = ["--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+# On a root host a user namespace maps the sandbox's uid to the host's uid 0: model.py, capabilities
+# dropped or not, then owned every root-owned file it could see, /proc/sys among them (a write to
+# kernel.core_pattern is a root shell on the host). There bwrap runs privileged, without a user
+# namespace, and a launcher run first in the sandbox drops to uid/gid 65534 (real, effective, saved;
+# no groups; permitted and effective capabilities cleared by the kernel) before exec'ing the worker.
+_PRIVILEGED = [
+    "--unshare-ipc",
+    "--unshare-pid",
+    "--unshare-net",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+    "--cap-drop",
+    "ALL",
+    "--cap-add",
+    "CAP_SETUID",
+    "--cap-add",
+    "CAP_SETGID",
+]
+_DROP_PRIVILEGES = f"""
+import os, sys
+u = {SANDBOX_UID}
+os.setgroups([])
+os.setresgid(u, u, u)
+os.setresuid(u, u, u)
+caps = [ln.split()[1] for ln in open("/proc/self/status") if ln.startswith(("CapPrm:", "CapEff:"))]
+if os.getresuid() != (u, u, u) or os.getresgid() != (u, u, u) or os.getgroups() or set(caps) != {{"0" * 16}}:
+    sys.exit("the sandbox could not drop its privileges")
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def _launcher(mode: str) -> list[str]:
+    """What the sandbox runs before the worker's command (the privilege drop on a root host)."""
+    return [sys.executable, "-I", "-S", "-c", _DROP_PRIVILEGES] if mode == "privileged" else []
+
+
+def _modes() -> tuple[str, ...]:
+    """The ways to run bwrap here, best first. On a root host only the privileged one is safe."""
+    return ("privileged",) if _host_root() else ("userns", "plain")
+
+
+def _bwrap_args(bwrap: str, model_copy: Path, limits: SandboxLimits, mode: str | None = None) -> list[str]:
+    if mode is None:
+        mode = _PROBE_MODE.get(bwrap, _modes()[0])
+    if mode == "privileged":
+        ns = _PRIVILEGED
+    elif mode == "userns":
+        ns = [*_USERNS, "--disable-userns", "--cap-drop", "ALL"]
+    else:
+        ns = ["--unshare-all", "--cap-drop", "ALL"]
+    args = [bwrap, *ns, "--die-with-parent", "--new-session"]
     args += ["--ro-bind", "/usr", "/usr"]
     for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(d):
             args += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             args += ["--ro-bind", d, d]
+    args += ["--perms", "0755", "--dir", "/etc"]  # bwrap would create it 0700: closed to uid 65534
     for f in (
         "/etc/ld.so.cache",
         "/etc/ld.so.conf",
@@ -150,17 +213,29 @@ def _bwrap_args(bwrap: str, model_copy: Path, limits: SandboxLimits, userns: boo
         if os.path.exists(f):
             args += ["--ro-bind", f, f]
     args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--size", str(limits.scratch_bytes), "--tmpfs", "/tmp"]
-    for root in _python_roots():
-        args += ["--ro-bind", root, root]
+    # the only writable places, both of bounded size (bwrap's own tmpfs root and /dev are not: they are
+    # remounted read-only below)
+    args += ["--perms", "01777", "--size", str(limits.scratch_bytes), "--tmpfs", "/tmp"]
+    binds = list(_python_roots())
     # symlinked interpreters (venvs) may point elsewhere: bind the real interpreter's directory too
     exe_dir = os.path.dirname(os.path.realpath(sys.executable))
     if not exe_dir.startswith("/usr/") and not any(exe_dir.startswith(r + os.sep) for r in _python_roots()):
-        args += ["--ro-bind", exe_dir, exe_dir]
-    src = _elue_src()
-    args += ["--ro-bind", str(src), str(src)]
-    args += ["--size", str(limits.scratch_bytes), "--tmpfs", "/sandbox"]
+        binds.append(exe_dir)
+    binds.append(str(_elue_src()))
+    made: set[str] = set()
+    bound = ["/usr"]
+    for root in binds:
+        # parent folders that bwrap would create with the host's modes (/root: 0700, closed to uid 65534)
+        parents = [str(p) for p in reversed(Path(root).parents) if str(p) != "/"]
+        for parent in parents:
+            if parent not in made and not any(parent == b or parent.startswith(b + os.sep) for b in bound):
+                made.add(parent)
+                args += ["--perms", "0755", "--dir", parent]
+        args += ["--ro-bind", root, root]
+        bound.append(root)
+    args += ["--perms", "01777", "--size", str(limits.scratch_bytes), "--tmpfs", "/sandbox"]
     args += ["--ro-bind", str(model_copy), "/sandbox/model.py", "--chdir", "/sandbox"]
+    args += ["--remount-ro", "/dev", "--remount-ro", "/"]
     return args
 
 
@@ -186,7 +261,7 @@ def _env(limits: SandboxLimits, pythonpath: str, home: str) -> dict[str, str]:
 
 
 _PROBE: dict[str, str | None] = {}
-_PROBE_USERNS: dict[str, bool] = {}
+_PROBE_MODE: dict[str, str] = {}
 
 
 def bwrap_available() -> tuple[bool, str]:
@@ -202,8 +277,10 @@ def bwrap_available() -> tuple[bool, str]:
         probe = Path(tmp) / "model.py"
         probe.write_text("")
         os.chmod(probe, 0o444)
-        for userns in (True, False):  # prefer an unprivileged uid in a user namespace
-            cmd = _bwrap_args(bwrap, probe, SandboxLimits(), userns=userns) + [
+        for mode in _modes():
+            cmd = [
+                *_bwrap_args(bwrap, probe, SandboxLimits(), mode=mode),
+                *_launcher(mode),
                 sys.executable,
                 "-S",
                 "-c",
@@ -217,9 +294,14 @@ def bwrap_available() -> tuple[bool, str]:
                 continue
             if proc.returncode == 0 and proc.stdout.strip() == "/sandbox":
                 why = None
-                _PROBE_USERNS[bwrap] = userns
+                _PROBE_MODE[bwrap] = mode
                 break
             why = f"installed but unusable here ({_last_line(proc.stderr) or proc.returncode})"
+    if why and _host_root():
+        why += (
+            "; as the host's root, model.py is only run where bwrap can set up the sandbox itself and "
+            "drop to uid 65534 (a user namespace would map model.py to the host's uid 0)"
+        )
     _PROBE[bwrap] = why
     return why is None, why or ""
 
@@ -233,13 +315,17 @@ def _last_line(text: str) -> str:
 # running the worker
 
 
-def _preexec(limits: SandboxLimits) -> Callable[[], None]:
+def _preexec(limits: SandboxLimits, nproc: bool = False) -> Callable[[], None]:
     def apply() -> None:
         cpu = max(1, int(limits.cpu_s))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if nproc:
+            # counts the tasks (processes and threads) of the sandbox's user on the host: binding for
+            # uid 65534, never for root, which the kernel exempts (a fork or thread bomb took all pids)
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
 
     return apply
 
@@ -288,6 +374,7 @@ def price_model(
     wanted = list(dict.fromkeys((str(n), tuple(int(d) for d in s)) for n, s in calls))
 
     use_bwrap = True
+    mode = None
     bwrap = _bwrap_path()
     ok, why = bwrap_available()
     if not ok:
@@ -305,7 +392,14 @@ def price_model(
         os.chmod(copy, 0o444)
         src_parent = str(_elue_src().parent)
         if use_bwrap:
-            cmd = _bwrap_args(bwrap, copy, limits) + [sys.executable, "-m", "elue.costs._worker"]
+            mode = _PROBE_MODE.get(bwrap, _modes()[0])
+            cmd = [
+                *_bwrap_args(bwrap, copy, limits, mode),
+                *_launcher(mode),
+                sys.executable,
+                "-m",
+                "elue.costs._worker",
+            ]
             env = _env(limits, src_parent, "/sandbox")
             cwd = None
             target = "/sandbox/model.py"
@@ -323,12 +417,13 @@ def price_model(
             "progress": progress is not None,
             "threads": limits.threads,
         }
-        result = _run_worker(cmd, env, cwd, request, limits, progress)
+        nproc = use_bwrap and mode == "privileged"
+        result = _run_worker(cmd, env, cwd, request, limits, progress, nproc=nproc)
 
     if not result.get("ok"):
         names = result.get("module_names")
         raise SandboxError(
-            str(result.get("error") or "model.py could not be priced"),
+            _short(str(result.get("error") or "model.py could not be priced")),
             module_names=[str(n) for n in names] if isinstance(names, list) else None,
             failed_call=_plain_call(result.get("failed_call")),
         )
@@ -361,12 +456,17 @@ def price_model(
 MAX_COUNT = 10**60
 
 
+def _short(message: str, limit: int = 4000) -> str:
+    """An error message from the worker (untrusted: model.py can write one of 16 MiB), cut to size."""
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
 def _digits(n: int) -> str:
     """A count for a message: a 401-digit number is not printed whole."""
     return str(n) if abs(n) < 10**30 else f"{'-' if n < 0 else ''}{len(str(abs(n)))}-digit number"
 
 
-def _run_worker(cmd, env, cwd, request, limits: SandboxLimits, progress) -> dict:
+def _run_worker(cmd, env, cwd, request, limits: SandboxLimits, progress, nproc: bool = False) -> dict:
     try:
         proc = subprocess.Popen(
             cmd,
@@ -375,7 +475,7 @@ def _run_worker(cmd, env, cwd, request, limits: SandboxLimits, progress) -> dict
             stderr=subprocess.PIPE,
             env=env,
             cwd=cwd,
-            preexec_fn=_preexec(limits),
+            preexec_fn=_preexec(limits, nproc),
             start_new_session=True,
         )
     except OSError as exc:
@@ -391,7 +491,7 @@ def _run_worker(cmd, env, cwd, request, limits: SandboxLimits, progress) -> dict
             while size > 65536 and len(stderr_chunks) > 1:
                 size -= len(stderr_chunks.pop(0))
 
-    lines: list[str] = []
+    lines: list[str] = []  # at most one: the last result line (what model.py sends is not kept)
 
     def read_stdout() -> None:
         # bounded lines: an over-long line (no newline in 16 MiB) is discarded, never buffered whole
@@ -407,22 +507,15 @@ def _run_worker(cmd, env, cwd, request, limits: SandboxLimits, progress) -> dict
             if oversize:  # the tail of an over-long line
                 oversize = False
                 continue
-            line = raw.decode("utf-8", "replace").strip()
-            if not line:
-                continue
-            if progress is not None and line.startswith('{"progress"'):
+            if progress is not None and raw.startswith(b'{"progress"'):
                 try:
-                    done, total = json.loads(line)["progress"]
+                    done, total = json.loads(raw)["progress"]
                     progress(int(done), int(total))
-                    continue
-                except (ValueError, KeyError, TypeError):
+                except Exception:  # noqa: BLE001 - a bad line or a failing callback must not stop pricing
                     pass
-                except Exception:  # noqa: BLE001 - a failing progress callback must not kill pricing
-                    continue
-            if line.startswith('{"ok"'):
-                lines[:] = [line]  # only the final result matters; keep memory bounded
-            elif len(lines) < 1000:
-                lines.append(line)
+                continue
+            if raw.startswith(b'{"ok"'):
+                lines[:] = [raw.decode("utf-8", "replace").strip()]  # only the final result matters
 
     t_err = threading.Thread(target=drain_stderr, daemon=True)
     t_out = threading.Thread(target=read_stdout, daemon=True)
@@ -454,7 +547,7 @@ def _run_worker(cmd, env, cwd, request, limits: SandboxLimits, progress) -> dict
     for line in reversed(lines):
         try:
             obj = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a deeply nested line from model.py
             continue
         if isinstance(obj, dict) and "ok" in obj:
             result = obj
