@@ -199,3 +199,24 @@ def test_a_full_disk_while_unpacking_is_the_servers_503_not_a_bad_archive(client
     assert "the server cannot store uploads right now (No space left on device)" in r.json()["detail"]
     assert "archive" not in r.json()["detail"]
     assert client.get("/api/submissions", headers=h).json() == []  # nothing stored
+
+
+def test_web_processes_migrating_an_empty_postgresql_side_by_side_do_not_race(db_url):  # noqa: ANN001
+    """`uvicorn elue.server.asgi:app --workers N` on an empty database: every process migrates at import.
+    On PostgreSQL they raced to create the tables (a duplicate-key error in some); now an advisory lock
+    serialises them and the later ones find the schema made."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only (SQLite serialises its writers itself)")
+    start = time.time() + 3  # the processes start migrating at the same moment
+    child = (
+        "import sys, time\n"
+        "from elue.server.db import make_engine, migrate\n"
+        f"engine = make_engine({db_url!r})\n"
+        f"time.sleep(max(0.0, {start} - time.time()))\n"
+        "migrate(engine)\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", child], stderr=subprocess.PIPE, text=True) for _ in range(3)
+    ]
+    errors = [p.communicate(timeout=120)[1][-500:] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors

@@ -21,6 +21,7 @@ from sqlalchemy import (
     create_engine,
     event,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
@@ -207,7 +208,14 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # web processes started side by side on an empty database (`uvicorn ... --workers N`) raced to
+            # create the tables (a duplicate-key error); with this lock the later ones find the schema made
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_LOCK_ID})
         command.upgrade(alembic_config(conn), revision)
+
+
+MIGRATE_LOCK_ID = 0x454C554D  # "ELUM": the advisory lock that serialises migrations (not the names lock)
 
 
 def open_database(url: str, *, upgrade: bool = True) -> tuple[Engine, sessionmaker]:
