@@ -220,3 +220,29 @@ def test_web_processes_migrating_an_empty_postgresql_side_by_side_do_not_race(db
     ]
     errors = [p.communicate(timeout=120)[1][-500:] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
+
+
+def test_serve_says_the_admin_password_came_from_the_environment(tmp_path, monkeypatch):  # noqa: ANN001
+    """A new admin with ELUE_ADMIN_PASSWORD set was told it had 'the account's own password'."""
+    from typer.testing import CliRunner
+
+    from elue.cli import app as cli
+
+    settings = make_settings(tmp_path)
+    monkeypatch.setenv("ELUE_ADMIN_PASSWORD", "a-long-password")
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
+    home, data = str(settings.state_dir), str(settings.data_dir)
+    args = [
+        "serve",
+        "--home",
+        home,
+        "--data-dir",
+        data,
+        "--workers",
+        "0",
+        "--database-url",
+        settings.database_url,
+    ]
+    r = CliRunner().invoke(cli, [*args, "--admin", "boss"])
+    assert r.exit_code == 0, r.output
+    assert "admin 'boss': password from ELUE_ADMIN_PASSWORD" in r.output and "own password" not in r.output

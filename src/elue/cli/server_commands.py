@@ -128,6 +128,8 @@ def serve(
                 fail(f"--admin {admin!r}: {err}")
         if made:
             typer.echo(f"admin {name!r}: password {made} (set ELUE_ADMIN_PASSWORD to choose it)")
+        elif os.environ.get("ELUE_ADMIN_PASSWORD"):
+            typer.echo(f"admin {name!r}: password from ELUE_ADMIN_PASSWORD")
         else:
             typer.echo(f"admin {name!r}: the account's own password (ELUE_ADMIN_PASSWORD sets it)")
     if settings.data_dir is None:
