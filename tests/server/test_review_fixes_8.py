@@ -229,7 +229,10 @@ def test_serve_says_the_admin_password_came_from_the_environment(tmp_path, monke
     from elue.cli import app as cli
 
     settings = make_settings(tmp_path)
-    monkeypatch.setenv("ELUE_ADMIN_PASSWORD", "a-long-password")
+    # serve exports its settings as ELUE_* for the web processes, and installs a SIGTERM handler: both are
+    # undone after the test (the exported database URL made later tests share one database)
+    monkeypatch.setattr(os, "environ", {**os.environ, "ELUE_ADMIN_PASSWORD": "a-long-password"})
+    monkeypatch.setattr("signal.signal", lambda *a: None)
     monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
     home, data = str(settings.state_dir), str(settings.data_dir)
     args = [
