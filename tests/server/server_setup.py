@@ -54,3 +54,19 @@ def token_for(client: TestClient, username: str, password: str = "password123", 
     r = client.post("/api/tokens", json={"username": username, "password": password, "name": "tests"})
     assert r.status_code == 200, r.text
     return r.json()["token"]
+
+
+def serve_args(settings: Settings) -> list[str]:
+    """`elue serve` on these settings' home, data and database, with no scoring worker (for CliRunner)."""
+    home, data = str(settings.state_dir), str(settings.data_dir)
+    return [
+        "serve",
+        "--home",
+        home,
+        "--data-dir",
+        data,
+        "--workers",
+        "0",
+        "--database-url",
+        settings.database_url,
+    ]

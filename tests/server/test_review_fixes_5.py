@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 from server_helpers import SUB, TSV, zip_bytes
-from server_setup import make_settings, token_for
+from server_setup import make_settings, serve_args, token_for
 from test_review_fixes import reported
 
 from elue.server import create_app, service
@@ -49,16 +49,7 @@ def test_elue_serve_admin_refuses_a_signed_up_name(tmp_path, monkeypatch):  # no
         service.create_user(s, "admin", "attacker-pw")
     monkeypatch.delenv("ELUE_ADMIN_PASSWORD", raising=False)
     monkeypatch.setattr("uvicorn.run", lambda *a, **k: pytest.fail("must not start"))
-    args = [
-        "serve",
-        "--home",
-        str(settings.state_dir),
-        "--data-dir",
-        str(settings.data_dir),
-        "--workers",
-        "0",
-    ]
-    r = CliRunner().invoke(cli, [*args, "--database-url", settings.database_url, "--admin", "Admin"])
+    r = CliRunner().invoke(cli, [*serve_args(settings), "--admin", "Admin"])
     assert r.exit_code == 1 and "ordinary account" in r.output and "Traceback" not in r.output, r.output
     assert "password" not in r.output.split("ordinary account")[0]  # no password printed that was not set
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import typer
 from server_helpers import SUB, TSV, api_upload, wait_until, zip_bytes
-from server_setup import csrf_of, make_settings
+from server_setup import csrf_of, make_settings, serve_args
 from sqlalchemy import update
 from test_review_fixes import reported
 
@@ -154,16 +154,7 @@ def test_elue_serve_sets_secure_cookies(tmp_path, monkeypatch, flag, expected): 
     seen = []
     monkeypatch.setattr("uvicorn.run", lambda app, **kw: seen.append(app.state.elue.settings))
     settings = make_settings(tmp_path)
-    args = [
-        "serve",
-        "--home",
-        str(settings.state_dir),
-        "--data-dir",
-        str(settings.data_dir),
-        "--workers",
-        "0",
-    ]
-    args += ["--database-url", settings.database_url, "--public-url", "https://elue.example.org", *flag]
+    args = [*serve_args(settings), "--public-url", "https://elue.example.org", *flag]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     assert seen[0].secure_cookies is expected

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from server_fake_evaluator import evaluate as fake_evaluate
 from server_helpers import SUB, api_upload, zip_bytes
-from server_setup import make_settings, token_for
+from server_setup import make_settings, serve_args, token_for
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
@@ -28,6 +28,19 @@ def _db_error() -> OperationalError:
     return OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
 
 
+def _unreachable_first(real, times: int):  # noqa: ANN001, ANN202
+    """`real`, but the database is unreachable for its first `times` calls."""
+    left = [times]
+
+    def flaky(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        if left[0]:
+            left[0] -= 1
+            raise _db_error()
+        return real(*a, **kw)
+
+    return flaky
+
+
 def _queued_one(settings) -> int:  # noqa: ANN001
     c = TestClient(create_app(settings))
     h = {"authorization": f"Bearer {token_for(c, 'alice')}"}
@@ -39,15 +52,7 @@ def test_worker_waits_for_a_database_that_went_away(tmp_path, monkeypatch):  # n
     traceback each time); now it logs, waits and goes on when the database is back."""
     s = make_settings(tmp_path)
     sid = _queued_one(s)
-    real_claim, fails = worker_mod.claim, [3]
-
-    def flaky_claim(*a, **kw):  # noqa: ANN002, ANN003, ANN202
-        if fails[0]:
-            fails[0] -= 1
-            raise _db_error()
-        return real_claim(*a, **kw)
-
-    monkeypatch.setattr(worker_mod, "claim", flaky_claim)
+    monkeypatch.setattr(worker_mod, "claim", _unreachable_first(worker_mod.claim, 3))
     stop = threading.Event()
     s.poll_seconds = 0.01
 
@@ -79,15 +84,7 @@ def test_result_waits_for_the_database_instead_of_scoring_again(tmp_path, monkey
     write, the job was scored again and counted one attempt more. Now the write is retried."""
     s = make_settings(tmp_path)
     sid = _queued_one(s)
-    real_finish, fails = worker_mod._finish, [2]
-
-    def flaky_finish(*a, **kw):  # noqa: ANN002, ANN003, ANN202
-        if fails[0]:
-            fails[0] -= 1
-            raise _db_error()
-        return real_finish(*a, **kw)
-
-    monkeypatch.setattr(worker_mod, "_finish", flaky_finish)
+    monkeypatch.setattr(worker_mod, "_finish", _unreachable_first(worker_mod._finish, 2))
     counter = tmp_path / "evaluations"
     monkeypatch.setenv("ELUE_FAKE_COUNTER", str(counter))  # the evaluator runs in a forked process
     assert worker_mod.run_worker(s, once=True, evaluator=fake_evaluate) == 1
@@ -234,18 +231,7 @@ def test_serve_says_the_admin_password_came_from_the_environment(tmp_path, monke
     monkeypatch.setattr(os, "environ", {**os.environ, "ELUE_ADMIN_PASSWORD": "a-long-password"})
     monkeypatch.setattr("signal.signal", lambda *a: None)
     monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
-    home, data = str(settings.state_dir), str(settings.data_dir)
-    args = [
-        "serve",
-        "--home",
-        home,
-        "--data-dir",
-        data,
-        "--workers",
-        "0",
-        "--database-url",
-        settings.database_url,
-    ]
+    args = serve_args(settings)
     r = CliRunner().invoke(cli, [*args, "--admin", "boss"])
     assert r.exit_code == 0, r.output
     assert "admin 'boss': password from ELUE_ADMIN_PASSWORD" in r.output and "own password" not in r.output

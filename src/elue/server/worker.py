@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from elue.scoring import Baseline
@@ -226,8 +226,8 @@ def _stamp(msg: str) -> str:
 
 def _db_down(e: BaseException) -> bool:
     """The database could not be reached (stopped, restarted, network): not the submission's fault."""
-    return isinstance(e, DBAPIError) and (
-        e.connection_invalidated or isinstance(e.orig, OSError) or type(e).__name__ == "OperationalError"
+    return isinstance(e, OperationalError) or (
+        isinstance(e, DBAPIError) and (e.connection_invalidated or isinstance(e.orig, OSError))
     )
 
 
