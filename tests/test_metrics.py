@@ -82,6 +82,21 @@ def test_bad_inputs():
     assert compute_metrics("sst-2", [0, 1], [0.0, 1.0])["accuracy"] == 100.0
 
 
+@pytest.mark.parametrize(
+    "task, y_true, y_pred, match",
+    [
+        # MRPC: sklearn's "Target is multiclass but average='binary'" said nothing of the bad class
+        ("mrpc", [0, 1], [0, 2], "y_pred holds class 2, outside mrpc's labels 0..1"),
+        # SST-2: a -1 ("no prediction") was silently scored as a wrong answer
+        ("sst-2", [0, 1], [-1, 1], "y_pred holds class -1, outside sst-2's labels 0..1"),
+        ("snli", [0, 3], [0, 1], "y_true holds class 3, outside snli's labels 0..2"),
+    ],
+)
+def test_compute_metrics_rejects_classes_outside_the_task(task, y_true, y_pred, match):
+    with pytest.raises(ValueError, match=match):
+        compute_metrics(task, y_true, y_pred)
+
+
 def test_matthews_for_glue_cola():
     # tp=1 tn=1 fp=1 fn=1 -> 0; perfect -> 1
     assert METRICS["matthews"]([1, 1, 0, 0], [1, 0, 1, 0]) == {"performance": 0.0, "mcc": 0.0}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -182,3 +183,26 @@ def test_mean_mflops():
     assert mean_mflops([0, 0, 1, 0], [2e6, 6e6]) == pytest.approx(3.0)
     with pytest.raises(ValueError):
         mean_mflops([0, 2], [1e6, 1e6])
+
+
+def test_nan_scores_count_as_missing_and_do_not_break_the_ranking():
+    # NaN compared as neither larger nor smaller: 'a' (80) was ranked above 'c' (85)
+    models = {
+        "a": {"params_m": 10, "best": dict.fromkeys(TASK_NAMES, 80.0)},
+        "b": {"params_m": 10, "best": {**dict.fromkeys(TASK_NAMES, 90.0), "sst-2": math.nan}},
+        "c": {"params_m": 10, "best": dict.fromkeys(TASK_NAMES, 85.0)},
+    }
+    track = size_track(models, 40)
+    assert [(e.name, e.rank, e.complete) for e in track] == [
+        ("c", 1, True),
+        ("a", 2, True),
+        ("b", None, False),
+    ]
+    rows = rank_by_overall(
+        {
+            "a": dict.fromkeys(TASK_NAMES, 1.0),
+            "b": dict.fromkeys(TASK_NAMES, math.nan),
+            "c": dict.fromkeys(TASK_NAMES, 2.0),
+        }
+    )
+    assert rows == [("c", 2.0, 1), ("a", 1.0, 2), ("b", None, None)]

@@ -352,3 +352,19 @@ def test_forged_negative_costs_are_refused(tmp_path):
     model.write_text(model.read_text().replace('"params": -5', '"params": 5').replace("s, 1]", "s, -10]"))
     with pytest.raises(SandboxError, match="-10 FLOPs for 'layer_1'"):
         price_model(model, [("layer_1", (4, 8))], trust_model_code=True)
+
+
+@pytest.mark.parametrize(
+    ("params", "flops", "message"),
+    [
+        ("5", "10**400", "impossible .* costs: 401-digit number FLOPs for 'layer_1'"),
+        ("10**70", "1", "impossible .* costs: 71-digit number parameters"),
+        ("5", "float('inf')", "malformed result"),
+    ],
+)
+def test_forged_huge_costs_are_refused_with_a_message(tmp_path, params, flops, message):
+    # a model.py reaching the result channel with 10**400 FLOPs: the float sums of the scores overflowed
+    # (OverflowError traceback from `elue evaluate`); Infinity gave one from int()
+    model = write(tmp_path, forged_model_py(params, flops))
+    with pytest.raises(SandboxError, match=message):
+        price_model(model, [("layer_1", (4, 8))], trust_model_code=True)
