@@ -102,3 +102,24 @@ def tiny_settings(corpus_files, tokenizer_path, tmp_path):
         return base
 
     return make
+
+
+TWO_LAYERS = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
+
+
+@pytest.fixture
+def two_layer_settings(tiny_settings):
+    """settings(**overrides) -> tiny_settings for a 2-layer model, 2 steps of sequences <= 32 tokens."""
+
+    def make(**over):
+        return tiny_settings(
+            **{"max_steps": 2, "max_seq_length": 32, "model_config": dict(TWO_LAYERS), **over}
+        )
+
+    return make

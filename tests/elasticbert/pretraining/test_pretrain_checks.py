@@ -1,5 +1,6 @@
-"""What the trainer refuses or reports: output folders with other checkpoints, resumes with changed settings,
-damaged checkpoints, start-up failures that must leave no half-written output; and the logging window."""
+"""What the trainer refuses or reports: output folders with other checkpoints (or that cannot be folders), resumes
+with changed settings, damaged checkpoints, tokenizers without the special tokens, corpora without a usable
+document, start-up failures that must leave no half-written output; and the logging window."""
 
 from __future__ import annotations
 
@@ -223,3 +224,99 @@ def test_masked_lm_of_a_lower_exit_saves_and_reloads_with_its_head(done_run, tmp
     assert not info["missing_keys"]
     ids = torch.randint(5, 50, (2, 7))
     assert torch.equal(mlm(ids).logits, again.eval()(ids).logits)
+
+
+def test_a_checkpoint_with_one_token_type_is_refused(tiny_settings, tmp_path):
+    from elue.elasticbert.configuration_elasticbert import ElasticBertConfig
+    from elue.elasticbert.pretraining.modeling_pretraining import ElasticBertForPreTraining
+
+    config = ElasticBertConfig(**TWO_LAYERS, type_vocab_size=1, num_output_layers=2, max_output_layers=2)
+    ElasticBertForPreTraining(config).save_pretrained(tmp_path / "one-type")
+    s = tiny_settings(
+        max_steps=1, model_name_or_path=str(tmp_path / "one-type"), model_config={}, max_seq_length=32
+    )
+    with pytest.raises(
+        SettingsError, match="one-type has type_vocab_size 1: pre-training needs 2 token types"
+    ):
+        _run(s)
+    assert not Path(s["output_dir"]).exists()
+
+
+def _word_level_tokenizer(folder: Path, specials: list[str]) -> str:
+    """A fast word-level tokenizer with only `specials` of [PAD] [CLS] [SEP] [MASK] (and [UNK])."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = "the a cat dog sat ran on under big small red blue house tree river . ,".split()
+    vocab = {w: i for i, w in enumerate(["[UNK]", *words, *specials])}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    names = {"[PAD]": "pad_token", "[CLS]": "cls_token", "[SEP]": "sep_token", "[MASK]": "mask_token"}
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", **{names[s]: s for s in specials})
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize(
+    ("specials", "missing"),
+    [
+        (["[PAD]", "[CLS]", "[SEP]"], "mask_token"),
+        (["[PAD]", "[CLS]", "[MASK]"], "sep_token"),
+        (["[CLS]", "[SEP]", "[MASK]"], "pad_token"),
+        ([], "cls_token, sep_token, mask_token, pad_token"),
+    ],
+)
+def test_a_tokenizer_without_the_special_tokens_is_refused(two_layer_settings, tmp_path, specials, missing):
+    tok = _word_level_tokenizer(tmp_path / "tok", specials)
+    s = two_layer_settings(tokenizer_name_or_path=tok)
+    with pytest.raises(SettingsError, match=f"tokenizer {tok} has no {missing}"):
+        _run(s)
+    assert not Path(s["output_dir"]).exists()
+
+
+@pytest.mark.parametrize("where", ["file", "below a file"])
+def test_an_output_dir_that_cannot_be_a_folder_is_refused_up_front(two_layer_settings, tmp_path, where):
+    (tmp_path / "taken").write_text("not a folder")
+    out = tmp_path / "taken" if where == "file" else tmp_path / "taken" / "run"
+    s = two_layer_settings(output_dir=str(out))
+    with pytest.raises(SettingsError, match=f"output_dir {out}: {tmp_path / 'taken'} is a file"):
+        _run(s)
+
+
+def test_an_eval_corpus_without_a_usable_document_is_named(two_layer_settings, tmp_path):
+    bad = tmp_path / "eval.txt"
+    bad.write_text("a\n\nb\n\nc\n")  # one token a document: no sentence pair
+    s = two_layer_settings(eval_files=[str(bad)], eval_steps=1, eval_examples=8)
+    with pytest.raises(SettingsError) as err:
+        _run(s)
+    assert f"the evaluation data ({bad})" in str(err.value)
+    assert "num_data_shards" not in str(err.value)  # the evaluation reads one stream
+    assert not Path(s["output_dir"]).exists()
+
+
+def test_a_training_corpus_without_a_usable_document_is_named(two_layer_settings, tmp_path):
+    bad = tmp_path / "train.txt"
+    bad.write_text("a\n\nb\n\nc\n")
+    s = two_layer_settings(train_files=[str(bad)])
+    with pytest.raises(SettingsError, match=r"the training data \(.*train\.txt\): data stream 0/1 has no"):
+        _run(s)
+
+
+@pytest.mark.parametrize(
+    ("first", "again"),
+    [(None, "none"), ([], False), ("default", [[1, 2], [2]]), ([[2, 1], [2]], "default")],
+)
+def test_the_same_exit_groups_spelt_another_way_resume(two_layer_settings, first, again):
+    s = two_layer_settings(exit_groups=first, save_steps=1)
+    _run(s)
+    assert _run(dict(s, exit_groups=again, max_steps=3))["step"] == 3
+    with pytest.raises(SettingsError, match="exit_groups: "):  # other groups still refused
+        _run(dict(s, exit_groups=[[1], [2]], max_steps=4))
+
+
+def test_heads_only_on_a_new_model_says_the_encoder_stays_random(two_layer_settings, capsys):
+    _run(two_layer_settings(trainable="heads", max_steps=1))
+    assert (
+        "trainable=heads on a new model: the encoder stays at its random initialisation"
+        in capsys.readouterr().out
+    )

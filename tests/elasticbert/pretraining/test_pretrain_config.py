@@ -1,13 +1,14 @@
-"""Settings: files, overrides, exit groups, and the `elue pretrain` command line."""
+"""Settings: files, overrides, exit groups, the checks of values, and the `elue pretrain` command line."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from elue.elasticbert.pretraining.config import PretrainConfig, default_exit_groups
+from elue.elasticbert.pretraining.config import PretrainConfig, SettingsError, default_exit_groups
 
 
 def test_default_groups_match_the_paper():
@@ -85,8 +86,6 @@ def test_cli_prints_resolved_settings(tmp_path):
     ],
 )
 def test_wrong_types_and_choices_are_named(override, message):
-    from elue.elasticbert.pretraining.config import SettingsError
-
     with pytest.raises(SettingsError) as err:
         PretrainConfig.from_dict({}, [override])
     assert message in str(err.value)
@@ -202,8 +201,6 @@ def test_example_settings_are_valid(name):
     ],
 )
 def test_wrong_values_are_named(override, message):
-    from elue.elasticbert.pretraining.config import SettingsError
-
     with pytest.raises(SettingsError) as err:
         PretrainConfig.from_dict({"max_steps": 10}, [override])
     assert message in str(err.value)
@@ -249,3 +246,83 @@ def test_cli_final_line_names_the_last_logged_step(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["pretrain", "--config", str(path)])
     assert result.exit_code == 143, result.output
     assert "step 7: last logged step 6: loss 1.5; model saved to out/m" in result.output
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model_config.type_vocab_size=1", "model_config.type_vocab_size must be at least 2"),
+        ("adam_epsilon=0", "adam_epsilon must be positive, not 0"),
+        ("adam_epsilon=-1e-8", "adam_epsilon must be positive"),
+        ("hub_datasets=[5]", "hub_datasets: entry 5 is not"),
+        ("hub_datasets=[[json]]", "hub_datasets: entry ['json'] is not"),
+        ("hub_datasets=[{name: en}]", "hub_datasets: entry {'name': 'en'} has no path"),
+        ("hub_datasets=[{path: json, text_column: 3}]", "hub_datasets: entry 'json': text_column must be a"),
+    ],
+)
+def test_wrong_values_are_refused_at_validation(override, message):
+    with pytest.raises(SettingsError) as err:
+        PretrainConfig.from_dict({}, [override])
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "over",
+    [{"eval_steps": 5, "eval_examples": 0}, {"eval_steps": 5, "eval_files": []}],
+)
+def test_eval_steps_without_anything_to_evaluate_is_refused(over):
+    # the trainer evaluated nothing, silently
+    with pytest.raises(SettingsError, match="eval_steps 5 needs eval_files and eval_examples above 0"):
+        PretrainConfig.from_dict({"eval_files": ["e.txt"], **over})
+    PretrainConfig.from_dict({"eval_steps": 0, "eval_examples": 0})  # no evaluation asked: fine
+
+
+def test_polynomial_decay_needs_a_learning_rate_above_its_end():
+    for lr in (0, 1e-7, 1e-8):
+        with pytest.raises(SettingsError, match="lr_scheduler polynomial decays to 1e-07: learning_rate"):
+            PretrainConfig.from_dict({"lr_scheduler": "polynomial", "learning_rate": lr})
+    PretrainConfig.from_dict({"lr_scheduler": "linear", "learning_rate": 0})  # other schedules: 0 is fine
+
+
+def test_polynomial_schedule_is_built():
+    import torch
+
+    from elue.elasticbert.pretraining.optim import build_scheduler
+
+    cfg = PretrainConfig.from_dict({"lr_scheduler": "polynomial", "learning_rate": 1e-3, "max_steps": 4})
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.learning_rate)
+    scheduler = build_scheduler(optimizer, cfg)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-7)
+
+
+def test_cli_bad_hub_column_is_one_line(two_layer_settings, tmp_path):
+    from elue.cli import app
+
+    path = tmp_path / "c4-like.jsonl"
+    path.write_text("\n".join(json.dumps({"content": f"Document {i}. It ends."}) for i in range(4)))
+    s = two_layer_settings(max_steps=1)
+    s.update(train_files=[], hub_datasets=[{"path": "json", "data_files": str(path), "text_column": "body"}])
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps(s))
+    result = CliRunner().invoke(app, ["pretrain", "--config", str(config)])
+    assert result.exit_code == 1, result.output
+    assert "error: hub_datasets: 'json' has no column 'body'" in result.output
+    assert "Traceback" not in result.output
+    assert not Path(s["output_dir"]).exists()
+
+
+def test_config_file_that_is_not_utf8_is_named(tmp_path):
+    from elue.cli import app
+
+    path = tmp_path / "run.yaml"
+    path.write_bytes("output_dir: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(SettingsError, match=r"run\.yaml is not UTF-8 text"):
+        PretrainConfig.from_file(path)
+    result = CliRunner().invoke(app, ["pretrain", "--config", str(path), "--print-config"])
+    assert result.exit_code == 1 and "run.yaml is not UTF-8 text" in result.output, result.output
+    assert "Traceback" not in result.output
+    path.write_bytes("output_dir: caf\u00e9\n".encode())  # UTF-8, whatever the locale's encoding
+    assert PretrainConfig.from_file(path).output_dir == "caf\u00e9"

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from elue.elasticbert.pretraining.config import PretrainConfig
+from elue.elasticbert.pretraining.config import PretrainConfig, SettingsError
 from elue.elasticbert.pretraining.data import (
     PretrainingBatches,
     ShardStream,
     SpecialIds,
+    collate,
     document_examples,
     load_documents,
     mask_example,
@@ -162,3 +163,38 @@ def test_token_encoder_gives_the_wrappers_ids_untruncated(tokenizer):
     assert got == want
     assert len(got[-1]) > 128
     assert token_encoder(tokenizer) is token_encoder(tokenizer)  # one backend copy per tokenizer
+
+
+def test_padding_stops_at_max_position_embeddings():
+    ids = SpecialIds(cls=101, sep=102, mask=103, pad=0, vocab_size=1000)
+    examples = [
+        {"input_ids": [101, *range(200, 226), 102], "token_type_ids": [0] * 28, "sop_label": 0, "key": (0,)}
+    ]
+    assert collate(examples, ids, 1, 0.15)["input_ids"].shape == (1, 32)  # a multiple of 8 ...
+    assert collate(examples, ids, 1, 0.15, max_width=30)["input_ids"].shape == (1, 30)  # ... up to the cap
+    assert collate(examples, ids, 1, 0.15, max_width=64)["input_ids"].shape == (1, 32)
+
+
+def test_a_last_line_without_tokens_keeps_the_documents_last_pair():
+    ids = SpecialIds(cls=101, sep=102, mask=103, pad=0, vocab_size=1000)
+    segments = [list(range(200, 208)), list(range(300, 310))]
+    for tail in ([], [[]], [[], []]):  # e.g. a last line of zero-width spaces: no tokens
+        out = document_examples([*segments, *tail], 64, 0.0, np.random.default_rng(0), ids)
+        assert len(out) == 1 and len(out[0]["input_ids"]) == 18 + 3
+    # an empty line between sentences changes nothing (the same draws)
+    mid = document_examples([segments[0], [], segments[1]], 64, 0.0, np.random.default_rng(0), ids)
+    assert mid == document_examples(segments, 64, 0.0, np.random.default_rng(0), ids)
+
+
+def test_hub_dataset_without_the_text_column_is_named(tmp_path):
+    path = tmp_path / "c4-like.jsonl"
+    path.write_text("\n".join(json.dumps({"content": f"Document {i}. It ends."}) for i in range(4)))
+    spec = {"path": "json", "data_files": str(path)}
+    with pytest.raises(SettingsError, match=r"hub_datasets: 'json' has no column 'body' \(text_column\)"):
+        load_documents(hub_datasets=[{**spec, "text_column": "body"}])
+    with pytest.raises(SettingsError, match=r"has no column 'text' \(text_column\); its columns: content"):
+        load_documents(hub_datasets=[spec])
+    assert (
+        next(iter(load_documents(hub_datasets=[spec], text_column="content")))["text"]
+        == "Document 0. It ends."
+    )

@@ -1,5 +1,6 @@
 """The training loop on a tiny model and the local corpus: losses fall, grouped steps touch only their heads,
-accumulation and 2 processes (torchrun, gloo) give the single-process update, kill + resume = uninterrupted."""
+accumulation and 2 processes (torchrun, gloo) give the single-process update, kill + resume = uninterrupted;
+sequences padded up to the positions, quiet progress bars, paths from the home folder."""
 
 from __future__ import annotations
 
@@ -303,3 +304,44 @@ def test_a_signal_to_torchrun_stops_both_processes_at_once(tiny_settings, tmp_pa
     assert len(saved) == 1, err[-3000:]
     assert len(list(saved[0].glob("data-rank*.json"))) == 2  # both processes saved their data position
     assert "stopped by SIGTERM after step" in err
+
+
+def test_sequences_near_positions_that_are_no_multiple_of_8_train(two_layer_settings, corpus_files):
+    """max_seq_length 28 pads to 32 > max_position_embeddings 30: capped, training and evaluation run."""
+    s = two_layer_settings(
+        max_seq_length=28, eval_files=[str(corpus_files["eval"])], eval_examples=16, eval_steps=2
+    )
+    s["model_config"]["max_position_embeddings"] = 30
+    assert _run(s)["step"] == 2
+
+
+def test_progress_bar_false_also_silences_the_loading_bar(two_layer_settings, tmp_path, capfd):
+    """model_name_or_path: transformers' "Loading weights" bar is silenced with the others."""
+    from transformers.utils import logging as hf_logging
+
+    first = two_layer_settings(max_steps=1, output_dir=str(tmp_path / "first"))
+    model = _run(first)["model_dir"]
+    hf_logging.enable_progress_bar()
+    capfd.readouterr()
+    s = two_layer_settings(max_steps=1, model_name_or_path=model, model_config={})
+    try:
+        _run(s)
+    finally:
+        hf_logging.enable_progress_bar()
+    assert "Loading weights" not in capfd.readouterr().err
+
+
+def test_paths_from_the_home_folder(two_layer_settings, tmp_path, monkeypatch):
+    """`~` in output_dir, resume_from_checkpoint and the model and tokenizer paths is the home folder, as in
+    train_files (a literal `~` folder was made in the working directory; the model a bad hub id)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    first = two_layer_settings(max_steps=1, output_dir="~/first")
+    _run(first)
+    assert (tmp_path / "home" / "first" / "checkpoints" / "step-0000001" / "COMPLETE").exists()
+    assert not (tmp_path / "~").exists()
+    resumed = dict(first, max_steps=2, resume_from_checkpoint="~/first/checkpoints/step-0000001")
+    assert _run(resumed)["step"] == 2
+    model = "~/first/checkpoints/step-0000002/model"
+    s = two_layer_settings(max_steps=1, model_name_or_path=model, tokenizer_name_or_path=model)
+    assert _run(dict(s, model_config={}))["step"] == 1
