@@ -94,6 +94,33 @@ def api_upload(client, headers, name="my model", public=False, files=SUB):  # no
     return r.json()
 
 
+def api_reported(client, headers, name="Paper", **kw):  # noqa: ANN001, ANN201
+    """POST a public reported entry (one SST-2 point) to /api/submissions/reported; `kw` overrides fields of
+    the body. Returns the response (the tests check refusals too)."""
+    body = {
+        "name": name,
+        "params_m": 10,
+        "paper_url": "https://example.org/p",
+        "public": True,
+        "tasks": {"sst-2": {"points": [{"mflops": 1500, "performance": 85.0}]}},
+        **kw,
+    }
+    return client.post("/api/submissions/reported", headers=headers, json=body)
+
+
+# the public pages and reads that must answer 200 whatever is stored
+PUBLIC_URLS = [
+    "/",
+    "/leaderboard",
+    "/tasks/sst-2",
+    "/api/leaderboard",
+    "/api/models",
+    "/api/tasks/sst-2",
+    "/api/results.json",
+    "/api/results.csv",
+]
+
+
 def wait_until(pred, timeout: float, what: str, every: float = 0.05) -> None:  # noqa: ANN001
     """Poll `pred` until it is true; fail the test naming `what` after `timeout` seconds."""
     t0 = time.time()

@@ -56,6 +56,17 @@ def token_for(client: TestClient, username: str, password: str = "password123", 
     return r.json()["token"]
 
 
+def web_login(client: TestClient, username: str) -> str:
+    """Sign up `username`, log in through the form; returns the session's CSRF token."""
+    token_for(client, username)
+    csrf = csrf_of(client.get("/login").text)
+    r = client.post(
+        "/login", data={"username": username, "password": "password123", "csrf": csrf}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    return csrf_of(client.get("/submit").text)
+
+
 def serve_args(settings: Settings) -> list[str]:
     """`elue serve` on these settings' home, data and database, with no scoring worker (for CliRunner)."""
     home, data = str(settings.state_dir), str(settings.data_dir)

@@ -3,17 +3,29 @@ migrations, the queue's atomic claims and leases, a full upload -> scored flow."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 from server_fake_evaluator import evaluate as fake_evaluate
-from server_helpers import TINY_MODEL_PY, zip_bytes
-from server_setup import make_settings, token_for
-from sqlalchemy import create_engine, inspect, text
+from server_helpers import TINY_MODEL_PY, api_upload, zip_bytes
+from server_setup import csrf_of, make_settings, token_for
+from sqlalchemy import create_engine, inspect, select, text
 
 from elue.server import create_app, service
-from elue.server.db import QUEUED, RUNNING, SCORED, Base, Submission, User, migrate, open_database
+from elue.server.db import (
+    QUEUED,
+    RUNNING,
+    SCORED,
+    Base,
+    Submission,
+    User,
+    migrate,
+    open_database,
+)
 from elue.server.worker import _finish, claim, process, run_worker
 
 TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n"
@@ -177,7 +189,6 @@ def test_gives_up_after_max_attempts(tmp_path):  # noqa: ANN001
 def test_parallel_uploads_respect_the_limit_on_each_backend(db_url, tmp_path):  # noqa: ANN001
     """The limit check and the insert are serialised by a lock on the user's row: 8 parallel uploads
     against a limit of 5 give exactly 5 (PostgreSQL row lock; SQLite write lock)."""
-    from sqlalchemy import select
 
     from elue.server import service
     from elue.server.db import User
@@ -248,3 +259,71 @@ def test_two_users_publishing_one_name_at_once_get_one_409(db_url, tmp_path):  #
         assert sorted(outcomes, key=str) == [409, "published"], outcomes
         with sessions() as s:
             assert sum(s.get(Submission, sid).public for sid in subs) == 1
+
+
+class SubmissionError(Exception):
+    """Matched by name by the worker, as the toolkit's."""
+
+
+def _nul_evaluator(submission_dir, answers_dir, **kw):  # noqa: ANN001, ANN003, ANN202
+    raise SubmissionError("sst-2/a.tsv, line 2: model.py printed 'x\x00y'")
+
+
+def test_nul_characters_are_refused_or_dropped_not_a_server_error(db_url, tmp_path):  # noqa: ANN001
+    c = TestClient(create_app(make_settings(tmp_path, database_url=db_url)), raise_server_exceptions=False)
+    h = {"authorization": f"Bearer {token_for(c, 'alice')}"}
+    sid = api_upload(c, h, name="m")["id"]
+    r = c.patch(f"/api/submissions/{sid}", headers=h, json={"description": "a\x00b"})
+    assert r.status_code == 200 and r.json()["description"] == "ab"
+    r = c.patch(f"/api/submissions/{sid}", headers=h, json={"paper_url": "https://a\x00b"})
+    assert r.status_code == 400 and "http(s)" in r.json()["detail"]
+    r = c.post("/api/tokens", json={"username": "alice", "password": "password123", "name": "lap\x00top"})
+    assert r.status_code == 200 and r.json()["name"] == "laptop"
+    assert c.post("/api/tokens", json={"username": "ali\x00ce", "password": "password123"}).status_code == 401
+    csrf = csrf_of(c.get("/login").text)
+    r = c.post("/login", data={"username": "ali\x00ce", "password": "password123", "csrf": csrf})
+    assert r.status_code == 401
+    body = {
+        "name": "r",
+        "params_m": 1,
+        "paper_url": "https://example.com",
+        "description": "d\x00",
+        "tasks": {"sst-2": {"points": [{"mflops": 1, "performance": 2, "file": "x\x00y"}]}},
+    }
+    r = c.post("/api/submissions/reported", headers=h, json=body)
+    assert r.status_code == 201, r.text
+    m = c.get(f"/api/models/{r.json()['id']}", headers=h).json()
+    assert m["description"] == "d" and m["result"]["tasks"]["sst-2"]["points"][0]["file"] == "xy"
+
+
+def test_a_nul_in_the_scoring_message_fails_the_submission_with_it(db_url, tmp_path):  # noqa: ANN001
+    settings = make_settings(tmp_path, database_url=db_url)
+    c = TestClient(create_app(settings))
+    h = {"authorization": f"Bearer {token_for(c, 'alice')}"}
+    sid = api_upload(c, h)["id"]
+    assert run_worker(settings, once=True, evaluator=_nul_evaluator) == 1
+    sub = c.get(f"/api/submissions/{sid}", headers=h).json()
+    assert sub["status"] == "failed" and sub["attempts"] == 1
+    assert sub["error"] == "sst-2/a.tsv, line 2: model.py printed 'x\ufffdy'"
+    assert "\x00" not in sub["log"]
+
+
+def test_web_processes_migrating_an_empty_postgresql_side_by_side_do_not_race(db_url):  # noqa: ANN001
+    """`uvicorn elue.server.asgi:app --workers N` on an empty database: every process migrates at import.
+    On PostgreSQL they raced to create the tables (a duplicate-key error in some); now an advisory lock
+    serialises them and the later ones find the schema made."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only (SQLite serialises its writers itself)")
+    start = time.time() + 3  # the processes start migrating at the same moment
+    child = (
+        "import sys, time\n"
+        "from elue.server.db import make_engine, migrate\n"
+        f"engine = make_engine({db_url!r})\n"
+        f"time.sleep(max(0.0, {start} - time.time()))\n"
+        "migrate(engine)\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", child], stderr=subprocess.PIPE, text=True) for _ in range(3)
+    ]
+    errors = [p.communicate(timeout=120)[1][-500:] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
+import time
 import zipfile
 
 import pytest
-from server_helpers import HOSTILE_MODEL_PY, TINY_MODEL_PY, zip_bytes
+from fastapi.testclient import TestClient
+from server_helpers import (
+    HOSTILE_MODEL_PY,
+    SUB,
+    TINY_MODEL_PY,
+    TSV,
+    zip_bytes,
+)
+from server_setup import make_settings, token_for
 
-from elue.server import storage
+from elue.server import app as app_mod
+from elue.server import create_app, storage
+from elue.server.storage import UploadError, extract_zip
 
 GOOD_TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n"
 
@@ -106,7 +119,6 @@ def test_zip_bomb_lying_header_is_stopped_while_extracting(settings):  # noqa: A
 
 
 def test_too_large_upload(tmp_path):  # noqa: ANN001
-    from fastapi.testclient import TestClient
     from server_setup import make_settings
 
     from elue.server import create_app
@@ -161,3 +173,89 @@ def test_predict_output_uploads_as_it_is(settings):  # noqa: ANN001
     files = {"model.py": TINY_MODEL_PY, "sst-2/static_k1.tsv": GOOD_TSV, "sst-2/points.json": "{}"}
     staged = storage.extract_zip(zip_bytes(files), settings)
     assert staged.tasks == ["sst-2"] and "sst-2/points.json" not in staged.files
+
+
+def test_upload_limit_message_names_the_configured_limit(tmp_path):  # noqa: ANN001
+    from server_setup import make_settings
+
+    from elue.server import create_app
+
+    c = TestClient(create_app(make_settings(tmp_path, max_upload_bytes=2 * 1024 * 1024)))
+    h = {"authorization": f"Bearer {token_for(c, 'big')}"}
+    r = c.post(
+        "/api/submissions", headers=h, data={"name": "x"}, files={"file": ("s.zip", b"0" * (4 << 20), "x")}
+    )
+    assert r.status_code == 413 and "the limit is 2 MB" in r.json()["detail"], r.text
+
+
+def test_operating_points_per_task_are_capped(tmp_path):  # noqa: ANN001
+    settings = make_settings(tmp_path, max_points=3)
+    files = {"model.py": SUB["model.py"], **{f"sst-2/p{i}.tsv": TSV for i in range(4)}}
+    with pytest.raises(UploadError, match=r"sst-2 \(4\): at most 3"):
+        extract_zip(zip_bytes(files), settings)
+    assert not any(settings.staging_dir.iterdir())
+    assert make_settings(tmp_path / "d").max_points == 20
+
+
+def test_a_task_the_site_cannot_score_is_refused_at_upload(client, settings):  # noqa: ANN001
+    h = {"authorization": f"Bearer {token_for(client, 'sci')}"}
+    files = {"model.py": SUB["model.py"], "scitail.tsv": TSV}
+    for _ in range(settings.daily_limit + 1):  # refused before it counts toward the daily limit
+        r = client.post(
+            "/api/submissions", headers=h, data={"name": "x"}, files={"file": ("s.zip", zip_bytes(files))}
+        )
+        assert r.status_code == 400, r.text
+        detail = r.json()["detail"]
+        assert "cannot score scitail: it scores sst-2" in detail and str(settings.data_dir) not in detail
+    assert client.get("/api/submissions", headers=h).json() == []
+    r = client.post(
+        "/api/submissions", headers=h, data={"name": "x"}, files={"file": ("s.zip", zip_bytes(SUB))}
+    )
+    assert r.status_code == 202, r.text
+
+
+def test_a_full_disk_while_unpacking_is_the_servers_503_not_a_bad_archive(client, auth, monkeypatch):  # noqa: ANN001
+    import errno
+
+    from elue.server import storage
+
+    def full(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage, "check_layout", full)  # inside the unpacking, after the files are written
+    h = auth("diskfull")
+    r = client.post(
+        "/api/submissions",
+        headers=h,
+        data={"name": "m", "public": "false"},
+        files={"file": ("s.zip", zip_bytes(SUB), "application/zip")},
+    )
+    assert r.status_code == 503, r.text
+    assert "the server cannot store uploads right now (No space left on device)" in r.json()["detail"]
+    assert "archive" not in r.json()["detail"]
+    assert client.get("/api/submissions", headers=h).json() == []  # nothing stored
+
+
+def test_a_restarted_web_process_leaves_uploads_in_progress_alone(tmp_path):  # noqa: ANN001
+    """uvicorn restarts a web process that died; its start used to empty uploads/.staging, under the feet of
+    another web process unpacking an upload there (the upload then failed)."""
+    s = make_settings(tmp_path)
+    create_app(s)  # the deployment's first start (elue serve, before the web processes)
+    busy = s.staging_dir / "in-progress"
+    busy.mkdir()
+    (busy / "model.py").write_text("x")
+    stale = s.staging_dir / "left-by-a-crash"
+    stale.mkdir()
+    old = time.time() - getattr(app_mod, "STAGING_STALE_S", 3600.0) - 10
+    os.utime(stale, (old, old))
+    env = {**os.environ, **s.to_env(), "ELUE_SECRET_KEY": "k"}
+    out = subprocess.run(
+        [sys.executable, "-c", "import elue.server.asgi"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (busy / "model.py").exists()
+    assert not stale.exists()

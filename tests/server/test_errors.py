@@ -1,0 +1,55 @@
+"""Malformed requests are 4xx with a message (HTML for browsers, JSON for scripts), never a 500."""
+
+from __future__ import annotations
+
+from server_setup import web_login
+
+
+def test_huge_ids_are_not_a_server_error(client, auth):  # noqa: ANN001
+    h = auth("counter")
+    for url in [
+        "/models/99999999999999999999",
+        "/api/models/99999999999999999999",
+        "/models/0",
+        "/api/models/-1",
+    ]:
+        assert client.get(url).status_code in (404, 422), url
+    for url in [
+        "/api/submissions/99999999999999999999",
+        f"/api/submissions/{2**63}",
+        f"/api/submissions/{2**31}",
+    ]:
+        assert client.get(url, headers=h).status_code in (404, 422), url
+        assert client.delete(url, headers=h).status_code in (404, 422), url
+        assert client.patch(url, headers=h, json={"public": True}).status_code in (404, 422), url
+    assert client.get(f"/api/models/{2**31 - 1}").status_code == 404
+
+
+def test_validation_errors_are_html_for_browsers(client):  # noqa: ANN001
+    html = {"accept": "text/html,application/xhtml+xml"}
+    r = client.get("/models/1.5", headers=html)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("text/html")
+    assert "invalid request" in r.text and "model_id" in r.text
+    assert client.get("/api/models/1.5", headers=html).headers["content-type"].startswith("application/json")
+    assert client.get("/models/1.5").headers["content-type"].startswith("application/json")  # scripts
+    csrf = web_login(client, "former")
+    r = client.post("/submit", data={"csrf": csrf}, headers=html)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("text/html")
+    assert "file: missing" in r.text and "name: missing" in r.text
+    assert 'id="account-link">former<' in r.text  # the error page's header knows who is logged in
+    assert 'id="account-link">former<' in client.get("/models/99999", headers=html).text
+
+
+def test_lone_surrogates_are_a_400_not_a_500(client, auth):  # noqa: ANN001
+    h = auth("surrogate")
+    for url, body, headers in [
+        ("/api/tokens", '{"username":"\\ud800","password":"x"}', {}),
+        (
+            "/api/submissions/reported",
+            '{"name":"ok","params_m":1,"paper_url":"https://a.b/\\ud800","tasks":{"sst-2":{"elue_score":1}}}',
+            h,
+        ),
+    ]:
+        r = client.post(url, content=body, headers={**headers, "content-type": "application/json"})
+        assert r.status_code == 400 and "surrogate" in r.json()["detail"], (url, r.text)
+    assert client.get("/api/submissions", headers=h).json() == []

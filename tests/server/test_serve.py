@@ -1,0 +1,94 @@
+"""`elue serve` in process (CliRunner, uvicorn.run replaced) or stopped at start: admin, cookies, home."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from server_setup import make_settings, serve_args
+
+from elue.server import create_app, service
+from elue.server.db import open_database
+
+
+def test_elue_serve_admin_refuses_a_signed_up_name(tmp_path, monkeypatch):  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from elue.cli import app as cli
+
+    settings = make_settings(tmp_path)
+    create_app(settings)
+    _, sessions = open_database(settings.database_url, upgrade=False)
+    with sessions() as s:
+        service.create_user(s, "admin", "attacker-pw")
+    monkeypatch.delenv("ELUE_ADMIN_PASSWORD", raising=False)
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: pytest.fail("must not start"))
+    r = CliRunner().invoke(cli, [*serve_args(settings), "--admin", "Admin"])
+    assert r.exit_code == 1 and "ordinary account" in r.output and "Traceback" not in r.output, r.output
+    assert "password" not in r.output.split("ordinary account")[0]  # no password printed that was not set
+
+
+def test_serve_says_the_admin_password_came_from_the_environment(tmp_path, monkeypatch):  # noqa: ANN001
+    """A new admin with ELUE_ADMIN_PASSWORD set was told it had 'the account's own password'."""
+    from typer.testing import CliRunner
+
+    from elue.cli import app as cli
+
+    settings = make_settings(tmp_path)
+    # serve exports its settings as ELUE_* for the web processes, and installs a SIGTERM handler: both are
+    # undone after the test (the exported database URL made later tests share one database)
+    monkeypatch.setattr(os, "environ", {**os.environ, "ELUE_ADMIN_PASSWORD": "a-long-password"})
+    monkeypatch.setattr("signal.signal", lambda *a: None)
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
+    args = serve_args(settings)
+    r = CliRunner().invoke(cli, [*args, "--admin", "boss"])
+    assert r.exit_code == 0, r.output
+    assert "admin 'boss': password from ELUE_ADMIN_PASSWORD" in r.output and "own password" not in r.output
+
+
+@pytest.mark.parametrize(("flag", "expected"), [([], True), (["--no-secure-cookies"], False)])
+def test_elue_serve_sets_secure_cookies(tmp_path, monkeypatch, flag, expected):  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from elue.cli import app as cli
+
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "ELUE_SECURE_COOKIES"})
+    monkeypatch.setattr("signal.signal", lambda *a: None)  # serve installs a SIGTERM handler
+    seen = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: seen.append(app.state.elue.settings))
+    settings = make_settings(tmp_path)
+    args = [*serve_args(settings), "--public-url", "https://elue.example.org", *flag]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert seen[0].secure_cookies is expected
+    assert os.environ["ELUE_SECURE_COOKIES"] == ("1" if expected else "0")  # for the other web processes
+
+
+def test_serve_with_an_unusable_home_says_so(tmp_path):  # noqa: ANN001
+    """A --home that cannot be made (here: a file is in the way; also read-only or full) used to end
+    `elue serve` with a traceback."""
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELUE_")}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from elue.cli import main; main()",
+            "serve",
+            "--home",
+            str(home),
+            "--workers",
+            "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert f"cannot use the state folder {home}" in out.stderr.replace("\n", "")

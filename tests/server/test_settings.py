@@ -1,0 +1,58 @@
+"""Settings: scoring limits from arguments and environment, secure cookies."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from server_setup import csrf_of, make_settings
+
+from elue.server import Settings, create_app
+
+
+def test_default_limits_are_shorter_than_the_toolkits():  # noqa: ANN001
+    from elue.costs.sandbox import SandboxLimits
+
+    s = Settings()
+    assert s.sandbox_wall_s == 120.0 and s.sandbox_wall_s < SandboxLimits().wall_s
+    assert s.scoring_timeout_s < SandboxLimits().wall_s
+
+
+def test_scoring_limits_from_arguments_and_environment(monkeypatch, tmp_path):  # noqa: ANN001
+    import pytest
+
+    from elue.server.config import Settings
+
+    monkeypatch.setenv("ELUE_SANDBOX_WALL_S", "99")
+    assert Settings(state_dir=tmp_path).sandbox_wall_s == 99.0
+    assert Settings(state_dir=tmp_path, sandbox_wall_s=10).sandbox_wall_s == 10  # arguments win
+    for bad in ("nan", "0", "-1", "soon"):
+        monkeypatch.setenv("ELUE_SCORING_TIMEOUT_S", bad)
+        with pytest.raises(ValueError, match="ELUE_SCORING_TIMEOUT_S"):
+            Settings(state_dir=tmp_path)
+    monkeypatch.delenv("ELUE_SCORING_TIMEOUT_S")
+    with pytest.raises(ValueError, match="scoring_timeout_s"):
+        Settings(state_dir=tmp_path, scoring_timeout_s=float("inf"))
+
+
+def test_secure_cookies_follow_an_https_public_url_unless_set(tmp_path, monkeypatch):  # noqa: ANN001
+    monkeypatch.delenv("ELUE_SECURE_COOKIES", raising=False)
+    assert make_settings(tmp_path, public_url="https://elue.example.org/").secure_cookies is True
+    assert make_settings(tmp_path, public_url="http://127.0.0.1:8000").secure_cookies is False
+    assert make_settings(tmp_path, public_url="https://x.org", secure_cookies=False).secure_cookies is False
+    monkeypatch.setenv("ELUE_SECURE_COOKIES", "0")
+    assert make_settings(tmp_path, public_url="https://x.org").secure_cookies is False
+    monkeypatch.setenv("ELUE_SECURE_COOKIES", "1")
+    settings = make_settings(tmp_path, public_url="http://127.0.0.1:8000")
+    assert settings.secure_cookies is True and settings.to_env()["ELUE_SECURE_COOKIES"] == "1"
+    monkeypatch.setenv("ELUE_SECURE_COOKIES", "yes please")
+    with pytest.raises(ValueError, match="ELUE_SECURE_COOKIES"):
+        make_settings(tmp_path)
+    # the cookie a log-in sets says so
+    monkeypatch.delenv("ELUE_SECURE_COOKIES")
+    app = create_app(make_settings(tmp_path, public_url="https://x.org"), admin=("admin", "admin-password"))
+
+    client = TestClient(app, base_url="https://testserver")
+    csrf = csrf_of(client.get("/login").text)
+    form = {"username": "admin", "password": "admin-password", "csrf": csrf}
+    r = client.post("/login", data=form, follow_redirects=False)
+    assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()

@@ -1,0 +1,136 @@
+"""The scoring worker: its time limits, cancelling on delete, capped logs, clean-up of the sandbox's copies."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from server_helpers import SUB, api_upload, wait_until
+from sqlalchemy import update
+
+from elue.server import Settings
+from elue.server.db import RUNNING, Submission, open_database
+from elue.server.worker import run_worker
+
+
+def _pricing_evaluator(submission_dir, answers_dir, *, baseline=None, trust_model_code=False, limits=None):  # noqa: ANN001, ANN201
+    """Prices model.py in the toolkit's sandbox (which copies it into a temporary folder), as the real
+    evaluator does."""
+    from elue.costs.sandbox import price_model
+
+    price_model(Path(submission_dir) / "model.py", trust_model_code=True)
+    return {"tasks": {}}
+
+
+def _copies(settings: Settings) -> set[Path]:
+    """The sandbox's copies of model.py: in the system's temporary folder or the server's state folder."""
+    found = set(Path(tempfile.gettempdir()).glob("elue-model-*/model.py"))
+    for _ in range(20):  # the worker may remove a folder while rglob walks it (the very thing waited for)
+        try:
+            return found | set(settings.state_dir.rglob("elue-model-*/model.py"))
+        except FileNotFoundError:
+            time.sleep(0.01)
+    raise AssertionError("the state folder kept changing under rglob")
+
+
+def test_scoring_timeout_stops_a_sleeping_model(client, auth, settings, monkeypatch, tmp_path):  # noqa: ANN001
+    import time
+
+    from elue.server.worker import run_worker
+
+    monkeypatch.setenv("ELUE_FAKE_SLEEP", "60")  # like model.py doing time.sleep(10**6): no CPU used
+    monkeypatch.setenv("ELUE_FAKE_LIMITS", str(tmp_path / "limits.txt"))
+    settings.scoring_timeout_s = 1.0
+    settings.sandbox_wall_s = 7.0
+    h = auth("sleepy")
+    sub = api_upload(client, h)
+    t0 = time.time()
+    from server_fake_evaluator import evaluate
+
+    assert run_worker(settings, once=True, evaluator=evaluate) == 1
+    assert time.time() - t0 < 15
+    got = client.get(f"/api/submissions/{sub['id']}", headers=h).json()
+    assert got["status"] == "failed" and "longer than the server's limit of 1 s" in got["error"]
+    # the toolkit got the server's sandbox limit, not its own 600 s default
+    assert float((tmp_path / "limits.txt").read_text()) == 7.0
+
+
+def test_deleting_a_running_submission_stops_its_scoring(client, auth, settings, monkeypatch, tmp_path):  # noqa: ANN001
+    import threading
+
+    from server_fake_evaluator import evaluate
+
+    from elue.server.worker import run_worker
+
+    counter = tmp_path / "runs.txt"
+    monkeypatch.setenv("ELUE_FAKE_SLEEP", "60")
+    monkeypatch.setenv("ELUE_FAKE_COUNTER", str(counter))
+    h = auth("deleter")
+    sub = api_upload(client, h)
+    stop = threading.Event()
+    t = threading.Thread(target=run_worker, args=(settings,), kwargs={"stop": stop, "evaluator": evaluate})
+    t.start()
+    try:
+        wait_until(lambda: counter.exists() and counter.read_text().strip(), 30, "scoring to start")
+        pid = int(counter.read_text().split()[1])  # the scoring process
+        assert pid != os.getpid()
+        assert client.delete(f"/api/submissions/{sub['id']}", headers=h).status_code == 204
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 10, "the scoring process to be killed")
+    finally:
+        stop.set()
+        t.join(30)
+    assert not t.is_alive()
+
+
+def test_huge_error_messages_are_capped(client, auth, drain):  # noqa: ANN001
+    from elue.server.worker import MAX_ERROR_CHARS, MAX_LOG_CHARS
+
+    h = auth("verbose")
+    sub = api_upload(client, h, files={**SUB, "model.py": "# HUGE_ERROR\n"})
+    drain()
+    got = client.get(f"/api/submissions/{sub['id']}", headers=h).json()
+    assert got["status"] == "failed"
+    assert len(got["error"]) <= MAX_ERROR_CHARS and "(truncated)" in got["error"]
+    assert len(got["log"]) <= MAX_LOG_CHARS and "(truncated)" in got["log"]
+    assert "sst-2/a.tsv, line 1" in got["error"]  # the start of the message is kept
+    listed = client.get("/api/submissions", headers=h).json()
+    assert len(json.dumps(listed)) < 20_000
+
+
+def test_a_cancelled_job_leaves_no_copy_of_model_py(client, auth, settings):  # noqa: ANN001
+    before = _copies(settings)
+    h = auth("sleeper")
+    sub = api_upload(client, h, files={**SUB, "model.py": "import time\ntime.sleep(120)\n"})
+    stop = threading.Event()
+    kw = {"stop": stop, "evaluator": _pricing_evaluator}
+    t = threading.Thread(target=run_worker, args=(settings,), kwargs=kw)
+    t.start()
+    try:
+        wait_until(lambda: _copies(settings) - before, 60, "the sandbox to copy model.py")
+        assert client.delete(f"/api/submissions/{sub['id']}", headers=h).status_code == 204
+        wait_until(lambda: not _copies(settings) - before, 15, "the copy of model.py to be removed")
+    finally:
+        stop.set()
+        t.join(30)
+    assert not t.is_alive()
+    assert not any(settings.scoring_dir.iterdir())
+
+
+def test_the_worker_removes_what_a_killed_worker_left(client, auth, settings, drain):  # noqa: ANN001
+    running = api_upload(client, auth("runner"))
+    _, sessions = open_database(settings.database_url, upgrade=False)
+    with sessions() as s:  # scored by another worker right now (its lease is valid)
+        s.execute(update(Submission).where(Submission.id == running["id"]).values(status=RUNNING))
+        key = s.get(Submission, running["id"]).storage_key
+        s.commit()
+    live = settings.scoring_dir / key / "attempt" / "elue-model-1"
+    stale = settings.scoring_dir / "0123abcd" / "attempt" / "elue-model-2"  # a deleted job's
+    for d in (live, stale):
+        d.mkdir(parents=True)
+        (d / "model.py").write_text("secret = 1\n")
+    drain()  # a worker starting
+    assert (live / "model.py").exists() and not stale.parent.parent.exists()
