@@ -59,3 +59,12 @@ def write_sst2(root: Path, n_train: int = 64, n_dev: int = 16, n_test: int = 12,
     (d / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, s, _ in test))
     (d / "test_labels.tsv").write_text("index\tlabel\n" + "".join(f"{i}\t{y}\n" for i, _, y in test))
     return root
+
+
+def invoke_cli(args):
+    """`elue ARGS` in this process (typer's CliRunner); arguments may be paths."""
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from elasticbert_fixtures import invoke_cli
 from transformers import BertConfig, BertModel
 
 from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification, ElasticBertModel
@@ -152,3 +155,29 @@ def test_non_bert_checkpoints_refused(tiny_bert, tmp_path):
     )
     result = CliRunner().invoke(app, ["convert", str(src), "--output", str(tmp_path / "z"), "--exits", "0"])
     assert result.exit_code == 2 and "--exits" in result.output, result.output
+
+
+def test_convert_overwrite_refuses_a_fine_tuning_run_folder(tmp_path):
+    """A run folder's config.json holds the run's options, not a model: `convert --output RUN --overwrite` deleted
+    the whole run (best/, last/, log.jsonl). A model folder's config.json names its model_type."""
+    bert = tmp_path / "bert"
+    BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64)).save_pretrained(bert)  # fmt: skip
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"task": "sst-2", "model": "x", "output_dir": str(run)}))
+    (run / "log.jsonl").write_text("{}\n")
+    result = invoke_cli(["convert", bert, "--output", run, "--overwrite"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"error: --output {run} holds files but no model's config.json (not a model folder): "
+        "choose another folder"
+    )
+    assert (run / "best").is_dir() and (run / "log.jsonl").is_file()
+    # a model folder is still replaced
+    assert invoke_cli(["convert", bert, "--output", tmp_path / "m"]).exit_code == 0
+    assert (
+        invoke_cli(["convert", bert, "--output", tmp_path / "m", "--layers", "1", "--overwrite"]).exit_code
+        == 0
+    )
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["num_hidden_layers"] == 1

@@ -5,11 +5,14 @@ from __future__ import annotations
 import random
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from elasticbert_fixtures import write_tiny_checkpoint
+from elasticbert_fixtures import write_sst2, write_tiny_checkpoint
+from subprocesses import child_env
 
 from elue.elasticbert.export import (
     Point,
@@ -483,3 +486,35 @@ def _first_exit(row_logits, tau):  # noqa: ANN001, ANN202
 def test_point_names_tell_close_thresholds_apart():
     names = [p.name for p in make_points(entropy=[0.6929956, 0.6929957, 0.3, 1e-05])]
     assert names == ["entropy_0.6929956", "entropy_0.6929957", "entropy_0.3", "entropy_1em05"]
+
+
+def test_offline_hub_id_in_the_cache_is_used_not_called_a_missing_folder(tmp_path):
+    """HF_HUB_OFFLINE is how a downloaded hub model is used without network: `--model org/name` must load from
+    the cache, as `from_pretrained` does. Before: 'no such folder'. One that is not cached still fails at once."""
+    from elue.elasticbert.export import make_points, predict_submission
+
+    data, ckpt = write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "sub"
+    predict_submission(ckpt, "sst-2", out, make_points(static=[3]), data_dir=data, progress=False, log=str)
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someorg--tiny-sst2" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (cache / "models--someorg--tiny-sst2" / "refs").mkdir()
+    (cache / "models--someorg--tiny-sst2" / "refs" / "main").write_text("abc123")
+    for f in ckpt.iterdir():
+        (snapshot / f.name).write_bytes(f.read_bytes())
+    env = dict(child_env(), HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    elue = str(Path(sys.executable).with_name("elue"))
+    common = ["--output", str(tmp_path / "hubsub"), "--data", str(data), "--static", "3", "--no-progress"]
+    proc = subprocess.run([elue, "predict", "sst-2", "--model", "someorg/tiny-sst2", *common], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "hubsub" / "sst-2" / "static_k3.tsv").read_text() == (
+        out / "sst-2" / "static_k3.tsv"
+    ).read_text()
+    proc = subprocess.run([elue, "predict", "sst-2", "--model", "someorg/not-cached", *common], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --model someorg/not-cached: no such folder, and not in the Hugging Face cache (HF_HUB_OFFLINE)"
+    )

@@ -6,11 +6,14 @@ import json
 import random
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from elasticbert_fixtures import NEG, POS, write_sst2, write_tiny_checkpoint
+from elasticbert_fixtures import NEG, POS, invoke_cli, write_sst2, write_tiny_checkpoint
+from subprocesses import child_env, free_port, torchrun
 
 from elue.elasticbert.finetune import FinetuneConfig, finetune
 
@@ -305,14 +308,6 @@ def test_sigterm_saves_last_and_resume_matches(tiny, tmp_path):
 # --- refusals: an existing run, resume with other options, bad numbers, bad paths --------------------
 
 
-def _cli(args):
-    from typer.testing import CliRunner
-
-    from elue.cli import app
-
-    return CliRunner().invoke(app, args)
-
-
 def _quick(tiny, out: Path, **kw) -> FinetuneConfig:
     base = dict(max_steps=2, eval_every=2, train_limit=16, dev_limit=8)
     base.update(kw)
@@ -419,7 +414,7 @@ def test_resume_may_change_session_options(tiny, tmp_path):
 )
 def test_cli_bad_numbers_refused(tiny, tmp_path, args, message):
     data, ckpt = tiny
-    result = _cli(
+    result = invoke_cli(
         ["finetune", "sst-2", "--model", str(ckpt), "--output", str(tmp_path / "o"), "--data", str(data),
          "--cpu", "--no-progress", "--max-length", "32", *args]
     )  # fmt: skip
@@ -451,9 +446,9 @@ def test_api_bad_numbers_refused(tiny, tmp_path, kw):
 @pytest.mark.parametrize("typed", ["./nope", "nope/", "../nope", "~/nope-elue", "a/b/c", "no pe"])
 def test_cli_local_model_path_not_sent_to_hub(tmp_path, monkeypatch, typed):
     monkeypatch.chdir(tmp_path)
-    result = _cli(["finetune", "sst-2", "--model", typed, "--output", "o"])
+    result = invoke_cli(["finetune", "sst-2", "--model", typed, "--output", "o"])
     assert result.exit_code == 1 and f"error: --model {typed}: no such folder" in result.output, result.output
-    result = _cli(["convert", typed, "--output", "c"])
+    result = invoke_cli(["convert", typed, "--output", "c"])
     assert result.exit_code == 1 and f"error: SOURCE {typed}: no such folder" in result.output, result.output
 
 
@@ -487,9 +482,11 @@ def test_missing_tokenizer_and_run_folder_hint(tiny, tmp_path):
         finetune(_quick(tiny, tmp_path / "o", model=str(bare)), log=_quiet)
     run = tmp_path / "run"
     finetune(_quick(tiny, run, max_steps=1, eval_every=1), log=_quiet)
-    result = _cli(["finetune", "sst-2", "--model", str(run), "--output", str(tmp_path / "o2")])
+    result = invoke_cli(["finetune", "sst-2", "--model", str(run), "--output", str(tmp_path / "o2")])
     assert result.exit_code == 1 and f"did you mean {run / 'best'}?" in result.output, result.output
-    result = _cli(["predict", "sst-2", "--model", str(run), "--output", str(tmp_path / "s"), "--static", "3"])
+    result = invoke_cli(
+        ["predict", "sst-2", "--model", str(run), "--output", str(tmp_path / "s"), "--static", "3"]
+    )
     assert result.exit_code == 1 and f"did you mean {run / 'best'}?" in result.output, result.output
 
 
@@ -502,7 +499,7 @@ def test_no_progress_silences_library_bars(tiny, tmp_path, monkeypatch):
     verbosity = hf_logging.get_verbosity()
     data, ckpt = tiny
     try:
-        result = _cli(
+        result = invoke_cli(
             ["finetune", "sst-2", "--model", str(ckpt), "--output", str(tmp_path / "o"), "--data", str(data),
              "--max-steps", "1", "--max-length", "32", "--cpu", "--no-progress"]
         )  # fmt: skip
@@ -592,3 +589,54 @@ def test_limits_draw_rows_at_random_not_the_first_ones():
     assert len(picked) == 20 and 0 < sum(picked["label"]) < 20  # both classes
     assert picked["label"] == _sample(ds, 20, seed=0)["label"]  # seeded: a resume reads the same rows
     assert _sample(ds, 100, seed=0) is ds and _sample(ds, None, seed=0) is ds
+
+
+# --- several processes (torchrun) ------------------------------------------------------------------
+
+
+def _torchrun_finetune(data: Path, ckpt: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [torchrun(), "--nproc_per_node", "2", "--master_port", str(free_port()), str(Path(sys.executable).with_name("elue")),
+           "finetune", "sst-2", "--model", str(ckpt), "--output", str(out), "--data", str(data),
+           "--batch-size", "8", "--max-length", "32", "--lr", "1e-3", "--cpu", "--no-progress", *extra]  # fmt: skip
+    proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.skipif(torchrun() is None, reason="no torchrun")
+def test_two_processes_train_the_epochs_asked_and_resume_in_place(tmp_path):
+    """Under torchrun each step takes a batch per process: 64 rows, batch 8, 2 processes = 4 steps an epoch.
+    Before: 8 steps an epoch (--epochs 1 trained 2 epochs) and a resumed run re-read half the epoch's rows."""
+    from safetensors.torch import load_file
+
+    data, ckpt = write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
+    assert json.loads((ckpt / "config.json").read_text())["hidden_dropout_prob"] > 0  # the resume restores it
+    full = _torchrun_finetune(data, ckpt, tmp_path / "full", "--epochs", "2", "--eval-every", "2")
+    summaries = [line for line in full.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 1, full.stdout  # the summary once, from the first process
+    state = json.loads((tmp_path / "full" / "last" / "trainer_state.json").read_text())
+    assert (state["global_step"], state["epoch"], state["step_in_epoch"]) == (8, 2, 0)
+    assert json.loads(full.stdout[full.stdout.index("{") :])["best_dir"] is not None
+
+    out = tmp_path / "split"
+    _torchrun_finetune(data, ckpt, out, "--epochs", "2", "--eval-every", "2", "--stop-after", "3")
+    _torchrun_finetune(data, ckpt, out, "--epochs", "2", "--eval-every", "2", "--resume")
+    a, b = load_file(tmp_path / "full/last/model.safetensors"), load_file(out / "last/model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_a_resume_in_another_number_of_processes_is_refused(tmp_path):
+    """Its position in the epoch counts steps of one batch per process: refused, not silently misread."""
+    from elue.elasticbert.finetune import FinetuneConfig, finetune
+
+    data, ckpt = write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
+    kw = dict(task="sst-2", model=str(ckpt), output_dir=str(tmp_path / "run"), data_dir=str(data))
+    kw.update(batch_size=8, max_steps=4, max_length=32, cpu=True, progress=False, stop_after=2)
+    finetune(FinetuneConfig(**kw), log=lambda m: None)
+    state_file = tmp_path / "run" / "last" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    assert state["processes"] == 1
+    state_file.write_text(json.dumps(dict(state, processes=2)))
+    with pytest.raises(ValueError, match=r"trained in 2 process\(es\), this session has 1"):
+        finetune(FinetuneConfig(**dict(kw, resume=True, stop_after=None)), log=lambda m: None)

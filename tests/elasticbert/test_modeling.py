@@ -425,3 +425,38 @@ def test_auto_masked_lm_and_pretraining_registered(tmp_path):
     ElasticBertForPreTraining(config).save_pretrained(tmp_path)
     assert isinstance(AutoModelForPreTraining.from_pretrained(tmp_path), ElasticBertForPreTraining)
     assert isinstance(AutoModelForMaskedLM.from_pretrained(tmp_path), ElasticBertForMaskedLM)
+
+
+def test_load_report_does_not_contradict_the_renumbered_exits(tmp_path, caplog):
+    """A model with other exits than its checkpoint takes each exit's classifier by layer; transformers' load
+    report counted them by position. Before: a top-2-exit checkpoint loaded with 4 exits was reported as
+    'classifiers.{2, 3} MISSING' (they were loaded) while exits 1, 2 were the fresh ones."""
+    from transformers.utils import logging as hf_logging
+
+    from elue.elasticbert import ElasticBertForSequenceClassification
+
+    torch.manual_seed(0)
+    ElasticBertForSequenceClassification(tiny_config(num_output_layers=2)).save_pretrained(tmp_path / "top2")
+    ElasticBertForSequenceClassification(tiny_config()).save_pretrained(tmp_path / "all4")
+    old = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    hf_logging.enable_propagation()  # to caplog
+    try:
+        more, info = ElasticBertForSequenceClassification.from_pretrained(
+            tmp_path / "top2", num_output_layers=4, output_loading_info=True
+        )
+        err, _ = caplog.text, caplog.clear()
+        assert "classifiers." not in err, err
+        assert "no classifier for the exit(s) on layer(s) 1, 2" in err
+        assert {k for k in info["missing_keys"] if k.startswith("classifiers.")} == {
+            f"classifiers.{j}.{w}" for j in (0, 1) for w in ("weight", "bias")
+        }
+        # fewer exits than the checkpoint: the ones used are not reported as unexpected either
+        fewer, info = ElasticBertForSequenceClassification.from_pretrained(
+            tmp_path / "all4", num_output_layers=2, output_loading_info=True
+        )
+        assert "classifiers." not in caplog.text, caplog.text
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
+    finally:
+        hf_logging.disable_propagation()
+        hf_logging.set_verbosity(old)

@@ -1,4 +1,4 @@
-"""End-to-end checks of the submissions `elue predict` writes, by code independent of the writer.
+"""The submissions `elue predict` writes, checked end to end by code independent of the writer.
 
 Each written row is recomputed example by example: the example's text read from the TSV here, tokenised alone,
 run through the model at batch size 1 (no padding), the exit rule replayed by hand in float64, the expected
