@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 
-from server_setup import csrf_of, token_for, web_login
+import pytest
+from fastapi.testclient import TestClient
+from server_setup import csrf_of, make_settings, token_for, web_login
+from sqlalchemy import func, select
+
+from elue.server import create_app
+from elue.server.db import User
 
 
 def test_non_ascii_csrf_is_a_403(client):  # noqa: ANN001
@@ -66,3 +74,39 @@ def test_log_in_with_the_user_name_in_another_case(client, auth):  # noqa: ANN00
     r = client.post("/login", data=data, follow_redirects=False)
     assert r.status_code == 303, r.text  # a phone's keyboard capitalises the first letter
     assert client.post("/api/tokens", json={"username": "alice", "password": "wrong-pass"}).status_code == 401
+
+
+@pytest.mark.parametrize("second", ["twin", "TWIN"])
+def test_two_sign_ups_of_one_name_at_once_make_one_account(db_url, tmp_path, monkeypatch, second):  # noqa: ANN001
+    """A double-clicked sign-up form (or two people choosing one name at the same moment): both requests used to
+    pass the "taken" check before either stored its row, so the second was a 500 (the unique index), or, for the
+    name in another case, a second account that could never log in (names are unique in any case)."""
+    from elue.server import service
+
+    app = create_app(make_settings(tmp_path, database_url=db_url))
+    both_hashing = threading.Barrier(2, timeout=10)
+    real_hash = service.hash_password
+
+    def slow_hash(password: str) -> str:  # both requests are past their checks before either stores its row
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_hashing.wait()
+        return real_hash(password)
+
+    monkeypatch.setattr(service, "hash_password", slow_hash)
+    answers = []
+
+    def sign_up(name: str) -> None:
+        c = TestClient(app, raise_server_exceptions=False)
+        form = {"username": name, "password": "password123", "password2": "password123"}
+        form["csrf"] = csrf_of(c.get("/signup").text)
+        answers.append(c.post("/signup", data=form, follow_redirects=False).status_code)
+
+    threads = [threading.Thread(target=sign_up, args=(name,)) for name in ("twin", second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(answers) == [303, 409], answers
+    with app.state.elue.sessions() as s:
+        names = s.scalars(select(User.username).where(func.lower(User.username) == "twin")).all()
+    assert len(names) == 1, names

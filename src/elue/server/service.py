@@ -13,6 +13,7 @@ import unicodedata
 from importlib import resources
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from elue.scoring import BaselineError, validate_points
@@ -67,28 +68,53 @@ def create_user(
         raise ServiceError("user names are 3-32 characters: letters, digits, '_', '.', '-'")
     if len(password) < 8:
         raise ServiceError("passwords need at least 8 characters")
-    if s.scalar(select(User).where(func.lower(User.username) == username.lower())) is not None:
-        raise ServiceError("that user name is taken", 409)
-    if address is not None and settings is not None and settings.signup_limit > 0:
-        since = utcnow() - dt.timedelta(days=1)
-        made = s.scalar(
-            select(func.count(User.id)).where(User.signup_address == address[:64], User.created_at > since)
-        )
-        if made >= settings.signup_limit:
-            raise ServiceError(
-                f"{settings.signup_limit} accounts were made from your address in the last 24 hours: "
-                "try again tomorrow, or ask the site's admin",
-                429,
+    password_hash = hash_password(password)  # slow (scrypt): before the lock
+    # the checks and the insert under one lock: two sign-ups of one name at the same moment (a double-clicked
+    # form) both passed the check before, and the second was a 500, or in another case a second account
+    _lock_signups(s)
+    try:
+        if s.scalar(select(User).where(func.lower(User.username) == username.lower())) is not None:
+            raise ServiceError("that user name is taken", 409)
+        if address is not None and settings is not None and settings.signup_limit > 0:
+            since = utcnow() - dt.timedelta(days=1)
+            made = s.scalar(
+                select(func.count(User.id)).where(
+                    User.signup_address == address[:64], User.created_at > since
+                )
             )
-    user = User(
-        username=username,
-        password_hash=hash_password(password),
-        is_admin=is_admin,
-        signup_address=address[:64] if address is not None else None,
-    )
-    s.add(user)
-    s.commit()
+            if made >= settings.signup_limit:
+                raise ServiceError(
+                    f"{settings.signup_limit} accounts were made from your address in the last 24 hours: "
+                    "try again tomorrow, or ask the site's admin",
+                    429,
+                )
+        user = User(
+            username=username,
+            password_hash=password_hash,
+            is_admin=is_admin,
+            signup_address=address[:64] if address is not None else None,
+        )
+        s.add(user)
+        s.commit()
+    except IntegrityError:  # a writer that does not take the lock (the unique index is the last guard)
+        s.rollback()
+        raise ServiceError("that user name is taken", 409) from None
+    except BaseException:
+        s.rollback()
+        raise
     return user
+
+
+SIGNUP_LOCK_ID = 0x454C5555  # PostgreSQL advisory lock of the sign-ups ("ELUU")
+
+
+def _lock_signups(s: Session) -> None:
+    """Start a transaction that serialises sign-ups until it ends (as `lock_public_names` does for names)."""
+    s.commit()  # on SQLite the lock must be the transaction's first statement
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(func.pg_advisory_xact_lock(SIGNUP_LOCK_ID)))
+    else:
+        s.execute(update(Meta).where(Meta.key == "signups").values(value=Meta.value))
 
 
 def authenticate(s: Session, username: str, password: str) -> User | None:
