@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from server_helpers import SUB
 from server_helpers import api_reported as reported
 from server_helpers import api_upload as upload
@@ -111,3 +115,39 @@ def test_resetting_the_admin_password_ends_its_sessions(client, settings):  # no
     with sessions() as s:  # the same password again changes nothing
         service.ensure_admin(s, "admin", "new-admin-password")
         assert service.authenticate(s, "admin", "new-admin-password") is not None
+
+
+def test_choosing_a_new_datasets_baseline_twice_at_once(db_url, tmp_path, monkeypatch):  # noqa: ANN001
+    """A double-clicked baseline choice for a dataset that had none: both requests found no baseline row and both
+    inserted one, so the second was a 500 (the task's primary key)."""
+    app = create_app(make_settings(tmp_path, database_url=db_url), admin=("admin", "admin-password"))
+    c = TestClient(app, raise_server_exceptions=False)
+    admin = {"authorization": f"Bearer {token_for(c, 'admin', 'admin-password', create=False)}"}
+    tasks = {"mrpc": {"points": [{"mflops": 100, "performance": 80}, {"mflops": 200, "performance": 85}]}}
+    sid = reported(c, {"authorization": f"Bearer {token_for(c, 'alice')}"}, name="M", tasks=tasks).json()[
+        "id"
+    ]
+    both_checking = threading.Barrier(2, timeout=10)
+    real_validate = service.validate_points
+
+    def slow_validate(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_checking.wait()
+        return real_validate(*a, **kw)
+
+    monkeypatch.setattr(service, "validate_points", slow_validate)
+    answers = []
+
+    def choose() -> None:
+        r = TestClient(app, raise_server_exceptions=False).put(
+            "/api/admin/baselines/mrpc", headers=admin, json={"submission_id": sid}
+        )
+        answers.append(r.status_code)
+
+    threads = [threading.Thread(target=choose) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert answers == [200, 200], answers
+    assert c.get("/api/tasks/mrpc").json()["baseline"]["submission_id"] == sid

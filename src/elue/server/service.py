@@ -106,15 +106,22 @@ def create_user(
 
 
 SIGNUP_LOCK_ID = 0x454C5555  # PostgreSQL advisory lock of the sign-ups ("ELUU")
+BASELINES_LOCK_ID = 0x454C5542  # and of the admin's baseline choices ("ELUB")
+
+
+def _exclusive(s: Session, lock_id: int, meta_key: str) -> None:
+    """Start a transaction that holds a lock until it ends (as `lock_public_names` does for the names):
+    PostgreSQL: the advisory lock `lock_id`; SQLite: the database's write lock (an update that changes
+    nothing, of the meta row `meta_key`), which must be the transaction's first statement."""
+    s.commit()
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(func.pg_advisory_xact_lock(lock_id)))
+    else:
+        s.execute(update(Meta).where(Meta.key == meta_key).values(value=Meta.value))
 
 
 def _lock_signups(s: Session) -> None:
-    """Start a transaction that serialises sign-ups until it ends (as `lock_public_names` does for names)."""
-    s.commit()  # on SQLite the lock must be the transaction's first statement
-    if s.get_bind().dialect.name == "postgresql":
-        s.execute(select(func.pg_advisory_xact_lock(SIGNUP_LOCK_ID)))
-    else:
-        s.execute(update(Meta).where(Meta.key == "signups").values(value=Meta.value))
+    _exclusive(s, SIGNUP_LOCK_ID, "signups")
 
 
 def authenticate(s: Session, username: str, password: str) -> User | None:
@@ -575,6 +582,9 @@ def set_baseline(s: Session, task: str, sub_id: int) -> None:
         validate_points([[p.mflops, p.performance] for p in tr.points], f"{sub.name}'s {task} points")
     except BaselineError as e:
         raise ServiceError(str(e)) from None
+    # read and written under a lock: two choices at once (a double-clicked form) for a dataset that had no
+    # baseline both found no row and both inserted one (a 500); now the later one replaces the earlier
+    _exclusive(s, BASELINES_LOCK_ID, "baselines")
     row = s.get(Baseline, task)
     if row is None:
         s.add(Baseline(task=task, submission_id=sub_id))
