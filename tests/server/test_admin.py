@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from server_helpers import SUB
 from server_helpers import api_reported as reported
 from server_helpers import api_upload as upload
-from server_setup import csrf_of, make_settings, token_for
+from server_setup import csrf_of, make_settings, token_for, web_login
 
 from elue.server import create_app, service
 from elue.server.db import open_database
@@ -151,3 +151,18 @@ def test_choosing_a_new_datasets_baseline_twice_at_once(db_url, tmp_path, monkey
         t.join(30)
     assert answers == [200, 200], answers
     assert c.get("/api/tasks/mrpc").json()["baseline"]["submission_id"] == sid
+
+
+def test_the_admin_page_asks_a_visitor_to_log_in(client):  # noqa: ANN001
+    """/admin answered a visitor who was not logged in with "admins only" (403), where /account, /submit and a
+    submission's page send them to the log-in form and back."""
+    r = client.get("/admin", headers={"accept": "text/html"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=/admin"
+    csrf = csrf_of(client.get("/login?next=/admin").text)
+    form = {"username": "admin", "password": "admin-password", "next": "/admin", "csrf": csrf}
+    r = client.post("/login", data=form, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/admin"
+    assert client.get("/admin").status_code == 200
+    client.cookies.clear()
+    web_login(client, "mallory")  # logged in, not an admin: still refused
+    assert client.get("/admin", follow_redirects=False).status_code == 403

@@ -407,6 +407,8 @@ def submission_action(sub_id: RowId, action: str, csrf: str = Form(""), ctx: Ctx
 # ------------------------------------------------------------------ admin
 @router.get("/admin", response_class=HTMLResponse)
 def admin(ctx: Ctx = Depends(get_ctx)):
+    if ctx.user is None:  # as /account and /submit: log in, then back here
+        return redirect(ctx, "/login?next=/admin")
     service.require_admin(ctx.user)
     subs = ctx.db.scalars(
         select(Submission).where(Submission.status != DELETED).order_by(Submission.id.desc())
