@@ -198,3 +198,44 @@ def test_hub_dataset_without_the_text_column_is_named(tmp_path):
         next(iter(load_documents(hub_datasets=[spec], text_column="content")))["text"]
         == "Document 0. It ends."
     )
+
+
+def _truncate_one_token_at_a_time(a, b, max_tokens, rng):
+    """The trimming rule, spelt out: one token at a time from the longer side (b on a tie), front or back."""
+    while len(a) + len(b) > max_tokens:
+        longer = a if len(a) > len(b) else b
+        if rng.random() < 0.5:
+            del longer[0]
+        else:
+            longer.pop()
+
+
+def test_pairs_are_trimmed_by_the_rule():
+    from elue.elasticbert.pretraining.data import _truncate_pair
+
+    cases = np.random.default_rng(0)
+    for seed in range(300):
+        la, lb, budget = (int(x) for x in cases.integers(1, 60, size=3))
+        want_a, want_b = list(range(la)), list(range(100, 100 + lb))
+        got_a, got_b = list(want_a), list(want_b)
+        _truncate_one_token_at_a_time(want_a, want_b, budget, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        _truncate_pair(got_a, got_b, budget, rng)
+        assert (got_a, got_b) == (want_a, want_b), (la, lb, budget)
+        # the generator goes on where the rule's draws end (the swap draw that follows is unchanged)
+        again = np.random.default_rng(seed)
+        _truncate_one_token_at_a_time(list(range(la)), list(range(100, 100 + lb)), budget, again)
+        assert rng.random() == again.random()
+
+
+def test_a_very_long_line_makes_its_pair_quickly():
+    """A line of 400,000 tokens after a short one (e.g. text without sentence ends): trimming it to the budget
+    took minutes, one token at a time from the front of a list."""
+    import time
+
+    ids = SpecialIds(cls=101, sep=102, mask=103, pad=0, vocab_size=1000)
+    segments = [[5, 6, 7], list(range(1000, 401_000))]
+    t0 = time.perf_counter()
+    out = document_examples(segments, 128, 0.0, np.random.default_rng(0), ids)
+    assert time.perf_counter() - t0 < 3
+    assert len(out) == 1 and len(out[0]["input_ids"]) == 128
