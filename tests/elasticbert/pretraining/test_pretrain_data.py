@@ -239,3 +239,16 @@ def test_a_very_long_line_makes_its_pair_quickly():
     out = document_examples(segments, 128, 0.0, np.random.default_rng(0), ids)
     assert time.perf_counter() - t0 < 3
     assert len(out) == 1 and len(out[0]["input_ids"]) == 128
+
+
+def test_a_line_of_spaces_separates_documents_like_an_empty_one(tmp_path):
+    """A blank line with spaces or tabs on it (editors and scrapers leave them) still ends a document: the text
+    builder splits only at "\\n\\n", so the whole file was one document, its SOP pairs across documents."""
+    docs = [f"Document {i} starts here.\nIt goes on.\nThen it ends." for i in range(5)]
+    clean = tmp_path / "clean.txt"
+    clean.write_text("\n\n".join(docs) + "\n")
+    spaced = tmp_path / "spaced.txt"
+    spaced.write_text("\n  \n".join(docs[:3]) + "\n\t\n" + "\n \t \n\n".join(docs[3:]) + "\n   \n")
+    want = [r["text"].strip() for r in load_documents(train_files=[str(clean)])]
+    assert len(want) == 5
+    assert [r["text"].strip() for r in load_documents(train_files=[str(spaced)])] == want

@@ -54,6 +54,23 @@ def split_sentences(text: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # sources
 # ---------------------------------------------------------------------------------------------
+_BLANK_LINE = re.compile(
+    r"\n[^\S\n]+\n"
+)  # a line of spaces or tabs (an empty one the text builder splits at)
+
+
+def _split_at_blank_lines(batch: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Paragraphs of the `text` builder (split at "\n\n" only) cut again at lines of white space, which end a
+    document just as an empty line does; pieces of nothing but white space are left out."""
+    out: list[str] = []
+    for text in batch["text"]:
+        if _BLANK_LINE.search(text) is None:
+            out.append(text)
+        else:
+            out.extend(piece for piece in _BLANK_LINE.split(text) if piece.strip())
+    return {"text": out}
+
+
 def _hub_spec(spec: Any, text_column: str) -> dict[str, Any]:
     if isinstance(spec, str):
         path, _, name = spec.partition(":")
@@ -72,7 +89,7 @@ def load_documents(
     """A streaming `datasets.IterableDataset` of {"text": document} over every source, in order.
 
     Local files go through the `text` builder with `sample_by="paragraph"` (documents separated by
-    blank lines). Hub corpora are read with `load_dataset(path, name, split=..., streaming=True)`:
+    blank lines; a line of spaces or tabs is one too). Hub corpora are read with `load_dataset(path, name, split=..., streaming=True)`:
     a Hugging Face id (wikipedia "20231101.en", bookcorpus, openwebtext, allenai/c4 "en") or any
     local path `load_dataset` understands, which is how they are tested offline.
     """
@@ -83,7 +100,7 @@ def load_documents(
         ds = load_dataset(
             "text", data_files=list(train_files), sample_by="paragraph", split="train", streaming=True
         )
-        parts.append(ds)
+        parts.append(ds.map(_split_at_blank_lines, batched=True))
     for spec in hub_datasets or []:
         spec = _hub_spec(spec, text_column)
         column = spec.pop("text_column")
