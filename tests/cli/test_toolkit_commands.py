@@ -51,6 +51,8 @@ def test_flops_of_one_call(tmp_path):
     assert res.exit_code == 0, res.output
     assert f"{2 * 1024 * 24:,} FLOPs" in res.output
     assert f"{TINY_PARAMS:,} parameters" in res.output
+    # a tiny model's figures with significant digits, as in the tables: not "0.049 MFLOPs" and "(0.01M)"
+    assert "= 0.0492 MFLOPs" in res.output and f"({TINY_PARAMS / 1e6:.3g}M)" in res.output
 
 
 def test_flops_bad_shape_and_unknown_module(tmp_path):

@@ -188,9 +188,9 @@ def flops(
         fail(str(err))
     value = costs.flops[(module, dims)]
     console.print(
-        f"{escape(module)} at {dims}: {value:,} FLOPs = {value / 1e6:,.3f} MFLOPs ({value // 2:,} MACs)"
+        f"{escape(module)} at {dims}: {value:,} FLOPs = {_size(value / 1e6, 3)} MFLOPs ({value // 2:,} MACs)"
     )
-    console.print(f"entire_model: {costs.params:,} parameters ({costs.params / 1e6:.2f}M)")
+    console.print(f"entire_model: {costs.params:,} parameters ({_size(costs.params / 1e6, 2)}M)")
 
 
 def tasks() -> None:
