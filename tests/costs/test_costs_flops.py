@@ -98,6 +98,14 @@ def test_conv1d():
     assert both(conv, torch.zeros(1, 4, 10)) == 6 * 10 * 4 * 3
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_transposed_conv_counts_the_products_it_makes(groups):
+    # every input element is multiplied by out/groups × kernel weights: 5 positions × 4 in channels ×
+    # 8/groups × 3 taps (the output has 7 positions; counting per output element would charge 7/5 as much)
+    conv = nn.ConvTranspose1d(4, 8, kernel_size=3, groups=groups)
+    assert both(conv, torch.zeros(1, 4, 5)) == 5 * 4 * (8 // groups) * 3
+
+
 def test_rms_norm_two_per_element_on_every_device():
     """On meta and CPU torch decomposes RMS norm into pointwise ops (0 by the rules): priced as a whole."""
     x = torch.zeros(1, 10, 64)
