@@ -5,10 +5,14 @@ document, start-up failures that must leave no half-written output; and the logg
 from __future__ import annotations
 
 import csv
+import json
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from subprocesses import child_env, free_port, torchrun
 
 from elue.elasticbert.pretraining.config import PretrainConfig, SettingsError
 from elue.elasticbert.pretraining.trainer import pretrain
@@ -320,3 +324,32 @@ def test_heads_only_on_a_new_model_says_the_encoder_stays_random(two_layer_setti
         "trainable=heads on a new model: the encoder stays at its random initialisation"
         in capsys.readouterr().out
     )
+
+
+@pytest.mark.skipif(torchrun() is None, reason="no torchrun")
+@pytest.mark.parametrize("case", ["a stream without documents", "a stream without its position"])
+def test_an_error_only_one_process_finds_is_one_line_and_writes_nothing(two_layer_settings, tmp_path, case):
+    """Under torchrun the second process alone found these (its own data stream): it left without a word, the
+    first one wrote output_dir and died in a collective with a traceback."""
+    s = two_layer_settings(per_device_batch_size=4, num_data_shards=2, output_dir=str(tmp_path / "run"))
+    if case == "a stream without documents":
+        (tmp_path / "one.txt").write_text("One document here. With two sentences.\nAnd a third line.\n")
+        s["train_files"] = [str(tmp_path / "one.txt")]
+        message = r"error: the training data \(.*one\.txt\): data stream 1/2 has no usable document"
+    else:  # a 1-process checkpoint (both streams' positions in data-rank0.json) without stream 1's
+        first = dict(s, per_device_batch_size=8, max_steps=1, output_dir=str(tmp_path / "first"))
+        ckpt = Path(_run(first)["model_dir"]).parent
+        (ckpt / "data-rank0.json").write_text('{"0": [0, 4, 0]}')
+        s["resume_from_checkpoint"] = str(ckpt)
+        message = r"error: checkpoint .*step-0000001: no data position for stream\(s\) \[1\]"
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps(s))
+    cmd = [torchrun(), "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "elue.elasticbert.pretraining", "--config", str(config)]  # fmt: skip
+    proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert len(re.findall(message, output)) == 1, output[-3000:]
+    for sign in ("[rank0]", "[rank1]", "RuntimeError"):  # a worker's traceback (torchrun's own report aside)
+        assert sign not in output, output[-3000:]
+    assert not Path(s["output_dir"]).exists()

@@ -352,51 +352,64 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         for gi, g in enumerate(groups or [])
     }
 
-    sources = ", ".join([*cfg.train_files, *(str(h) for h in cfg.hub_datasets)])
-    read = f"the training data ({sources})"
-    with _reading(read):
-        documents = load_documents(cfg.train_files, cfg.hub_datasets, cfg.text_column)
-    max_width = raw_model.config.max_position_embeddings  # the padded width's cap
-    data = PretrainingBatches(
-        documents,
-        tokenizer,
-        cfg,
-        cfg.per_device_batch_size,
-        num_shards=shards,
-        rank=rank,
-        world_size=world,
-        max_width=max_width,
-    )
-    evals = []
-    if cfg.eval_files and (cfg.eval_steps or cfg.eval_examples):
-        with _reading(f"the evaluation data ({', '.join(cfg.eval_files)})"):
-            eval_docs = load_documents(cfg.eval_files, None, cfg.text_column)
-            evals = eval_batches(
-                eval_docs, tokenizer, cfg, cfg.eval_examples, cfg.per_device_batch_size, max_width=max_width
-            )
-
-    start_step = 0
-    if ckpt is not None:
-        start_step = int(state["step"])
-        _load_state(accelerator, ckpt)
-        _follow_schedule(optimizer, scheduler)
-        positions: dict[str, list[int]] = {}
-        for f in sorted(ckpt.glob("data-rank*.json")):  # keyed by stream: any world size dividing them
-            positions.update(_read_json(ckpt, f.name))
-        missing = [s for s in data.streams if str(s) not in positions]
-        if missing:
-            raise SettingsError(
-                f"checkpoint {ckpt}: no data position for stream(s) {missing} (a data-rank*.json is missing): "
-                "it cannot resume where the data left off"
-            )
-        data.load_state_dict(positions)
-        notes.append(f"resumed from {ckpt} at step {start_step}")
-    # the first step's batches now: an unreadable or empty corpus is reported before output_dir is written
-    A = cfg.gradient_accumulation_steps
-    first = None
-    if start_step < cfg.max_steps:
+    # from here on a process may find an error the others do not (its own data streams, their positions, its
+    # RNG state file): they agree before anything is written, so the first process reports it in one line and
+    # none waits in a collective for one that has left
+    start_up_error: SettingsError | None = None
+    try:
+        sources = ", ".join([*cfg.train_files, *(str(h) for h in cfg.hub_datasets)])
+        read = f"the training data ({sources})"
         with _reading(read):
-            first = [data.next_batch() for _ in range(A)]
+            documents = load_documents(cfg.train_files, cfg.hub_datasets, cfg.text_column)
+        max_width = raw_model.config.max_position_embeddings  # the padded width's cap
+        data = PretrainingBatches(
+            documents,
+            tokenizer,
+            cfg,
+            cfg.per_device_batch_size,
+            num_shards=shards,
+            rank=rank,
+            world_size=world,
+            max_width=max_width,
+        )
+        evals = []
+        if cfg.eval_files and (cfg.eval_steps or cfg.eval_examples):
+            with _reading(f"the evaluation data ({', '.join(cfg.eval_files)})"):
+                eval_docs = load_documents(cfg.eval_files, None, cfg.text_column)
+                evals = eval_batches(
+                    eval_docs,
+                    tokenizer,
+                    cfg,
+                    cfg.eval_examples,
+                    cfg.per_device_batch_size,
+                    max_width=max_width,
+                )
+
+        start_step = 0
+        if ckpt is not None:
+            start_step = int(state["step"])
+            _load_state(accelerator, ckpt)
+            _follow_schedule(optimizer, scheduler)
+            positions: dict[str, list[int]] = {}
+            for f in sorted(ckpt.glob("data-rank*.json")):  # keyed by stream: any world size dividing them
+                positions.update(_read_json(ckpt, f.name))
+            missing = [s for s in data.streams if str(s) not in positions]
+            if missing:
+                raise SettingsError(
+                    f"checkpoint {ckpt}: no data position for stream(s) {missing} (a data-rank*.json is missing): "
+                    "it cannot resume where the data left off"
+                )
+            data.load_state_dict(positions)
+            notes.append(f"resumed from {ckpt} at step {start_step}")
+        # the first step's batches now: an unreadable or empty corpus is reported before output_dir is written
+        A = cfg.gradient_accumulation_steps
+        first = None
+        if start_step < cfg.max_steps:
+            with _reading(read):
+                first = [data.next_batch() for _ in range(A)]
+    except SettingsError as err:
+        start_up_error = err
+    _agree_on_start_up(accelerator, start_up_error)
 
     logs = _Logs(cfg, num_layers, start_step, main)
     if main:
@@ -712,6 +725,24 @@ def _load_state(accelerator, ckpt: Path) -> None:
                 culprit = f
                 break
         raise SettingsError(f"checkpoint {ckpt}: {culprit} cannot be loaded ({_one_line(err)})") from err
+
+
+def _agree_on_start_up(accelerator, error: SettingsError | None) -> None:  # noqa: ANN001
+    """Every process raises the start-up error of the lowest-numbered process that found one (the CLI prints the
+    first process's), or none raises: an error one process alone found stopped only that one."""
+    if accelerator.num_processes == 1:
+        if error is not None:
+            raise error
+        return
+    from accelerate.utils import gather_object
+
+    found = gather_object([None if error is None else str(error)])
+    first = next((message for message in found if message is not None), None)
+    if first is None:
+        return
+    if error is not None and str(error) == first:
+        raise error
+    raise SettingsError(first) from error
 
 
 def _follow_schedule(optimizer, scheduler) -> None:
