@@ -252,3 +252,33 @@ def test_a_line_of_spaces_separates_documents_like_an_empty_one(tmp_path):
     want = [r["text"].strip() for r in load_documents(train_files=[str(clean)])]
     assert len(want) == 5
     assert [r["text"].strip() for r in load_documents(train_files=[str(spaced)])] == want
+
+
+def test_a_hub_text_column_beside_a_column_named_text_is_read(tmp_path):
+    """text_column: content where the records have a `text` column too: renaming content to text failed
+    ("columns {'content'} are already in the dataset", a traceback)."""
+    path = tmp_path / "two-texts.jsonl"
+    rows = [{"text": f"Title {i}", "content": f"Document {i} starts. It ends."} for i in range(4)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    docs = load_documents(hub_datasets=[{"path": "json", "data_files": str(path), "text_column": "content"}])
+    assert [r["text"] for r in docs] == [r["content"] for r in rows]
+
+
+def test_a_hub_text_column_that_is_not_text_is_named(tmp_path, tokenizer):
+    """A column of lists or numbers as text_column: an AttributeError deep in the sentence splitter."""
+    path = tmp_path / "not-text.jsonl"
+    rows = [{"paragraphs": [f"Document {i} starts.", "It ends."], "n": i} for i in range(4)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    spec = {"path": "json", "data_files": str(path)}
+    for column, kind in (("paragraphs", "List"), ("n", "int64")):
+        with pytest.raises(SettingsError, match=rf"'json': column '{column}' \(text_column\) holds .*{kind}"):
+            load_documents(hub_datasets=[{**spec, "text_column": column}])
+    # a source that declares no features: found at the first document that is not a string
+    from datasets import IterableDataset
+
+    def records():
+        yield {"text": ["a list", "of paragraphs"]}
+
+    stream = ShardStream(IterableDataset.from_generator(records), 0, 1, tokenizer, PretrainConfig())
+    with pytest.raises(SettingsError, match="a document's text is a list, not a string"):
+        stream.take(1)

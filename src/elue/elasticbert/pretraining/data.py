@@ -117,9 +117,14 @@ def load_documents(
                 f"hub_datasets: {spec.get('path')!r} has no column {column!r} (text_column); its columns: "
                 f"{', '.join(columns)}"
             )
+        kind = (ds.features or {}).get(column)  # None where the source does not declare its features
+        if kind is not None and getattr(kind, "dtype", None) not in ("string", "large_string"):
+            raise SettingsError(
+                f"hub_datasets: {spec.get('path')!r}: column {column!r} (text_column) holds {kind}, not text"
+            )
+        ds = ds.select_columns([column])  # first: the records may have a `text` column beside it
         if column != "text":
             ds = ds.rename_column(column, "text")
-        ds = ds.select_columns(["text"])
         parts.append(ds)
     if not parts:
         raise ValueError("no pre-training text: give train_files or hub_datasets")
@@ -312,7 +317,13 @@ class ShardStream:
                         yield None, (_epoch, d + 1, 0)
 
             for record in records:
-                pending.append(record["text"] or "")
+                text = record["text"]
+                if not isinstance(text, str) and text is not None:  # a source without declared features
+                    raise SettingsError(
+                        f"a document's text is a {type(text).__name__}, not a string: point text_column at a "
+                        "column of text"
+                    )
+                pending.append(text or "")
                 if len(pending) >= self.s.tokenize_batch_docs:
                     for ex, pos in flush(pending, doc_index):
                         made_any |= ex is not None
