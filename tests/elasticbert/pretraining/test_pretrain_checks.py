@@ -353,3 +353,13 @@ def test_an_error_only_one_process_finds_is_one_line_and_writes_nothing(two_laye
     for sign in ("[rank0]", "[rank1]", "RuntimeError"):  # a worker's traceback (torchrun's own report aside)
         assert sign not in output, output[-3000:]
     assert not Path(s["output_dir"]).exists()
+
+
+@pytest.mark.parametrize("position", ['"x"', "[0, -3, 0]", "[0, 1]", "[0, 1.5, 0]", "[0, true, 0]", "null"])
+def test_a_data_position_of_the_wrong_shape_is_named(done_run, position):
+    """data-rank<r>.json holds, per stream, [epoch, documents, examples] (three counts): anything else failed
+    with a TypeError or ValueError traceback at the first batch."""
+    ckpt = Path(done_run["output_dir"]) / "checkpoints" / "step-0000004"
+    (ckpt / "data-rank0.json").write_text(f'{{"0": {position}}}')
+    with pytest.raises(SettingsError, match=r"step-0000004: data-rank0\.json: stream 0's position .* is not"):
+        _run(dict(done_run, max_steps=6))

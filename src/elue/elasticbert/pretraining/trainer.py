@@ -392,7 +392,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             _follow_schedule(optimizer, scheduler)
             positions: dict[str, list[int]] = {}
             for f in sorted(ckpt.glob("data-rank*.json")):  # keyed by stream: any world size dividing them
-                positions.update(_read_json(ckpt, f.name))
+                positions.update(_data_positions(ckpt, f.name))
             missing = [s for s in data.streams if str(s) not in positions]
             if missing:
                 raise SettingsError(
@@ -703,6 +703,19 @@ def _read_json(ckpt: Path, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SettingsError(f"checkpoint {ckpt}: {name} is not a JSON object")
     return value
+
+
+def _data_positions(ckpt: Path, name: str) -> dict[str, list[int]]:
+    """A checkpoint's data-rank<r>.json: per stream ("0", "1", ...), its position [epoch, documents, examples]."""
+    positions = _read_json(ckpt, name)
+    for stream, pos in positions.items():
+        counts = isinstance(pos, list) and len(pos) == 3
+        if not (stream.isdigit() and counts and all(type(n) is int and n >= 0 for n in pos)):
+            raise SettingsError(
+                f"checkpoint {ckpt}: {name}: stream {stream}'s position {pos!r} is not [epoch, documents, "
+                "examples] (three counts)"
+            )
+    return positions
 
 
 def _load_state(accelerator, ckpt: Path) -> None:
