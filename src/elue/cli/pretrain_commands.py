@@ -44,7 +44,7 @@ def pretrain(
         summary = run(cfg)
     # found at start-up (files, tokenizer, model sizes, exit groups); other errors keep their traceback
     except SettingsError as err:
-        _fail_once(str(err))
+        _fail_once(str(err), getattr(err, "mid_run_process", None))
     last = summary.get("last_log") or {}
     if last and summary.get("main", True):
         logged = int(last.get("step", summary["step"]))
@@ -65,12 +65,17 @@ def pretrain(
         raise typer.Exit(code=exit_code(summary["stopped_by"]))
 
 
-def _fail_once(message: str) -> None:
-    """The `error:` line from the first process only (under torchrun every process finds the same error)."""
+def _fail_once(message: str, mid_run_process: int | None = None) -> None:
+    """The `error:` line from the first process only (under torchrun every process finds the same error at
+    start-up: they agree on it). An error in mid-run (a corpus file that fails to read) is found by the
+    processes that read it: each of them reports it, naming itself."""
     import os
 
-    if int(os.environ.get("RANK", "0")) != 0:
-        raise typer.Exit(code=1)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        if mid_run_process is None:
+            raise typer.Exit(code=1)
+        fail(f"process {rank}: {message}")
     fail(message)
 
 

@@ -363,3 +363,49 @@ def test_a_data_position_of_the_wrong_shape_is_named(done_run, position):
     (ckpt / "data-rank0.json").write_text(f'{{"0": {position}}}')
     with pytest.raises(SettingsError, match=r"step-0000004: data-rank0\.json: stream 0's position .* is not"):
         _run(dict(done_run, max_steps=6))
+
+
+def test_a_corpus_error_in_mid_run_names_the_process(two_layer_settings, monkeypatch):
+    """A file that fails to read after start-up (a stray byte past the first chunk of a large corpus) is found
+    by the process that reads it alone: the error says which one, for the command line to report it."""
+    from elue.elasticbert.pretraining import data
+
+    calls = {"n": 0}
+    real = data.PretrainingBatches.next_batch
+
+    def next_batch(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise UnicodeDecodeError("utf-8", b"\xe9", 0, 1, "invalid continuation byte")
+        return real(self)
+
+    monkeypatch.setattr(data.PretrainingBatches, "next_batch", next_batch)
+    with pytest.raises(SettingsError, match="cannot read the training data") as err:
+        _run(two_layer_settings(max_steps=4))
+    assert err.value.mid_run_process == 0
+
+
+@pytest.mark.parametrize("mid_run", [True, False])
+def test_start_up_errors_once_mid_run_errors_by_their_process(tmp_path, monkeypatch, mid_run):
+    """Start-up errors, which every process agrees on, are printed once; an error in mid-run by any process
+    that found it (under torchrun the second process left without a word)."""
+    from typer.testing import CliRunner
+
+    import elue.elasticbert.pretraining.trainer as trainer
+    from elue.cli import app
+
+    error = SettingsError("cannot read the training data (x.txt): UnicodeDecodeError: ...")
+    if mid_run:
+        error.mid_run_process = 1
+
+    def fails(cfg):
+        raise error
+
+    monkeypatch.setattr(trainer, "pretrain", fails)
+    monkeypatch.setenv("RANK", "1")
+    path = tmp_path / "run.yaml"
+    path.write_text("max_steps: 10\n")
+    result = CliRunner().invoke(app, ["pretrain", "--config", str(path)])
+    assert result.exit_code == 1
+    said = "error: process 1: cannot read the training data (x.txt)" in result.output
+    assert said == mid_run and ("error" in result.output) == mid_run, result.output

@@ -472,8 +472,12 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             if first is not None:
                 micro, first = first, None
             else:
-                with _reading(read):
-                    micro = [data.next_batch() for _ in range(A)]
+                try:
+                    with _reading(read):
+                        micro = [data.next_batch() for _ in range(A)]
+                except SettingsError as err:  # this process alone may have found it (its own streams)
+                    err.mid_run_process = rank  # the command line reports it from whichever process it is
+                    raise
             # counted on the host, copied without waiting for the GPU to finish the previous step
             counts = torch.tensor(
                 [
