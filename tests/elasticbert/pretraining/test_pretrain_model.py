@@ -180,3 +180,22 @@ def test_lamb_trust_ratio_and_skips_gradless():
         assert step <= 0.1 + 1e-4
     assert (w**2).sum().item() < 0.2 * start
     assert torch.equal(idle.detach(), before)
+
+
+def test_masked_lm_of_an_exit_runs_the_layers_below_it(tmp_path):
+    """exit_layer=k is the masked LM of exit k: k layers under head k (head k was put on the top layer's
+    states, which it was never trained on, and predicted nonsense without a word)."""
+    torch.manual_seed(0)
+    model, _ = load_pretraining_model(None, TINY)
+    model.save_pretrained(tmp_path)
+    model.eval()
+    x = _batch()["input_ids"]
+    for k in (2, 1):
+        mlm = ElasticBertForMaskedLM.from_pretrained(tmp_path, exit_layer=k).eval()
+        assert mlm.config.num_hidden_layers == k
+        hidden = model.elasticbert(x, exit_layers=[k - 1]).exit_hidden_states[0]
+        ref = model.cls.predictions[k - 1](hidden, model.elasticbert.embeddings.word_embeddings.weight)
+        assert torch.allclose(mlm(x).logits, ref, atol=1e-5)
+    assert ElasticBertForMaskedLM.from_pretrained(tmp_path, exit_layer=3, num_hidden_layers=3) is not None
+    with pytest.raises(ValueError, match="exit_layer 2 is the head of layer 2, num_hidden_layers 3"):
+        ElasticBertForMaskedLM.from_pretrained(tmp_path, exit_layer=2, num_hidden_layers=3)

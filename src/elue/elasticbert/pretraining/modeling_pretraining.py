@@ -301,13 +301,22 @@ class ElasticBertForPreTraining(_HeadInit):
         return {k: v for k, v in named.items() if k.startswith(prefixes)}
 
 
+def _check_exit_layer(exit_layer: object, num_layers: int) -> None:
+    """A head that does not exist would be initialised at random, with only a load report to say so."""
+    if not (
+        isinstance(exit_layer, int) and not isinstance(exit_layer, bool) and 1 <= exit_layer <= num_layers
+    ):
+        raise ValueError(f"exit_layer must be in 1..{num_layers}, got {exit_layer!r}")
+
+
 class ElasticBertForMaskedLM(_HeadInit):
     """ElasticBERT (`num_hidden_layers` layers) with one MLM head on its top layer, BERT naming
     (`cls.predictions.transform.*`, `cls.predictions.bias`; decoder tied to the word embeddings).
 
     `from_pretrained(path)` on an `ElasticBertForPreTraining` checkpoint loads the head of layer
     `num_hidden_layers` (so `from_pretrained(path, num_hidden_layers=6)` is a 6-layer masked LM with the head
-    pre-trained at layer 6); `exit_layer=` (1-based) picks another head.
+    pre-trained at layer 6); `exit_layer=k` (1-based) is the same as `num_hidden_layers=k`: the masked LM of
+    exit k, its k layers under its head (a head is trained on its own layer's states only).
     """
 
     _keys_to_ignore_on_load_unexpected = [
@@ -330,14 +339,23 @@ class ElasticBertForMaskedLM(_HeadInit):
         config = kwargs.pop("config", None)
         if config is None:
             sizes = {k: kwargs.pop(k) for k in ("num_hidden_layers", "num_output_layers") if k in kwargs}
+            if exit_layer is not None:  # the checkpoint's layers: the heads there are
+                _check_exit_layer(
+                    exit_layer,
+                    ElasticBertConfig.from_pretrained(pretrained_model_name_or_path).num_hidden_layers,
+                )
+                layers = sizes.setdefault("num_hidden_layers", exit_layer)
+                if layers != exit_layer:  # head k on layer n's states, which it never saw in training
+                    raise ValueError(
+                        f"exit_layer {exit_layer} is the head of layer {exit_layer}, num_hidden_layers {layers}: "
+                        "give one of them (the masked LM of an exit runs the layers up to it)"
+                    )
             config = ElasticBertConfig.from_pretrained(pretrained_model_name_or_path, **sizes)
             if "num_output_layers" not in sizes:
                 config.num_output_layers = 1  # one head, on the top layer
         kwargs["config"] = config
-        if exit_layer is not None and not (
-            isinstance(exit_layer, int) and 1 <= exit_layer <= config.num_hidden_layers
-        ):  # a head that does not exist would be initialised at random, with only a load report to say so
-            raise ValueError(f"exit_layer must be in 1..{config.num_hidden_layers}, got {exit_layer!r}")
+        if exit_layer is not None:
+            _check_exit_layer(exit_layer, config.num_hidden_layers)
         if "key_mapping" in kwargs:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         layer = (exit_layer or config.num_hidden_layers) - 1
