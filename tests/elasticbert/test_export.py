@@ -518,3 +518,16 @@ def test_offline_hub_id_in_the_cache_is_used_not_called_a_missing_folder(tmp_pat
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: --model someorg/not-cached: no such folder, and not in the Hugging Face cache (HF_HUB_OFFLINE)"
     )
+
+
+@pytest.mark.parametrize("max_length", [1, 2])
+def test_max_length_shorter_than_the_special_tokens_is_refused(tiny, tmp_path, max_length):
+    """[CLS] text [SEP] cannot be cut to 1 or 2 tokens: the tokenizer then passed whole texts on (an IMDb review
+    of 1,342 tokens crashed the 512-position model with a traceback; short ones were written untruncated)."""
+    data, ckpt = tiny
+    with pytest.raises(ValueError, match=rf"--max-length {max_length}: sst-2 inputs take 2 special tokens"):
+        predict_submission(
+            ckpt, "sst-2", tmp_path / "sub", make_points(static=[3]), data_dir=data, max_length=max_length,
+            progress=False, log=lambda m: None,
+        )  # fmt: skip
+    assert not (tmp_path / "sub" / "sst-2").exists()

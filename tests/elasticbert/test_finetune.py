@@ -410,6 +410,11 @@ def test_resume_may_change_session_options(tiny, tmp_path):
         (["--num-layers", "4"], "--num-layers 4: the model has 3 layers"),
         (["--exits", "4"], "--exits 4: the model has 3 layers"),
         (["--max-length", "1000"], "--max-length 1000: the model has 64 positions"),
+        # infinite rates passed typer's `min=0` and trained to NaN weights
+        (["--lr", "inf"], "--lr must be a finite number >= 0, got inf"),
+        (["--weight-decay", "inf"], "--weight-decay must be a finite number >= 0, got inf"),
+        # shorter than [CLS] [SEP]: the tokenizer could not truncate and passed whole texts on
+        (["--max-length", "2"], "--max-length 2: sst-2 inputs take 2 special tokens"),
     ],
 )
 def test_cli_bad_numbers_refused(tiny, tmp_path, args, message):
@@ -436,6 +441,8 @@ def test_cli_bad_numbers_refused(tiny, tmp_path, args, message):
         dict(warmup_ratio=2.0),
         dict(early_stopping_patience=0),
         dict(num_layers=0),
+        dict(learning_rate=float("inf")),
+        dict(weight_decay=float("nan")),
     ],
 )
 def test_api_bad_numbers_refused(tiny, tmp_path, kw):
@@ -640,3 +647,25 @@ def test_a_resume_in_another_number_of_processes_is_refused(tmp_path):
     state_file.write_text(json.dumps(dict(state, processes=2)))
     with pytest.raises(ValueError, match=r"trained in 2 process\(es\), this session has 1"):
         finetune(FinetuneConfig(**dict(kw, resume=True, stop_after=None)), log=lambda m: None)
+
+
+def test_checkpoint_with_heads_of_another_label_count_starts_them_fresh(tiny, tmp_path):
+    """Fine-tuning a model fine-tuned on a 2-label task for STS-B (1 output) or SNLI (3): the heads cannot be
+    reused; the rest is. Before: transformers' size-mismatch RuntimeError, a traceback."""
+    from safetensors.torch import load_file
+
+    data, ckpt = tiny  # heads of 2 outputs
+    sts = data / "sts-b"
+    sts.mkdir(exist_ok=True)
+    rows = "".join(f"the film was good\tthe plot was bad\t{i % 5}.0\n" for i in range(8))
+    for split in ("train", "dev"):
+        (sts / f"{split}.tsv").write_text("sentence1\tsentence2\tlabel\n" + rows)
+    messages = []
+    res = finetune(_cfg(tiny, tmp_path / "o", task="sts-b", max_steps=1, eval_every=1), log=messages.append)
+    assert res.global_step == 1
+    assert any("2 outputs" in m and "sts-b needs 1" in m for m in messages), messages
+    before, after = load_file(ckpt / "model.safetensors"), _weights(tmp_path / "o" / "last")
+    assert after["classifiers.0.weight"].shape[0] == 1
+    assert after["elasticbert.embeddings.word_embeddings.weight"].shape == (
+        before["elasticbert.embeddings.word_embeddings.weight"].shape
+    )

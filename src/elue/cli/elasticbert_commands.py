@@ -214,6 +214,9 @@ def finetune_command(
         fail("--layers K (static: K layers, one exit) excludes --num-layers and --exits (joint training)")
     if not (epochs > 0 and math.isfinite(epochs)):
         fail(f"--epochs {epochs}: must be a positive finite number")
+    for option, value in (("--lr", lr), ("--weight-decay", weight_decay)):
+        if not math.isfinite(value):  # typer's min=0 lets inf through, which trains to NaN weights
+            fail(f"{option} must be a finite number >= 0, got {value}")
     if mixed_precision not in (None, "no", "fp16", "bf16"):
         fail(f"--mixed-precision {mixed_precision}: must be no, fp16 or bf16")
     if resume and overwrite:

@@ -156,6 +156,10 @@ class FinetuneConfig:
             if value is not None and not value >= low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
 
+        def finite_at_least(name: str, value, low) -> None:  # inf passes `>= low` and trains to NaN
+            if value is not None and not (math.isfinite(value) and value >= low):
+                raise ValueError(f"{name} must be a finite number >= {low}, got {value}")
+
         for name in (
             "batch_size",
             "eval_batch_size",
@@ -170,8 +174,9 @@ class FinetuneConfig:
             "stop_after",
         ):
             at_least(name, getattr(self, name), 1)
-        for name in ("warmup_steps", "learning_rate", "weight_decay"):
-            at_least(name, getattr(self, name), 0)
+        at_least("warmup_steps", self.warmup_steps, 0)
+        for name in ("learning_rate", "weight_decay", "adam_epsilon", "max_grad_norm"):
+            finite_at_least(name, getattr(self, name), 0)
         if not (math.isfinite(self.epochs) and self.epochs > 0):
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if not 0.0 <= self.warmup_ratio <= 1.0:
@@ -239,8 +244,20 @@ def column_texts(ds, spec: TaskSpec) -> list[list[str]]:
     return cols
 
 
+def check_max_length_fits(tokenizer, spec: TaskSpec, max_length: int, option: str = "--max-length") -> None:
+    """An input must hold its special tokens and at least one token of text: a tokenizer asked to cut below its
+    special tokens cannot truncate and passes whole texts on (longer than the model's positions, at worst)."""
+    special = int(tokenizer.num_special_tokens_to_add(pair=len(spec.text_columns) > 1))
+    if max_length <= special:
+        raise ValueError(
+            f"{option} {max_length}: {spec.name} inputs take {special} special tokens ([CLS], [SEP]); "
+            f"use at least {special + 1}"
+        )
+
+
 def tokenize(tokenizer, ds, spec: TaskSpec, max_length: int, with_labels: bool = True) -> list[dict]:
     """Encode rows to [{input_ids, attention_mask, token_type_ids?, labels?}] (unpadded)."""
+    check_max_length_fits(tokenizer, spec, max_length)
     texts = column_texts(ds, spec)
     enc = tokenizer(*texts, truncation=True, max_length=max_length, padding=False)
     keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
@@ -346,12 +363,29 @@ def default_exits(config, num_layers: int | None) -> int:
     return max(1, min(n, n - (total - k)))
 
 
-def load_model(cfg: FinetuneConfig, spec: TaskSpec, path: str | None = None):
-    """The ElasticBERT classifier of `cfg` from `path` (default `cfg.model`)."""
+def load_model(
+    cfg: FinetuneConfig, spec: TaskSpec, path: str | None = None, log: Callable[[str], None] = print
+):
+    """The ElasticBERT classifier of `cfg` from `path` (default `cfg.model`). Exit heads fine-tuned for another
+    number of outputs (a 2-label model trained on for STS-B or SNLI) cannot be reused: they start fresh."""
+    from elue.elasticbert.configuration_elasticbert import ElasticBertConfig
     from elue.elasticbert.modeling_elasticbert import ElasticBertForSequenceClassification
 
     path = path or cfg.model
-    return ElasticBertForSequenceClassification.from_pretrained(path, config=model_config(cfg, spec, path))
+    config = model_config(cfg, spec, path)
+    saved_labels = int(ElasticBertConfig.from_pretrained(path).num_labels)
+    if saved_labels == spec.num_labels:
+        return ElasticBertForSequenceClassification.from_pretrained(path, config=config)
+    model, info = ElasticBertForSequenceClassification.from_pretrained(
+        path, config=config, ignore_mismatched_sizes=True, output_loading_info=True
+    )
+    mismatched = {k if isinstance(k, str) else k[0] for k in info.get("mismatched_keys", ())}
+    if any(key.startswith("classifier") for key in mismatched):
+        log(
+            f"note: {path}'s exit heads have {saved_labels} outputs, {spec.name} needs {spec.num_labels}: "
+            "the heads start from random weights"
+        )
+    return model
 
 
 def model_config(cfg: FinetuneConfig, spec: TaskSpec, path: str | None = None):
@@ -670,6 +704,8 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     model_config(
         cfg, spec, str(last_dir) if resuming else None
     )  # bad layers / exits / length: before any change
+    tokenizer = AutoTokenizer.from_pretrained(str(last_dir) if resuming else cfg.model, use_fast=True)
+    check_max_length_fits(tokenizer, spec, cfg.max_length)
     if not resuming and cfg.mode == "static":
         _warn_untrained_pooler(cfg, log)
     if resuming:
@@ -686,12 +722,11 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         log = _silent
 
     # the model first: its options (layers, exits, max length) fail before any data is read
-    model = load_model(cfg, spec, str(last_dir) if resuming else None)
+    model = load_model(cfg, spec, str(last_dir) if resuming else None, log=log)
     log(
         f"model: {model.config.num_hidden_layers} layers, exits at {exit_layers(model.config)}, "
         f"mode {cfg.mode}, gradient equilibrium {getattr(model.config, 'gradient_equilibrium', None)}"
     )
-    tokenizer = AutoTokenizer.from_pretrained(str(last_dir) if resuming else cfg.model, use_fast=True)
     train_ds = load_split(cfg, spec, cfg.train_split)
     dev_ds = load_split(cfg, spec, cfg.dev_split)
     train_ds = _sample(train_ds, cfg.train_limit, cfg.seed)
