@@ -115,7 +115,7 @@ def test_damaged_checkpoints_are_named(done_run):
         ("empty", r"train_files: .*empty.txt holds no text \(empty, or only blank lines\)"),
         ("empty eval", r"eval_files: .*empty.txt holds no text"),
         ("no model folder", "model_name_or_path: no such folder ./no-such-model"),
-        ("latin-1", "cannot read the training data .*UnicodeDecodeError"),
+        ("latin-1", r"train_files: .*latin1\.txt is not UTF-8 text \(byte 0xe9 at offset 3\)"),
         ("too long", "max_seq_length 128 is above the model's max_position_embeddings 64"),
         ("streams", "per_device_batch_size 8 is not a multiple of the 3 data streams per process"),
         ("hub", "hub_datasets: cannot load 'json'"),
@@ -409,3 +409,17 @@ def test_start_up_errors_once_mid_run_errors_by_their_process(tmp_path, monkeypa
     assert result.exit_code == 1
     said = "error: process 1: cannot read the training data (x.txt)" in result.output
     assert said == mid_run and ("error" in result.output) == mid_run, result.output
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_a_corpus_file_that_is_not_utf8_is_named(two_layer_settings, corpus_files, tmp_path, encoding):
+    """One file among several that is not UTF-8 (a Windows "Unicode" file is UTF-16): the error listed every
+    source and named none."""
+    bad = tmp_path / "notes.txt"
+    bad.write_bytes(
+        "Caf\u00e9 cr\u00e8me. D\u00e9j\u00e0 vu.\n\nAnother document. It ends.\n".encode(encoding)
+    )
+    s = two_layer_settings(train_files=[str(corpus_files["train"]), str(bad)])
+    with pytest.raises(SettingsError, match=r"^train_files: .*notes\.txt is not UTF-8 text \(byte 0x"):
+        _run(s)
+    assert not Path(s["output_dir"]).exists()

@@ -338,6 +338,9 @@ class PretrainConfig:
                     raise SettingsError(f"{key}: {path} is not a file")
                 if not _holds_text(Path(path)):
                     raise SettingsError(f"{key}: {path} holds no text (empty, or only blank lines)")
+                bad = _not_utf8(Path(path))
+                if bad:
+                    raise SettingsError(f"{key}: {path} is not UTF-8 text ({bad}): convert it to UTF-8")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -427,6 +430,32 @@ def _holds_text(path: Path, chunk: int = 1 << 16) -> bool:
     except OSError:
         return True  # unreadable: reported, with its reason, where the file is read
     return False
+
+
+#: compressed files the `text` builder reads (their bytes are not the text)
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".7z")
+
+
+def _not_utf8(path: Path, chunk: int = 1 << 16) -> str | None:
+    """Why the start of a file is not UTF-8 text (e.g. "byte 0xe9 at offset 3"), or None: the whole file is read
+    only in training; a file that is not UTF-8 at all (latin-1, a Windows "Unicode" file: UTF-16) is named here,
+    not as a decoding error of the training data as a whole."""
+    import codecs
+
+    if path.name.lower().endswith(_COMPRESSED):
+        return None
+    try:
+        with path.open("rb") as f:
+            head = f.read(chunk)
+    except OSError:
+        return None  # reported, with its reason, where the file is read
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(
+            head, final=False
+        )  # a character cut at the chunk's end
+    except UnicodeDecodeError as err:
+        return f"byte 0x{head[err.start]:02x} at offset {err.start}"
+    return None
 
 
 def _check_scalar(name: str, value: Any, kind: Any) -> None:
