@@ -449,10 +449,8 @@ def _not_utf8(path: Path, chunk: int = 1 << 16) -> str | None:
             head = f.read(chunk)
     except OSError:
         return None  # reported, with its reason, where the file is read
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(
-            head, final=False
-        )  # a character cut at the chunk's end
+    try:  # final=False: a character cut at the chunk's end is no error
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except UnicodeDecodeError as err:
         return f"byte 0x{head[err.start]:02x} at offset {err.start}"
     return None
