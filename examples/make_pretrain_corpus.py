@@ -44,9 +44,13 @@ def main(argv=None) -> None:
     p.add_argument("--imdb-eval", type=int, default=300, help="IMDb dev reviews for eval.txt")
     p.add_argument("--sentences", type=int, default=20000, help="STS-B/SST-2/MRPC sentences (0 = none)")
     args = p.parse_args(argv)
+    imdb = args.data / "imdb"
+    needed = [imdb / "train.tsv.gz"] * bool(args.imdb_train) + [imdb / "dev.tsv.gz"] * bool(args.imdb_eval)
+    missing = [str(path.relative_to(args.data)) for path in needed if not path.is_file()]
+    if missing:
+        p.error(f"no ELUE data in {args.data}: {', '.join(missing)} missing (--data, or ELUE_DATA_DIR)")
     args.out.mkdir(parents=True, exist_ok=True)
     docs: list[str] = []
-    imdb = args.data / "imdb"
     if args.imdb_train:
         for i, row in enumerate(_rows(imdb / "train.tsv.gz")):
             if i >= args.imdb_train:
@@ -66,7 +70,7 @@ def main(argv=None) -> None:
     docs += ["\n".join(sents[i : i + 6]) for i in range(0, len(sents), 6)]
     (args.out / "train.txt").write_text("\n\n".join(docs) + "\n")
     evals = []
-    for i, row in enumerate(_rows(imdb / "dev.tsv.gz")):
+    for i, row in enumerate(_rows(imdb / "dev.tsv.gz") if args.imdb_eval else []):
         if i >= args.imdb_eval:
             break
         evals.append(_review(row["sentence"]))
