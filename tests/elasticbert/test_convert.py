@@ -181,3 +181,18 @@ def test_convert_overwrite_refuses_a_fine_tuning_run_folder(tmp_path):
         == 0
     )
     assert json.loads((tmp_path / "m" / "config.json").read_text())["num_hidden_layers"] == 1
+
+
+def test_a_source_without_tokenizer_files_gets_no_empty_tokenizer(tiny_bert, tmp_path):
+    """transformers 5 builds a BertTokenizer of the 5 special tokens alone for a folder without tokenizer files;
+    convert saved it, and `elue finetune` then trained on inputs that were all [UNK]. Now OUTPUT holds none (so
+    finetune names the missing tokenizer), an explicit `tokenizer=` without files is an error, and the CLI says
+    so."""
+    src, _ = tiny_bert
+    dst = convert_bert_to_elasticbert(src, tmp_path / "eb")
+    assert not [f.name for f in dst.iterdir() if "tokenizer" in f.name or f.name == "vocab.txt"]
+    with pytest.raises(OSError, match="no tokenizer"):
+        convert_bert_to_elasticbert(src, tmp_path / "eb2", tokenizer=src)
+    result = invoke_cli(["convert", src, "--output", tmp_path / "eb3"])
+    assert result.exit_code == 0, result.output
+    assert f"note: SOURCE {src} has no tokenizer files" in result.output, result.output

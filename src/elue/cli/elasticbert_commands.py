@@ -476,8 +476,15 @@ def convert_command(
         fail(str(err).replace(str(staging), str(output)))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    path = output
-    typer.echo(str(path))
+    from elue.elasticbert.finetune import TOKENIZER_FILES
+
+    if not any((output / name).is_file() for name in TOKENIZER_FILES):
+        typer.echo(
+            f"note: SOURCE {source} has no tokenizer files, so {output} has none: copy the tokenizer these "
+            "weights were trained with into it before `elue finetune`",
+            err=True,
+        )
+    typer.echo(str(output))
 
 
 def register(app: typer.Typer) -> None:

@@ -113,7 +113,8 @@ def convert_bert_to_elasticbert(
     seed: int = 0,
 ) -> Path:
     """Read the BERT checkpoint at `src` (any BertModel / BertFor* folder), write an ElasticBERT checkpoint
-    (config.json + weights + tokenizer) at `dst`, return `dst`."""
+    (config.json + weights + tokenizer) at `dst`, return `dst`. A source without a tokenizer gives a checkpoint
+    without one (copy the weights' tokenizer into `dst`, or pass `tokenizer=`, which must have one)."""
     from transformers import AutoConfig, AutoTokenizer, BertModel
 
     model_type = getattr(AutoConfig.from_pretrained(str(src)), "model_type", None)
@@ -139,7 +140,12 @@ def convert_bert_to_elasticbert(
     model.save_pretrained(str(dst))
     tok_src = tokenizer if tokenizer is not None else src
     try:
-        AutoTokenizer.from_pretrained(str(tok_src)).save_pretrained(str(dst))
+        tok = AutoTokenizer.from_pretrained(str(tok_src))
+        # transformers 5 builds a tokenizer of the special tokens alone for a folder without tokenizer files:
+        # saved, it would turn every word into [UNK]
+        if len(tok) <= len(set(tok.all_special_ids)):
+            raise OSError(f"{tok_src}: no tokenizer files (a vocabulary of special tokens only)")
+        tok.save_pretrained(str(dst))
     except (OSError, ValueError):
         if tokenizer is not None:
             raise  # asked for explicitly: a missing tokenizer is an error
