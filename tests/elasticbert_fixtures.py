@@ -25,7 +25,10 @@ def write_tiny_checkpoint(
     path.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POS, *NEG, *FILL, "."]
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
+    # `vocab=`: transformers 5 ignores `vocab_file=` and builds a tokenizer of the special tokens alone
+    tokenizer = BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True)
+    assert len(tokenizer) == len(vocab), "the tokenizer lost the vocabulary"
+    tokenizer.save_pretrained(path)
     torch.manual_seed(seed)
     config = ElasticBertConfig(
         vocab_size=len(vocab),

@@ -153,7 +153,7 @@ def test_cli_convert_a_bert_checkpoint(tiny, tmp_path):
         )
     )
     bert.save_pretrained(src)
-    BertTokenizerFast(vocab_file=str(ckpt / "vocab.txt")).save_pretrained(src)
+    BertTokenizerFast(vocab=str(ckpt / "vocab.txt")).save_pretrained(src)
     dst = tmp_path / "eb"
     result = CliRunner().invoke(app, ["convert", str(src), "--output", str(dst), "--exits", "2"])
     assert result.exit_code == 0, result.output
