@@ -323,6 +323,12 @@ def test_existing_run_refused_unless_resume_or_overwrite(tiny, tmp_path):
     with pytest.raises(ValueError, match="the model has 3 layers"):  # a bad option removes nothing
         finetune(_quick(tiny, out, num_layers=5, overwrite=True), log=_quiet)
     assert (out / "best").is_dir() and (out / "log.jsonl").is_file()
+    # nor does a data folder that is not there, or a max length the tokenizer cannot cut to (before: the run
+    # was removed first, then the data read)
+    for bad in (dict(data_dir=str(tmp_path / "nowhere")), dict(max_length=2)):
+        with pytest.raises((FileNotFoundError, ValueError), match="nowhere|special tokens"):
+            finetune(_quick(tiny, out, overwrite=True, **bad), log=_quiet)
+        assert (out / "best").is_dir() and (out / "log.jsonl").is_file(), bad
     res = finetune(_quick(tiny, out, max_steps=1, eval_every=1, overwrite=True), log=_quiet)
     assert res.global_step == 1
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]

@@ -704,13 +704,17 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     model_config(
         cfg, spec, str(last_dir) if resuming else None
     )  # bad layers / exits / length: before any change
+    if resuming:  # other options than the run's: refused before the data is read
+        check_resume(cfg, out)
     tokenizer = AutoTokenizer.from_pretrained(str(last_dir) if resuming else cfg.model, use_fast=True)
-    check_max_length_fits(tokenizer, spec, cfg.max_length)
+    # the data too before any change: `--overwrite` must not remove a run for a command that cannot start
+    train_ds = _sample(load_split(cfg, spec, cfg.train_split), cfg.train_limit, cfg.seed)
+    dev_ds = _sample(load_split(cfg, spec, cfg.dev_split), cfg.dev_limit, cfg.seed)
+    train_rows = tokenize(tokenizer, train_ds, spec, cfg.max_length)
+    dev_rows = tokenize(tokenizer, dev_ds, spec, cfg.max_length)
     if not resuming and cfg.mode == "static":
         _warn_untrained_pooler(cfg, log)
-    if resuming:
-        check_resume(cfg, out)
-    else:
+    if not resuming:
         prepare_output(out, cfg, log)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -721,18 +725,11 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     if not accelerator.is_main_process:  # every process would say the same
         log = _silent
 
-    # the model first: its options (layers, exits, max length) fail before any data is read
     model = load_model(cfg, spec, str(last_dir) if resuming else None, log=log)
     log(
         f"model: {model.config.num_hidden_layers} layers, exits at {exit_layers(model.config)}, "
         f"mode {cfg.mode}, gradient equilibrium {getattr(model.config, 'gradient_equilibrium', None)}"
     )
-    train_ds = load_split(cfg, spec, cfg.train_split)
-    dev_ds = load_split(cfg, spec, cfg.dev_split)
-    train_ds = _sample(train_ds, cfg.train_limit, cfg.seed)
-    dev_ds = _sample(dev_ds, cfg.dev_limit, cfg.seed)
-    train_rows = tokenize(tokenizer, train_ds, spec, cfg.max_length)
-    dev_rows = tokenize(tokenizer, dev_ds, spec, cfg.max_length)
     dev_labels = [r["labels"] for r in dev_rows]
     collate = make_collate(tokenizer, spec.is_regression)
     log(f"{spec.name}: {len(train_rows)} train / {len(dev_rows)} dev rows, max_length {cfg.max_length}")
