@@ -54,9 +54,8 @@ def split_sentences(text: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # sources
 # ---------------------------------------------------------------------------------------------
-_BLANK_LINE = re.compile(
-    r"\n[^\S\n]+\n"
-)  # a line of spaces or tabs (an empty one the text builder splits at)
+# a line of spaces or tabs (an empty one is where the text builder splits)
+_BLANK_LINE = re.compile(r"\n[^\S\n]+\n")
 
 
 def _split_at_blank_lines(batch: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -89,9 +88,10 @@ def load_documents(
     """A streaming `datasets.IterableDataset` of {"text": document} over every source, in order.
 
     Local files go through the `text` builder with `sample_by="paragraph"` (documents separated by
-    blank lines; a line of spaces or tabs is one too). Hub corpora are read with `load_dataset(path, name, split=..., streaming=True)`:
-    a Hugging Face id (wikipedia "20231101.en", bookcorpus, openwebtext, allenai/c4 "en") or any
-    local path `load_dataset` understands, which is how they are tested offline.
+    blank lines; a line of spaces or tabs is one too). Hub corpora are read with
+    `load_dataset(path, name, split=..., streaming=True)`: a Hugging Face id (wikipedia "20231101.en",
+    bookcorpus, openwebtext, allenai/c4 "en") or any local path `load_dataset` understands, which is how they
+    are tested offline.
     """
     from datasets import concatenate_datasets, load_dataset
 
