@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from .tiny_models import TINY_MODEL, TWO_LAYERS
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -70,15 +72,6 @@ def tokenizer(tokenizer_path):
     return AutoTokenizer.from_pretrained(tokenizer_path)
 
 
-TINY_MODEL = {
-    "hidden_size": 32,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
-}
-
-
 @pytest.fixture
 def tiny_settings(corpus_files, tokenizer_path, tmp_path):
     """settings(**overrides) -> a dict of pre-training settings for a tiny model, output under tmp_path."""
@@ -102,15 +95,6 @@ def tiny_settings(corpus_files, tokenizer_path, tmp_path):
         return base
 
     return make
-
-
-TWO_LAYERS = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
-}
 
 
 @pytest.fixture

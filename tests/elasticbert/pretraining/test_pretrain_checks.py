@@ -17,13 +17,7 @@ from subprocesses import child_env, free_port, torchrun
 from elue.elasticbert.pretraining.config import PretrainConfig, SettingsError
 from elue.elasticbert.pretraining.trainer import pretrain
 
-TWO_LAYERS = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
-}
+from .tiny_models import TWO_LAYERS
 
 
 def _run(settings: dict) -> dict:
