@@ -103,6 +103,34 @@ def test_damaged_checkpoints_are_named(done_run):
         _run(more)
 
 
+def test_incomplete_checkpoint_folders_are_never_resumed_and_go_once_a_later_one_is_complete(
+    done_run, capsys
+):
+    """A run killed while saving leaves a step folder without COMPLETE: `latest` passes over it (also when it is
+    the newest), an explicit path to it is refused, and the next complete save of a later step removes it (but
+    neither a complete checkpoint nor an incomplete one of a step the run has not saved yet)."""
+    import shutil
+
+    ckpts = Path(done_run["output_dir"]) / "checkpoints"
+    for step in (3, 5, 9):  # killed while saving: everything but the COMPLETE marker, at its own step
+        half = ckpts / f"step-{step:07d}"
+        shutil.copytree(ckpts / "step-0000004", half)
+        (half / "COMPLETE").unlink()
+        state = json.loads((half / "trainer_state.json").read_text())
+        (half / "trainer_state.json").write_text(json.dumps(dict(state, step=step)))
+    (ckpts / "step-0000005" / "state" / "optimizer.bin").write_bytes(b"cut short")  # a save cut mid-file
+    with pytest.raises(SettingsError, match=r"step-0000005 is not a complete checkpoint \(no COMPLETE\)"):
+        _run(dict(done_run, max_steps=6, resume_from_checkpoint=str(ckpts / "step-0000005")))
+    capsys.readouterr()
+    assert _run(dict(done_run, max_steps=6, save_total_limit=None))["step"] == 6
+    assert re.search(r"resumed from \S*step-0000004 at step 4", capsys.readouterr().out)
+    assert [r["step"] for r in _log(done_run["output_dir"])] == ["1", "2", "3", "4", "5", "6"]
+    names = sorted(p.name for p in ckpts.iterdir())
+    assert names == ["step-0000002", "step-0000004", "step-0000006", "step-0000009"]
+    assert all((ckpts / n / "COMPLETE").exists() for n in names[:3])
+    assert not (ckpts / "step-0000009" / "COMPLETE").exists()  # the run never saved step 9: left as it is
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [

@@ -108,6 +108,21 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
     return sorted((p for p in done if (p / COMPLETE_MARKER).exists()), key=checkpoint_step)
 
 
+def incomplete_checkpoints(output_dir: Path) -> list[Path]:
+    """The `step-NNNNNNN` folders under `output_dir/checkpoints` without their COMPLETE marker (a run killed while
+    saving), oldest step first. Never resumed from; removed once a complete checkpoint of a later step is saved."""
+    root = output_dir / "checkpoints"
+    found = [
+        p
+        for p in root.glob(f"{CHECKPOINT_PREFIX}*")
+        if checkpoint_step(p) >= 0
+        and p.is_dir()
+        and not p.is_symlink()
+        and not (p / COMPLETE_MARKER).exists()
+    ]
+    return sorted(found, key=checkpoint_step)
+
+
 def check_output_dir(output_dir: Path, ckpt: Path | None) -> None:
     """A run never shares its checkpoint folder with newer checkpoints than its own: `save_total_limit` would
     rotate its new checkpoints away (they are older), and `latest` would later resume from the wrong run."""
@@ -908,6 +923,12 @@ def save_checkpoint(
             done = [p for p in complete_checkpoints(Path(cfg.output_dir)) if p != path]
             for old in done[: max(len(done) - cfg.save_total_limit + 1, 0)]:
                 shutil.rmtree(old, ignore_errors=True)
+        # what a run killed while saving left behind, at an earlier step than this complete one: never resumed
+        # from, and no save of this run will replace it (a later step's incomplete folder is left: the run may
+        # still save that step, which replaces it)
+        for old in incomplete_checkpoints(Path(cfg.output_dir)):
+            if checkpoint_step(old) < step:
+                shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return path
 
@@ -917,6 +938,7 @@ __all__ = [
     "complete_checkpoints",
     "evaluate",
     "find_checkpoint",
+    "incomplete_checkpoints",
     "pretrain",
     "save_checkpoint",
 ]
