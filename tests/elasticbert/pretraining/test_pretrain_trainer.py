@@ -226,7 +226,7 @@ def _torchrun(cfg_file: Path, settings: dict) -> None:
            "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)]  # fmt: skip
     proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 process(es)" in proc.stdout + proc.stderr
+    assert "pre-training: 2 processes (MULTI_CPU), " in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -269,6 +269,18 @@ def test_same_settings_keep_the_callers_accelerator():
     forget_single_process_state("bf16", cpu=True)  # other settings: forgotten
     assert not AcceleratorState._shared_state
     assert Accelerator(cpu=True, mixed_precision="bf16").mixed_precision == "bf16"
+
+
+def test_the_start_up_line_says_processes_and_precision_in_words(tiny_settings, capsys):
+    """It said "mixed precision no, NO, device cpu": the bare NO was Accelerate's distributed type."""
+    from elue.elasticbert.pretraining.trainer import describe_engine
+
+    _run(tiny_settings(max_steps=1))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("pre-training:"))
+    assert line.startswith("pre-training: 1 process, 1 data stream, global batch 8, ")
+    assert line.endswith(", fp32 (no mixed precision), device cpu") and "NO" not in line
+    assert describe_engine(2, "MULTI_CPU", "no") == ("2 processes (MULTI_CPU)", "fp32 (no mixed precision)")
+    assert describe_engine(8, "FSDP", "bf16") == ("8 processes (FSDP)", "mixed precision bf16")
 
 
 def test_batch_to_device_drops_only_a_mask_that_masks_nothing():

@@ -81,6 +81,19 @@ def make_accelerator(cfg: PretrainConfig, grouped: bool):
     return Accelerator(cpu=cpu, mixed_precision=precision, kwargs_handlers=handlers, **kwargs)
 
 
+def describe_engine(num_processes: int, distributed_type: str, mixed_precision: str) -> tuple[str, str]:
+    """The start-up line's words for the processes and the precision: "1 process" / "2 processes (MULTI_CPU)"
+    (Accelerate's distributed type, named only where there is one: "NO" says nothing to a user), and
+    "mixed precision bf16" / "fp32 (no mixed precision)"."""
+    procs = f"{num_processes} process{'es' if num_processes != 1 else ''}"
+    if distributed_type != "NO":
+        procs += f" ({distributed_type})"
+    precision = (
+        "fp32 (no mixed precision)" if mixed_precision == "no" else f"mixed precision {mixed_precision}"
+    )
+    return procs, precision
+
+
 def find_checkpoint(output_dir: Path, which: str | None) -> Path | None:
     if not which:
         return None
@@ -316,8 +329,12 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     accelerator = make_accelerator(cfg, grouped=groups is not None)
     main = accelerator.is_main_process
     if cfg.distributed == "fsdp" and accelerator.distributed_type.value != "FSDP":
-        how = "running DDP" if accelerator.num_processes > 1 else "running one plain process"
-        notes.append(f"distributed=fsdp is not available here ({accelerator.distributed_type.value}): {how}")
+        how = (
+            f"running DDP ({accelerator.distributed_type.value})"
+            if accelerator.num_processes > 1
+            else "running one plain process"
+        )
+        notes.append(f"distributed=fsdp is not available here: {how}")
     untrained = cfg.untrained_exits(num_layers)
     if untrained:
         notes.append(
@@ -431,11 +448,14 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         (out_dir / "pretrain_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         for n in notes:
             accelerator.print(n)
+        procs, precision = describe_engine(
+            world, accelerator.distributed_type.value, f"{accelerator.mixed_precision}"
+        )
         accelerator.print(
-            f"pre-training: {world} process(es), {shards} data stream(s), global batch "
+            f"pre-training: {procs}, {shards} data stream{'s' if shards != 1 else ''}, global batch "
             f"{cfg.per_device_batch_size * world * cfg.gradient_accumulation_steps}, groups "
             f"{[[i + 1 for i in g] for g in groups] if groups else 'none (every exit)'}, "
-            f"mixed precision {accelerator.mixed_precision}, {accelerator.distributed_type.value}, device {accelerator.device}"
+            f"{precision}, device {accelerator.device}"
         )
 
     # evaluation runs on every process (FSDP gathers parameters collectively); only the main one writes
