@@ -327,3 +327,87 @@ def test_web_processes_migrating_an_empty_postgresql_side_by_side_do_not_race(db
     ]
     errors = [p.communicate(timeout=120)[1][-500:] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
+
+
+def _private_reported_entry(settings, sessions, owner: str) -> tuple[int, int]:  # noqa: ANN001
+    with sessions() as s:
+        user = service.create_user(s, owner, "password123")
+        sub = service.submit_reported(
+            s, settings, user, name="Mine", params_m=1, paper_url="https://x.org", public=False,
+            tasks={"sst-2": {"points": [{"mflops": 1500, "performance": 85.0}]}}, enforce_limits=False,
+        )  # fmt: skip
+        return user.id, sub.id
+
+
+def _after_the_first_read(monkeypatch, then) -> None:  # noqa: ANN001
+    """Run `then()` once, right after the first `service.get_owned` has read the row (the point where a request
+    has read the entry and not yet written it): the interleaving of two requests, made deterministic."""
+    real, fired = service.get_owned, []
+
+    def get_owned(s, user, sub_id):  # noqa: ANN001, ANN202
+        sub = real(s, user, sub_id)
+        if not fired:
+            fired.append(True)
+            then()
+        return sub
+
+    monkeypatch.setattr(service, "get_owned", get_owned)
+
+
+def _tombstone(sessions, sid: int) -> dict:  # noqa: ANN001
+    with sessions() as s:
+        sub = s.get(Submission, sid)
+        return {
+            k: getattr(sub, k) for k in ("status", "name", "public", "description", "paper_url", "code_url")
+        }
+
+
+TOMBSTONE = {"status": "deleted", "name": service.DELETED_NAME, "public": False, "description": "",
+             "paper_url": "", "code_url": ""}  # fmt: skip
+PATCHES = [
+    {"name": "Renamed"},
+    {"public": True},
+    {"name": "Renamed", "public": True},
+    {"description": "secret", "code_url": "https://code.example/x"},
+]
+
+
+@pytest.mark.parametrize("patch", PATCHES, ids=lambda p: "+".join(p))
+def test_a_patch_that_read_the_entry_before_its_delete_is_a_404(db_url, tmp_path, monkeypatch, patch):  # noqa: ANN001
+    """A rename or publish that had read the entry when its owner's delete committed wrote its name (and public
+    flag, description) back onto the tombstone: now its write is conditional on the row not being deleted."""
+    settings = make_settings(tmp_path, database_url=db_url)
+    create_app(settings)
+    _, sessions = open_database(settings.database_url, upgrade=False)
+    uid, sid = _private_reported_entry(settings, sessions, "alice")
+
+    def delete() -> None:
+        with sessions() as s:
+            service.delete_submission(s, settings, s.get(User, uid), sid)
+
+    _after_the_first_read(monkeypatch, delete)
+    with sessions() as s, pytest.raises(service.ServiceError) as e:
+        service.update_submission(s, s.get(User, uid), sid, **patch)
+    assert e.value.status == 404
+    assert _tombstone(sessions, sid) == TOMBSTONE
+
+
+@pytest.mark.parametrize("patch", PATCHES, ids=lambda p: "+".join(p))
+def test_a_delete_that_read_the_entry_before_a_patch_removes_the_patchs_text(
+    db_url, tmp_path, monkeypatch, patch
+):  # noqa: ANN001
+    """The other order: a delete that read the entry before a PATCH committed wrote only what differed from what
+    it had read, so a description or public flag the PATCH set meanwhile stayed on the tombstone."""
+    settings = make_settings(tmp_path, database_url=db_url)
+    create_app(settings)
+    _, sessions = open_database(settings.database_url, upgrade=False)
+    uid, sid = _private_reported_entry(settings, sessions, "alice")
+
+    def patch_it() -> None:
+        with sessions() as s:
+            service.update_submission(s, s.get(User, uid), sid, **patch)
+
+    _after_the_first_read(monkeypatch, patch_it)
+    with sessions() as s:
+        service.delete_submission(s, settings, s.get(User, uid), sid)
+    assert _tombstone(sessions, sid) == TOMBSTONE

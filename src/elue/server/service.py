@@ -503,14 +503,36 @@ def own_submissions(s: Session, user: User) -> list[Submission]:
     return list(s.scalars(q.order_by(Submission.id.desc())))
 
 
+def _hold_row(s: Session, sub: Submission) -> None:
+    """Hold `sub`'s row until the transaction ends and read it again; 404 if it was deleted since it was read.
+    A PATCH and a delete of one entry at the same moment run one after the other: a PATCH that read the entry
+    before the delete committed wrote its name back onto the tombstone, and a delete that read it before a
+    PATCH committed wrote only what differed from its read (the ORM skips unchanged columns), leaving the
+    PATCH's description or public flag on the tombstone. PostgreSQL: the row's lock; SQLite: the database's
+    write lock (an update that changes nothing; no write may come before it in the transaction)."""
+    held = s.execute(
+        update(Submission)
+        .where(Submission.id == sub.id, Submission.status != DELETED)
+        .values(status=Submission.status)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if held != 1:
+        s.rollback()
+        raise ServiceError("no such submission", 404)
+    s.refresh(sub)
+
+
 def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submission:
     sub = get_owned(s, user, sub_id)
+    # the names lock (for a new name or a publish) before the row's, as the worker takes them; the checks below
+    # read the row as it is under the lock, not as it was read above
+    _lock_user(s, None, names=changes.get("name") is not None or bool(changes.get("public")))
+    _hold_row(s, sub)
     new_name = sub.name
     if "name" in changes and changes["name"] is not None:
         new_name = _clean_name(changes["name"])
     new_public = sub.public if changes.get("public") is None else bool(changes["public"])
     if new_public and (_name_key(new_name) != _name_key(sub.name) or not sub.public):
-        _lock_user(s, None, names=True)
         try:
             check_name_free(s, sub.owner if sub.owner_id != user.id else user, new_name, exclude_id=sub.id)
         except ServiceError:
@@ -519,7 +541,11 @@ def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submiss
     sub.name = new_name
     if changes.get("public") is not None:
         if not changes["public"] and sub.public:
-            _refuse_if_baseline(s, sub)
+            try:
+                _refuse_if_baseline(s, sub)
+            except ServiceError:
+                s.rollback()
+                raise
         sub.public = bool(changes["public"])
     for k in ("paper_url", "code_url"):
         if changes.get(k) is not None:
@@ -543,7 +569,13 @@ def _refuse_if_baseline(s: Session, sub: Submission) -> None:
 
 def delete_submission(s: Session, settings: Settings, user: User, sub_id: int) -> None:
     sub = get_owned(s, user, sub_id)
-    _refuse_if_baseline(s, sub)
+    s.commit()  # end the read: the row's lock must be the transaction's first write (SQLite)
+    _hold_row(s, sub)  # written as it is now, not as it was read (a PATCH may have committed since)
+    try:
+        _refuse_if_baseline(s, sub)
+    except ServiceError:
+        s.rollback()
+        raise
     key = sub.storage_key
     # a tombstone: files, results and texts go; the row keeps its id (never reused) and still counts
     # toward the owner's limits. A worker scoring it loses its lease and stops (worker._Heartbeat).
