@@ -387,6 +387,48 @@ def test_a_data_position_of_the_wrong_shape_is_named(done_run, position):
         _run(dict(done_run, max_steps=6))
 
 
+def test_data_positions_of_another_data_version(tiny_settings, corpus_files, tmp_path, capsys):
+    """Since data version 2 a line of only spaces or tabs ends a document: a position saved before (no
+    data_version in data-rank<r>.json) counts the documents of a corpus with such lines otherwise, and resuming
+    from it would silently go on elsewhere in the data. It is refused there, naming the file; accepted, with a
+    note, where no training file has such a line; a newer version or a malformed one is refused."""
+    from elue.elasticbert.pretraining.data import DATA_VERSION
+
+    spaced = tmp_path / "spaced.txt"  # a line of a space and a tab inside the first document
+    spaced.write_text(corpus_files["train"].read_text().replace("\n", "\n \t\n", 1))
+    runs = {}
+    for name, train in (("plain", corpus_files["train"]), ("spaced", spaced)):
+        s = tiny_settings(max_steps=2, save_steps=2, max_seq_length=32, model_config=dict(TWO_LAYERS))
+        s.update(train_files=[str(train)], output_dir=str(tmp_path / name))
+        _run(s)
+        runs[name] = (s, Path(s["output_dir"]) / "checkpoints" / "step-0000002" / "data-rank0.json")
+    s, data_rank = runs["spaced"]
+    saved = json.loads(data_rank.read_text())
+    assert saved["data_version"] == DATA_VERSION == 2 and saved["0"][1] > 0
+    for _, path in runs.values():  # as checkpoints from before the version was saved
+        path.write_text(
+            json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "data_version"})
+        )
+    with pytest.raises(
+        SettingsError,
+        match=r"step-0000002: its data positions are of data version 1, .*spaced\.txt has such lines",
+    ):
+        _run(dict(s, max_steps=3))
+    for version, message in (
+        (3, "data version 3, newer than this code's 2"),
+        ("2", "'2' is not a version number"),
+    ):
+        data_rank.write_text(json.dumps({**saved, "data_version": version}))
+        with pytest.raises(SettingsError, match=re.escape(message)):
+            _run(dict(s, max_steps=3))
+    data_rank.write_text(json.dumps(saved))  # a version-2 position is taken as it is
+    assert _run(dict(s, max_steps=3))["step"] == 3
+    capsys.readouterr()
+    s, _ = runs["plain"]  # no line of spaces: both versions count the same documents
+    assert _run(dict(s, max_steps=3))["step"] == 3
+    assert "data positions of data version 1 (before lines of only spaces" in capsys.readouterr().out
+
+
 def test_a_corpus_error_in_mid_run_names_the_process(two_layer_settings, monkeypatch):
     """A file that fails to read after start-up (a stray byte past the first chunk of a large corpus) is found
     by the process that reads it alone: the error says which one, for the command line to report it."""

@@ -10,6 +10,7 @@ import torch
 
 from elue.elasticbert.pretraining.config import PretrainConfig, SettingsError
 from elue.elasticbert.pretraining.data import (
+    DATA_VERSION,
     PretrainingBatches,
     ShardStream,
     SpecialIds,
@@ -91,6 +92,9 @@ def test_deterministic_and_resumable(corpus_files, tokenizer):
     state = json.loads(json.dumps(one.state_dict()))
     expected = [one.next_batch() for _ in range(3)]
     resumed = PretrainingBatches(docs, tokenizer, cfg, batch_size=4, num_shards=2)
+    assert state["data_version"] == DATA_VERSION  # what the positions count documents by
+    with pytest.raises(SettingsError, match="data positions of data version 1: this code reads 2"):
+        resumed.load_state_dict({**state, "data_version": 1})
     resumed.load_state_dict(state)
     for e in expected:
         assert _equal(e, resumed.next_batch())

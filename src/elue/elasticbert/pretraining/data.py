@@ -57,6 +57,27 @@ def split_sentences(text: str) -> list[str]:
 # a line of spaces or tabs (an empty one is where the text builder splits)
 _BLANK_LINE = re.compile(r"\n[^\S\n]+\n")
 
+# The data pipeline's version, saved with every stream position (`PretrainingBatches.state_dict`, a checkpoint's
+# data-rank<r>.json). A position counts documents, so a change in what makes a document moves what an old
+# position points at; a checkpoint of another version is refused, or accepted where its corpus is unaffected.
+#   1 (no version saved): a line of only spaces or tabs inside a local file's paragraph did not end a document
+#   2: it does (`_split_at_blank_lines`)
+DATA_VERSION = 2
+
+
+def documents_split_differently(train_files: list[str]) -> str | None:
+    """The first of `train_files` whose documents data version 1 counted otherwise (a paragraph of the `text`
+    builder with a line of only spaces or tabs inside, which version 2 cuts there), or None. Reads every file
+    through. Hub corpora did not change (one record, one document)."""
+    from datasets import load_dataset
+
+    for path in train_files:
+        ds = load_dataset("text", data_files=[path], sample_by="paragraph", split="train", streaming=True)
+        for batch in ds.iter(batch_size=1000):
+            if any(_BLANK_LINE.search(text) for text in batch["text"]):
+                return path
+    return None
+
 
 def _split_at_blank_lines(batch: dict[str, list[str]]) -> dict[str, list[str]]:
     """Paragraphs of the `text` builder (split at "\n\n" only) cut again at lines of white space, which end a
@@ -452,11 +473,23 @@ class PretrainingBatches:
         s = self.settings
         return collate(examples, self.ids, s.seed, s.mlm_probability, max_width=self.max_width)
 
-    def state_dict(self) -> dict[str, list[int]]:
-        return {str(s): st.position.as_list() for s, st in self.streams.items()}
+    def state_dict(self) -> dict[str, Any]:
+        """Per stream ("0", "1", ...) its position [epoch, documents, examples], and "data_version"."""
+        return {
+            "data_version": DATA_VERSION,
+            **{str(s): st.position.as_list() for s, st in self.streams.items()},
+        }
 
-    def load_state_dict(self, state: dict[str, list[int]]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The positions of `state_dict` (of this or other processes: the streams not owned here are ignored). A
+        "data_version" other than DATA_VERSION is refused; a state without one is version 1 and taken as it is
+        (the trainer checks first that the corpus is one version 1 and 2 split alike)."""
+        version = state.get("data_version", DATA_VERSION)
+        if version != DATA_VERSION:
+            raise SettingsError(f"data positions of data version {version!r}: this code reads {DATA_VERSION}")
         for s, pos in state.items():
+            if s == "data_version":
+                continue
             s = int(s)
             if s in self.streams:
                 self.streams[s] = ShardStream(

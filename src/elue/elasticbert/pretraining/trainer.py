@@ -423,14 +423,19 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             _load_state(accelerator, ckpt)
             _follow_schedule(optimizer, scheduler)
             positions: dict[str, list[int]] = {}
+            versions: set[int] = set()
             for f in sorted(ckpt.glob("data-rank*.json")):  # keyed by stream: any world size dividing them
-                positions.update(_data_positions(ckpt, f.name))
+                version, found = _data_positions(ckpt, f.name)
+                versions.add(version)
+                positions.update(found)
             missing = [s for s in data.streams if str(s) not in positions]
             if missing:
                 raise SettingsError(
                     f"checkpoint {ckpt}: no data position for stream(s) {missing} (a data-rank*.json is missing): "
                     "it cannot resume where the data left off"
                 )
+            with _reading(read):
+                notes.extend(check_data_version(cfg, ckpt, versions))
             data.load_state_dict(positions)
             notes.append(f"resumed from {ckpt} at step {start_step}")
         # the first step's batches now: an unreadable or empty corpus is reported before output_dir is written
@@ -744,9 +749,13 @@ def _read_json(ckpt: Path, name: str) -> dict[str, Any]:
     return value
 
 
-def _data_positions(ckpt: Path, name: str) -> dict[str, list[int]]:
-    """A checkpoint's data-rank<r>.json: per stream ("0", "1", ...), its position [epoch, documents, examples]."""
+def _data_positions(ckpt: Path, name: str) -> tuple[int, dict[str, list[int]]]:
+    """A checkpoint's data-rank<r>.json: its data version (1 where none is saved) and, per stream ("0", "1",
+    ...), its position [epoch, documents, examples]."""
     positions = _read_json(ckpt, name)
+    version = positions.pop("data_version", 1)
+    if type(version) is not int or version < 1:
+        raise SettingsError(f"checkpoint {ckpt}: {name}: data_version {version!r} is not a version number")
     for stream, pos in positions.items():
         counts = isinstance(pos, list) and len(pos) == 3
         if not (stream.isdigit() and counts and all(type(n) is int and n >= 0 for n in pos)):
@@ -754,7 +763,38 @@ def _data_positions(ckpt: Path, name: str) -> dict[str, list[int]]:
                 f"checkpoint {ckpt}: {name}: stream {stream}'s position {pos!r} is not [epoch, documents, "
                 "examples] (three counts)"
             )
-    return positions
+    return version, positions
+
+
+def check_data_version(cfg: PretrainConfig, ckpt: Path, versions: set[int]) -> list[str]:
+    """A checkpoint's data positions count documents as the data pipeline of their version did (data.py,
+    DATA_VERSION). One of another version would resume at another place in the data, silently: refused, except
+    a version-1 position on a corpus that versions 1 and 2 split into the same documents (no local file with a
+    line of only spaces or tabs inside a paragraph; hub corpora did not change), accepted with a note."""
+    from .data import DATA_VERSION, documents_split_differently
+
+    newer = sorted(v for v in versions if v > DATA_VERSION)
+    if newer:
+        raise SettingsError(
+            f"checkpoint {ckpt}: its data positions are of data version {newer[-1]}, newer than this code's "
+            f"{DATA_VERSION}: resume it with the elue that saved it"
+        )
+    old = sorted(v for v in versions if v < DATA_VERSION)
+    if not old:
+        return []
+    # version 1 is the only older one: it did not end a document at a line of only spaces or tabs
+    changed = documents_split_differently(cfg.train_files) if cfg.train_files else None
+    if changed is not None:
+        raise SettingsError(
+            f"checkpoint {ckpt}: its data positions are of data version 1, from before a line of only spaces or "
+            f"tabs ended a document (version {DATA_VERSION}), and {changed} has such lines: its documents are "
+            "counted otherwise now, so the run would go on at another place in the data. Finish the run with the "
+            f"elue that started it, or start a new output_dir from its weights (model_name_or_path={ckpt / 'model'})"
+        )
+    return [
+        f"checkpoint {ckpt}: data positions of data version 1 (before lines of only spaces or tabs ended "
+        "documents): no training file has such a line, so they point at the same place in the data"
+    ]
 
 
 def _load_state(accelerator, ckpt: Path) -> None:
@@ -954,6 +994,7 @@ def save_checkpoint(
 
 
 __all__ = [
+    "check_data_version",
     "check_output_dir",
     "complete_checkpoints",
     "evaluate",
