@@ -378,6 +378,10 @@ def test_fewer_exits_take_the_classifiers_of_their_own_layers(tmp_path, sizes, e
     for j in range(4):
         same = torch.equal(more.classifiers[j].weight, joint.classifiers[j].weight)
         assert same == (j in kept), j  # the others fresh, not another layer's classifier
+        if (
+            j not in kept
+        ):  # before: the load put the checkpoint's exit of the same position there, and it stayed
+            assert not any(torch.equal(more.classifiers[j].weight, c.weight) for c in fewer.classifiers), j
 
 
 def test_elue_modules_names_and_calls():
@@ -460,3 +464,101 @@ def test_load_report_does_not_contradict_the_renumbered_exits(tmp_path, caplog):
     finally:
         hf_logging.disable_propagation()
         hf_logging.set_verbosity(old)
+
+
+# ---- static <-> multi-exit checkpoints: each exit keeps the classifier of its own layer ------------------------
+
+
+def _load_quietly_reporting(path, caplog, **kwargs):
+    """(model, loading info, the warnings logged) of `from_pretrained(path, **kwargs)`."""
+    from transformers.utils import logging as hf_logging
+
+    old = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    hf_logging.enable_propagation()  # to caplog
+    caplog.clear()
+    try:
+        model, info = ElasticBertForSequenceClassification.from_pretrained(
+            path, output_loading_info=True, **kwargs
+        )
+        return model.eval(), info, caplog.text
+    finally:
+        hf_logging.disable_propagation()
+        hf_logging.set_verbosity(old)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_static_and_multi_exit_checkpoints_keep_each_layers_classifier(tmp_path, caplog, k):
+    """2 layers, hidden 32. Multi-exit -> static k takes exit k's classifier; static k -> multi-exit puts that
+    classifier back on the exit of layer k (before: every exit started fresh, the trained one too) and the
+    other exit starts fresh, reported missing. Exit k's logits are the same at every step."""
+    torch.manual_seed(0)
+    joint = ElasticBertForSequenceClassification(tiny_config(num_hidden_layers=2, num_labels=3)).eval()
+    joint.save_pretrained(tmp_path / "joint")
+    ids, mask = batch()
+    want = joint(ids, attention_mask=mask).exit_logits[k - 1]
+
+    static, info, _ = _load_quietly_reporting(
+        tmp_path / "joint", caplog, num_output_layers=1, num_hidden_layers=k
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert torch.equal(static(ids, attention_mask=mask).logits, want)
+    static.save_pretrained(tmp_path / "static")
+    assert json.loads((tmp_path / "static" / "config.json").read_text())["num_hidden_layers"] == k
+
+    multi, info, log = _load_quietly_reporting(
+        tmp_path / "static", caplog, num_hidden_layers=2, num_output_layers=2
+    )
+    assert torch.equal(multi(ids, attention_mask=mask).exit_logits[k - 1], want)
+    other = 2 - k  # 0-based index of the exit the static model had no classifier for
+    fresh = {f"classifiers.{other}.weight", f"classifiers.{other}.bias"}
+    assert {key for key in info["missing_keys"] if key.startswith("classifier")} == fresh, info
+    assert not info["unexpected_keys"], info  # the static `classifier` is used, not left over
+    assert f"no classifier for the exit(s) on layer(s) {other + 1}" in log, log
+    assert "classifier.weight" not in log and "classifiers." not in log, log
+    # fresh: neither the static head nor the joint model's head of that layer
+    assert not torch.equal(multi.classifiers[other].weight, static.classifier.weight)
+    assert not torch.equal(multi.classifiers[other].weight, joint.classifiers[other].weight)
+    # saved under its own names, and loads back as it is
+    multi.save_pretrained(tmp_path / "multi")
+    again, info, _ = _load_quietly_reporting(tmp_path / "multi", caplog)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert torch.equal(again(ids, attention_mask=mask).exit_logits[k - 1], want)
+
+
+def test_static_checkpoint_into_static_model_of_another_depth_starts_a_fresh_head(tmp_path, caplog):
+    """A static 2-layer model's `classifier` was trained on layer 2: a static 1-layer model does not take it
+    for its layer 1 (reported missing, like its layer-1 pooler); the same depth loads it as before."""
+    torch.manual_seed(0)
+    static = ElasticBertForSequenceClassification(
+        tiny_config(num_hidden_layers=2, num_output_layers=1, num_labels=3)
+    ).eval()
+    static.save_pretrained(tmp_path)
+    same, info, _ = _load_quietly_reporting(tmp_path, caplog)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert torch.equal(same.classifier.weight, static.classifier.weight)
+    shallow, info, log = _load_quietly_reporting(tmp_path, caplog, num_hidden_layers=1)
+    assert {key for key in info["missing_keys"] if key.startswith("classifier")} == {
+        "classifier.weight",
+        "classifier.bias",
+    }, info
+    assert not info["unexpected_keys"], info
+    assert "no classifier for the exit(s) on layer(s) 1" in log, log
+    assert not torch.equal(shallow.classifier.weight, static.classifier.weight)
+
+
+def test_static_checkpoint_with_another_label_count_reports_the_head_mismatched(tmp_path, caplog):
+    """Static 2-label -> 3 exits of 3 labels: the head of layer k cannot be used; it starts fresh and is
+    reported mismatched (what `elue finetune` reads to say the heads start from random weights)."""
+    torch.manual_seed(0)
+    ElasticBertForSequenceClassification(
+        tiny_config(num_hidden_layers=2, num_output_layers=1, num_labels=2)
+    ).save_pretrained(tmp_path)
+    config = ElasticBertConfig.from_pretrained(tmp_path, num_output_layers=2, num_labels=3)
+    _, info, log = _load_quietly_reporting(tmp_path, caplog, config=config, ignore_mismatched_sizes=True)
+    assert {key[0] for key in info["mismatched_keys"]} == {"classifiers.1.weight"}, info
+    assert {key for key in info["missing_keys"] if key.startswith("classifier")} == {
+        "classifiers.0.weight",
+        "classifiers.0.bias",
+    }, info
+    assert "another shape" in log, log

@@ -520,16 +520,14 @@ _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "re
 
 
 def _saved_exit_config(path, kwargs) -> tuple[ElasticBertConfig, int, int] | None:
-    """(the checkpoint's config, this load's layers, this load's exits), or None when the checkpoint has one
-    `classifier` (nothing numbered) or no config to number its exits by."""
+    """(the checkpoint's config, this load's layers, this load's exits), or None when there is no config to
+    number the checkpoint's exits by."""
     config = kwargs.get("config")
     if path is None or not (config is None or isinstance(config, ElasticBertConfig)):
         return None
     try:
         saved = ElasticBertConfig.from_pretrained(path, **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs})
     except OSError:
-        return None
-    if saved.num_output_layers == 1:
         return None
     if isinstance(config, ElasticBertConfig):
         return saved, config.num_hidden_layers, config.num_output_layers
@@ -538,36 +536,48 @@ def _saved_exit_config(path, kwargs) -> tuple[ElasticBertConfig, int, int] | Non
     return saved, layers, kwargs.get("num_output_layers") or saved.num_output_layers
 
 
+def _classifier_names(layers: int, exits: int) -> dict[int, str]:
+    """0-based layer -> the parameter prefix of its exit's classifier, for a model of `layers` layers with exits
+    on the top `exits`: `classifier` for one exit (static), `classifiers.<j>` counted from the first exit."""
+    if exits == 1:
+        return {layers - 1: "classifier"}
+    return {layers - exits + j: f"classifiers.{j}" for j in range(exits)}
+
+
 def _static_classifier_mapping(path, kwargs) -> dict[str, str] | None:
     """`key_mapping` that loads a multi-exit checkpoint's classifier of layer k into a static k-layer model's
     `classifier`, or None. Poolers need none (a slot is named by its absolute layer); classifiers are numbered
     from the checkpoint's first exit layer. None when the model is not static, the checkpoint has a single
-    `classifier`, or its layer k has no exit (then the head is reported missing)."""
+    `classifier` (`_classifier_renumbering`), or its layer k has no exit (then the head is reported missing)."""
     found = _saved_exit_config(path, kwargs)
-    if found is None or found[2] != 1:
+    if found is None or found[2] != 1 or found[0].num_output_layers == 1:
         return None
     saved, layers, _ = found
     j = layers - 1 - saved.start_output_layer
     return {rf"^classifiers\.{j}\.": "classifier."} if 0 <= j < saved.num_output_layers else None
 
 
-def _classifier_renumbering(path, kwargs) -> dict[int, int | None] | None:
-    """For a model with several exits loaded from a checkpoint whose exits start on another layer: new exit
-    j -> the checkpoint's classifier of the same layer (None: that layer had none). None when the positions
-    agree. (A `key_mapping` cannot do it: transformers loads a checkpoint key under its own name again when
-    the renamed one is not in the model, so a dropped classifier would land on the exit of its position.)"""
+def _classifier_renumbering(path, kwargs) -> dict[str, str | None] | None:
+    """Each classifier of the model -> the checkpoint's classifier of the same layer (None: that layer has none
+    there), when some are not under the same name: several exits loaded from a checkpoint whose exits start on
+    another layer, a static checkpoint's `classifier` (layer k, its depth) loaded with several exits, or into a
+    static model of another depth. None when the names agree. (A `key_mapping` cannot do it: transformers loads
+    a checkpoint key under its own name again when the renamed one is not in the model, so a dropped classifier
+    would land on the exit of its position.)"""
     found = _saved_exit_config(path, kwargs)
-    if found is None or found[2] == 1:
+    if found is None:
         return None
     saved, layers, exits = found
-    shift = (layers - exits) - saved.start_output_layer
-    if shift == 0:
-        return None
-    return {j: j + shift if 0 <= j + shift < saved.num_output_layers else None for j in range(exits)}
+    if exits == 1 and saved.num_output_layers != 1:
+        return None  # `_static_classifier_mapping`, or layer k has no exit there (reported missing)
+    theirs = _classifier_names(saved.num_hidden_layers, saved.num_output_layers)
+    renumber = {name: theirs.get(layer) for layer, name in _classifier_names(layers, exits).items()}
+    return None if all(name == old for name, old in renumber.items()) else renumber
 
 
 def _checkpoint_classifiers(path, kwargs) -> dict[str, torch.Tensor]:
-    """The checkpoint's `classifiers.*` tensors: model.safetensors (sharded or not) or pytorch_model.bin."""
+    """The checkpoint's `classifier.*` / `classifiers.*` tensors: model.safetensors (sharded or not) or
+    pytorch_model.bin."""
     import json
 
     from transformers.utils import cached_file
@@ -577,16 +587,19 @@ def _checkpoint_classifiers(path, kwargs) -> dict[str, torch.Tensor]:
     def find(name):  # noqa: ANN001, ANN202
         return cached_file(path, name, _raise_exceptions_for_missing_entries=False, **hub)
 
+    def wanted(key: str) -> bool:
+        return key.startswith(("classifier.", "classifiers."))
+
     if index := find("model.safetensors.index.json"):
         with open(index, encoding="utf-8") as fh:
             weight_map = json.load(fh)["weight_map"]
-        files = {f for k, f in weight_map.items() if k.startswith("classifiers.")}
+        files = {f for k, f in weight_map.items() if wanted(k)}
         paths = [find(f) for f in sorted(files)]
     elif single := find("model.safetensors"):
         paths = [single]
     elif bin_file := find("pytorch_model.bin"):
         state = torch.load(bin_file, map_location="cpu", weights_only=True)
-        return {k: v for k, v in state.items() if k.startswith("classifiers.")}
+        return {k: v for k, v in state.items() if wanted(k)}
     else:
         return {}
     from safetensors import safe_open
@@ -594,39 +607,60 @@ def _checkpoint_classifiers(path, kwargs) -> dict[str, torch.Tensor]:
     out = {}
     for file in paths:
         with safe_open(file, framework="pt") as fh:
-            out.update({k: fh.get_tensor(k) for k in fh.keys() if k.startswith("classifiers.")})  # noqa: SIM118
+            out.update({k: fh.get_tensor(k) for k in fh.keys() if wanted(k)})  # noqa: SIM118
     return out
 
 
-def _renumber_classifiers(loaded, renumber: dict[int, int | None], tensors: dict[str, torch.Tensor]) -> None:
-    """After a load by position: give exit j the checkpoint's classifier `renumber[j]`, or a fresh one (and
-    correct the loading info, when asked for, to name what was really used and what is new)."""
+def _renumber_classifiers(loaded, renumber: dict[str, str | None], tensors: dict[str, torch.Tensor]) -> None:
+    """After a load by name: give each classifier the checkpoint's classifier `renumber[name]` (that of its own
+    layer), or a fresh one (and correct the loading info, when asked for, to name what was really used and what
+    is new: fresh heads missing, heads of another shape mismatched)."""
     model, info = (loaded[0], loaded[1]) if isinstance(loaded, tuple) else (loaded, None)
-    fresh = []
+    names = _classifier_names(model.config.num_hidden_layers, model.config.num_output_layers)
+    fresh, reshaped = [], []
     with torch.no_grad():
-        for j, clf in enumerate(model.classifiers):
-            old = renumber.get(j)
-            w, b = tensors.get(f"classifiers.{old}.weight"), tensors.get(f"classifiers.{old}.bias")
+        for layer, name in names.items():
+            clf = model.get_submodule(name)
+            old = renumber.get(name)
+            w, b = tensors.get(f"{old}.weight"), tensors.get(f"{old}.bias")
             if old is not None and w is not None and b is not None and w.shape == clf.weight.shape:
                 clf.weight.copy_(w)
                 clf.bias.copy_(b)
+                continue
+            # the load may have put another layer's classifier here and marked it initialised: draw it anew
+            for param in clf.parameters():
+                param._is_hf_initialized = False
+            model._init_weights(clf)
+            if w is not None:
+                reshaped.append((layer, name, w.shape, clf.weight.shape))
             else:
-                model._init_weights(clf)
-                fresh.append(j)
-    layers = model.exit_layers
+                fresh.append((layer, name))
     if fresh:
         logger.warning(
             "the checkpoint has no classifier for the exit(s) on layer(s) %s: initialised fresh (train them)",
-            ", ".join(str(layers[j] + 1) for j in fresh),
+            ", ".join(str(layer + 1) for layer, _ in fresh),
+        )
+    if reshaped:
+        logger.warning(
+            "the checkpoint's classifier(s) of layer(s) %s have another shape (%s, this model %s): initialised "
+            "fresh (train them)",
+            ", ".join(str(layer + 1) for layer, *_ in reshaped),
+            tuple(reshaped[0][2]),
+            tuple(reshaped[0][3]),
         )
     if isinstance(info, dict):
+
+        def is_classifier(key) -> bool:  # noqa: ANN001
+            return (key if isinstance(key, str) else key[0]).startswith(("classifier.", "classifiers."))
+
         # the checkpoint's other exits are left out on purpose, as a static model leaves them
-        info["unexpected_keys"] = {
-            k for k in info.get("unexpected_keys", ()) if not k.startswith("classifiers.")
+        info["unexpected_keys"] = {k for k in info.get("unexpected_keys", ()) if not is_classifier(k)}
+        info["missing_keys"] = {k for k in info.get("missing_keys", ()) if not is_classifier(k)} | {
+            f"{name}.{w}" for _, name in fresh for w in ("weight", "bias")
         }
-        info["missing_keys"] = {
-            k for k in info.get("missing_keys", ()) if not k.startswith("classifiers.")
-        } | {f"classifiers.{j}.{w}" for j in fresh for w in ("weight", "bias")}
+        info["mismatched_keys"] = {k for k in info.get("mismatched_keys", ()) if not is_classifier(k)} | {
+            (f"{name}.weight", old, new) for _, name, old, new in reshaped
+        }
 
 
 # set while `from_pretrained` loads classifiers by position that `_renumber_classifiers` then replaces by layer
@@ -690,8 +724,10 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """As `PreTrainedModel.from_pretrained`; each exit takes the checkpoint's classifier of its own layer, as
         it takes that layer's pooler: a static k-layer model (`num_output_layers=1`) loaded from a checkpoint with
-        several exits gets the classifier of layer k (`classifiers.<j>` -> `classifier`), a model with fewer or
-        more exits than the checkpoint gets them renumbered (`_classifier_mapping`)."""
+        several exits gets the classifier of layer k (`classifiers.<j>` -> `classifier`); a model with several
+        exits loaded from a static k-layer checkpoint gets its `classifier` on the exit of layer k; a model with
+        fewer or more exits than the checkpoint gets them renumbered (`_classifier_renumbering`). An exit whose
+        layer has no classifier in the checkpoint starts fresh and is reported missing."""
         mapping = renumber = None
         if "key_mapping" not in kwargs:
             mapping = _static_classifier_mapping(pretrained_model_name_or_path, kwargs)
@@ -705,9 +741,9 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
         finally:
             _RENUMBERING.reset(token)
         if renumber:
-            _renumber_classifiers(
-                loaded, renumber, _checkpoint_classifiers(pretrained_model_name_or_path, kwargs)
-            )
+            used = any(renumber.values())  # else nothing to read: every exit starts fresh
+            tensors = _checkpoint_classifiers(pretrained_model_name_or_path, kwargs) if used else {}
+            _renumber_classifiers(loaded, renumber, tensors)
         return forget_key_mapping(loaded, mapping) if mapping else loaded
 
     def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
@@ -715,11 +751,13 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
         if _RENUMBERING.get():
             # transformers matched classifiers by position, so its load report named the wrong ones missing or
             # unexpected; `_renumber_classifiers` loads them by layer and names the fresh ones itself
-            loading_info.missing_keys = {
-                k for k in loading_info.missing_keys if not k.startswith("classifiers.")
-            }
+            heads = ("classifier.", "classifiers.")
+            loading_info.missing_keys = {k for k in loading_info.missing_keys if not k.startswith(heads)}
             loading_info.unexpected_keys = {
-                k for k in loading_info.unexpected_keys if not k.startswith("classifiers.")
+                k for k in loading_info.unexpected_keys if not k.startswith(heads)
+            }
+            loading_info.mismatched_keys = {
+                k for k in loading_info.mismatched_keys if not k[0].startswith(heads)
             }
 
     def exit_classifier(self, layer: int) -> nn.Linear:
