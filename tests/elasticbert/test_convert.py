@@ -196,3 +196,46 @@ def test_a_source_without_tokenizer_files_gets_no_empty_tokenizer(tiny_bert, tmp
     result = invoke_cli(["convert", src, "--output", tmp_path / "eb3"])
     assert result.exit_code == 0, result.output
     assert f"note: SOURCE {src} has no tokenizer files" in result.output, result.output
+
+
+def test_a_source_without_a_pooler_gets_fresh_poolers_and_says_so(tmp_path):
+    """A BertForMaskedLM checkpoint has no pooler: `BertModel.from_pretrained` drew one at random and convert
+    copied that into every exit, documented as "copied from BERT's pooler". Now the exits' poolers are drawn
+    fresh (each its own), and the API's `log` and the CLI say so; a source with a pooler gets no note."""
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=70,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=40,
+        max_position_embeddings=40,
+    )
+    src = tmp_path / "mlm"
+    BertForMaskedLM(config).save_pretrained(src)
+    notes = []
+    dst = convert_bert_to_elasticbert(src, tmp_path / "eb", log=notes.append)
+    assert len(notes) == 1 and "no pooler weights" in notes[0] and "random" in notes[0], notes
+    poolers = ElasticBertModel.from_pretrained(dst).encoder.pooler
+    assert not torch.equal(poolers[0].dense.weight, poolers[1].dense.weight)  # not one copy in every slot
+    # `random` asked for them fresh: nothing to say
+    notes.clear()
+    convert_bert_to_elasticbert(src, tmp_path / "eb-random", pooler_init="random", log=notes.append)
+    assert not notes, notes
+    result = invoke_cli(["convert", src, "--output", tmp_path / "eb-cli"])
+    assert result.exit_code == 0, result.output
+    assert f"note: SOURCE {src} has no pooler weights" in result.output, result.output
+    assert "not copied from BERT's pooler" in result.output, result.output
+
+
+def test_a_source_with_a_pooler_gets_it_copied_without_a_note(tiny_bert, tmp_path):
+    src, bert = tiny_bert
+    notes = []
+    dst = convert_bert_to_elasticbert(src, tmp_path / "eb", log=notes.append)
+    assert not notes, notes
+    for pooler in ElasticBertModel.from_pretrained(dst).encoder.pooler:
+        torch.testing.assert_close(pooler.dense.weight, bert.pooler.dense.weight)
+    result = invoke_cli(["convert", src, "--output", tmp_path / "eb-cli"])
+    assert result.exit_code == 0 and "no pooler weights" not in result.output, result.output

@@ -424,7 +424,8 @@ def convert_command(
     pooler_init: str = typer.Option(
         "copy",
         "--pooler-init",
-        help="'copy': BERT's pooler into every exit's pooler; 'random': fresh poolers.",
+        help="'copy': BERT's pooler into every exit's pooler (fresh ones, with a note, when SOURCE has no "
+        "pooler, e.g. a masked-LM checkpoint); 'random': fresh poolers.",
     ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace the files of an existing OUTPUT folder."
@@ -463,9 +464,15 @@ def convert_command(
 
     # converted next to OUTPUT first: a conversion that fails (bad options, not a BERT) leaves OUTPUT as it was
     staging = out.parent / f".{out.name}.converting-{uuid.uuid4().hex[:8]}"
+    notes: list[str] = []
     try:
         convert_bert_to_elasticbert(
-            source_path, staging, num_output_layers=exits, num_hidden_layers=layers, pooler_init=pooler_init
+            source_path,
+            staging,
+            num_output_layers=exits,
+            num_hidden_layers=layers,
+            pooler_init=pooler_init,
+            log=lambda message: notes.append(message.replace(str(source_path), f"SOURCE {source}")),
         )
         if replace:
             shutil.rmtree(output)  # nothing of the old checkpoint may survive next to the new one
@@ -476,6 +483,8 @@ def convert_command(
         fail(str(err).replace(str(staging), str(output)))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    for message in notes:
+        typer.echo(f"note: {message}", err=True)
     from elue.elasticbert.finetune import TOKENIZER_FILES
 
     if not any((output / name).is_file() for name in TOKENIZER_FILES):

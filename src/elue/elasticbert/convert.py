@@ -7,7 +7,9 @@ original pre-trained weights, e.g. from `all-MiniLM-L6-v2`).
   ElasticBERT: `embeddings.*`, `encoder.layer.<i>.*`), so hidden states equal the source BERT's;
 - a pooler is created on each exit layer (the top `num_output_layers`; default every layer, `max_output_layers`
   = number of layers). `pooler_init="copy"` copies BERT's pooler (trained on the top layer) into every slot
-  when the source has one, `"random"` draws them from the initializer (normal(0, initializer_range));
+  when the source has one, `"random"` draws them from the initializer (normal(0, initializer_range)); a
+  source without pooler weights (a `BertForMaskedLM` checkpoint, a BertModel saved without pooling layer)
+  gets fresh poolers too, and `convert_bert_to_elasticbert` says so (`log`);
 - BERT's `layer_norm_eps` is kept (not ElasticBERT's 1e-8), so the converted model computes what BERT computes;
 - the tokenizer files of `src` (or `tokenizer=`) are saved next to the model.
 
@@ -18,12 +20,16 @@ or with a smaller config for static use (see docs/elasticbert.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from transformers.utils import logging
 
 from .configuration_elasticbert import ElasticBertConfig
 from .modeling_elasticbert import ElasticBertModel
+
+logger = logging.get_logger(__name__)
 
 # BERT config fields carried over unchanged
 _BERT_FIELDS = (
@@ -111,10 +117,13 @@ def convert_bert_to_elasticbert(
     pooler_init: str = "copy",
     tokenizer: str | Path | None = None,
     seed: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Read the BERT checkpoint at `src` (any BertModel / BertFor* folder), write an ElasticBERT checkpoint
     (config.json + weights + tokenizer) at `dst`, return `dst`. A source without a tokenizer gives a checkpoint
-    without one (copy the weights' tokenizer into `dst`, or pass `tokenizer=`, which must have one)."""
+    without one (copy the weights' tokenizer into `dst`, or pass `tokenizer=`, which must have one). A source
+    without pooler weights (e.g. BertForMaskedLM: transformers would draw BertModel's pooler at random) gets
+    fresh poolers whatever `pooler_init`, and `log` (default: a warning) says so."""
     from transformers import AutoConfig, AutoTokenizer, BertModel
 
     model_type = getattr(AutoConfig.from_pretrained(str(src)), "model_type", None)
@@ -127,7 +136,14 @@ def convert_bert_to_elasticbert(
         raise ValueError(
             f"{src} is a {model_type!r} checkpoint: convert takes a BERT checkpoint (model_type bert)"
         )
-    bert = BertModel.from_pretrained(str(src))
+    bert, info = BertModel.from_pretrained(str(src), output_loading_info=True)
+    if any(key.startswith("pooler.") for key in info["missing_keys"]):
+        bert.pooler = None  # drawn at random by transformers, not BERT's: nothing to copy
+        if pooler_init == "copy":
+            (log or logger.warning)(
+                f"{src} has no pooler weights (e.g. a masked-LM checkpoint): the exits' poolers start from "
+                "random weights, not copied from BERT's pooler"
+            )
     model = bert_to_elasticbert_model(
         bert,
         num_hidden_layers=num_hidden_layers,
