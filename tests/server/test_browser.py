@@ -126,6 +126,12 @@ def test_signup_upload_scored_leaderboard_chart(live, browser, tmp_path, answers
         "document.getElementById('chart').data.find(t => t.meta && t.meta.role === 'baseline')"
     )
     assert base["name"].startswith("ElasticBERT-BASE") and base["line"]["width"] == 4
+    # no model is drawn in the Pareto front's red (RoBERTa-BASE, the fourth series, was: it read as the front)
+    colors = page.evaluate(
+        "document.getElementById('chart')._fullData.map(t => [t.meta && t.meta.role, t.line && t.line.color])"
+    )
+    pareto_color = next(c for role, c in colors if role == "pareto")
+    assert pareto_color not in [c for role, c in colors if role != "pareto"], colors
     page.screenshot(path=str(ARTIFACTS / "05-task-sst2-linear.png"))
     page.click("#scale-log")
     assert page.evaluate("document.getElementById('chart').layout.xaxis.type") == "log"
@@ -221,6 +227,12 @@ def test_second_audit_pages(live, browser):  # noqa: ANN001
         phone.goto(live.url + path)
         wide = phone.evaluate("document.documentElement.scrollWidth")
         assert wide <= 390, (path, wide)
+        # words and badges stay whole: main's overflow-wrap: anywhere squeezed the table's model column to a few
+        # letters a line ("ALBER / T-PABEE", "repo / rted") although the table scrolls inside itself
+        tallest = phone.evaluate(
+            "Math.max(0, ...[...document.querySelectorAll('.tag')].map(e => e.offsetHeight))"
+        )
+        assert tallest < 24, (path, tallest)
         phone.screenshot(path=str(ARTIFACTS / f"m-{path.strip('/').split('?')[0].replace('/', '-')}.png"))
     phone.close()
 

@@ -62,6 +62,8 @@
       margin: { t: 20, r: 10, b: 50, l: 60 },
       xaxis: { title: { text: xTitle() }, type: state.scale, visible: !empty },
       yaxis: { title: { text: "Performance" }, visible: !empty },
+      // Plotly's colours without its red, the Pareto front's: a model drawn in it looked like part of the front
+      colorway: ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"],
       hovermode: "closest",
       legend: narrow ? { orientation: "h", y: -0.25 } : { orientation: "v" },
       annotations: empty ? [{ text: "No points on this dataset yet", showarrow: false, xref: "paper",
