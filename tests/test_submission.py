@@ -191,3 +191,103 @@ def test_failing_call_named_with_its_lines(tmp_path):
         evaluate_submission(sub, answers, trust_model_code=True)
     assert "fails at input shape (2,5)" in str(err.value)
     assert "sst-2.tsv: line 5" in str(err.value)  # index 3 is on line 5
+    # the ranks differ too ((3) and (2,5)): said with the error, which stops scoring before any warning
+    assert "\nnote: " in str(err.value) and "'emb' is called with inputs of different ranks" in str(err.value)
+
+
+def _rank_case(root: Path, traces: dict[str, list[str]]) -> tuple[dict, dict]:
+    """Hand-made test files (file name -> one `modules` value per row) for `rank_warnings`, no sandbox."""
+    from elue.submission import TaskFiles
+    from elue.tasks import get_task
+    from elue.testfile import read_test_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "model.py").write_text(TINY_MODEL_PY)
+    task = get_task("sst-2")
+    paths = []
+    for file_name, rows in traces.items():
+        path = root / file_name
+        path.write_text("index\tpred\tmodules\n" + "".join(f"{i}\t1\t{m}\n" for i, m in enumerate(rows)))
+        paths.append(path)
+    tasks = {"sst-2": TaskFiles(task, root / "model.py", paths, root=root)}
+    return tasks, {"sst-2": [read_test_file(p, task) for p in paths]}
+
+
+def test_rank_warning_names_file_line_module_and_both_shapes(tmp_path):
+    from elue.submission import rank_warnings
+
+    tasks, parsed = _rank_case(
+        tmp_path,
+        {
+            "a.tsv": ["(29),emb; (29,32),layer_1", "(7),emb; (7,32),layer_1"],
+            # the batch dimension written on line 3 of b.tsv only (and on no emb call)
+            "b.tsv": ["(5),emb; (5,32),layer_1", "(9),emb; (1,9,32),layer_1; (32),exit_1"],
+        },
+    )
+    (warning,) = rank_warnings(tasks, parsed)
+    assert warning.startswith(
+        f"{tmp_path / 'model.py'}: module 'layer_1' is called with inputs of different ranks"
+    )
+    assert f"(29,32) at {tmp_path / 'a.tsv'}: line 2" in warning  # each rank's first use
+    assert f"(1,9,32) at {tmp_path / 'b.tsv'}: line 3" in warning
+    assert "without the batch dimension" in warning and "looks like a batch dimension" in warning
+
+
+def test_rank_warning_without_leading_one_and_none_when_ranks_agree(tmp_path):
+    from elue.submission import rank_warnings
+
+    # one rank per module, however the sizes vary: nothing to say
+    tasks, parsed = _rank_case(
+        tmp_path / "same", {"a.tsv": ["(3,32),layer_1; (32),exit_1", "(40,32),layer_1"]}
+    )
+    assert rank_warnings(tasks, parsed) == []
+    # a module that takes a vector and a sequence (no leading 1): warned, without the batch hint
+    tasks, parsed = _rank_case(tmp_path / "mixed", {"a.tsv": ["(32),exit_1", "(4,32),exit_1"]})
+    (warning,) = rank_warnings(tasks, parsed)
+    assert "'exit_1'" in warning and "(32) at" in warning and "(4,32) at" in warning
+    assert "looks like a batch dimension" not in warning and "by design" in warning
+
+
+def test_rank_warnings_are_per_model_py_and_capped(tmp_path):
+    from elue.submission import MAX_RANK_WARNINGS, TaskFiles, rank_warnings
+    from elue.tasks import get_task
+
+    tasks, parsed = _rank_case(tmp_path / "a", {"a.tsv": ["(3,32),layer_1"]})
+    other, other_parsed = _rank_case(tmp_path / "b", {"b.tsv": ["(1,3,32),layer_1"]})
+    # snli's own model.py has its own layer_1: its ranks are not compared with sst-2's
+    tasks["snli"] = TaskFiles(get_task("snli"), tmp_path / "b" / "model.py", other["sst-2"].test_files)
+    parsed["snli"] = other_parsed["sst-2"]
+    assert rank_warnings(tasks, parsed) == []
+    names = [f"m{i}" for i in range(MAX_RANK_WARNINGS + 2)]
+    tasks, parsed = _rank_case(
+        tmp_path / "many",
+        {"a.tsv": ["; ".join(f"(3),{n}" for n in names), "; ".join(f"(1,3),{n}" for n in names)]},
+    )
+    warnings = rank_warnings(tasks, parsed)
+    assert len(warnings) == MAX_RANK_WARNINGS + 1
+    assert warnings[-1].endswith("2 more modules called with inputs of different ranks: 'm5', 'm6'")
+
+
+def test_validate_and_evaluate_warn_about_a_batch_dimension(tmp_path, caplog):
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    # line 4 (index 2) writes the batch dimension; Linear(32, 32) still runs on (1, 1, 5, 32)
+    text = (
+        (sub / "sst-2.tsv")
+        .read_text()
+        .replace(
+            "(5,32),layer_1; (32),exit_1; (5,32),layer_2", "(5,32),layer_1; (32),exit_1; (1,5,32),layer_2"
+        )
+    )
+    (sub / "sst-2.tsv").write_text(text)
+    for run in (validate_submission, evaluate_submission):
+        with caplog.at_level("WARNING", logger="elue.submission"):
+            result = run(sub, answers, trust_model_code=True)
+        (warning,) = result.warnings
+        assert "'layer_2'" in warning and f"(1,5,32) at {sub / 'sst-2.tsv'}: line 4" in warning
+        assert f"(7,32) at {sub / 'sst-2.tsv'}: line 3" in warning
+        assert warning in caplog.messages  # the server's log capture reads the "elue" loggers
+        caplog.clear()
+    assert (
+        evaluate_submission(write_submission(tmp_path / "ok"), answers, trust_model_code=True).warnings == []
+    )

@@ -12,6 +12,7 @@ Data path: discover files -> parse & validate test files -> price each model.py'
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -26,7 +27,10 @@ from elue.costs.sandbox import CostTable, SandboxError, SandboxLimits, SandboxUn
 from elue.metrics import compute_metrics
 from elue.tasks import TASK_NAMES, Task, get_task
 from elue.testfile import TestFile, TestFileError, read_test_file
-from elue.trace import Call
+from elue.trace import Call, format_shape
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())  # warnings are returned too; the CLI prints them itself
 
 # progress(stage description, done, total)
 Progress = Callable[[str, int, int], None]
@@ -100,6 +104,9 @@ class SubmissionResult:
     elue_score: float | None = None
     # wall seconds spent starting sandboxes and loading model.py files (not part of to_dict)
     load_seconds: float = 0.0
+    # what the submitter should look at but does not stop scoring (`rank_warnings`); not part of
+    # to_dict: also logged on the "elue.submission" logger (the leaderboard keeps that log)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -193,9 +200,9 @@ def _parse_and_price(
     trust_model_code: bool,
     limits: SandboxLimits | None,
     progress: Progress | None,
-) -> tuple[dict[str, _PricedTask], float]:
-    """Parse every test file, price every model.py once. Returns the priced tasks and the wall
-    seconds spent starting sandboxes and loading model.py files."""
+) -> tuple[dict[str, _PricedTask], float, list[str]]:
+    """Parse every test file, price every model.py once. Returns the priced tasks, the wall
+    seconds spent starting sandboxes and loading model.py files, and the warnings."""
     parsed: dict[str, list[TestFile]] = {}
     n_files = sum(len(t.test_files) for t in tasks.values())
     done = 0
@@ -221,6 +228,9 @@ def _parse_and_price(
         for test_file in parsed[name]:
             for trace in test_file.traces:
                 calls.update(trace)
+    warnings = rank_warnings(tasks, parsed, calls_by_model)
+    for warning in warnings:
+        log.warning("%s", warning)
     # Sandboxes run side by side (one per core at most): most of their time is starting Python,
     # importing torch and building model.py, which does not share anything between them.
     start = time.perf_counter()
@@ -243,7 +253,9 @@ def _parse_and_price(
                 lines = _unknown_module_lines(users, indices_of, err.module_names) if err.module_names else []
                 if err.failed_call is not None:
                     lines = [f"{model_py}: {err}", *_lines_using(users, parsed, err.failed_call)]
-                raise SubmissionError("\n".join(lines) or f"{model_py}: {err}") from None
+                lines = lines or [f"{model_py}: {err}"]
+                lines += [f"note: {w}" for w in warnings if w.startswith(f"{model_py}: ")]
+                raise SubmissionError("\n".join(lines)) from None
             if progress:
                 progress("pricing model.py files in the sandbox", i, len(futures))
     # wall time of this phase not spent pricing: sandbox start-up and model.py loading
@@ -258,7 +270,67 @@ def _parse_and_price(
             for f in parsed[name]
         ]
         out[name] = _PricedTask(tf, parsed[name], costs, flops)
-    return out, load_seconds
+    return out, load_seconds, warnings
+
+
+MAX_RANK_WARNINGS = 5  # modules named per model.py; more are counted
+
+
+def rank_warnings(
+    tasks: dict[str, TaskFiles],
+    parsed: dict[str, list[TestFile]],
+    calls_by_model: dict[Path, set[Call]] | None = None,
+) -> list[str]:
+    """One warning per module of a model.py that the submission calls with inputs of different ranks
+    (e.g. `(29,768)` on one line and `(1,29,768)` on another): the shapes of the `modules` column are per
+    example, without the batch dimension (spec §2), so this is most often a batch dimension written in some
+    rows, which is priced as another input. Each rank's first use (file, line, shape) is named. A warning,
+    not an error: a module may take inputs of several ranks by design (see docs/costs.md)."""
+    if calls_by_model is None:
+        calls_by_model = {}
+        for name, tf in tasks.items():
+            for test_file in parsed[name]:
+                calls_by_model.setdefault(tf.model_py, set()).update(c for t in test_file.traces for c in t)
+    warnings: list[str] = []
+    for model_py, calls in calls_by_model.items():
+        ranks: dict[str, set[int]] = {}
+        for module, shape in calls:  # distinct calls only: cheap when every rank agrees
+            ranks.setdefault(module, set()).add(len(shape))
+        mixed = sorted(m for m, r in ranks.items() if len(r) > 1)
+        users = [name for name, tf in tasks.items() if tf.model_py == model_py]
+        for module in mixed[:MAX_RANK_WARNINGS]:
+            firsts = _first_use_by_rank(module, [f for name in users for f in parsed[name]])
+            shown = ", ".join(f"{format_shape(shape)} at {path}: line {line}" for shape, path, line in firsts)
+            shapes = [shape for shape, _, _ in firsts]
+            hint = ""
+            if any(len(s) == len(shapes[0]) + 1 and s[0] == 1 for s in shapes[1:]):
+                hint = " A leading 1 there looks like a batch dimension: write shapes without it."
+            warnings.append(
+                f"{model_py}: module {module!r} is called with inputs of different ranks: {shown}. "
+                f"Shapes in the modules column are per example, without the batch dimension (spec §2), "
+                f"and each rank is priced as written.{hint} If the module takes inputs of several ranks "
+                f"by design, this warning can be ignored."
+            )
+        if len(mixed) > MAX_RANK_WARNINGS:
+            more = len(mixed) - MAX_RANK_WARNINGS
+            warnings.append(
+                f"{model_py}: {more} more module{'s' if more > 1 else ''} called with inputs of different "
+                f"ranks: {', '.join(map(repr, mixed[MAX_RANK_WARNINGS:]))}"
+            )
+    return warnings
+
+
+def _first_use_by_rank(module: str, test_files: list[TestFile]) -> list[tuple[tuple[int, ...], Path, int]]:
+    """(shape, file, line) of the first call of `module` at each rank, ranks in ascending order; the files
+    in the order given, the rows in file order."""
+    first: dict[int, tuple[tuple[int, ...], Path, int]] = {}
+    for test_file in test_files:
+        tids, rows = np.unique(test_file.trace_ids, return_index=True)  # each trace's first row
+        for k in np.argsort(rows, kind="stable"):
+            for name, shape in test_file.traces[int(tids[k])]:
+                if name == module and len(shape) not in first:
+                    first[len(shape)] = (shape, test_file.path, int(rows[k]) + 2)  # header is line 1
+    return [first[r] for r in sorted(first)]
 
 
 def _lines_using(
@@ -306,7 +378,7 @@ def validate_submission(
     for name in tasks:
         if not (Path(data_dir) / name).is_dir():
             raise SubmissionError(f"{data_dir}: no folder {name}/ with its test.tsv")
-    priced, load_seconds = _parse_and_price(
+    priced, load_seconds, warnings = _parse_and_price(
         tasks,
         lambda task: data.read_test_indices(data_dir, task),
         trust_model_code=trust_model_code,
@@ -314,7 +386,7 @@ def validate_submission(
         progress=progress,
     )
     results = {name: _task_result(p, None, None) for name, p in priced.items()}
-    return SubmissionResult(results, load_seconds=load_seconds)
+    return SubmissionResult(results, load_seconds=load_seconds, warnings=warnings)
 
 
 def evaluate_submission(
@@ -337,7 +409,7 @@ def evaluate_submission(
             raise SubmissionError(
                 f"no answer key for {name}: {Path(answers_dir) / name / 'test_labels.tsv'}"
             ) from None
-    priced, load_seconds = _parse_and_price(
+    priced, load_seconds, warnings = _parse_and_price(
         tasks,
         lambda task: keys[task.name][0],
         trust_model_code=trust_model_code,
@@ -346,7 +418,7 @@ def evaluate_submission(
     )
     results = {name: _task_result(p, keys[name], baseline.get(name)) for name, p in priced.items()}
     overall = scoring.overall_score({name: r.elue_score for name, r in results.items()})
-    return SubmissionResult(results, overall, load_seconds=load_seconds)
+    return SubmissionResult(results, overall, load_seconds=load_seconds, warnings=warnings)
 
 
 def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:

@@ -208,3 +208,18 @@ def test_tiny_models_costs_are_printed_with_significant_digits(capsys):
     _print_result(SimpleNamespace(tasks={"SST-2": task}, elue_score=None), with_performance=False)
     out = capsys.readouterr().out
     assert "params 0.00544M" in out and "0.0481" in out
+
+
+def test_validate_and_evaluate_print_rank_warnings_and_succeed(tmp_path):
+    data = write_answers(tmp_path / "data")
+    sub = write_submission(tmp_path / "sub")
+    path = sub / "sst-2.tsv"
+    # index 3 (line 5) writes a batch dimension on layer_1's input: legal to run, so a warning, not an error
+    path.write_text(path.read_text().replace("(9,32),layer_1", "(1,9,32),layer_1"))
+    res = runner.invoke(app, ["validate", str(sub), "--data", str(data), "--trust-model-code"])
+    assert res.exit_code == 0, res.output
+    assert "warning: " in res.output and "'layer_1' is called with inputs of different ranks" in res.output
+    assert "line 5" in res.output and "1 warning above" in res.output
+    res = runner.invoke(app, ["evaluate", str(sub), "--answers", str(data), "--trust-model-code"])
+    assert res.exit_code == 0, res.output
+    assert "different ranks" in res.output and "(1,9,32)" in res.output

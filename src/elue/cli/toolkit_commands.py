@@ -94,6 +94,12 @@ def _print_result(result, *, with_performance: bool) -> None:
             console.print(f"Overall ELUE score: [bold]{overall:.2f}[/]")
 
 
+def _print_warnings(result) -> None:
+    """Warnings that do not stop scoring (e.g. a module called with inputs of different ranks), on stderr."""
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning[/]: {escape(warning)}", soft_wrap=True)
+
+
 def _task_names():
     from elue.tasks import TASK_NAMES
 
@@ -132,6 +138,7 @@ def evaluate(
     except (SubmissionError, ValueError, FileNotFoundError) as err:
         fail(str(err))
     _print_result(result, with_performance=True)
+    _print_warnings(result)
     if json_out:
         try:
             json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +175,11 @@ def validate(
     except (SubmissionError, ValueError, FileNotFoundError) as err:
         fail(str(err))
     _print_result(result, with_performance=False)
+    _print_warnings(result)
     console.print("[green]OK[/]: every test file is complete and every module call is priced.")
+    if result.warnings:
+        n = len(result.warnings)
+        console.print(f"[yellow]{n} warning{'s' if n > 1 else ''}[/] above: check before submitting.")
 
 
 def flops(
