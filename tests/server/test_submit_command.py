@@ -117,3 +117,18 @@ def test_elue_submit_prints_a_tiny_models_mflops_and_params(capsys):  # noqa: AN
     _print_result({"status": "scored", "result": {"tasks": {"sst-2": task}, "elue_score": None}})
     out = capsys.readouterr().out
     assert "params 0.00544M" in out and "exit1.tsv: 47.89 @ 0.0481 MFLOPs" in out  # was 0.0M, 0.0 MFLOPs
+
+
+def test_submit_reported_public_option_overrides_the_file(client, auth, tmp_path):  # noqa: ANN001
+    """--public published a reported entry only when its file had no "public" key: one with "public": false stayed
+    private, although --name and the links override the file."""
+    client.headers.update(auth("publisher"))
+    entry = tmp_path / "entry.json"
+    body = {"params_m": 10, "paper_url": "https://example.org/p", "tasks": {"sst-2": {"elue_score": 1.0}}}
+    for name, in_file, option in [("A", False, True), ("B", True, False), ("C", None, False)]:
+        entry.write_text(
+            json.dumps({**body, "name": name, **({} if in_file is None else {"public": in_file})})
+        )
+        assert _run_submit(client, entry, reported=True, public=option) == 0
+    got = {x["name"]: x["public"] for x in client.get("/api/submissions").json()}
+    assert got == {"A": True, "B": True, "C": False}

@@ -277,7 +277,9 @@ def _submit(  # noqa: PLR0913 - the submit command's options, passed through
         for key, value in (("name", name), ("paper_url", paper_url), ("code_url", code_url)):
             if value:
                 body[key] = value
-        body.setdefault("public", public)
+        # --public too (it was ignored where the file said "public": false); without it, the file's (default private)
+        if public:
+            body["public"] = True
         r = client.post("/api/submissions/reported", json=body)
     else:
         try:
