@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -291,3 +292,28 @@ def test_validate_and_evaluate_warn_about_a_batch_dimension(tmp_path, caplog):
     assert (
         evaluate_submission(write_submission(tmp_path / "ok"), answers, trust_model_code=True).warnings == []
     )
+
+
+@pytest.mark.parametrize("name", [" sst-2", "sst-2 ", "\tsnli"])
+def test_discover_refuses_task_names_with_spaces_around(tmp_path, name):
+    from elue.tasks import get_task
+
+    (tmp_path / "model.py").write_text(TINY_MODEL_PY)
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "a.tsv").write_text("x")
+    with pytest.raises(
+        SubmissionError, match=re.escape(f"the name {name!r} has spaces around it; rename it")
+    ) as err:
+        discover(tmp_path)
+    assert "given more than once" not in str(err.value)
+    (tmp_path / name / "a.tsv").rename(tmp_path / f"{name}.tsv")  # a top-level test file, the same
+    (tmp_path / name).rmdir()
+    with pytest.raises(SubmissionError, match=re.escape(f"{name!r} has spaces around it")):
+        discover(tmp_path)
+    # next to a real folder of the task: one clear problem, not "given twice" for no visible reason
+    write_submission(tmp_path, name=f"{name.strip()}.tsv")
+    with pytest.raises(SubmissionError) as err:
+        discover(tmp_path)
+    assert "spaces around it" in str(err.value) and "more than once" not in str(err.value)
+    # a typed name (command line, API) keeps its leniency
+    assert get_task(f" {name} ").name == name.strip()

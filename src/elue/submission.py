@@ -178,11 +178,18 @@ def discover(submission_dir: Path) -> dict[str, TaskFiles]:
 
 
 def _task_or_problem(name: str, path: Path, problems: list[str]) -> Task | None:
+    """The task a folder or test file names. `get_task` forgives spaces around a typed name; a file name
+    with them is refused: `" sst-2"/` would otherwise count as sst-2 while it looks like another folder
+    in most listings (and next to a real `sst-2/`, as the same task given twice for no visible reason)."""
     try:
-        return get_task(name)
+        task = get_task(name)
     except KeyError as err:
         problems.append(f"{path}: {err.args[0]}")
         return None
+    if name != name.strip():
+        problems.append(f"{path}: the name {name!r} has spaces around it; rename it to {name.strip()!r}")
+        return None
+    return task
 
 
 @dataclass

@@ -195,7 +195,9 @@ _ALIASES = {"sst2": "sst-2", "stsb": "sts-b", "sts_b": "sts-b", "sst_2": "sst-2"
 
 
 def get_task(name: str) -> Task:
-    """The task called `name` (case-insensitive; `sst2`/`stsb` accepted). Helpful KeyError otherwise."""
+    """The task called `name` (case-insensitive; `sst2`/`stsb` accepted; spaces around it ignored, as for a
+    typed name). Helpful KeyError otherwise. A submission's folder and file names are held to more:
+    `elue.submission.discover` refuses one with spaces around the task name."""
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
     try:
