@@ -60,6 +60,9 @@ def test_pages_render(client):  # noqa: ANN001
     assert "cdn" not in client.get("/tasks/sst-2").text.lower()
     assert client.get("/tasks/nope").status_code == 404
     assert client.get("/leaderboard?track=12").status_code == 404
+    # the API docs render the descriptions' Markdown code spans (the page showed "`sort`: ...")
+    docs = client.get("/api/docs").text
+    assert "<code>sort</code>" in docs and "`sort`" not in docs
 
 
 def test_leaderboard_sorting_and_tracks(client):  # noqa: ANN001

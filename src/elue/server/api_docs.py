@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+from markupsafe import Markup, escape
+
 
 def _schema_type(schema: dict) -> str:
     if "$ref" in schema:
@@ -11,6 +15,15 @@ def _schema_type(schema: dict) -> str:
     if schema.get("type") == "array":
         return f"list[{_schema_type(schema.get('items', {}))}]"
     return schema.get("format") == "binary" and "file" or schema.get("type", "object")
+
+
+def _inline_code(text: str) -> Markup:
+    """An OpenAPI description is Markdown: its `code` spans as <code> (the page showed the backticks); the rest
+    escaped."""
+    parts = re.split(r"`([^`\n]+)`", text)
+    return Markup("").join(
+        escape(p) if i % 2 == 0 else Markup("<code>%s</code>") % p for i, p in enumerate(parts)
+    )
 
 
 def endpoints(spec: dict) -> list[dict]:
@@ -46,7 +59,7 @@ def endpoints(spec: dict) -> list[dict]:
                     "method": method.upper(),
                     "path": path,
                     "summary": op.get("summary", ""),
-                    "description": op.get("description", ""),
+                    "description": _inline_code(op.get("description", "")),
                     "params": params,
                     "body": body,
                     "body_type": body_type,
