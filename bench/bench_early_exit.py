@@ -262,7 +262,7 @@ def main(argv=None) -> int:
         res = ee_batched()
         t_ee = timed(ee_batched, args.repeats)
         if args.skip_bs1:
-            t_b1 = float("nan")
+            t_b1 = None  # not run: "-" in the table, null in --json (a NaN there is not JSON)
         else:
             t_b1 = timed(
                 lambda tau=tau: run_early_exit(model, features, rule="entropy", threshold=tau, batch_size=1),
@@ -271,9 +271,11 @@ def main(argv=None) -> int:
         depth = res.mean_exit_layer
         counts = res.token_counts.double()
         tok_depth = float((counts * res.exit_layers.double()).sum() / (counts.sum() * num_layers))
+        b1 = f"{n / t_b1:9.1f}" if t_b1 is not None else f"{'-':>9}"
+        vs_b1 = f"{t_b1 / t_ee:6.2f}x" if t_b1 is not None else f"{'-':>7}"
         print(
             f"{target:6.2f} {tau:10.6f} {depth / num_layers:6.2f} {tok_depth:6.2f} {depth:6.2f} {n / t_ee:10.1f} "
-            f"{n / t_b1:9.1f} {t_full / t_ee:7.2f}x {t_b1 / t_ee:6.2f}x"
+            f"{b1} {t_full / t_ee:7.2f}x {vs_b1}"
         )
         record["points"].append(
             {
@@ -281,7 +283,7 @@ def main(argv=None) -> int:
                 "tau": tau,
                 "depth": depth / num_layers,
                 "ee_ex_s": n / t_ee,
-                "b1_ex_s": n / t_b1,
+                "b1_ex_s": n / t_b1 if t_b1 is not None else None,
             }
         )
     print(
