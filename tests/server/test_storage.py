@@ -21,6 +21,7 @@ from elue.server.db import (
     RUNNING,
     SCORED,
     Base,
+    Baseline,
     Submission,
     User,
     migrate,
@@ -339,19 +340,19 @@ def _private_reported_entry(settings, sessions, owner: str) -> tuple[int, int]: 
         return user.id, sub.id
 
 
-def _after_the_first_read(monkeypatch, then) -> None:  # noqa: ANN001
-    """Run `then()` once, right after the first `service.get_owned` has read the row (the point where a request
+def _after_the_first_read(monkeypatch, then, reader: str = "get_owned") -> None:  # noqa: ANN001
+    """Run `then()` once, right after the first `service.<reader>` has read the row (the point where a request
     has read the entry and not yet written it): the interleaving of two requests, made deterministic."""
-    real, fired = service.get_owned, []
+    real, fired = getattr(service, reader), []
 
-    def get_owned(s, user, sub_id):  # noqa: ANN001, ANN202
-        sub = real(s, user, sub_id)
+    def read(s, *args):  # noqa: ANN001, ANN202
+        sub = real(s, *args)
         if not fired:
             fired.append(True)
             then()
         return sub
 
-    monkeypatch.setattr(service, "get_owned", get_owned)
+    monkeypatch.setattr(service, reader, read)
 
 
 def _tombstone(sessions, sid: int) -> dict:  # noqa: ANN001
@@ -411,3 +412,77 @@ def test_a_delete_that_read_the_entry_before_a_patch_removes_the_patchs_text(
     with sessions() as s:
         service.delete_submission(s, settings, s.get(User, uid), sid)
     assert _tombstone(sessions, sid) == TOMBSTONE
+
+
+@pytest.mark.parametrize("owner_action", ["unpublish", "delete"])
+def test_an_entry_its_owner_withdraws_while_the_admin_chooses_it_is_no_baseline(
+    db_url, tmp_path, monkeypatch, owner_action
+):  # noqa: ANN001
+    """The admin's choice had read the entry as public when its owner unpublished or deleted it (their check
+    that it was no baseline passed): the dataset's baseline became a private or deleted entry. Now the choice
+    holds the entry's row and checks it as it is."""
+    settings = make_settings(tmp_path, database_url=db_url)
+    create_app(settings)
+    _, sessions = open_database(settings.database_url, upgrade=False)
+    with sessions() as s:
+        user = service.create_user(s, "alice", "password123")
+        uid, sid = user.id, service.submit_reported(
+            s, settings, user, name="Curve", params_m=1, paper_url="https://x.org", public=True,
+            tasks={"sst-2": {"points": [{"mflops": 500, "performance": 80.0},
+                                        {"mflops": 1500, "performance": 85.0}]}}, enforce_limits=False,
+        ).id  # fmt: skip
+        before = s.get(Baseline, "sst-2")
+        before = before.submission_id if before else None
+
+    def withdraw() -> None:
+        with sessions() as s:
+            if owner_action == "delete":
+                service.delete_submission(s, settings, s.get(User, uid), sid)
+            else:
+                service.update_submission(s, s.get(User, uid), sid, public=False)
+
+    _after_the_first_read(monkeypatch, withdraw, reader="get_live")
+    with sessions() as s, pytest.raises(service.ServiceError) as e:
+        service.set_baseline(s, "sst-2", sid)
+    assert e.value.status == (404 if owner_action == "delete" else 400)
+    with sessions() as s:
+        now = s.get(Baseline, "sst-2")
+        assert (now.submission_id if now else None) == before
+
+
+def test_an_entry_hidden_while_it_becomes_a_baseline_stays_visible(db_url, tmp_path, monkeypatch):  # noqa: ANN001
+    """Hiding had read the entry as no baseline when another admin's choice of it committed: a hidden
+    baseline. Now hiding checks the entry under its row's lock."""
+    settings = make_settings(tmp_path, database_url=db_url)
+    create_app(settings)
+    _, sessions = open_database(settings.database_url, upgrade=False)
+    with sessions() as s:
+        user = service.create_user(s, "alice", "password123")
+        sid = service.submit_reported(
+            s, settings, user, name="Curve", params_m=1, paper_url="https://x.org", public=True,
+            tasks={"sst-2": {"points": [{"mflops": 500, "performance": 80.0},
+                                        {"mflops": 1500, "performance": 85.0}]}}, enforce_limits=False,
+        ).id  # fmt: skip
+
+    def choose() -> None:
+        with sessions() as s:
+            service.set_baseline(s, "sst-2", sid)
+
+    real = service.get_live
+    fired: list[bool] = []
+
+    def read(s, sub_id):  # noqa: ANN001, ANN202
+        sub = real(s, sub_id)
+        if not fired:  # only the hiding request's read: the choice's own read runs the real one
+            fired.append(True)
+            monkeypatch.setattr(service, "get_live", real)
+            choose()
+        return sub
+
+    monkeypatch.setattr(service, "get_live", read)
+    with sessions() as s, pytest.raises(service.ServiceError) as e:
+        service.set_hidden(s, sid, True)
+    assert e.value.status == 409
+    with sessions() as s:
+        assert s.get(Baseline, "sst-2").submission_id == sid
+        assert not s.get(Submission, sid).hidden

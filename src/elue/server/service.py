@@ -481,6 +481,14 @@ def get_owned(s: Session, user: User, sub_id: int) -> Submission:
     return sub
 
 
+def get_live(s: Session, sub_id: int) -> Submission:
+    """Any entry that is not deleted (the admin's actions), or a 404."""
+    sub = s.get(Submission, sub_id)
+    if sub is None or sub.status == DELETED:
+        raise ServiceError("no such submission", 404)
+    return sub
+
+
 def is_public(sub: Submission) -> bool:
     """`board.visible_condition` for one row: published, not hidden and scored (reported entries are stored
     scored)."""
@@ -595,28 +603,37 @@ def require_admin(user: User | None) -> User:
     return user
 
 
-def set_baseline(s: Session, task: str, sub_id: int) -> None:
-    try:
-        task = get_task(task).name
-    except KeyError as e:
-        raise ServiceError(str(e.args[0])) from None
-    sub = s.get(Submission, sub_id)
-    if sub is None or sub.status == DELETED:
-        raise ServiceError("no such submission", 404)
+def _check_baseline_entry(s: Session, sub: Submission, task: str) -> None:
     if not is_public(sub):
         raise ServiceError(
             f"{sub.name} cannot be a baseline: only public, visible, scored (or reported) entries can"
         )
-    tr = s.scalar(select(TaskResult).where(TaskResult.submission_id == sub_id, TaskResult.task == task))
+    tr = s.scalar(select(TaskResult).where(TaskResult.submission_id == sub.id, TaskResult.task == task))
     if tr is None or not tr.points:
         raise ServiceError(f"{sub.name} has no {task} points to serve as a baseline curve")
     try:  # the curve every measured entry will be scored against: refuse one that cannot score
         validate_points([[p.mflops, p.performance] for p in tr.points], f"{sub.name}'s {task} points")
     except BaselineError as e:
         raise ServiceError(str(e)) from None
+
+
+def set_baseline(s: Session, task: str, sub_id: int) -> None:
+    try:
+        task = get_task(task).name
+    except KeyError as e:
+        raise ServiceError(str(e.args[0])) from None
+    sub = get_live(s, sub_id)
     # read and written under a lock: two choices at once (a double-clicked form) for a dataset that had no
-    # baseline both found no row and both inserted one (a 500); now the later one replaces the earlier
+    # baseline both found no row and both inserted one (a 500); now the later one replaces the earlier. The
+    # entry's row is held too and checked as it is now: its owner unpublishing or deleting it meanwhile (their
+    # check that it is no baseline had passed) left a private or deleted baseline.
     _exclusive(s, BASELINES_LOCK_ID, "baselines")
+    _hold_row(s, sub)
+    try:
+        _check_baseline_entry(s, sub, task)
+    except ServiceError:
+        s.rollback()
+        raise
     row = s.get(Baseline, task)
     if row is None:
         s.add(Baseline(task=task, submission_id=sub_id))
@@ -627,14 +644,19 @@ def set_baseline(s: Session, task: str, sub_id: int) -> None:
 
 
 def set_hidden(s: Session, sub_id: int, hidden: bool) -> Submission:
-    sub = s.get(Submission, sub_id)
-    if sub is None or sub.status == DELETED:
-        raise ServiceError("no such submission", 404)
+    sub = get_live(s, sub_id)
+    # the names lock (to show an entry again) before the row's, as everywhere; the checks read the row as it
+    # is under the lock (hiding an entry while it became a baseline left a hidden baseline)
+    _lock_user(s, None, names=not hidden)
+    _hold_row(s, sub)
     if hidden and not sub.hidden:
-        _refuse_if_baseline(s, sub)
+        try:
+            _refuse_if_baseline(s, sub)
+        except ServiceError:
+            s.rollback()
+            raise
     if not hidden and sub.hidden and sub.public:
         # a hidden entry holds no name: another may have taken it meanwhile (as when publishing)
-        _lock_user(s, None, names=True)
         try:
             check_name_free(s, sub.owner, sub.name, exclude_id=sub.id)
         except ServiceError:
