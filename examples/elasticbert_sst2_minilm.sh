@@ -8,7 +8,10 @@
 # Usage: examples/elasticbert_sst2_minilm.sh   (from the repository root; 651 training steps took ~9 min on 2 cores)
 # Environment: ELUE_DATA_DIR (default ../shared/data), RUN (default runs/elasticbert_sst2_minilm),
 #   EPOCHS (3), LR (2e-4), MAXLEN (64), THREADS (2), CONVERTED (an existing converted checkpoint: skip step 1),
-#   STOP_AFTER (end training at this step, keeping the best checkpoint so far; docs/finetune.md used 216).
+#   STOP_AFTER (end training at this step, keeping the best checkpoint so far; docs/finetune.md used 216; at
+#   least 108, the first evaluation, or there is no best checkpoint to predict with),
+#   RESULTS (default examples/results/elasticbert_sst2_minilm: the .json/.md of the table; set it elsewhere for
+#   a trial run, so that the committed results stay).
 set -euo pipefail
 
 DATA=${ELUE_DATA_DIR:-../shared/data}
@@ -16,8 +19,9 @@ RUN=${RUN:-runs/elasticbert_sst2_minilm}
 EPOCHS=${EPOCHS:-3}
 LR=${LR:-2e-4}
 MAXLEN=${MAXLEN:-64}
+RESULTS=${RESULTS:-examples/results/elasticbert_sst2_minilm}
 export OMP_NUM_THREADS=${THREADS:-2} HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-mkdir -p "$RUN" examples/results
+mkdir -p "$RUN" "$(dirname "$RESULTS")"
 
 # 1. MiniLM-L6 -> ElasticBERT (6 layers, a pooler and an exit on every layer)
 CONVERTED=${CONVERTED:-$RUN/minilm-elasticbert}
@@ -41,4 +45,4 @@ elue validate "$RUN/submission" --data "$DATA"
 elue evaluate "$RUN/submission" --answers "$DATA" --json "$RUN/evaluate.json"
 
 # 5. the table of docs/finetune.md
-python examples/elasticbert_results_table.py "$RUN" --out examples/results/elasticbert_sst2_minilm
+python examples/elasticbert_results_table.py "$RUN" --out "$RESULTS"
