@@ -5,7 +5,9 @@ Hugging Face Accelerate (one CPU, one GPU, many GPUs, many nodes).
     data.py                   raw text -> documents -> SOP pairs -> dynamic MLM masks (streaming, sharded)
     modeling_pretraining.py   ElasticBertForPreTraining (heads per exit), ElasticBertForMaskedLM
     optim.py                  AdamW / LAMB, warm-up and decay
-    trainer.py                the training loop: grouped steps, accumulation, checkpoints, exact resume, logs
+    trainer.py                the training loop: grouped steps, accumulation, exact resume
+    checkpoints.py            checkpoints: finding, checking a resume against, saving
+    logs.py                   the CSV/TensorBoard logs and the per-exit loss window between log rows
 
 `elue pretrain --config FILE [key=value ...]` runs `trainer.pretrain`. See docs/pretraining.md.
 Heavy modules are not imported here.

@@ -18,6 +18,17 @@ class NoUsableDocument(SettingsError):
     """A data stream without one document that makes a sentence pair (the reader names the corpus)."""
 
 
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message (with its type, unless a plain ValueError)."""
+    text = str(err).strip().splitlines()
+    first = text[0] if text else ""
+    return (first if type(err) is ValueError else f"{type(err).__name__}: {first}")[:400]
+
+
+def absolute_paths(paths: list[str]) -> list[str]:
+    return [str(Path(p).expanduser().resolve()) for p in paths]
+
+
 # the settings with a fixed set of values (a typo would otherwise surface deep inside the run)
 CHOICES: dict[str, tuple[str, ...]] = {
     "trainable": ("all", "heads"),
