@@ -127,7 +127,7 @@ def test_static_k_layers_via_cli(tiny, tmp_path):
 
 
 def test_glue_task_facts():
-    from elue.elasticbert.finetune import glue_task_spec
+    from elue.elasticbert.task_data import glue_task_spec
 
     cola = glue_task_spec("cola")
     assert cola.family == "glue" and cola.num_labels == 2 and cola.text_columns == ("sentence",)
@@ -466,7 +466,8 @@ def test_cli_local_model_path_not_sent_to_hub(tmp_path, monkeypatch, typed):
 
 
 def test_finetune_keeps_the_checkpoint_exit_layout(tiny, tmp_path):
-    from elue.elasticbert.finetune import default_exits, elue_task_spec, load_model
+    from elue.elasticbert.finetune import default_exits, load_model
+    from elue.elasticbert.task_data import elue_task_spec
 
     ckpt = write_tiny_checkpoint(tmp_path / "two-exits", layers=3, exits=2)
     spec = elue_task_spec("sst-2")

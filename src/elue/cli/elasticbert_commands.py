@@ -224,7 +224,7 @@ def finetune_command(
     if output.exists() and not output.is_dir():
         fail(f"--output {output}: exists and is not a folder")
     if data is None and not (hub or glue):
-        from elue.elasticbert.finetune import default_data_dir
+        from elue.elasticbert.task_data import default_data_dir
 
         guessed = default_data_dir()  # recorded in OUTPUT/config.json as the folder actually read
         data = Path(guessed) if guessed else None

@@ -402,7 +402,8 @@ def run_points(
     progress: bool = False,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{point name: (pred [N], exit layer [N])} for tokenised `rows`."""
-    from elue.elasticbert.finetune import make_collate, predict_all_exits
+    from elue.elasticbert.finetune import predict_all_exits
+    from elue.elasticbert.task_data import make_collate
 
     exits = exit_layer_numbers(model.config)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -475,13 +476,8 @@ def predict_submission(
     """
     import torch
 
-    from elue.elasticbert.finetune import (
-        FinetuneConfig,
-        check_max_length,
-        elue_task_spec,
-        load_split,
-        tokenize,
-    )
+    from elue.elasticbert.finetune import FinetuneConfig, check_max_length
+    from elue.elasticbert.task_data import elue_task_spec, load_split, tokenize
     from elue.testfile import write_test_file
 
     spec = elue_task_spec(task)

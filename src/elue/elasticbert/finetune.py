@@ -9,7 +9,8 @@ AdamW with linear warm-up and decay, evaluation on dev every epoch (or every ``e
 the best checkpoint kept in ``OUTPUT/best`` (model, tokenizer, ``finetune.json``), early stopping
 after ``early_stopping_patience`` evaluations without improvement, and a resumable ``OUTPUT/last``
 (model, optimizer, scheduler, step state) written at each evaluation. Runs on CPU or GPU through
-Accelerate. The fast tokenizer with dynamic padding; ``max_length`` truncates (IMDb: 512).
+Accelerate. The fast tokenizer with dynamic padding; ``max_length`` truncates (IMDb: 512). The task data
+(task facts, splits, tokenization, batching) is in `task_data`.
 
 Output folder:
     OUTPUT/best/        config.json, model weights, tokenizer files, finetune.json (dev metrics per exit)
@@ -34,75 +35,13 @@ import torch
 
 from .accelerate_state import forget_single_process_state
 from .stopping import StopRequest
+from .task_data import Rows, TaskSpec, load_split, make_collate, task_spec, tokenize
 
 BEST_DIR = "best"
 LAST_DIR = "last"
 STATE_FILE = "trainer_state.json"
 INFO_FILE = "finetune.json"
 LOG_FILE = "log.jsonl"
-
-
-# --------------------------------------------------------------------------------------------------
-# what is being learnt
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What the trainer needs to know about a task, whether ELUE or GLUE."""
-
-    name: str
-    text_columns: tuple[str, ...]
-    num_labels: int
-    is_regression: bool
-    metric: Callable[[np.ndarray, np.ndarray], dict[str, float]]  # -> {"performance": ..., parts}
-    family: str = "elue"  # "elue" | "glue"
-
-
-def elue_task_spec(task: str) -> TaskSpec:
-    from elue.metrics import compute_metrics
-    from elue.tasks import get_task
-
-    t = get_task(task)
-    return TaskSpec(
-        name=t.name,
-        text_columns=tuple(t.text_columns),
-        num_labels=t.num_labels,
-        is_regression=t.is_regression,
-        metric=lambda y, p, _t=t: compute_metrics(_t, y, p),
-        family="elue",
-    )
-
-
-def glue_task_spec(name: str) -> TaskSpec:
-    """GLUE task facts from `elue.data.get_glue_task`; the metric by name from `elue.metrics.METRICS`."""
-    from elue import data
-
-    info = data.get_glue_task(name)
-    return TaskSpec(
-        name=info.name,
-        text_columns=tuple(info.text_columns),
-        num_labels=int(info.num_labels),
-        is_regression=bool(info.is_regression),
-        metric=_glue_metric(info.metric),
-        family="glue",
-    )
-
-
-def _glue_metric(key: str):
-    from elue import metrics as m
-
-    if key in m.METRICS:
-        return m.METRICS[key]
-    if key in ("matthews", "mcc"):
-
-        def mcc(y, p):
-            from sklearn.metrics import matthews_corrcoef
-
-            v = 100.0 * float(matthews_corrcoef(np.asarray(y), np.asarray(p)))
-            return {"performance": v, "matthews": v}
-
-        return mcc
-    raise KeyError(f"unknown GLUE metric {key!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,110 +135,6 @@ class FinetuneConfig:
         if self.select != "auto":
             return self.select
         return "mean" if self.mode == "joint" else "last"
-
-
-# --------------------------------------------------------------------------------------------------
-# data
-
-
-def task_spec(cfg: FinetuneConfig) -> TaskSpec:
-    return glue_task_spec(cfg.task) if cfg.source == "glue" else elue_task_spec(cfg.task)
-
-
-def load_split(cfg: FinetuneConfig, spec: TaskSpec, split: str):
-    """A `datasets.Dataset` with the task's text columns and `label` (and `index` for ELUE)."""
-    from elue import data
-
-    if cfg.source == "elue":
-        data_dir = cfg.data_dir or default_data_dir()
-        if data_dir is None:
-            raise FileNotFoundError("no ELUE data folder: pass --data or set ELUE_DATA_DIR")
-        ds = data.load_elue_split(spec.name, split, data_dir)
-        where = str(data.split_path(data_dir, spec.name, split))
-    elif cfg.source == "hub":
-        ds, where = data.load_hub_split(spec.name, split, path=cfg.hub_path), f"the hub's {split} split"
-    elif cfg.source == "glue":
-        ds, where = data.load_glue_split(spec.name, split, path=cfg.hub_path), f"GLUE's {split} split"
-    else:
-        raise ValueError(f"unknown data source {cfg.source!r}: elue, hub or glue")
-    if len(ds) == 0:  # e.g. a header-only file: nothing to train on, evaluate or predict
-        raise ValueError(f"{spec.name}: {where} has no rows")
-    return ds
-
-
-def default_data_dir() -> str | None:
-    import os
-
-    env = os.environ.get("ELUE_DATA_DIR")
-    if env:
-        return env
-    guess = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-    return str(guess) if guess.is_dir() else None
-
-
-def column_texts(ds, spec: TaskSpec) -> list[list[str]]:
-    cols = []
-    for c in spec.text_columns:
-        cols.append(["" if v is None else str(v) for v in ds[c]])
-    return cols
-
-
-def check_max_length_fits(tokenizer, spec: TaskSpec, max_length: int, option: str = "--max-length") -> None:
-    """An input must hold its special tokens and at least one token of text: a tokenizer asked to cut below its
-    special tokens cannot truncate and passes whole texts on (longer than the model's positions, at worst)."""
-    special = int(tokenizer.num_special_tokens_to_add(pair=len(spec.text_columns) > 1))
-    if max_length <= special:
-        raise ValueError(
-            f"{option} {max_length}: {spec.name} inputs take {special} special tokens ([CLS], [SEP]); "
-            f"use at least {special + 1}"
-        )
-
-
-def tokenize(tokenizer, ds, spec: TaskSpec, max_length: int, with_labels: bool = True) -> list[dict]:
-    """Encode rows to [{input_ids, attention_mask, token_type_ids?, labels?}] (unpadded)."""
-    check_max_length_fits(tokenizer, spec, max_length)
-    texts = column_texts(ds, spec)
-    enc = tokenizer(*texts, truncation=True, max_length=max_length, padding=False)
-    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
-    rows = [{k: enc[k][i] for k in keys} for i in range(len(texts[0]))]
-    if with_labels:
-        labels = ds["label"]
-        for r, y in zip(rows, labels, strict=True):
-            r["labels"] = float(y) if spec.is_regression else int(y)
-    return rows
-
-
-class _Rows(torch.utils.data.Dataset):
-    def __init__(self, rows: Sequence[dict]):
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.rows[i]
-
-
-def make_collate(tokenizer, regression: bool = False):
-    """Dynamic padding to the longest row of the batch."""
-    pad_id = tokenizer.pad_token_id or 0
-
-    def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
-        longest = max(len(r["input_ids"]) for r in batch)
-        out: dict[str, torch.Tensor] = {}
-        for key in ("input_ids", "token_type_ids", "attention_mask"):
-            if key not in batch[0]:
-                continue
-            fill = pad_id if key == "input_ids" else 0
-            out[key] = torch.tensor(
-                [r[key] + [fill] * (longest - len(r[key])) for r in batch], dtype=torch.long
-            )
-        if "labels" in batch[0]:
-            dtype = torch.float32 if regression else torch.long
-            out["labels"] = torch.tensor([r["labels"] for r in batch], dtype=dtype)
-        return out
-
-    return collate
 
 
 # --------------------------------------------------------------------------------------------------
@@ -700,18 +535,14 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     out = Path(cfg.output_dir)
     last_dir, best_dir = out / LAST_DIR, out / BEST_DIR
     resuming = cfg.resume and (last_dir / STATE_FILE).is_file()
-    check_checkpoint_dir(last_dir if resuming else cfg.model, option="--model")
-    model_config(
-        cfg, spec, str(last_dir) if resuming else None
-    )  # bad layers / exits / length: before any change
+    resume_from = str(last_dir) if resuming else None
+    check_checkpoint_dir(resume_from or cfg.model, option="--model")
+    model_config(cfg, spec, resume_from)  # bad layers / exits / length: before any change
     if resuming:  # other options than the run's: refused before the data is read
         check_resume(cfg, out)
-    tokenizer = AutoTokenizer.from_pretrained(str(last_dir) if resuming else cfg.model, use_fast=True)
+    tokenizer = AutoTokenizer.from_pretrained(resume_from or cfg.model, use_fast=True)
     # the data too before any change: `--overwrite` must not remove a run for a command that cannot start
-    train_ds = _sample(load_split(cfg, spec, cfg.train_split), cfg.train_limit, cfg.seed)
-    dev_ds = _sample(load_split(cfg, spec, cfg.dev_split), cfg.dev_limit, cfg.seed)
-    train_rows = tokenize(tokenizer, train_ds, spec, cfg.max_length)
-    dev_rows = tokenize(tokenizer, dev_ds, spec, cfg.max_length)
+    train_rows, dev_rows = _read_rows(cfg, spec, tokenizer)
     if not resuming and cfg.mode == "static":
         _warn_untrained_pooler(cfg, log)
     if not resuming:
@@ -725,7 +556,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     if not accelerator.is_main_process:  # every process would say the same
         log = _silent
 
-    model = load_model(cfg, spec, str(last_dir) if resuming else None, log=log)
+    model = load_model(cfg, spec, resume_from, log=log)
     log(
         f"model: {model.config.num_hidden_layers} layers, exits at {exit_layers(model.config)}, "
         f"mode {cfg.mode}, gradient equilibrium {getattr(model.config, 'gradient_equilibrium', None)}"
@@ -734,33 +565,14 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     collate = make_collate(tokenizer, spec.is_regression)
     log(f"{spec.name}: {len(train_rows)} train / {len(dev_rows)} dev rows, max_length {cfg.max_length}")
 
-    # Accelerate gives each process every `processes`-th batch: a step takes `processes` batches of the epoch
-    steps_per_epoch = max(1, math.ceil(math.ceil(len(train_rows) / cfg.batch_size) / processes))
-    total_steps = (
-        cfg.max_steps if cfg.max_steps is not None else max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    )
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * total_steps)
-    eval_every = cfg.eval_every if cfg.eval_every is not None else steps_per_epoch
+    schedule = _schedule(cfg, len(train_rows), processes)
+    steps_per_epoch, total_steps = schedule.steps_per_epoch, schedule.total_steps
     optimizer = _optimizer(model, cfg)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, schedule.warmup_steps, total_steps)
 
     state = TrainerState(processes=processes)
     if resuming:
-        state = TrainerState(**json.loads((last_dir / STATE_FILE).read_text()))
-        if state.processes != processes:  # its position in the epoch and its schedule count such steps
-            raise ValueError(
-                f"--resume: the run in {out} trained in {state.processes} process(es), this session has "
-                f"{processes}: resume it with {state.processes}"
-            )
-        optimizer.load_state_dict(torch.load(last_dir / "optimizer.pt", map_location="cpu"))
-        scheduler.load_state_dict(torch.load(last_dir / "scheduler.pt", map_location="cpu"))
-        rng = last_dir / "rng.pt"
-        if rng.is_file():
-            states = torch.load(rng, map_location="cpu", weights_only=False)
-            torch.set_rng_state(states["torch"])
-            cuda = states.get("cuda")  # dropout on a GPU draws from the GPU's generators
-            if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(cuda)
+        state = _restore_last(last_dir, optimizer, scheduler, processes, out)
         log(f"resumed at step {state.global_step} (epoch {state.epoch}, batch {state.step_in_epoch})")
 
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -769,14 +581,8 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     (out / "config.json").write_text(json.dumps(_jsonable(asdict(cfg)), indent=2))
 
     def save_last() -> None:
-        if not accelerator.is_main_process:
-            return
-        _save_model(accelerator.unwrap_model(model), tokenizer, last_dir)
-        torch.save(optimizer.state_dict(), last_dir / "optimizer.pt")
-        torch.save(scheduler.state_dict(), last_dir / "scheduler.pt")
-        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        torch.save({"torch": torch.get_rng_state(), "cuda": cuda}, last_dir / "rng.pt")
-        (last_dir / STATE_FILE).write_text(json.dumps(_jsonable(asdict(state)), indent=2))
+        if accelerator.is_main_process:
+            _save_last(accelerator.unwrap_model(model), tokenizer, optimizer, scheduler, state, last_dir)
 
     def run_eval() -> bool:
         """Evaluate, keep the best; True when early stopping says stop."""
@@ -796,18 +602,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
             state.best_score, state.best_step, state.bad_evals = score, state.global_step, 0
             if accelerator.is_main_process:
                 _save_model(accelerator.unwrap_model(model), tokenizer, best_dir)
-                info = {
-                    "task": spec.name,
-                    "family": spec.family,
-                    "source": cfg.source,
-                    "mode": cfg.mode,
-                    "step": state.global_step,
-                    "selection": cfg.selection(),
-                    "score": score,
-                    "dev": record["dev"],
-                    "max_length": cfg.max_length,
-                    "text_columns": list(spec.text_columns),
-                }
+                info = _best_info(cfg, spec, state.global_step, score, record["dev"])
                 (best_dir / INFO_FILE).write_text(json.dumps(_jsonable(info), indent=2))
         else:
             state.bad_evals += 1
@@ -844,7 +639,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
             order = _epoch_order(len(train_rows), cfg.seed, state.epoch)
             order = order[state.step_in_epoch * cfg.batch_size * processes :]
             loader = torch.utils.data.DataLoader(
-                _Rows([train_rows[i] for i in order]),
+                Rows([train_rows[i] for i in order]),
                 batch_size=cfg.batch_size,
                 shuffle=False,
                 collate_fn=collate,
@@ -872,7 +667,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
                     state.epoch += 1
                     state.step_in_epoch = 0
                 done = state.global_step >= total_steps
-                evaluated = state.global_step % eval_every == 0 or done
+                evaluated = state.global_step % schedule.eval_every == 0 or done
                 if evaluated:
                     stop = run_eval()
                     model.train()
@@ -902,15 +697,93 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
             break
     bar.close()
     accelerator.wait_for_everyone()  # best/ is saved by the first process: let the others see it
+    return _result(out, state, stopped_by)
 
+
+def _read_rows(cfg: FinetuneConfig, spec: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
+    """The training and dev rows, tokenized; each split drawn down to its limit (train_limit, dev_limit)."""
+    train_ds = _sample(load_split(cfg, spec, cfg.train_split), cfg.train_limit, cfg.seed)
+    dev_ds = _sample(load_split(cfg, spec, cfg.dev_split), cfg.dev_limit, cfg.seed)
+    train_rows = tokenize(tokenizer, train_ds, spec, cfg.max_length)
+    dev_rows = tokenize(tokenizer, dev_ds, spec, cfg.max_length)
+    return train_rows, dev_rows
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    eval_every: int  # steps between evaluations
+
+
+def _schedule(cfg: FinetuneConfig, train_rows: int, processes: int) -> _Schedule:
+    """Steps per epoch and in all, warm-up steps and the evaluation interval of a run on `train_rows` rows."""
+    # Accelerate gives each process every `processes`-th batch: a step takes `processes` batches of the epoch
+    steps_per_epoch = max(1, math.ceil(math.ceil(train_rows / cfg.batch_size) / processes))
+    total_steps = (
+        cfg.max_steps if cfg.max_steps is not None else max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    )
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * total_steps)
+    eval_every = cfg.eval_every if cfg.eval_every is not None else steps_per_epoch
+    return _Schedule(steps_per_epoch, total_steps, warmup, eval_every)
+
+
+def _save_last(model, tokenizer, optimizer, scheduler, state: TrainerState, last_dir: Path) -> None:
+    """Write the resumable OUTPUT/last: model, tokenizer, optimizer, scheduler, RNG states, trainer state."""
+    _save_model(model, tokenizer, last_dir)
+    torch.save(optimizer.state_dict(), last_dir / "optimizer.pt")
+    torch.save(scheduler.state_dict(), last_dir / "scheduler.pt")
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    torch.save({"torch": torch.get_rng_state(), "cuda": cuda}, last_dir / "rng.pt")
+    (last_dir / STATE_FILE).write_text(json.dumps(_jsonable(asdict(state)), indent=2))
+
+
+def _restore_last(last_dir: Path, optimizer, scheduler, processes: int, out: Path) -> TrainerState:
+    """Load what `_save_last` wrote into `optimizer`, `scheduler` and the RNGs; the trainer state it saved."""
+    state = TrainerState(**json.loads((last_dir / STATE_FILE).read_text()))
+    if state.processes != processes:  # its position in the epoch and its schedule count such steps
+        raise ValueError(
+            f"--resume: the run in {out} trained in {state.processes} process(es), this session has "
+            f"{processes}: resume it with {state.processes}"
+        )
+    optimizer.load_state_dict(torch.load(last_dir / "optimizer.pt", map_location="cpu"))
+    scheduler.load_state_dict(torch.load(last_dir / "scheduler.pt", map_location="cpu"))
+    rng = last_dir / "rng.pt"
+    if rng.is_file():
+        states = torch.load(rng, map_location="cpu", weights_only=False)
+        torch.set_rng_state(states["torch"])
+        cuda = states.get("cuda")  # dropout on a GPU draws from the GPU's generators
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+    return state
+
+
+def _best_info(cfg: FinetuneConfig, spec: TaskSpec, step: int, score: float, dev: dict) -> dict:
+    """The contents of OUTPUT/best/finetune.json: the task, how it was trained, the dev metrics per exit."""
+    return {
+        "task": spec.name,
+        "family": spec.family,
+        "source": cfg.source,
+        "mode": cfg.mode,
+        "step": step,
+        "selection": cfg.selection(),
+        "score": score,
+        "dev": dev,
+        "max_length": cfg.max_length,
+        "text_columns": list(spec.text_columns),
+    }
+
+
+def _result(out: Path, state: TrainerState, stopped_by: str | None) -> FinetuneResult:
+    """What `finetune` returns, from the trainer state and OUTPUT/best/finetune.json."""
+    best_dir = out / BEST_DIR
     best_metrics = None
     if (best_dir / INFO_FILE).is_file():
         best_metrics = json.loads((best_dir / INFO_FILE).read_text())
     return FinetuneResult(
         output_dir=str(out),
-        best_dir=str(best_dir)
-        if best_dir.is_dir()
-        else None,  # none yet: stopped before its first evaluation
+        best_dir=str(best_dir) if best_dir.is_dir() else None,  # none: stopped before its first evaluation
         best_score=state.best_score,
         best_step=state.best_step,
         global_step=state.global_step,
