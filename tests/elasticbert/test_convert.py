@@ -13,10 +13,8 @@ from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassifica
 from elue.elasticbert.convert import convert_bert_to_elasticbert
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    torch.manual_seed(0)
-    config = BertConfig(
+def tiny_bert_config() -> BertConfig:
+    return BertConfig(
         vocab_size=70,
         hidden_size=32,
         num_hidden_layers=3,
@@ -24,6 +22,12 @@ def tiny_bert(tmp_path_factory):
         intermediate_size=40,
         max_position_embeddings=40,
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    torch.manual_seed(0)
+    config = tiny_bert_config()
     bert = BertModel(config).eval()
     path = tmp_path_factory.mktemp("bert")
     bert.save_pretrained(path)
@@ -205,14 +209,7 @@ def test_a_source_without_a_pooler_gets_fresh_poolers_and_says_so(tmp_path):
     from transformers import BertForMaskedLM
 
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=70,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=40,
-        max_position_embeddings=40,
-    )
+    config = tiny_bert_config()
     src = tmp_path / "mlm"
     BertForMaskedLM(config).save_pretrained(src)
     notes = []

@@ -330,12 +330,14 @@ def test_web_processes_migrating_an_empty_postgresql_side_by_side_do_not_race(db
     assert [p.returncode for p in procs] == [0, 0, 0], errors
 
 
-def _private_reported_entry(settings, sessions, owner: str) -> tuple[int, int]:  # noqa: ANN001
+def _reported_entry(settings, sessions, owner: str, public: bool = False) -> tuple[int, int]:  # noqa: ANN001
+    """(user id, entry id) of a reported SST-2 entry with two points (a curve that can be a baseline)."""
     with sessions() as s:
         user = service.create_user(s, owner, "password123")
+        points = [{"mflops": 500, "performance": 80.0}, {"mflops": 1500, "performance": 85.0}]
         sub = service.submit_reported(
-            s, settings, user, name="Mine", params_m=1, paper_url="https://x.org", public=False,
-            tasks={"sst-2": {"points": [{"mflops": 1500, "performance": 85.0}]}}, enforce_limits=False,
+            s, settings, user, name="Mine", params_m=1, paper_url="https://x.org", public=public,
+            tasks={"sst-2": {"points": points}}, enforce_limits=False,
         )  # fmt: skip
         return user.id, sub.id
 
@@ -380,7 +382,7 @@ def test_a_patch_that_read_the_entry_before_its_delete_is_a_404(db_url, tmp_path
     settings = make_settings(tmp_path, database_url=db_url)
     create_app(settings)
     _, sessions = open_database(settings.database_url, upgrade=False)
-    uid, sid = _private_reported_entry(settings, sessions, "alice")
+    uid, sid = _reported_entry(settings, sessions, "alice")
 
     def delete() -> None:
         with sessions() as s:
@@ -402,7 +404,7 @@ def test_a_delete_that_read_the_entry_before_a_patch_removes_the_patchs_text(
     settings = make_settings(tmp_path, database_url=db_url)
     create_app(settings)
     _, sessions = open_database(settings.database_url, upgrade=False)
-    uid, sid = _private_reported_entry(settings, sessions, "alice")
+    uid, sid = _reported_entry(settings, sessions, "alice")
 
     def patch_it() -> None:
         with sessions() as s:
@@ -424,13 +426,8 @@ def test_an_entry_its_owner_withdraws_while_the_admin_chooses_it_is_no_baseline(
     settings = make_settings(tmp_path, database_url=db_url)
     create_app(settings)
     _, sessions = open_database(settings.database_url, upgrade=False)
+    uid, sid = _reported_entry(settings, sessions, "alice", public=True)
     with sessions() as s:
-        user = service.create_user(s, "alice", "password123")
-        uid, sid = user.id, service.submit_reported(
-            s, settings, user, name="Curve", params_m=1, paper_url="https://x.org", public=True,
-            tasks={"sst-2": {"points": [{"mflops": 500, "performance": 80.0},
-                                        {"mflops": 1500, "performance": 85.0}]}}, enforce_limits=False,
-        ).id  # fmt: skip
         before = s.get(Baseline, "sst-2")
         before = before.submission_id if before else None
 
@@ -456,13 +453,7 @@ def test_an_entry_hidden_while_it_becomes_a_baseline_stays_visible(db_url, tmp_p
     settings = make_settings(tmp_path, database_url=db_url)
     create_app(settings)
     _, sessions = open_database(settings.database_url, upgrade=False)
-    with sessions() as s:
-        user = service.create_user(s, "alice", "password123")
-        sid = service.submit_reported(
-            s, settings, user, name="Curve", params_m=1, paper_url="https://x.org", public=True,
-            tasks={"sst-2": {"points": [{"mflops": 500, "performance": 80.0},
-                                        {"mflops": 1500, "performance": 85.0}]}}, enforce_limits=False,
-        ).id  # fmt: skip
+    _, sid = _reported_entry(settings, sessions, "alice", public=True)
 
     def choose() -> None:
         with sessions() as s:
