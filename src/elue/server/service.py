@@ -10,6 +10,7 @@ import re
 import secrets
 import shutil
 import unicodedata
+from contextlib import contextmanager
 from importlib import resources
 
 from sqlalchemy import func, select, update
@@ -71,7 +72,7 @@ def create_user(
     password_hash = hash_password(password)  # slow (scrypt): before the lock
     # the checks and the insert under one lock: two sign-ups of one name at the same moment (a double-clicked
     # form) both passed the check before, and the second was a 500, or in another case a second account
-    _lock_signups(s)
+    _exclusive(s, SIGNUP_LOCK_ID, "signups")
     try:
         if s.scalar(select(User).where(func.lower(User.username) == username.lower())) is not None:
             raise ServiceError("that user name is taken", 409)
@@ -109,19 +110,30 @@ SIGNUP_LOCK_ID = 0x454C5555  # PostgreSQL advisory lock of the sign-ups ("ELUU")
 BASELINES_LOCK_ID = 0x454C5542  # and of the admin's baseline choices ("ELUB")
 
 
-def _exclusive(s: Session, lock_id: int, meta_key: str) -> None:
-    """Start a transaction that holds a lock until it ends (as `lock_public_names` does for the names):
-    PostgreSQL: the advisory lock `lock_id`; SQLite: the database's write lock (an update that changes
-    nothing, of the meta row `meta_key`), which must be the transaction's first statement."""
-    s.commit()
+def _lock(s: Session, lock_id: int, meta_key: str) -> None:
+    """Hold a lock until the transaction ends. PostgreSQL: the advisory lock `lock_id`; SQLite: the
+    database's write lock (an update that changes nothing, of the meta row `meta_key`), which must be the
+    transaction's first statement, or its reads could be older than another writer's commit."""
     if s.get_bind().dialect.name == "postgresql":
         s.execute(select(func.pg_advisory_xact_lock(lock_id)))
     else:
         s.execute(update(Meta).where(Meta.key == meta_key).values(value=Meta.value))
 
 
-def _lock_signups(s: Session) -> None:
-    _exclusive(s, SIGNUP_LOCK_ID, "signups")
+def _exclusive(s: Session, lock_id: int, meta_key: str) -> None:
+    """End any read transaction and start one that holds `_lock(lock_id, meta_key)`."""
+    s.commit()
+    _lock(s, lock_id, meta_key)
+
+
+@contextmanager
+def _rollback_on_refusal(s: Session):
+    """A refusal ends the transaction (and the locks it holds) before it reaches the caller."""
+    try:
+        yield
+    except ServiceError:
+        s.rollback()
+        raise
 
 
 def authenticate(s: Session, username: str, password: str) -> User | None:
@@ -224,13 +236,9 @@ NAMES_LOCK_ID = 0x454C5545  # PostgreSQL advisory lock of the public names ("ELU
 
 def lock_public_names(s: Session) -> None:
     """Make the check and the claim of a public name one step: taken before `check_name_free`, held until the
-    transaction ends, so of two users who publish one name at the same moment one gets the 409. PostgreSQL:
-    an advisory lock; SQLite: the database's write lock (an update that changes nothing), which must be the
-    transaction's first statement, or its reads could be older than another writer's commit."""
-    if s.get_bind().dialect.name == "postgresql":
-        s.execute(select(func.pg_advisory_xact_lock(NAMES_LOCK_ID)))
-    else:
-        s.execute(update(Meta).where(Meta.key == "public-names").values(value=Meta.value))
+    transaction ends, so of two users who publish one name at the same moment one gets the 409 (`_lock`:
+    on SQLite the transaction's first statement)."""
+    _lock(s, NAMES_LOCK_ID, "public-names")
 
 
 DELETED_NAME = "(deleted)"  # what a deleted entry's row keeps as its name
@@ -440,14 +448,11 @@ def submit_reported(
     limited = user is not None and enforce_limits and not user.is_admin
     if public or limited:
         _lock_user(s, user if limited else None, names=public)
-        try:
+        with _rollback_on_refusal(s):
             if public:
                 check_name_free(s, user, name)
             if limited:
                 check_limits(s, user, settings)
-        except ServiceError:
-            s.rollback()
-            raise
     sub = Submission(
         owner_id=user.id if user else None,
         name=name,
@@ -541,19 +546,13 @@ def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submiss
         new_name = _clean_name(changes["name"])
     new_public = sub.public if changes.get("public") is None else bool(changes["public"])
     if new_public and (_name_key(new_name) != _name_key(sub.name) or not sub.public):
-        try:
+        with _rollback_on_refusal(s):
             check_name_free(s, sub.owner if sub.owner_id != user.id else user, new_name, exclude_id=sub.id)
-        except ServiceError:
-            s.rollback()
-            raise
     sub.name = new_name
     if changes.get("public") is not None:
         if not changes["public"] and sub.public:
-            try:
+            with _rollback_on_refusal(s):
                 _refuse_if_baseline(s, sub)
-            except ServiceError:
-                s.rollback()
-                raise
         sub.public = bool(changes["public"])
     for k in ("paper_url", "code_url"):
         if changes.get(k) is not None:
@@ -579,11 +578,8 @@ def delete_submission(s: Session, settings: Settings, user: User, sub_id: int) -
     sub = get_owned(s, user, sub_id)
     s.commit()  # end the read: the row's lock must be the transaction's first write (SQLite)
     _hold_row(s, sub)  # written as it is now, not as it was read (a PATCH may have committed since)
-    try:
+    with _rollback_on_refusal(s):
         _refuse_if_baseline(s, sub)
-    except ServiceError:
-        s.rollback()
-        raise
     key = sub.storage_key
     # a tombstone: files, results and texts go; the row keeps its id (never reused) and still counts
     # toward the owner's limits. A worker scoring it loses its lease and stops (worker._Heartbeat).
@@ -629,11 +625,8 @@ def set_baseline(s: Session, task: str, sub_id: int) -> None:
     # check that it is no baseline had passed) left a private or deleted baseline.
     _exclusive(s, BASELINES_LOCK_ID, "baselines")
     _hold_row(s, sub)
-    try:
+    with _rollback_on_refusal(s):
         _check_baseline_entry(s, sub, task)
-    except ServiceError:
-        s.rollback()
-        raise
     row = s.get(Baseline, task)
     if row is None:
         s.add(Baseline(task=task, submission_id=sub_id))
@@ -650,11 +643,8 @@ def set_hidden(s: Session, sub_id: int, hidden: bool) -> Submission:
     _lock_user(s, None, names=not hidden)
     _hold_row(s, sub)
     if hidden and not sub.hidden:
-        try:
+        with _rollback_on_refusal(s):
             _refuse_if_baseline(s, sub)
-        except ServiceError:
-            s.rollback()
-            raise
     if not hidden and sub.hidden and sub.public:
         # a hidden entry holds no name: another may have taken it meanwhile (as when publishing)
         try:
