@@ -536,6 +536,9 @@ def _saved_exit_config(path, kwargs) -> tuple[ElasticBertConfig, int, int] | Non
     return saved, layers, kwargs.get("num_output_layers") or saved.num_output_layers
 
 
+_HEADS = ("classifier.", "classifiers.")  # parameter prefixes of the exits' classifiers (static, multi-exit)
+
+
 def _classifier_names(layers: int, exits: int) -> dict[int, str]:
     """0-based layer -> the parameter prefix of its exit's classifier, for a model of `layers` layers with exits
     on the top `exits`: `classifier` for one exit (static), `classifiers.<j>` counted from the first exit."""
@@ -587,19 +590,16 @@ def _checkpoint_classifiers(path, kwargs) -> dict[str, torch.Tensor]:
     def find(name):  # noqa: ANN001, ANN202
         return cached_file(path, name, _raise_exceptions_for_missing_entries=False, **hub)
 
-    def wanted(key: str) -> bool:
-        return key.startswith(("classifier.", "classifiers."))
-
     if index := find("model.safetensors.index.json"):
         with open(index, encoding="utf-8") as fh:
             weight_map = json.load(fh)["weight_map"]
-        files = {f for k, f in weight_map.items() if wanted(k)}
+        files = {f for k, f in weight_map.items() if k.startswith(_HEADS)}
         paths = [find(f) for f in sorted(files)]
     elif single := find("model.safetensors"):
         paths = [single]
     elif bin_file := find("pytorch_model.bin"):
         state = torch.load(bin_file, map_location="cpu", weights_only=True)
-        return {k: v for k, v in state.items() if wanted(k)}
+        return {k: v for k, v in state.items() if k.startswith(_HEADS)}
     else:
         return {}
     from safetensors import safe_open
@@ -607,7 +607,7 @@ def _checkpoint_classifiers(path, kwargs) -> dict[str, torch.Tensor]:
     out = {}
     for file in paths:
         with safe_open(file, framework="pt") as fh:
-            out.update({k: fh.get_tensor(k) for k in fh.keys() if wanted(k)})  # noqa: SIM118
+            out.update({k: fh.get_tensor(k) for k in fh.keys() if k.startswith(_HEADS)})  # noqa: SIM118
     return out
 
 
@@ -651,7 +651,7 @@ def _renumber_classifiers(loaded, renumber: dict[str, str | None], tensors: dict
     if isinstance(info, dict):
 
         def is_classifier(key) -> bool:  # noqa: ANN001
-            return (key if isinstance(key, str) else key[0]).startswith(("classifier.", "classifiers."))
+            return (key if isinstance(key, str) else key[0]).startswith(_HEADS)
 
         # the checkpoint's other exits are left out on purpose, as a static model leaves them
         info["unexpected_keys"] = {k for k in info.get("unexpected_keys", ()) if not is_classifier(k)}
@@ -751,13 +751,12 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
         if _RENUMBERING.get():
             # transformers matched classifiers by position, so its load report named the wrong ones missing or
             # unexpected; `_renumber_classifiers` loads them by layer and names the fresh ones itself
-            heads = ("classifier.", "classifiers.")
-            loading_info.missing_keys = {k for k in loading_info.missing_keys if not k.startswith(heads)}
+            loading_info.missing_keys = {k for k in loading_info.missing_keys if not k.startswith(_HEADS)}
             loading_info.unexpected_keys = {
-                k for k in loading_info.unexpected_keys if not k.startswith(heads)
+                k for k in loading_info.unexpected_keys if not k.startswith(_HEADS)
             }
             loading_info.mismatched_keys = {
-                k for k in loading_info.mismatched_keys if not k[0].startswith(heads)
+                k for k in loading_info.mismatched_keys if not k[0].startswith(_HEADS)
             }
 
     def exit_classifier(self, layer: int) -> nn.Linear:
