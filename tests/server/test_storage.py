@@ -225,9 +225,7 @@ def test_parallel_uploads_respect_the_limit_on_each_backend(db_url, tmp_path):  
 
 def test_two_users_publishing_one_name_at_once_get_one_409(db_url, tmp_path):  # noqa: ANN001
     """The check and the claim of a public name are one step (service.lock_public_names)."""
-    settings = make_settings(tmp_path, database_url=db_url)
-    create_app(settings)
-    _, sessions = open_database(settings.database_url, upgrade=False)
+    settings, sessions = _site(db_url, tmp_path)
     with sessions() as s:
         users = [service.create_user(s, f"twin{i}", "password123") for i in range(2)]
         ids = [u.id for u in users]
@@ -330,6 +328,13 @@ def test_web_processes_migrating_an_empty_postgresql_side_by_side_do_not_race(db
     assert [p.returncode for p in procs] == [0, 0, 0], errors
 
 
+def _site(db_url: str, tmp_path):  # noqa: ANN001, ANN202
+    """(settings, sessionmaker) of a migrated site, for tests that call the service directly."""
+    settings = make_settings(tmp_path, database_url=db_url)
+    create_app(settings)
+    return settings, open_database(settings.database_url, upgrade=False)[1]
+
+
 def _reported_entry(settings, sessions, owner: str, public: bool = False) -> tuple[int, int]:  # noqa: ANN001
     """(user id, entry id) of a reported SST-2 entry with two points (a curve that can be a baseline)."""
     with sessions() as s:
@@ -379,9 +384,7 @@ PATCHES = [
 def test_a_patch_that_read_the_entry_before_its_delete_is_a_404(db_url, tmp_path, monkeypatch, patch):  # noqa: ANN001
     """A rename or publish that had read the entry when its owner's delete committed wrote its name (and public
     flag, description) back onto the tombstone: now its write is conditional on the row not being deleted."""
-    settings = make_settings(tmp_path, database_url=db_url)
-    create_app(settings)
-    _, sessions = open_database(settings.database_url, upgrade=False)
+    settings, sessions = _site(db_url, tmp_path)
     uid, sid = _reported_entry(settings, sessions, "alice")
 
     def delete() -> None:
@@ -401,9 +404,7 @@ def test_a_delete_that_read_the_entry_before_a_patch_removes_the_patchs_text(
 ):  # noqa: ANN001
     """The other order: a delete that read the entry before a PATCH committed wrote only what differed from what
     it had read, so a description or public flag the PATCH set meanwhile stayed on the tombstone."""
-    settings = make_settings(tmp_path, database_url=db_url)
-    create_app(settings)
-    _, sessions = open_database(settings.database_url, upgrade=False)
+    settings, sessions = _site(db_url, tmp_path)
     uid, sid = _reported_entry(settings, sessions, "alice")
 
     def patch_it() -> None:
@@ -423,9 +424,7 @@ def test_an_entry_its_owner_withdraws_while_the_admin_chooses_it_is_no_baseline(
     """The admin's choice had read the entry as public when its owner unpublished or deleted it (their check
     that it was no baseline passed): the dataset's baseline became a private or deleted entry. Now the choice
     holds the entry's row and checks it as it is."""
-    settings = make_settings(tmp_path, database_url=db_url)
-    create_app(settings)
-    _, sessions = open_database(settings.database_url, upgrade=False)
+    settings, sessions = _site(db_url, tmp_path)
     uid, sid = _reported_entry(settings, sessions, "alice", public=True)
     with sessions() as s:
         before = s.get(Baseline, "sst-2")
@@ -450,9 +449,7 @@ def test_an_entry_its_owner_withdraws_while_the_admin_chooses_it_is_no_baseline(
 def test_an_entry_hidden_while_it_becomes_a_baseline_stays_visible(db_url, tmp_path, monkeypatch):  # noqa: ANN001
     """Hiding had read the entry as no baseline when another admin's choice of it committed: a hidden
     baseline. Now hiding checks the entry under its row's lock."""
-    settings = make_settings(tmp_path, database_url=db_url)
-    create_app(settings)
-    _, sessions = open_database(settings.database_url, upgrade=False)
+    settings, sessions = _site(db_url, tmp_path)
     _, sid = _reported_entry(settings, sessions, "alice", public=True)
 
     def choose() -> None:
