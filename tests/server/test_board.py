@@ -87,3 +87,35 @@ def test_a_non_finite_stored_metric_does_not_break_the_pages(client, auth, drain
     for url in ["/api/results.csv", f"/models/{sub['id']}", "/api/results.json", f"/api/models/{sub['id']}"]:
         r = client.get(url)
         assert r.status_code == 200, (url, r.text[:300])
+
+
+def test_a_reported_entry_is_sized_by_its_largest_task_model(client, auth):  # noqa: ANN001
+    """Spec §5: a size track takes the largest parameter count over the entry's points. A reported entry of
+    30M whose SST-2 model has 300M was listed (and ranked) on the ≤ 40M track."""
+    tasks = {
+        "sst-2": {"points": [{"mflops": 1000, "performance": 90.0}], "params_m": 300},
+        "imdb": {"points": [{"mflops": 1000, "performance": 90.0}]},
+    }
+    r = reported(client, auth("alice"), name="Big SST-2 head", params_m=30, tasks=tasks)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert r.json()["params_m"] == 300
+    for budget in (40, 55, 70, 110):
+        ids = [row["id"] for row in client.get(f"/api/leaderboard?track={budget}").json()["rows"]]
+        assert sid not in ids, budget
+    row = next(row for row in client.get("/api/leaderboard").json()["rows"] if row["id"] == sid)
+    assert row["params_m"] == 300
+    assert client.get(f"/api/models/{sid}").json()["result"]["params_m"] == 300
+
+
+def test_an_older_reported_row_is_sized_by_its_largest_task_model(client, auth):  # noqa: ANN001
+    """A row stored before the entry's params were the largest of its tasks is sized the same way."""
+    r = reported(client, auth("alice"), name="Old row", params_m=30)
+    sid = r.json()["id"]
+    with client.app.state.elue.sessions() as s:
+        s.scalar(select(TaskResult).where(TaskResult.submission_id == sid)).params_m = 300.0
+        bump_board_version(s)
+        s.commit()
+    client.app.state.elue.board.invalidate()
+    assert sid not in [row["id"] for row in client.get("/api/leaderboard?track=40").json()["rows"]]
+    assert client.get(f"/api/models/{sid}").json()["result"]["params_m"] == 300

@@ -167,7 +167,11 @@ def load_models(session: Session, where=None) -> list[Model]:  # noqa: ANN001
                     "examples": examples,
                 }
             )
-    for _, entry in trs.values():
+    for sid, entry in trs.values():
+        # a model's size is the largest over its points (spec §5): also for a row stored with a smaller one
+        m = models[sid]
+        if entry.params_m is not None and (m.params_m is None or entry.params_m > m.params_m):
+            m.params_m = entry.params_m
         entry.points.sort(key=lambda p: p["mflops"])
         if entry.points:
             entry.best_performance = max(p["performance"] for p in entry.points)

@@ -445,6 +445,11 @@ def submit_reported(
         raise ServiceError("a reported entry needs the link of the paper its numbers come from")
     params_m = _number(params_m, "params_m (millions of parameters)", lo=0, hi=MAX_PARAMS_M, lo_open=True)
     parsed = parse_reported(tasks)
+    # the entry's size is the largest model over its points (spec §5), as for a measured entry: a task's own
+    # params_m above the entry's put a 300M SST-2 model on the <= 40M track
+    params_m = max(
+        [params_m, *(spec["params_m"] for spec in parsed.values() if spec["params_m"] is not None)]
+    )
     limited = user is not None and enforce_limits and not user.is_admin
     if public or limited:
         _lock_user(s, user if limited else None, names=public)
