@@ -63,3 +63,19 @@ def test_the_guide_states_the_limits(client, settings):  # noqa: ANN001
 def test_a_task_without_a_baseline_curve_says_so(client):  # noqa: ANN001
     assert 'id="no-baseline"' in client.get("/tasks/mrpc").text
     assert 'id="no-baseline"' not in client.get("/tasks/sst-2").text
+
+
+def test_an_unscored_entry_s_page_says_it_has_no_results_yet(client, auth, drain):  # noqa: ANN001
+    """The owner's page of a queued (or failed) entry listed every dataset as "not submitted", its SST-2
+    files included, and the entry as incomplete."""
+    from server_helpers import api_upload
+
+    h = auth("alice")
+    sub = api_upload(client, h, name="waiting")
+    page = client.get(f"/models/{sub['id']}", headers=h).text
+    assert "No results yet (status: queued)" in page and "not submitted" not in page
+    assert "not all six datasets" not in page
+    assert client.get(f"/api/models/{sub['id']}", headers=h).json().get("result") is None
+    drain()
+    page = client.get(f"/models/{sub['id']}", headers=h).text
+    assert "No results yet" not in page and "not submitted" in page  # scored: SST-2 only

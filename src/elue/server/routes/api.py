@@ -16,7 +16,7 @@ from elue.tasks import TASK_NAMES, TASKS, get_task
 
 from .. import service
 from ..board import TRACKS, _finite, load_models, natural_order, rank, task_view
-from ..db import Submission, User
+from ..db import SCORED, Submission, User
 from ..deps import MAX_ID, Ctx, RowId, get_ctx, state, throttled_authenticate
 from ..service import ServiceError
 
@@ -67,6 +67,8 @@ def _scored_model(ctx: Ctx, sub: Submission):  # noqa: ANN202
     """The submission's result with scores against the current baselines."""
     board = ctx.st.board.get()
     m = board.by_id.get(sub.id)
+    if m is None and sub.status != SCORED:  # queued, running or failed: no results yet
+        return None
     if m is None:
         models = load_models(ctx.db, Submission.id == sub.id)
         if not models:

@@ -22,7 +22,7 @@ from ..board import (
     task_view,
     visible_condition,
 )
-from ..db import DELETED, ApiToken, Baseline, Submission, User
+from ..db import DELETED, SCORED, ApiToken, Baseline, Submission, User
 from ..deps import MAX_ID, Ctx, Download, RowId, get_ctx, throttled_authenticate
 from ..service import ServiceError
 from ..storage import UploadError
@@ -106,7 +106,7 @@ def model_page(model_id: RowId, ctx: Ctx = Depends(get_ctx)):
         raise HTTPException(404, "no such model")
     board = ctx.st.board.get()
     m = board.by_id.get(sub.id)
-    if m is None:
+    if m is None and sub.status == SCORED:  # a queued, running or failed entry has no results yet
         found = load_models(ctx.db, Submission.id == sub.id)
         m = found[0] if found else None
         if m is not None:
