@@ -34,6 +34,14 @@ def test_split_sentences():
     ]
 
 
+def test_split_sentences_keeps_closing_quotes_and_brackets():
+    # the closing marks after an end mark belong to the sentence: a cut there must not drop them
+    text = 'He said "Hi." Then he left. (See above.) Next one! "Quoted?" Yes.'
+    sentences = ['He said "Hi."', "Then he left.", "(See above.)", "Next one!", '"Quoted?"', "Yes."]
+    assert split_sentences(text) == sentences
+    assert " ".join(sentences) == text
+
+
 def test_sop_pairs_structure():
     ids = SpecialIds(cls=101, sep=102, mask=103, pad=0, vocab_size=1000)
     segs = [list(range(200 + 10 * i, 205 + 10 * i)) for i in range(12)]

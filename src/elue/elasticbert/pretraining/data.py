@@ -37,18 +37,25 @@ from ..padding import padding_mask, right_pad
 from .config import NoUsableDocument, SettingsError
 from .modeling_pretraining import find_mlm_positions
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+# an end mark and the closing quotes or brackets after it (kept with the sentence), then the white space where
+# the line is cut (group 1), before a capital or a digit (perhaps after an opening quote or bracket)
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(\s+)(?=[\"'(\[]?[A-Z0-9])")
 
 
 def split_sentences(text: str) -> list[str]:
-    """Lines, then sentences within a line (a light splitter: end mark, space, capital or digit)."""
+    """Lines, then sentences within a line (a light splitter: end mark, space, capital or digit). Only the white
+    space between two sentences is left out: a closing quote or bracket stays with its sentence."""
     out: list[str] = []
     for line in text.splitlines():
         line = line.strip()
         if not line:
             continue
-        out.extend(s.strip() for s in _SENTENCE_END.split(line) if s.strip())
-    return out
+        start = 0
+        for cut in _SENTENCE_END.finditer(line):
+            out.append(line[start : cut.start(1)])
+            start = cut.end(1)
+        out.append(line[start:])
+    return [s for s in out if s]
 
 
 # ---------------------------------------------------------------------------------------------
