@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from elue.scoring import (
+    MIN_MFLOPS,
     SIZE_TRACKS,
     Baseline,
     BaselineError,
@@ -21,6 +23,7 @@ from elue.scoring import (
     rank_by_overall,
     size_track,
     size_tracks,
+    validate_points,
 )
 from elue.tasks import TASK_NAMES
 
@@ -120,6 +123,11 @@ def _write(tmp_path, data):
         ('{"tasks": {"sst-2": [[1' + "0" * 400 + ", 80]]}}", "MFLOPs 1000"),  # an int beyond float
         ({"tasks": {"sst-2": [[1000, -1e308], [1001, 1e308]]}}, "percentage points"),  # slopes would overflow
         ({"tasks": {"sst-2": [[1e300, 80]]}}, "up to"),
+        # MFLOPs a few ulps apart near 0: the slope overflowed, the ELUE score was -inf (JSON -Infinity)
+        (
+            {"tasks": {"sst-2": [[1e-320, 50], [1.5e-320, 60]]}},
+            "MFLOPs 1e-320; expected a positive number from",
+        ),
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
         ({"tasks": {"sst-2": [[1, 80]], "sst2": [[2, 81]]}}, "twice"),
     ],
@@ -129,6 +137,13 @@ def test_bad_baseline_files(tmp_path, data, match):
     with pytest.raises(BaselineError, match=match) as e:
         load_baseline(p)
     assert str(p) in str(e.value)
+
+
+def test_the_steepest_baseline_allowed_still_scores_finitely():
+    lo = MIN_MFLOPS
+    points = validate_points([[lo, -100.0], [float(np.nextafter(lo, 1.0)), 100.0]])
+    # far above any count the sandbox lets through (1e60 FLOPs a call)
+    assert math.isfinite(elue_score([(1e70, 50.0), (lo, 0.0)], points))
 
 
 def test_baseline_file_roundtrip(tmp_path):

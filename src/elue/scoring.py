@@ -70,8 +70,11 @@ def _finite_number(value) -> bool:
 
 
 # Bounds of a baseline point: performance is in percentage points (spec §1: at most 100 in size); MFLOPs
-# beyond a million GFLOPs per example are no real model. Within them the curve's slopes stay finite.
+# beyond a million GFLOPs per example are no real model, nor below one FLOP. Within them the curve's slopes
+# stay below 1e24 per MFLOP (two distinct MFLOPs >= 1e-6 differ by >= 2e-22), so Perf_baseline is finite at
+# any submission's MFLOPs; points a few ulps apart near 0 (1e-320) gave an infinite slope and score.
 MAX_PERFORMANCE = 100.0
+MIN_MFLOPS = 1e-6
 MAX_MFLOPS = 1e9
 
 
@@ -99,9 +102,10 @@ def validate_points(points: Iterable, what: str = "points") -> list[Point]:
         f, p = pt[0], pt[1]
         f = float(f) if isinstance(f, np.number) else f
         p = float(p) if isinstance(p, np.number) else p
-        if not _finite_number(f) or not 0 < f <= MAX_MFLOPS:
+        if not _finite_number(f) or not MIN_MFLOPS <= f <= MAX_MFLOPS:
             raise BaselineError(
-                f"{what}: point {i} has MFLOPs {_shown(f)}; expected a positive number up to {MAX_MFLOPS:g}"
+                f"{what}: point {i} has MFLOPs {_shown(f)}; expected a positive number from {MIN_MFLOPS:g} "
+                f"(one FLOP) up to {MAX_MFLOPS:g}"
             )
         if not _finite_number(p) or abs(p) > MAX_PERFORMANCE:
             raise BaselineError(
