@@ -112,3 +112,13 @@ def test_pearson_of_huge_finite_predictions():
     p[-2:] = [1.6e308, 1.7e308]
     assert pearson(y, p) == pytest.approx(pearsonr(y, p / 1e308)[0], rel=1e-12)
     assert pearson(y, p) > 0.6
+
+
+def test_pearson_of_tiny_finite_predictions():
+    """Subnormal predictions (a few multiples of 5e-324) keep too few bits for scipy's sums: Pearson of
+    [1, 0, 2] * 5e-324 against [1, 2, 3] came out 0.707 where it is 0.5. The scale does not matter."""
+    y = np.array([1.0, 2.0, 3.0])
+    tiny = np.array([1.0, 0.0, 2.0]) * 5e-324
+    assert pearson(y, tiny) == pytest.approx(pearson(y, [1.0, 0.0, 2.0]), rel=1e-12)
+    assert pearson(y, tiny) == pytest.approx(0.5, rel=1e-12)
+    assert pearson(tiny, y) == pytest.approx(0.5, rel=1e-12)

@@ -61,8 +61,9 @@ def _correlation(fn, y_true, y_pred) -> float:
     if t.shape[0] < 2 or np.all(t == t[0]) or np.all(p == p[0]):
         return 0.0
     # correlations do not change with scale: bring huge (finite) values down so that means and sums of
-    # squares do not overflow to inf (which would make the result NaN, reported as 0)
-    t, p = (x / np.abs(x).max() if np.abs(x).max() > 1e100 else x for x in (t, p))
+    # squares do not overflow to inf (which would make the result NaN, reported as 0), and tiny ones up
+    # (subnormals keep too few bits for the sums: [1, 0, 2] * 5e-324 correlated as 0.707 where 0.5)
+    t, p = (x / np.abs(x).max() if not 1e-100 < np.abs(x).max() < 1e100 else x for x in (t, p))
     r = float(fn(t, p)[0])
     return 0.0 if math.isnan(r) else r
 
