@@ -92,3 +92,25 @@ def test_serve_with_an_unusable_home_says_so(tmp_path):  # noqa: ANN001
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert f"cannot use the state folder {home}" in out.stderr.replace("\n", "")
+
+
+def test_serve_never_prints_the_database_password(tmp_path, monkeypatch):  # noqa: ANN001
+    """The start-up line and the "cannot open the database" message printed the URL as given, password
+    included, into the service's log."""
+    from typer.testing import CliRunner
+
+    from elue.cli import app as cli
+
+    url = "postgresql+psycopg2://elue:s3cret-pw@127.0.0.1:1/elue"  # nothing listens on port 1
+    settings = make_settings(tmp_path)
+    args = [*serve_args(settings)[:-1], url]
+    monkeypatch.setattr(os, "environ", {**os.environ, "ELUE_SECRET_KEY": "k"})
+    monkeypatch.setattr("signal.signal", lambda *a: None)
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1 and "cannot open the database" in r.output, r.output
+    assert "s3cret-pw" not in r.output and "elue:***@127.0.0.1:1" in r.output
+    monkeypatch.setattr("elue.server.create_app", lambda *a, **k: None)  # as if the database were there
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0 and "ELUE leaderboard on" in r.output, r.output
+    assert "s3cret-pw" not in r.output and "elue:***@127.0.0.1:1" in r.output

@@ -46,6 +46,17 @@ def _settings(  # noqa: ANN202
         fail(str(err))
 
 
+def _shown_url(url: str) -> str:
+    """A database URL as printed: its password masked (the start-up line goes into the service's log)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<an invalid database URL>"
+
+
 def _url_host(host: str) -> str:
     """How a URL names the address served on: a wildcard is reached by this machine's name."""
     import socket
@@ -113,7 +124,7 @@ def serve(
     try:
         create_app(settings)  # migrate and seed: once, before anything forks
     except (ArgumentError, OperationalError) as err:  # ArgumentError also covers an unknown dialect
-        fail(f"cannot open the database {settings.database_url!r}: {err}")
+        fail(f"cannot open the database {_shown_url(settings.database_url)!r}: {err}")
     except OSError as err:  # a home that is a file, read-only, or on a full disk: one line, not a traceback
         fail(f"cannot use the state folder {settings.state_dir} (--home / ELUE_HOME): {err}")
     if admin:
@@ -170,7 +181,7 @@ def serve(
     sup = threading.Thread(target=supervise, daemon=True)
     sup.start()
     typer.echo(
-        f"ELUE leaderboard on http://{host}:{port}  (database {settings.database_url}, "
+        f"ELUE leaderboard on http://{host}:{port}  (database {_shown_url(settings.database_url)}, "
         f"data {settings.data_dir}, {workers} scoring worker(s))"
     )
     if settings.trust_model_code:
