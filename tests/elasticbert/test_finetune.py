@@ -676,3 +676,31 @@ def test_checkpoint_with_heads_of_another_label_count_starts_them_fresh(tiny, tm
     assert after["elasticbert.embeddings.word_embeddings.weight"].shape == (
         before["elasticbert.embeddings.word_embeddings.weight"].shape
     )
+
+
+def test_a_regression_checkpoint_trained_on_for_classification_is_saved_as_a_classifier(tiny, tmp_path):
+    """An STS-B checkpoint (problem_type "regression") fine-tuned on SST-2: the saved model must be a 2-class
+    classifier. Before, problem_type stayed "regression", so the saved model called itself a regressor: its own
+    loss took MSE over (B, 2) logits (a shape error), and `elue predict --engine early-exit` refused the entropy
+    rule as "a 1-output regression head" and wrote logit 0 as the prediction of the patience rule."""
+    from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification
+    from elue.elasticbert.early_exit import early_exit
+
+    data, ckpt = tiny
+    sts = data / "sts-b"
+    sts.mkdir(exist_ok=True)
+    rows = "".join(f"the film was good\tthe plot was bad\t{i % 5}.0\n" for i in range(8))
+    for split in ("train", "dev"):
+        (sts / f"{split}.tsv").write_text("sentence1\tsentence2\tlabel\n" + rows)
+    finetune(_cfg(tiny, tmp_path / "sts", task="sts-b", max_steps=1, eval_every=1), log=_quiet)
+    sts_best = tmp_path / "sts" / "best"
+    assert ElasticBertConfig.from_pretrained(sts_best).problem_type == "regression"
+
+    finetune(_cfg(tiny, tmp_path / "sst", model=str(sts_best), max_steps=1, eval_every=1), log=_quiet)
+    model = ElasticBertForSequenceClassification.from_pretrained(tmp_path / "sst" / "best").eval()
+    assert model.config.num_labels == 2 and not model.is_regression
+    ids = torch.tensor([[2, 5, 6, 3], [2, 11, 12, 3]])
+    out = model(ids, labels=torch.tensor([0, 1]))  # cross-entropy, not MSE over the two logits
+    assert torch.isfinite(out.loss)
+    res = early_exit(model, ids, rule="entropy", threshold=0.5)
+    assert res.predictions.dtype == torch.long and res.logits.shape == (2, 2)

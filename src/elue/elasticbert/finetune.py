@@ -236,8 +236,9 @@ def model_config(cfg: FinetuneConfig, spec: TaskSpec, path: str | None = None):
     if cfg.num_layers is not None and not 1 <= cfg.num_layers <= layers:
         raise ValueError(f"{option} {cfg.num_layers}: the model has {layers} layers")
     config.num_labels = spec.num_labels
-    if spec.is_regression:
-        config.problem_type = "regression"
+    # set either way: a checkpoint fine-tuned on the other kind of task (STS-B -> SST-2) brings its own, and a
+    # "regression" left on a classifier makes the saved model a regressor (MSE loss, no entropy exit)
+    config.problem_type = "regression" if spec.is_regression else "single_label_classification"
     if cfg.mode == "static":
         if cfg.num_layers is not None:
             config.num_hidden_layers = int(cfg.num_layers)
