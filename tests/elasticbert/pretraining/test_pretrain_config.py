@@ -326,3 +326,24 @@ def test_config_file_that_is_not_utf8_is_named(tmp_path):
     assert "Traceback" not in result.output
     path.write_bytes("output_dir: caf\u00e9\n".encode())  # UTF-8, whatever the locale's encoding
     assert PretrainConfig.from_file(path).output_dir == "caf\u00e9"
+
+
+def test_a_yaml_date_or_time_in_the_settings_file_is_named(tmp_path):
+    """PyYAML reads an unquoted 2026-11-27 as a date: named in one line (it was a JSON TypeError traceback)."""
+    from elue.cli import app
+
+    path = tmp_path / "run.yaml"
+    path.write_text("output_dir: 2026-11-27\nhub_datasets: [{path: json, revision: 2026-11-27 08:00:00}]\n")
+    with pytest.raises(SettingsError, match=r"output_dir: 2026-11-27 reads as a date in YAML: quote it"):
+        PretrainConfig.from_file(path)
+    result = CliRunner().invoke(app, ["pretrain", "--config", str(path), "--print-config"])
+    assert result.exit_code == 1 and "error: output_dir: 2026-11-27 reads as a date" in result.output
+    assert "Traceback" not in result.output
+    path.write_text("hub_datasets: [{path: json, revision: 2026-11-27 08:00:00}]\n")
+    with pytest.raises(
+        SettingsError, match=r"hub_datasets\[0\]\.revision: 2026-11-27 08:00:00 reads as a date"
+    ):
+        PretrainConfig.from_file(path)
+    with pytest.raises(SettingsError, match=r"output_dir: 2026-11-27 reads as a date in YAML: quote it"):
+        PretrainConfig.from_dict({}, ["output_dir=2026-11-27"])  # an override's value is YAML too
+    assert PretrainConfig.from_dict({}, ["output_dir='2026-11-27'"]).output_dir == "2026-11-27"

@@ -3,7 +3,9 @@ overrides from the command line (`model_config.hidden_size=64`, `exit_groups=[[1
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import datetime
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,9 +191,11 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], overrides: list[str] | None = None) -> PretrainConfig:
-        data = json.loads(json.dumps(data))
+        data = copy.deepcopy(data)
         for item in overrides or []:
             apply_override(data, item)
+        _check_plain(data)
+        data = json.loads(json.dumps(data))
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -481,6 +485,26 @@ def _check_scalar(name: str, value: Any, kind: Any) -> None:
     )
     if not ok:
         raise SettingsError(f"{name}: expected {' or '.join(kinds)}, got {value!r}")
+
+
+def _check_plain(value: Any, where: str = "") -> None:
+    """Settings are what JSON holds (strings, numbers, booleans, null, lists, mappings): PyYAML reads an unquoted
+    2026-11-27 as a date, which would otherwise fail as a JSON TypeError traceback."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{where}.{key}" if where else str(key)
+            if not isinstance(key, str):
+                raise SettingsError(
+                    f"{name}: a setting's name must be text, not {type(key).__name__} {key!r}"
+                )
+            _check_plain(item, name)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif isinstance(value, (datetime.date, datetime.time)):
+        raise SettingsError(f'{where}: {value} reads as a date in YAML: quote it ("{value}")')
+    elif not (value is None or isinstance(value, (str, int, float, bool))):
+        raise SettingsError(f"{where}: {value!r} is not a string, number, list or mapping")
 
 
 def default_exit_groups(num_layers: int) -> list[list[int]]:
