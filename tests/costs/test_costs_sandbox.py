@@ -206,6 +206,28 @@ def test_module_failing_at_shape_message(tmp_path):
         _worker.run({"model_py": str(model), "calls": [["layer_1", [4, 7]]]}, lambda obj: None)
 
 
+@pytest.mark.parametrize(
+    "head, encoding",
+    [(b"\xef\xbb\xbf", "utf-8"), (b"# -*- coding: latin-1 -*-\n", "latin-1")],
+    ids=["utf-8 BOM", "coding cookie"],
+)
+def test_model_py_is_read_as_python_reads_source(tmp_path, head, encoding):
+    """A BOM (an editor's UTF-8) or a PEP 263 coding line: Python runs such a file; it was refused (a syntax
+    error at U+FEFF, or 'cannot read' for the latin-1 bytes)."""
+    model = tmp_path / "model.py"
+    source = "# caf\u00e9\nfrom torch import nn\nmodule_list = {'a': nn.Linear(2, 3)}\nentire_model = module_list['a']\n"
+    model.write_bytes(head + source.encode(encoding))
+    result = _worker.run({"model_py": str(model), "calls": [["a", [2]]]}, lambda obj: None)
+    assert result["params"] == 9 and result["flops"] == [["a", [2], 12]]
+
+
+def test_model_py_that_python_cannot_decode_is_one_clear_error(tmp_path):
+    model = tmp_path / "model.py"
+    model.write_bytes(b"x = 1\n# caf\xe9\n")
+    with pytest.raises(_worker._Fail, match=r"^model.py is not valid UTF-8 .*line 2"):
+        _worker.run({"model_py": str(model)}, lambda obj: None)
+
+
 def test_module_list_entries_must_be_modules(tmp_path):
     model = write(
         tmp_path,

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import io
 import json
 import os
 import sys
 import time
+import tokenize
 import traceback
 from typing import Any
 
@@ -57,12 +59,28 @@ class _Fail(Exception):
         self.extra = extra
 
 
-def _load(model_py: str):
+def _source(model_py: str) -> str:
+    """model.py's text, decoded as Python decodes a source file: UTF-8 with or without a BOM, or the
+    encoding its PEP 263 coding line names (a BOM'd file was a syntax error at U+FEFF)."""
     try:
-        with open(model_py, encoding="utf-8") as fh:
-            source = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
+        with open(model_py, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
         raise _Fail(f"cannot read model.py: {_exc_line(exc)}") from None
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
+    except SyntaxError as exc:  # an unknown encoding, or a coding line that contradicts a BOM
+        raise _Fail(f"model.py has a bad encoding declaration: {exc.msg}") from None
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        name = "UTF-8" if encoding.startswith("utf-8") else encoding
+        line = raw[: exc.start].count(b"\n") + 1
+        raise _Fail(f"model.py is not valid {name} text (line {line}): save it as UTF-8") from None
+
+
+def _load(model_py: str):
+    source = _source(model_py)
     try:
         code = compile(source, model_py, "exec")
     except SyntaxError as exc:
