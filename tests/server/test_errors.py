@@ -53,3 +53,25 @@ def test_lone_surrogates_are_a_400_not_a_500(client, auth):  # noqa: ANN001
         r = client.post(url, content=body, headers={**headers, "content-type": "application/json"})
         assert r.status_code == 400 and "surrogate" in r.json()["detail"], (url, r.text)
     assert client.get("/api/submissions", headers=h).json() == []
+
+
+def test_a_refused_json_body_with_nan_or_infinity_is_a_422_not_a_500(client, auth, admin_headers):  # noqa: ANN001
+    """Python's JSON reader takes NaN, Infinity and 1e400; a body refused by validation was answered with its
+    input, which JSON cannot carry: a 500 ("Out of range float values are not JSON compliant")."""
+    h = auth("nan")
+    for url, method, body, headers in [
+        ("/api/submissions/reported", "POST", '{"params_m":NaN,"paper_url":"https://a.b","tasks":{}}', h),
+        (
+            "/api/submissions/reported",
+            "POST",
+            '{"name":"x","params_m":1,"paper_url":"https://a.b","tasks":{"sst-2":{"points":[{"mflops":Infinity}]}}}',
+            h,
+        ),
+        ("/api/admin/baselines/sst-2", "PUT", '{"submission_id":1e400}', admin_headers),
+        ("/api/admin/submissions/1/hide", "POST", '{"hidden":-Infinity}', admin_headers),
+        ("/api/submissions/reported", "POST", '{"name":"\\ud800","params_m":1}', h),
+    ]:
+        r = client.request(method, url, content=body, headers={**headers, "content-type": "application/json"})
+        assert r.status_code == 422, (url, body, r.text)
+        assert r.json()["detail"], r.text
+    assert client.get("/api/submissions", headers=h).json() == []

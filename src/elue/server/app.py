@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -101,6 +102,19 @@ class HeadAsGet:
             await send(msg)
 
         return await self.app({**scope, "method": "GET", HEAD_SCOPE_KEY: True}, receive, no_body)
+
+
+def _json_safe(value):  # noqa: ANN001, ANN202
+    """`value` with what JSON cannot carry written as text: floats that are not finite, lone surrogates."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _fmt_score(v: float | None) -> str:
@@ -225,7 +239,9 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):  # noqa: ANN202
         if _wants_json(request):
-            return await request_validation_exception_handler(request, exc)
+            # as FastAPI's own answer, but with the refused input made JSON: a body of NaN, Infinity or 1e400
+            # (which Python's JSON reader takes) or a lone surrogate could not be written back (a 500)
+            return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
         parts = []
         for err in exc.errors():
             loc = [str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path", "form")]
