@@ -60,6 +60,10 @@ def test_a_baseline_curve_that_cannot_score_is_refused(client, auth, admin_heade
         "/api/admin/baselines/sst-2", headers=admin_headers, json={"submission_id": r.json()["id"]}
     )
     assert r.status_code == 400 and "distinct FLOPs" in r.json()["detail"], r.text
+    # and the admin page does not offer it (docs: only curves that can score); it offered every entry with points
+    page = client.get("/admin", headers=admin_headers).text
+    select = page[page.index('<select name="submission_id">') : page.index("</select>")]
+    assert "ElasticBERT-BASE" in select and "Flat" not in select
 
 
 def test_unhiding_refuses_a_name_taken_meanwhile(client, auth, admin_headers):  # noqa: ANN001

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from elue.scoring import BaselineError, validate_points
 from elue.tasks import TASK_NAMES, TASKS, get_task
 
 from .. import service
@@ -415,8 +416,21 @@ def admin(ctx: Ctx = Depends(get_ctx)):
     ).all()
     choices = {b.task: b.submission_id for b in ctx.db.scalars(select(Baseline))}
     models = load_models(ctx.db, visible_condition())  # only these may be a baseline
-    candidates = {t: [m for m in models if t in m.tasks and m.tasks[t].points] for t in TASK_NAMES}
+    candidates = {t: [m for m in models if _scores_as_baseline(m, t)] for t in TASK_NAMES}
     return render(ctx, "admin.html", subs=subs, choices=choices, candidates=candidates, tasks=TASKS)
+
+
+def _scores_as_baseline(m, task: str) -> bool:  # noqa: ANN001
+    """The entry has a `task` curve that can score (positive MFLOPs, no two points at the same MFLOPs): the
+    check `service.set_baseline` makes, so the admin page offers no choice that would be refused."""
+    e = m.tasks.get(task)
+    if e is None or not e.points:
+        return False
+    try:
+        validate_points([(p["mflops"], p["performance"]) for p in e.points])
+    except BaselineError:
+        return False
+    return True
 
 
 @router.post("/admin/baseline")
