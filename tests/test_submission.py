@@ -167,6 +167,27 @@ def test_discover_keeps_notes_next_to_test_files(tmp_path):
     assert [p.name for p in discover(tmp_path)["sst-2"].test_files] == ["a.tsv"]
 
 
+@pytest.mark.parametrize("unreadable", ["", "sst-2"])
+def test_discover_names_a_folder_it_cannot_read(tmp_path, monkeypatch, unreadable):
+    """A folder without read permission (unpacked with odd modes; simulated: the tests may run as root) was a
+    PermissionError traceback from `elue validate`/`evaluate`."""
+    (tmp_path / "sst-2").mkdir()
+    write_submission(tmp_path, name="sst-2/a.tsv")
+    target = tmp_path / unreadable if unreadable else tmp_path
+    listdir = Path.iterdir
+
+    def iterdir(self):
+        if self == target:
+            raise PermissionError(13, "Permission denied", str(self))
+        return listdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(
+        SubmissionError, match=f"^{re.escape(str(target))}: cannot list the folder: Permission denied"
+    ):
+        discover(tmp_path)
+
+
 def test_discover_refuses_nested_folder(tmp_path):
     (tmp_path / "model.py").write_text(TINY_MODEL_PY)
     (tmp_path / "sst-2" / "sub").mkdir(parents=True)

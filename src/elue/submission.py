@@ -125,7 +125,7 @@ def discover(submission_dir: Path) -> dict[str, TaskFiles]:
     sources: dict[str, list[Path]] = {}  # task -> the entries (files, folders) that gave it test files
     models: dict[str, Path] = {}
     problems: list[str] = []
-    for entry in sorted(root.iterdir()):
+    for entry in _listing(root):
         if entry.name.startswith(".") or entry.name in _IGNORED:
             continue
         if entry.is_file() and _is_test_file(entry):
@@ -140,7 +140,7 @@ def discover(submission_dir: Path) -> dict[str, TaskFiles]:
             if task is None:
                 continue
             files = []
-            for p in sorted(entry.iterdir()):
+            for p in _listing(entry):
                 if p.name.startswith(".") or p.name in _IGNORED:
                     continue
                 if p.is_file() and _is_test_file(p):
@@ -175,6 +175,15 @@ def discover(submission_dir: Path) -> dict[str, TaskFiles]:
             f"{root}: no test files found; expected <task>/*.tsv or <task>.tsv for tasks {', '.join(TASK_NAMES)}"
         )
     return {name: out[name] for name in TASK_NAMES if name in out}
+
+
+def _listing(folder: Path) -> list[Path]:
+    """The entries of a folder, sorted; one that cannot be listed (no read permission) is a SubmissionError
+    naming it (it was a PermissionError traceback)."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as err:
+        raise SubmissionError(f"{folder}: cannot list the folder: {err.strerror or err}") from None
 
 
 def _task_or_problem(name: str, path: Path, problems: list[str]) -> Task | None:
