@@ -141,6 +141,7 @@ def test_incomplete_checkpoint_folders_are_never_resumed_and_go_once_a_later_one
         ("too long", "max_seq_length 128 is above the model's max_position_embeddings 64"),
         ("streams", "per_device_batch_size 8 is not a multiple of the 3 data streams per process"),
         ("hub", "hub_datasets: cannot load 'json'"),
+        ("bad json", r"cannot read the training data \(.*\): .*JSON parse error"),
     ],
 )
 def test_start_up_failures_write_nothing(tiny_settings, tmp_path, case, message):
@@ -162,6 +163,11 @@ def test_start_up_failures_write_nothing(tiny_settings, tmp_path, case, message)
         s["num_data_shards"] = 3
     elif case == "hub":
         s["hub_datasets"] = [{"path": "json", "data_files": str(tmp_path / "missing.jsonl")}]
+        s["train_files"] = []
+    elif case == "bad json":  # a record cut short: pyarrow's error (a traceback) until it was named
+        records = [json.dumps({"text": f"Record number {i}. It has two sentences."}) for i in range(9)]
+        (tmp_path / "docs.jsonl").write_text("\n".join([*records[:4], '{"text": "cut sh', *records[4:]]))
+        s["hub_datasets"] = [{"path": "json", "data_files": str(tmp_path / "docs.jsonl")}]
         s["train_files"] = []
     with pytest.raises(SettingsError, match=message):
         _run(s)

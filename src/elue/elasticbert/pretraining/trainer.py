@@ -521,9 +521,34 @@ def _follow_schedule(optimizer, scheduler) -> None:
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
+def _source_errors() -> tuple[type[BaseException], ...]:
+    """What the `datasets` builders raise on a damaged source file, besides OSError and UnicodeError: pyarrow's
+    errors (a JSON Lines record cut short, a damaged Parquet file), pandas' CSV parser's, datasets' own."""
+    kinds: list[type[BaseException]] = [OSError, UnicodeError]
+    try:
+        from pyarrow import ArrowException
+
+        kinds.append(ArrowException)
+    except ImportError:
+        pass
+    try:
+        from pandas.errors import ParserError
+
+        kinds.append(ParserError)
+    except ImportError:
+        pass
+    try:
+        from datasets.exceptions import DatasetGenerationError
+
+        kinds.append(DatasetGenerationError)
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
 class _reading:
-    """Errors reading a source (missing or unreachable files, bytes that are not UTF-8, an empty corpus)
-    become a SettingsError naming it."""
+    """Errors reading a source (missing or unreachable files, bytes that are not UTF-8, a damaged record of a hub
+    source's file, an empty corpus) become a SettingsError naming it."""
 
     def __init__(self, what: str):
         self.what = what
@@ -536,7 +561,7 @@ class _reading:
             raise SettingsError(f"{self.what}: {err}") from err
         if err is None or isinstance(err, SettingsError):
             return False
-        if isinstance(err, (OSError, UnicodeError)):
+        if isinstance(err, _source_errors()):
             raise SettingsError(f"cannot read {self.what}: {one_line(err)}") from err
         return False
 
