@@ -201,8 +201,10 @@ def default_exits(config, num_layers: int | None) -> int:
 def load_model(
     cfg: FinetuneConfig, spec: TaskSpec, path: str | None = None, log: Callable[[str], None] = print
 ):
-    """The ElasticBERT classifier of `cfg` from `path` (default `cfg.model`). Exit heads fine-tuned for another
-    number of outputs (a 2-label model trained on for STS-B or SNLI) cannot be reused: they start fresh."""
+    """The ElasticBERT classifier of `cfg` from `path` (default `cfg.model`), in float32 whatever the dtype it was
+    saved in (AdamW's updates round away in half-precision weights; mixed precision is Accelerate's autocast).
+    Exit heads fine-tuned for another number of outputs (a 2-label model trained on for STS-B or SNLI) cannot be
+    reused: they start fresh."""
     from elue.elasticbert.configuration_elasticbert import ElasticBertConfig
     from elue.elasticbert.modeling_elasticbert import ElasticBertForSequenceClassification
 
@@ -210,9 +212,9 @@ def load_model(
     config = model_config(cfg, spec, path)
     saved_labels = int(ElasticBertConfig.from_pretrained(path).num_labels)
     if saved_labels == spec.num_labels:
-        return ElasticBertForSequenceClassification.from_pretrained(path, config=config)
+        return ElasticBertForSequenceClassification.from_pretrained(path, config=config, dtype=torch.float32)
     model, info = ElasticBertForSequenceClassification.from_pretrained(
-        path, config=config, ignore_mismatched_sizes=True, output_loading_info=True
+        path, config=config, dtype=torch.float32, ignore_mismatched_sizes=True, output_loading_info=True
     )
     mismatched = {k if isinstance(k, str) else k[0] for k in info.get("mismatched_keys", ())}
     if any(key.startswith("classifier") for key in mismatched):
