@@ -2,7 +2,7 @@
 
     python examples/make_example_submission.py [--data ../shared/data] [--out examples/submission]
     elue validate examples/submission --data ../shared/data
-    elue evaluate examples/submission --answers ../shared/data --json examples/submission/result.json
+    elue evaluate examples/submission --answers ../shared/data --json result.json
 
 The model.py has BERT-base-shaped modules (12 layers, 12 exits); the traces use the real token count
 of each test example and a random exit layer; predictions are random placeholders (see

@@ -99,6 +99,25 @@ def test_validate_without_labels(tmp_path):
     assert point.performance is None and point.examples == 5
 
 
+def test_validate_warns_about_files_the_leaderboard_refuses(tmp_path):
+    """Scored here but refused at upload: a task folder spelled another way, a file the layout lacks.
+    Hidden files, README and points.json are fine on both sides."""
+    answers = write_answers(tmp_path / "data")
+    sub = write_submission(tmp_path / "sub", name="SST-2.tsv")
+    (sub / "result.json").write_text("{}")
+    (sub / "README.md").write_text("x")
+    (sub / ".git").mkdir()
+    (sub / ".git" / "config").write_text("x")
+    result = validate_submission(sub, answers, trust_model_code=True)
+    assert result.tasks["sst-2"].points[0].examples == 5
+    refused = [w for w in result.warnings if w.startswith("the leaderboard refuses this folder")]
+    assert len(refused) == 2
+    assert "'SST-2.tsv'" in refused[0] and "'result.json'" in refused[1] and "sst-2" in refused[1]
+    (sub / "SST-2.tsv").rename(sub / "sst-2.tsv")
+    (sub / "result.json").unlink()
+    assert validate_submission(sub, answers, trust_model_code=True).warnings == []
+
+
 def test_result_names_model_py_inside_the_submission(tmp_path):
     answers = write_answers(tmp_path / "answers")
     sub = write_submission(tmp_path / "sub")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elue import data, scoring
+from elue import data, layout, scoring
 from elue.costs.sandbox import CostTable, SandboxError, SandboxLimits, SandboxUnavailable, price_model
 from elue.metrics import compute_metrics
 from elue.tasks import TASK_NAMES, Task, get_task
@@ -389,7 +389,8 @@ def validate_submission(
 ) -> SubmissionResult:
     """The submitter's pre-flight check against DATA_DIR/<task>/test.tsv, without labels.
 
-    Everything `evaluate_submission` checks except performance: files, indices, traces, model.py."""
+    Everything `evaluate_submission` checks except performance: files, indices, traces, model.py; and,
+    as warnings, the files an upload to the leaderboard would be refused for (`elue.layout`)."""
     tasks = discover(submission_dir)
     for name in tasks:
         if not (Path(data_dir) / name).is_dir():
@@ -402,7 +403,11 @@ def validate_submission(
         progress=progress,
     )
     results = {name: _task_result(p, None, None) for name, p in priced.items()}
-    return SubmissionResult(results, load_seconds=load_seconds, warnings=warnings)
+    # what scores here but would not be stored by the leaderboard (other task spellings, extra files)
+    refused = [
+        f"the leaderboard refuses this folder as it is: {p}" for p in layout.folder_problems(submission_dir)
+    ]
+    return SubmissionResult(results, load_seconds=load_seconds, warnings=refused + warnings)
 
 
 def evaluate_submission(

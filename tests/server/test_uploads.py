@@ -175,6 +175,25 @@ def test_predict_output_uploads_as_it_is(settings):  # noqa: ANN001
     assert staged.tasks == ["sst-2"] and "sst-2/points.json" not in staged.files
 
 
+def test_hidden_files_and_caches_are_left_out_as_the_toolkit_leaves_them(settings):  # noqa: ANN001
+    """A hidden test file is not a point (the toolkit's scoring skips it), nor are a zipped `.git/`,
+    `__pycache__` or `__MACOSX`: none is stored or refused."""
+    files = {
+        "mysub/model.py": TINY_MODEL_PY,
+        "mysub/sst-2/a.tsv": GOOD_TSV,
+        "mysub/sst-2/.b.tsv": GOOD_TSV,
+        "mysub/.git/config": "x",
+        "mysub/__pycache__/model.cpython-311.pyc": "x",
+        "__MACOSX/mysub/._model.py": "x",
+    }
+    staged = storage.extract_zip(zip_bytes(files), settings)
+    assert staged.tasks == ["sst-2"] and sorted(staged.files) == ["model.py", "sst-2/a.tsv"]
+    assert sorted(str(p.relative_to(staged.path)) for p in staged.path.rglob("*") if p.is_file()) == [
+        "model.py",
+        "sst-2/a.tsv",
+    ]
+
+
 def test_upload_limit_message_names_the_configured_limit(tmp_path):  # noqa: ANN001
     from server_setup import make_settings
 

@@ -1,13 +1,8 @@
 """Uploaded submissions on disk: a zip is checked and extracted into a staging folder, and moved into
 `uploads/<key>/` only when complete, so a rejected or interrupted upload leaves nothing behind.
 
-Accepted layout (the toolkit's submission layout, optionally wrapped in one top folder):
-    model.py                 default model for all tasks
-    <task>/model.py          a task's own model (optional)
-    <task>/<point>.tsv       test files, one per operating point
-    <task>.tsv               a single test file for a task
-    README*, LICENSE*        allowed and ignored
-    <task>/points.json       allowed and ignored (`elue predict` writes it next to its test files)
+Accepted layout: `elue.layout` (the toolkit's submission layout with task names as the spec spells them),
+optionally wrapped in one top folder.
 """
 
 from __future__ import annotations
@@ -24,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from elue import layout
 from elue.tasks import TASK_NAMES
 
 from .config import Settings
@@ -48,8 +44,6 @@ class StagedUpload:
     files: list[str]
 
 
-_IGNORED_PREFIXES = ("__MACOSX/",)
-_IGNORED_NAMES = (".DS_Store",)
 _CHUNK = 1 << 16
 
 
@@ -79,27 +73,12 @@ def _strip_common_root(paths: list[PurePosixPath]) -> list[PurePosixPath]:
 
 
 def classify(path: PurePosixPath) -> tuple[str, str | None]:
-    """(kind, task) with kind in model|task_model|testfile|ignored; UploadError for anything else."""
-    parts = path.parts
-    name = parts[-1]
-    if len(parts) == 1:
-        if name == "model.py":
-            return "model", None
-        if name.endswith(".tsv") and name[:-4] in TASK_NAMES:
-            return "testfile", name[:-4]
-        if name.upper().startswith(("README", "LICENSE")):
-            return "ignored", None
-    elif len(parts) == 2 and parts[0] in TASK_NAMES:
-        if name == "model.py":
-            return "task_model", parts[0]
-        if name.endswith(".tsv") and len(name) > 4:
-            return "testfile", parts[0]
-        if name == "points.json" or name.upper().startswith(("README", "LICENSE")):
-            return "ignored", None
-    raise UploadError(
-        f"unexpected file {str(path)!r}: a submission holds model.py, <task>/model.py, <task>/*.tsv or "
-        f"<task>.tsv, with <task> one of {', '.join(TASK_NAMES)}"
-    )
+    """(kind, task) with kind in model|task_model|testfile|ignored (`elue.layout.classify`); UploadError
+    for anything else."""
+    try:
+        return layout.classify(path)
+    except layout.LayoutError as err:
+        raise UploadError(str(err)) from None
 
 
 def check_layout(
@@ -163,8 +142,8 @@ def extract_zip(data: bytes | Path, settings: Settings) -> StagedUpload:
             infos = [
                 i
                 for i in zf.infolist()
-                if not i.filename.startswith(_IGNORED_PREFIXES)
-                and PurePosixPath(i.filename).name not in _IGNORED_NAMES
+                # hidden files, __pycache__ and __MACOSX, as the toolkit skips them (not counted)
+                if not layout.is_skipped(PurePosixPath(i.filename))
             ]
             if len(infos) > settings.max_files:
                 raise UploadError(f"too many files in the archive: {len(infos)} (limit {settings.max_files})")
@@ -293,7 +272,7 @@ def zip_folder(folder: Path) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for p in sorted(folder.rglob("*")):
             rel = p.relative_to(folder)
-            if any(part.startswith(".") for part in rel.parts) or "__pycache__" in rel.parts:
+            if layout.is_skipped(PurePosixPath(rel.as_posix())):
                 continue
             if p.is_symlink():  # refused, not skipped: a skipped test file would go missing unnoticed
                 raise UploadError(f"{p} is a symbolic link: copy the file it points to into the folder")
