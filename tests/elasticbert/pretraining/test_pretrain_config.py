@@ -52,6 +52,9 @@ def test_cli_prints_resolved_settings(tmp_path):
     [
         ("learning_rate=abc", "learning_rate: expected float, got 'abc'"),
         ("max_steps=1.5", "max_steps: expected int, got 1.5"),
+        ("learning_rate=.inf", "learning_rate: expected a finite number, got inf"),
+        ("max_grad_norm=.nan", "max_grad_norm: expected a finite number, got nan"),
+        ("model_config.layer_norm_eps=.inf", "model_config.layer_norm_eps: expected a finite number"),
         ("compile=yes please", "compile: expected bool, got 'yes please'"),
         ("optimizer=sgd", "optimizer must be one of adamw, lamb, not 'sgd'"),
         ("distributed=zero3", "distributed must be one of ddp, fsdp"),

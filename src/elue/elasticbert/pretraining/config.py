@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import datetime
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,7 @@ class PretrainConfig:
     cpu: bool = False
     output_dir: str = "runs/pretrain"
     save_steps: int = 500
+    #: the newest checkpoints kept; None or 0 keeps every one
     save_total_limit: int | None = 2
     #: "latest" = newest checkpoint in output_dir if any; a path; or None
     resume_from_checkpoint: str | None = "latest"
@@ -485,6 +487,8 @@ def _check_scalar(name: str, value: Any, kind: Any) -> None:
     )
     if not ok:
         raise SettingsError(f"{name}: expected {' or '.join(kinds)}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):  # YAML's .inf passes every lower bound
+        raise SettingsError(f"{name}: expected a finite number, got {value!r}")
 
 
 def _check_plain(value: Any, where: str = "") -> None:
