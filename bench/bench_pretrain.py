@@ -410,7 +410,9 @@ def main(argv=None) -> list[dict]:
     args.warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
     batches = args.batch or [64 if gpu else 4, 16 if gpu else 1][: len(args.seq)]
     if len(batches) > len(args.seq):
-        p.error(f"--batch gives {len(batches)} sizes for {len(args.seq)} --seq lengths: one per length at most")
+        p.error(
+            f"--batch gives {len(batches)} sizes for {len(args.seq)} --seq lengths: one per length at most"
+        )
     if len(batches) < len(args.seq):
         batches += [batches[-1]] * (len(args.seq) - len(batches))
     rows = []
