@@ -142,6 +142,19 @@ def test_eager_and_sdpa_agree(tmp_path):
     assert ElasticBertModel(c).config._attn_implementation == "eager"
 
 
+def test_attentions_asked_of_sdpa_say_they_need_eager(tmp_path, caplog):
+    """SDPA computes no attention weights: `output_attentions=True` gave a tuple of None without a word (the
+    docs say it needs eager). It still gives None, with a warning naming the fix, as transformers' BERT does."""
+    torch.manual_seed(0)
+    ElasticBertForSequenceClassification(tiny_config()).save_pretrained(tmp_path)
+    sdpa = ElasticBertForSequenceClassification.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    ids, mask = batch()
+    with caplog.at_level("WARNING", logger="elue.elasticbert.modeling_elasticbert"):
+        out = sdpa(ids, attention_mask=mask, output_attentions=True)
+    assert all(a is None for a in out.attentions)
+    assert any("attn_implementation='eager'" in r.getMessage() for r in caplog.records), caplog.text
+
+
 def test_residual_stream_dtype_under_autocast():
     ids, mask = batch()
     dtypes = {}

@@ -455,6 +455,11 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
         output_attentions = (
             output_attentions if output_attentions is not None else self.config.output_attentions
         )
+        if output_attentions and self.config._attn_implementation != "eager":
+            logger.warning_once(
+                f"output_attentions=True: {self.config._attn_implementation} attention computes no attention "
+                "weights, so `attentions` holds None; load the model with attn_implementation='eager' for them"
+            )
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
