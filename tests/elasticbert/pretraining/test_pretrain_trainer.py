@@ -176,6 +176,18 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_settings, tmp_pat
     _close(_log(straight["output_dir"]), _log(killed["output_dir"]), 1e-6)
 
 
+def test_a_run_killed_after_its_last_checkpoint_has_its_final_evaluation(tiny_settings, corpus_files):
+    """The last step's evaluation is written before its checkpoint: killed once that is saved, the run
+    resumes as "nothing to do" and would never write it."""
+    s = tiny_settings(max_steps=2, eval_files=[str(corpus_files["eval"])], eval_examples=8)
+    _cli(Path(s["output_dir"]).with_suffix(".json"), s, kill_after=2, returncode=-9)
+    eval_log = (Path(s["output_dir"]) / "eval_log.csv").read_text().splitlines()
+    assert {line.split(",")[0] for line in eval_log[1:]} == {"0", "2"}, (
+        eval_log
+    )  # before training, at the end
+    assert _run(s)["step"] == 2  # nothing to do
+
+
 @pytest.mark.skipif(torchrun() is None, reason="no torchrun")
 def test_torchrun_two_processes_match_one(tiny_settings, tmp_path):
     """2 processes x batch 4 = 1 process x batch 8; a 2-process checkpoint resumes in 1 process and a

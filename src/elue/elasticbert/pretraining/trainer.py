@@ -316,7 +316,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                 bar.set_postfix(loss=row["loss"], group=row["group"])
             bar.update(1)
 
-            if evals and cfg.eval_steps and step % cfg.eval_steps == 0:
+            # the last step's evaluation too, before its checkpoint: a run killed once that is saved would
+            # resume as "nothing to do" and never write it
+            if evals and ((cfg.eval_steps and step % cfg.eval_steps == 0) or step == cfg.max_steps):
                 logs.eval(step, evaluate(raw_model, evals, device))
             stopping = cfg.stop_after_steps is not None and steps_this_run >= cfg.stop_after_steps
             if stop.agreed(accelerator):
@@ -331,8 +333,6 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             if stopping:
                 break
     bar.close()
-    if evals and step == cfg.max_steps and not (cfg.eval_steps and step % cfg.eval_steps == 0):
-        logs.eval(step, evaluate(raw_model, evals, device))
     logs.close()
     accelerator.wait_for_everyone()
     final = out_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:07d}" / "model"
