@@ -53,6 +53,11 @@ def pretrain(
             loss = f"last logged step {logged}: {loss}"
         saved = f"; model saved to {summary['model_dir']}" if summary.get("saved", True) else ""
         typer.echo(f"step {summary['step']}: {loss}{saved}")
+    elif summary.get("main", True) and summary.get("trained", True) and summary.get("saved", True):
+        # stopped (stop_after_steps, a signal) before this run reached a logging step: its work is saved all the same
+        typer.echo(
+            f"step {summary['step']}: no loss logged in this run yet; model saved to {summary['model_dir']}"
+        )
     if summary.get("stopped_by"):
         if summary.get("main", True):
             typer.echo(

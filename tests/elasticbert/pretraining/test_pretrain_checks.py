@@ -481,6 +481,29 @@ def test_start_up_errors_once_mid_run_errors_by_their_process(tmp_path, monkeypa
     assert said == mid_run and ("error" in result.output) == mid_run, result.output
 
 
+@pytest.mark.parametrize("trained", [True, False])
+def test_a_run_stopped_before_its_first_logging_step_still_says_where_its_model_is(
+    monkeypatch, tmp_path, trained
+):
+    """stop_after_steps 2 with logging_steps 10: nothing logged, a checkpoint saved; the command said nothing.
+    A run with nothing to do has said so already and adds no line."""
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+    from elue.elasticbert.pretraining import trainer
+
+    model_dir = tmp_path / "checkpoints" / "step-0000002" / "model"
+    model_dir.mkdir(parents=True)
+    summary = trainer._summary(model_dir, 2, True, {}, tmp_path, None, trained=trained)
+    monkeypatch.setattr(trainer, "pretrain", lambda cfg: summary)
+    path = tmp_path / "run.yaml"
+    path.write_text("max_steps: 10\n")
+    result = CliRunner().invoke(app, ["pretrain", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    line = f"step 2: no loss logged in this run yet; model saved to {model_dir}"
+    assert (line in result.output) == trained, result.output
+
+
 @pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
 def test_a_corpus_file_that_is_not_utf8_is_named(two_layer_settings, corpus_files, tmp_path, encoding):
     """One file among several that is not UTF-8 (a Windows "Unicode" file is UTF-16): the error listed every

@@ -189,7 +189,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                 f"{ckpt} is at step {state['step']} = max_steps: nothing to do (raise max_steps to train on)"
             )
             accelerator.end_training()
-            return _summary(ckpt / "model", state["step"], main, {}, out_dir, None)
+            return _summary(ckpt / "model", state["step"], main, {}, out_dir, None, trained=False)
 
     if cfg.compile:
         _check_compiler(cfg, accelerator.device)
@@ -478,10 +478,11 @@ def _train_step(accelerator, model, optimizer, scheduler, cfg: PretrainConfig, m
 
 
 def _summary(
-    model_dir: Path, step: int, main: bool, last_log: dict, out_dir: Path, stopped_by
+    model_dir: Path, step: int, main: bool, last_log: dict, out_dir: Path, stopped_by, trained: bool = True
 ) -> dict[str, Any]:  # noqa: ANN001
-    """What `pretrain` returns (the CLI prints it)."""
+    """What `pretrain` returns (the CLI prints it). `trained`: False when the run had nothing to do."""
     return {
+        "trained": trained,
         "saved": model_dir.is_dir(),
         "step": step,
         "main": main,
