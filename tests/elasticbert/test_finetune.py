@@ -725,3 +725,27 @@ def test_a_half_precision_checkpoint_trains_in_float32(tiny, tmp_path):
     key = "elasticbert.encoder.layer.0.attention.self.query.weight"
     assert after[key].dtype == torch.float32
     assert bool((after[key] != before[key].float()).all()), "some weights were not updated"
+
+
+def test_a_checkpoint_with_only_vocab_txt_gets_the_bert_tokenizer(tiny, tmp_path):
+    """The released `fnlp/elasticbert-*` checkpoints hold config.json, the weights and vocab.txt, no
+    tokenizer_config.json (their model card loads `BertTokenizer` by hand). AutoTokenizer knows no tokenizer for
+    `model_type: elasticbert`, so `elue finetune --model` such a folder failed with transformers' "Couldn't
+    instantiate the backend tokenizer ... install sentencepiece or tiktoken"; it now gets BERT's WordPiece
+    tokenizer of that vocab.txt, uncased as BERT's default (and `elue predict` the same)."""
+    from elue.elasticbert.finetune import load_tokenizer
+
+    data, ckpt = tiny
+    bare = tmp_path / "released"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors", "vocab.txt"):
+        shutil.copy(ckpt / name, bare / name)
+    words = ["the", "film", "was", "good"]
+    assert load_tokenizer(bare).tokenize("The Film was GOOD") == words
+    res = finetune(_cfg(tiny, tmp_path / "o", model=str(bare), max_steps=1), log=_quiet)
+    assert res.global_step == 1
+    assert load_tokenizer(tmp_path / "o" / "best").tokenize("The Film was GOOD") == words
+    # a folder without any tokenizer file is still refused, not given a tokenizer of special tokens only
+    (bare / "vocab.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="no tokenizer files"):
+        finetune(_cfg(tiny, tmp_path / "o2", model=str(bare), max_steps=1), log=_quiet)

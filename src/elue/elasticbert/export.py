@@ -367,9 +367,7 @@ class PredictResult:
 
 def load_finetuned(model_dir: str | Path):
     """(model, tokenizer, info) from a fine-tuned checkpoint folder (`finetune.json` optional)."""
-    from transformers import AutoTokenizer
-
-    from elue.elasticbert.finetune import check_checkpoint_dir
+    from elue.elasticbert.finetune import check_checkpoint_dir, load_tokenizer
     from elue.elasticbert.modeling_elasticbert import ElasticBertForSequenceClassification
 
     model_dir = Path(model_dir)
@@ -383,7 +381,7 @@ def load_finetuned(model_dir: str | Path):
             f"{model_dir} holds no classifier weights ({', '.join(untrained[:4])}"
             f"{', ...' if len(untrained) > 4 else ''}): it is not fine-tuned; run `elue finetune` on it first"
         )
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), use_fast=True)
+    tokenizer = load_tokenizer(model_dir)
     info_path = model_dir / "finetune.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return model, tokenizer, info

@@ -160,6 +160,22 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voca
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
+def load_tokenizer(path: str | Path):
+    """The fast tokenizer of a checkpoint (`AutoTokenizer`). The released `fnlp/elasticbert-*` checkpoints hold a
+    vocab.txt and neither tokenizer_config.json nor tokenizer.json (their model card loads `BertTokenizer` by
+    hand), and AutoTokenizer knows no tokenizer for `model_type: elasticbert`: such a folder or hub repo gets
+    BERT's WordPiece tokenizer of that vocab.txt."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+    from transformers.utils import cached_file
+
+    def has(name: str) -> bool:
+        return cached_file(str(path), name, _raise_exceptions_for_missing_entries=False) is not None
+
+    if not has("tokenizer_config.json") and not has("tokenizer.json") and has("vocab.txt"):
+        return BertTokenizerFast.from_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path), use_fast=True)
+
+
 def check_checkpoint_dir(path: str | Path, *, tokenizer: bool = True, option: str = "--model") -> None:
     """A local checkpoint folder must hold a config, weights and (with `tokenizer`) tokenizer files; raise
     FileNotFoundError naming what is missing, with a hint when `path` is a run folder (`path/best`)."""
@@ -531,7 +547,7 @@ def check_resume(cfg: FinetuneConfig, out: Path) -> None:
 def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> FinetuneResult:
     """Train as `cfg` says; returns where the best checkpoint is and the evaluation history."""
     from accelerate import Accelerator
-    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import get_linear_schedule_with_warmup
 
     cfg.check()
     spec = task_spec(cfg)  # an unknown task fails first
@@ -543,7 +559,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     model_config(cfg, spec, resume_from)  # bad layers / exits / length: before any change
     if resuming:  # other options than the run's: refused before the data is read
         check_resume(cfg, out)
-    tokenizer = AutoTokenizer.from_pretrained(resume_from or cfg.model, use_fast=True)
+    tokenizer = load_tokenizer(resume_from or cfg.model)
     # the data too before any change: `--overwrite` must not remove a run for a command that cannot start
     train_rows, dev_rows = _read_rows(cfg, spec, tokenizer)
     if not resuming and cfg.mode == "static":
