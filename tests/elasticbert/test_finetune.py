@@ -456,9 +456,14 @@ def test_api_bad_numbers_refused(tiny, tmp_path, kw):
         finetune(_quick(tiny, tmp_path / "o", **kw), log=_quiet)
 
 
-@pytest.mark.parametrize("typed", ["./nope", "nope/", "../nope", "~/nope-elue", "a/b/c", "no pe"])
+@pytest.mark.parametrize(
+    "typed", ["./nope", "nope/", "../nope", "~/nope-elue", "a/b/c", "no pe", "runs/nope"]
+)
 def test_cli_local_model_path_not_sent_to_hub(tmp_path, monkeypatch, typed):
+    """`runs/nope` could be a hub id, but `runs/` is a folder here: a mistyped run (it took 78 s of hub
+    retries offline to end in a network error)."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
     result = invoke_cli(["finetune", "sst-2", "--model", typed, "--output", "o"])
     assert result.exit_code == 1 and f"error: --model {typed}: no such folder" in result.output, result.output
     result = invoke_cli(["convert", typed, "--output", "c"])
