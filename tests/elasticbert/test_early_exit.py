@@ -308,6 +308,16 @@ def test_invalid_thresholds_refused(kw, message):
         run_early_exit(model, to_features(ids, mask, tts), reference=True, **kw)
 
 
+def test_one_unbatched_example_is_refused_by_both_engines():
+    model = make_model()
+    ids, _, _ = make_batch(n=1)
+    for run in (early_exit, early_exit_reference):
+        with pytest.raises(
+            ValueError, match=r"input_ids must be a padded batch \(B, S\), got shape \(\d+,\)"
+        ):
+            run(model, ids[0], rule="entropy", threshold=0.5)
+
+
 def test_rows_without_tokens_refused():
     """A row with no tokens has no [CLS]: refused by index, not given a prediction with token count 0."""
     model = make_model()

@@ -73,6 +73,8 @@ def test_model_shapes_dynamic():
     torch.testing.assert_close(sub.exit_pooled_outputs[1], out.exit_pooled_outputs[2])
     with pytest.raises(ValueError):
         ElasticBertModel(tiny_config(num_output_layers=2))(ids, exit_layers=[0])
+    with pytest.raises(ValueError, match=r"exit_layers is empty: name at least one of \[0, 1, 2, 3\]"):
+        model(ids, exit_layers=[])
 
 
 def test_classifier_static_and_dynamic_heads():

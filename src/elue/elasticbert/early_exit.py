@@ -225,6 +225,7 @@ def early_exit(
     or "fixed"/"static" (threshold = 1-based layer k). Each row's tokens (where the mask is 1; padding on
     either side) go through the engine of `run_early_exit` with the batch as one pool and one sub-batch.
     """
+    _check_batch(input_ids)
     keep = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).bool().cpu()
     _refuse_empty(keep.sum(1).numpy(), "rows", "attention_mask all 0")
     fields = {"input_ids": input_ids.cpu()}
@@ -286,6 +287,11 @@ def _empty_result(regression: bool, num_labels: int) -> EarlyExitResult:
 
 
 @torch.inference_mode()
+def _check_batch(input_ids: torch.Tensor) -> None:
+    if input_ids.dim() != 2:  # one example's (S,) ids would be read as S rows of one token
+        raise ValueError(f"input_ids must be a padded batch (B, S), got shape {tuple(input_ids.shape)}")
+
+
 def early_exit_reference(
     model: ElasticBertForSequenceClassification,
     input_ids: torch.Tensor,
@@ -300,6 +306,7 @@ def early_exit_reference(
 
     Slow by design (as the original ElasticBERT code): it is the yardstick for `early_exit`.
     """
+    _check_batch(input_ids)
     clf = _classifier(model)
     base = clf.elasticbert
     regression = _is_regression(clf)

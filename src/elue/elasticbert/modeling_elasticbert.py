@@ -474,6 +474,8 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
                 raise ValueError(
                     f"exit_layers {bad} have no exit; exit layers are {self.exit_layers} (0-based)"
                 )
+            if not exit_layers:
+                raise ValueError(f"exit_layers is empty: name at least one of {self.exit_layers} (0-based)")
 
         hidden = self.embed(input_ids, token_type_ids, position_ids, inputs_embeds)
         if attention_mask is not None and attention_mask.dim() == 2 and bool(attention_mask.all()):
