@@ -107,6 +107,8 @@ class SubmissionResult:
     # what the submitter should look at but does not stop scoring (`rank_warnings`); not part of
     # to_dict: also logged on the "elue.submission" logger (the leaderboard keeps that log)
     warnings: list[str] = field(default_factory=list)
+    # `validate_submission` only: task -> why it was not checked (its test set is not in the data folder)
+    unchecked: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -392,9 +394,15 @@ def validate_submission(
     Everything `evaluate_submission` checks except performance: files, indices, traces, model.py; and,
     as warnings, the files an upload to the leaderboard would be refused for (`elue.layout`)."""
     tasks = discover(submission_dir)
-    for name in tasks:
-        if not (Path(data_dir) / name).is_dir():
-            raise SubmissionError(f"{data_dir}: no folder {name}/ with its test.tsv")
+    # a task without local data is named, and the others are still checked (`../shared/data` has no SciTail)
+    unchecked = {
+        name: f"{data_dir}: no folder {name}/ with its test.tsv"
+        for name in tasks
+        if not (Path(data_dir) / name).is_dir()
+    }
+    if len(unchecked) == len(tasks):
+        raise SubmissionError("\n".join(unchecked.values()))
+    tasks = {name: files for name, files in tasks.items() if name not in unchecked}
     priced, load_seconds, warnings = _parse_and_price(
         tasks,
         lambda task: data.read_test_indices(data_dir, task),
@@ -407,7 +415,9 @@ def validate_submission(
     refused = [
         f"the leaderboard refuses this folder as it is: {p}" for p in layout.folder_problems(submission_dir)
     ]
-    return SubmissionResult(results, load_seconds=load_seconds, warnings=refused + warnings)
+    return SubmissionResult(
+        results, load_seconds=load_seconds, warnings=refused + warnings, unchecked=unchecked
+    )
 
 
 def evaluate_submission(

@@ -223,3 +223,18 @@ def test_validate_and_evaluate_print_rank_warnings_and_succeed(tmp_path):
     res = runner.invoke(app, ["evaluate", str(sub), "--answers", str(data), "--trust-model-code"])
     assert res.exit_code == 0, res.output
     assert "different ranks" in res.output and "(1,9,32)" in res.output
+
+
+def test_validate_checks_the_tasks_it_has_data_for_and_names_the_others(tmp_path):
+    """`../shared/data` has no SciTail: a six-task submission stopped at it, and five went unchecked."""
+    data = write_answers(tmp_path / "data")
+    sub = write_submission(tmp_path / "sub")
+    (sub / "mrpc.tsv").write_text("index\tpred\tmodules\n0\t1\t(5),emb\n")
+    res = runner.invoke(app, ["validate", str(sub), "--data", str(data), "--trust-model-code"])
+    assert res.exit_code == 1, res.output
+    assert "sst-2.tsv" in res.output  # the table of what was checked
+    assert "error: checked sst-2; not checked (no local test set):" in res.output
+    assert f"{data}: no folder mrpc/ with its test.tsv" in res.output and "OK" not in res.output
+    (sub / "sst-2.tsv").unlink()  # nothing left to check: the error alone
+    res = runner.invoke(app, ["validate", str(sub), "--data", str(data), "--trust-model-code"])
+    assert res.exit_code == 1 and "no folder mrpc/" in res.output and "checked" not in res.output, res.output

@@ -176,6 +176,9 @@ def validate(
         fail(str(err))
     _print_result(result, with_performance=False)
     _print_warnings(result)
+    if result.unchecked:
+        checked = ", ".join(result.tasks)
+        fail(f"checked {checked}; not checked (no local test set):\n" + "\n".join(result.unchecked.values()))
     console.print("[green]OK[/]: every test file is complete and every module call is priced.")
     if result.warnings:
         n = len(result.warnings)
