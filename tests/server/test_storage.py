@@ -447,8 +447,8 @@ def test_an_entry_its_owner_withdraws_while_the_admin_chooses_it_is_no_baseline(
 
 
 def test_an_entry_hidden_while_it_becomes_a_baseline_stays_visible(db_url, tmp_path, monkeypatch):  # noqa: ANN001
-    """Hiding had read the entry as no baseline when another admin's choice of it committed: a hidden
-    baseline. Now hiding checks the entry under its row's lock."""
+    """Hiding had read the entry when another admin's choice of it committed: it is refused, as its check reads
+    the baselines as they are now. (This order passes without the row's lock too; the next test needs it.)"""
     settings, sessions = _site(db_url, tmp_path)
     _, sid = _reported_entry(settings, sessions, "alice", public=True)
 
@@ -474,3 +474,40 @@ def test_an_entry_hidden_while_it_becomes_a_baseline_stays_visible(db_url, tmp_p
     with sessions() as s:
         assert s.get(Baseline, "sst-2").submission_id == sid
         assert not s.get(Submission, sid).hidden
+
+
+def test_an_entry_chosen_as_baseline_while_it_is_hidden_is_no_baseline(db_url, tmp_path, monkeypatch):  # noqa: ANN001
+    """The window the test above does not reach (its choice commits before hiding checks, and the check reads the
+    baselines afresh): hiding has found the entry to be no baseline and not yet committed when another admin's
+    choice of it runs. Without the row's lock the choice found the entry visible and committed, then hiding
+    committed: a hidden baseline. With it the choice waits for hiding's commit and refuses the hidden entry."""
+    settings, sessions = _site(db_url, tmp_path)
+    _, sid = _reported_entry(settings, sessions, "alice", public=True)
+    chosen: list = []
+
+    def choose() -> None:
+        with sessions() as s:
+            try:
+                service.set_baseline(s, "sst-2", sid)
+                chosen.append("chosen")
+            except service.ServiceError as e:
+                chosen.append(e.status)
+
+    real = service._refuse_if_baseline
+    chooser = threading.Thread(target=choose)
+
+    def checked(s, sub):  # noqa: ANN001, ANN202
+        real(s, sub)  # passed: no baseline yet
+        chooser.start()
+        chooser.join(
+            2
+        )  # without the lock it commits now; with it, it waits for hiding's commit (the timeout)
+
+    monkeypatch.setattr(service, "_refuse_if_baseline", checked)
+    with sessions() as s:
+        service.set_hidden(s, sid, True)
+    chooser.join(30)
+    assert chosen == [400], chosen
+    with sessions() as s:
+        assert s.get(Submission, sid).hidden
+        assert s.get(Baseline, "sst-2").submission_id != sid
