@@ -3,6 +3,9 @@ migrations, the queue's atomic claims and leases, a full upload -> scored flow."
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -13,9 +16,9 @@ from fastapi.testclient import TestClient
 from server_fake_evaluator import evaluate as fake_evaluate
 from server_helpers import TINY_MODEL_PY, api_upload, zip_bytes
 from server_setup import csrf_of, make_settings, token_for
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, func, inspect, select, text
 
-from elue.server import create_app, service
+from elue.server import create_app, service, worker
 from elue.server.db import (
     QUEUED,
     RUNNING,
@@ -27,7 +30,7 @@ from elue.server.db import (
     migrate,
     open_database,
 )
-from elue.server.worker import _finish, claim, process, run_worker
+from elue.server.worker import _finish, claim, process, release_dead_local_leases, run_worker
 
 TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n"
 
@@ -511,3 +514,110 @@ def test_an_entry_chosen_as_baseline_while_it_is_hidden_is_no_baseline(db_url, t
     with sessions() as s:
         assert s.get(Submission, sid).hidden
         assert s.get(Baseline, "sst-2").submission_id != sid
+
+
+def test_two_public_reported_entries_of_one_name_at_once_get_one_409(db_url, tmp_path, monkeypatch):  # noqa: ANN001
+    """Two users post a public reported entry under one name at the same moment: both passed the name check
+    before either stored its entry, and the board had two. The names lock makes the check and the insert one
+    step: the second waits for the first's commit and gets the 409."""
+    settings, sessions = _site(db_url, tmp_path)
+    with sessions() as s:
+        ids = [service.create_user(s, f"poster{i}", "password123").id for i in range(2)]
+    # without the lock both requests meet here, past their checks; with it the second waits for the first's
+    # commit, so the first waits out the barrier (the fixed code always pays this timeout)
+    both_checked = threading.Barrier(2, timeout=3)
+    real = service.check_name_free
+
+    def slow_check(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        real(*a, **kw)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_checked.wait()
+
+    monkeypatch.setattr(service, "check_name_free", slow_check)
+    outcomes: list = []
+    tasks = {"sst-2": {"points": [{"mflops": 1500, "performance": 85.0}]}}
+
+    def post(uid: int) -> None:
+        with sessions() as s:
+            try:
+                service.submit_reported(
+                    s, settings, s.get(User, uid), name="Twin", params_m=1, paper_url="https://x.org",
+                    tasks=tasks, public=True, enforce_limits=False,
+                )  # fmt: skip
+                outcomes.append("posted")
+            except service.ServiceError as e:
+                outcomes.append(e.status)
+
+    threads = [threading.Thread(target=post, args=(uid,)) for uid in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes, key=str) == [409, "posted"], outcomes
+    with sessions() as s:
+        assert s.scalar(select(func.count(Submission.id)).where(Submission.name == "Twin")) == 1
+
+
+def test_a_scored_entry_and_a_publish_of_its_name_at_once_get_one_name(db_url, tmp_path, monkeypatch):  # noqa: ANN001
+    """The worker claims a queued public entry's name when it stores the result (worker._finish). An owner who
+    publishes another entry of that name while the result is being written passed their check (the entry was
+    not scored yet, so held no name), and the board had two. The worker holds the names lock from its check to
+    its commit, so the publish waits and gets the 409. (On SQLite the worker's write lock serialises them too.)"""
+    settings, sessions = _site(db_url, tmp_path)
+    with sessions() as s:
+        carol = service.create_user(s, "carol", "password123")
+        queued = Submission(
+            owner_id=carol.id, name="Twin", origin="measured", status=RUNNING, public=True, storage_key="k",
+            lease_owner="w1",
+        )  # fmt: skip
+        s.add(queued)
+        s.commit()
+        sid = queued.id
+    dave, other = _reported_entry(settings, sessions, "dave")  # private
+    with sessions() as s:
+        service.update_submission(s, s.get(User, dave), other, name="twin")
+    published: list = []
+
+    def publish() -> None:
+        with sessions() as s:
+            try:
+                service.update_submission(s, s.get(User, dave), other, public=True)
+                published.append("published")
+            except service.ServiceError as e:
+                published.append(e.status)
+
+    publisher = threading.Thread(target=publish)
+    real = worker.check_name_free
+
+    def checked(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        real(*a, **kw)  # passed: dave's entry is private
+        publisher.start()
+        publisher.join(2)  # without the lock it publishes now; with it, it waits for the worker's commit
+
+    monkeypatch.setattr(worker, "check_name_free", checked)
+    result = {"tasks": {"sst-2": {"points": [{"mflops": 1500, "performance": 85.0}], "params_m": 1}}}
+    assert _finish(sessions, sid, "w1", status=SCORED, log_add="scored\n", result=result)
+    publisher.join(30)
+    assert published == [409], published
+    with sessions() as s:
+        assert s.get(Submission, sid).public and not s.get(Submission, other).public
+
+
+def test_a_dead_local_workers_job_is_claimable_at_once(db_url, tmp_path):  # noqa: ANN001
+    """A job held by a worker of this host whose process is gone is released at once (its lease is made to run
+    out), not after the lease's full length; a live worker's job is kept."""
+    s = make_settings(tmp_path, database_url=db_url, lease_seconds=600.0)
+    engine, sessions = open_database(db_url)
+    dead_job, live_job = _queue(sessions, 2)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    dead, live = f"{host}:{gone.pid}:dead", f"{host}:{os.getppid()}:live"  # pytest's parent lives on
+    assert claim(sessions, s, dead) == dead_job and claim(sessions, s, live) == live_job
+    assert claim(sessions, s, "other") is None  # both leases run for 600 s
+    assert release_dead_local_leases(sessions) == 1
+    assert claim(sessions, s, "other") == dead_job
+    assert claim(sessions, s, "other") is None
+    with sessions() as x:
+        assert x.get(Submission, live_job).lease_owner == live
+    engine.dispose()
