@@ -621,3 +621,31 @@ def test_a_dead_local_workers_job_is_claimable_at_once(db_url, tmp_path):  # noq
     with sessions() as x:
         assert x.get(Submission, live_job).lease_owner == live
     engine.dispose()
+
+
+def test_a_refusal_ends_its_transaction_before_the_caller_goes_on(db_url, tmp_path):  # noqa: ANN001
+    """A refused change (unpublishing a baseline, here with a rename) leaves nothing half-done in the caller's
+    session: a later commit of that session (the request's next write) stored the rename the refusal stopped,
+    and the row's lock was held meanwhile."""
+    settings, sessions = _site(db_url, tmp_path)
+    uid, sid = _reported_entry(settings, sessions, "alice", public=True)
+    with sessions() as s:
+        service.set_baseline(s, "sst-2", sid)
+    with sessions() as s:
+        with pytest.raises(service.ServiceError) as e:
+            service.update_submission(s, s.get(User, uid), sid, name="Renamed", public=False)
+        assert e.value.status == 409
+
+        def edit() -> None:  # the row is free again while the refused session is still open
+            with sessions() as other:
+                service.update_submission(other, other.get(User, uid), sid, description="edited")
+
+        editor = threading.Thread(target=edit)
+        editor.start()
+        editor.join(5)
+        assert not editor.is_alive(), "the refused request still holds the row's lock"
+        s.commit()
+    assert _tombstone(sessions, sid) == {
+        "status": SCORED, "name": "Mine", "public": True, "description": "edited", "paper_url": "https://x.org",
+        "code_url": "",
+    }  # fmt: skip
