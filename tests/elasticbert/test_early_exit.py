@@ -110,6 +110,37 @@ def test_patience_rule_matches_definition(t):
         assert int(res.predictions[b]) == int(preds[exit_at, b])
 
 
+def _patience_exit(preds: torch.Tensor, b: int, t: int, reset: bool = True) -> int:
+    """0-based exit of example b under patience t, from its per-exit predictions (E, B); `reset=False` is the
+    rule with the reset left out (the counter kept when the prediction changes)."""
+    count = 0
+    for e in range(preds.shape[0]):
+        if e > 0:
+            count = count + 1 if preds[e, b] == preds[e - 1, b] else (0 if reset else count)
+        if count >= t:
+            return e
+    return preds.shape[0] - 1
+
+
+@pytest.mark.parametrize("t", [2, 3])
+def test_patience_counter_resets_when_the_prediction_changes(t):
+    """With 4 layers a counter that is not reset cannot reach t later than the reset one within the model (the
+    other patience tests pass without the reset); with 8 layers, A A B B ... exits at the 4th exit (t = 2)
+    without it and later with it. Engine and reference both follow the rule with the reset."""
+    layers = 8
+    model = make_model(layers=layers)
+    ids, mask, tts = make_batch(n=40)
+    preds = all_exit_logits(model, ids, mask, tts).argmax(-1)  # (E, B)
+    want = [_patience_exit(preds, b, t) + 1 for b in range(ids.shape[0])]
+    no_reset = [_patience_exit(preds, b, t, reset=False) + 1 for b in range(ids.shape[0])]
+    assert want != no_reset, "test needs examples whose exit depends on the reset"
+    batched = early_exit(model, ids, mask, tts, rule="patience", threshold=t)
+    single = early_exit_reference(model, ids, mask, tts, rule="patience", threshold=t)
+    assert batched.exit_layers.tolist() == want
+    assert single.exit_layers.tolist() == want
+    assert batched.predictions.tolist() == [int(preds[e - 1, b]) for b, e in enumerate(want)]
+
+
 def test_fixed_depth_and_static_alias():
     model = make_model()
     ids, mask, tts = make_batch()
@@ -238,6 +269,29 @@ def test_model_with_exits_on_top_layers_only_and_training_flag_restored():
     trace = res.traces(HIDDEN, exit_layers=[3, 4])[0]
     names = [name for name, _ in parse_trace(trace)]
     assert names == ["emb", "layer_1", "layer_2", "layer_3", "exit_3"]
+
+
+@pytest.mark.parametrize(("rule", "threshold"), [("entropy", None), ("patience", 1)])
+def test_a_model_in_training_mode_exits_as_in_eval_mode(rule, threshold):
+    """Early exit runs the model in eval mode whatever its flag (dropout off), and restores the flag: a model
+    left in training mode by fine-tuning exits and predicts as the same model in eval mode."""
+    model = make_model(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)
+    ids, mask, tts = make_batch(n=30)
+    if threshold is None:
+        (threshold,) = mid_thresholds(entropy_from_logits(all_exit_logits(model, ids, mask, tts)), (0.5,))
+    kw = dict(rule=rule, threshold=threshold)
+    features = to_features(ids, mask, tts)
+    want_whole = early_exit(model.eval(), ids, mask, tts, **kw)
+    want_pooled = run_early_exit(model, features, batch_size=7, **kw)
+    model.train()
+    whole = early_exit(model, ids, mask, tts, **kw)
+    pooled = run_early_exit(model, features, batch_size=7, **kw)
+    single = early_exit_reference(model, ids, mask, tts, **kw)
+    assert model.training
+    for got, want in ((whole, want_whole), (pooled, want_pooled), (single, want_whole)):
+        assert got.exit_layers.tolist() == want.exit_layers.tolist()
+        assert got.predictions.tolist() == want.predictions.tolist()
+        torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
 
 
 def test_build_trace():
