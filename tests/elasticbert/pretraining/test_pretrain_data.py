@@ -76,6 +76,26 @@ def test_masking_rates():
     assert mask_example(seq, (1, 0, 5, 0), 1, 0.15, ids) != mask_example(seq, (0, 0, 5, 0), 1, 0.15, ids)
 
 
+def test_special_tokens_and_padding_are_never_masked_and_the_count_is_rounded():
+    """Only non-special positions are masked, also where [CLS], [SEP] or [PAD] ids stand inside the text (a
+    corpus line holding the text "[PAD]" tokenises to the pad id), and round(15 %) of them, at least one: a
+    floor would predict 1 of 13 tokens, not 2; with no floor at all a short pair would predict nothing."""
+    ids = SpecialIds(cls=101, sep=102, mask=103, pad=0, vocab_size=30000)
+    specials = {101, 102, 0}
+    for n in (1, 3, 6, 13, 20, 33, 47, 100):
+        for k in range(40):
+            body = list(range(1000, 1000 + n))
+            for pos, tok in ((n // 3, 0), (n // 2, 101), (2 * n // 3, 102), (n, 0)):  # specials inside
+                body.insert(pos, tok)
+            seq = [101, *body, 102, 0, 0]
+            masked, labels = mask_example(seq, (0, 0, n, k), 1, 0.15, ids)
+            picked = [i for i, lab in enumerate(labels) if lab != -100]
+            assert all(seq[i] not in specials for i in picked), (n, k, picked)
+            assert len(picked) == max(1, round(0.15 * n)), (n, len(picked))
+            assert [labels[i] for i in picked] == [seq[i] for i in picked]
+            assert all(masked[i] == seq[i] for i in range(len(seq)) if i not in picked)
+
+
 def _cfg(corpus_files, **kw):
     return PretrainConfig(
         train_files=[str(corpus_files["train"])], max_seq_length=48, tokenize_batch_docs=16, **kw
@@ -119,6 +139,26 @@ def test_epoch_wraps_with_new_masks(corpus_files, tokenizer, tmp_path):
     # new masks
     assert [sorted(e["input_ids"]) for e in first] == [sorted(e["input_ids"]) for e in again]
     assert [e["key"][0] for e in first] == [0, 0] and [e["key"][0] for e in again] == [1, 1]
+
+
+def test_each_epoch_cuts_and_swaps_its_pairs_afresh(tokenizer, tmp_path):
+    """The epoch is in every document's seed: the next pass over the corpus draws new cuts, targets and SOP
+    swaps (not only new masks, which the example keys give), so epochs are no repeats of the same pairs."""
+    corpus = tmp_path / "docs.txt"
+    sentences = [f"Sentence number {i} of the story goes here." for i in range(48)]
+    corpus.write_text("\n\n".join("\n".join(sentences[i : i + 8]) for i in range(0, 48, 8)) + "\n")
+    cfg = PretrainConfig(train_files=[str(corpus)], max_seq_length=40, short_seq_prob=0.3)
+    stream = ShardStream(load_documents(cfg.train_files), 0, 1, tokenizer, cfg)
+    epochs: dict[int, list] = {0: [], 1: []}
+    while True:
+        (ex,) = stream.take(1)
+        if ex["key"][0] > 1:
+            break
+        epochs[ex["key"][0]].append((ex["input_ids"], ex["sop_label"]))
+    assert len(epochs[0]) >= 10 and len(epochs[1]) >= 10
+    assert epochs[0] != epochs[1]
+    labels = [label for e in (0, 1) for _, label in epochs[e]]
+    assert 0 < sum(labels) < len(labels)
 
 
 def test_two_processes_see_the_single_process_batch(corpus_files, tokenizer):
