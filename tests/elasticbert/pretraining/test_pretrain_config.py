@@ -187,6 +187,7 @@ def test_example_settings_are_valid(name):
         ("exit_groups=[[]]", "exit_groups: an empty group in [[]]"),
         ("exit_groups=[[1,1,2]]", "exit_groups: group [1, 1, 2] names a layer twice"),
         ("exit_groups=[[1,13]]", "exit group [1, 13] outside layers 1..12"),
+        ("exit_groups=[[0,2]]", "exit group [0, 2] outside layers 1..12"),  # 0-based -1: the top head
         ("max_steps.x=1", "override 'max_steps.x=1': max_steps is not a mapping"),
         ("per_device_batch_size=0", "per_device_batch_size must be at least 1, not 0"),
         ("gradient_accumulation_steps=0", "gradient_accumulation_steps must be at least 1"),
