@@ -46,6 +46,19 @@ def test_fresh_or_older_start_in_a_folder_with_checkpoints_is_refused(done_run):
     assert sorted(p.name for p in ckpts.iterdir()) == ["step-0000002", "step-0000004"]  # nothing rotated away
 
 
+@pytest.mark.parametrize(("limit", "kept"), [(2, [4, 5]), (1, [5]), (None, [1, 2, 3, 4, 5])])
+def test_save_total_limit_keeps_the_newest_checkpoints(tiny_settings, limit, kept):
+    """A save every step: `save_total_limit` newest ones stay (the one just saved counting among them), `null`
+    keeps all, and the newest is the one `latest` resumes from. (Every other test saves at most two.)"""
+    s = tiny_settings(
+        max_steps=5, save_steps=1, save_total_limit=limit, max_seq_length=32, model_config=dict(TWO_LAYERS)
+    )
+    _run(s)
+    ckpts = Path(s["output_dir"]) / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == [f"step-{k:07d}" for k in kept]
+    assert all((ckpts / f"step-{k:07d}" / "COMPLETE").exists() for k in kept)
+
+
 def test_every_exit_is_logged_as_a_window_mean(tiny_settings):
     """logging_steps a multiple of the number of groups: every exit still appears, averaged over the steps it
     was active in; the loss column is the window's mean total loss (the per-step log's mean)."""
