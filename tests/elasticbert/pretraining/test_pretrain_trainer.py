@@ -97,6 +97,39 @@ def test_grouped_step_changes_only_its_group(tiny_settings):
                 assert changed == (head in group), (key, group)
 
 
+def test_a_step_drops_gradients_an_engine_gave_the_idle_heads():
+    """The trainer's own rule for the heads outside the step's group: whatever gradient an engine left on them (FSDP
+    may hand unused sharded parameters a zero one) is dropped before the optimiser step, so AdamW's weight decay
+    does not move them. In one plain process they get none anyway, so `test_grouped_step_changes_only_its_group`
+    cannot see the rule; here the idle heads start the step with zero gradients, as under such an engine."""
+    from elue.elasticbert.pretraining.modeling_pretraining import find_mlm_positions
+    from elue.elasticbert.pretraining.optim import build_optimizer, build_scheduler
+    from elue.elasticbert.pretraining.trainer import _train_step, make_accelerator
+
+    from .fsdp_steps import batch, tiny_model
+
+    cfg = PretrainConfig.from_dict({"max_steps": 2, "warmup_steps": 0, "weight_decay": 0.1, "cpu": True})
+    model = tiny_model()
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    accelerator = make_accelerator(cfg, grouped=True)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    b = batch()
+    b.update(attention_mask=torch.ones_like(b["input_ids"]), mlm_positions=find_mlm_positions(b["labels"]))
+    group = [0, 3]
+    idle = [p for layer in (1, 2) for p in model.head_parameters(layer).values()]
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    for p in idle:
+        p.grad = torch.zeros_like(p)
+    model.train()
+    _train_step(accelerator, model, optimizer, scheduler, cfg, [b], group, idle)
+    idle_ids = {id(p) for p in idle}
+    moved = {k for k, p in model.named_parameters() if not torch.equal(before[k], p.detach())}
+    assert not {k for k, p in model.named_parameters() if id(p) in idle_ids} & moved
+    for layer in group:
+        assert set(model.head_parameters(layer)) <= moved, layer
+
+
 def test_accumulation_matches_the_larger_batch(tiny_settings, tmp_path):
     one = tiny_settings(max_steps=4, model_config={**tiny_settings()["model_config"], **NO_DROPOUT})
     acc = dict(one, per_device_batch_size=4, gradient_accumulation_steps=2, output_dir=str(tmp_path / "acc"))
