@@ -228,6 +228,27 @@ def test_numbers_are_plain_ascii_literals(tmp_path, row, message):
     assert message in str(err)
 
 
+@pytest.mark.parametrize(
+    ("modules", "message"),
+    [
+        # a zero-length input costs nothing: the example would be priced at 0 FLOPs for that layer
+        ("(10),emb; (0,768),layer_1", "call 2 '(0,768),layer_1': shape dimensions must be positive"),
+        ("(10),emb; (10,0),layer_1", "call 2 '(10,0),layer_1': shape dimensions must be positive"),
+        # 10 digits (within the digit cap) but beyond 2**31 - 1, which the counting code would overflow
+        (
+            "(2147483648),emb",
+            "call 1 '(2147483648),emb': shape dimension 2147483648 is too large (at most 2,147,483,647)",
+        ),
+    ],
+)
+def test_trace_shapes_must_be_positive_and_bounded(tmp_path, modules, message):
+    e = _error(_file(tmp_path, f"0\t1\t{T1}\n1\t1\t{modules}\n"))
+    assert e.problems == [(3, f"bad modules value: {message}")]
+    # the largest allowed dimension is accepted
+    tf = read_test_file(_file(tmp_path, "0\t1\t(2147483647),emb\n", name="max.tsv"), "sst-2")
+    assert tf.traces == [(("emb", (2_147_483_647,)),)]
+
+
 def test_regression_pred_plain_literal(tmp_path):
     err = _error(_file(tmp_path, "0\t1_000.5\t(3),emb\n"), task="sts-b")
     assert "pred '1_000.5' is not a number" in str(err)
