@@ -436,6 +436,78 @@ def test_symbolic_respects_guards():
     assert want[("p", (15, 8))] == 2 * (15 * 8 * 64 + 15 * 64)
 
 
+class ParityBranch(nn.Module):
+    """An even length takes the 8 -> 64 product, an odd one the 8 -> 8 product: the symbolic run records a
+    guard on n % 2, which no range of n can express."""
+
+    def __init__(self):
+        super().__init__()
+        self.small, self.big = nn.Linear(8, 8), nn.Linear(8, 64)
+
+    def forward(self, x):
+        return self.big(x) if x.shape[1] % 2 == 0 else self.small(x)
+
+
+def test_symbolic_formula_is_used_only_where_its_guards_hold():
+    # the first four lengths are even, so the formula is made (and checked) on even lengths only: the odd
+    # ones must fail its guard and be counted concretely
+    mods = {"p": ParityBranch()}
+    calls = [("p", (n, 8)) for n in (2, 4, 6, 8)] + [("p", (n, 8)) for n in range(1, 30)]
+    fast, got, want = _all_shapes(mods, calls, symbolic_after=4)
+    assert fast.stats["formula"] > 5  # formulas were used (one made at an even length, one at an odd)
+    assert want[("p", (7, 8))] == 2 * (7 * 8 * 8) and want[("p", (10, 8))] == 2 * (10 * 8 * 64)
+    assert got == want
+
+
+class SingleTokenShortcut(nn.Module):
+    """One token skips the product of the activations. The symbolic run assumes every size is at least 2
+    (torch specialises 0 and 1), so `n == 1` is decided without a guard: only the size range excludes 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x):
+        y = self.lin(x)
+        if x.shape[1] == 1:
+            return y
+        return y @ y.transpose(1, 2)
+
+
+def test_symbolic_formula_is_not_used_outside_its_size_range():
+    mods = {"s": SingleTokenShortcut()}
+    calls = [("s", (n, 8)) for n in range(2, 12)] + [("s", (1, 8))]
+    fast, got, want = _all_shapes(mods, calls, symbolic_after=4)
+    assert fast.stats["formula"] > 3  # the formula was used for 6..11
+    assert want[("s", (1, 8))] == 2 * (1 * 8 * 8)
+    assert want[("s", (5, 8))] == 2 * (5 * 8 * 8 + 5 * 8 * 5)
+    assert got == want
+
+
+class KnowsItIsTraced(nn.Module):
+    """Takes another path when its length is no plain int (as code that checks for tracing or compiling
+    does): the symbolic run's formula (two products) is wrong at every real length (one product)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x):
+        if not isinstance(x.shape[1], int):
+            x = self.lin(x)
+        return self.lin(x)
+
+
+def test_symbolic_formula_that_disagrees_with_the_concrete_counts_is_refused():
+    mods = {"k": KnowsItIsTraced()}
+    calls = [("k", (n, 8)) for n in range(2, 30)]
+    fast, got, want = _all_shapes(mods, calls, symbolic_after=4)
+    assert want[("k", (9, 8))] == 2 * (9 * 8 * 8)
+    assert got == want
+    assert fast.stats["symbolic_runs"] >= 1 and fast.stats["symbolic_failed"] == fast.stats["symbolic_runs"]
+    assert fast.stats["formula"] == 0
+
+
 class Repeat(nn.Module):
     """Same structure for every k; an integer attribute changes the cost."""
 
