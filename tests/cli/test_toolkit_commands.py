@@ -181,14 +181,26 @@ def test_baseline_not_utf8_named(tmp_path):
     assert res.exit_code == 1 and "utf16.json: not UTF-8" in res.output
 
 
-@pytest.mark.parametrize("shape", ["3,,8", "-3,8", "0,8", "", "9" * 5000 + ",8"])
-def test_flops_shape_is_strict(tmp_path, shape):
+# the last dimension is layer_1's 32 features, so that the shape itself, not the module, is what is refused
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ("3,,32", "not a comma-separated list of positive integers"),
+        ("-3,32", "not a comma-separated list of positive integers"),
+        ("0,32", "shape dimensions must be positive"),
+        ("2147483648,32", "shape dimension 2147483648 is too large"),
+        ("", "not a comma-separated list of positive integers"),
+        ("9" * 5000 + ",32", "too large"),
+    ],
+)
+def test_flops_shape_is_strict(tmp_path, shape, message):
     model = tmp_path / "model.py"
     model.write_text(TINY_MODEL_PY)
     res = runner.invoke(
         app, ["flops", str(model), "--module", "layer_1", "--shape", shape, "--trust-model-code"]
     )
     assert res.exit_code == 1 and "Traceback" not in res.output
+    assert message in " ".join(res.output.split()), res.output
 
 
 def test_flops_on_a_folder_says_so(tmp_path):
