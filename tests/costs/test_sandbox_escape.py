@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -122,6 +123,51 @@ def test_no_unbounded_writable_filesystem(tmp_path):
     scratch = SandboxLimits().scratch_bytes
     assert all(size <= scratch for size in out["writable"].values()), out
     assert set(out["writable"]) <= {"/tmp", "/sandbox", "/dev/pts"}, out
+
+
+def test_memory_and_file_size_limits_hold(tmp_path):
+    # 3 GiB of address space is no problem for the host (mapped, never touched), so only RLIMIT_AS refuses it
+    # (model.py's `bytearray(1 << 40)` fails on any host, limit or not); a 2 MiB file only RLIMIT_FSIZE
+    out = report(
+        tmp_path,
+        """
+        import mmap
+        attempt("mmap", lambda: mmap.mmap(-1, 3 << 30) and "mapped")
+        def big():
+            with open("big.bin", "wb") as fh:
+                fh.write(b"x" * (2 << 20))
+            return "wrote"
+        attempt("file", big)
+        """,
+        limits=SandboxLimits(memory_bytes=2 << 30, file_bytes=1 << 20),
+        trust_model_code=not BWRAP_OK,
+    )
+    assert out == {"mmap": "OSError", "file": "OSError"}, out
+
+
+def test_wall_clock_timeout_kills_the_sandboxed_processes(tmp_path):
+    # the run is abandoned at the wall-clock limit: what model.py started must not live on
+    token = f"{600 + os.getpid() % 1000}.{time.time_ns() % 10**9}"
+    model = write(tmp_path, f"import os\nos.execv('/usr/bin/sleep', ['sleep', '{token}'])\n")
+    with pytest.raises(SandboxError, match="wall-clock limit of 2 s"):
+        price_model(model, limits=SandboxLimits(wall_s=2), trust_model_code=not BWRAP_OK)
+    left = _pids_running(["sleep", token])
+    for pid in left:
+        os.kill(pid, 9)
+    assert not left
+
+
+def _pids_running(argv: list[str]) -> list[int]:
+    wanted = ("\0".join(argv) + "\0").encode()
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if fh.read() == wanted:
+                    out.append(int(pid))
+        except OSError:
+            pass
+    return out
 
 
 @needs_bwrap
