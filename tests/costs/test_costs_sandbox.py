@@ -376,6 +376,16 @@ def test_forged_negative_costs_are_refused(tmp_path):
         price_model(model, [("layer_1", (4, 8))], trust_model_code=True)
 
 
+def test_forged_result_lacking_a_call_is_refused(tmp_path):
+    # a result channel answer that prices only the first of the two calls asked for
+    source = forged_model_py("5", "10").replace("for n, s in calls]", "for n, s in calls[:1]]")
+    assert "calls[:1]" in source
+    model = write(tmp_path, source)
+    with pytest.raises(SandboxError, match=r"returned no FLOPs for 1 call\(s\)"):
+        price_model(model, [("layer_1", (4, 8)), ("layer_1", (5, 8))], trust_model_code=True)
+    assert price_model(model, [("layer_1", (4, 8))], trust_model_code=True).flops == {("layer_1", (4, 8)): 10}
+
+
 @pytest.mark.parametrize(
     ("params", "flops", "message"),
     [
