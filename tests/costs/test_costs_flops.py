@@ -535,6 +535,32 @@ def test_formula_shared_only_between_modules_that_agree():
     assert want[("rep_2", (5, 8))] == 2 * want[("rep_1", (5, 8))]
 
 
+class Threshold(nn.Module):
+    """Takes a second Linear above `k` tokens: same signature for every k (integer attributes may differ)."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x):
+        if x.shape[1] > self.k:
+            x = self.lin(x)
+        return self.lin(x)
+
+
+def test_a_formula_guarded_on_the_size_is_not_shared():
+    """`a`'s formula holds for n <= 100 (its guard), `b` takes its second Linear above 10 tokens: `b`'s first
+    shapes (2-5) agree with `a`'s formula, so it was shared and `b` at n = 11 cost 1,408 FLOPs, not 2,816
+    (by hand: n = 11 tokens x 2 Linear(8, 8) x 64 MACs x 2 FLOPs)."""
+    mods = {"a": Threshold(100), "b": Threshold(10)}
+    calls = [(m, (n, 8)) for m in "ab" for n in range(2, 30)]
+    fast, got, want = _all_shapes(mods, calls, symbolic_after=4)
+    assert want[("b", (11, 8))] == 11 * 2 * 64 * 2 and want[("b", (10, 8))] == 10 * 64 * 2
+    assert got == want
+    assert fast.stats["shared"] == 0 and fast.stats["symbolic_runs"] >= 2
+
+
 def test_expect_counts_the_shapes_of_modules_that_can_share_a_formula():
     """An encoder's layers each have a few dozen lengths (too few for a symbolic run alone), several hundred
     together: one symbolic run, the others share its formula; a module unlike the rest stays concrete."""

@@ -33,6 +33,14 @@ class Formula:
         self._guards = guards
         self._fast = _lambdify(self.syms, [expr, *guards])
 
+    @property
+    def shareable(self) -> bool:
+        """No guard constrains a free size, only dims pinned to one value (a BERT layer's hidden size, fixed by
+        its weights): a guard on a free size may come from an integer attribute (`if n > self.k`), which
+        modules of the same signature need not share."""
+        pinned = {s for s, (lo, hi) in self.ranges.items() if lo == hi}
+        return all(g.free_symbols <= pinned for g in self._guards)
+
     def __call__(self, shape: Shape) -> int | None:
         if len(shape) != self.rank:
             return None

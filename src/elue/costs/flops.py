@@ -690,7 +690,8 @@ class ModuleFlops:
     made so far, and is then used for each further shape at which all of its guards hold. Set `symbolic_after=None` to always count concretely.
     With `share_formulas`, a module with the same structure as one already run symbolically (same
     classes, parameter shapes and non-integer attributes; integer attributes such as a layer index may
-    differ) reuses that formula if it reproduces all of its own concrete counts (>= 3 shapes).
+    differ) reuses that formula if it reproduces all of its own concrete counts (>= 3 shapes) and none of its
+    guards constrains a free size (such a guard may come from an integer attribute: `if n > self.k`).
     """
 
     def __init__(
@@ -830,5 +831,5 @@ class ModuleFlops:
             self.stats["symbolic_failed"] += 1
             return
         self._formulas[name].append(formula)
-        if sig is not None:
+        if sig is not None and formula.shareable:
             self._by_signature.setdefault(sig, []).append(formula)
