@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -129,3 +130,13 @@ def wait_until(pred, timeout: float, what: str, every: float = 0.05) -> None:  #
             return
         time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_at_once(target, args: list) -> None:  # noqa: ANN001
+    """`target(a)` for each `a` in `args`, each in its own thread, all started before any is joined (the race
+    tests: what meets inside the service is up to their barriers)."""
+    threads = [threading.Thread(target=target, args=(a,)) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from server_helpers import run_at_once
 from server_setup import csrf_of, make_settings, token_for, web_login
 from sqlalchemy import func, select
 
@@ -104,11 +105,7 @@ def test_two_sign_ups_of_one_name_at_once_make_one_account(db_url, tmp_path, mon
         form["csrf"] = csrf_of(c.get("/signup").text)
         answers.append(c.post("/signup", data=form, follow_redirects=False).status_code)
 
-    threads = [threading.Thread(target=sign_up, args=(name,)) for name in ("twin", second)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    run_at_once(sign_up, ["twin", second])
     assert sorted(answers) == [303, 409], answers
     with app.state.elue.sessions() as s:
         names = s.scalars(select(User.username).where(func.lower(User.username) == "twin")).all()

@@ -8,7 +8,7 @@ import threading
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from server_helpers import SUB
+from server_helpers import SUB, run_at_once
 from server_helpers import api_reported as reported
 from server_helpers import api_upload as upload
 from server_setup import csrf_of, make_settings, token_for, web_login
@@ -151,11 +151,7 @@ def test_choosing_a_new_datasets_baseline_twice_at_once(db_url, tmp_path, monkey
         )
         answers.append(r.status_code)
 
-    threads = [threading.Thread(target=choose, args=(sid,)) for sid in sids]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    run_at_once(choose, sids)
     assert answers == [200, 200], answers
     assert c.get("/api/tasks/mrpc").json()["baseline"]["submission_id"] in sids
 

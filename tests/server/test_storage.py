@@ -14,7 +14,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 from server_fake_evaluator import evaluate as fake_evaluate
-from server_helpers import TINY_MODEL_PY, api_upload, zip_bytes
+from server_helpers import TINY_MODEL_PY, api_upload, run_at_once, zip_bytes
 from server_setup import csrf_of, make_settings, token_for
 from sqlalchemy import create_engine, func, inspect, select, text
 
@@ -548,11 +548,7 @@ def test_two_public_reported_entries_of_one_name_at_once_get_one_409(db_url, tmp
             except service.ServiceError as e:
                 outcomes.append(e.status)
 
-    threads = [threading.Thread(target=post, args=(uid,)) for uid in ids]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    run_at_once(post, ids)
     assert sorted(outcomes, key=str) == [409, "posted"], outcomes
     with sessions() as s:
         assert s.scalar(select(func.count(Submission.id)).where(Submission.name == "Twin")) == 1
