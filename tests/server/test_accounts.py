@@ -110,3 +110,21 @@ def test_two_sign_ups_of_one_name_at_once_make_one_account(db_url, tmp_path, mon
     with app.state.elue.sessions() as s:
         names = s.scalars(select(User.username).where(func.lower(User.username) == "twin")).all()
     assert len(names) == 1, names
+
+
+def test_an_unknown_user_name_costs_one_password_hash_as_a_known_one(client, monkeypatch):  # noqa: ANN001
+    """Log-in must not tell which names have accounts by its time: the unknown name took two scrypt runs
+    (a dummy hashed, then checked) where a known one takes one."""
+    import hashlib
+
+    token_for(client, "known")
+    calls = []
+    scrypt = hashlib.scrypt
+    monkeypatch.setattr(hashlib, "scrypt", lambda *a, **k: calls.append(1) or scrypt(*a, **k))
+    costs = {}
+    for name in ("known", "unknown-name", "known"):
+        calls.clear()
+        r = client.post("/api/tokens", json={"username": name, "password": "wrong-password"})
+        assert r.status_code == 401
+        costs[name] = len(calls)
+    assert costs == {"known": 1, "unknown-name": 1}

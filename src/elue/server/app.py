@@ -162,6 +162,7 @@ def create_app(
         if admin:
             service.ensure_admin(s, *admin)
         key = service.secret_key(s, settings)
+    service.warm_up_log_in()  # the first log-in of an unknown name then costs what any other does
 
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["score"] = _fmt_score
