@@ -221,16 +221,31 @@ def test_hub_snli_drops_unlabelled(tmp_path):
 
 
 def test_hub_scitail_text_labels(tmp_path):
+    """SciTail is read from the hub's SNLI-format config, whose train split has ELUE's 23,596 pairs (the
+    "tsv_format" config the loader read has 23,097): sentence1/sentence2/gold_label, labels spelled
+    'entailment'/'neutral'. A local copy of that layout could not be loaded before (wrong config)."""
+    assert get_task("scitail").hub.name == "snli_format"
     root = tmp_path / "scitail"
-    cols = {"premise": ["p0", "p1"], "hypothesis": ["h0", "h1"], "label": ["neutral", "entails"]}
-    _parquet(root / "tsv_format" / "train-00000-of-00001.parquet", cols)
-    _readme(root, "tsv_format", ["train"])
+    cols = {
+        "sentence1_binary_parse": ["( p0 )", "( p1 )", "( p2 )"],
+        "sentence1": ["p0", "p1", "p2"],
+        "sentence2": ["h0", "h1", "h2"],
+        "annotator_labels": [["neutral"], ["entailment"], ["neutral"]],
+        "gold_label": ["neutral", "entailment", "Entails"],
+    }
+    _parquet(root / "snli_format" / "train-00000-of-00001.parquet", cols)
+    _readme(root, "snli_format", ["train"])
     ds = load_hub_split("scitail", "train", path=str(root), cache_dir=tmp_path / "c")
-    assert ds["label"] == [1, 0] and ds.features["label"].names == ["entails", "neutral"]
+    assert ds.column_names == ["premise", "hypothesis", "label", "index"]  # as load_elue_split gives
+    assert ds["premise"] == ["p0", "p1", "p2"] and ds["hypothesis"] == ["h0", "h1", "h2"]
+    assert ds["label"] == [1, 0, 0] and ds.features["label"].names == ["entails", "neutral"]
     bad = tmp_path / "bad"
-    _parquet(bad / "tsv_format" / "train-00000-of-00001.parquet", {**cols, "label": ["maybe", "entails"]})
-    _readme(bad, "tsv_format", ["train"])
-    with pytest.raises(ValueError, match="'maybe'"):
+    _parquet(
+        bad / "snli_format" / "train-00000-of-00001.parquet",
+        {**cols, "gold_label": ["maybe", "neutral", "-"]},
+    )
+    _readme(bad, "snli_format", ["train"])
+    with pytest.raises(ValueError, match="'maybe' is not one of entailment, entails, neutral"):
         load_hub_split("scitail", "train", path=str(bad), cache_dir=tmp_path / "c")
 
 

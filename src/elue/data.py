@@ -299,13 +299,14 @@ def _hub_labels(task: Task, values: list) -> tuple[list, np.ndarray]:
         arr = np.asarray(values, dtype=np.float64)
         return arr.tolist(), np.isfinite(arr)
     if values and isinstance(values[0], str):
-        # text labels (SciTail: 'entails'/'neutral') -> ids by the task's label names
+        # text labels (SciTail: 'entailment'/'neutral') -> ids by the hub's spelling or the task's label names
         names = {n.lower(): i for i, n in enumerate(task.labels)}
+        names.update({k.lower(): v for k, v in task.hub.label_ids.items()})
         ids = []
         for v in values:
             key = v.strip().lower()
             if key not in names:
-                raise ValueError(f"{task.name}: hub label {v!r} is not one of {', '.join(task.labels)}")
+                raise ValueError(f"{task.name}: hub label {v!r} is not one of {', '.join(sorted(names))}")
             ids.append(names[key])
         arr = np.asarray(ids, dtype=np.int64)
     else:
@@ -330,8 +331,8 @@ def load_hub_split(task: str | Task, split: str, *, path: str | None = None, cac
     `task.hub.name` is still passed as the config. Hub splits map through `hub.splits`; `hub.resplit`
     carves ELUE splits out of one hub split by a seeded permutation (IMDb: 25k train -> 20,000
     train + 5,000 dev). SNLI's unlabelled (-1) pairs are dropped from every split; text labels
-    (SciTail) become ids by `task.labels`; SST's float sentiment becomes 1 iff > 0.5 (ours).
-    On test, labels are never returned (GLUE's test labels are -1 anyway).
+    (SciTail) become ids by `hub.label_ids` or `task.labels`; SST's float sentiment becomes 1 iff > 0.5
+    (ours). On test, labels are never returned (GLUE's test labels are -1 anyway).
     """
     t = _task(task)
     split = normalise_split(split)

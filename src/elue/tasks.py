@@ -34,6 +34,9 @@ class HubSource:
     # those pairs out (SNLI: 10,000 -> 9,824, numbered 0..9,823 as in the ELUE test.tsv). False where
     # the hub hides its test labels as -1 on every row (GLUE): dropping them would empty the split.
     drop_unlabelled_test: bool = False
+    # text labels of the hub -> ELUE label ids, where the hub spells them otherwise than the task's label
+    # names (SciTail's SNLI format: 'entailment' for ELUE's 'entails'); the task's names are accepted too
+    label_ids: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -141,11 +144,13 @@ _TASKS = [
         train_dev_columns=("premise", "hypothesis", "label"),
         metric="accuracy",
         split_sizes={"train": 23596, "dev": 1304, "test": 2126},
+        # the SNLI-format config holds ELUE's 23,596 training pairs; "tsv_format" has 23,097 of them
         hub=HubSource(
             path="allenai/scitail",
-            name="tsv_format",
+            name="snli_format",
             splits={"train": "train", "dev": "validation", "test": "test"},
-            columns={"premise": "premise", "hypothesis": "hypothesis", "label": "label"},
+            columns={"sentence1": "premise", "sentence2": "hypothesis", "gold_label": "label"},
+            label_ids={"entailment": 0, "neutral": 1},
         ),
     ),
     Task(
