@@ -18,6 +18,7 @@ from elue.data import (
     GLUE_TASKS,
     SPLITS,
     DataFileError,
+    _resplit_rows,
     get_glue_task,
     load_elue_split,
     load_glue_split,
@@ -210,6 +211,19 @@ def test_hub_imdb_resplit(tmp_path):
     # the real task's 20,000/5,000 re-split does not fit 10 rows: a clear error
     with pytest.raises(ValueError, match="do not fit"):
         load_hub_split("imdb", "train", path=str(root), cache_dir=cache)
+
+
+def test_hub_imdb_resplit_rows_are_pinned():
+    """IMDb's 20,000/5,000 re-split of the hub's 25,000 training reviews must pick the same rows with every
+    numpy (it used `default_rng(13).permutation`, whose stream numpy guarantees only for one build on one
+    machine): the rows are ordered by SHA-256 of "13:<row>", pinned here."""
+    seed = get_task("imdb").hub.resplit_seed
+    train = _resplit_rows(25000, seed, 0, 20000)
+    dev = _resplit_rows(25000, seed, 20000, 25000)
+    assert train[:8].tolist() == [4109, 11174, 7283, 13251, 20910, 6012, 14319, 16415]
+    assert dev[:8].tolist() == [12425, 7214, 22160, 17511, 20117, 22961, 16309, 4188]
+    assert sorted(train.tolist() + dev.tolist()) == list(range(25000))
+    assert train.dtype == np.int64
 
 
 def test_hub_snli_drops_unlabelled(tmp_path):

@@ -19,6 +19,7 @@ The answer key `<answers_dir>/<task>/test_labels.tsv` is for the leaderboard hos
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import re
 from collections.abc import Sequence
@@ -287,10 +288,15 @@ def _column(ds, name: str) -> list:
 
 
 def _resplit_rows(n: int, seed: int, start: int, stop: int) -> np.ndarray:
-    """Rows start:stop of a seeded permutation of range(n) (numpy default_rng; stable across versions)."""
+    """Rows start:stop of a seeded permutation of range(n): the rows sorted by SHA-256 of "<seed>:<row>".
+
+    The same rows on every machine and with every library version. (It was numpy's `default_rng(seed)
+    .permutation`, whose stream numpy guarantees only for one build on one machine, NEP 19: a numpy
+    update could have moved reviews between IMDb's train and dev without a word.)"""
     if not 0 <= start <= stop <= n:
         raise ValueError(f"re-split rows {start}:{stop} do not fit a hub split of {n} rows")
-    return np.random.default_rng(seed).permutation(n)[start:stop]
+    keys = [hashlib.sha256(f"{seed}:{row}".encode()).digest() for row in range(n)]
+    return np.array(sorted(range(n), key=keys.__getitem__)[start:stop], dtype=np.int64)
 
 
 def _hub_labels(task: Task, values: list) -> tuple[list, np.ndarray]:
@@ -329,7 +335,7 @@ def load_hub_split(task: str | Task, split: str, *, path: str | None = None, cac
 
     `path` replaces the hub id (a local folder in the hub layout works, e.g. for offline tests);
     `task.hub.name` is still passed as the config. Hub splits map through `hub.splits`; `hub.resplit`
-    carves ELUE splits out of one hub split by a seeded permutation (IMDb: 25k train -> 20,000
+    carves ELUE splits out of one hub split by a seeded permutation (`_resplit_rows`; IMDb: 25k train -> 20,000
     train + 5,000 dev). SNLI's unlabelled (-1) pairs are dropped from every split; text labels
     (SciTail) become ids by `hub.label_ids` or `task.labels`; SST's float sentiment becomes 1 iff > 0.5
     (ours). On test, labels are never returned (GLUE's test labels are -1 anyway).
