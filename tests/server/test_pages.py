@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from server_setup import make_settings
+
 
 def test_head_requests(client):  # noqa: ANN001
     for url in [
@@ -79,3 +81,53 @@ def test_an_unscored_entry_s_page_says_it_has_no_results_yet(client, auth, drain
     drain()
     page = client.get(f"/models/{sub['id']}", headers=h).text
     assert "No results yet" not in page and "not submitted" in page  # scored: SST-2 only
+
+
+def test_security_headers_on_every_answer(client, settings):  # noqa: ANN001
+    """No page may be framed by another site (a Publish or Delete button clickjacked), nothing is sniffed as
+    another type, and scripts run only from the site's files: on pages, API answers, downloads, errors, static
+    files and answers replayed from the response cache alike."""
+    from fastapi.testclient import TestClient
+
+    from elue.server import create_app
+
+    cached = TestClient(create_app(make_settings(settings.state_dir.parent / "cached", cache_seconds=30)))
+    urls = ["/", "/leaderboard", "/tasks/sst-2", "/api/leaderboard", "/api/results.csv", "/no-such-page"]
+    urls += ["/datasets/sst-2/test.tsv", "/static/plotly.min.js", "/static/site.js", "/api/models/abc"]
+    for c in (client, cached, cached):  # the second round of `cached` is answered from its cache
+        for url in urls:
+            r = c.get(url, headers={"accept": "text/html"})
+            assert r.headers["x-frame-options"] == "DENY", url
+            assert r.headers["x-content-type-options"] == "nosniff", url
+            csp = r.headers["content-security-policy"]
+            assert "frame-ancestors 'none'" in csp and "script-src 'self';" in csp, url
+    big = client.post("/submit", content=b"x", headers={"content-length": str(10**12)})
+    assert big.status_code == 413 and big.headers["x-frame-options"] == "DENY"
+
+
+def test_pages_have_no_inline_script(client):  # noqa: ANN001
+    """The policy runs no inline script, handler or javascript: link: each page's own code is in /static."""
+    import re
+
+    from server_setup import web_login
+
+    csrf = web_login(client, "inline")
+    r = client.post("/account/tokens", data={"name": "t", "csrf": csrf})
+    sub = client.post(
+        "/submit/reported",
+        data={
+            "name": "x",
+            "params_m": "1",
+            "paper_url": "https://e.org",
+            "numbers": "sst-2, 10, 80",
+            "csrf": csrf,
+        },
+    )
+    pages = [r.text, sub.text, client.get("/models/999999", headers={"accept": "text/html"}).text]
+    pages += [
+        client.get(u).text for u in ("/", "/leaderboard", "/tasks/sst-2", "/account", "/submit", "/api/docs")
+    ]
+    for html in pages:
+        scripts = re.findall(r"<script\b[^>]*>", html)
+        assert all(" src=" in s or 'type="application/json"' in s for s in scripts), scripts
+        assert not re.search(r"\son[a-z]+\s*=", html) and "javascript:" not in html

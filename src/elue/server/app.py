@@ -104,6 +104,44 @@ class HeadAsGet:
         return await self.app({**scope, "method": "GET", HEAD_SCOPE_KEY: True}, receive, no_body)
 
 
+# Scripts only from this site's files (Plotly is served from /static), no inline scripts or handlers; styles
+# inline too (Plotly writes <style> elements and style attributes); no page may be framed by another site
+# (clickjacking a Publish or Delete button); forms post here only.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),  # a private submission's address never goes to a paper's site
+]
+
+
+class SecurityHeaders:
+    """Pure ASGI: the headers of `SECURITY_HEADERS` on every answer (pages, API, downloads, errors, cached
+    answers), unless the answer sets one itself."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        self.app = app
+
+    async def __call__(self, scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def add(message):  # noqa: ANN001, ANN202
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in names]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return await self.app(scope, receive, add)
+
+
 def _json_safe(value):  # noqa: ANN001, ANN202
     """`value` with what JSON cannot carry written as text: floats that are not finite, lone surrogates."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -281,4 +319,5 @@ def create_app(
     )
     app.add_middleware(NoStoreForUsers)
     app.add_middleware(HeadAsGet)
+    app.add_middleware(SecurityHeaders)
     return app
