@@ -79,6 +79,24 @@ def test_leaderboard_sorting_and_tracks(client):  # noqa: ANN001
     assert "ElasticBERT-BASE" in html and "incomplete" in html
 
 
+def test_an_unknown_sort_column_or_order_is_a_422(client):  # noqa: ANN001
+    """It was ignored: a script asking for sort=score (no such column) got the board unsorted, without a word."""
+    for query in ("sort=score", "sort=SST-2", "order=up", "sort=sst-2&order=1", "sort=%00"):
+        r = client.get(f"/api/leaderboard?{query}")
+        assert r.status_code == 422, query
+        assert r.json()["detail"][0]["loc"][0] == "query"
+        page = client.get(f"/leaderboard?{query}", headers={"accept": "text/html"})
+        assert page.status_code == 422 and "<h1>422</h1>" in page.text, query
+    assert "'rank', 'name', 'value', 'params', 'sst-2'" in client.get("/api/leaderboard?sort=x").text
+    for col in ("rank", "name", "value", "params", "sst-2", "snli"):
+        assert client.get(f"/api/leaderboard?sort={col}&order=desc").status_code == 200, col
+        assert client.get(f"/leaderboard?sort={col}&order=asc").status_code == 200, col
+    spec = client.get("/api/openapi.json").json()
+    params = {p["name"]: p for p in spec["paths"]["/api/leaderboard"]["get"]["parameters"]}
+    assert "snli" in spec["components"]["schemas"]["SortColumn"]["enum"]
+    assert "desc" in str(params["order"]["schema"])
+
+
 def test_submission_lifecycle_private_until_published(client, auth, drain):  # noqa: ANN001
     alice, bob = auth("alice"), auth("bob")
     sub = upload(client, alice)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import base64
 import csv
+import enum
 import io
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -81,15 +82,27 @@ def _scored_model(ctx: Ctx, sub: Submission):  # noqa: ANN202
 
 
 # ------------------------------------------------------------------ public results
+# the leaderboard's sort columns and orders: anything else is a 422 (an unknown column or order used to be
+# ignored, so a script asking for sort=score got the board unsorted without a word)
+SortColumn = enum.Enum(
+    "SortColumn", [(c, c) for c in ("rank", "name", "value", "params", *TASK_NAMES)], type=str
+)
+SortOrder = Literal["asc", "desc"]
+
+
 @router.get("/leaderboard", summary="One leaderboard track")
 def leaderboard(
-    track: str = "elue", sort: str | None = None, order: str | None = None, request: Request = None
+    track: str = "elue",
+    sort: SortColumn | None = None,
+    order: SortOrder | None = None,
+    request: Request = None,
 ):
     """`sort`: rank, name, value, params or a task; `order`: asc or desc (default: rank and name
     ascending, the others descending). Rows without a value stay at the bottom in both orders."""
     if track not in TRACKS:
         raise HTTPException(404, f"unknown track {track!r}; tracks: {', '.join(TRACKS)}")
-    if order not in ("asc", "desc"):
+    sort = sort.value if sort is not None else None
+    if order is None:
         order = natural_order(sort)
     board = state(request).board.get()
     rows = rank(board, track, sort, order == "desc")

@@ -27,7 +27,7 @@ from ..db import DELETED, SCORED, ApiToken, Baseline, Submission, User
 from ..deps import MAX_ID, Ctx, Download, RowId, get_ctx, throttled_authenticate
 from ..service import ServiceError
 from ..storage import UploadError
-from .api import read_limited
+from .api import SortColumn, SortOrder, read_limited
 
 router = APIRouter(include_in_schema=False)
 
@@ -79,11 +79,15 @@ def home(ctx: Ctx = Depends(get_ctx)):
 
 @router.get("/leaderboard", response_class=HTMLResponse)
 def leaderboard(
-    track: str = "elue", sort: str = "rank", order: str | None = None, ctx: Ctx = Depends(get_ctx)
+    track: str = "elue",
+    sort: SortColumn = SortColumn.rank,
+    order: SortOrder | None = None,
+    ctx: Ctx = Depends(get_ctx),
 ):
     if track not in TRACKS:
         raise HTTPException(404, f"unknown track {track!r}")
-    if order not in ("asc", "desc"):
+    sort = sort.value
+    if order is None:
         order = natural_order(sort)
     board = ctx.st.board.get()
     rows = rank(board, track, sort, order == "desc")
