@@ -317,6 +317,26 @@ def test_hub_mrpc_and_stsb(tmp_path):
     assert len(load_split("sts-b", "train", data_dir=FIXTURES)) == 3
 
 
+def test_hub_stsb_float32_scores_read_as_in_the_elue_files(tmp_path):
+    """GLUE stores STS-B's scores as float32: 3.8 reached the dataset as 3.799999952316284 where the
+    ELUE-layout loader reads '3.8' as 3.8, so the two loaders gave different labels for the same pair."""
+    root = tmp_path / "stsb"
+    scores = [3.8, 1.333, 0.2, 5.0, 2.6]
+    table = pa.table(
+        {
+            "sentence1": ["a"] * 5,
+            "sentence2": ["b"] * 5,
+            "label": pa.array(scores, type=pa.float32()),
+            "idx": list(range(5)),
+        }
+    )
+    (root / "stsb").mkdir(parents=True)
+    pq.write_table(table, root / "stsb" / "train-00000-of-00001.parquet")
+    _readme(root, "stsb", ["train"])
+    ds = load_hub_split("sts-b", "train", path=str(root), cache_dir=tmp_path / "c")
+    assert ds["label"] == scores and ds.features["label"].dtype == "float64"
+
+
 def test_hub_missing_column(tmp_path):
     root = tmp_path / "snli"
     _parquet(root / "data" / "validation-00000-of-00001.parquet", {"premise": ["p"], "label": [0]})

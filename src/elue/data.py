@@ -299,10 +299,17 @@ def _resplit_rows(n: int, seed: int, start: int, stop: int) -> np.ndarray:
     return np.array(sorted(range(n), key=keys.__getitem__)[start:stop], dtype=np.int64)
 
 
-def _hub_labels(task: Task, values: list) -> tuple[list, np.ndarray]:
-    """Hub labels -> ELUE labels, and a keep-mask (SNLI's -1 'no gold label' rows are dropped)."""
+def _hub_labels(task: Task, values: list, dtype: str | None = None) -> tuple[list, np.ndarray]:
+    """Hub labels -> ELUE labels, and a keep-mask (SNLI's -1 'no gold label' rows are dropped).
+
+    `dtype`: the hub column's Arrow type. GLUE keeps STS-B's scores as float32, which reach Python widened
+    (3.8 as 3.799999952316284); each is read back as the shortest decimal that float32 holds, so a score is
+    the same float64 as the ELUE-layout file's '3.8'."""
     if task.is_regression:
-        arr = np.asarray(values, dtype=np.float64)
+        if dtype in ("float16", "float32"):
+            arr = np.asarray(values, dtype=dtype).astype(str).astype(np.float64)
+        else:
+            arr = np.asarray(values, dtype=np.float64)
         return arr.tolist(), np.isfinite(arr)
     if values and isinstance(values[0], str):
         # text labels (SciTail: 'entailment'/'neutral') -> ids by the hub's spelling or the task's label names
@@ -374,7 +381,10 @@ def load_hub_split(task: str | Task, split: str, *, path: str | None = None, cac
         index = np.arange(n, dtype=np.int64)
     keep = None
     if split != "test":
-        labels, keep = _hub_labels(t, _column(ds, to_hub[t.label_column]))
+        label_feature = ds.features[to_hub[t.label_column]]
+        labels, keep = _hub_labels(
+            t, _column(ds, to_hub[t.label_column]), getattr(label_feature, "dtype", None)
+        )
         out["label"] = labels
     elif hub.drop_unlabelled_test and t.label_column in to_hub and to_hub[t.label_column] in ds.column_names:
         # the labels only pick the rows ELUE's test set has (SNLI's gold-labelled pairs); never returned
