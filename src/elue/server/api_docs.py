@@ -13,7 +13,15 @@ def _schema_type(schema: dict) -> str:
     if "anyOf" in schema:
         return " | ".join(_schema_type(s) for s in schema["anyOf"])
     if schema.get("type") == "array":
+        if "prefixItems" in schema:
+            return f"[{', '.join(_schema_type(s) for s in schema['prefixItems'])}]"
         return f"list[{_schema_type(schema.get('items', {}))}]"
+    if "enum" in schema:
+        return " | ".join(repr(v) for v in schema["enum"])
+    if "const" in schema:
+        return repr(schema["const"])
+    if schema.get("type") == "object" and isinstance(schema.get("additionalProperties"), dict):
+        return f"dict[str, {_schema_type(schema['additionalProperties'])}]"
     return schema.get("format") == "binary" and "file" or schema.get("type", "object")
 
 
@@ -53,6 +61,12 @@ def endpoints(spec: dict) -> list[dict]:
                     for k, v in schema.get("properties", {}).items()
                 ]
                 body_type = ctype
+            answers = []
+            for code, r in op.get("responses", {}).items():
+                kinds = r.get("content", {})
+                schema = kinds.get("application/json", {}).get("schema")
+                what = _schema_type(schema) if schema else ", ".join(kinds) or "no body"
+                answers.append({"code": code, "type": what, "description": r.get("description", "")})
             out.append(
                 {
                     "id": f"{method}-{path}".replace("/", "-").strip("-"),
@@ -63,6 +77,25 @@ def endpoints(spec: dict) -> list[dict]:
                     "params": params,
                     "body": body,
                     "body_type": body_type,
+                    "answers": answers,
                 }
+            )
+    return out
+
+
+def schemas(spec: dict) -> list[dict]:
+    """The answers' (and bodies') models of the description: name and fields, for the /api/docs page."""
+    out = []
+    for name, schema in sorted(spec.get("components", {}).get("schemas", {}).items()):
+        required = set(schema.get("required", []))
+        fields = [
+            {"name": k, "type": _schema_type(v), "required": k in required}
+            for k, v in schema.get("properties", {}).items()
+        ]
+        if fields:
+            out.append({"name": name, "fields": fields})
+        elif "enum" in schema:
+            out.append(
+                {"name": name, "fields": [{"name": "", "type": _schema_type(schema), "required": True}]}
             )
     return out

@@ -15,7 +15,9 @@ from pydantic import BaseModel, Field, Strict
 
 from elue.tasks import TASK_NAMES, TASKS, get_task
 
+from .. import api_models as out
 from .. import service
+from ..api_models import errors
 from ..board import TRACKS, _finite, load_models, natural_order, rank, task_view
 from ..db import SCORED, Submission, User
 from ..deps import MAX_ID, Ctx, RowId, get_ctx, state, throttled_authenticate
@@ -90,7 +92,11 @@ SortColumn = enum.Enum(
 SortOrder = Literal["asc", "desc"]
 
 
-@router.get("/leaderboard", summary="One leaderboard track")
+@router.get(
+    "/leaderboard",
+    summary="One leaderboard track",
+    responses={200: {"model": out.Leaderboard}, **errors(404)},
+)
 def leaderboard(
     track: str = "elue",
     sort: SortColumn | None = None,
@@ -127,7 +133,7 @@ def leaderboard(
     }
 
 
-@router.get("/tasks", summary="The six datasets")
+@router.get("/tasks", summary="The six datasets", responses={200: {"model": list[out.TaskInfo]}})
 def tasks():
     return [
         {
@@ -143,7 +149,9 @@ def tasks():
 
 
 @router.get(
-    "/tasks/{task}", summary="Every public model's points on a dataset, the baseline and the Pareto front"
+    "/tasks/{task}",
+    summary="Every public model's points on a dataset, the baseline and the Pareto front",
+    responses={200: {"model": out.TaskView}, **errors(404)},
 )
 def task_detail(task: str, request: Request):
     try:
@@ -153,12 +161,16 @@ def task_detail(task: str, request: Request):
     return task_view(state(request).board.get(), name)
 
 
-@router.get("/models", summary="All public models")
+@router.get("/models", summary="All public models", responses={200: {"model": list[out.ModelSummary]}})
 def models(request: Request):
     return [m.to_dict(with_points=False) for m in state(request).board.get().models]
 
 
-@router.get("/models/{model_id}", summary="One model: every point, per-dataset scores")
+@router.get(
+    "/models/{model_id}",
+    summary="One model: every point, per-dataset scores",
+    responses={200: {"model": out.SubmissionOut}, **errors(404)},
+)
 def model_detail(model_id: RowId, ctx: Ctx = Depends(get_ctx)):
     sub = ctx.db.get(Submission, model_id)
     if sub is None or not service.can_view(ctx.user, sub):
@@ -220,13 +232,21 @@ RESULT_COLUMNS = [
 ]
 
 
-@router.get("/results.json", summary="Every public result (one object per model, with all points)")
+@router.get(
+    "/results.json",
+    summary="Every public result (one object per model, with all points)",
+    responses={200: {"model": out.Results}},
+)
 def results_json(request: Request):
     board = state(request).board.get()
     return JSONResponse(
         {"baselines": board.baselines, "models": [m.to_dict() for m in board.models]},
         headers={"content-disposition": 'inline; filename="elue-results.json"'},
     )
+
+
+class CsvResponse(Response):
+    media_type = "text/csv"
 
 
 def csv_cell(v):  # noqa: ANN001, ANN201
@@ -239,7 +259,12 @@ def csv_cell(v):  # noqa: ANN001, ANN201
     return v
 
 
-@router.get("/results.csv", summary="Every public result as CSV (one row per operating point)")
+@router.get(
+    "/results.csv",
+    summary="Every public result as CSV (one row per operating point)",
+    response_class=CsvResponse,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
 def results_csv(request: Request):
     board = state(request).board.get()
     buf = io.StringIO()
@@ -247,9 +272,8 @@ def results_csv(request: Request):
     w.writeheader()
     for row in _result_rows(board):
         w.writerow({k: csv_cell(row[k]) for k in RESULT_COLUMNS})
-    return Response(
+    return CsvResponse(
         buf.getvalue(),
-        media_type="text/csv",
         headers={"content-disposition": 'attachment; filename="elue-results.csv"'},
     )
 
@@ -261,7 +285,11 @@ class TokenRequest(BaseModel):
     name: str = ""
 
 
-@router.post("/tokens", summary="Create an API token (log in with username/password or a session)")
+@router.post(
+    "/tokens",
+    summary="Create an API token (log in with username/password or a session)",
+    responses={200: {"model": out.TokenCreated}, **errors(401, 403, 429)},
+)
 def create_token(body: TokenRequest, request: Request, ctx: Ctx = Depends(get_ctx)):
     user = None
     if body.username is not None:
@@ -284,7 +312,11 @@ def create_token(body: TokenRequest, request: Request, ctx: Ctx = Depends(get_ct
     return {"token": token, "id": row.id, "name": row.name, "user": user.username}
 
 
-@router.get("/me", summary="Who the token belongs to, and the submission limits")
+@router.get(
+    "/me",
+    summary="Who the token belongs to, and the submission limits",
+    responses={200: {"model": out.Me}, **errors(401)},
+)
 def me(ctx: Ctx = Depends(get_ctx)):
     user = need_user(ctx)
     st = ctx.st.settings
@@ -296,7 +328,12 @@ def me(ctx: Ctx = Depends(get_ctx)):
 
 
 # ------------------------------------------------------------------ submissions
-@router.post("/submissions", status_code=202, summary="Upload a submission (zip in the toolkit's layout)")
+@router.post(
+    "/submissions",
+    status_code=202,
+    summary="Upload a submission (zip in the toolkit's layout)",
+    responses={202: {"model": out.SubmissionOut}, **errors(400, 401, 403, 409, 413, 429)},
+)
 async def submit(
     request: Request,
     file: UploadFile = File(..., description="zip: model.py, <task>/*.tsv ..."),
@@ -359,7 +396,12 @@ class ReportedEntry(BaseModel):
     tasks: dict[str, ReportedTask]
 
 
-@router.post("/submissions/reported", status_code=201, summary="Add a reported entry (numbers from a paper)")
+@router.post(
+    "/submissions/reported",
+    status_code=201,
+    summary="Add a reported entry (numbers from a paper)",
+    responses={201: {"model": out.SubmissionOut}, **errors(400, 401, 403, 409, 429)},
+)
 def submit_reported(body: ReportedEntry, request: Request, ctx: Ctx = Depends(get_ctx)):
     user = need_writer(ctx, request)
     sub = service.submit_reported(
@@ -378,14 +420,22 @@ def submit_reported(body: ReportedEntry, request: Request, ctx: Ctx = Depends(ge
     return submission_dict(sub, with_log=True)
 
 
-@router.get("/submissions", summary="Your submissions")
+@router.get(
+    "/submissions",
+    summary="Your submissions",
+    responses={200: {"model": list[out.SubmissionOut]}, **errors(401)},
+)
 def my_submissions(ctx: Ctx = Depends(get_ctx)):
     user = need_user(ctx)
     subs = service.own_submissions(ctx.db, user)
     return [submission_dict(s, with_log=False) for s in subs]
 
 
-@router.get("/submissions/{sub_id}", summary="A submission's status, log (owner) and result")
+@router.get(
+    "/submissions/{sub_id}",
+    summary="A submission's status, log (owner) and result",
+    responses={200: {"model": out.SubmissionOut}, **errors(404)},
+)
 def get_submission(sub_id: RowId, ctx: Ctx = Depends(get_ctx)):
     sub = ctx.db.get(Submission, sub_id)
     user = ctx.user
@@ -404,7 +454,11 @@ class SubmissionPatch(BaseModel):
     description: str | None = None
 
 
-@router.patch("/submissions/{sub_id}", summary="Rename, publish or unpublish your submission")
+@router.patch(
+    "/submissions/{sub_id}",
+    summary="Rename, publish or unpublish your submission",
+    responses={200: {"model": out.SubmissionOut}, **errors(400, 401, 403, 404, 409)},
+)
 def patch_submission(sub_id: RowId, body: SubmissionPatch, request: Request, ctx: Ctx = Depends(get_ctx)):
     user = need_writer(ctx, request)
     sub = service.update_submission(ctx.db, user, sub_id, **body.model_dump())
@@ -412,7 +466,12 @@ def patch_submission(sub_id: RowId, body: SubmissionPatch, request: Request, ctx
     return submission_dict(sub, with_log=True)
 
 
-@router.delete("/submissions/{sub_id}", status_code=204, summary="Delete your submission")
+@router.delete(
+    "/submissions/{sub_id}",
+    status_code=204,
+    summary="Delete your submission",
+    responses=errors(401, 403, 404, 409),
+)
 def delete_submission(sub_id: RowId, request: Request, ctx: Ctx = Depends(get_ctx)):
     user = need_writer(ctx, request)
     service.delete_submission(ctx.db, ctx.st.settings, user, sub_id)
@@ -425,7 +484,11 @@ class BaselineChoice(BaseModel):
     submission_id: int = Field(ge=1, le=MAX_ID)
 
 
-@router.put("/admin/baselines/{task}", summary="Admin: choose a dataset's baseline entry")
+@router.put(
+    "/admin/baselines/{task}",
+    summary="Admin: choose a dataset's baseline entry",
+    responses={200: {"model": out.BaselineSet}, **errors(400, 401, 403, 404, 409)},
+)
 def put_baseline(task: str, body: BaselineChoice, request: Request, ctx: Ctx = Depends(get_ctx)):
     service.require_admin(need_writer(ctx, request))
     try:
@@ -441,7 +504,11 @@ class HideChoice(BaseModel):
     hidden: bool = True
 
 
-@router.post("/admin/submissions/{sub_id}/hide", summary="Admin: hide or show an entry")
+@router.post(
+    "/admin/submissions/{sub_id}/hide",
+    summary="Admin: hide or show an entry",
+    responses={200: {"model": out.HiddenSet}, **errors(401, 403, 404, 409)},
+)
 def hide(sub_id: RowId, body: HideChoice, request: Request, ctx: Ctx = Depends(get_ctx)):
     service.require_admin(need_writer(ctx, request))
     sub = service.set_hidden(ctx.db, sub_id, body.hidden)

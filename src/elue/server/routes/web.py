@@ -13,7 +13,7 @@ from elue.scoring import BaselineError, validate_points
 from elue.tasks import TASK_NAMES, TASKS, get_task
 
 from .. import service
-from ..api_docs import endpoints
+from ..api_docs import endpoints, schemas
 from ..board import (
     TRACKS,
     apply_scores,
@@ -124,7 +124,8 @@ def model_page(model_id: RowId, ctx: Ctx = Depends(get_ctx)):
 
 @router.get("/api/docs", response_class=HTMLResponse)
 def api_docs(ctx: Ctx = Depends(get_ctx)):
-    return render(ctx, "api_docs.html", endpoints=endpoints(ctx.request.app.openapi()))
+    spec = ctx.request.app.openapi()
+    return render(ctx, "api_docs.html", endpoints=endpoints(spec), models=schemas(spec))
 
 
 @router.get("/datasets", response_class=HTMLResponse)
