@@ -3,6 +3,11 @@
 LAMB (You et al., 2019, "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes") is
 written here (a few lines; no extra dependency): Adam's bias-corrected update u = m̂ / (√v̂ + ε) + λ·w,
 scaled per tensor by the trust ratio ‖w‖ / ‖u‖ (1 where either norm is 0), w ← w − lr · ratio · u.
+A parameter group with `layer_adaptation: False` takes the Adam step itself (ratio 1): `parameter_groups` puts
+biases and LayerNorm weights there, which are excluded from weight decay and from layer adaptation alike, as in
+the LAMB of the paper's BERT runs (ALBERT's and TF-Addons' `exclude_from_layer_adaptation`, which defaults to the
+weight-decay exclusions; NVIDIA's FusedLAMB without `use_nvlamb`). Adapted, a bias that starts at 0 moves by
+lr · ‖b‖ a step, a small fraction of Adam's step, for thousands of steps.
 Parameters without a gradient are skipped, so exits left out of a grouped step are not touched.
 """
 
@@ -15,13 +20,34 @@ from torch import nn
 
 
 class Lamb(torch.optim.Optimizer):
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, max_trust_ratio=10.0):
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-6,
+        weight_decay=0.0,
+        max_trust_ratio=10.0,
+        layer_adaptation=True,
+    ):
         if lr < 0 or eps < 0 or not 0 <= betas[0] < 1 or not 0 <= betas[1] < 1:
             raise ValueError("invalid LAMB hyper-parameters")
         defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, max_trust_ratio=max_trust_ratio
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            max_trust_ratio=max_trust_ratio,
+            layer_adaptation=layer_adaptation,
         )
         super().__init__(params, defaults)
+
+    def load_state_dict(self, state_dict):
+        """Groups saved before `layer_adaptation` existed take this optimiser's (the saved groups replace these)."""
+        adapt = [group["layer_adaptation"] for group in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, value in zip(self.param_groups, adapt, strict=True):
+            group.setdefault("layer_adaptation", value)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -49,6 +75,9 @@ class Lamb(torch.optim.Optimizer):
                 w = p.float()
                 if group["weight_decay"]:
                     update.add_(w, alpha=group["weight_decay"])
+                if not group["layer_adaptation"]:
+                    p.add_(update.to(p.dtype), alpha=-group["lr"])
+                    continue
                 w_norm, u_norm = w.norm(), update.norm()
                 ratio = torch.where(
                     (w_norm > 0) & (u_norm > 0),
@@ -60,13 +89,17 @@ class Lamb(torch.optim.Optimizer):
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices, not on biases, LayerNorm weights or embeddings' padding (1-d tensors)."""
+    """Weight decay on matrices, not on biases, LayerNorm weights or embeddings' padding (1-d tensors); LAMB's
+    layer adaptation likewise (`layer_adaptation`, a key AdamW keeps and ignores)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay, "layer_adaptation": True},
+        {"params": no_decay, "weight_decay": 0.0, "layer_adaptation": False},
+    ]
 
 
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
