@@ -394,12 +394,9 @@ def validate_submission(
     Everything `evaluate_submission` checks except performance: files, indices, traces, model.py; and,
     as warnings, the files an upload to the leaderboard would be refused for (`elue.layout`)."""
     tasks = discover(submission_dir)
-    # a task without local data is named, and the others are still checked (`../shared/data` has no SciTail)
-    unchecked = {
-        name: f"{data_dir}: no folder {name}/ with its test.tsv"
-        for name in tasks
-        if not (Path(data_dir) / name).is_dir()
-    }
+    # a task without a local test set is named, and the others are still checked (`../shared/data` has no
+    # SciTail; a task folder may hold train/dev only)
+    unchecked = {name: why for name in tasks if (why := _no_test_set(data_dir, name)) is not None}
     if len(unchecked) == len(tasks):
         raise SubmissionError("\n".join(unchecked.values()))
     tasks = {name: files for name, files in tasks.items() if name not in unchecked}
@@ -418,6 +415,17 @@ def validate_submission(
     return SubmissionResult(
         results, load_seconds=load_seconds, warnings=refused + warnings, unchecked=unchecked
     )
+
+
+def _no_test_set(data_dir: Path, task: str) -> str | None:
+    """Why `data_dir` has no test set of `task` to check against (None: it has one)."""
+    if not (Path(data_dir) / task).is_dir():
+        return f"{data_dir}: no folder {task}/ with its test.tsv"
+    try:
+        data.split_path(data_dir, task, "test")
+    except FileNotFoundError as err:
+        return str(err)
+    return None
 
 
 def evaluate_submission(

@@ -250,3 +250,18 @@ def test_validate_checks_the_tasks_it_has_data_for_and_names_the_others(tmp_path
     (sub / "sst-2.tsv").unlink()  # nothing left to check: the error alone
     res = runner.invoke(app, ["validate", str(sub), "--data", str(data), "--trust-model-code"])
     assert res.exit_code == 1 and "no folder mrpc/" in res.output and "checked" not in res.output, res.output
+
+
+def test_validate_checks_the_others_when_a_task_folder_has_no_test_set(tmp_path):
+    """A task folder under --data without test.tsv (train/dev only) ended validation with that one error,
+    and the tasks that do have a test set were not checked."""
+    data = write_answers(tmp_path / "data")
+    (data / "mrpc").mkdir()
+    (data / "mrpc" / "dev.tsv").write_text("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
+    sub = write_submission(tmp_path / "sub")
+    (sub / "mrpc.tsv").write_text("index\tpred\tmodules\n0\t1\t(5),emb\n")
+    res = runner.invoke(app, ["validate", str(sub), "--data", str(data), "--trust-model-code"])
+    assert res.exit_code == 1, res.output
+    assert "sst-2.tsv" in res.output  # checked
+    assert "error: checked sst-2; not checked (no local test set):" in res.output
+    assert "no test.tsv or test.tsv.gz for mrpc" in res.output and "OK" not in res.output
