@@ -96,6 +96,24 @@ def test_special_tokens_and_padding_are_never_masked_and_the_count_is_rounded():
             assert all(masked[i] == seq[i] for i in range(len(seq)) if i not in picked)
 
 
+def test_random_replacements_are_never_special_tokens(tokenizer):
+    """The 10 % random tokens are drawn from the vocabulary without its special tokens: a [SEP] or [CLS] put
+    inside a pair changes its structure, a [PAD] or [MASK] is no word (they were drawn from the whole
+    vocabulary). Every other token stays possible, uniformly."""
+    ids = SpecialIds(cls=2, sep=3, mask=4, pad=0, vocab_size=12, special=(1, 0, 2, 3, 4, 9))
+    seq = [2, *([6, 7, 8, 10, 11, 5] * 50), 3]
+    drawn = []
+    for k in range(400):
+        masked, labels = mask_example(seq, (0, 0, k, 0), 1, 0.15, ids)
+        drawn += [m for m, lab in zip(masked, labels, strict=True) if lab != -100 and m not in (4, lab)]
+    counts = np.bincount(drawn, minlength=12)
+    assert counts[[0, 1, 2, 3, 4, 9]].sum() == 0
+    allowed = counts[[5, 6, 7, 8, 10, 11]]
+    assert allowed.min() > 0.8 * allowed.mean()
+    assert set(SpecialIds.from_tokenizer(tokenizer).special) == set(tokenizer.all_special_ids)
+    assert tokenizer.unk_token_id in SpecialIds.from_tokenizer(tokenizer).special
+
+
 def _cfg(corpus_files, **kw):
     return PretrainConfig(
         train_files=[str(corpus_files["train"])], max_seq_length=48, tokenize_batch_docs=16, **kw

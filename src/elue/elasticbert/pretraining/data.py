@@ -169,10 +169,30 @@ class SpecialIds:
     mask: int
     pad: int
     vocab_size: int
+    # every special token of the tokenizer ([UNK] too): never a random replacement
+    special: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        ids = {*self.special, self.cls, self.sep, self.mask, self.pad}
+        self._excluded = np.array(sorted(i for i in ids if i is not None and 0 <= i < self.vocab_size))
 
     @classmethod
     def from_tokenizer(cls, tok) -> SpecialIds:
-        return cls(tok.cls_token_id, tok.sep_token_id, tok.mask_token_id, tok.pad_token_id, len(tok))
+        return cls(
+            tok.cls_token_id,
+            tok.sep_token_id,
+            tok.mask_token_id,
+            tok.pad_token_id,
+            len(tok),
+            tuple(tok.all_special_ids),
+        )
+
+    def random_tokens(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n tokens drawn uniformly from the vocabulary without the special tokens (one draw of n integers)."""
+        out = rng.integers(0, self.vocab_size - len(self._excluded), size=n)
+        for e in self._excluded:  # ascending: [0, V - k) onto [0, V) without the k special ids
+            out[out >= e] += 1
+        return out
 
 
 def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: np.random.Generator) -> None:
@@ -385,8 +405,8 @@ def mask_example(
     input_ids: list[int], key: tuple[int, ...], seed: int, probability: float, ids: SpecialIds
 ) -> tuple[list[int], list[int]]:
     """BERT masking of one example, drawn from a generator seeded by the example's key: a fixed
-    number (round(p * n), at least 1) of non-special positions; 80 % [MASK], 10 % a random token,
-    10 % unchanged. Returns (masked input ids, labels with -100 where not predicted)."""
+    number (round(p * n), at least 1) of non-special positions; 80 % [MASK], 10 % a random token (never a
+    special one: a [SEP], [CLS] or [PAD] put inside the text would change the pair's structure), 10 % unchanged. Returns (masked input ids, labels with -100 where not predicted)."""
     masked, labels = _mask(np.asarray(input_ids, dtype=np.int64), key, seed, probability, ids)
     return masked.tolist(), labels.tolist()
 
@@ -405,7 +425,7 @@ def _mask(
     masked = ids_row.copy()
     masked[pos[r < 0.8]] = ids.mask
     swap = pos[(r >= 0.8) & (r < 0.9)]
-    masked[swap] = rng.integers(0, ids.vocab_size, size=len(swap))
+    masked[swap] = ids.random_tokens(rng, len(swap))
     return masked, labels
 
 
