@@ -305,6 +305,58 @@ def test_sigterm_saves_last_and_resume_matches(tiny, tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
 
 
+def _kill_at_save(monkeypatch, file: str, call: int) -> None:
+    """The process dies (SystemExit) as `torch.save` writes `file` for the `call`-th time."""
+    real, calls = torch.save, {"n": 0}
+
+    def save(obj, f, *args, **kwargs):
+        if str(f).endswith(file):
+            calls["n"] += 1
+            if calls["n"] == call:
+                raise SystemExit("killed")
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+def test_a_kill_while_last_is_saved_resumes_from_the_previous_save(tiny, tmp_path, monkeypatch):
+    """last/ was written in place: a kill in the middle of the step-4 save left step 4's weights and optimizer
+    beside step 2's scheduler and trainer state, and the resumed run went on from that mix (final weights
+    1.6e-3 off), logging step 4's evaluation twice. Now a save replaces last/ whole or not at all."""
+    full = finetune(_cfg(tiny, tmp_path / "full", max_steps=8, eval_every=2), log=_quiet)
+    out = tmp_path / "part"
+    with monkeypatch.context() as m:
+        _kill_at_save(m, "scheduler.pt", call=2)
+        with pytest.raises(SystemExit):
+            finetune(_cfg(tiny, out, max_steps=8, eval_every=2), log=_quiet)
+    assert json.loads((out / "last" / "trainer_state.json").read_text())["global_step"] == 2
+    again = finetune(_cfg(tiny, out, max_steps=8, eval_every=2, resume=True), log=_quiet)
+    assert again.global_step == full.global_step == 8
+    a, b = _weights(tmp_path / "full" / "last"), _weights(out / "last")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    log = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()]
+    assert log == [2, 4, 6, 8]  # step 4 evaluated twice, logged once
+    assert sorted(p.name for p in out.iterdir()) == ["best", "config.json", "last", "log.jsonl"]
+
+
+def test_a_kill_between_the_renames_of_a_save_resumes_from_the_previous_one(tiny, tmp_path):
+    """A kill after the old last/ made way (.last.old) and before the new one took its place (.last.saving):
+    --resume puts the old one back and removes the unfinished one."""
+    full = finetune(_cfg(tiny, tmp_path / "full", max_steps=6, eval_every=2), log=_quiet)
+    out = tmp_path / "part"
+    finetune(_cfg(tiny, out, max_steps=6, eval_every=2, stop_after=2), log=_quiet)
+    (out / "last").rename(out / ".last.old")
+    (out / ".last.saving").mkdir()
+    (out / ".last.saving" / "model.safetensors").write_bytes(b"half")
+    again = finetune(_cfg(tiny, out, max_steps=6, eval_every=2, resume=True), log=_quiet)
+    assert again.global_step == full.global_step == 6
+    a, b = _weights(tmp_path / "full" / "last"), _weights(out / "last")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    assert not (out / ".last.old").exists() and not (out / ".last.saving").exists()
+
+
 # --- refusals: an existing run, resume with other options, bad numbers, bad paths --------------------
 
 

@@ -451,6 +451,48 @@ def _save_model(model, tokenizer, path: Path) -> None:
     tokenizer.save_pretrained(path)
 
 
+def _staging(path: Path) -> Path:
+    return path.with_name(f".{path.name}.saving")
+
+
+def _previous(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
+def _replace_dir(path: Path, write: Callable[[Path], None]) -> None:
+    """Write a checkpoint folder whole or not at all: `write` fills a staging folder, which then takes `path`'s
+    place. Written in place, a kill during the save left last/ with the new weights and optimizer beside the old
+    scheduler and step, and a resumed run went on from that mix without a word."""
+    import shutil
+
+    staging, previous = _staging(path), _previous(path)
+    shutil.rmtree(staging, ignore_errors=True)
+    write(staging)
+    if path.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        path.rename(previous)
+    staging.rename(path)  # a kill before this leaves no `path` and a whole `previous`: see _recover_saves
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _recover_saves(out: Path) -> None:
+    """Undo what a kill in `_replace_dir` left: the previous best/ or last/ back in place if the new one never
+    arrived, staging folders of unfinished saves removed."""
+    import shutil
+
+    for name in (BEST_DIR, LAST_DIR):
+        path = out / name
+        previous = _previous(path)
+        if previous.is_dir() and not path.exists():
+            try:
+                previous.rename(path)
+            except OSError:  # another process of the run did it first
+                pass
+        for leftover in (previous, _staging(path)):
+            if path.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
 RUN_FILES = (BEST_DIR, LAST_DIR, LOG_FILE, "config.json")
 
 # options a resumed run may change: where things are, how they are shown, when this session ends, devices.
@@ -505,6 +547,9 @@ def prepare_output(out: Path, cfg: FinetuneConfig, log: Callable[[str], None] = 
             shutil.rmtree(target)
         else:
             target.unlink()
+    for name in (BEST_DIR, LAST_DIR):  # what a killed save left
+        for leftover in (_staging(out / name), _previous(out / name)):
+            shutil.rmtree(leftover, ignore_errors=True)
     log(f"--overwrite: removed {', '.join(found)} from {out}")
 
 
@@ -553,6 +598,8 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     spec = task_spec(cfg)  # an unknown task fails first
     out = Path(cfg.output_dir)
     last_dir, best_dir = out / LAST_DIR, out / BEST_DIR
+    if cfg.resume:
+        _recover_saves(out)
     resuming = cfg.resume and (last_dir / STATE_FILE).is_file()
     resume_from = str(last_dir) if resuming else None
     check_checkpoint_dir(resume_from or cfg.model, option="--model")
@@ -593,6 +640,10 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     if resuming:
         state = _restore_last(last_dir, optimizer, scheduler, processes, out)
         log(f"resumed at step {state.global_step} (epoch {state.epoch}, batch {state.step_in_epoch})")
+        # the evaluations last/ knows of: a kill after an evaluation's log line and before its save would have
+        # that evaluation logged twice once it is run again
+        if accelerator.is_main_process:
+            (out / LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in state.history))
 
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     device = accelerator.device
@@ -620,9 +671,13 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         if improved:
             state.best_score, state.best_step, state.bad_evals = score, state.global_step, 0
             if accelerator.is_main_process:
-                _save_model(accelerator.unwrap_model(model), tokenizer, best_dir)
                 info = _best_info(cfg, spec, state.global_step, score, record["dev"])
-                (best_dir / INFO_FILE).write_text(json.dumps(_jsonable(info), indent=2))
+
+                def write_best(path: Path) -> None:
+                    _save_model(accelerator.unwrap_model(model), tokenizer, path)
+                    (path / INFO_FILE).write_text(json.dumps(_jsonable(info), indent=2))
+
+                _replace_dir(best_dir, write_best)
         else:
             state.bad_evals += 1
         record["best"] = improved
@@ -749,13 +804,18 @@ def _schedule(cfg: FinetuneConfig, train_rows: int, processes: int) -> _Schedule
 
 
 def _save_last(model, tokenizer, optimizer, scheduler, state: TrainerState, last_dir: Path) -> None:
-    """Write the resumable OUTPUT/last: model, tokenizer, optimizer, scheduler, RNG states, trainer state."""
-    _save_model(model, tokenizer, last_dir)
-    torch.save(optimizer.state_dict(), last_dir / "optimizer.pt")
-    torch.save(scheduler.state_dict(), last_dir / "scheduler.pt")
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    torch.save({"torch": torch.get_rng_state(), "cuda": cuda}, last_dir / "rng.pt")
-    (last_dir / STATE_FILE).write_text(json.dumps(_jsonable(asdict(state)), indent=2))
+    """Write the resumable OUTPUT/last (whole or not at all): model, tokenizer, optimizer, scheduler, RNG states,
+    trainer state."""
+
+    def write(path: Path) -> None:
+        _save_model(model, tokenizer, path)
+        torch.save(optimizer.state_dict(), path / "optimizer.pt")
+        torch.save(scheduler.state_dict(), path / "scheduler.pt")
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        torch.save({"torch": torch.get_rng_state(), "cuda": cuda}, path / "rng.pt")
+        (path / STATE_FILE).write_text(json.dumps(_jsonable(asdict(state)), indent=2))
+
+    _replace_dir(last_dir, write)
 
 
 def _restore_last(last_dir: Path, optimizer, scheduler, processes: int, out: Path) -> TrainerState:
