@@ -302,6 +302,44 @@ def test_polynomial_schedule_is_built():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-7)
 
 
+@pytest.mark.parametrize(
+    "scheduler", ["polynomial", "linear", "cosine", "constant_with_warmup", "inverse_sqrt"]
+)
+@pytest.mark.parametrize("warmup", [0, 3, 4, 6])
+def test_schedules_run_to_their_last_step_with_any_warm_up(scheduler, warmup):
+    """polynomial with a warm-up of max_steps divided by zero at the scheduler's step after the last update (so the
+    run failed before its final checkpoint); every learning rate used is the warm-up's or the schedule's."""
+    import torch
+
+    from elue.elasticbert.pretraining.optim import build_scheduler, schedule_notes
+
+    over = {"lr_scheduler": scheduler, "learning_rate": 1e-3, "max_steps": 4, "warmup_steps": warmup}
+    cfg = PretrainConfig.from_dict(over)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.learning_rate)
+    scheduler_ = build_scheduler(optimizer, cfg)
+    used = []
+    for _ in range(4):
+        used.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler_.step()
+    if warmup:
+        assert used[: min(warmup, 4)] == pytest.approx([1e-3 * t / warmup for t in range(min(warmup, 4))])
+    else:
+        assert used[0] == pytest.approx(1e-3)
+    notes = schedule_notes(cfg)
+    assert bool(notes) == (warmup >= 4)
+    if notes:
+        assert "never decays" in notes[0]
+
+
+def test_a_warm_up_the_constant_schedule_ignores_is_said():
+    from elue.elasticbert.pretraining.optim import schedule_notes
+
+    cfg = PretrainConfig.from_dict({"lr_scheduler": "constant", "warmup_ratio": 0.1, "max_steps": 100})
+    assert "ignored" in schedule_notes(cfg)[0]
+    assert schedule_notes(PretrainConfig.from_dict({"lr_scheduler": "constant", "max_steps": 100})) == []
+
+
 def test_cli_bad_hub_column_is_one_line(two_layer_settings, tmp_path):
     from elue.cli import app
 

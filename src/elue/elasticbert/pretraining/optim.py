@@ -113,18 +113,48 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}: adamw or lamb")
 
 
+def warmup_length(cfg) -> int:
+    """The warm-up in steps: `warmup_steps`, else `warmup_ratio` of `max_steps` (rounded up)."""
+    return cfg.warmup_steps or int(math.ceil(cfg.warmup_ratio * cfg.max_steps))
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg):
     from transformers import get_scheduler
 
     from .config import POLYNOMIAL_LR_END
 
-    warmup = cfg.warmup_steps or int(math.ceil(cfg.warmup_ratio * cfg.max_steps))
-    # the end the settings' check compares learning_rate with (transformers refuses a start at or below it)
-    extra = {"lr_end": POLYNOMIAL_LR_END} if cfg.lr_scheduler == "polynomial" else None
+    warmup = warmup_length(cfg)
+    total = cfg.max_steps
+    extra = None
+    if cfg.lr_scheduler == "polynomial":
+        # the end the settings' check compares learning_rate with (transformers refuses a start at or below it)
+        extra = {"lr_end": POLYNOMIAL_LR_END}
+        # transformers divides by (total - warm-up) from step `total` on: with a warm-up of max_steps the
+        # scheduler's step after the last update raised ZeroDivisionError (before the final checkpoint). Every
+        # step before max_steps is in the warm-up either way, so this changes no learning rate that is used.
+        total = max(total, warmup + 1)
     return get_scheduler(
         cfg.lr_scheduler,
         optimizer,
         num_warmup_steps=warmup,
-        num_training_steps=cfg.max_steps,
+        num_training_steps=total,
         scheduler_specific_kwargs=extra,
     )
+
+
+def schedule_notes(cfg) -> list[str]:
+    """Warnings about a schedule that does not do what its settings suggest (printed at start)."""
+    warmup = warmup_length(cfg)
+    if not warmup:
+        return []
+    if cfg.lr_scheduler == "constant":
+        return [
+            f"warning: lr_scheduler constant has no warm-up: the warm-up of {warmup} steps is ignored "
+            "(constant_with_warmup has one)"
+        ]
+    if warmup >= cfg.max_steps:
+        return [
+            f"warning: the warm-up ({warmup} steps) is not shorter than max_steps {cfg.max_steps}: the learning "
+            f"rate rises to {(cfg.max_steps - 1) / warmup:.3g} x learning_rate at most and never decays"
+        ]
+    return []

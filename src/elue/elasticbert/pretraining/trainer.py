@@ -148,7 +148,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     from .data import rows_per_stream
     from .modeling_pretraining import compile_regions
-    from .optim import build_optimizer, build_scheduler
+    from .optim import build_optimizer, build_scheduler, schedule_notes
 
     _check_settings(cfg)
     out_dir = Path(cfg.output_dir)
@@ -168,6 +168,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             else "running one plain process"
         )
         notes.append(f"distributed=fsdp is not available here: {how}")
+    notes.extend(schedule_notes(cfg))
     untrained = cfg.untrained_exits(num_layers)
     if untrained:
         notes.append(
