@@ -122,3 +122,25 @@ def test_pearson_of_tiny_finite_predictions():
     assert pearson(y, tiny) == pytest.approx(pearson(y, [1.0, 0.0, 2.0]), rel=1e-12)
     assert pearson(y, tiny) == pytest.approx(0.5, rel=1e-12)
     assert pearson(tiny, y) == pytest.approx(0.5, rel=1e-12)
+
+
+def test_pearson_of_predictions_a_few_ulps_apart():
+    """Predictions 1, 1+5ulp, 1+9ulp (written as 1.000000000000001 and 1.000000000000002) against 1, 2.5, 4:
+    Pearson is that of (0, 5, 9) against (0, 1, 2), 0.998; scipy's mean rounds to a whole ulp and gave
+    0.982, with a NearConstantInputWarning printed in the middle of `elue evaluate`'s output."""
+    import warnings
+
+    u = np.spacing(1.0)
+    pred = np.array([1.0, 1.0 + 5 * u, 1.0 + 9 * u])
+    assert pred.tolist() == [1.0, 1.000000000000001, 1.000000000000002]
+    expected = np.corrcoef([0.0, 5.0, 9.0], [0.0, 1.0, 2.0])[0, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pearson([1.0, 2.5, 4.0], pred) == pytest.approx(expected, rel=1e-12)
+        assert pearson(pred, [1.0, 2.5, 4.0]) == pytest.approx(expected, rel=1e-12)
+        assert spearman([1.0, 2.5, 4.0], pred) == pytest.approx(1.0)
+    # an offset changes nothing, nor does it lose precision on ordinary values
+    y = np.array([0.3, 1.7, 2.2, 4.9, 3.1])
+    q = np.array([0.5, 1.1, 2.9, 4.0, 3.3])
+    assert pearson(y, q) == pytest.approx(np.corrcoef(y, q)[0, 1], rel=1e-12)
+    assert pearson(y + 1e6, q - 1e6) == pytest.approx(np.corrcoef(y, q)[0, 1], rel=1e-9)
