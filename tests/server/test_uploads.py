@@ -278,3 +278,45 @@ def test_a_restarted_web_process_leaves_uploads_in_progress_alone(tmp_path):  # 
     assert out.returncode == 0, out.stderr
     assert (busy / "model.py").exists()
     assert not stale.exists()
+
+
+def test_only_uploads_may_send_large_bodies(client, auth):  # noqa: ANN001
+    """A JSON body is parsed whole before the route checks who sent it: 64 MB of reported points from anyone,
+    with no token at all, took 10 s and 1 GB of the web process before the 401. Bodies other than an upload are
+    now refused over 1 MB, before they are read, sent at once or in chunks."""
+    import json
+    import time
+
+    point = {"mflops": 1.0, "performance": 1.0, "file": ""}
+    body = json.dumps(
+        {
+            "name": "x",
+            "params_m": 1,
+            "paper_url": "https://x",
+            "tasks": {"sst-2": {"points": [point] * 40_000}},
+        }
+    )
+    assert 1_100_000 < len(body) < 2_000_000
+    json_h = {"content-type": "application/json"}
+    t0 = time.monotonic()
+    r = client.post("/api/submissions/reported", content=body, headers=json_h)
+    assert r.status_code == 413 and "request body too large" in r.json()["detail"], r.text
+    assert time.monotonic() - t0 < 1.0
+    chunks = (body[i : i + 65536].encode() for i in range(0, len(body), 65536))  # no content-length
+    r = client.post("/api/submissions/reported", content=chunks, headers=json_h)
+    assert r.status_code == 413, r.text
+    alice = auth("alice")
+    r = client.patch(
+        "/api/submissions/1",
+        content=json.dumps({"description": "x" * 1_100_000}),
+        headers={**alice, **json_h},
+    )
+    assert r.status_code == 413
+    r = client.post(
+        "/login", data={"username": "a" * 1_100_000, "password": "p"}, headers={"accept": "text/html"}
+    )
+    assert r.status_code == 413 and "request body too large" in r.text
+    # an upload may still be larger than that
+    files = {"model.py": TINY_MODEL_PY, "sst-2/a.tsv": os.urandom(1_500_000)}
+    r = _post(client, alice, zip_bytes(files))
+    assert r.status_code != 413 and len(zip_bytes(files)) > 1_100_000, r.text

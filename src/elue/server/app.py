@@ -39,24 +39,36 @@ def plotly_js_path() -> Path:
     return Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
 
-class BodyLimit:
-    """Pure ASGI guard: refuse request bodies over `limit` bytes before anything reads them."""
+# the routes that take a zip upload (POST): only their bodies may be as large as an upload
+UPLOAD_PATHS = ("/submit", "/api/submissions")
 
-    def __init__(self, app, limit: int, shown_limit: int | None = None) -> None:  # noqa: ANN001
+
+class BodyLimit:
+    """Pure ASGI guard: refuse request bodies over the limit before anything reads them: `limit` for an upload
+    (`UPLOAD_PATHS`), `other_limit` for every other body (JSON, forms). A JSON body is parsed whole into
+    objects before the route can check who sent it: 64 MB of reported points from anyone, logged in or not,
+    took 10 s and 1 GB of the web process before the 401."""
+
+    def __init__(  # noqa: ANN001
+        self, app, limit: int, shown_limit: int | None = None, other_limit: int | None = None
+    ) -> None:
         self.app, self.limit = app, limit
         self.shown_limit = shown_limit or limit  # the limit the message names (the body may carry form slack)
+        self.other_limit = other_limit or limit
 
     async def __call__(self, scope, receive, send):  # noqa: ANN001
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
+        upload = scope["method"] == "POST" and scope["path"].rstrip("/") in UPLOAD_PATHS
+        limit = self.limit if upload else self.other_limit
         for k, v in scope.get("headers", []):
             if k == b"content-length":
                 try:
-                    too_big = int(v) > self.limit
+                    too_big = int(v) > limit
                 except ValueError:
                     too_big = True
                 if too_big:
-                    return await self._refuse(scope, receive, send)
+                    return await self._refuse(scope, receive, send, upload)
         seen = 0
 
         async def counted():
@@ -64,20 +76,24 @@ class BodyLimit:
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise HTTPException(413, "upload too large")
+                if seen > limit:
+                    raise HTTPException(413, "upload too large" if upload else "request body too large")
             return msg
 
         return await self.app(scope, counted, send)
 
-    async def _refuse(self, scope, receive, send):  # noqa: ANN001
-        mb = self.shown_limit / 1024 / 1024
-        msg = f"upload too large: the limit is {mb:.0f} MB"
+    async def _refuse(self, scope, receive, send, upload: bool = True):  # noqa: ANN001
+        if upload:
+            msg = f"upload too large: the limit is {self.shown_limit / 1024 / 1024:.0f} MB"
+        else:
+            msg = (
+                f"request body too large: the limit is {self.other_limit // 1024} KB (uploads go to /submit)"
+            )
         if scope["path"].startswith("/api"):
             resp: Response = JSONResponse({"detail": msg}, status_code=413)
         else:
             resp = HTMLResponse(
-                f"<!doctype html><title>Upload too large</title><h1>Upload too large</h1><p>{msg}.</p>"
+                f"<!doctype html><title>Too large</title><h1>Too large</h1><p>{msg}.</p>"
                 '<p><a href="/submit">Back</a></p>',
                 status_code=413,
                 headers={"connection": "close"},
@@ -309,7 +325,10 @@ def create_app(
             )
 
     app.add_middleware(
-        BodyLimit, limit=settings.max_upload_bytes + 1024 * 1024, shown_limit=settings.max_upload_bytes
+        BodyLimit,
+        limit=settings.max_upload_bytes + 1024 * 1024,
+        shown_limit=settings.max_upload_bytes,
+        other_limit=settings.max_body_bytes,
     )
     board = app.state.elue.board
     app.add_middleware(

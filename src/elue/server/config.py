@@ -49,6 +49,9 @@ class Settings:
     secret_key: str | None = None  # default: $ELUE_SECRET_KEY, else generated once and kept in the DB
     # uploads
     max_upload_bytes: int = 64 * 1024 * 1024  # compressed zip
+    # any other request body (JSON, forms; a reported entry is a few KB): parsed whole before the route sees who
+    # sent it, so it must stay small
+    max_body_bytes: int = 1024 * 1024
     max_extracted_bytes: int = 512 * 1024 * 1024
     max_files: int = 200
     # operating points (test files) per task in one upload: each point's score is shown to its owner, so n
