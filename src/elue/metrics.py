@@ -70,6 +70,8 @@ def _correlation(fn, y_true, y_pred, *, shift: bool = False) -> float:
         # rounding of the mean (predictions 1, 1+5ulp, 1+9ulp against 1, 2.5, 4 correlated as 0.982 where
         # 0.998). Differences from the first value are exact for such values; then scaled to at most 1.
         t, p = (x - x[0] for x in (t, p))
+        if not (t.any() and p.any()):  # distinct values the scaling above rounded together
+            return 0.0
         t, p = (x / np.abs(x).max() for x in (t, p))
     with warnings.catch_warnings():
         # scipy's "nearly constant input" warning: handled above, and not for the CLI's output
