@@ -251,6 +251,73 @@ def test_finetune_from_hub_layout(tiny, tmp_path, monkeypatch, source):
     assert set(info["dev"]) == {"1", "2", "3"}
 
 
+# GLUE tasks as the hub has them: text columns, number of labels, dev metric parts
+_GLUE = {
+    "cola": (("sentence",), 2, {"mcc"}),
+    "sst2": (("sentence",), 2, {"accuracy"}),
+    "mrpc": (("sentence1", "sentence2"), 2, {"accuracy", "f1"}),
+    "qqp": (("question1", "question2"), 2, {"accuracy", "f1"}),
+    "stsb": (("sentence1", "sentence2"), 1, {"pearson", "spearman"}),
+    "mnli": (("premise", "hypothesis"), 3, {"accuracy"}),
+    "qnli": (("question", "sentence"), 2, {"accuracy"}),
+    "rte": (("sentence1", "sentence2"), 2, {"accuracy"}),
+    "wnli": (("sentence1", "sentence2"), 2, {"accuracy"}),
+}
+
+
+@pytest.mark.parametrize("task", list(_GLUE))
+def test_every_glue_task_trains_on_its_columns_labels_metric_and_dev_split(tiny, tmp_path, monkeypatch, task):
+    """`elue finetune --glue` on a local copy in nyu-mll/glue's layout (test splits labelled -1, as the hub's):
+    the task's text columns, label count and metric, chosen on the validation split (10 rows here; the test
+    split has 7). MNLI also reports its mismatched dev (6 rows) at every evaluation, in log.jsonl and
+    finetune.json, as GLUE reports MNLI-m and MNLI-mm (before, only the matched one was ever evaluated)."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    columns, labels, parts = _GLUE[task]
+    rng = random.Random(2)
+    sizes = {"train": 24, "dev": 10, "test": 7}
+    hub = {"train": "train", "dev": "validation", "test": "test"}
+    if task == "mnli":
+        sizes.update(dev_mismatched=6, test_mismatched=5)
+        hub = {"train": "train", "dev": "validation_matched", "dev_mismatched": "validation_mismatched"}
+        hub.update(test="test_matched", test_mismatched="test_mismatched")
+
+    def rows(split: str) -> dict:
+        n = sizes[split]
+        out = {c: [" ".join(rng.sample(POS + NEG, 3)) for _ in range(n)] for c in columns}
+        if split.startswith("test"):
+            out["label"] = [-1.0 if labels == 1 else -1] * n
+        else:
+            out["label"] = [rng.uniform(0, 5) if labels == 1 else i % labels for i in range(n)]
+        out["idx"] = list(range(n))
+        return out
+
+    root = _hub_copy(tmp_path / "hub", task, hub, {split: rows(split) for split in hub})
+    ckpt = write_tiny_checkpoint(tmp_path / "ckpt", num_labels=labels)
+    out = tmp_path / "run"
+    result = invoke_cli(
+        ["finetune", task, "--glue", "--hub-path", root, "--model", ckpt, "--output", out, "--max-steps", "1",
+         "--batch-size", "8", "--max-length", "32", "--cpu", "--no-progress"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "24 train / 10 dev rows" in result.output
+    from elue.elasticbert import ElasticBertConfig
+
+    assert ElasticBertConfig.from_pretrained(out / "best").num_labels == labels
+    info = json.loads((out / "best" / "finetune.json").read_text())
+    assert info["family"] == "glue" and info["text_columns"] == list(columns)
+    assert all(set(m) == {"performance", *parts} for m in info["dev"].values())
+    log = json.loads((out / "log.jsonl").read_text())
+    other = {"dev_mismatched"} if task == "mnli" else set()
+    assert {k for k in log if k.startswith("dev_")} == other and {
+        k for k in info if k.startswith("dev_")
+    } == other
+    if task == "mnli":
+        assert set(info["dev_mismatched"]) == {"1", "2", "3"} and "dev_mismatched mean" in result.output
+        assert log["dev_mismatched"] == info["dev_mismatched"] != info["dev"]
+
+
 def test_cli_bad_inputs_are_one_line(tmp_path):
     """A missing model folder or an unknown task: `error: ...`, exit code 1, no traceback."""
     from typer.testing import CliRunner

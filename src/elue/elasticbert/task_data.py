@@ -31,6 +31,8 @@ class TaskSpec:
     is_regression: bool
     metric: Callable[[np.ndarray, np.ndarray], dict[str, float]]  # -> {"performance": ..., parts}
     family: str = "elue"  # "elue" | "glue"
+    # labelled splits reported beside dev at each evaluation, never used to choose (GLUE MNLI: dev_mismatched)
+    other_dev_splits: tuple[str, ...] = ()
 
 
 def elue_task_spec(task: str) -> TaskSpec:
@@ -60,6 +62,7 @@ def glue_task_spec(name: str) -> TaskSpec:
         is_regression=bool(info.is_regression),
         metric=_glue_metric(info.metric),
         family="glue",
+        other_dev_splits=tuple(k for k in info.splits if k.startswith("dev_")),
     )
 
 
