@@ -224,6 +224,35 @@ def test_hub_style_sources_offline(tmp_path, corpus_files, tokenizer):
     assert batch["input_ids"].shape[0] == 4
 
 
+def test_a_hub_corpus_with_a_loading_script_says_how_to_read_it(tmp_path):
+    """OpenWebText (Skylion007/openwebtext) and BookCorpus shipped loading scripts on the hub, which datasets >= 4
+    refuses: the error says where the script-free Parquet export is."""
+    (tmp_path / "owt").mkdir()
+    (tmp_path / "owt" / "owt.py").write_text("import datasets\n")
+    with pytest.raises(SettingsError, match=r"no longer supported.*revision: refs/convert/parquet"):
+        load_documents(hub_datasets=[str(tmp_path / "owt")])
+
+
+def test_a_hub_corpus_of_a_sentence_a_record_is_grouped_into_documents(tmp_path, tokenizer):
+    """BookCorpus has one sentence a record: as documents of one sentence each, every pair was a sentence cut in
+    two (no sentence order to predict, a few tokens in a sequence of max_seq_length). `records_per_document: n`
+    makes n consecutive records one document, a record a line."""
+    rows = [{"text": f"Sentence number {i} is here."} for i in range(25)]
+    path = tmp_path / "bookcorpus-like.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    spec = {"path": "json", "data_files": str(path), "records_per_document": 10}
+    texts = [r["text"] for r in load_documents(hub_datasets=[spec])]
+    assert texts == ["\n".join(r["text"] for r in rows[i : i + 10]) for i in (0, 10, 20)]
+    cfg = PretrainConfig(max_seq_length=64, short_seq_prob=0.0)
+    batch = PretrainingBatches(
+        load_documents(hub_datasets=[spec]), tokenizer, cfg, 2, num_shards=1
+    ).next_batch()
+    assert (batch["attention_mask"].sum(1) > 30).all()  # several sentences a pair, not half a sentence
+    for bad in (0, 1.5, True, "10"):
+        with pytest.raises(SettingsError, match="records_per_document"):
+            PretrainConfig(train_files=[], hub_datasets=[dict(spec, records_per_document=bad)]).check_types()
+
+
 def test_token_encoder_gives_the_wrappers_ids_untruncated(tokenizer):
     """The Rust fast path = `tokenizer(texts, add_special_tokens=False)`, also past the 128-token truncation
     that MiniLM's tokenizer.json carries (the wrapper switches it off; so must the fast path)."""

@@ -113,7 +113,8 @@ class PretrainConfig:
     # ---- data --------------------------------------------------------------------------------
     #: local text files (documents separated by blank lines; one or more sentences a line)
     train_files: list[str] = field(default_factory=list)
-    #: Hugging Face datasets, each "id", "id:config" or {"path":..,"name":..,"split":..,"text_column":..}
+    #: Hugging Face datasets, each "id", "id:config" or {"path":..,"name":..,"split":..,"text_column":..,
+    #: "records_per_document":..}
     hub_datasets: list[Any] = field(default_factory=list)
     text_column: str = "text"
     #: held-out local text files for the per-exit evaluation
@@ -418,7 +419,7 @@ TWO_TYPES = "pre-training needs 2 token types (segment B of a sentence-order pai
 
 def _check_hub_spec(spec: Any) -> None:
     """A hub_datasets entry is "id", "id:config" or a mapping with a path (load_dataset's arguments) and
-    optionally a text_column."""
+    optionally a text_column and records_per_document."""
     if isinstance(spec, str):
         return
     if not isinstance(spec, dict):
@@ -434,6 +435,11 @@ def _check_hub_spec(spec: Any) -> None:
     if not isinstance(column, str) or not column:
         raise SettingsError(
             f"hub_datasets: entry {spec['path']!r}: text_column must be a column name, not {column!r}"
+        )
+    group = spec.get("records_per_document", 1)
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+        raise SettingsError(
+            f"hub_datasets: entry {spec['path']!r}: records_per_document must be a whole number >= 1, not {group!r}"
         )
 
 

@@ -98,6 +98,14 @@ def _split_at_blank_lines(batch: dict[str, list[str]]) -> dict[str, list[str]]:
     return {"text": out}
 
 
+def _join_records(batch: dict[str, list]) -> dict[str, list[str]]:
+    """The records of a batch as one document, a record a line (`records_per_document`)."""
+    texts = batch["text"]
+    if any(t is not None and not isinstance(t, str) for t in texts):  # a source without declared features
+        return {"text": texts}  # the stream names the column's type
+    return {"text": ["\n".join(t for t in texts if t)]}
+
+
 def _hub_spec(spec: Any, text_column: str) -> dict[str, Any]:
     if isinstance(spec, str):
         path, _, name = spec.partition(":")
@@ -119,7 +127,8 @@ def load_documents(
     blank lines; a line of spaces or tabs is one too). Hub corpora are read with
     `load_dataset(path, name, split=..., streaming=True)`: a Hugging Face id (wikipedia "20231101.en",
     bookcorpus, openwebtext, allenai/c4 "en") or any local path `load_dataset` understands, which is how they
-    are tested offline.
+    are tested offline. One record is one document, or `records_per_document` consecutive records are (one
+    line each: BookCorpus has a sentence a record).
     """
     from datasets import concatenate_datasets, load_dataset
 
@@ -132,12 +141,20 @@ def load_documents(
     for spec in hub_datasets or []:
         spec = _hub_spec(spec, text_column)
         column = spec.pop("text_column")
+        group = spec.pop("records_per_document", 1)
         try:
             ds = load_dataset(streaming=True, **spec)
         except Exception as err:  # noqa: BLE001 (offline, no such dataset or config, missing files...)
             first = (str(err).strip().splitlines() or [""])[0]
+            hint = ""
+            if "scripts are no longer supported" in first:
+                hint = (
+                    " (datasets >= 4 runs no loading script: read the hub's Parquet export with "
+                    "`revision: refs/convert/parquet` in this hub_datasets entry, or a copy of the corpus without "
+                    "a script; docs/pretraining.md)"
+                )
             raise SettingsError(
-                f"hub_datasets: cannot load {spec.get('path')!r}: {type(err).__name__}: {first}"
+                f"hub_datasets: cannot load {spec.get('path')!r}: {type(err).__name__}: {first}{hint}"
             ) from err
         columns = ds.column_names  # None where the source does not declare its features
         if columns is not None and column not in columns:
@@ -153,6 +170,8 @@ def load_documents(
         ds = ds.select_columns([column])  # first: the records may have a `text` column beside it
         if column != "text":
             ds = ds.rename_column(column, "text")
+        if group > 1:  # BookCorpus: a sentence a record; n consecutive records make one document, a line each
+            ds = ds.map(_join_records, batched=True, batch_size=group)
         parts.append(ds)
     if not parts:
         raise ValueError("no pre-training text: give train_files or hub_datasets")
