@@ -128,3 +128,48 @@ def test_an_unknown_user_name_costs_one_password_hash_as_a_known_one(client, mon
         assert r.status_code == 401
         costs[name] = len(calls)
     assert costs == {"known": 1, "unknown-name": 1}
+
+
+def test_changing_the_password_ends_every_other_session(app, client):  # noqa: ANN001
+    """There was no way to change a password (a leaked one stayed valid for good). Now: the current password is
+    checked, the old one stops working, every other session of the user ends, the one asking goes on with a
+    fresh session, and API tokens stay."""
+    csrf = web_login(client, "changer")
+    other = TestClient(app)  # the same user in another browser
+    other_csrf = csrf_of(other.get("/login").text)
+    other.post("/login", data={"username": "changer", "password": "password123", "csrf": other_csrf})
+    assert other.get("/account", follow_redirects=False).status_code == 200
+    token = token_for(TestClient(app), "changer", create=False)
+    old_cookie = client.cookies.get("elue_session")
+
+    def change(current: str, new: str, new2: str | None = None, token: str | None = None):  # noqa: ANN202
+        data = {"current": current, "new": new, "new2": new2 or new, "csrf": token or csrf}
+        return client.post("/account/password", data=data, follow_redirects=False)
+
+    assert change("password123", "new-password", "other-password").status_code == 400
+    r = change("wrong-password", "new-password")
+    assert r.status_code == 401 and "the current password is wrong" in r.text
+    assert change("password123", "short").status_code == 400
+    assert change("password123", "new-password", token="forged").status_code == 403
+    r = change("password123", "new-password")
+    assert r.status_code == 303 and r.headers["location"] == "/account?password=changed"
+    page = client.get(r.headers["location"], follow_redirects=False)
+    assert page.status_code == 200 and 'id="password-changed"' in page.text
+    assert csrf_of(page.text) != csrf  # a fresh session
+    assert other.get("/account", follow_redirects=False).status_code == 303  # logged out
+    stolen = TestClient(app, cookies={"elue_session": old_cookie})
+    assert stolen.get("/account", follow_redirects=False).status_code == 303
+    assert (
+        client.post("/api/tokens", json={"username": "changer", "password": "password123"}).status_code == 401
+    )
+    assert (
+        client.post("/api/tokens", json={"username": "changer", "password": "new-password"}).status_code
+        == 200
+    )
+    assert client.get("/api/me", headers={"authorization": f"Bearer {token}"}).status_code == 200
+    assert (
+        TestClient(app)
+        .post("/account/password", data={"current": "x", "new": "y" * 8, "new2": "y" * 8})
+        .status_code
+        == 403
+    )

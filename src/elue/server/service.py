@@ -191,6 +191,15 @@ def ensure_admin(s: Session, username: str, password: str | None = None) -> tupl
     return user, None
 
 
+def change_password(s: Session, user: User, new_password: str) -> None:
+    """A new password; every session of the user ends (the one asking logs in again). API tokens stay."""
+    if len(new_password) < 8:
+        raise ServiceError("passwords need at least 8 characters")
+    user.password_hash = hash_password(new_password)
+    user.session_epoch = (user.session_epoch or 0) + 1
+    s.commit()
+
+
 def create_token(s: Session, user: User, name: str = "") -> tuple[ApiToken, str]:
     token = new_api_token()
     row = ApiToken(user_id=user.id, name=_text(name, 100), token_hash=hash_token(token), prefix=token[:12])

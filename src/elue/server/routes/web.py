@@ -241,13 +241,42 @@ def logout(csrf: str = Form(""), ctx: Ctx = Depends(get_ctx)):
     return redirect(ctx, "/")
 
 
+def _account(ctx: Ctx, user: User, status_code: int = 200, **context) -> HTMLResponse:
+    subs = service.own_submissions(ctx.db, user)
+    tokens = ctx.db.scalars(select(ApiToken).where(ApiToken.user_id == user.id)).all()
+    context.setdefault("new_token", None)
+    return render(ctx, "account.html", status_code=status_code, subs=subs, tokens=tokens, **context)
+
+
 @router.get("/account", response_class=HTMLResponse)
-def account(ctx: Ctx = Depends(get_ctx)):
+def account(password: str = "", ctx: Ctx = Depends(get_ctx)):
     if ctx.user is None:
         return redirect(ctx, "/login?next=/account")
-    subs = service.own_submissions(ctx.db, ctx.user)
-    tokens = ctx.db.scalars(select(ApiToken).where(ApiToken.user_id == ctx.user.id)).all()
-    return render(ctx, "account.html", subs=subs, tokens=tokens, new_token=None)
+    return _account(ctx, ctx.user, password_changed=password == "changed")
+
+
+@router.post("/account/password", response_class=HTMLResponse)
+def change_password(
+    current: str = Form(...),
+    new: str = Form(...),
+    new2: str = Form(...),
+    csrf: str = Form(""),
+    ctx: Ctx = Depends(get_ctx),
+):
+    """A new password (there was no way to change one): the current one is checked (and throttled as a log-in);
+    every other session of the user ends, this one goes on with a fresh session (a new CSRF token)."""
+    ctx.check_csrf(csrf)
+    user = need_login(ctx)
+    try:
+        if new != new2:
+            raise ServiceError("the two new passwords differ")
+        if throttled_authenticate(ctx, user.username, current) is None:
+            raise ServiceError("the current password is wrong", 401)
+        service.change_password(ctx.db, user, new)
+    except ServiceError as e:
+        return _account(ctx, user, status_code=e.status, password_error=str(e))
+    ctx.login(user)
+    return redirect(ctx, "/account?password=changed")
 
 
 @router.get("/account/tokens")
@@ -262,9 +291,7 @@ def new_token(name: str = Form(""), csrf: str = Form(""), ctx: Ctx = Depends(get
     ctx.check_csrf(csrf)
     user = need_login(ctx)
     _, token = service.create_token(ctx.db, user, name)
-    subs = service.own_submissions(ctx.db, user)
-    tokens = ctx.db.scalars(select(ApiToken).where(ApiToken.user_id == user.id)).all()
-    return render(ctx, "account.html", subs=subs, tokens=tokens, new_token=token)
+    return _account(ctx, user, new_token=token)
 
 
 @router.post("/account/tokens/{token_id}/delete")
