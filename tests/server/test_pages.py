@@ -103,6 +103,11 @@ def test_security_headers_on_every_answer(client, settings):  # noqa: ANN001
             assert "frame-ancestors 'none'" in csp and "script-src 'self';" in csp, url
     big = client.post("/submit", content=b"x", headers={"content-length": str(10**12)})
     assert big.status_code == 413 and big.headers["x-frame-options"] == "DENY"
+    assert "strict-transport-security" not in client.get("/").headers  # served over http
+    https = TestClient(
+        create_app(make_settings(settings.state_dir.parent / "https", public_url="https://elue.example"))
+    )
+    assert https.get("/").headers["strict-transport-security"] == "max-age=31536000"
 
 
 def test_pages_have_no_inline_script(client):  # noqa: ANN001

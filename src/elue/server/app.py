@@ -138,10 +138,15 @@ SECURITY_HEADERS = [
 
 class SecurityHeaders:
     """Pure ASGI: the headers of `SECURITY_HEADERS` on every answer (pages, API, downloads, errors, cached
-    answers), unless the answer sets one itself."""
+    answers), unless the answer sets one itself; `https`: the site is reached over https only (its cookies are
+    `Secure`), so browsers are told to use https for it for a year (HSTS), and a first visit over http cannot
+    be kept on http by someone on the network."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001
+    def __init__(self, app, https: bool = False) -> None:  # noqa: ANN001
         self.app = app
+        self.headers = SECURITY_HEADERS + (
+            [(b"strict-transport-security", b"max-age=31536000")] if https else []
+        )
 
     async def __call__(self, scope, receive, send):  # noqa: ANN001
         if scope["type"] != "http":
@@ -151,7 +156,7 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {k.lower() for k, _ in headers}
-                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in names]
+                headers += [(k, v) for k, v in self.headers if k not in names]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -338,5 +343,5 @@ def create_app(
     )
     app.add_middleware(NoStoreForUsers)
     app.add_middleware(HeadAsGet)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, https=bool(settings.secure_cookies))
     return app
