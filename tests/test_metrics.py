@@ -144,3 +144,17 @@ def test_pearson_of_predictions_a_few_ulps_apart():
     q = np.array([0.5, 1.1, 2.9, 4.0, 3.3])
     assert pearson(y, q) == pytest.approx(np.corrcoef(y, q)[0, 1], rel=1e-12)
     assert pearson(y + 1e6, q - 1e6) == pytest.approx(np.corrcoef(y, q)[0, 1], rel=1e-9)
+
+
+def test_spearman_of_huge_adjacent_predictions_keeps_their_order():
+    """Spearman ranks the values, so their size needs no care; the rescaling meant for Pearson's sums
+    (dividing by the largest value) rounded two adjacent huge floats to one and made a tie: strictly
+    increasing predictions against 1, 2, 3 got 0.866 where 1."""
+    a = 9.205214152011913e199
+    b = np.nextafter(a, np.inf)
+    m = 1.6066357757671798e200
+    assert a / m == b / m  # what the division did
+    assert spearman([1.0, 2.0, 3.0], [a, b, m]) == pytest.approx(1.0)
+    assert pearson([1.0, 2.0, 3.0], [a, b, m]) == pytest.approx(
+        np.corrcoef([1, 2, 3], [a / m, b / m, 1.0])[0, 1]
+    )

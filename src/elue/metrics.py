@@ -54,25 +54,17 @@ def matthews(y_true, y_pred) -> float:
     return float(matthews_corrcoef(t, p))
 
 
-def _correlation(fn, y_true, y_pred, *, shift: bool = False) -> float:
+def _correlation(fn, y_true, y_pred, *, linear: bool) -> float:
     t, p = _check_pair(y_true, y_pred)
     t = t.astype(np.float64)
     p = p.astype(np.float64)
     # a constant side has no correlation; report 0 rather than NaN (a constant predictor earns nothing)
     if t.shape[0] < 2 or np.all(t == t[0]) or np.all(p == p[0]):
         return 0.0
-    # correlations do not change with scale: bring huge (finite) values down so that means and sums of
-    # squares do not overflow to inf (which would make the result NaN, reported as 0), and tiny ones up
-    # (subnormals keep too few bits for the sums: [1, 0, 2] * 5e-324 correlated as 0.707 where 0.5)
-    t, p = (x / np.abs(x).max() if not 1e-100 < np.abs(x).max() < 1e100 else x for x in (t, p))
-    if shift:
-        # nor with an offset (Pearson): values a few ulps apart around 1 lost their differences to the
-        # rounding of the mean (predictions 1, 1+5ulp, 1+9ulp against 1, 2.5, 4 correlated as 0.982 where
-        # 0.998). Differences from the first value are exact for such values; then scaled to at most 1.
-        t, p = (x - x[0] for x in (t, p))
-        if not (t.any() and p.any()):  # distinct values the scaling above rounded together
+    if linear:  # Pearson works on the values; Spearman on their ranks, which need nothing of this
+        t, p = _conditioned(t), _conditioned(p)
+        if not (t.any() and p.any()):
             return 0.0
-        t, p = (x / np.abs(x).max() for x in (t, p))
     with warnings.catch_warnings():
         # scipy's "nearly constant input" warning: handled above, and not for the CLI's output
         warnings.simplefilter("ignore", stats.NearConstantInputWarning)
@@ -80,14 +72,28 @@ def _correlation(fn, y_true, y_pred, *, shift: bool = False) -> float:
     return 0.0 if math.isnan(r) else r
 
 
+def _conditioned(x: np.ndarray) -> np.ndarray:
+    """`x` moved and scaled for scipy's Pearson sums, which a linear map does not change.
+
+    Scaled by a power of two first (exact): huge finite values overflowed the sums of squares to inf (NaN,
+    reported as 0) and subnormals kept too few bits ([1, 0, 2] * 5e-324 correlated as 0.707 where 0.5).
+    Then taken as differences from the first value: values a few ulps apart around 1 lost their
+    differences to the rounding of the mean (1, 1+5ulp, 1+9ulp against 1, 2.5, 4 correlated as 0.982
+    where 0.998). Then brought to at most 1 again."""
+    x = np.ldexp(x, -int(np.frexp(np.abs(x).max())[1]))
+    x = x - x[0]
+    top = np.abs(x).max()
+    return x / top if top > 0 else x
+
+
 def pearson(y_true, y_pred) -> float:
     """Pearson correlation in [-1, 1] (0 when either side is constant)."""
-    return _correlation(stats.pearsonr, y_true, y_pred, shift=True)
+    return _correlation(stats.pearsonr, y_true, y_pred, linear=True)
 
 
 def spearman(y_true, y_pred) -> float:
     """Spearman rank correlation in [-1, 1] (0 when either side is constant)."""
-    return _correlation(stats.spearmanr, y_true, y_pred)
+    return _correlation(stats.spearmanr, y_true, y_pred, linear=False)
 
 
 @dataclass(frozen=True)
