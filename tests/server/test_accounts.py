@@ -173,3 +173,11 @@ def test_changing_the_password_ends_every_other_session(app, client):  # noqa: A
         .status_code
         == 403
     )
+
+
+def test_a_401_of_the_api_names_the_bearer_scheme(client):  # noqa: ANN001
+    r = client.get("/api/me")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    bad = {"authorization": "Bearer elue_nonsense"}
+    for r in (client.get("/api/me", headers=bad), client.delete("/api/submissions/1", headers=bad)):
+        assert r.status_code == 401 and r.headers["www-authenticate"] == 'Bearer error="invalid_token"'

@@ -61,3 +61,15 @@ def test_responses_for_a_user_tell_caches_not_to_store_them(client, auth):  # no
     assert "set-cookie" not in anon.headers and "no-store" not in anon.headers.get("cache-control", "")
     plotly = client.get("/static/plotly.min.js", headers=h)  # the explicit caching of assets stays
     assert plotly.headers["cache-control"] == "public, max-age=86400"
+
+
+def test_a_new_api_token_is_never_stored_by_a_cache(client):  # noqa: ANN001
+    """POST /api/tokens with a user name and password carries no session or token, so its answer (the new token,
+    shown once) had no Cache-Control; every write's answer now says no-store."""
+    from server_setup import token_for
+
+    token_for(client, "cached")
+    r = client.post("/api/tokens", json={"username": "cached", "password": "password123"})
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    refused = client.post("/api/tokens", json={"username": "cached", "password": "wrong-password"})
+    assert refused.headers["cache-control"] == "no-store"

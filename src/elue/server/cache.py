@@ -127,8 +127,8 @@ def _personal(scope) -> bool:  # noqa: ANN001
 
 
 class NoStoreForUsers:
-    """Pure ASGI: `Cache-Control: no-store` on every answer to a request with a session or a token, and on every
-    answer that sets a cookie, unless it sets its own Cache-Control (assets). A proxy or CDN in front of the
+    """Pure ASGI: `Cache-Control: no-store` on every answer to a request with a session or a token, to every write
+    (POST, PATCH, ...) and on every answer that sets a cookie, unless it sets its own Cache-Control (assets). A proxy or CDN in front of the
     site that caches pages would otherwise hand one user's pages (CSRF token, logs, tokens) to others."""
 
     def __init__(self, app) -> None:  # noqa: ANN001
@@ -137,7 +137,8 @@ class NoStoreForUsers:
     async def __call__(self, scope, receive, send):  # noqa: ANN001
         if scope["type"] != "http" or scope["path"].startswith("/static/"):
             return await self.app(scope, receive, send)
-        personal = _personal(scope)
+        # a write's answer too: it may carry what is shown once (a new API token from POST /api/tokens)
+        personal = _personal(scope) or scope["method"] not in ("GET", "HEAD")
 
         async def mark(message):  # noqa: ANN001, ANN202
             if message["type"] == "http.response.start":

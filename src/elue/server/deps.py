@@ -82,7 +82,11 @@ class Ctx:
                     # a read goes on as anonymous (public pages and API alike); a write is refused
                     self.bad_token = True
                     if self.request.method not in ("GET", "HEAD"):
-                        raise HTTPException(401, "invalid API token")
+                        raise HTTPException(
+                            401,
+                            "invalid API token",
+                            headers={"www-authenticate": 'Bearer error="invalid_token"'},
+                        )
             elif self._session and self._session.get("uid"):
                 user = self.db.get(User, self._session["uid"])
                 # a cookie from before the user's last log-out is dead even if its signature is good

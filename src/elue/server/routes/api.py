@@ -26,12 +26,17 @@ from ..service import ServiceError
 router = APIRouter(prefix="/api", tags=["api"])
 
 
+# a 401 names the scheme it wants (RFC 9110 §11.6.1: clients and their auth handlers look for it)
+BEARER = {"www-authenticate": "Bearer"}
+BAD_BEARER = {"www-authenticate": 'Bearer error="invalid_token"'}
+
+
 def need_user(ctx: Ctx) -> User:
     user = ctx.user
     if user is None and ctx.bad_token:
-        raise HTTPException(401, "invalid API token")
+        raise HTTPException(401, "invalid API token", headers=BAD_BEARER)
     if user is None:
-        raise HTTPException(401, "log in or send an API token (Authorization: Bearer ...)")
+        raise HTTPException(401, "log in or send an API token (Authorization: Bearer ...)", headers=BEARER)
     return user
 
 
