@@ -477,6 +477,22 @@ def test_resume_refuses_other_options(tiny, tmp_path_factory, change, message):
         finetune(_quick(tiny, out, **{"max_steps": 3, "eval_every": 1, "resume": True, **change}), log=_quiet)
 
 
+def test_resume_refuses_other_data(tiny, tmp_path):
+    """--data may move (a path) but not change: a resume on another folder's rows went on silently, its position
+    in the epoch, schedule and best dev score counting the run's rows (a 2-epoch run on 64 rows ended at step 8
+    instead of 16)."""
+    out = tmp_path / "run"
+    finetune(_cfg(tiny, out, epochs=2, eval_every=2, stop_after=2), log=_quiet)
+    fewer = write_sst2(tmp_path / "fewer", n_train=32)
+    other = write_sst2(tmp_path / "other", seed=5)  # as many rows, other sentences
+    moved = shutil.copytree(tiny[0], tmp_path / "moved")
+    for data, message in ((fewer, "train 64 rows -> 32"), (other, "train: other rows (or tokenization)")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            finetune(_cfg(tiny, out, epochs=2, eval_every=2, resume=True, data_dir=str(data)), log=_quiet)
+    res = finetune(_cfg(tiny, out, epochs=2, eval_every=2, resume=True, data_dir=str(moved)), log=_quiet)
+    assert res.global_step == 16
+
+
 def test_resume_after_a_kill_before_the_first_save_starts_again(tiny, tmp_path):
     """config.json is written before any checkpoint: a run killed then has nothing to resume, and --resume
     (which scripts always pass) starts it again instead of refusing."""

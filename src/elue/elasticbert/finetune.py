@@ -419,6 +419,7 @@ class TrainerState:
     finished: bool = False
     history: list[dict] = field(default_factory=list)
     processes: int = 1  # step_in_epoch counts steps of one batch per process
+    data: dict | None = None  # rows and digest of the tokenized train / dev data (`data_fingerprint`)
 
 
 @dataclass
@@ -610,6 +611,11 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     # the data too before any change: `--overwrite` must not remove a run for a command that cannot start
     train_rows, dev_rows = _read_rows(cfg, spec, tokenizer)
     other_dev = _read_other_dev_rows(cfg, spec, tokenizer)
+    data = data_fingerprint(train_rows, dev_rows)
+    if (
+        resuming
+    ):  # --data / --hub-path may move, not change: the position, schedule and best score count these
+        check_same_data(out, data)
     if not resuming and cfg.mode == "static":
         _warn_untrained_pooler(cfg, log)
     if not resuming:
@@ -637,7 +643,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     optimizer = _optimizer(model, cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, schedule.warmup_steps, total_steps)
 
-    state = TrainerState(processes=processes)
+    state = TrainerState(processes=processes, data=data)
     if resuming:
         state = _restore_last(last_dir, optimizer, scheduler, processes, out)
         log(f"resumed at step {state.global_step} (epoch {state.epoch}, batch {state.step_in_epoch})")
@@ -790,6 +796,45 @@ def _read_rows(cfg: FinetuneConfig, spec: TaskSpec, tokenizer) -> tuple[list[dic
     train_rows = tokenize(tokenizer, train_ds, spec, cfg.max_length)
     dev_rows = tokenize(tokenizer, dev_ds, spec, cfg.max_length)
     return train_rows, dev_rows
+
+
+def data_fingerprint(train_rows: Sequence[dict], dev_rows: Sequence[dict]) -> dict:
+    """Row counts and a digest of the tokenized rows (ids and labels, in order) of train and dev."""
+    import hashlib
+
+    def digest(rows: Sequence[dict]) -> str:
+        h = hashlib.sha256()
+        for r in rows:
+            h.update(np.asarray(r["input_ids"], dtype=np.int64).tobytes())
+            h.update(np.asarray([r.get("labels", 0)], dtype=np.float64).tobytes())
+        return h.hexdigest()[:16]
+
+    return {
+        "train_rows": len(train_rows),
+        "train_digest": digest(train_rows),
+        "dev_rows": len(dev_rows),
+        "dev_digest": digest(dev_rows),
+    }
+
+
+def check_same_data(out: Path, data: dict) -> None:
+    """Refuse to resume on other data than the run's (recorded in last/trainer_state.json; runs saved before it
+    was recorded are not checked): its position in the epoch, its schedule and its best dev score count the
+    run's rows."""
+    saved = json.loads((out / LAST_DIR / STATE_FILE).read_text()).get("data")
+    if not saved or saved == data:
+        return
+    diffs = []
+    for split in ("train", "dev"):
+        rows, digest = saved.get(f"{split}_rows"), saved.get(f"{split}_digest")
+        if rows != data[f"{split}_rows"]:
+            diffs.append(f"{split} {rows} rows -> {data[f'{split}_rows']}")
+        elif digest != data[f"{split}_digest"]:
+            diffs.append(f"{split}: other rows (or tokenization)")
+    raise ValueError(
+        f"--resume: the data differ from those of the run in {out}: {'; '.join(diffs)}. Give the run's data, "
+        "or --overwrite to start over"
+    )
 
 
 def _read_other_dev_rows(cfg: FinetuneConfig, spec: TaskSpec, tokenizer) -> dict[str, list[dict]]:
