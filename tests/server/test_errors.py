@@ -75,3 +75,25 @@ def test_a_refused_json_body_with_nan_or_infinity_is_a_422_not_a_500(client, aut
         assert r.status_code == 422, (url, body, r.text)
         assert r.json()["detail"], r.text
     assert client.get("/api/submissions", headers=h).json() == []
+
+
+def test_a_bug_is_answered_as_other_errors_are(app, monkeypatch):  # noqa: ANN001
+    """An unexpected exception was Starlette's bare 'Internal Server Error' text, for the API and the pages alike,
+    without the security headers: now JSON `{"detail"}` for the API, the error page for a browser, the headers."""
+    from fastapi.testclient import TestClient
+
+    def broken():  # noqa: ANN202
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.state.elue.board, "get", broken)
+    c = TestClient(app, raise_server_exceptions=False)
+    api = c.get("/api/leaderboard")
+    assert api.status_code == 500 and api.json()["detail"].startswith("internal error")
+    page = c.get("/leaderboard", headers={"accept": "text/html"})
+    assert page.status_code == 500 and "<h1>500</h1>" in page.text and "a bug" not in page.text
+    for r in (api, page):
+        assert (
+            r.headers["x-frame-options"] == "DENY"
+            and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        )
+        assert r.headers["cache-control"] == "no-store"

@@ -292,6 +292,19 @@ def create_app(
             request, 400, "the request's text holds an unpaired surrogate (\\ud800-\\udfff): remove it"
         )
 
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception):  # noqa: ANN202
+        # a bug: answered as other errors are (JSON `{"detail"}` for the API, the error page for browsers, the
+        # security headers), not Starlette's bare text; the exception is still logged by the server. Starlette
+        # runs this outside every middleware, so the headers are added here
+        try:
+            resp = _error(request, 500, "internal error: the site's admin can find it in the server's log")
+        except Exception:  # noqa: BLE001 - the error page itself failed (the database is away): plain text
+            resp = Response("internal error", status_code=500, media_type="text/plain")
+        resp.headers.update({k.decode(): v.decode() for k, v in SECURITY_HEADERS})
+        resp.headers["cache-control"] = "no-store"
+        return resp
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):  # noqa: ANN202
         return _error(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
