@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 
@@ -181,3 +182,23 @@ def test_a_401_of_the_api_names_the_bearer_scheme(client):  # noqa: ANN001
     bad = {"authorization": "Bearer elue_nonsense"}
     for r in (client.get("/api/me", headers=bad), client.delete("/api/submissions/1", headers=bad)):
         assert r.status_code == 401 and r.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+def test_api_tokens_per_user_are_bounded(client, monkeypatch):  # noqa: ANN001
+    """One account could add token rows without end (from a session they cost the site nothing)."""
+    from elue.server import service
+
+    monkeypatch.setattr(service, "MAX_TOKENS", 3)
+    csrf = web_login(client, "hoarder")  # holds one token already (token_for)
+    for _ in range(2):
+        assert client.post("/account/tokens", data={"name": "t", "csrf": csrf}).status_code == 200
+    r = client.post("/account/tokens", data={"name": "t", "csrf": csrf}, headers={"accept": "text/html"})
+    assert r.status_code == 409 and "revoke one first" in r.text
+    r = client.post("/api/tokens", json={"username": "hoarder", "password": "password123"})
+    assert r.status_code == 409
+    page = client.get("/account").text
+    token_id = re.search(r'action="/account/tokens/(\d+)/delete"', page).group(1)
+    assert client.post(f"/account/tokens/{token_id}/delete", data={"csrf": csrf}).status_code == 200
+    assert (
+        client.post("/api/tokens", json={"username": "hoarder", "password": "password123"}).status_code == 200
+    )

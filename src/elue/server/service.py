@@ -200,7 +200,15 @@ def change_password(s: Session, user: User, new_password: str) -> None:
     s.commit()
 
 
+# API tokens one user may hold: without a bound, one account could add rows without end (a token from a session
+# costs the site nothing to make)
+MAX_TOKENS = 50
+
+
 def create_token(s: Session, user: User, name: str = "") -> tuple[ApiToken, str]:
+    held = s.scalar(select(func.count(ApiToken.id)).where(ApiToken.user_id == user.id))
+    if held >= MAX_TOKENS:
+        raise ServiceError(f"you hold {held} API tokens, the most there may be: revoke one first", 409)
     token = new_api_token()
     row = ApiToken(user_id=user.id, name=_text(name, 100), token_hash=hash_token(token), prefix=token[:12])
     s.add(row)

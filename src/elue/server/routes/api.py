@@ -293,7 +293,7 @@ class TokenRequest(BaseModel):
 @router.post(
     "/tokens",
     summary="Create an API token (log in with username/password or a session)",
-    responses={200: {"model": out.TokenCreated}, **errors(401, 403, 429)},
+    responses={200: {"model": out.TokenCreated}, **errors(401, 403, 409, 429)},
 )
 def create_token(body: TokenRequest, request: Request, ctx: Ctx = Depends(get_ctx)):
     user = None
