@@ -592,6 +592,18 @@ def test_api_bad_numbers_refused(tiny, tmp_path, kw):
 
 
 @pytest.mark.parametrize(
+    "kw", [dict(dev_split="test"), dict(dev_split="test_mismatched"), dict(train_split="Test")]
+)
+def test_api_test_splits_refused_for_training_and_choosing(tiny, tmp_path, kw):
+    """A test split has no labels (the hub's GLUE test labels are -1, ELUE's are in another file): choosing the
+    best checkpoint on it failed deep in the data code with "Column 'label' doesn't exist"."""
+    ((name, split),) = kw.items()
+    with pytest.raises(ValueError, match=re.escape(f"{name} {split!r}: a test split has no labels")):
+        finetune(_quick(tiny, tmp_path / "o", **kw), log=_quiet)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
     "typed", ["./nope", "nope/", "../nope", "~/nope-elue", "a/b/c", "no pe", "runs/nope"]
 )
 def test_cli_local_model_path_not_sent_to_hub(tmp_path, monkeypatch, typed):

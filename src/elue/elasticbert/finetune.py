@@ -130,6 +130,16 @@ class FinetuneConfig:
             raise ValueError(f"select must be auto, last or mean, got {self.select!r}")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other")
+        for name in (
+            "train_split",
+            "dev_split",
+        ):  # a test split has no labels (GLUE's hub test labels are -1)
+            split = getattr(self, name)
+            if split.strip().lower().startswith("test"):
+                raise ValueError(
+                    f"{name} {split!r}: a test split has no labels to train on or choose by; "
+                    "use labelled splits (train, dev)"
+                )
 
     def selection(self) -> str:
         if self.select != "auto":
