@@ -202,3 +202,84 @@ def test_api_tokens_per_user_are_bounded(client, monkeypatch):  # noqa: ANN001
     assert (
         client.post("/api/tokens", json={"username": "hoarder", "password": "password123"}).status_code == 200
     )
+
+
+def test_every_write_of_a_session_needs_its_csrf_token(client):  # noqa: ANN001
+    """Each route that is not a GET, found from the app's routes (so a new one is checked too), refuses a request
+    that carries the admin's session cookie but not the session's CSRF token (a form posted by another site),
+    and changes nothing."""
+    from elue.server.routes import api, web
+
+    csrf = csrf_of(client.get("/login").text)
+    r = client.post("/login", data={"username": "admin", "password": "admin-password", "csrf": csrf})
+    csrf = csrf_of(client.get("/account").text)
+    ok = client.post(
+        "/submit/reported",
+        data={
+            "name": "mine",
+            "params_m": "5",
+            "paper_url": "https://e.org",
+            "numbers": "sst-2, 10, 80",
+            "csrf": csrf,
+            "public": "1",
+        },
+    )
+    sid = int(re.search(r"/submissions/(\d+)", str(ok.url)).group(1))
+    before = client.get("/api/submissions", headers={"x-csrf-token": csrf}).json()
+    form = {
+        "username": "admin",
+        "password": "x" * 8,
+        "password2": "x" * 8,
+        "current": "admin-password",
+        "new": "y" * 8,
+        "new2": "y" * 8,
+        "name": "forged",
+        "params_m": "5",
+        "paper_url": "https://e.org",
+        "numbers": "sst-2, 10, 80",
+        "task": "sst-2",
+        "submission_id": str(sid),
+        "hidden": "1",
+        "public": "1",
+    }
+    body = {
+        "name": "forged",
+        "params_m": 5,
+        "paper_url": "https://e.org",
+        "tasks": {},
+        "submission_id": sid,
+        "hidden": True,
+        "public": True,
+    }
+    upload = {"file": ("s.zip", b"PK", "application/zip")}
+    routes = [*api.router.routes, *web.router.routes]
+    writes = [(m, r.path) for r in routes for m in r.methods - {"GET", "HEAD"}]
+    assert len(writes) >= 18
+    for method, path in writes:
+        url = path.format(sub_id=sid, token_id=1, task="sst-2", action="delete")
+        for forged in ({}, {"x-csrf-token": "forged"}):
+            if path.startswith("/api"):
+                files = upload if path == "/api/submissions" and method == "POST" else None
+                kw = (
+                    {"data": {k: str(v) for k, v in body.items() if k != "tasks"}, "files": files}
+                    if files
+                    else {"json": body}
+                )
+                r = client.request(method, url, headers=forged, **kw)
+            else:
+                files = upload if path == "/submit" else None
+                r = client.request(
+                    method,
+                    url,
+                    data={**form, "csrf": forged.get("x-csrf-token", "")},
+                    files=files,
+                    headers={"accept": "text/html"},
+                    follow_redirects=False,
+                )
+            assert r.status_code == 403, (method, path, r.status_code, r.text[:200])
+    assert client.get("/api/submissions", headers={"x-csrf-token": csrf}).json() == before
+    assert client.get("/account", follow_redirects=False).status_code == 200  # not logged out
+    assert (
+        client.post("/api/tokens", json={"username": "admin", "password": "admin-password"}).status_code
+        == 200
+    )
