@@ -3,6 +3,8 @@ success, `{"detail"}` for its refusals), and what it answers fits those models, 
 
 from __future__ import annotations
 
+import re
+
 from pydantic import TypeAdapter
 from server_helpers import api_reported, api_upload
 
@@ -37,7 +39,12 @@ def test_every_api_route_documents_its_answers(client):  # noqa: ANN001
                 "/ErrorDetail"
             )
     # the /api/docs page is built from the same description
-    assert "ErrorDetail" in client.get("/api/docs").text
+    page = client.get("/api/docs").text
+    assert "ErrorDetail" in page
+    links = set(re.findall(r'href="#model-([^"]+)"', page))
+    assert "Leaderboard" in links and links <= set(
+        re.findall(r'id="model-([^"]+)"', page)
+    )  # each leads somewhere
 
 
 def test_the_answers_fit_the_documented_models(client, auth, admin_headers, drain):  # noqa: ANN001

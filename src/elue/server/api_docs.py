@@ -66,7 +66,15 @@ def endpoints(spec: dict) -> list[dict]:
                 kinds = r.get("content", {})
                 schema = kinds.get("application/json", {}).get("schema")
                 what = _schema_type(schema) if schema else ", ".join(kinds) or "no body"
-                answers.append({"code": code, "type": what, "description": r.get("description", "")})
+                ref = (schema or {}).get("$ref") or (schema or {}).get("items", {}).get("$ref")
+                answers.append(
+                    {
+                        "code": code,
+                        "type": what,
+                        "model": ref.rsplit("/", 1)[-1] if ref else None,  # the model's section on the page
+                        "description": r.get("description", ""),
+                    }
+                )
             out.append(
                 {
                     "id": f"{method}-{path}".replace("/", "-").strip("-"),
