@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -263,11 +264,18 @@ def test_regression_task_patience_and_static(tmp_path):
     )
     ckpt = write_tiny_checkpoint(tmp_path / "ckpt", layers=2, num_labels=1, seed=1)
     kw = dict(data_dir=tmp_path / "data", max_length=32, progress=False, log=lambda m: None)
-    res = predict_submission(ckpt, "sts-b", tmp_path / "sub", make_points([2], [], [1]), **kw)
+    res = predict_submission(
+        ckpt, "sts-b", tmp_path / "sub", make_points([2], [], [1]), regression_threshold=0.25, **kw
+    )
     indices = read_test_indices(tmp_path / "data", "sts-b")
     for p in res.points:
         tf = read_test_file(p.file, "sts-b", test_indices=indices)
         assert tf.pred.dtype == np.float64 and len(tf) == len(rows)
+    # patience_t1 on STS-B means "changed by less than 0.25": points.json says so (it said nothing of it)
+    settings = json.loads((tmp_path / "sub" / "sts-b" / "points.json").read_text())["settings"]
+    assert settings == {
+        "model": str(ckpt), "split": "test", "max_length": 32, "engine": "replay", "regression_threshold": 0.25
+    }  # fmt: skip
     with pytest.raises(ValueError, match="regression|entropy"):
         predict_submission(ckpt, "sts-b", tmp_path / "sub2", make_points([], [0.2], []), **kw)
 

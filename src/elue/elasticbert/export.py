@@ -355,12 +355,15 @@ class PredictResult:
     out_dir: str
     model_py: str
     points: list[PointSummary] = field(default_factory=list)
+    # how the points were made (a patience point on a regression task means nothing without its threshold)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
             "task": self.task,
             "out_dir": self.out_dir,
             "model_py": self.model_py,
+            "settings": self.settings,
             "points": [asdict(p) for p in self.points],
         }
 
@@ -561,7 +564,15 @@ def predict_submission(
             if old.is_file() and (old.suffix == ".tsv" or old.name in ("model.py", "points.json")):
                 old.unlink()
     model_py = write_model_py(config, task_dir / "model.py")
-    summary = PredictResult(task=spec.name, out_dir=str(out_dir), model_py=str(model_py))
+    settings: dict[str, Any] = {
+        "model": str(model_dir),
+        "split": split,
+        "max_length": max_length,
+        "engine": engine,
+    }
+    if spec.is_regression:
+        settings["regression_threshold"] = regression_threshold
+    summary = PredictResult(task=spec.name, out_dir=str(out_dir), model_py=str(model_py), settings=settings)
     for p in points:
         pred, layer = results[p.name]
         traces = []
