@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from elasticbert_fixtures import write_sst2, write_tiny_checkpoint
+from elasticbert_fixtures import invoke_cli, write_sst2, write_tiny_checkpoint
 from subprocesses import child_env
 
 from elue.elasticbert.export import (
@@ -427,6 +427,45 @@ def test_cli_repeated_point_options_merge(tiny, tmp_path):
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (out / "sst-2").glob("*.tsv"))
     assert names == ["patience_t1.tsv", "patience_t2.tsv", "static_k1.tsv", "static_k3.tsv"]
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        # spaces were removed before the lists were split: '1 2' was layer 12, '0.1 0.6' the threshold 0.16
+        (["--static", "1 2"], ["static_k1", "static_k2"]),
+        (["--entropy", "0.1 0.6"], ["entropy_0.1", "entropy_0.6"]),
+        (
+            ["--entropy", " 0.1, 0.6 ", "--patience", "1 2"],
+            ["entropy_0.1", "entropy_0.6", "patience_t1", "patience_t2"],
+        ),
+        (["--static", "1 - 3"], ["static_k1", "static_k2", "static_k3"]),
+    ],
+)
+def test_cli_point_lists_separated_by_spaces(tiny, tmp_path, args, names):
+    data, ckpt = tiny
+    out = tmp_path / "s"
+    result = invoke_cli(
+        ["predict", "sst-2", "--model", ckpt, "--output", out, "--data", data, "--max-length", "32", "--limit", "4",
+         "--no-progress", *args]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.stem for p in (out / "sst-2").glob("*.tsv")) == names
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--patience", "1 -2"], "'-2': values must be whole numbers >= 1"),
+        (["--static", "3 0"], "static k=0"),
+    ],
+)
+def test_cli_point_lists_with_spaces_refused_item_by_item(tiny, tmp_path, args, message):
+    data, ckpt = tiny
+    result = invoke_cli(
+        ["predict", "sst-2", "--model", ckpt, "--output", tmp_path / "s", "--data", data, *args]
+    )
+    assert result.exit_code in (1, 2) and message in result.output, result.output
 
 
 def test_an_untrained_checkpoint_or_an_output_file_is_refused_before_running(tiny, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import typer
@@ -19,11 +20,17 @@ DATA_HELP = (
 )
 
 
+def _parts(text: str) -> list[str]:
+    """The items of a list option: separated by commas and/or spaces ('0.1, 0.2', '0.1 0.2'). Spaces were
+    removed before splitting, so '0.1 5' read as 0.15 and '1 2' as layer 12."""
+    return [part for part in re.split(r"[,\s]+", text.strip()) if part]
+
+
 def _floats(text: str | None) -> list[float]:
     if not text:
         return []
     try:
-        return [float(v) for v in text.replace(" ", "").split(",") if v]
+        return [float(v) for v in _parts(text)]
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
 
@@ -31,11 +38,9 @@ def _floats(text: str | None) -> list[float]:
 def _ints(text: str | None) -> list[int]:
     if not text:
         return []
-    spec = text.replace(" ", "")
+    spec = re.sub(r"(?<=\d)(?:\s+-\s+)(?=\d)", "-", text)  # a range may be written '1 - 6' (not '1 -6')
     out: list[int] = []
-    for part in spec.split(","):
-        if not part:
-            continue
+    for part in _parts(spec):
         if part.startswith("-") or part.startswith("+"):
             raise typer.BadParameter(f"{part!r}: values must be whole numbers >= 1")
         try:
