@@ -194,6 +194,35 @@ def test_attention_hand_computed(style, n):
     assert both(EagerAttention(h, heads, style), torch.zeros(1, n, h), mask) == expected
 
 
+class _HandSoftmaxAttention(nn.Module):
+    """Attention whose softmax is written out: exp(s - max) / sum, or with a 1 added to the sum ("softmax1")."""
+
+    def __init__(self, hidden=32, heads=4, plus_one=False):
+        super().__init__()
+        self.heads, self.plus_one, self.scale = heads, plus_one, (hidden // heads) ** -0.5
+        self.qkv = nn.Linear(hidden, 3 * hidden, bias=False)
+
+    def forward(self, x):
+        b, n, h = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-1, -2) * self.scale
+        e = torch.exp(scores - scores.amax(-1, keepdim=True))
+        return e / (e.sum(-1, keepdim=True) + (1 if self.plus_one else 0)) @ v
+
+
+@pytest.mark.parametrize("plus_one", [False, True])
+def test_a_softmax_written_out_costs_what_softmax_does(plus_one):
+    # its exp was free like any elementwise op: the attention cost heads * n² less than with torch.softmax
+    h, heads = 32, 4
+    for n in (3, 7):
+        expected = 3 * h * h * n + attn_macs(n, h, heads)
+        assert both(_HandSoftmaxAttention(h, heads, plus_one), torch.zeros(1, n, h)) == expected
+    mods = {"a": _HandSoftmaxAttention(h, heads, plus_one)}
+    fast, slow = ModuleFlops(mods, symbolic_after=2), ModuleFlops(mods, symbolic_after=None)
+    assert [fast("a", (n, h)) for n in range(2, 12)] == [slow("a", (n, h)) for n in range(2, 12)]
+    assert fast.stats["formula"] > 0
+
+
 @pytest.mark.parametrize("need_weights", [True, False])
 def test_torch_multihead_attention(need_weights):
     h, heads, n = 32, 4, 6

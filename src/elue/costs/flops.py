@@ -11,7 +11,7 @@ Rules, in MACs (FLOPs = 2 × MACs):
   multiply-accumulates of the product; bias adds are free;
 - attention (any implementation): per head, L queries, S keys, head size E (values Ev):
   L·S·E (QKᵀ) + L·S·Ev (softmax·V) + L·S (scaling) + L·S (softmax);
-- softmax / log-softmax: 1 per element; LayerNorm / batch norm / group norm / RMS norm: 2 per element,
+- softmax / log-softmax: 1 per element, also written out as exp(scores - max) / sum; LayerNorm / batch norm / group norm / RMS norm: 2 per element,
   also written out as x * rsqrt(mean(x²) + eps) (Llama's, T5's RMSNorm) or with sqrt, torch.var or torch.std;
 - a multiplication or division by a scalar costs 1 per element of an attention score tensor (the
   product of two activations (a weight split, sliced, concatenated or scaled is no activation), also
@@ -110,6 +110,7 @@ _NORMS = _packet(
 )
 _SOFTMAX = _packet("_softmax", "_safe_softmax", "_log_softmax", "softmax", "log_softmax")
 _SCALE = _packet("mul", "div", "mul_", "div_")
+_EXP = _packet("exp", "exp_")
 _MASKING = _packet("add", "sub", "add_", "sub_", "where", "masked_fill", "masked_fill_")
 _FUSED_ATTN = _packet(
     "_scaled_dot_product_flash_attention_for_cpu",
@@ -373,6 +374,11 @@ class _Counter(TorchDispatchMode):
                 self.macs += 2 * tag[1]
         elif p in _SOFTMAX:
             self.macs += args[0].numel()
+        elif p in _EXP:
+            # a softmax written out, exp(s - max) / sum (or with a 1 added to the sum): its exp of the scores is
+            # charged as the softmax is, 1 per element (it cost 0: elementwise ops are free)
+            if self._tag(args[0]) == "score":
+                self.macs += args[0].numel()
         elif p in _NORMS:
             self.macs += 2 * args[0].numel()
         elif p in _FUSED_ATTN:
