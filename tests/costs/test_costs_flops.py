@@ -223,6 +223,31 @@ def test_a_softmax_written_out_costs_what_softmax_does(plus_one):
     assert fast.stats["formula"] > 0
 
 
+class _SizeScaledAttention(nn.Module):
+    """Scores scaled by a factor computed from the input's size, `(h // heads) ** -0.5` (a SymFloat when symbolic)."""
+
+    def __init__(self, hidden=32, heads=4):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(hidden, 3 * hidden, bias=False)
+
+    def forward(self, x):
+        b, n, h = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        return (q @ k.transpose(-1, -2) * (h // self.heads) ** -0.5).softmax(-1) @ v
+
+
+def test_a_scale_computed_from_the_sizes_keeps_the_formula_of_the_shape():
+    # in the symbolic run the scale was a SymFloat, taken for no scalar: the scaling went uncharged, the formula
+    # disagreed with the concrete counts and was dropped, and every shape of the module was counted concretely
+    h, heads = 32, 4
+    mods = {"a": _SizeScaledAttention(h, heads)}
+    fast = ModuleFlops(mods, symbolic_after=2)
+    got = [fast("a", (n, h)) for n in range(2, 12)]
+    assert got == [2 * (3 * h * h * n + attn_macs(n, h, heads)) for n in range(2, 12)]
+    assert fast.stats["symbolic_failed"] == 0 and fast.stats["formula"] == 8
+
+
 @pytest.mark.parametrize("need_weights", [True, False])
 def test_torch_multihead_attention(need_weights):
     h, heads, n = 32, 4, 6

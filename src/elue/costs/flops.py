@@ -189,7 +189,10 @@ _FROM_PARAMS = _packet("cat", "stack", "_weight_norm", "_weight_norm_interface")
 
 
 def _is_scalar(x: Any) -> bool:
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
+    # a size-derived scale (`q.size(-1) ** -0.5`) is a SymFloat in a symbolic run: a scalar all the same (taken
+    # for none, the scaling went uncharged there, the formula disagreed with the concrete counts and every shape
+    # of such a module was counted concretely)
+    if isinstance(x, (int, float, torch.SymInt, torch.SymFloat)) and not isinstance(x, bool):
         return True
     return isinstance(x, torch.Tensor) and x.numel() == 1
 
