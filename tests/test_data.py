@@ -83,12 +83,14 @@ def test_gzip_bom_crlf(tmp_path):
 
 def test_test_indices_of_a_bom_crlf_test_set(tmp_path):
     """read_test_indices reads bytes (to skip decoding IMDb's texts): a test.tsv saved with a BOM and CRLF
-    line ends, blank lines at the end, must give the same indices as load_elue_split."""
+    line ends, blank lines at the end, must give the same indices as load_elue_split, whose texts (the last
+    column here) keep no CR."""
     folder = tmp_path / "sst-2"
     folder.mkdir()
     (folder / "test.tsv").write_bytes(b"\xef\xbb\xbfindex\tsentence\r\n7\ta .\r\n3\tb .\r\n\r\n")
     assert read_test_indices(tmp_path, "sst-2").tolist() == [7, 3]
-    assert load_elue_split("sst-2", "test", tmp_path)["index"] == [7, 3]
+    test = load_elue_split("sst-2", "test", tmp_path)
+    assert test["index"] == [7, 3] and test["sentence"] == ["a .", "b ."]  # no CR left on the last column
 
 
 def _write(tmp_path, task, split, text):
