@@ -283,3 +283,23 @@ def test_every_write_of_a_session_needs_its_csrf_token(client):  # noqa: ANN001
         client.post("/api/tokens", json={"username": "admin", "password": "admin-password"}).status_code
         == 200
     )
+
+
+def test_log_in_starts_a_new_session(app, client):  # noqa: ANN001
+    """Session fixation: a cookie planted in the victim's browser before log-in (the attacker's own anonymous
+    session) is not logged in by the victim's log-in, and the victim's session has a CSRF token of its own."""
+    token_for(client, "victim")
+    attacker = TestClient(app)
+    planted_csrf = csrf_of(attacker.get("/login").text)
+    planted = attacker.cookies.get("elue_session")
+    victim = TestClient(app)
+    planted_h = {"cookie": f"elue_session={planted}"}
+    assert (
+        csrf_of(victim.get("/login", headers=planted_h).text) == planted_csrf
+    )  # the planted session is in use
+    form = {"username": "victim", "password": "password123", "csrf": planted_csrf}
+    r = victim.post("/login", data=form, headers=planted_h, follow_redirects=False)
+    issued = r.cookies.get("elue_session")
+    assert r.status_code == 303 and issued and issued != planted
+    assert csrf_of(victim.get("/account", headers={"cookie": f"elue_session={issued}"}).text) != planted_csrf
+    assert attacker.get("/account", follow_redirects=False).status_code == 303  # still nobody
