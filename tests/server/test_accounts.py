@@ -303,3 +303,34 @@ def test_log_in_starts_a_new_session(app, client):  # noqa: ANN001
     assert r.status_code == 303 and issued and issued != planted
     assert csrf_of(victim.get("/account", headers={"cookie": f"elue_session={issued}"}).text) != planted_csrf
     assert attacker.get("/account", follow_redirects=False).status_code == 303  # still nobody
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/x",
+        "https://evil.example",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "javascript:alert(1)",
+        "evil.example",
+        " //evil.example",
+        "/%2F/evil.example",
+    ],
+)
+def test_log_in_never_redirects_off_the_site(client, target):  # noqa: ANN001
+    """An open redirect (`/login?next=//evil.example`) would send a user who just logged in to a look-alike site."""
+    from urllib.parse import urljoin, urlsplit
+
+    token_for(client, "traveller")
+    csrf = csrf_of(client.get("/login").text)
+    form = {"username": "traveller", "password": "password123", "csrf": csrf, "next": target}
+    r = client.post("/login", data=form, follow_redirects=False)
+    location = r.headers["location"]
+    # as a browser reads it (it drops tabs and newlines, and takes a backslash for a slash)
+    read = location.replace("\t", "").replace("\n", "").replace("\r", "").replace("\\", "/")
+    assert (
+        r.status_code == 303 and urlsplit(urljoin("http://elue.example/login", read)).netloc == "elue.example"
+    )
