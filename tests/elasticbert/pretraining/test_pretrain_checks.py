@@ -423,7 +423,7 @@ def test_data_positions_of_another_data_version(tiny_settings, corpus_files, tmp
         runs[name] = (s, Path(s["output_dir"]) / "checkpoints" / "step-0000002" / "data-rank0.json")
     s, data_rank = runs["spaced"]
     saved = json.loads(data_rank.read_text())
-    assert saved["data_version"] == DATA_VERSION == 2 and saved["0"][1] > 0
+    assert saved["data_version"] == DATA_VERSION == 3 and saved["0"][1] > 0
     for _, path in runs.values():  # as checkpoints from before the version was saved
         path.write_text(
             json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "data_version"})
@@ -434,18 +434,34 @@ def test_data_positions_of_another_data_version(tiny_settings, corpus_files, tmp
     ):
         _run(dict(s, max_steps=3))
     for version, message in (
-        (3, "data version 3, newer than this code's 2"),
+        (4, "data version 4, newer than this code's 3"),
         ("2", "'2' is not a version number"),
     ):
         data_rank.write_text(json.dumps({**saved, "data_version": version}))
         with pytest.raises(SettingsError, match=re.escape(message)):
             _run(dict(s, max_steps=3))
-    data_rank.write_text(json.dumps(saved))  # a version-2 position is taken as it is
+    data_rank.write_text(json.dumps({**saved, "data_version": 2}))  # version 2 differs only where shuffled
     assert _run(dict(s, max_steps=3))["step"] == 3
     capsys.readouterr()
     s, _ = runs["plain"]  # no line of spaces: both versions count the same documents
     assert _run(dict(s, max_steps=3))["step"] == 3
     assert "data positions of data version 1 (before lines of only spaces" in capsys.readouterr().out
+
+
+def test_positions_of_streams_shuffled_each_with_its_own_seed_are_refused(two_layer_settings, tmp_path):
+    """Before data version 3 each stream shuffled with its own seed (and overlapped the others): with
+    shuffle_buffer and 2 or more streams a version-2 position points into another stream of documents now."""
+    s = two_layer_settings(max_steps=2, save_steps=2, shuffle_buffer=4, num_data_shards=2)
+    _run(s)
+    data_rank = Path(s["output_dir"]) / "checkpoints" / "step-0000002" / "data-rank0.json"
+    saved = json.loads(data_rank.read_text())
+    data_rank.write_text(json.dumps({**saved, "data_version": 2}))
+    with pytest.raises(
+        SettingsError, match=r"data version 2, from before the 2 data streams shuffled with one seed"
+    ):
+        _run(dict(s, max_steps=3))
+    data_rank.write_text(json.dumps(saved))
+    assert _run(dict(s, max_steps=3))["step"] == 3
 
 
 def test_a_corpus_error_in_mid_run_names_the_process(two_layer_settings, monkeypatch):

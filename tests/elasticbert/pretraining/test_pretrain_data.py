@@ -139,7 +139,9 @@ def test_deterministic_and_resumable(corpus_files, tokenizer):
     expected = [one.next_batch() for _ in range(3)]
     resumed = PretrainingBatches(docs, tokenizer, cfg, batch_size=4, num_shards=2)
     assert state["data_version"] == DATA_VERSION  # what the positions count documents by
-    with pytest.raises(SettingsError, match="data positions of data version 1: this code reads 2"):
+    with pytest.raises(
+        SettingsError, match=f"data positions of data version 1: this code reads {DATA_VERSION}"
+    ):
         resumed.load_state_dict({**state, "data_version": 1})
     resumed.load_state_dict(state)
     for e in expected:
@@ -251,6 +253,29 @@ def test_a_hub_corpus_of_a_sentence_a_record_is_grouped_into_documents(tmp_path,
     for bad in (0, 1.5, True, "10"):
         with pytest.raises(SettingsError, match="records_per_document"):
             PretrainConfig(train_files=[], hub_datasets=[dict(spec, records_per_document=bad)]).check_types()
+
+
+@pytest.mark.parametrize("files", [1, 4])
+def test_shuffled_streams_share_the_documents_out(tmp_path, tokenizer, files):
+    """With shuffle_buffer the streams still split the corpus: every document in one stream exactly. Each stream
+    shuffled with its own seed before `datasets` split the shuffled order between them, so 2 streams overlapped in
+    about a third of the documents and never saw another third."""
+    paths = []
+    for j in range(files):
+        path = tmp_path / f"docs{j}.txt"
+        ids = range(j * 40 // files, (j + 1) * 40 // files)
+        path.write_text("\n\n".join(f"Document {i} is here." for i in ids) + "\n")
+        paths.append(str(path))
+    docs = load_documents(paths)
+    cfg = PretrainConfig(train_files=paths, shuffle_buffer=8)
+    for epoch in (0, 1):
+        seen = [
+            [r["text"].strip() for r in ShardStream(docs, shard, 2, tokenizer, cfg)._epoch_documents(epoch)]
+            for shard in (0, 1)
+        ]
+        assert sorted(seen[0] + seen[1]) == sorted(f"Document {i} is here." for i in range(40))
+    first = [r["text"].strip() for r in ShardStream(docs, 0, 2, tokenizer, cfg)._epoch_documents(0)]
+    assert first != sorted(first, key=lambda t: int(t.split()[1]))  # shuffled all the same
 
 
 def test_token_encoder_gives_the_wrappers_ids_untruncated(tokenizer):

@@ -231,11 +231,15 @@ def _data_positions(ckpt: Path, name: str) -> tuple[int, dict[str, list[int]]]:
     return version, positions
 
 
-def check_data_version(cfg: PretrainConfig, ckpt: Path, versions: set[int]) -> list[str]:
+def check_data_version(
+    cfg: PretrainConfig, ckpt: Path, versions: set[int], num_streams: int = 1
+) -> list[str]:
     """A checkpoint's data positions count documents as the data pipeline of their version did (data.py,
     DATA_VERSION). One of another version would resume at another place in the data, silently: refused, except
-    a version-1 position on a corpus that versions 1 and 2 split into the same documents (no local file with a
-    line of only spaces or tabs inside a paragraph; hub corpora did not change), accepted with a note."""
+    where the older version made the same streams of documents, accepted with a note. Version 1 did not end a
+    document at a line of only spaces or tabs (the same documents where no local file has such a line inside a
+    paragraph; hub corpora did not change); versions 1 and 2 shuffled each stream with its own seed (the same
+    streams without `shuffle_buffer`, or with one stream). `num_streams`: the run's number of data streams."""
     from .data import DATA_VERSION, documents_split_differently
 
     newer = sorted(v for v in versions if v > DATA_VERSION)
@@ -247,19 +251,31 @@ def check_data_version(cfg: PretrainConfig, ckpt: Path, versions: set[int]) -> l
     old = sorted(v for v in versions if v < DATA_VERSION)
     if not old:
         return []
-    # version 1 is the only older one: it did not end a document at a line of only spaces or tabs
-    changed = documents_split_differently(cfg.train_files) if cfg.train_files else None
-    if changed is not None:
+    restart = (
+        "Finish the run with the elue that started it, or start a new output_dir from its weights "
+        f"(model_name_or_path={ckpt / 'model'})"
+    )
+    if cfg.shuffle_buffer and num_streams > 1:
         raise SettingsError(
-            f"checkpoint {ckpt}: its data positions are of data version 1, from before a line of only spaces or "
-            f"tabs ended a document (version {DATA_VERSION}), and {changed} has such lines: its documents are "
-            "counted otherwise now, so the run would go on at another place in the data. Finish the run with the "
-            f"elue that started it, or start a new output_dir from its weights (model_name_or_path={ckpt / 'model'})"
+            f"checkpoint {ckpt}: its data positions are of data version {old[0]}, from before the {num_streams} data "
+            f"streams shuffled with one seed (version {DATA_VERSION}; each had its own, so they overlapped and "
+            f"missed documents): with shuffle_buffer {cfg.shuffle_buffer} every stream now reads other documents, "
+            f"and the run would go on at another place in the data. {restart}"
         )
-    return [
-        f"checkpoint {ckpt}: data positions of data version 1 (before lines of only spaces or tabs ended "
-        "documents): no training file has such a line, so they point at the same place in the data"
-    ]
+    notes = []
+    if 1 in old:
+        changed = documents_split_differently(cfg.train_files) if cfg.train_files else None
+        if changed is not None:
+            raise SettingsError(
+                f"checkpoint {ckpt}: its data positions are of data version 1, from before a line of only spaces "
+                f"or tabs ended a document (version 2), and {changed} has such lines: its documents are counted "
+                f"otherwise now, so the run would go on at another place in the data. {restart}"
+            )
+        notes.append(
+            f"checkpoint {ckpt}: data positions of data version 1 (before lines of only spaces or tabs ended "
+            "documents): no training file has such a line, so they point at the same place in the data"
+        )
+    return notes
 
 
 def load_state(accelerator, ckpt: Path) -> None:

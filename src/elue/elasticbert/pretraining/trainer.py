@@ -430,7 +430,7 @@ def _resume(accelerator, ckpt: Path, cfg: PretrainConfig, optimizer, scheduler, 
     _follow_schedule(optimizer, scheduler)
     versions, positions = read_data_positions(ckpt, data.streams)
     with _reading(read):
-        notes = check_data_version(cfg, ckpt, versions)
+        notes = check_data_version(cfg, ckpt, versions, data.num_shards)
     data.load_state_dict(positions)
     return notes
 
