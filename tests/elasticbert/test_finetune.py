@@ -477,6 +477,19 @@ def test_resume_refuses_other_options(tiny, tmp_path_factory, change, message):
         finetune(_quick(tiny, out, **{"max_steps": 3, "eval_every": 1, "resume": True, **change}), log=_quiet)
 
 
+def test_resume_takes_the_task_however_typed(tiny, tmp_path):
+    """TASK is case-insensitive and takes aliases ('SST2' is sst-2), but a resume compared it as typed and
+    refused the run's own task: "TASK 'sst-2' -> 'SST2'"."""
+    out = tmp_path / "run"
+    finetune(_quick(tiny, out, max_steps=3, eval_every=1, stop_after=1), log=_quiet)
+    res = finetune(
+        _quick(tiny, out, max_steps=3, eval_every=1, stop_after=2, task="SST2", resume=True), log=_quiet
+    )
+    assert res.global_step == 2
+    with pytest.raises(ValueError, match=re.escape("TASK 'SST2' -> 'MRPC'")):
+        finetune(_quick(tiny, out, max_steps=3, eval_every=1, task="MRPC", resume=True), log=_quiet)
+
+
 def test_resume_refuses_other_data(tiny, tmp_path):
     """--data may move (a path) but not change: a resume on another folder's rows went on silently, its position
     in the epoch, schedule and best dev score counting the run's rows (a 2-epoch run on 64 rows ended at step 8

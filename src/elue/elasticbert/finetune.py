@@ -577,6 +577,14 @@ _OPTION_NAMES = {
 }
 
 
+def _task_name(task, cfg: FinetuneConfig) -> str | None:
+    """The task's own name (`TaskSpec.name`) as `cfg.source` reads it; None for a name it does not know."""
+    try:
+        return task_spec(FinetuneConfig(task=str(task), model="", output_dir="", source=cfg.source)).name
+    except KeyError:
+        return None
+
+
 def check_resume(cfg: FinetuneConfig, out: Path) -> None:
     """Refuse to resume with options that differ from the saved RUN/config.json (see RESUME_MAY_CHANGE)."""
     saved_path = out / "config.json"
@@ -587,6 +595,10 @@ def check_resume(cfg: FinetuneConfig, out: Path) -> None:
     ignored = set(RESUME_MAY_CHANGE)
     if saved.get("max_steps") is not None and now.get("max_steps") is not None:
         ignored.add("epochs")  # max_steps overrides epochs: a different --epochs changes nothing
+    if saved.get("source") == now["source"] and _task_name(saved.get("task"), cfg) == _task_name(
+        cfg.task, cfg
+    ):
+        ignored.add("task")  # one task however typed: 'SST2' and 'sst-2'
     diffs = [
         f"{_OPTION_NAMES.get(key, '--' + key.replace('_', '-'))} {saved[key]!r} -> {now[key]!r}"
         for key in now
