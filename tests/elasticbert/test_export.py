@@ -353,6 +353,12 @@ def test_dynamic_points_on_a_single_exit_model_and_entropy_on_regression(tmp_pat
         (([], [-0.5], []), "entropy threshold -0.5"),
         (([], [float("nan")], []), "entropy threshold nan"),
         (([], [], [0]), "patience 0"),
+        # a repeat is named alone (the whole list was printed, with no word of which point came twice)
+        (([1, 2, 3, 4, 5, 6, 6], [], []), "operating points given more than once: static_k6 (2 times)"),
+        (
+            ([], [0.1, 0.2, 0.10], [1, 1]),
+            "given more than once: entropy_0.1 (2 times), patience_t1 (2 times)",
+        ),
     ],
 )
 def test_make_points_refuses_invalid_values(points, message):

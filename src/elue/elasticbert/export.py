@@ -81,8 +81,12 @@ def make_points(
     if not pts:
         raise ValueError("no operating point: give at least one static k, entropy threshold or patience")
     names = [p.name for p in pts]
-    if len(set(names)) != len(names):
-        raise ValueError(f"duplicate operating points: {names}")
+    repeated = sorted({n for n in names if names.count(n) > 1}, key=names.index)
+    if repeated:  # named alone: the whole list hid which one it was ('--static 1-6 --static 6')
+        raise ValueError(
+            "operating points given more than once: "
+            + ", ".join(f"{n} ({names.count(n)} times)" for n in repeated)
+        )
     return pts
 
 
