@@ -805,6 +805,19 @@ def test_two_processes_train_the_epochs_asked_and_resume_in_place(tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.skipif(torchrun() is None, reason="no torchrun")
+def test_two_processes_follow_the_learning_rate_schedule(tmp_path):
+    """The schedule counts steps of one batch per process, but Accelerate's prepared scheduler stepped once per
+    process at every step: under 2 processes warm-up and decay ran twice as fast, so a run of 8 steps with 4 of
+    warm-up had its learning rate at 0 from step 4 on (where it should be at its peak)."""
+    data, ckpt = write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "run"  # 64 rows, batch 8, 2 processes: 4 steps an epoch, 8 in all
+    _torchrun_finetune(data, ckpt, out, "--epochs", "2", "--warmup-ratio", "0.5", "--stop-after", "4")
+    optimizer = torch.load(out / "last" / "optimizer.pt", weights_only=False)
+    assert [g["lr"] for g in optimizer["param_groups"]] == pytest.approx([1e-3, 1e-3])
+    assert torch.load(out / "last" / "scheduler.pt", weights_only=False)["last_epoch"] == 4
+
+
 def test_a_resume_in_another_number_of_processes_is_refused(tmp_path):
     """Its position in the epoch counts steps of one batch per process: refused, not silently misread."""
     from elue.elasticbert.finetune import FinetuneConfig, finetune

@@ -674,7 +674,10 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         if accelerator.is_main_process:
             (out / LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in state.history))
 
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # the scheduler stays ours: Accelerate's steps it once per process at every step (it counts the steps of a
+    # loader it has not split), and under torchrun with 2 processes the warm-up and decay ran twice as fast, the
+    # learning rate 0 for the second half of the run; `_schedule` counts steps of one batch per process
+    model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
 
     (out / "config.json").write_text(json.dumps(_jsonable(asdict(cfg)), indent=2))
@@ -768,7 +771,8 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
                 if cfg.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if not getattr(optimizer, "step_was_skipped", False):  # fp16: a step skipped on inf gradients
+                    scheduler.step()
                 optimizer.zero_grad()
                 state.global_step += 1
                 state.step_in_epoch += 1
