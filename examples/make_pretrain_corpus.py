@@ -68,13 +68,13 @@ def main(argv=None) -> None:
                 sents.extend(row[c].strip() for c in cols if row.get(c))
     sents = sents[: args.sentences]
     docs += ["\n".join(sents[i : i + 6]) for i in range(0, len(sents), 6)]
-    (args.out / "train.txt").write_text("\n\n".join(docs) + "\n")
+    (args.out / "train.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")  # what pretrain reads
     evals = []
     for i, row in enumerate(_rows(imdb / "dev.tsv.gz") if args.imdb_eval else []):
         if i >= args.imdb_eval:
             break
         evals.append(_review(row["sentence"]))
-    (args.out / "eval.txt").write_text("\n\n".join(evals) + "\n")
+    (args.out / "eval.txt").write_text("\n\n".join(evals) + "\n", encoding="utf-8")
     print(f"{args.out / 'train.txt'}: {len(docs)} documents; {args.out / 'eval.txt'}: {len(evals)} documents")
 
 

@@ -41,3 +41,25 @@ def test_a_missing_data_folder_is_one_line(tmp_path):
     assert "no ELUE data in" in proc.stderr and "imdb/train.tsv.gz" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "corpus").exists()
+
+
+def test_the_corpus_is_written_in_utf8_whatever_the_locale(tmp_path):
+    """`elue pretrain` reads UTF-8 only; the files were written in the locale's encoding: under an ASCII locale a
+    review with an accent stopped the script with UnicodeEncodeError (cp1252 on Windows wrote bytes pretrain then
+    refused)."""
+    import os
+
+    data = tmp_path / "data"
+    _tsv_gz(data / "imdb" / "train.tsv.gz", ["Un film très réussi… 🎬"])
+    _tsv_gz(data / "imdb" / "dev.tsv.gz", ["Déjà vu."])
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "corpus"), "--data", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "corpus" / "train.txt").read_bytes().decode("utf-8") == "Un film très réussi… 🎬\n"
+    assert (tmp_path / "corpus" / "eval.txt").read_bytes().decode("utf-8") == "Déjà vu.\n"
