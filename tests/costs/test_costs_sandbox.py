@@ -221,6 +221,44 @@ def test_model_py_is_read_as_python_reads_source(tmp_path, head, encoding):
     assert result["params"] == 9 and result["flops"] == [["a", [2], 12]]
 
 
+@pytest.mark.parametrize(
+    "entire, expected",
+    [
+        ("inner", 2 * 42),  # a layer kept in a plain list: its 42 parameters are not in entire_model
+        ("Whole(3)", 3 * 42),  # another instance holding all three layers: as many, not more
+    ],
+)
+def test_worker_counts_module_list_parameters_for_the_warning(tmp_path, entire, expected):
+    """The worker also counts module_list's own parameters (each shared tensor once), so `elue validate`
+    can say when they are more than entire_model's: a layer left out of the parameter count."""
+    model = write(
+        tmp_path,
+        f"""
+        from torch import nn
+
+        class Whole(nn.Module):
+            def __init__(self, n):
+                super().__init__()
+                self.layers = nn.ModuleList(nn.Linear(6, 6) for _ in range(n))
+                self.extra = [nn.Linear(6, 6)]  # a plain list: not a submodule
+
+        inner = Whole(2)
+        module_list = {{"layer_1": inner.layers[0], "layer_2": inner.layers[1], "layer_3": inner.extra[0],
+                       "tied": inner.layers[0]}}
+        entire_model = {entire}
+        """,
+    )
+    result = _worker.run({"model_py": str(model), "calls": [["layer_1", [6]]]}, lambda obj: None)
+    assert result["module_list_params"] == 3 * 42
+    assert result["params"] == expected
+
+
+@pytest.mark.parametrize("sent, kept", [(126, 126), (-1, None), ("126", None), (1.5, None), (10**61, None)])
+def test_module_list_count_from_the_worker_is_plain_or_dropped(sent, kept):
+    """The count is untrusted and only feeds a warning: anything but a plain count is dropped, not an error."""
+    assert sandbox._plain_count(sent) == kept
+
+
 def test_model_py_that_python_cannot_decode_is_one_clear_error(tmp_path):
     model = tmp_path / "model.py"
     model.write_bytes(b"x = 1\n# caf\xe9\n")

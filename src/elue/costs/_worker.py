@@ -4,7 +4,7 @@ Protocol: one JSON request on stdin
     {"model_py": "/sandbox/model.py", "calls": [["layer_1", [10, 768]], ...], "progress": true}
 and JSON lines on the *result channel*, the process's original stdout:
     {"progress": [done, total]}            (zero or more)
-    {"ok": true, "module_names": [...], "params": N, "flops": [["layer_1", [10, 768], F], ...]}
+    {"ok": true, "module_names": [...], "params": N, "module_list_params": M, "flops": [["layer_1", [10, 768], F], ...]}
  or {"ok": false, "error": "<one clear message>"}
 Before model.py is imported, file descriptor 1 is pointed at stderr, so anything model.py prints
 (Python or C level) goes to stderr and cannot corrupt the channel. Nothing but JSON is written on it.
@@ -156,6 +156,11 @@ def run(request: dict, emit, freeze_heap: bool = False) -> dict:
         params = count_params(entire_model)
     except Exception as exc:  # noqa: BLE001
         raise _Fail(f"cannot count the parameters of entire_model: {_exc_line(exc)}") from None
+    try:
+        # only for a warning: modules holding more than the whole model means a layer was left out of it
+        module_list_params = count_params(*module_list.values())
+    except Exception:  # noqa: BLE001
+        module_list_params = None
 
     loaded_at = time.perf_counter()  # model.py imported and built: pricing starts here
     if freeze_heap:
@@ -210,6 +215,7 @@ def run(request: dict, emit, freeze_heap: bool = False) -> dict:
         "ok": True,
         "module_names": list(module_list),
         "params": int(params),
+        "module_list_params": module_list_params,
         "flops": out,
         "pricing_s": time.perf_counter() - loaded_at,
     }

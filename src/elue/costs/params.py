@@ -5,15 +5,16 @@ from __future__ import annotations
 from torch import nn
 
 
-def count_params(model: nn.Module) -> int:
-    """Number of parameter elements of `model`; a tensor shared by several modules (tied weights)
-    is counted once, buffers (running stats, position ids) are not counted."""
+def count_params(*models: nn.Module) -> int:
+    """Number of parameter elements of `models` together; a tensor shared by several modules (tied
+    weights) is counted once, buffers (running stats, position ids) are not counted."""
     seen: set[int] = set()
     total = 0
-    for _, p in model.named_parameters(remove_duplicate=False):
-        key = id(p)
-        if key in seen:
-            continue
-        seen.add(key)
-        total += p.numel()
+    for model in models:
+        for _, p in model.named_parameters(remove_duplicate=False):
+            key = id(p)
+            if key in seen:
+                continue
+            seen.add(key)
+            total += p.numel()
     return total

@@ -93,6 +93,9 @@ class CostTable:
     params: int
     flops: dict[tuple[str, Shape], int] = field(default_factory=dict)  # 2 × MACs at batch 1
     pricing_s: float = 0.0  # seconds the worker spent pricing, after model.py was loaded
+    # parameters of module_list's modules together (each shared tensor once), for a warning only: more
+    # than `params` means entire_model lacks a layer the submission calls; None when not counted
+    module_list_params: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -434,6 +437,7 @@ def price_model(
             params=int(result["params"]),
             flops=flops,
             pricing_s=float(result.get("pricing_s", 0.0)),
+            module_list_params=_plain_count(result.get("module_list_params")),
         )
     except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(Infinity)
         raise SandboxError(f"the model.py worker returned a malformed result ({exc})") from None
@@ -454,6 +458,11 @@ def price_model(
 
 # above any honest count (one meta matmul is at most ~2**126 MACs) and far below float64's overflow
 MAX_COUNT = 10**60
+
+
+def _plain_count(value) -> int | None:
+    """A count the worker sent for a warning only: a non-negative int within MAX_COUNT, else None."""
+    return value if type(value) is int and 0 <= value <= MAX_COUNT else None
 
 
 def _short(message: str, limit: int = 4000) -> str:
