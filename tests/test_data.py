@@ -246,6 +246,16 @@ def test_hub_snli_drops_unlabelled(tmp_path):
     assert ds["premise"] == ["p0", "p2"] and ds["label"] == [0, 2] and ds["index"] == [0, 1]
 
 
+def test_hub_label_outside_the_task_is_named(tmp_path):
+    """A hub label beyond the task's label space (data of another task, a 4-way NLI set) is refused with
+    the task's labels named, not datasets' "Class label 3 greater than configured num_classes 3"."""
+    root = tmp_path / "snli"
+    cols = {"premise": ["p0", "p1"], "hypothesis": ["h0", "h1"], "label": [0, 3]}
+    _parquet(root / "data" / "validation-00000-of-00001.parquet", cols)
+    with pytest.raises(ValueError, match=r"snli: hub label 3 is outside the task's labels 0\.\.2"):
+        load_hub_split("snli", "dev", path=str(root), cache_dir=tmp_path / "c")
+
+
 def test_hub_scitail_text_labels(tmp_path):
     """SciTail is read from the hub's SNLI-format config, whose train split has ELUE's 23,596 pairs (the
     "tsv_format" config the loader read has 23,097): sentence1/sentence2/gold_label, labels spelled

@@ -163,6 +163,10 @@ def _write(*paths: Path) -> None:
         (lambda r: (r / "sst-2.csv").write_text("x"), "test files are plain tab-separated .tsv files"),
         (lambda r: (r / "snli.tsv.gz").write_bytes(b"x"), "snli.tsv.gz: test files are plain"),
         (lambda r: (r / "SST2.txt").write_text("x"), "SST2.txt: test files are plain"),
+        # a .csv is refused whatever its name: points exported from a spreadsheet must not vanish unseen
+        (lambda r: (r / "predictions.csv").write_text("x"), "predictions.csv: test files are plain"),
+        # a task folder with a model.py and no test file: the task would be scored with no points
+        (lambda r: _write(r / "mrpc" / "model.py"), "mrpc: no test files"),
         # inside a task folder: a point in another format would silently drop an operating point
         (
             lambda r: _write(r / "mrpc" / "a.tsv", r / "mrpc" / "b.tsv.gz"),
