@@ -818,6 +818,26 @@ def test_two_processes_follow_the_learning_rate_schedule(tmp_path):
     assert torch.load(out / "last" / "scheduler.pt", weights_only=False)["last_epoch"] == 4
 
 
+@pytest.mark.skipif(torchrun() is None, reason="no torchrun")
+def test_two_processes_resume_an_epoch_of_uneven_batches_in_place(tmp_path):
+    """72 rows, batch 8: 9 batches over 2 processes, so Accelerate completes the last step with rows from the
+    start of its loader. A resumed run's loader started at the resume point, so that step took other rows and
+    the run ended 2e-4 off the uninterrupted one; the resumed loader is now the epoch's, its first steps skipped."""
+    from safetensors.torch import load_file
+
+    data, ckpt = write_sst2(tmp_path / "data", n_train=72), write_tiny_checkpoint(tmp_path / "ckpt")
+    args = ("--epochs", "1", "--eval-every", "5")
+    _torchrun_finetune(data, ckpt, tmp_path / "full", *args)
+    _torchrun_finetune(data, ckpt, tmp_path / "split", *args, "--stop-after", "2")
+    _torchrun_finetune(data, ckpt, tmp_path / "split", *args, "--resume")
+    a, b = (
+        load_file(tmp_path / "full/last/model.safetensors"),
+        load_file(tmp_path / "split/last/model.safetensors"),
+    )
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
 def test_a_resume_in_another_number_of_processes_is_refused(tmp_path):
     """Its position in the epoch counts steps of one batch per process: refused, not silently misread."""
     from elue.elasticbert.finetune import FinetuneConfig, finetune

@@ -751,7 +751,6 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     with StopRequest() as signals:  # SIGTERM / Ctrl-C: finish the step, save last/, stop
         while not stop and state.global_step < total_steps:
             order = _epoch_order(len(train_rows), cfg.seed, state.epoch)
-            order = order[state.step_in_epoch * cfg.batch_size * processes :]
             loader = torch.utils.data.DataLoader(
                 Rows([train_rows[i] for i in order]),
                 batch_size=cfg.batch_size,
@@ -763,6 +762,11 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
                 generator=torch.Generator().manual_seed(cfg.seed + state.epoch),
             )
             loader = accelerator.prepare(loader)
+            # resumed inside the epoch: the whole epoch's loader, its first steps skipped (a loader of the rest of
+            # the epoch would end it otherwise: with batches uneven over the processes, Accelerate completes the
+            # last step with the first rows of its loader)
+            if state.step_in_epoch:
+                loader = accelerator.skip_first_batches(loader, state.step_in_epoch)
             model.train()
             for batch in loader:
                 logits = exit_logits(model(**model_inputs(batch)))
