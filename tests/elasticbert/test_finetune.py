@@ -490,6 +490,36 @@ def test_resume_takes_the_task_however_typed(tiny, tmp_path):
         finetune(_quick(tiny, out, max_steps=3, eval_every=1, task="MRPC", resume=True), log=_quiet)
 
 
+def test_last_keeps_the_fp16_loss_scaler(tiny, tmp_path):
+    """fp16 training (Accelerate's GradScaler; GPU only, so its state is saved and restored here by hand): last/
+    kept no loss scaler, and a resumed run started again at a scale of 65536 where the run had brought it down,
+    its first steps overflowing and skipped as the uninterrupted run's were not."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from elue.elasticbert import ElasticBertForSequenceClassification
+    from elue.elasticbert.finetune import TrainerState, _restore_last, _save_last, load_tokenizer
+
+    def parts():
+        model = torch.nn.Linear(2, 2)
+        optimizer = torch.optim.AdamW(model.parameters())
+        return model, optimizer, get_linear_schedule_with_warmup(optimizer, 1, 10)
+
+    model, optimizer, scheduler = parts()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    scaler.scale(torch.ones(()))  # the scale is made at the first loss
+    scaler.update(new_scale=512.0)
+    scaler._growth_tracker = torch.tensor(7, dtype=torch.int32)  # steps since the last overflow
+    ckpt = tiny[1]
+    checkpoint = ElasticBertForSequenceClassification.from_pretrained(ckpt)
+    _save_last(
+        checkpoint, load_tokenizer(ckpt), optimizer, scheduler, TrainerState(), tmp_path / "last", scaler
+    )
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    _, optimizer2, scheduler2 = parts()
+    _restore_last(tmp_path / "last", optimizer2, scheduler2, 1, tmp_path, fresh)
+    assert fresh.get_scale() == 512.0 and fresh.state_dict() == scaler.state_dict()
+
+
 def test_resume_refuses_other_data(tiny, tmp_path):
     """--data may move (a path) but not change: a resume on another folder's rows went on silently, its position
     in the epoch, schedule and best dev score counting the run's rows (a 2-epoch run on 64 rows ended at step 8

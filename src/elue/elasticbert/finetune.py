@@ -667,7 +667,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
 
     state = TrainerState(processes=processes, data=data)
     if resuming:
-        state = _restore_last(last_dir, optimizer, scheduler, processes, out)
+        state = _restore_last(last_dir, optimizer, scheduler, processes, out, accelerator.scaler)
         log(f"resumed at step {state.global_step} (epoch {state.epoch}, batch {state.step_in_epoch})")
         # the evaluations last/ knows of: a kill after an evaluation's log line and before its save would have
         # that evaluation logged twice once it is run again
@@ -684,7 +684,8 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
 
     def save_last() -> None:
         if accelerator.is_main_process:
-            _save_last(accelerator.unwrap_model(model), tokenizer, optimizer, scheduler, state, last_dir)
+            model_ = accelerator.unwrap_model(model)
+            _save_last(model_, tokenizer, optimizer, scheduler, state, last_dir, accelerator.scaler)
 
     def run_eval() -> bool:
         """Evaluate, keep the best; True when early stopping says stop."""
@@ -900,9 +901,11 @@ def _schedule(cfg: FinetuneConfig, train_rows: int, processes: int) -> _Schedule
     return _Schedule(steps_per_epoch, total_steps, warmup, eval_every)
 
 
-def _save_last(model, tokenizer, optimizer, scheduler, state: TrainerState, last_dir: Path) -> None:
+def _save_last(
+    model, tokenizer, optimizer, scheduler, state: TrainerState, last_dir: Path, scaler=None
+) -> None:
     """Write the resumable OUTPUT/last (whole or not at all): model, tokenizer, optimizer, scheduler, RNG states,
-    trainer state."""
+    trainer state, and fp16's loss scaler (`scaler`, Accelerate's GradScaler) when there is one."""
 
     def write(path: Path) -> None:
         _save_model(model, tokenizer, path)
@@ -910,13 +913,19 @@ def _save_last(model, tokenizer, optimizer, scheduler, state: TrainerState, last
         torch.save(scheduler.state_dict(), path / "scheduler.pt")
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         torch.save({"torch": torch.get_rng_state(), "cuda": cuda}, path / "rng.pt")
+        if scaler is not None:
+            torch.save(scaler.state_dict(), path / "scaler.pt")
         (path / STATE_FILE).write_text(json.dumps(_jsonable(asdict(state)), indent=2))
 
     _replace_dir(last_dir, write)
 
 
-def _restore_last(last_dir: Path, optimizer, scheduler, processes: int, out: Path) -> TrainerState:
-    """Load what `_save_last` wrote into `optimizer`, `scheduler` and the RNGs; the trainer state it saved."""
+def _restore_last(
+    last_dir: Path, optimizer, scheduler, processes: int, out: Path, scaler=None
+) -> TrainerState:
+    """Load what `_save_last` wrote into `optimizer`, `scheduler`, the RNGs and fp16's loss scaler (a fresh one
+    started at 65536 again, where the run had brought it down: its first steps overflowed and were skipped, as
+    the uninterrupted run's were not); the trainer state it saved."""
     state = TrainerState(**json.loads((last_dir / STATE_FILE).read_text()))
     if state.processes != processes:  # its position in the epoch and its schedule count such steps
         raise ValueError(
@@ -925,6 +934,8 @@ def _restore_last(last_dir: Path, optimizer, scheduler, processes: int, out: Pat
         )
     optimizer.load_state_dict(torch.load(last_dir / "optimizer.pt", map_location="cpu"))
     scheduler.load_state_dict(torch.load(last_dir / "scheduler.pt", map_location="cpu"))
+    if scaler is not None and (last_dir / "scaler.pt").is_file():  # (none saved: the run was not in fp16)
+        scaler.load_state_dict(torch.load(last_dir / "scaler.pt", map_location="cpu"))
     rng = last_dir / "rng.pt"
     if rng.is_file():
         states = torch.load(rng, map_location="cpu", weights_only=False)
