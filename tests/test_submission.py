@@ -361,3 +361,29 @@ def test_discover_refuses_task_names_with_spaces_around(tmp_path, name):
     assert "spaces around it" in str(err.value) and "more than once" not in str(err.value)
     # a typed name (command line, API) keeps its leniency
     assert get_task(f" {name} ").name == name.strip()
+
+
+def test_entire_model_smaller_than_module_list_is_warned_about(tmp_path):
+    """entire_model is what spec §3 charges; one that lacks a module the test files call (here layer_2, kept
+    in a plain list) is charged too few parameters. validate and evaluate now say so, naming both counts."""
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    (sub / "model.py").write_text(
+        TINY_MODEL_PY.replace(
+            "entire_model = nn.ModuleDict(module_list)",
+            "entire_model = nn.ModuleDict({k: v for k, v in module_list.items() if k != 'layer_2'})",
+        )
+    )
+    result = evaluate_submission(sub, answers, trust_model_code=True)
+    assert result.tasks["sst-2"].params_m == pytest.approx((TINY_PARAMS - 32 * 32) / 1e6)
+    (warning,) = [w for w in result.warnings if "entire_model" in w]
+    assert f"hold {TINY_PARAMS:,} parameters, entire_model only {TINY_PARAMS - 32 * 32:,}" in warning
+    assert str(sub / "model.py") in warning
+    assert any(
+        "entire_model only" in w for w in validate_submission(sub, answers, trust_model_code=True).warnings
+    )
+    # the honest model.py: no such warning
+    write_submission(sub)
+    assert not [
+        w for w in evaluate_submission(sub, answers, trust_model_code=True).warnings if "entire_model" in w
+    ]

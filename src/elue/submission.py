@@ -278,6 +278,11 @@ def _parse_and_price(
                 progress("pricing model.py files in the sandbox", i, len(futures))
     # wall time of this phase not spent pricing: sandbox start-up and model.py loading
     load_seconds = max(0.0, time.perf_counter() - start - sum(c.pricing_s for c in costs_by_model.values()))
+    for model_py, costs in costs_by_model.items():
+        warning = params_warning(model_py, costs)
+        if warning:
+            log.warning("%s", warning)
+            warnings.append(warning)
 
     out = {}
     for name, tf in tasks.items():
@@ -289,6 +294,19 @@ def _parse_and_price(
         ]
         out[name] = _PricedTask(tf, parsed[name], costs, flops)
     return out, load_seconds, warnings
+
+
+def params_warning(model_py: Path, costs: CostTable) -> str | None:
+    """A warning when module_list's modules hold more parameters than entire_model: a module the test files
+    call is then missing from entire_model (kept in a plain list, or built apart), and the parameters charged
+    (spec §3: entire_model's) are too few. A warning, not an error: the count comes from model.py's process."""
+    if costs.module_list_params is None or costs.module_list_params <= costs.params:
+        return None
+    return (
+        f"{model_py}: module_list's modules hold {costs.module_list_params:,} parameters, entire_model only "
+        f"{costs.params:,}: entire_model must hold every module of module_list (spec §3 charges entire_model's "
+        f"parameters, each shared tensor once). A layer kept in a plain list or dict is not a submodule."
+    )
 
 
 MAX_RANK_WARNINGS = 5  # modules named per model.py; more are counted
