@@ -387,3 +387,15 @@ def test_entire_model_smaller_than_module_list_is_warned_about(tmp_path):
     assert not [
         w for w in evaluate_submission(sub, answers, trust_model_code=True).warnings if "entire_model" in w
     ]
+
+
+def test_evaluate_without_an_answer_key_fails_unless_partial(tmp_path):
+    """The leaderboard keeps the error (it holds every key it accepts uploads for); the CLI scores the rest."""
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    (sub / "mrpc.tsv").write_text("index\tpred\tmodules\n0\t1\t(5),emb\n")
+    with pytest.raises(SubmissionError, match="no answer key for mrpc"):
+        evaluate_submission(sub, answers, trust_model_code=True)
+    result = evaluate_submission(sub, answers, trust_model_code=True, partial=True)
+    assert list(result.tasks) == ["sst-2"] and list(result.unchecked) == ["mrpc"]
+    assert result.elue_score is None and result.to_dict()["not_scored"]["mrpc"].startswith("no answer key")

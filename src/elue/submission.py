@@ -107,14 +107,15 @@ class SubmissionResult:
     # what the submitter should look at but does not stop scoring (`rank_warnings`); not part of
     # to_dict: also logged on the "elue.submission" logger (the leaderboard keeps that log)
     warnings: list[str] = field(default_factory=list)
-    # `validate_submission` only: task -> why it was not checked (its test set is not in the data folder)
+    # task -> why it was not checked (validate: no test set in the data folder) or not scored (evaluate with
+    # `partial`: no answer key)
     unchecked: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {
-            "tasks": {name: t.to_dict() for name, t in self.tasks.items()},
-            "elue_score": self.elue_score,
-        }
+        out = {"tasks": {name: t.to_dict() for name, t in self.tasks.items()}, "elue_score": self.elue_score}
+        if self.unchecked:
+            out["not_scored"] = dict(self.unchecked)
+        return out
 
 
 def discover(submission_dir: Path) -> dict[str, TaskFiles]:
@@ -454,18 +455,25 @@ def evaluate_submission(
     trust_model_code: bool = False,
     limits: SandboxLimits | None = None,
     progress: Progress | None = None,
+    partial: bool = False,
 ) -> SubmissionResult:
-    """Score a submission against the answer keys `answers_dir/<task>/test_labels.tsv`."""
+    """Score a submission against the answer keys `answers_dir/<task>/test_labels.tsv`.
+
+    A task without an answer key is an error, unless `partial`: then it is named in `unchecked` and the
+    others are scored (a researcher's folder of keys may lack one, as `../shared/data` lacks SciTail; the
+    leaderboard, which holds every key it accepts uploads for, keeps the error)."""
     tasks = discover(submission_dir)
     baseline = scoring.load_baseline() if baseline is None else baseline
     keys: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    unscored: dict[str, str] = {}
     for name in tasks:
         try:
             keys[name] = data.read_answer_key(answers_dir, name)
         except FileNotFoundError:
-            raise SubmissionError(
-                f"no answer key for {name}: {Path(answers_dir) / name / 'test_labels.tsv'}"
-            ) from None
+            unscored[name] = f"no answer key for {name}: {Path(answers_dir) / name / 'test_labels.tsv'}"
+    if unscored and (not partial or len(unscored) == len(tasks)):
+        raise SubmissionError("\n".join(unscored.values()))
+    tasks = {name: files for name, files in tasks.items() if name not in unscored}
     priced, load_seconds, warnings = _parse_and_price(
         tasks,
         lambda task: keys[task.name][0],
@@ -474,8 +482,10 @@ def evaluate_submission(
         progress=progress,
     )
     results = {name: _task_result(p, keys[name], baseline.get(name)) for name, p in priced.items()}
-    overall = scoring.overall_score({name: r.elue_score for name, r in results.items()})
-    return SubmissionResult(results, overall, load_seconds=load_seconds, warnings=warnings)
+    overall = None if unscored else scoring.overall_score({n: r.elue_score for n, r in results.items()})
+    return SubmissionResult(
+        results, overall, load_seconds=load_seconds, warnings=warnings, unchecked=unscored
+    )
 
 
 def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:

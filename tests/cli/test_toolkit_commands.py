@@ -265,3 +265,30 @@ def test_validate_checks_the_others_when_a_task_folder_has_no_test_set(tmp_path)
     assert "sst-2.tsv" in res.output  # checked
     assert "error: checked sst-2; not checked (no local test set):" in res.output
     assert "no test.tsv or test.tsv.gz for mrpc" in res.output and "OK" not in res.output
+
+
+def test_evaluate_scores_the_tasks_it_has_answer_keys_for_and_names_the_others(tmp_path):
+    """A six-task submission against `../shared/data` (no SciTail key) was not scored at all; the tasks with
+    a key are now scored, printed and written to --json, the others named there and in the error."""
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    (sub / "mrpc.tsv").write_text("index\tpred\tmodules\n0\t1\t(5),emb\n")
+    out = tmp_path / "result.json"
+    res = runner.invoke(
+        app, ["evaluate", str(sub), "--answers", str(answers), "--json", str(out), "--trust-model-code"]
+    )
+    assert res.exit_code == 1, res.output
+    assert "sst-2.tsv" in res.output and "no answer key for mrpc" in res.output
+    assert "error: scored sst-2; not scored (no answer key):" in res.output
+    written = json.loads(out.read_text())
+    assert list(written["tasks"]) == ["sst-2"] and written["elue_score"] is None
+    assert written["not_scored"] == {
+        "mrpc": f"no answer key for mrpc: {answers / 'mrpc' / 'test_labels.tsv'}"
+    }
+    (sub / "sst-2.tsv").unlink()  # nothing left to score: the error alone, nothing written
+    out.unlink()
+    res = runner.invoke(
+        app, ["evaluate", str(sub), "--answers", str(answers), "--json", str(out), "--trust-model-code"]
+    )
+    assert res.exit_code == 1 and "no answer key for mrpc" in res.output and "scored" not in res.output
+    assert not out.exists()

@@ -82,11 +82,13 @@ def _print_result(result, *, with_performance: bool) -> None:
     if with_performance:
         overall = result.elue_score
         if overall is None:
-            missing = [name for name in _task_names() if name not in result.tasks]
+            missing = [n for n in _task_names() if n not in result.tasks and n not in result.unchecked]
             unscored = [name for name, t in result.tasks.items() if t.elue_score is None]
             why = []
             if missing:
                 why.append(f"no test files for {', '.join(missing)}")
+            if result.unchecked:
+                why.append(f"no answer key for {', '.join(result.unchecked)}")
             if unscored:
                 why.append(f"the baseline has no points for {', '.join(unscored)} (see --baseline)")
             console.print(f"Overall ELUE score: — (incomplete: {'; '.join(why)})")
@@ -134,6 +136,7 @@ def evaluate(
                 baseline=base,
                 trust_model_code=trust_model_code,
                 progress=_RichProgress(bar),
+                partial=True,
             )
     except (SubmissionError, ValueError, FileNotFoundError) as err:
         fail(str(err))
@@ -146,6 +149,9 @@ def evaluate(
         except OSError as err:
             fail(f"cannot write {json_out}: {err.strerror or err}")
         console.print(f"wrote {escape(str(json_out))}")
+    if result.unchecked:  # scored what has a key, wrote it, and still says the submission was not all scored
+        scored = ", ".join(result.tasks)
+        fail(f"scored {scored}; not scored (no answer key):\n" + "\n".join(result.unchecked.values()))
 
 
 def _check_writable(path: Path) -> None:
