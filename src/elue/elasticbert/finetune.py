@@ -8,14 +8,15 @@ Two ways to train (spec §7):
 AdamW with linear warm-up and decay, evaluation on dev every epoch (or every ``eval_every`` steps),
 the best checkpoint kept in ``OUTPUT/best`` (model, tokenizer, ``finetune.json``), early stopping
 after ``early_stopping_patience`` evaluations without improvement, and a resumable ``OUTPUT/last``
-(model, optimizer, scheduler, step state) written at each evaluation. Runs on CPU or GPU through
+(model, optimizer, scheduler, step state) written at each evaluation (each folder whole or not at all: written
+beside it, then swapped in). Runs on CPU or GPU through
 Accelerate. The fast tokenizer with dynamic padding; ``max_length`` truncates (IMDb: 512). The task data
 (task facts, splits, tokenization, batching) is in `task_data`.
 
 Output folder:
     OUTPUT/best/        config.json, model weights, tokenizer files, finetune.json (dev metrics per exit)
     OUTPUT/last/        config.json, model weights, tokenizer files (no finetune.json) + optimizer.pt,
-                        scheduler.pt, rng.pt, trainer_state.json
+                        scheduler.pt, rng.pt, scaler.pt (fp16), trainer_state.json (with the data's digest)
     OUTPUT/log.jsonl    one line per evaluation
 """
 
