@@ -320,3 +320,70 @@ def test_only_uploads_may_send_large_bodies(client, auth):  # noqa: ANN001
     files = {"model.py": TINY_MODEL_PY, "sst-2/a.tsv": os.urandom(1_500_000)}
     r = _post(client, alice, zip_bytes(files))
     assert r.status_code != 413 and len(zip_bytes(files)) > 1_100_000, r.text
+
+
+def test_an_upload_without_a_user_is_refused_before_it_is_read(client, monkeypatch):  # noqa: ANN001
+    """With no token and no session cookie the upload routes refuse anyway, but only after the whole body (up to
+    64 MB) was spooled to disk and parsed: anyone could make the site do that without an account."""
+    from starlette import formparsers
+
+    parsed = []
+    real = formparsers.MultiPartParser.parse
+
+    async def spy(self):  # noqa: ANN001, ANN202
+        parsed.append(1)
+        return await real(self)
+
+    monkeypatch.setattr(formparsers.MultiPartParser, "parse", spy)
+    big = zip_bytes({"model.py": TINY_MODEL_PY, "sst-2/a.tsv": os.urandom(1_500_000)})
+    r = _post(client, {}, big)
+    assert r.status_code == 401 and "to upload" in r.json()["detail"]
+    page = client.post(
+        "/submit", data={"name": "x"}, files={"file": ("s.zip", big)}, headers={"accept": "text/html"}
+    )
+    assert page.status_code == 401 and "to upload" in page.text
+    assert parsed == []  # refused on its content-length
+    chunks = (big[i : i + 65536] for i in range(0, len(big), 65536))  # no content-length: refused after 1 MB
+    r = client.post(
+        "/api/submissions", content=chunks, headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert r.status_code == 401
+    # a small one reaches the route, which answers the same
+    assert _post(client, {}, zip_bytes({"model.py": TINY_MODEL_PY})).status_code == 401
+
+
+def test_model_py_is_parsed_by_one_upload_at_a_time(settings, monkeypatch):  # noqa: ANN001
+    """ast.parse is not thread-safe on CPython 3.11 (gh-106905: one recursion-depth counter per interpreter): two
+    uploads checked at once in the web process's thread pool failed with "SystemError: AST constructor recursion
+    depth mismatch", a 500 for a valid upload. Uploads' model.py files are now parsed one at a time."""
+    import ast
+    import shutil
+    import threading
+    import time
+
+    from elue.server import storage
+
+    inside, most = [0], [0]
+    real = ast.parse
+
+    def slow_parse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.02)  # lets another thread in, as a garbage collection's callback could
+        inside[0] -= 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage.ast, "parse", slow_parse)
+    data = zip_bytes({"model.py": TINY_MODEL_PY, "sst-2/a.tsv": "index\tpred\tmodules\n0\t1\t(5),emb\n"})
+    barrier = threading.Barrier(6)
+
+    def one() -> None:
+        barrier.wait()
+        shutil.rmtree(storage.extract_zip(data, settings).path)
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1

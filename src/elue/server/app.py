@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import service, storage
 from .board import BoardCache, natural_order
-from .cache import NoStoreForUsers, ResponseCache
+from .cache import NoStoreForUsers, ResponseCache, carries_user
 from .config import Settings
 from .db import open_database
 from .deps import HEAD_SCOPE_KEY, AppState, Ctx, Download
@@ -41,13 +41,16 @@ def plotly_js_path() -> Path:
 
 # the routes that take a zip upload (POST): only their bodies may be as large as an upload
 UPLOAD_PATHS = ("/submit", "/api/submissions")
+ANONYMOUS_UPLOAD = "log in (or send an API token: Authorization: Bearer ...) to upload"
 
 
 class BodyLimit:
     """Pure ASGI guard: refuse request bodies over the limit before anything reads them: `limit` for an upload
     (`UPLOAD_PATHS`), `other_limit` for every other body (JSON, forms). A JSON body is parsed whole into
     objects before the route can check who sent it: 64 MB of reported points from anyone, logged in or not,
-    took 10 s and 1 GB of the web process before the 401."""
+    took 10 s and 1 GB of the web process before the 401. An upload that carries no user at all (no token, no
+    session cookie), which the route would refuse once the body is unpacked, is refused (401) over
+    `other_limit` too, so nobody can make the site spool 64 MB bodies to disk without an account."""
 
     def __init__(  # noqa: ANN001
         self, app, limit: int, shown_limit: int | None = None, other_limit: int | None = None
@@ -60,7 +63,8 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         upload = scope["method"] == "POST" and scope["path"].rstrip("/") in UPLOAD_PATHS
-        limit = self.limit if upload else self.other_limit
+        anonymous = upload and not carries_user(scope)
+        limit = self.limit if upload and not anonymous else self.other_limit
         for k, v in scope.get("headers", []):
             if k == b"content-length":
                 try:
@@ -68,7 +72,7 @@ class BodyLimit:
                 except ValueError:
                     too_big = True
                 if too_big:
-                    return await self._refuse(scope, receive, send, upload)
+                    return await self._refuse(scope, receive, send, upload, anonymous)
         seen = 0
 
         async def counted():
@@ -77,25 +81,30 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
+                    if anonymous:
+                        raise HTTPException(401, ANONYMOUS_UPLOAD)
                     raise HTTPException(413, "upload too large" if upload else "request body too large")
             return msg
 
         return await self.app(scope, counted, send)
 
-    async def _refuse(self, scope, receive, send, upload: bool = True):  # noqa: ANN001
-        if upload:
+    async def _refuse(self, scope, receive, send, upload: bool = True, anonymous: bool = False):  # noqa: ANN001
+        status = 413
+        if anonymous:
+            status, msg = 401, ANONYMOUS_UPLOAD
+        elif upload:
             msg = f"upload too large: the limit is {self.shown_limit / 1024 / 1024:.0f} MB"
         else:
             msg = (
                 f"request body too large: the limit is {self.other_limit // 1024} KB (uploads go to /submit)"
             )
         if scope["path"].startswith("/api"):
-            resp: Response = JSONResponse({"detail": msg}, status_code=413)
+            resp: Response = JSONResponse({"detail": msg}, status_code=status)
         else:
             resp = HTMLResponse(
-                f"<!doctype html><title>Too large</title><h1>Too large</h1><p>{msg}.</p>"
+                f"<!doctype html><title>Refused</title><h1>Refused</h1><p>{msg}.</p>"
                 '<p><a href="/submit">Back</a></p>',
-                status_code=413,
+                status_code=status,
                 headers={"connection": "close"},
             )
         await resp(scope, receive, send)

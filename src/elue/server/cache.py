@@ -119,7 +119,7 @@ class ResponseCache:
         await send({"type": "http.response.body", "body": data})
 
 
-def _personal(scope) -> bool:  # noqa: ANN001
+def carries_user(scope) -> bool:  # noqa: ANN001
     """A request that carries a user (session cookie or API token): its answer may be that user's."""
     return any(
         k == b"authorization" or (k == b"cookie" and b"elue_session=" in v) for k, v in scope["headers"]
@@ -138,7 +138,7 @@ class NoStoreForUsers:
         if scope["type"] != "http" or scope["path"].startswith("/static/"):
             return await self.app(scope, receive, send)
         # a write's answer too: it may carry what is shown once (a new API token from POST /api/tokens)
-        personal = _personal(scope) or scope["method"] not in ("GET", "HEAD")
+        personal = carries_user(scope) or scope["method"] not in ("GET", "HEAD")
 
         async def mark(message):  # noqa: ANN001, ANN202
             if message["type"] == "http.response.start":
