@@ -12,6 +12,7 @@ import errno
 import io
 import shutil
 import stat
+import threading
 import time
 import uuid
 import zipfile
@@ -81,6 +82,15 @@ def classify(path: PurePosixPath) -> tuple[str, str | None]:
         raise UploadError(str(err)) from None
 
 
+# ast.parse is not thread-safe on CPython 3.11: its tree-to-objects step keeps its recursion depth in one
+# counter per interpreter, and two uploads checked at once in the web process's thread pool (one of them
+# switched out mid-conversion, e.g. by a garbage collection running a callback) ended with "SystemError: AST
+# constructor recursion depth mismatch" (CPython gh-106905), a 500 for a valid upload; seen in
+# test_parallel_uploads_respect_the_limit_on_each_backend.
+# One parse at a time (model.py files are small: milliseconds)
+_PARSE_LOCK = threading.Lock()
+
+
 def check_layout(
     rel_paths: Iterable[PurePosixPath], read: callable, max_points: int | None = None
 ) -> tuple[list[str], list[str]]:
@@ -103,8 +113,10 @@ def check_layout(
             tasks[task] = tasks.get(task, 0) + 1
     for p in kept:
         if p.endswith("model.py"):
+            source = read(p)
             try:
-                ast.parse(read(p), filename=p)
+                with _PARSE_LOCK:
+                    ast.parse(source, filename=p)
             except SyntaxError as e:
                 raise UploadError(f"{p} is not valid Python: {e.msg} (line {e.lineno})") from None
             except ValueError as e:
