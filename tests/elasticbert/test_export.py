@@ -474,6 +474,24 @@ def test_cli_point_lists_with_spaces_refused_item_by_item(tiny, tmp_path, args, 
     assert result.exit_code in (1, 2) and message in result.output, result.output
 
 
+def test_an_output_that_is_a_data_folder_is_refused_and_left_whole(tiny, tmp_path):
+    """`--output ../shared/data --overwrite` (the --data folder typed twice) removed the task's train.tsv,
+    dev.tsv, test.tsv and test_labels.tsv as the *.tsv of an earlier run, after predicting from them."""
+    data, ckpt = tiny
+    copy = shutil.copytree(data, tmp_path / "data")
+    before = sorted(p.name for p in (copy / "sst-2").iterdir())
+    result = invoke_cli(
+        ["predict", "sst-2", "--model", ckpt, "--output", copy, "--data", copy, "--static", "3", "--overwrite",
+         "--max-length", "32", "--no-progress"]
+    )  # fmt: skip
+    assert result.exit_code == 1 and "is a task folder of ELUE data (it holds dev.tsv" in result.output
+    assert sorted(p.name for p in (copy / "sst-2").iterdir()) == before
+    # a copy of the data as --output, the data read from elsewhere: refused by its files
+    with pytest.raises(FileExistsError, match="not of a submission"):
+        predict_submission(ckpt, "sst-2", copy, make_points([3]), overwrite=True, **_kw(data))
+    assert sorted(p.name for p in (copy / "sst-2").iterdir()) == before
+
+
 def test_an_untrained_checkpoint_or_an_output_file_is_refused_before_running(tiny, tmp_path):
     from elue.elasticbert import ElasticBertForSequenceClassification
     from elue.elasticbert.export import load_finetuned

@@ -494,6 +494,7 @@ def predict_submission(
         raise FileExistsError(f"--output {out_dir}: exists and is not a folder")
     task_dir = Path(out_dir) / spec.name
     old_files = sorted(p.name for p in task_dir.iterdir() if p.is_file()) if task_dir.is_dir() else []
+    _refuse_data_folder(task_dir, old_files, data_dir if source == "elue" else None)
     if old_files and not overwrite:
         shown = ", ".join(old_files[:5]) + (", ..." if len(old_files) > 5 else "")
         raise FileExistsError(
@@ -615,6 +616,27 @@ def predict_submission(
         )
     (task_dir / "points.json").write_text(json.dumps(_clean(summary.to_dict()), indent=2))
     return summary
+
+
+# the files of a task in an ELUE-layout data folder (`elue.data.split_path`)
+_DATA_FILES = frozenset(
+    f"{split}{ext}" for split in ("train", "dev", "test", "test_labels") for ext in (".tsv", ".tsv.gz")
+)
+
+
+def _refuse_data_folder(task_dir: Path, files: Sequence[str], data_dir: str | Path | None) -> None:
+    """An --output whose task folder is a data folder's (`--output ../shared/data`): `--overwrite` removed its
+    train.tsv, dev.tsv, test.tsv and test_labels.tsv as the *.tsv of an earlier run."""
+    from elue.elasticbert.task_data import default_data_dir
+
+    data = [name for name in files if name in _DATA_FILES]
+    root = data_dir if data_dir is not None else default_data_dir()
+    same = root is not None and task_dir.resolve() == (Path(root) / task_dir.name).resolve()
+    if data or same:
+        held = f" (it holds {', '.join(data)})" if data else ""
+        raise FileExistsError(
+            f"{task_dir} is a task folder of ELUE data{held}, not of a submission: choose another --output"
+        )
 
 
 def _task_key(name: str) -> str:
