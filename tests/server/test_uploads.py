@@ -337,7 +337,11 @@ def test_an_upload_without_a_user_is_refused_before_it_is_read(client, monkeypat
     monkeypatch.setattr(formparsers.MultiPartParser, "parse", spy)
     big = zip_bytes({"model.py": TINY_MODEL_PY, "sst-2/a.tsv": os.urandom(1_500_000)})
     r = _post(client, {}, big)
-    assert r.status_code == 401 and "to upload" in r.json()["detail"]
+    assert (
+        r.status_code == 401
+        and "to upload" in r.json()["detail"]
+        and r.headers["www-authenticate"] == "Bearer"
+    )
     page = client.post(
         "/submit", data={"name": "x"}, files={"file": ("s.zip", big)}, headers={"accept": "text/html"}
     )

@@ -82,7 +82,7 @@ class BodyLimit:
                 seen += len(msg.get("body", b""))
                 if seen > limit:
                     if anonymous:
-                        raise HTTPException(401, ANONYMOUS_UPLOAD)
+                        raise HTTPException(401, ANONYMOUS_UPLOAD, headers={"www-authenticate": "Bearer"})
                     raise HTTPException(413, "upload too large" if upload else "request body too large")
             return msg
 
@@ -99,7 +99,8 @@ class BodyLimit:
                 f"request body too large: the limit is {self.other_limit // 1024} KB (uploads go to /submit)"
             )
         if scope["path"].startswith("/api"):
-            resp: Response = JSONResponse({"detail": msg}, status_code=status)
+            auth = {"www-authenticate": "Bearer"} if status == 401 else None
+            resp: Response = JSONResponse({"detail": msg}, status_code=status, headers=auth)
         else:
             resp = HTMLResponse(
                 f"<!doctype html><title>Refused</title><h1>Refused</h1><p>{msg}.</p>"
