@@ -520,6 +520,35 @@ def test_last_keeps_the_fp16_loss_scaler(tiny, tmp_path):
     assert fresh.get_scale() == 512.0 and fresh.state_dict() == scaler.state_dict()
 
 
+@pytest.mark.parametrize("flag", ["--overwrite", "--resume"])
+def test_an_output_that_is_the_model_folder_is_refused_and_left_whole(tiny, tmp_path, flag):
+    """`--model CKPT --output CKPT`: CKPT's config.json was taken for a run's, and --overwrite (or --resume, which
+    finds nothing to resume and starts again) removed it, leaving a checkpoint without a config, then failed."""
+    data, ckpt = tiny
+    copy = shutil.copytree(ckpt, tmp_path / "ckpt")
+    before = sorted(p.name for p in copy.iterdir())
+    result = invoke_cli(
+        ["finetune", "sst-2", "--model", copy, "--output", copy, "--data", data, "--max-steps", "1",
+         "--max-length", "32", "--cpu", "--no-progress", flag]
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert (
+        "is a model folder (its config.json describes a model of type elasticbert)"
+        in result.output.replace("\n", "")
+    )
+    assert sorted(p.name for p in copy.iterdir()) == before
+
+
+def test_overwrite_of_the_run_holding_the_model_is_refused(tiny, tmp_path):
+    """`--model RUN/best --output RUN --overwrite` removed RUN's best/ (the model it was to train from), then
+    failed to load it: the run was lost and nothing was trained."""
+    out = tmp_path / "run"
+    finetune(_quick(tiny, out), log=_quiet)
+    with pytest.raises(ValueError, match=re.escape(f"--model {out / 'best'} lies in {out}'s best")):
+        finetune(_quick(tiny, out, model=str(out / "best"), overwrite=True), log=_quiet)
+    assert (out / "best" / "model.safetensors").is_file() and (out / "log.jsonl").is_file()
+
+
 def test_resume_refuses_other_data(tiny, tmp_path):
     """--data may move (a path) but not change: a resume on another folder's rows went on silently, its position
     in the epoch, schedule and best dev score counting the run's rows (a 2-epoch run on 64 rows ended at step 8

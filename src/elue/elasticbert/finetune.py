@@ -565,6 +565,35 @@ def prepare_output(out: Path, cfg: FinetuneConfig, log: Callable[[str], None] = 
     log(f"--overwrite: removed {', '.join(found)} from {out}")
 
 
+def check_output_is_not_the_model(out: Path, cfg: FinetuneConfig) -> None:
+    """`--output` must not be a model folder (its config.json was taken for a run's and --overwrite removed it,
+    leaving a checkpoint without its config) nor hold `--model` where --overwrite removes it (`--model RUN/best
+    --output RUN`: the run went, and nothing was trained)."""
+    config = out / "config.json"
+    try:
+        model_type = (
+            json.loads(config.read_text(encoding="utf-8")).get("model_type") if config.is_file() else None
+        )
+    except (OSError, ValueError, AttributeError):
+        model_type = None
+    if isinstance(model_type, str):
+        raise ValueError(
+            f"--output {out} is a model folder (its config.json describes a model of type {model_type}), not a "
+            "fine-tuning run: choose another --output"
+        )
+    model = Path(cfg.model).expanduser()
+    if not (cfg.overwrite and model.exists()):
+        return
+    model = model.resolve()
+    for name in RUN_FILES:
+        target = (out / name).resolve()
+        if model == target or target in model.parents:
+            raise ValueError(
+                f"--model {cfg.model} lies in {out}'s {name}, which --overwrite would remove: copy it out of "
+                f"{out} first, or choose another --output"
+            )
+
+
 # FinetuneConfig fields -> the `elue finetune` options that set them (where the names differ)
 _OPTION_NAMES = {
     "task": "TASK",
@@ -642,6 +671,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     if not resuming and cfg.mode == "static":
         _warn_untrained_pooler(cfg, log)
     if not resuming:
+        check_output_is_not_the_model(out, cfg)
         prepare_output(out, cfg, log)
     out.mkdir(parents=True, exist_ok=True)
 
