@@ -22,3 +22,46 @@ def test_results_csv_neutralises_formulas(client, auth):  # noqa: ANN001
     assert next(r for r in rows if r["model"] == "files")["file"] == "'\t=1+1"
     roberta = next(r for r in rows if r["model"] == "RoBERTa-BASE" and r["task"] == "sst-2")
     assert float(roberta["task_elue_score"]) < 0  # negative numbers stay numbers
+
+
+def test_no_export_or_page_names_an_entry_the_public_cannot_see(client, auth, admin_headers, drain):  # noqa: ANN001
+    """Private, hidden, failed, queued entries and private reported ones are in no open download, list, chart or
+    page, by name or by id; the one public entry is in every one of them."""
+    from server_helpers import SUB
+    from server_helpers import api_upload as upload
+
+    h = auth("secretive")
+    upload(client, h, name="zz-private-upload")
+    hidden = upload(client, h, name="zz-hidden-upload", public=True)
+    upload(client, h, name="zz-failed-upload", public=True, files={**SUB, "model.py": "# HOSTILE\n"})
+    upload(client, h, name="zz-seen-upload", public=True)
+    drain()
+    assert client.post(
+        f"/api/admin/submissions/{hidden['id']}/hide", headers=admin_headers, json={}
+    ).is_success
+    upload(client, h, name="zz-queued-upload", public=True)
+    paper = reported(
+        client, auth("secretive2"), name="zz-private-paper", public=False
+    )  # 5 uploads a day each
+    assert paper.status_code == 201
+    secret = [
+        "zz-private-upload",
+        "zz-hidden-upload",
+        "zz-failed-upload",
+        "zz-queued-upload",
+        "zz-private-paper",
+    ]
+    ids = {s["name"]: s["id"] for s in client.get("/api/submissions", headers=h).json()}
+    ids["zz-private-paper"] = paper.json()["id"]
+    urls = ["/", "/leaderboard", "/leaderboard?track=110", "/tasks/sst-2", "/api/leaderboard", "/api/models"]
+    urls += ["/api/leaderboard?track=110", "/api/tasks/sst-2", "/api/results.json", "/api/results.csv"]
+    for url in urls:
+        text = client.get(url).text
+        assert "zz-seen-upload" in text or url == "/", url  # the home page shows the top 5
+        assert not [name for name in secret if name in text], url
+        for name in secret:
+            assert f'/models/{ids[name]}"' not in text and f'"id":{ids[name]},' not in text, (url, name)
+    for name in secret:
+        assert client.get(f"/api/models/{ids[name]}").status_code == 404, name
+        assert client.get(f"/models/{ids[name]}").status_code == 404, name
+        assert client.get(f"/api/submissions/{ids[name]}").status_code == 404, name
