@@ -286,12 +286,12 @@ def _empty_result(regression: bool, num_labels: int) -> EarlyExitResult:
 # the reference path: example by example, batch size 1, plain Python decisions
 
 
-@torch.inference_mode()
 def _check_batch(input_ids: torch.Tensor) -> None:
     if input_ids.dim() != 2:  # one example's (S,) ids would be read as S rows of one token
         raise ValueError(f"input_ids must be a padded batch (B, S), got shape {tuple(input_ids.shape)}")
 
 
+@torch.inference_mode()
 def early_exit_reference(
     model: ElasticBertForSequenceClassification,
     input_ids: torch.Tensor,
