@@ -18,7 +18,7 @@ from server_helpers import (
     TSV,
     zip_bytes,
 )
-from server_setup import make_settings, token_for
+from server_setup import make_settings, token_for, web_login
 
 from elue.server import app as app_mod
 from elue.server import create_app, storage
@@ -354,6 +354,57 @@ def test_an_upload_without_a_user_is_refused_before_it_is_read(client, monkeypat
     assert r.status_code == 401
     # a small one reaches the route, which answers the same
     assert _post(client, {}, zip_bytes({"model.py": TINY_MODEL_PY})).status_code == 401
+
+
+def test_a_made_up_token_or_cookie_is_no_user_for_a_large_upload(client, auth, monkeypatch):  # noqa: ANN001
+    """The 401 before reading an upload over 1 MB looked only for an Authorization header or a session cookie, so
+    `Authorization: Bearer x` (or any elue_session cookie) let anyone send 64 MB to be spooled and parsed again;
+    the token or cookie must now be a live user's. A real user's large upload still goes through."""
+    from starlette import formparsers
+
+    parsed = []
+    real = formparsers.MultiPartParser.parse
+
+    async def spy(self):  # noqa: ANN001, ANN202
+        parsed.append(1)
+        return await real(self)
+
+    monkeypatch.setattr(formparsers.MultiPartParser, "parse", spy)
+    big = zip_bytes({"model.py": TINY_MODEL_PY, "sst-2/a.tsv": os.urandom(1_500_000)})
+    r = _post(client, {"authorization": "Bearer elue_made-up"}, big)
+    assert r.status_code == 401 and r.json()["detail"] == "invalid API token", r.text
+    assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert parsed == []  # refused on its content-length, not after it was read
+    # a forged cookie, and a real one from before its user logged out
+    client.cookies.set("elue_session", "forged")
+    page = client.post(
+        "/submit", data={"name": "x"}, files={"file": ("s.zip", big)}, headers={"accept": "text/html"}
+    )
+    assert page.status_code == 401 and "to upload" in page.text
+    client.cookies.clear()
+    csrf = web_login(client, "bob")
+    old_cookie = client.cookies.get("elue_session")
+    assert client.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    client.cookies.set("elue_session", old_cookie)
+    page = client.post(
+        "/submit",
+        data={"name": "x", "csrf": csrf},
+        files={"file": ("s.zip", big)},
+        headers={"accept": "text/html"},
+    )
+    assert page.status_code == 401 and "to upload" in page.text
+    client.cookies.clear()
+    assert parsed == []  # refused on their content-length
+    chunks = (big[i : i + 65536] for i in range(0, len(big), 65536))  # no content-length: refused after 1 MB
+    r = client.post(
+        "/api/submissions",
+        content=chunks,
+        headers={"content-type": "multipart/form-data; boundary=x", "authorization": "Bearer x"},
+    )
+    assert r.status_code == 401, r.text
+    # a user's token: read, parsed and scored as ever
+    r = _post(client, auth("carol"), big)
+    assert r.status_code == 202, r.text
 
 
 def test_model_py_is_parsed_by_one_upload_at_a_time(settings, monkeypatch):  # noqa: ANN001

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import service, storage
@@ -44,35 +45,70 @@ UPLOAD_PATHS = ("/submit", "/api/submissions")
 ANONYMOUS_UPLOAD = "log in (or send an API token: Authorization: Bearer ...) to upload"
 
 
+def _anonymous_refusal(scope) -> tuple[str, str]:  # noqa: ANN001
+    """The 401 for an upload from no user: its detail and WWW-Authenticate (a token sent that is no user's
+    is named invalid, as the routes do)."""
+    for k, v in scope.get("headers", []):
+        if k == b"authorization" and v[:7].lower() == b"bearer ":
+            return "invalid API token", 'Bearer error="invalid_token"'
+    return ANONYMOUS_UPLOAD, "Bearer"
+
+
 class BodyLimit:
     """Pure ASGI guard: refuse request bodies over the limit before anything reads them: `limit` for an upload
     (`UPLOAD_PATHS`), `other_limit` for every other body (JSON, forms). A JSON body is parsed whole into
     objects before the route can check who sent it: 64 MB of reported points from anyone, logged in or not,
-    took 10 s and 1 GB of the web process before the 401. An upload that carries no user at all (no token, no
-    session cookie), which the route would refuse once the body is unpacked, is refused (401) over
-    `other_limit` too, so nobody can make the site spool 64 MB bodies to disk without an account."""
+    took 10 s and 1 GB of the web process before the 401. An upload whose sender is no user, which the route
+    would refuse once the body is unpacked, is refused (401) over `other_limit` too, so nobody can make the site
+    spool 64 MB bodies to disk without an account. `is_user(scope)` (blocking: run in a thread, once per upload
+    over `other_limit`) says whether the request's token or session cookie is a user's: a made-up one is none."""
 
     def __init__(  # noqa: ANN001
-        self, app, limit: int, shown_limit: int | None = None, other_limit: int | None = None
+        self,
+        app,
+        limit: int,
+        shown_limit: int | None = None,
+        other_limit: int | None = None,
+        is_user=carries_user,  # noqa: ANN001
     ) -> None:
         self.app, self.limit = app, limit
         self.shown_limit = shown_limit or limit  # the limit the message names (the body may carry form slack)
         self.other_limit = other_limit or limit
+        self.is_user = is_user
+
+    async def _anonymous(self, scope) -> bool:  # noqa: ANN001
+        if not carries_user(scope):
+            return True
+        try:
+            return not await run_in_threadpool(self.is_user, scope)
+        except Exception:  # noqa: BLE001 - the database is away: the route answers as it does then
+            return False
 
     async def __call__(self, scope, receive, send):  # noqa: ANN001
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         upload = scope["method"] == "POST" and scope["path"].rstrip("/") in UPLOAD_PATHS
-        anonymous = upload and not carries_user(scope)
-        limit = self.limit if upload and not anonymous else self.other_limit
+        limit = self.limit if upload else self.other_limit
+        anonymous: bool | None = None  # an upload's sender is no user: asked once the body passes other_limit
+
+        async def refuse_anonymous(size: float) -> bool:
+            nonlocal anonymous
+            if not upload or size <= self.other_limit:
+                return False
+            if anonymous is None:
+                anonymous = await self._anonymous(scope)
+            return anonymous
+
         for k, v in scope.get("headers", []):
             if k == b"content-length":
                 try:
-                    too_big = int(v) > limit
+                    size = float(int(v))
                 except ValueError:
-                    too_big = True
-                if too_big:
-                    return await self._refuse(scope, receive, send, upload, anonymous)
+                    size = math.inf
+                if await refuse_anonymous(size):
+                    return await self._refuse(scope, receive, send, upload, anonymous=True)
+                if size > limit:
+                    return await self._refuse(scope, receive, send, upload)
         seen = 0
 
         async def counted():
@@ -80,18 +116,20 @@ class BodyLimit:
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
+                if await refuse_anonymous(seen):
+                    detail, auth = _anonymous_refusal(scope)
+                    raise HTTPException(401, detail, headers={"www-authenticate": auth})
                 if seen > limit:
-                    if anonymous:
-                        raise HTTPException(401, ANONYMOUS_UPLOAD, headers={"www-authenticate": "Bearer"})
                     raise HTTPException(413, "upload too large" if upload else "request body too large")
             return msg
 
         return await self.app(scope, counted, send)
 
     async def _refuse(self, scope, receive, send, upload: bool = True, anonymous: bool = False):  # noqa: ANN001
-        status = 413
+        status, auth = 413, None
         if anonymous:
-            status, msg = 401, ANONYMOUS_UPLOAD
+            status = 401
+            msg, auth = _anonymous_refusal(scope)
         elif upload:
             msg = f"upload too large: the limit is {self.shown_limit / 1024 / 1024:.0f} MB"
         else:
@@ -99,8 +137,8 @@ class BodyLimit:
                 f"request body too large: the limit is {self.other_limit // 1024} KB (uploads go to /submit)"
             )
         if scope["path"].startswith("/api"):
-            auth = {"www-authenticate": "Bearer"} if status == 401 else None
-            resp: Response = JSONResponse({"detail": msg}, status_code=status, headers=auth)
+            headers = {"www-authenticate": auth} if auth else None
+            resp: Response = JSONResponse({"detail": msg}, status_code=status, headers=headers)
         else:
             resp = HTMLResponse(
                 f"<!doctype html><title>Refused</title><h1>Refused</h1><p>{msg}.</p>"
@@ -352,11 +390,20 @@ def create_app(
                 request, "error.html", context, status_code=status, headers=headers
             )
 
+    def is_user(scope) -> bool:  # noqa: ANN001
+        """The request's API token or session cookie is a live user's (the routes' own check, `Ctx.user`)."""
+        with app.state.elue.sessions() as db:
+            try:
+                return Ctx(Request(scope), db).user is not None
+            except StarletteHTTPException:  # a token that is no user's, on a write
+                return False
+
     app.add_middleware(
         BodyLimit,
         limit=settings.max_upload_bytes + 1024 * 1024,
         shown_limit=settings.max_upload_bytes,
         other_limit=settings.max_body_bytes,
+        is_user=is_user,
     )
     board = app.state.elue.board
     app.add_middleware(
