@@ -1006,3 +1006,33 @@ def test_a_checkpoint_with_only_vocab_txt_gets_the_bert_tokenizer(tiny, tmp_path
     (bare / "vocab.txt").unlink()
     with pytest.raises(FileNotFoundError, match="no tokenizer files"):
         finetune(_cfg(tiny, tmp_path / "o2", model=str(bare), max_steps=1), log=_quiet)
+
+
+@pytest.mark.parametrize(
+    ("file", "logged"), [("optimizer.pt", True), ("scheduler.pt", True), ("rng.pt", False)]
+)
+def test_a_kill_during_the_first_save_resumes_from_scratch(tiny, tmp_path, monkeypatch, file, logged):
+    """The first evaluation saves best/ and then last/: a kill while last/ was first written (or before its
+    evaluation was logged) left best/ and no last/, and --resume (which scripts always pass) was refused ('use
+    --overwrite') where a kill a moment earlier started the run again. It now starts again, and ends with the
+    uninterrupted run's weights; a run whose best/ is not its first evaluation's is still refused."""
+    full = finetune(_cfg(tiny, tmp_path / "full", max_steps=4, eval_every=2), log=_quiet)
+    out = tmp_path / "part"
+    with monkeypatch.context() as m:
+        _kill_at_save(m, file, call=1)
+        with pytest.raises(SystemExit):
+            finetune(_cfg(tiny, out, max_steps=4, eval_every=2), log=_quiet)
+    if not logged:
+        (out / "log.jsonl").unlink()
+    assert (out / "best").is_dir() and not (out / "last").exists()
+    again = finetune(_cfg(tiny, out, max_steps=4, eval_every=2, resume=True), log=_quiet)
+    assert again.global_step == full.global_step == 4
+    a, b = _weights(tmp_path / "full" / "last"), _weights(out / "last")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    log = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()]
+    assert log == [2, 4]
+    assert sorted(p.name for p in out.iterdir()) == ["best", "config.json", "last", "log.jsonl"]
+    shutil.rmtree(out / "last")  # two evaluations logged: not a kill during the first save
+    with pytest.raises(FileExistsError, match="no last/trainer_state.json to resume from"):
+        finetune(_cfg(tiny, out, max_steps=4, eval_every=2, resume=True), log=_quiet)

@@ -534,11 +534,18 @@ def prepare_output(out: Path, cfg: FinetuneConfig, log: Callable[[str], None] = 
     import shutil
 
     found = [name for name in RUN_FILES if (out / name).exists()]
-    if cfg.resume and not any((out / d).exists() for d in (BEST_DIR, LAST_DIR)):
-        # nothing to resume; a run killed before its first save left only files: --resume starts it again
-        for name in found:
+    first_save_killed = cfg.resume and _first_save_killed(out)
+    if cfg.resume and (first_save_killed or not any((out / d).exists() for d in (BEST_DIR, LAST_DIR))):
+        # nothing to resume; a run killed before its first save left only files, or killed during it its first
+        # evaluation's best/ (which the restarted run's first evaluation replaces): --resume starts it again
+        if first_save_killed:
+            check_resume(cfg, out)  # best/ stays until replaced: by the same run's only
+        files = [name for name in found if not (out / name).is_dir()]
+        for name in files:
             (out / name).unlink()
-        removed = f" ({', '.join(found)} removed)" if found else ""
+        for leftover in (_staging(out / LAST_DIR), _previous(out / LAST_DIR)):
+            shutil.rmtree(leftover, ignore_errors=True)
+        removed = f" ({', '.join(files)} removed)" if files else ""
         log(f"--resume: no {out / LAST_DIR / STATE_FILE}; starting from scratch{removed}")
         return
     if not found:
@@ -563,6 +570,22 @@ def prepare_output(out: Path, cfg: FinetuneConfig, log: Callable[[str], None] = 
         for leftover in (_staging(out / name), _previous(out / name)):
             shutil.rmtree(leftover, ignore_errors=True)
     log(f"--overwrite: removed {', '.join(found)} from {out}")
+
+
+def _first_save_killed(out: Path) -> bool:
+    """A run killed during its first save: best/ of its first evaluation (the one log.jsonl has, if any) and no
+    last/. The first evaluation writes best/ and then last/, so a kill in between left this, and --resume (which
+    scripts always pass) was refused where a kill a moment earlier started the run again."""
+    if (out / LAST_DIR).exists() or not (out / BEST_DIR / INFO_FILE).is_file():
+        return False
+    try:
+        step = json.loads((out / BEST_DIR / INFO_FILE).read_text())["step"]
+        log_file = out / LOG_FILE
+        lines = log_file.read_text().splitlines() if log_file.is_file() else []
+        steps = [json.loads(line)["step"] for line in lines if line.strip()]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return steps in ([], [step])
 
 
 def check_output_is_not_the_model(out: Path, cfg: FinetuneConfig) -> None:
