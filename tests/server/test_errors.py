@@ -97,3 +97,24 @@ def test_a_bug_is_answered_as_other_errors_are(app, monkeypatch):  # noqa: ANN00
             and "frame-ancestors 'none'" in r.headers["content-security-policy"]
         )
         assert r.headers["cache-control"] == "no-store"
+    assert "strict-transport-security" not in api.headers  # served over http
+
+
+def test_a_bug_on_an_https_site_is_answered_with_hsts(tmp_path, monkeypatch):  # noqa: ANN001
+    """An https site (Secure cookies) sends HSTS on every answer: the 500 of a bug, answered outside the
+    middleware that adds it, had the other security headers but not this one."""
+    from fastapi.testclient import TestClient
+    from server_setup import make_settings
+
+    from elue.server import create_app
+
+    app = create_app(make_settings(tmp_path, secure_cookies=True))
+
+    def broken():  # noqa: ANN202
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.state.elue.board, "get", broken)
+    c = TestClient(app, raise_server_exceptions=False, base_url="https://testserver")
+    assert c.get("/api/tasks").headers["strict-transport-security"] == "max-age=31536000"
+    r = c.get("/api/leaderboard")
+    assert r.status_code == 500 and r.headers["strict-transport-security"] == "max-age=31536000"

@@ -182,6 +182,7 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),  # a private submission's address never goes to a paper's site
 ]
+HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 
 class SecurityHeaders:
@@ -192,9 +193,7 @@ class SecurityHeaders:
 
     def __init__(self, app, https: bool = False) -> None:  # noqa: ANN001
         self.app = app
-        self.headers = SECURITY_HEADERS + (
-            [(b"strict-transport-security", b"max-age=31536000")] if https else []
-        )
+        self.headers = SECURITY_HEADERS + ([HSTS] if https else [])
 
     async def __call__(self, scope, receive, send):  # noqa: ANN001
         if scope["type"] != "http":
@@ -349,7 +348,8 @@ def create_app(
             resp = _error(request, 500, "internal error: the site's admin can find it in the server's log")
         except Exception:  # noqa: BLE001 - the error page itself failed (the database is away): plain text
             resp = Response("internal error", status_code=500, media_type="text/plain")
-        resp.headers.update({k.decode(): v.decode() for k, v in SECURITY_HEADERS})
+        https = [HSTS] if settings.secure_cookies else []  # as SecurityHeaders adds to every other answer
+        resp.headers.update({k.decode(): v.decode() for k, v in SECURITY_HEADERS + https})
         resp.headers["cache-control"] = "no-store"
         return resp
 
