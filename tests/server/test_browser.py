@@ -211,6 +211,41 @@ def test_model_names_are_text_in_the_chart(live, browser):  # noqa: ANN001
     page.close()
 
 
+def test_a_model_without_a_score_has_none_in_the_hover_box(live, browser):  # noqa: ANN001
+    """On a dataset with no baseline no entry has an ELUE score, yet the chart's hover box said "ELUE score
+    0.00" (Plotly formats a missing number as 0): it now says there is none."""
+    import httpx
+
+    token = httpx.post(
+        live.url + "/api/tokens", json={"username": "admin", "password": "admin-password"}
+    ).json()["token"]
+    r = httpx.post(
+        live.url + "/api/submissions/reported",
+        headers={"authorization": f"Bearer {token}"},
+        json={
+            "name": "No score here",
+            "params_m": 10,
+            "paper_url": "https://example.org/p",
+            "public": True,
+            "tasks": {"mrpc": {"points": [{"mflops": 900, "performance": 80.0}]}},
+        },
+    )
+    assert r.status_code == 201, r.text
+    assert httpx.get(live.url + "/api/tasks/mrpc").json()["baseline"] is None
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(live.url + "/tasks/mrpc")
+    page.wait_for_selector("#chart .legend")
+    page.evaluate(
+        """() => { const gd = document.getElementById('chart');
+        const i = gd.data.findIndex(t => t.name.startsWith('No score here'));
+        Plotly.Fx.hover(gd, [{curveNumber: i, pointNumber: 0}]); }"""
+    )
+    page.wait_for_selector("#chart .hoverlayer .hovertext", timeout=5000)
+    hover = page.evaluate("document.querySelector('#chart .hoverlayer').textContent")
+    assert "ELUE score —" in hover and "params 10.0M" in hover, hover
+    page.close()
+
+
 def test_second_audit_pages(live, browser):  # noqa: ANN001
     """An empty task chart says so; a phone-sized window does not scroll the page sideways; a reload after
     creating a token does not create another."""

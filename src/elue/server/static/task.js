@@ -7,6 +7,7 @@
   const xTitle = () => (state.x === "mflops" ? "MFLOPs per example" : "Parameters (millions)");
   // Plotly renders names and hover text as pseudo-HTML (<a href>, <b>, ...): user-given text must be
   // escaped so that a model called '<a href="...">' shows as text, not as a live link.
+  const fixed = (v, digits) => (v == null ? "—" : v.toFixed(digits));
   const esc = (t) => String(t == null ? "" : t).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
   function pareto(points) {
@@ -30,9 +31,10 @@
         x: xs, y: pts.map((p) => p.performance),
         line: s.is_baseline ? { width: 4, color: "#222" } : { width: 1.5 },
         marker: { size: s.is_baseline ? 8 : 7 },
-        customdata: pts.map((p) => [esc(s.name), esc(p.file), p.mflops, s.params_m, s.score]),
+        // params and score as text: Plotly formats a missing number (no baseline on this dataset: no score) as 0
+        customdata: pts.map((p) => [esc(s.name), esc(p.file), p.mflops, s.params_m == null ? "—" : fixed(s.params_m, 1) + "M", fixed(s.score, 2)]),
         hovertemplate: "<b>%{customdata[0]}</b><br>%{customdata[1]}<br>MFLOPs %{customdata[2]:,.4~g}" +
-          "<br>performance %{y:.2f}<br>params %{customdata[3]:.1f}M<br>ELUE score %{customdata[4]:.2f}<extra></extra>",
+          "<br>performance %{y:.2f}<br>params %{customdata[3]}<br>ELUE score %{customdata[4]}<extra></extra>",
         meta: { role: s.is_baseline ? "baseline" : "model", id: s.id },
       });
     }
