@@ -197,7 +197,7 @@ _WHY = {
     403: "Not allowed (admins only), or the session's CSRF token is missing or wrong",
     404: "No such entry, or not one you may see",
     409: "In conflict with another entry (a taken name, a baseline)",
-    413: "Upload too large",
+    413: "Request body too large: an upload over the upload limit (64 MB by default), any other body over 1 MB",
     429: "Too many submissions, sign-ups or failed log-ins: try later",
 }
 

@@ -293,7 +293,7 @@ class TokenRequest(BaseModel):
 @router.post(
     "/tokens",
     summary="Create an API token (log in with username/password or a session)",
-    responses={200: {"model": out.TokenCreated}, **errors(401, 403, 409, 429)},
+    responses={200: {"model": out.TokenCreated}, **errors(401, 403, 409, 413, 429)},
 )
 def create_token(body: TokenRequest, request: Request, ctx: Ctx = Depends(get_ctx)):
     user = None
@@ -405,7 +405,7 @@ class ReportedEntry(BaseModel):
     "/submissions/reported",
     status_code=201,
     summary="Add a reported entry (numbers from a paper)",
-    responses={201: {"model": out.SubmissionOut}, **errors(400, 401, 403, 409, 429)},
+    responses={201: {"model": out.SubmissionOut}, **errors(400, 401, 403, 409, 413, 429)},
 )
 def submit_reported(body: ReportedEntry, request: Request, ctx: Ctx = Depends(get_ctx)):
     user = need_writer(ctx, request)
@@ -462,7 +462,7 @@ class SubmissionPatch(BaseModel):
 @router.patch(
     "/submissions/{sub_id}",
     summary="Rename, publish or unpublish your submission",
-    responses={200: {"model": out.SubmissionOut}, **errors(400, 401, 403, 404, 409)},
+    responses={200: {"model": out.SubmissionOut}, **errors(400, 401, 403, 404, 409, 413)},
 )
 def patch_submission(sub_id: RowId, body: SubmissionPatch, request: Request, ctx: Ctx = Depends(get_ctx)):
     user = need_writer(ctx, request)
@@ -475,7 +475,7 @@ def patch_submission(sub_id: RowId, body: SubmissionPatch, request: Request, ctx
     "/submissions/{sub_id}",
     status_code=204,
     summary="Delete your submission",
-    responses=errors(401, 403, 404, 409),
+    responses=errors(401, 403, 404, 409, 413),
 )
 def delete_submission(sub_id: RowId, request: Request, ctx: Ctx = Depends(get_ctx)):
     user = need_writer(ctx, request)
@@ -492,7 +492,7 @@ class BaselineChoice(BaseModel):
 @router.put(
     "/admin/baselines/{task}",
     summary="Admin: choose a dataset's baseline entry",
-    responses={200: {"model": out.BaselineSet}, **errors(400, 401, 403, 404, 409)},
+    responses={200: {"model": out.BaselineSet}, **errors(400, 401, 403, 404, 409, 413)},
 )
 def put_baseline(task: str, body: BaselineChoice, request: Request, ctx: Ctx = Depends(get_ctx)):
     service.require_admin(need_writer(ctx, request))
@@ -512,7 +512,7 @@ class HideChoice(BaseModel):
 @router.post(
     "/admin/submissions/{sub_id}/hide",
     summary="Admin: hide or show an entry",
-    responses={200: {"model": out.HiddenSet}, **errors(401, 403, 404, 409)},
+    responses={200: {"model": out.HiddenSet}, **errors(401, 403, 404, 409, 413)},
 )
 def hide(sub_id: RowId, body: HideChoice, request: Request, ctx: Ctx = Depends(get_ctx)):
     service.require_admin(need_writer(ctx, request))
