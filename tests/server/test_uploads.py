@@ -407,6 +407,15 @@ def test_a_made_up_token_or_cookie_is_no_user_for_a_large_upload(client, auth, m
     assert r.status_code == 202, r.text
 
 
+@pytest.mark.parametrize("source", ["a" + ".b" * 300_000, "-" * 200_000 + "1"])
+def test_a_model_py_too_deep_to_parse_is_a_400(client, auth, settings, source):  # noqa: ANN001
+    """Python's parser gives up on a few hundred thousand nested attributes or signs with a RecursionError or a
+    MemoryError, not a SyntaxError: the upload was a 500. It is a 400 that says why, and nothing is kept."""
+    r = _post(client, auth("deep"), zip_bytes({"model.py": source, "sst-2/a.tsv": GOOD_TSV}))
+    assert r.status_code == 400 and "nested too deeply" in r.json()["detail"], r.text
+    assert _stored(settings) == []
+
+
 def test_model_py_is_parsed_by_one_upload_at_a_time(settings, monkeypatch):  # noqa: ANN001
     """ast.parse is not thread-safe on CPython 3.11 (gh-106905: one recursion-depth counter per interpreter): two
     uploads checked at once in the web process's thread pool failed with "SystemError: AST constructor recursion

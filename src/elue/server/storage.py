@@ -121,6 +121,8 @@ def check_layout(
                 raise UploadError(f"{p} is not valid Python: {e.msg} (line {e.lineno})") from None
             except ValueError as e:
                 raise UploadError(f"{p} is not valid Python: {e}") from None
+            except (RecursionError, MemoryError):  # e.g. `a.b.b.b...` or `----1` thousands deep: a 500 before
+                raise UploadError(f"{p} is nested too deeply for Python's parser") from None
     if not tasks:
         raise UploadError("no test files: add <task>/<point>.tsv (or <task>.tsv) for at least one task")
     missing = [t for t in tasks if t not in task_models and not has_default_model]
