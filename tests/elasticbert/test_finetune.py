@@ -855,6 +855,8 @@ def test_two_processes_train_the_epochs_asked_and_resume_in_place(tmp_path):
     state = json.loads((tmp_path / "full" / "last" / "trainer_state.json").read_text())
     assert (state["global_step"], state["epoch"], state["step_in_epoch"]) == (8, 2, 0)
     assert json.loads(full.stdout[full.stdout.index("{") :])["best_dir"] is not None
+    log = [json.loads(x)["step"] for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    assert log == [2, 4, 6, 8]  # one line an evaluation (each process wrote its own: 2, 2, 4, 4, ...)
 
     out = tmp_path / "split"
     _torchrun_finetune(data, ckpt, out, "--epochs", "2", "--eval-every", "2", "--stop-after", "3")

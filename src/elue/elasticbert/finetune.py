@@ -776,8 +776,9 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
             state.bad_evals += 1
         record["best"] = improved
         state.history.append(_jsonable(record))
-        with (out / LOG_FILE).open("a") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
+        if accelerator.is_main_process:  # (under torchrun every process wrote each line)
+            with (out / LOG_FILE).open("a") as f:
+                f.write(json.dumps(_jsonable(record)) + "\n")
         per = ", ".join(f"{k}:{v['performance']:.2f}" for k, v in res["exits"].items())
         log(
             f"step {state.global_step}: dev {cfg.selection()} {score:.2f} [{per}]"
