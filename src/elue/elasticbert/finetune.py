@@ -721,7 +721,9 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
 
     state = TrainerState(processes=processes, data=data)
     if resuming:
-        state = _restore_last(last_dir, optimizer, scheduler, processes, out, accelerator.scaler)
+        state = _restore_last(
+            last_dir, optimizer, scheduler, processes, out, accelerator.scaler, accelerator.process_index
+        )
         log(f"resumed at step {state.global_step} (epoch {state.epoch}, batch {state.step_in_epoch})")
         # the evaluations last/ knows of: a kill after an evaluation's log line and before its save would have
         # that evaluation logged twice once it is run again
@@ -736,10 +738,15 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
 
     (out / "config.json").write_text(json.dumps(_jsonable(asdict(cfg)), indent=2))
 
-    def save_last() -> None:
+    def save_last() -> None:  # (every process calls it: their RNG states are gathered)
+        rngs = [_rng_state()]
+        if processes > 1:
+            from accelerate.utils import gather_object
+
+            rngs = gather_object(rngs)
         if accelerator.is_main_process:
             model_ = accelerator.unwrap_model(model)
-            _save_last(model_, tokenizer, optimizer, scheduler, state, last_dir, accelerator.scaler)
+            _save_last(model_, tokenizer, optimizer, scheduler, state, last_dir, accelerator.scaler, rngs)
 
     def run_eval() -> bool:
         """Evaluate, keep the best; True when early stopping says stop."""
@@ -956,18 +963,33 @@ def _schedule(cfg: FinetuneConfig, train_rows: int, processes: int) -> _Schedule
     return _Schedule(steps_per_epoch, total_steps, warmup, eval_every)
 
 
+def _rng_state() -> dict:
+    """This process's RNG states (dropout draws from them)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return {"torch": torch.get_rng_state(), "cuda": cuda}
+
+
 def _save_last(
-    model, tokenizer, optimizer, scheduler, state: TrainerState, last_dir: Path, scaler=None
+    model,
+    tokenizer,
+    optimizer,
+    scheduler,
+    state: TrainerState,
+    last_dir: Path,
+    scaler=None,
+    rngs: list[dict] | None = None,
 ) -> None:
-    """Write the resumable OUTPUT/last (whole or not at all): model, tokenizer, optimizer, scheduler, RNG states,
-    trainer state, and fp16's loss scaler (`scaler`, Accelerate's GradScaler) when there is one."""
+    """Write the resumable OUTPUT/last (whole or not at all): model, tokenizer, optimizer, scheduler, RNG states
+    (`rngs`: each process's, by rank; default this process's), trainer state, and fp16's loss scaler (`scaler`,
+    Accelerate's GradScaler) when there is one. Under torchrun the processes' RNG states part (dynamic padding
+    gives their batches other lengths, so dropout draws other amounts): rng.pt holds each one's."""
+    rngs = rngs or [_rng_state()]
 
     def write(path: Path) -> None:
         _save_model(model, tokenizer, path)
         torch.save(optimizer.state_dict(), path / "optimizer.pt")
         torch.save(scheduler.state_dict(), path / "scheduler.pt")
-        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        torch.save({"torch": torch.get_rng_state(), "cuda": cuda}, path / "rng.pt")
+        torch.save({**rngs[0], "processes": rngs}, path / "rng.pt")  # torch, cuda: the first process's
         if scaler is not None:
             torch.save(scaler.state_dict(), path / "scaler.pt")
         (path / STATE_FILE).write_text(json.dumps(_jsonable(asdict(state)), indent=2))
@@ -976,7 +998,7 @@ def _save_last(
 
 
 def _restore_last(
-    last_dir: Path, optimizer, scheduler, processes: int, out: Path, scaler=None
+    last_dir: Path, optimizer, scheduler, processes: int, out: Path, scaler=None, rank: int = 0
 ) -> TrainerState:
     """Load what `_save_last` wrote into `optimizer`, `scheduler`, the RNGs and fp16's loss scaler (a fresh one
     started at 65536 again, where the run had brought it down: its first steps overflowed and were skipped, as
@@ -994,6 +1016,9 @@ def _restore_last(
     rng = last_dir / "rng.pt"
     if rng.is_file():
         states = torch.load(rng, map_location="cpu", weights_only=False)
+        each = states.get("processes")  # by rank (saved before it was: the first process's for all)
+        if each and len(each) == processes:
+            states = each[rank]
         torch.set_rng_state(states["torch"])
         cuda = states.get("cuda")  # dropout on a GPU draws from the GPU's generators
         if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
