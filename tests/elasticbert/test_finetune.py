@@ -924,6 +924,20 @@ def test_two_processes_resume_with_each_process_its_own_dropout_rng(tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.skipif(torchrun() is None, reason="no torchrun")
+def test_two_processes_start_a_run_killed_before_its_first_save_once(tmp_path):
+    """--resume with nothing to resume: every process removed the run's files (the second finding none, or failing
+    where the first had been first) and each said it started from scratch; the first process now does, once."""
+    data, ckpt = write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "run"
+    _torchrun_finetune(data, ckpt, out, "--max-steps", "2")
+    for name in ("best", "last"):  # as if killed before its first evaluation
+        shutil.rmtree(out / name)
+    again = _torchrun_finetune(data, ckpt, out, "--max-steps", "2", "--resume")
+    assert again.stderr.count("starting from scratch") == 1, again.stderr
+    assert json.loads((out / "last" / "trainer_state.json").read_text())["global_step"] == 2
+
+
 def test_a_resume_in_another_number_of_processes_is_refused(tmp_path):
     """Its position in the epoch counts steps of one batch per process: refused, not silently misread."""
     from elue.elasticbert.finetune import FinetuneConfig, finetune

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -528,9 +529,12 @@ RESUME_MAY_CHANGE = frozenset(
 )
 
 
-def prepare_output(out: Path, cfg: FinetuneConfig, log: Callable[[str], None] = print) -> None:
+def prepare_output(
+    out: Path, cfg: FinetuneConfig, log: Callable[[str], None] = print, remove: bool = True
+) -> None:
     """A fresh run needs an output folder without a run in it: refuse one that holds best/, last/, log.jsonl
-    or config.json, unless `cfg.overwrite` (then remove those first)."""
+    or config.json, unless `cfg.overwrite` (then remove those first; not with `remove` False: another process
+    of the run does)."""
     import shutil
 
     found = [name for name in RUN_FILES if (out / name).exists()]
@@ -541,9 +545,9 @@ def prepare_output(out: Path, cfg: FinetuneConfig, log: Callable[[str], None] = 
         if first_save_killed:
             check_resume(cfg, out)  # best/ stays until replaced: by the same run's only
         files = [name for name in found if not (out / name).is_dir()]
-        for name in files:
+        for name in files if remove else ():
             (out / name).unlink()
-        for leftover in (_staging(out / LAST_DIR), _previous(out / LAST_DIR)):
+        for leftover in (_staging(out / LAST_DIR), _previous(out / LAST_DIR)) if remove else ():
             shutil.rmtree(leftover, ignore_errors=True)
         removed = f" ({', '.join(files)} removed)" if files else ""
         log(f"--resume: no {out / LAST_DIR / STATE_FILE}; starting from scratch{removed}")
@@ -560,13 +564,13 @@ def prepare_output(out: Path, cfg: FinetuneConfig, log: Callable[[str], None] = 
             f"{out} already holds a run ({', '.join(found)}): use --resume to continue it "
             "or --overwrite to start over"
         )
-    for name in found:
+    for name in found if remove else ():
         target = out / name
         if target.is_dir():
             shutil.rmtree(target)
         else:
             target.unlink()
-    for name in (BEST_DIR, LAST_DIR):  # what a killed save left
+    for name in (BEST_DIR, LAST_DIR) if remove else ():  # what a killed save left
         for leftover in (_staging(out / name), _previous(out / name)):
             shutil.rmtree(leftover, ignore_errors=True)
     log(f"--overwrite: removed {', '.join(found)} from {out}")
@@ -695,7 +699,10 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         _warn_untrained_pooler(cfg, log)
     if not resuming:
         check_output_is_not_the_model(out, cfg)
-        prepare_output(out, cfg, log)
+        # under torchrun the first process removes what is to go and says so (the others meet it in Accelerator):
+        # every process removed the same files, one failing where another had been first, and each said so
+        first = int(os.environ.get("RANK", "0")) == 0
+        prepare_output(out, cfg, log if first else _silent, remove=first)
     out.mkdir(parents=True, exist_ok=True)
 
     _set_seed(cfg.seed)
