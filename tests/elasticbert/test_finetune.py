@@ -52,6 +52,14 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
 
 
+def _assert_same_weights(a_dir: Path, b_dir: Path) -> None:
+    """Two runs' checkpoints hold the same weights (within float noise): a resumed run against an uninterrupted one."""
+    a, b = _weights(a_dir), _weights(b_dir)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
 def test_joint_training_saves_best_and_last(tiny, tmp_path):
     res = finetune(_cfg(tiny, tmp_path / "run", max_steps=6, eval_every=3), log=_quiet)
     assert res.global_step == 6
@@ -86,10 +94,7 @@ def test_resume_continues_where_it_stopped(tiny, tmp_path):
     again = finetune(_cfg(tiny, tmp_path / "part", max_steps=8, eval_every=4, resume=True), log=_quiet)
     assert again.global_step == full.global_step == 8
     assert [h["step"] for h in again.history] == [4, 8]
-    a, b = _weights(tmp_path / "full" / "last"), _weights(tmp_path / "part" / "last")
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    _assert_same_weights(tmp_path / "full" / "last", tmp_path / "part" / "last")
 
 
 def test_early_stopping(tiny, tmp_path):
@@ -367,9 +372,7 @@ def test_sigterm_saves_last_and_resume_matches(tiny, tmp_path):
     resumed = finetune(_cfg(tiny, out, max_steps=60, eval_every=2, resume=True), log=_quiet)
     full = finetune(_cfg(tiny, tmp_path / "full", max_steps=60, eval_every=2), log=_quiet)
     assert resumed.global_step == full.global_step == 60
-    a, b = _weights(tmp_path / "full" / "last"), _weights(out / "last")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    _assert_same_weights(tmp_path / "full" / "last", out / "last")
 
 
 def _kill_at_save(monkeypatch, file: str, call: int) -> None:
@@ -399,9 +402,7 @@ def test_a_kill_while_last_is_saved_resumes_from_the_previous_save(tiny, tmp_pat
     assert json.loads((out / "last" / "trainer_state.json").read_text())["global_step"] == 2
     again = finetune(_cfg(tiny, out, max_steps=8, eval_every=2, resume=True), log=_quiet)
     assert again.global_step == full.global_step == 8
-    a, b = _weights(tmp_path / "full" / "last"), _weights(out / "last")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    _assert_same_weights(tmp_path / "full" / "last", out / "last")
     log = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()]
     assert log == [2, 4, 6, 8]  # step 4 evaluated twice, logged once
     assert sorted(p.name for p in out.iterdir()) == ["best", "config.json", "last", "log.jsonl"]
@@ -418,9 +419,7 @@ def test_a_kill_between_the_renames_of_a_save_resumes_from_the_previous_one(tiny
     (out / ".last.saving" / "model.safetensors").write_bytes(b"half")
     again = finetune(_cfg(tiny, out, max_steps=6, eval_every=2, resume=True), log=_quiet)
     assert again.global_step == full.global_step == 6
-    a, b = _weights(tmp_path / "full" / "last"), _weights(out / "last")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    _assert_same_weights(tmp_path / "full" / "last", out / "last")
     assert not (out / ".last.old").exists() and not (out / ".last.saving").exists()
 
 
@@ -845,7 +844,6 @@ def _torchrun_finetune(data: Path, ckpt: Path, out: Path, *extra: str) -> subpro
 def test_two_processes_train_the_epochs_asked_and_resume_in_place(tmp_path):
     """Under torchrun each step takes a batch per process: 64 rows, batch 8, 2 processes = 4 steps an epoch.
     Before: 8 steps an epoch (--epochs 1 trained 2 epochs) and a resumed run re-read half the epoch's rows."""
-    from safetensors.torch import load_file
 
     data, ckpt = write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
     assert json.loads((ckpt / "config.json").read_text())["hidden_dropout_prob"] > 0  # the resume restores it
@@ -861,9 +859,7 @@ def test_two_processes_train_the_epochs_asked_and_resume_in_place(tmp_path):
     out = tmp_path / "split"
     _torchrun_finetune(data, ckpt, out, "--epochs", "2", "--eval-every", "2", "--stop-after", "3")
     _torchrun_finetune(data, ckpt, out, "--epochs", "2", "--eval-every", "2", "--resume")
-    a, b = load_file(tmp_path / "full/last/model.safetensors"), load_file(out / "last/model.safetensors")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    _assert_same_weights(tmp_path / "full/last", out / "last")
 
 
 @pytest.mark.skipif(torchrun() is None, reason="no torchrun")
@@ -884,19 +880,13 @@ def test_two_processes_resume_an_epoch_of_uneven_batches_in_place(tmp_path):
     """72 rows, batch 8: 9 batches over 2 processes, so Accelerate completes the last step with rows from the
     start of its loader. A resumed run's loader started at the resume point, so that step took other rows and
     the run ended 2e-4 off the uninterrupted one; the resumed loader is now the epoch's, its first steps skipped."""
-    from safetensors.torch import load_file
 
     data, ckpt = write_sst2(tmp_path / "data", n_train=72), write_tiny_checkpoint(tmp_path / "ckpt")
     args = ("--epochs", "1", "--eval-every", "5")
     _torchrun_finetune(data, ckpt, tmp_path / "full", *args)
     _torchrun_finetune(data, ckpt, tmp_path / "split", *args, "--stop-after", "2")
     _torchrun_finetune(data, ckpt, tmp_path / "split", *args, "--resume")
-    a, b = (
-        load_file(tmp_path / "full/last/model.safetensors"),
-        load_file(tmp_path / "split/last/model.safetensors"),
-    )
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    _assert_same_weights(tmp_path / "full/last", tmp_path / "split/last")
 
 
 @pytest.mark.skipif(torchrun() is None, reason="no torchrun")
@@ -905,7 +895,6 @@ def test_two_processes_resume_with_each_process_its_own_dropout_rng(tmp_path):
     batches are padded to other lengths, so their dropout had drawn other amounts, and a resumed run went on with
     other dropout masks in the second process (480 rows, stop at step 7 of 30 an epoch: 0.11 off at the end).
     Each process now gets its own state back."""
-    from safetensors.torch import load_file
 
     data, ckpt = write_sst2(tmp_path / "data", n_train=96), write_tiny_checkpoint(tmp_path / "ckpt")
     args = ("--epochs", "1", "--eval-every", "3")
@@ -916,12 +905,7 @@ def test_two_processes_resume_with_each_process_its_own_dropout_rng(tmp_path):
         rng["processes"][0]["torch"], rng["processes"][1]["torch"]
     )
     _torchrun_finetune(data, ckpt, tmp_path / "split", *args, "--resume")
-    a, b = (
-        load_file(tmp_path / "full/last/model.safetensors"),
-        load_file(tmp_path / "split/last/model.safetensors"),
-    )
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    _assert_same_weights(tmp_path / "full/last", tmp_path / "split/last")
 
 
 @pytest.mark.skipif(torchrun() is None, reason="no torchrun")
@@ -1068,9 +1052,7 @@ def test_a_kill_during_the_first_save_resumes_from_scratch(tiny, tmp_path, monke
     assert (out / "best").is_dir() and not (out / "last").exists()
     again = finetune(_cfg(tiny, out, max_steps=4, eval_every=2, resume=True), log=_quiet)
     assert again.global_step == full.global_step == 4
-    a, b = _weights(tmp_path / "full" / "last"), _weights(out / "last")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    _assert_same_weights(tmp_path / "full" / "last", out / "last")
     log = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()]
     assert log == [2, 4]
     assert sorted(p.name for p in out.iterdir()) == ["best", "config.json", "last", "log.jsonl"]

@@ -163,28 +163,34 @@ def test_signup_upload_scored_leaderboard_chart(live, browser, tmp_path, answers
     assert outside == [], f"requests left the site (CDN?): {outside}"
 
 
-def test_model_names_are_text_in_the_chart(live, browser):  # noqa: ANN001
-    """A model named like HTML shows as text in the legend and the hover box, never as a live link."""
+def _report_as_admin(live, name: str, task: str, mflops: float, performance: float, public: bool = False):  # noqa: ANN001, ANN202
+    """A one-point reported entry made through the API with an admin token; the answer."""
     import httpx
 
     token = httpx.post(
         live.url + "/api/tokens", json={"username": "admin", "password": "admin-password"}
     ).json()["token"]
+    return httpx.post(
+        live.url + "/api/submissions/reported",
+        headers={"authorization": f"Bearer {token}"},
+        json={
+            "name": name,
+            "params_m": 10,
+            "paper_url": "https://example.org/p",
+            "public": public,
+            "tasks": {task: {"points": [{"mflops": mflops, "performance": performance}]}},
+        },
+    )
+
+
+def test_model_names_are_text_in_the_chart(live, browser):  # noqa: ANN001
+    """A model named like HTML shows as text in the legend and the hover box, never as a live link."""
+
     for name, mflops in [
         ('<a href="https://evil.example/phish">Click me</a>', 1500),
         ("<b>x</b> & co", 1700),
     ]:
-        r = httpx.post(
-            live.url + "/api/submissions/reported",
-            headers={"authorization": f"Bearer {token}"},
-            json={
-                "name": name,
-                "params_m": 10,
-                "paper_url": "https://example.org/p",
-                "public": True,
-                "tasks": {"sst-2": {"points": [{"mflops": mflops, "performance": 85.0}]}},
-            },
-        )
+        r = _report_as_admin(live, name, "sst-2", mflops, 85.0, public=True)
         assert r.status_code == 201, r.text
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(live.url + "/tasks/sst-2")
@@ -216,20 +222,7 @@ def test_a_model_without_a_score_has_none_in_the_hover_box(live, browser):  # no
     0.00" (Plotly formats a missing number as 0): it now says there is none."""
     import httpx
 
-    token = httpx.post(
-        live.url + "/api/tokens", json={"username": "admin", "password": "admin-password"}
-    ).json()["token"]
-    r = httpx.post(
-        live.url + "/api/submissions/reported",
-        headers={"authorization": f"Bearer {token}"},
-        json={
-            "name": "No score here",
-            "params_m": 10,
-            "paper_url": "https://example.org/p",
-            "public": True,
-            "tasks": {"mrpc": {"points": [{"mflops": 900, "performance": 80.0}]}},
-        },
-    )
+    r = _report_as_admin(live, "No score here", "mrpc", 900, 80.0, public=True)
     assert r.status_code == 201, r.text
     assert httpx.get(live.url + "/api/tasks/mrpc").json()["baseline"] is None
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -292,7 +285,6 @@ def test_the_content_security_policy_breaks_nothing(live, browser):  # noqa: ANN
     """Every page under the site's Content-Security-Policy (scripts from its own files only): no violation on
     any page, the chart draws, hovers and exports a PNG, and what inline code once did still works (the delete
     button asks first, an error page's Back link goes back)."""
-    import httpx
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     violations: list[str] = []
@@ -313,19 +305,7 @@ def test_the_content_security_policy_breaks_nothing(live, browser):  # noqa: ANN
     page.click("a[data-back]")
     page.wait_for_url("**/tasks/sst-2")
 
-    token = httpx.post(
-        live.url + "/api/tokens", json={"username": "admin", "password": "admin-password"}
-    ).json()["token"]
-    r = httpx.post(
-        live.url + "/api/submissions/reported",
-        headers={"authorization": f"Bearer {token}"},
-        json={
-            "name": "CSP check",
-            "params_m": 10,
-            "paper_url": "https://example.org/p",
-            "tasks": {"sst-2": {"points": [{"mflops": 900, "performance": 80.0}]}},
-        },
-    )
+    r = _report_as_admin(live, "CSP check", "sst-2", 900, 80.0)
     assert r.status_code == 201, r.text
     page.goto(live.url + f"/login?next=/submissions/{r.json()['id']}")
     page.fill("#username", "admin")

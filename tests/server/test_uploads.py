@@ -322,12 +322,11 @@ def test_only_uploads_may_send_large_bodies(client, auth):  # noqa: ANN001
     assert r.status_code != 413 and len(zip_bytes(files)) > 1_100_000, r.text
 
 
-def test_an_upload_without_a_user_is_refused_before_it_is_read(client, monkeypatch):  # noqa: ANN001
-    """With no token and no session cookie the upload routes refuse anyway, but only after the whole body (up to
-    64 MB) was spooled to disk and parsed: anyone could make the site do that without an account."""
+def _spy_on_multipart_parsing(monkeypatch) -> list[int]:  # noqa: ANN001
+    """A list that gets an item each time the site parses a multipart body (spools an upload)."""
     from starlette import formparsers
 
-    parsed = []
+    parsed: list[int] = []
     real = formparsers.MultiPartParser.parse
 
     async def spy(self):  # noqa: ANN001, ANN202
@@ -335,6 +334,13 @@ def test_an_upload_without_a_user_is_refused_before_it_is_read(client, monkeypat
         return await real(self)
 
     monkeypatch.setattr(formparsers.MultiPartParser, "parse", spy)
+    return parsed
+
+
+def test_an_upload_without_a_user_is_refused_before_it_is_read(client, monkeypatch):  # noqa: ANN001
+    """With no token and no session cookie the upload routes refuse anyway, but only after the whole body (up to
+    64 MB) was spooled to disk and parsed: anyone could make the site do that without an account."""
+    parsed = _spy_on_multipart_parsing(monkeypatch)
     big = zip_bytes({"model.py": TINY_MODEL_PY, "sst-2/a.tsv": os.urandom(1_500_000)})
     r = _post(client, {}, big)
     assert (
@@ -360,16 +366,7 @@ def test_a_made_up_token_or_cookie_is_no_user_for_a_large_upload(client, auth, m
     """The 401 before reading an upload over 1 MB looked only for an Authorization header or a session cookie, so
     `Authorization: Bearer x` (or any elue_session cookie) let anyone send 64 MB to be spooled and parsed again;
     the token or cookie must now be a live user's. A real user's large upload still goes through."""
-    from starlette import formparsers
-
-    parsed = []
-    real = formparsers.MultiPartParser.parse
-
-    async def spy(self):  # noqa: ANN001, ANN202
-        parsed.append(1)
-        return await real(self)
-
-    monkeypatch.setattr(formparsers.MultiPartParser, "parse", spy)
+    parsed = _spy_on_multipart_parsing(monkeypatch)
     big = zip_bytes({"model.py": TINY_MODEL_PY, "sst-2/a.tsv": os.urandom(1_500_000)})
     r = _post(client, {"authorization": "Bearer elue_made-up"}, big)
     assert r.status_code == 401 and r.json()["detail"] == "invalid API token", r.text
