@@ -185,6 +185,11 @@ SECURITY_HEADERS = [
 HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 
+def security_headers(https: bool) -> list[tuple[bytes, bytes]]:
+    """What every answer carries: `SECURITY_HEADERS`, and HSTS when the site is reached over https only."""
+    return SECURITY_HEADERS + ([HSTS] if https else [])
+
+
 class SecurityHeaders:
     """Pure ASGI: the headers of `SECURITY_HEADERS` on every answer (pages, API, downloads, errors, cached
     answers), unless the answer sets one itself; `https`: the site is reached over https only (its cookies are
@@ -193,7 +198,7 @@ class SecurityHeaders:
 
     def __init__(self, app, https: bool = False) -> None:  # noqa: ANN001
         self.app = app
-        self.headers = SECURITY_HEADERS + ([HSTS] if https else [])
+        self.headers = security_headers(https)
 
     async def __call__(self, scope, receive, send):  # noqa: ANN001
         if scope["type"] != "http":
@@ -348,8 +353,10 @@ def create_app(
             resp = _error(request, 500, "internal error: the site's admin can find it in the server's log")
         except Exception:  # noqa: BLE001 - the error page itself failed (the database is away): plain text
             resp = Response("internal error", status_code=500, media_type="text/plain")
-        https = [HSTS] if settings.secure_cookies else []  # as SecurityHeaders adds to every other answer
-        resp.headers.update({k.decode(): v.decode() for k, v in SECURITY_HEADERS + https})
+        # as SecurityHeaders adds to every other answer
+        resp.headers.update(
+            {k.decode(): v.decode() for k, v in security_headers(bool(settings.secure_cookies))}
+        )
         resp.headers["cache-control"] = "no-store"
         return resp
 
