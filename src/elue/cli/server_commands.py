@@ -358,7 +358,18 @@ def _detail(r) -> str:  # noqa: ANN001
         body = r.json()
     except ValueError:
         return r.text[:500]
-    return str(body.get("detail")) if isinstance(body, dict) else r.text[:500]
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):  # FastAPI's 422: one {"loc": [...], "msg": ...} per field
+        return "; ".join(_field_error(e) for e in detail)
+    return str(detail) if detail is not None else r.text[:500]
+
+
+def _field_error(e) -> str:  # noqa: ANN001
+    """`public: Input should be a valid boolean`, not the dict (the "body" prefix of `loc` says nothing)."""
+    if not isinstance(e, dict):
+        return str(e)
+    where = ".".join(str(part) for part in e.get("loc", []) if part != "body")
+    return f"{where}: {e.get('msg', e)}" if where else str(e.get("msg", e))
 
 
 def _small(v: float) -> str:

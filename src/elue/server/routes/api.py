@@ -377,6 +377,9 @@ async def read_limited(file: UploadFile, limit: int) -> bytes:
 
 # JSON numbers only: pydantic's lax mode would read `true` as 1.0 and "85" as 85.0
 Number = Annotated[float, Strict()]
+# JSON true/false only: lax mode would read "yes", "off", "1" and 0 as booleans, so a mistyped body
+# would publish, unpublish or hide an entry instead of being refused
+Flag = Annotated[bool, Strict()]
 
 
 class ReportedPoint(BaseModel):
@@ -397,7 +400,7 @@ class ReportedEntry(BaseModel):
     paper_url: str
     code_url: str = ""
     description: str = ""
-    public: bool = False
+    public: Flag = False
     tasks: dict[str, ReportedTask]
 
 
@@ -453,7 +456,7 @@ def get_submission(sub_id: RowId, ctx: Ctx = Depends(get_ctx)):
 
 class SubmissionPatch(BaseModel):
     name: str | None = None
-    public: bool | None = None
+    public: Flag | None = None
     paper_url: str | None = None
     code_url: str | None = None
     description: str | None = None
@@ -486,7 +489,7 @@ def delete_submission(sub_id: RowId, request: Request, ctx: Ctx = Depends(get_ct
 
 # ------------------------------------------------------------------ admin
 class BaselineChoice(BaseModel):
-    submission_id: int = Field(ge=1, le=MAX_ID)
+    submission_id: Annotated[int, Strict()] = Field(ge=1, le=MAX_ID)  # not "5" or 5.0
 
 
 @router.put(
@@ -506,7 +509,7 @@ def put_baseline(task: str, body: BaselineChoice, request: Request, ctx: Ctx = D
 
 
 class HideChoice(BaseModel):
-    hidden: bool = True
+    hidden: Flag = True
 
 
 @router.post(
