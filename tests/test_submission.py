@@ -399,3 +399,23 @@ def test_evaluate_without_an_answer_key_fails_unless_partial(tmp_path):
     result = evaluate_submission(sub, answers, trust_model_code=True, partial=True)
     assert list(result.tasks) == ["sst-2"] and list(result.unchecked) == ["mrpc"]
     assert result.elue_score is None and result.to_dict()["not_scored"]["mrpc"].startswith("no answer key")
+
+
+def test_each_task_result_holds_the_warnings_of_its_own_model_py(tmp_path):
+    """Warnings are per model.py; a task's result carries those of the model.py that priced it, and
+    `to_dict` shows them only when asked (the leaderboard's stored result is unchanged)."""
+    answers = write_answers(tmp_path / "answers")
+    mrpc = answers / "mrpc"
+    mrpc.mkdir()
+    (mrpc / "test_labels.tsv").write_text("index\tlabel\n0\t1\n1\t0\n")
+    sub = write_submission(tmp_path / "sub")
+    (sub / "mrpc").mkdir()
+    (sub / "mrpc" / "model.py").write_text(TINY_MODEL_PY)
+    (sub / "mrpc" / "a.tsv").write_text("index\tpred\tmodules\n0\t1\t(4),emb\n1\t0\t(1,4),emb\n")
+    result = evaluate_submission(sub, answers, trust_model_code=True)
+    assert result.tasks["sst-2"].warnings == []
+    (warning,) = result.tasks["mrpc"].warnings
+    assert warning == result.warnings[0] and warning.startswith(f"{sub / 'mrpc' / 'model.py'}: module 'emb'")
+    assert "warnings" not in result.to_dict()["tasks"]["mrpc"]
+    as_json = result.to_dict(with_warnings=True)["tasks"]
+    assert as_json["mrpc"]["warnings"] == [warning] and as_json["sst-2"]["warnings"] == []

@@ -91,10 +91,15 @@ class TaskResult:
     params_m: float
     points: list[PointResult]
     elue_score: float | None = None
+    # warnings about the model.py that priced this task (`rank_warnings`, `params_warning`); in to_dict only
+    # when asked: they name the files by their paths on this machine
+    warnings: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, *, with_warnings: bool = False) -> dict:
         out = {"params_m": self.params_m, "elue_score": self.elue_score, "model_py": self.model_py}
         out["points"] = [asdict(p) for p in self.points]
+        if with_warnings:
+            out["warnings"] = list(self.warnings)
         return out
 
 
@@ -111,8 +116,11 @@ class SubmissionResult:
     # `partial`: no answer key)
     unchecked: dict[str, str] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        out = {"tasks": {name: t.to_dict() for name, t in self.tasks.items()}, "elue_score": self.elue_score}
+    def to_dict(self, *, with_warnings: bool = False) -> dict:
+        """The result as JSON data. `with_warnings`: each task also gets `"warnings"`, the warnings about
+        its model.py (`elue evaluate --json`; the leaderboard's stored result leaves them out)."""
+        tasks = {name: t.to_dict(with_warnings=with_warnings) for name, t in self.tasks.items()}
+        out = {"tasks": tasks, "elue_score": self.elue_score}
         if self.unchecked:
             out["not_scored"] = dict(self.unchecked)
         return out
@@ -210,6 +218,7 @@ class _PricedTask:
     test_files: list[TestFile]
     costs: CostTable
     trace_flops: list[np.ndarray]  # per test file, FLOPs of each distinct trace
+    warnings: list[str] = field(default_factory=list)  # about this task's model.py
 
 
 def _parse_and_price(
@@ -247,7 +256,11 @@ def _parse_and_price(
         for test_file in parsed[name]:
             for trace in test_file.traces:
                 calls.update(trace)
-    warnings = rank_warnings(tasks, parsed, calls_by_model)
+    by_model = {
+        model_py: rank_warnings(tasks, parsed, {model_py: calls})
+        for model_py, calls in calls_by_model.items()
+    }
+    warnings = [w for ws in by_model.values() for w in ws]
     for warning in warnings:
         log.warning("%s", warning)
     # Sandboxes run side by side (one per core at most): most of their time is starting Python,
@@ -284,6 +297,7 @@ def _parse_and_price(
         if warning:
             log.warning("%s", warning)
             warnings.append(warning)
+            by_model[model_py].append(warning)
 
     out = {}
     for name, tf in tasks.items():
@@ -293,7 +307,7 @@ def _parse_and_price(
             np.array([sum(costs.flops[call] for call in trace) for trace in f.traces], dtype=np.float64)
             for f in parsed[name]
         ]
-        out[name] = _PricedTask(tf, parsed[name], costs, flops)
+        out[name] = _PricedTask(tf, parsed[name], costs, flops, list(by_model[tf.model_py]))
     return out, load_seconds, warnings
 
 
@@ -506,6 +520,7 @@ def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:
         params_m=priced.costs.params / 1e6,
         points=points,
         elue_score=score,
+        warnings=list(priced.warnings),
     )
 
 

@@ -292,3 +292,34 @@ def test_evaluate_scores_the_tasks_it_has_answer_keys_for_and_names_the_others(t
     )
     assert res.exit_code == 1 and "no answer key for mrpc" in res.output and "scored" not in res.output
     assert not out.exists()
+
+
+def test_evaluate_json_holds_each_tasks_warnings(tmp_path):
+    """The rank warnings `elue evaluate` prints were missing from --json: each task now has "warnings", the
+    warnings about the model.py that priced it (an empty list when there are none); the other keys stay."""
+    answers = write_answers(tmp_path / "answers")
+    out = tmp_path / "r.json"
+    args = [
+        "evaluate",
+        str(tmp_path / "ok"),
+        "--answers",
+        str(answers),
+        "--json",
+        str(out),
+        "--trust-model-code",
+    ]
+    write_submission(tmp_path / "ok")
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    task = json.loads(out.read_text())["tasks"]["sst-2"]
+    assert task["warnings"] == []
+    assert set(task) == {"params_m", "elue_score", "model_py", "points", "warnings"}
+    sub = write_submission(tmp_path / "sub")
+    path = sub / "sst-2.tsv"
+    path.write_text(path.read_text().replace("(9,32),layer_1", "(1,9,32),layer_1"))  # line 5
+    args[1] = str(sub)
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    (warning,) = json.loads(out.read_text())["tasks"]["sst-2"]["warnings"]
+    assert "'layer_1' is called with inputs of different ranks" in warning
+    assert f"(1,9,32) at {path}: line 5" in warning

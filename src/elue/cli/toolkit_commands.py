@@ -145,7 +145,7 @@ def evaluate(
     if json_out:
         try:
             json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+            json_out.write_text(json.dumps(result.to_dict(with_warnings=True), indent=2) + "\n")
         except OSError as err:
             fail(f"cannot write {json_out}: {err.strerror or err}")
         console.print(f"wrote {escape(str(json_out))}")
