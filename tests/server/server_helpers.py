@@ -122,14 +122,21 @@ PUBLIC_URLS = [
 ]
 
 
-def wait_until(pred, timeout: float, what: str, every: float = 0.05) -> None:  # noqa: ANN001
-    """Poll `pred` until it is true; fail the test naming `what` after `timeout` seconds."""
-    t0 = time.time()
-    while time.time() - t0 < timeout:
+# How long the tests wait for something that happens at once on an idle machine (a server up, a job scored, a
+# process gone): generous, for a slow or busy CI machine. A wait only ever costs it on failure.
+PATIENCE_S = 120.0
+
+
+def wait_until(pred, timeout: float = PATIENCE_S, what: str = "a condition", every: float = 0.05) -> None:  # noqa: ANN001
+    """Poll `pred` until it is true; fail the test naming `what` after `timeout` seconds (monotonic: a change of
+    the wall clock moves no deadline). `pred` is checked once more at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
         if pred():
             return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def run_at_once(target, args: list) -> None:  # noqa: ANN001

@@ -87,6 +87,8 @@ def test_sleeping_model_py_is_stopped_by_the_servers_sandbox_limit(tmp_path, dat
     assert r.status_code == 202, r.text
     t0 = time.time()
     run_worker(s, once=True)
-    assert time.time() - t0 < 60
+    assert (
+        time.time() - t0 < 300
+    )  # far below the toolkit's 600 s (60 s was tight for a busy machine's scoring)
     got = c.get(f"/api/submissions/{r.json()['id']}", headers=h).json()
     assert got["status"] == "failed" and "3 s" in got["error"], got["error"]

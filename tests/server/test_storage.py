@@ -4,6 +4,7 @@ migrations, the queue's atomic claims and leases, a full upload -> scored flow."
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 from server_fake_evaluator import evaluate as fake_evaluate
-from server_helpers import TINY_MODEL_PY, api_upload, run_at_once, zip_bytes
+from server_helpers import PATIENCE_S, TINY_MODEL_PY, api_upload, run_at_once, wait_until, zip_bytes
 from server_setup import csrf_of, make_settings, token_for
 from sqlalchemy import create_engine, func, inspect, select, text
 
@@ -161,13 +162,16 @@ def test_concurrent_claims_take_each_job_once(db_url, tmp_path):  # noqa: ANN001
     engine.dispose()
 
 
-def test_expired_lease_is_retaken_and_the_old_holder_cannot_write(db_url, tmp_path):  # noqa: ANN001
-    s = make_settings(tmp_path, database_url=db_url, lease_seconds=2.0)
+def test_expired_lease_is_retaken_and_the_old_holder_cannot_write(db_url, tmp_path, monkeypatch):  # noqa: ANN001
+    """The workers' clock is moved past the lease (as the throttle tests move theirs), not slept past: with a
+    2 s lease and a sleep, a busy machine could take longer than the lease between the first two claims."""
+    s = make_settings(tmp_path, database_url=db_url, lease_seconds=60.0)
     engine, sessions = open_database(db_url)
     (sid,) = _queue(sessions, 1)
     assert claim(sessions, s, "A") == sid
     assert claim(sessions, s, "B") is None  # lease still held
-    time.sleep(2.2)
+    real_now = worker.utcnow
+    monkeypatch.setattr(worker, "utcnow", lambda: real_now() + dt.timedelta(seconds=61))
     assert claim(sessions, s, "B") == sid  # A's lease ran out (A died)
     assert not _finish(sessions, sid, "A", status=SCORED, log_add="late\n", result={"tasks": {}})
     with sessions() as x:
@@ -310,24 +314,34 @@ def test_a_nul_in_the_scoring_message_fails_the_submission_with_it(db_url, tmp_p
     assert "\x00" not in sub["log"]
 
 
-def test_web_processes_migrating_an_empty_postgresql_side_by_side_do_not_race(db_url):  # noqa: ANN001
+def test_web_processes_migrating_an_empty_postgresql_side_by_side_do_not_race(db_url, tmp_path):  # noqa: ANN001
     """`uvicorn elue.server.asgi:app --workers N` on an empty database: every process migrates at import.
     On PostgreSQL they raced to create the tables (a duplicate-key error in some); now an advisory lock
     serialises them and the later ones find the schema made."""
     if not db_url.startswith("postgresql"):
         pytest.skip("PostgreSQL only (SQLite serialises its writers itself)")
-    start = time.time() + 3  # the processes start migrating at the same moment
+    # the processes start migrating at the same moment: each says it is ready (imports done, engine made) and
+    # waits for the go, given once all are ready (a fixed start time 3 s ahead was not, on a busy machine)
     child = (
-        "import sys, time\n"
+        "import pathlib, sys, time\n"
         "from elue.server.db import make_engine, migrate\n"
         f"engine = make_engine({db_url!r})\n"
-        f"time.sleep(max(0.0, {start} - time.time()))\n"
+        "pathlib.Path(sys.argv[1]).touch()\n"
+        "while not pathlib.Path(sys.argv[2]).exists():\n"
+        "    time.sleep(0.005)\n"
         "migrate(engine)\n"
     )
+    ready, go = [tmp_path / f"ready{i}" for i in range(3)], tmp_path / "go"
     procs = [
-        subprocess.Popen([sys.executable, "-c", child], stderr=subprocess.PIPE, text=True) for _ in range(3)
+        subprocess.Popen([sys.executable, "-c", child, str(r), str(go)], stderr=subprocess.PIPE, text=True)
+        for r in ready
     ]
-    errors = [p.communicate(timeout=120)[1][-500:] for p in procs]
+    try:
+        wait_until(lambda: all(r.exists() for r in ready) or any(p.poll() is not None for p in procs),
+                   what="the migrating processes to start")  # fmt: skip
+    finally:
+        go.touch()  # (a process that failed to start is reported below)
+    errors = [p.communicate(timeout=PATIENCE_S)[1][-500:] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
 
 
@@ -638,7 +652,7 @@ def test_a_refusal_ends_its_transaction_before_the_caller_goes_on(db_url, tmp_pa
 
         editor = threading.Thread(target=edit)
         editor.start()
-        editor.join(5)
+        editor.join(PATIENCE_S)  # at once when the row is free; the whole wait only when the lock is held
         assert not editor.is_alive(), "the refused request still holds the row's lock"
         s.commit()
     assert _tombstone(sessions, sid) == {

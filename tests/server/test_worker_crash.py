@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from server_helpers import TINY_MODEL_PY, wait_until, zip_bytes
+from server_helpers import PATIENCE_S, TINY_MODEL_PY, wait_until, zip_bytes
 from server_setup import make_settings, token_for
 from sqlalchemy import func, select
 
@@ -67,9 +67,13 @@ def test_kill_worker_mid_scoring_then_restart(tmp_path):  # noqa: ANN001
         with sessions() as x:
             return x.get(Submission, sid).status
 
-    w1 = _worker(s, counter, sleep=5.0)  # slow: it is surely mid-scoring when killed
+    # slow: it is surely mid-scoring when killed, however long this process waits to be scheduled (it was 5 s; its
+    # orphaned scoring process sleeps on after the kill, harmlessly)
+    w1 = _worker(s, counter, sleep=30.0)
     try:
-        wait_until(lambda: counter.exists() and counter.read_text().strip(), 60, "the first job to start")
+        wait_until(
+            lambda: counter.exists() and counter.read_text().strip(), PATIENCE_S, "the first job to start"
+        )
         os.kill(w1.pid, signal.SIGKILL)  # mid-scoring
         w1.wait(10)
     finally:
@@ -78,7 +82,7 @@ def test_kill_worker_mid_scoring_then_restart(tmp_path):  # noqa: ANN001
     assert status(ids[0]) == RUNNING  # held by a dead worker
     w2 = _worker(s, counter, sleep=0.5)
     try:
-        wait_until(lambda: all(status(i) == SCORED for i in ids), 60, "every submission to be scored")
+        wait_until(lambda: all(status(i) == SCORED for i in ids), PATIENCE_S, "every submission to be scored")
     finally:
         w2.send_signal(signal.SIGTERM)
         try:
