@@ -355,6 +355,42 @@ def test_exit_pooler_classifier():
     assert module_flops(Exit(768, 2), (768,)) == 2 * (589_824 + 1_536)
 
 
+def test_elasticbert_base_points_of_spec_section_6_follow_from_the_convention():
+    """Spec §3/§6: ElasticBERT-BASE static at 3/4/6/12 layers, at the SST-2 mean length (≈24.8 tokens), costs
+    the MFLOPs its published points are plotted at (±10 MFLOPs reading error; 12 layers "about 4,240"):
+    per example Σ of its calls at batch 1, per test file the mean over its examples."""
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertEmbeddings
+
+    from elue.scoring import load_baseline, mean_mflops
+
+    with torch.device("meta"):
+        emb = BertEmbeddings(BertConfig())
+        layer = _hf_layer("bert", "sdpa")
+        exit_ = Exit(768, 2)
+    mods = {
+        "emb": emb,
+        **{f"layer_{i}": layer for i in range(1, 13)},
+        **{f"exit_{i}": exit_ for i in (3, 4, 6, 12)},
+    }
+    counter = ModuleFlops(mods)
+    lengths = [24, 25, 25, 25, 25]  # mean 24.8
+    published = [f for f, _ in load_baseline()["sst-2"]]
+    for k, expected in zip((3, 4, 6, 12), published, strict=True):
+        traces = [
+            parse_trace(
+                "; ".join(
+                    [f"({n}),emb", *(f"({n},768),layer_{i}" for i in range(1, k + 1)), f"(768),exit_{k}"]
+                )
+            )
+            for n in lengths
+        ]
+        flops = [sum(counter(name, shape) for name, shape in t) for t in traces]
+        assert mean_mflops(range(len(lengths)), flops) == pytest.approx(expected, abs=10)
+        if k == 12:
+            assert mean_mflops(range(len(lengths)), flops) == pytest.approx(4_240, abs=2)
+
+
 def test_token_level_early_exit_trace_sums_two_shapes():
     h, heads, ffn = 64, 4, 128
     mods = {f"layer_{i}": EncoderLayer(h, heads, ffn) for i in (1, 2)}
