@@ -102,6 +102,42 @@ def test_published_overall_average():
     assert overall_score(row) == pytest.approx(-2.22, abs=0.01)
 
 
+# spec §6: the original leaderboard's rows, in its order: six per-task ELUE scores (SST-2, IMDb, SNLI, SciTail,
+# MRPC, STS-B) and the published average
+PUBLISHED_ROWS = {
+    "ElasticBERT-BASE": ([0.0] * 6, 0.0),
+    "ElasticBERT-patience": ([0.4, 0.2, 0.03, 0.36, -1.0, -0.44], -0.07),
+    "ALBERT-PABEE": ([-1.33, -0.23, -0.85, -0.43, -2.93, -2.13], -1.32),
+    "BERxiT-ElasticBERT": ([-3.59, -0.32, 0.2, -1.27, -3.13, -1.39], -1.58),
+    "ALBERT-BASE": ([-2.41, -1.08, -1.55, -1.5, -2.34, -2.81], -1.95),
+    "LayerDrop": ([-1.17, -0.13, -1.36, -4.14, -2.17, -2.98], -1.99),
+    "TinyBERT": ([-1.7, -3.7, -0.8, -2.5, -2.6, -1.9], -2.2),
+    "RoBERTa-BASE": ([-0.89, -0.11, -0.66, -3.32, -2.95, -5.38], -2.22),
+    "BERT-of-Theseus": ([-4.21, -2.61, -1.29, -0.38, -5.13, -1.67], -2.55),
+}
+
+
+@pytest.mark.parametrize("model", PUBLISHED_ROWS)
+def test_every_published_average_is_the_plain_mean(model):
+    scores, average = PUBLISHED_ROWS[model]
+    # the inputs are rounded to 2 decimals (patience's -0.075 was published as -0.07)
+    assert overall_score(dict(zip(TASK_NAMES, scores, strict=True))) == pytest.approx(average, abs=0.006)
+
+
+def test_published_rows_rank_in_the_published_order():
+    rows = rank_by_overall({m: dict(zip(TASK_NAMES, s, strict=True)) for m, (s, _) in PUBLISHED_ROWS.items()})
+    assert [(name, rank) for name, _, rank in rows] == [(m, i) for i, m in enumerate(PUBLISHED_ROWS, start=1)]
+
+
+def test_published_sst2_points_need_the_extended_segment():
+    """RoBERTa-BASE's and LayerDrop's 1,036-MFLOPs points lie below the baseline's range (1,060): the first
+    segment extended (spec §4) gives -0.884 / -1.161; holding the end value instead would give -0.911 / -1.189."""
+    base = load_baseline()["sst-2"]
+    assert baseline_performance(base, 1036) == pytest.approx(84.1 - 24 * 1.6 / 353)
+    assert elue_score(ROBERTA, base) == pytest.approx(-0.8841, abs=1e-4)
+    assert elue_score(LAYERDROP, base) == pytest.approx(-1.1614, abs=1e-4)
+
+
 def _write(tmp_path, data):
     p = tmp_path / "b.json"
     p.write_text(json.dumps(data) if not isinstance(data, str) else data)
