@@ -387,3 +387,15 @@ def test_rows_without_tokens_refused():
     for reference in (False, True):
         with pytest.raises(ValueError, match=r"examples \[2\] have no tokens"):
             run_early_exit(model, features, reference=reference, **kw)
+
+
+def test_multi_label_head_refused():
+    """A multi-label head (BCE, several classes on at once) gives no single prediction to exit on."""
+    model = make_model(problem_type="multi_label_classification")
+    ids, mask, tts = make_batch(n=2)
+    for run in (early_exit, early_exit_reference):
+        for rule, threshold in (("entropy", 0.5), ("patience", 1), ("fixed", 2)):
+            with pytest.raises(ValueError, match="multi-label"):
+                run(model, ids, mask, tts, rule=rule, threshold=threshold)
+    with pytest.raises(ValueError, match="multi-label"):
+        run_early_exit(model, to_features(ids, mask, tts), rule="patience", threshold=1)

@@ -198,6 +198,11 @@ def _classifier(model) -> ElasticBertForSequenceClassification:
         raise TypeError(
             f"early exit needs an ElasticBertForSequenceClassification, got {type(model).__name__}"
         )
+    if model.config.problem_type == "multi_label_classification":
+        raise ValueError(
+            "early exit needs a single-label classification or regression head: the exit rules read one "
+            "prediction per example (softmax entropy, argmax), which a multi-label head does not give"
+        )
     return model
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import CrossEntropyLoss, MSELoss
+from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -68,7 +68,8 @@ class ElasticBertModelOutput(ModelOutput):
 class ElasticBertSequenceClassifierOutput(ModelOutput):
     """Output of `ElasticBertForSequenceClassification`.
 
-    loss: with `labels`, the unweighted sum of the per-exit losses (cross-entropy; MSE when num_labels == 1).
+    loss: with `labels`, the unweighted sum of the per-exit losses (by `config.problem_type`, as BERT: cross-entropy,
+        MSE for regression, BCE-with-logits for multi-label classification).
     logits: (B, C) logits of the deepest exit (the only exit in static use), so HF tooling works unchanged.
     exit_logits: (E, B, C) logits of every computed exit, lowest layer first (E = number of exits).
     exit_losses: with `labels`, (E,) the per-exit losses.
@@ -797,11 +798,29 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
             modules[f"exit_{i + 1}"] = self.exit_module(i)
         return modules
 
+    def resolve_problem_type(self, labels: torch.Tensor) -> str:
+        """`config.problem_type`, set from the labels when None, as `BertForSequenceClassification` does:
+        regression for num_labels == 1, single-label classification for integer labels, multi-label
+        classification (BCE) for float labels with num_labels > 1."""
+        if self.config.problem_type is None:
+            if self.num_labels == 1:
+                self.config.problem_type = "regression"
+            elif not (labels.is_floating_point() or labels.is_complex()):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        return self.config.problem_type
+
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One exit's loss: MSE for regression (num_labels == 1), cross-entropy otherwise."""
-        if self.is_regression:
-            return MSELoss()(logits.view(-1), labels.view(-1).to(logits.dtype))
-        return CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+        """One exit's loss, by `config.problem_type` (see `resolve_problem_type`): MSE for regression,
+        cross-entropy for single-label classification (integer labels of any dtype), BCE-with-logits for
+        multi-label classification ((B, C) float 0/1 targets)."""
+        problem = self.resolve_problem_type(labels)
+        if problem == "regression":
+            return MSELoss()(logits.view(-1), labels.reshape(-1).to(logits.dtype))
+        if problem == "multi_label_classification":
+            return BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
+        return CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1).long())
 
     def forward(
         self,
@@ -819,7 +838,9 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
     ) -> ElasticBertSequenceClassifierOutput | tuple:
         r"""
         labels (`torch.LongTensor` of shape `(B,)`, *optional*):
-            Class ids, or float targets when num_labels == 1 (regression, MSE).
+            Class ids (cross-entropy); float targets when num_labels == 1 (regression, MSE); (B, C) float 0/1
+            targets for multi-label classification (BCE). `config.problem_type`, when None, is set from the
+            first labels seen, as in `BertForSequenceClassification`.
         exit_layers (`Sequence[int]`, *optional*):
             0-based exit layers to compute (default: all exits); the loss sums over these.
         """

@@ -1,0 +1,100 @@
+"""ElasticBERT as a Hugging Face user meets it: losses by problem type, Trainer, pipeline, attention outputs,
+edge-case inputs — compared with `BertForSequenceClassification` where BERT defines the behaviour."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+from transformers import BertConfig, BertForSequenceClassification
+
+from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification
+
+VOCAB = 99
+SIZES = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+
+
+def tiny(seed: int = 0, **kw) -> ElasticBertForSequenceClassification:
+    torch.manual_seed(seed)
+    return ElasticBertForSequenceClassification(ElasticBertConfig(**{**SIZES, **kw})).eval()
+
+
+def padded_batch(b: int = 4, s: int = 9, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (b, s), generator=g)
+    mask = torch.ones(b, s, dtype=torch.long)
+    for row in range(1, b):
+        mask[row, s - 2 * row :] = 0
+    ids[mask == 0] = 0
+    return ids, mask
+
+
+# --------------------------------------------------------------------------------------------------------------
+# losses by problem type (BertForSequenceClassification's rules)
+
+
+@pytest.mark.parametrize("exits", [1, 2])
+def test_float_labels_with_several_classes_are_multi_label_as_in_bert(exits):
+    model = tiny(num_labels=3, num_output_layers=exits)
+    ids, mask = padded_batch()
+    y = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    out = model(ids, attention_mask=mask, labels=y)
+    assert model.config.problem_type == "multi_label_classification"
+    expect = [F.binary_cross_entropy_with_logits(out.exit_logits[j], y) for j in range(exits)]
+    torch.testing.assert_close(out.exit_losses, torch.stack(expect))
+    torch.testing.assert_close(out.loss, sum(expect))
+    # BERT (same rule) sets the same problem type from the same labels
+    bert = BertForSequenceClassification(BertConfig(**{**SIZES, "num_labels": 3}))
+    bert(ids, attention_mask=mask, labels=y)
+    assert bert.config.problem_type == model.config.problem_type
+
+
+def test_problem_type_multi_label_from_the_config():
+    model = tiny(num_labels=3, problem_type="multi_label_classification")
+    ids, mask = padded_batch()
+    y = torch.randint(0, 2, (4, 3))  # integer 0/1 targets: still multi-label, as configured
+    out = model(ids, attention_mask=mask, labels=y)
+    expect = sum(F.binary_cross_entropy_with_logits(out.exit_logits[j], y.float()) for j in range(2))
+    torch.testing.assert_close(out.loss, expect)
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.int32, torch.int16])
+def test_class_ids_of_any_integer_dtype_are_single_label(dtype):
+    model = tiny(num_labels=3)
+    ids, mask = padded_batch()
+    y = torch.tensor([0, 2, 1, 2])
+    out = model(ids, attention_mask=mask, labels=y.to(dtype))
+    assert model.config.problem_type == "single_label_classification"
+    torch.testing.assert_close(out.loss, sum(F.cross_entropy(out.exit_logits[j], y) for j in range(2)))
+
+
+@pytest.mark.parametrize(
+    "labels", [torch.tensor([0.5, 2.0, 1.0, 4.0]), torch.tensor([[0.5], [2.0], [1.0], [4.0]])]
+)
+def test_one_label_is_regression_with_labels_of_either_shape(labels):
+    model = tiny(num_labels=1)
+    ids, mask = padded_batch()
+    out = model(ids, attention_mask=mask, labels=labels)
+    assert model.config.problem_type == "regression"
+    flat = labels.view(-1)
+    torch.testing.assert_close(out.loss, sum(F.mse_loss(out.exit_logits[j].view(-1), flat) for j in range(2)))
+    # integer targets of a regression head are taken as values
+    out_int = model(ids, attention_mask=mask, labels=torch.tensor([0, 2, 1, 4]))
+    assert out_int.loss.dtype == torch.float32
+
+
+def test_regression_with_several_outputs():
+    model = tiny(num_labels=3, problem_type="regression")
+    ids, mask = padded_batch()
+    y = torch.rand(4, 3)
+    out = model(ids, attention_mask=mask, labels=y)
+    torch.testing.assert_close(out.loss, sum(F.mse_loss(out.exit_logits[j], y) for j in range(2)))
