@@ -303,16 +303,20 @@ _ENCODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def token_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
-    """texts -> token ids without special tokens, the same ids as `tokenizer(texts, add_special_tokens=False)`.
+    """texts -> token ids without special tokens, the same ids as `tokenizer(texts, add_special_tokens=False,
+    split_special_tokens=True)`: a "[SEP]" or "[MASK]" written in the corpus (web text about BERT has them) is
+    text, as BERT's own pre-training data made it, not the special token (a separator or mask inside a segment
+    that neither the SOP pairs nor the masking put there). Documents are the same either way, so saved data
+    positions (DATA_VERSION) still point at the same place.
 
     With a fast tokenizer this calls its Rust backend directly (batch-parallel), on a copy with truncation and
     padding switched off as the wrapper does: the wrapper's per-encoding conversion to Python dicts cost about
     as much as the tokenisation itself. One copy per tokenizer object, shared by the streams."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        return lambda texts: tokenizer(texts, add_special_tokens=False, return_attention_mask=False)[
-            "input_ids"
-        ]
+        return lambda texts: tokenizer(
+            texts, add_special_tokens=False, split_special_tokens=True, return_attention_mask=False
+        )["input_ids"]
     fn = _ENCODERS.get(tokenizer)
     if fn is None:
         from tokenizers import Tokenizer
@@ -320,6 +324,7 @@ def token_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
         raw = Tokenizer.from_str(backend.to_str())
         raw.no_truncation()
         raw.no_padding()
+        raw.encode_special_tokens = True  # "[SEP]" in the text is text
 
         def fn(texts: list[str]) -> list[list[int]]:
             return [e.ids for e in raw.encode_batch(texts, add_special_tokens=False)]
