@@ -274,3 +274,10 @@ def test_integers_beyond_pythons_digit_limit_are_named(tmp_path):
     text = str(e)
     assert "far too large" in text and "outside the task's labels" in text and "too large (at most" in text
     assert len(text) < 2000  # the 5,000 digits are not quoted in full
+
+
+def test_a_python_style_trailing_comma_gets_a_hint(tmp_path):
+    e = _error(_file(tmp_path, f"0\t1\t{T1}\n1\t1\t(10,),emb\n"))
+    assert "write (768), not Python's (768,)" in e.problems[0][1]
+    e = _error(_file(tmp_path, f"0\t1\t{T1}\n1\t1\t(10,,768),layer_1\n", name="b.tsv"))
+    assert "not a non-negative integer" in e.problems[0][1] and "Python" not in e.problems[0][1]

@@ -42,7 +42,12 @@ def parse_trace(text: str) -> list[Call]:
         what = f"call {pos} {_short(part)}"
         for d in dims:
             if not _DIM.match(d):
-                raise TraceError(f"{what}: shape dimension {_short(d)} is not a non-negative integer")
+                hint = (
+                    " (no trailing comma: write (768), not Python's (768,))"
+                    if d == "" and dims[-1] == ""
+                    else ""
+                )
+                raise TraceError(f"{what}: shape dimension {_short(d)} is not a non-negative integer{hint}")
         shape = _dims(dims, what)
         calls.append((m.group("name"), shape))
     return calls
