@@ -98,3 +98,85 @@ def test_regression_with_several_outputs():
     y = torch.rand(4, 3)
     out = model(ids, attention_mask=mask, labels=y)
     torch.testing.assert_close(out.loss, sum(F.mse_loss(out.exit_logits[j], y) for j in range(2)))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Trainer
+
+
+def _trainer(model, tmp_path, labels, **args):
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    ids, mask = padded_batch(b=16, s=8, seed=1)
+    data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": mask.tolist(), "labels": labels})
+    defaults = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=8,
+        num_train_epochs=1,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        lr_scheduler_type="constant",
+        seed=0,
+        disable_tqdm=True,
+    )
+    return Trainer(
+        model=model, args=TrainingArguments(**{**defaults, **args}), train_dataset=data, eval_dataset=data
+    )
+
+
+@pytest.mark.parametrize(("exits", "num_labels"), [(1, 3), (2, 3), (2, 1)])
+def test_trainer_trains_and_evaluates_on_the_deepest_exits_logits(tmp_path, exits, num_labels):
+    """Trainer's predictions are `logits` (B, C), as for BERT: compute_metrics gets one array, not a tuple
+    with (E, B, C) `exit_logits` wrongly concatenated along the exit dim."""
+    import numpy as np
+
+    model = tiny(num_labels=num_labels, num_output_layers=exits)
+    g = torch.Generator().manual_seed(2)
+    labels = (
+        torch.rand(16, generator=g).tolist()
+        if num_labels == 1
+        else torch.randint(0, 3, (16,), generator=g).tolist()
+    )
+    seen = {}
+
+    def metrics(ev):
+        seen["predictions"] = ev.predictions
+        return {"mean": float(np.mean(ev.predictions))}
+
+    trainer = _trainer(model, tmp_path, labels)
+    trainer.compute_metrics = metrics
+    assert trainer.train().training_loss > 0
+    result = trainer.evaluate()
+    assert isinstance(seen["predictions"], np.ndarray) and seen["predictions"].shape == (16, num_labels)
+    ids, mask = padded_batch(b=16, s=8, seed=1)
+    with torch.no_grad():
+        expect = model.eval()(ids, attention_mask=mask).logits
+    np.testing.assert_allclose(seen["predictions"], expect.numpy(), atol=1e-5, rtol=1e-5)
+    assert np.isfinite(result["eval_loss"])
+
+
+def test_trainer_gradient_accumulation_matches_the_full_batch(tmp_path):
+    """2 accumulated batches of 8 take the step of one batch of 16 (Trainer divides the loss by the
+    accumulation steps; with SGD a missing division doubles the step)."""
+    labels = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(3)).tolist()
+    common = dict(optim="sgd", learning_rate=0.5, max_grad_norm=0.0)
+    start = tiny(num_labels=3)
+    full = tiny(num_labels=3)
+    _trainer(full, tmp_path / "full", labels, per_device_train_batch_size=16, **common).train()
+    accumulated = tiny(num_labels=3)
+    _trainer(accumulated, tmp_path / "ga", labels, gradient_accumulation_steps=2, **common).train()
+    moved = sum((p - q).norm() for p, q in zip(full.parameters(), start.parameters(), strict=True))
+    assert moved > 0.1
+    for (name, p), q in zip(full.named_parameters(), accumulated.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_trainer_multi_label(tmp_path):
+    model = tiny(num_labels=3, problem_type="multi_label_classification")
+    labels = torch.randint(0, 2, (16, 3), generator=torch.Generator().manual_seed(4)).float().tolist()
+    trainer = _trainer(model, tmp_path, labels)
+    assert trainer.train().training_loss > 0
+    assert "eval_loss" in trainer.evaluate()

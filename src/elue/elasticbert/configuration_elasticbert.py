@@ -46,6 +46,9 @@ class ElasticBertConfig(PreTrainedConfig):
     """
 
     model_type = "elasticbert"
+    # outputs that HF `Trainer` leaves out of `predictions` (it concatenates every output along dim 0, the batch
+    # dim, but `exit_logits` is (E, B, C) and `exit_losses` (E,)): its predictions are `logits`, as for BERT
+    keys_to_ignore_at_inference = ["exit_logits", "exit_losses"]
 
     vocab_size: int = 30522
     hidden_size: int = 768

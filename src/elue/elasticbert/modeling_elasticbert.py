@@ -694,6 +694,11 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
     sum of exit losses, under gradient equilibrium (config.gradient_equilibrium).
     """
 
+    # The loss is a mean over the batch, not normalised by a token count: HF `Trainer` must divide it by the
+    # gradient-accumulation steps itself (it skips that for a forward taking **kwargs, which it assumes uses
+    # `num_items_in_batch`).
+    accepts_loss_kwargs = False
+
     def __init__(self, config: ElasticBertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         config.check_layers()
