@@ -1,12 +1,15 @@
 """What tests that start `elue` (or torchrun) in child processes share: a free port, the child's environment,
-the torchrun executable. Import as `from subprocesses import ...` (tests/ is on the path)."""
+the torchrun executable, waiting for a condition, a process's children and signal handlers. Import as
+`from subprocesses import ...` (tests/ is on the path)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 from shared_paths import REPO_ROOT
@@ -29,3 +32,45 @@ def torchrun() -> str | None:
     """The torchrun next to this Python (or on PATH); None when there is none."""
     beside = Path(sys.executable).with_name("torchrun")
     return shutil.which("torchrun") or (str(beside) if beside.exists() else None)
+
+
+# How long tests wait for what happens at once on an idle machine (a server up, a job scored, a process gone, a
+# child past its start-up): generous, for a slow or busy CI machine. A wait only costs all of it on failure.
+PATIENCE_S = 120.0
+
+
+def wait_until(pred, timeout: float = PATIENCE_S, what: str = "a condition", every: float = 0.05) -> None:  # noqa: ANN001
+    """Poll `pred` until it is true; fail the test naming `what` after `timeout` seconds (monotonic: a change of
+    the wall clock moves no deadline). `pred` is checked once more at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if pred():
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(every)
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (any of its threads'); [] once it is gone. Linux /proc."""
+    kids: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return kids
+    for task in tasks:
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def catches(pid: int, sig: int = signal.SIGTERM) -> bool:
+    """Whether process `pid` has a handler for `sig` installed (Linux /proc SigCgt); False once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+    return bool(int(mask, 16) >> (sig - 1) & 1)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
+from subprocesses import PATIENCE_S, wait_until  # noqa: F401  (re-exported for the server tests)
 from toolkit_fixtures import TINY_MODEL_PY  # noqa: F401  (re-exported: the toolkit tests' hand-priced model)
 
 HOSTILE_MODEL_PY = """
@@ -120,23 +120,6 @@ PUBLIC_URLS = [
     "/api/results.json",
     "/api/results.csv",
 ]
-
-
-# How long the tests wait for something that happens at once on an idle machine (a server up, a job scored, a
-# process gone): generous, for a slow or busy CI machine. A wait only ever costs it on failure.
-PATIENCE_S = 120.0
-
-
-def wait_until(pred, timeout: float = PATIENCE_S, what: str = "a condition", every: float = 0.05) -> None:  # noqa: ANN001
-    """Poll `pred` until it is true; fail the test naming `what` after `timeout` seconds (monotonic: a change of
-    the wall clock moves no deadline). `pred` is checked once more at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(every)
 
 
 def run_at_once(target, args: list) -> None:  # noqa: ANN001

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from live_server import LiveServer
-from server_helpers import make_submission, write_made_up_answers, zip_folder
+from server_helpers import PATIENCE_S, make_submission, write_made_up_answers, zip_folder
 
 from elue.data import read_test_indices
 
@@ -84,7 +84,7 @@ def test_signup_upload_scored_leaderboard_chart(live, browser, tmp_path, answers
     page.wait_for_url("**/submissions/*")
     page.screenshot(path=str(ARTIFACTS / "02-queued.png"))
     # the page refreshes itself until scoring ends
-    page.wait_for_selector("#status.scored, #status.failed", timeout=90_000)
+    page.wait_for_selector("#status.scored, #status.failed", timeout=PATIENCE_S * 1000)
     status = page.inner_text("#status")
     log = page.inner_text("#log")
     page.screenshot(path=str(ARTIFACTS / "03-scored.png"), full_page=True)
@@ -146,7 +146,7 @@ def test_signup_upload_scored_leaderboard_chart(live, browser, tmp_path, answers
     )
     box = page.locator("#chart .scatterlayer .trace .point").first.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.wait_for_selector("#chart .hoverlayer .hovertext", timeout=5000)
+    page.wait_for_selector("#chart .hoverlayer .hovertext")
     page.screenshot(path=str(ARTIFACTS / "06-task-sst2-log-hover.png"))
     page.click("#x-params")
     assert page.evaluate("document.getElementById('chart').dataset.x") == "params"
@@ -210,7 +210,7 @@ def test_model_names_are_text_in_the_chart(live, browser):  # noqa: ANN001
         const i = gd.data.findIndex(t => t.name.startsWith('&lt;a href'));
         Plotly.Fx.hover(gd, [{curveNumber: i, pointNumber: 0}]); }"""
     )
-    page.wait_for_selector("#chart .hoverlayer .hovertext", timeout=5000)
+    page.wait_for_selector("#chart .hoverlayer .hovertext")
     hover = page.evaluate("document.querySelector('#chart .hoverlayer').textContent")
     assert "Click me</a>" in hover
     assert page.evaluate("document.querySelectorAll('#chart .hoverlayer a').length") == 0
@@ -233,7 +233,7 @@ def test_a_model_without_a_score_has_none_in_the_hover_box(live, browser):  # no
         const i = gd.data.findIndex(t => t.name.startsWith('No score here'));
         Plotly.Fx.hover(gd, [{curveNumber: i, pointNumber: 0}]); }"""
     )
-    page.wait_for_selector("#chart .hoverlayer .hovertext", timeout=5000)
+    page.wait_for_selector("#chart .hoverlayer .hovertext")
     hover = page.evaluate("document.querySelector('#chart .hoverlayer').textContent")
     assert "ELUE score —" in hover and "params 10.0M" in hover, hover
     page.close()
@@ -297,7 +297,7 @@ def test_the_content_security_policy_breaks_nothing(live, browser):  # noqa: ANN
     page.click("#scale-log")
     box = page.locator("#chart .scatterlayer .trace .point").first.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.wait_for_selector("#chart .hoverlayer .hovertext", timeout=5000)
+    page.wait_for_selector("#chart .hoverlayer .hovertext")
     png = page.evaluate("Plotly.toImage(document.getElementById('chart'), {format: 'png'})")
     assert png.startswith("data:image/png;base64,")
     # an error page's Back link returns to the page before

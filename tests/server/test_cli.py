@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from live_server import LiveServer
-from server_helpers import TINY_MODEL_PY
+from server_helpers import PATIENCE_S, TINY_MODEL_PY
 
 HERE = Path(__file__).resolve().parent
 TSV = "index\tpred\tmodules\n0\t1\t(5),emb\n1\t0\t(5),emb\n"
@@ -126,14 +126,14 @@ def test_sigterm_stops_serve_and_its_workers(tmp_path):  # noqa: ANN001
     server = LiveServer(tmp_path / "serve", answers)
     try:
         workers: list[int] = []
-        deadline = time.time() + 15
-        while not workers and time.time() < deadline:  # the supervisor thread starts them (any thread's)
+        deadline = time.monotonic() + PATIENCE_S
+        while not workers and time.monotonic() < deadline:  # the supervisor thread starts them (any thread's)
             for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
                 workers += [int(pid) for pid in (task / "children").read_text().split()]
             time.sleep(0.2)
         assert workers, "serve started no worker"
         server.proc.send_signal(signal.SIGTERM)
-        assert server.proc.wait(30) == 128 + signal.SIGTERM
+        assert server.proc.wait(PATIENCE_S) == 128 + signal.SIGTERM
 
         def alive(pid: int) -> bool:  # a zombie waiting to be reaped has finished
             try:
@@ -141,8 +141,8 @@ def test_sigterm_stops_serve_and_its_workers(tmp_path):  # noqa: ANN001
             except OSError:
                 return False
 
-        deadline = time.time() + 15
-        while time.time() < deadline and any(alive(pid) for pid in workers):
+        deadline = time.monotonic() + PATIENCE_S
+        while time.monotonic() < deadline and any(alive(pid) for pid in workers):
             time.sleep(0.2)
         assert not any(alive(pid) for pid in workers), "a worker outlived serve"
     finally:

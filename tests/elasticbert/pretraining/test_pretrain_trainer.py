@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from subprocesses import child_env, free_port, torchrun
+from subprocesses import catches, child_env, children, free_port, torchrun, wait_until
 
 from elue.elasticbert.pretraining.config import PretrainConfig
 from elue.elasticbert.pretraining.trainer import pretrain
@@ -264,6 +264,13 @@ def test_torchrun_two_processes_match_one(tiny_settings, tmp_path):
         assert torch.allclose(a[k], d[k], atol=1e-5), k
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
+
+
 def _torchrun(cfg_file: Path, settings: dict) -> None:
     """`elue pretrain` with `settings` in 2 CPU processes (torchrun, gloo)."""
     cfg_file.write_text(json.dumps(settings))
@@ -349,10 +356,16 @@ def test_a_signal_to_torchrun_stops_both_processes_at_once(tiny_settings, tmp_pa
            "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)]  # fmt: skip
     proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out_dir = Path(s["output_dir"])
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out_dir / "train_log.csv").exists():
-        time.sleep(0.1)  # both processes past start-up
-    time.sleep(3)  # some steps, no log row
+
+    def training() -> list[int]:  # the worker processes that are in their training loop (its handler is set)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        workers = [pid for pid in children(proc.pid) if "elue.elasticbert.pretraining" in _cmdline(pid)]
+        return [pid for pid in workers if catches(pid, signal.SIGTERM)]
+
+    # both processes past start-up (a fixed 3 s after the log file appeared was the wait: a busy machine may take
+    # longer, and a SIGTERM before the loop's handler ends a process at once), then some steps, no log row
+    wait_until(lambda: len(training()) == 2, what="both processes to start training")
+    time.sleep(1)  # (any length: nothing waits for these steps)
     t0 = time.time()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
