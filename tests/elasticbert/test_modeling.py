@@ -144,17 +144,29 @@ def test_eager_and_sdpa_agree(tmp_path):
     assert ElasticBertModel(c).config._attn_implementation == "eager"
 
 
-def test_attentions_asked_of_sdpa_say_they_need_eager(tmp_path, caplog):
-    """SDPA computes no attention weights: `output_attentions=True` gave a tuple of None without a word (the
-    docs say it needs eager). It still gives None, with a warning naming the fix, as transformers' BERT does."""
+def test_attentions_asked_of_sdpa_fall_back_to_eager(tmp_path, caplog):
+    """SDPA computes no attention weights: `output_attentions=True` gave a tuple of None (with a warning), where
+    a user expects the weights. The layers now run eager attention for that forward (same outputs), with a
+    warning naming the default to change, as transformers 4's BERT did."""
     torch.manual_seed(0)
     ElasticBertForSequenceClassification(tiny_config()).save_pretrained(tmp_path)
     sdpa = ElasticBertForSequenceClassification.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    eager = ElasticBertForSequenceClassification.from_pretrained(tmp_path, attn_implementation="eager").eval()
     ids, mask = batch()
     with caplog.at_level("WARNING", logger="elue.elasticbert.modeling_elasticbert"):
-        out = sdpa(ids, attention_mask=mask, output_attentions=True)
-    assert all(a is None for a in out.attentions)
-    assert any("attn_implementation='eager'" in r.getMessage() for r in caplog.records), caplog.text
+        out = sdpa(ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+    want = eager(ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+    assert len(out.attentions) == 4
+    for a, b in zip(out.attentions, want.attentions, strict=True):
+        assert a.shape == (3, HEADS, 9, 9)
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a.sum(-1), torch.ones(3, HEADS, 9))
+    torch.testing.assert_close(
+        out.exit_logits, sdpa(ids, attention_mask=mask).exit_logits, atol=1e-5, rtol=1e-5
+    )
+    assert len(out.hidden_states) == 5
+    assert sdpa.config._attn_implementation == "sdpa"  # the fallback is for that forward only
+    assert any("falls back to eager" in r.getMessage() for r in caplog.records), caplog.text
 
 
 def test_residual_stream_dtype_under_autocast():

@@ -53,7 +53,8 @@ class ElasticBertModelOutput(ModelOutput):
     exit_pooled_outputs: tuple, one (B, H) per computed exit: the exit's pooler output (or the [CLS] hidden
         state without pooling layers).
     hidden_states: with `output_hidden_states`, (embeddings, layer 1, ..., layer L), each (B, S, H).
-    attentions: with `output_attentions` (eager attention), one (B, heads, S, S) per layer.
+    attentions: with `output_attentions`, one (B, heads, S, S) per layer (computed by eager attention, whatever
+        `attn_implementation`: SDPA gives no weights).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -168,8 +169,12 @@ class ElasticBertSelfAttention(nn.Module):
         query = self.query(hidden_states).view(hidden_shape).transpose(1, 2)
         key = self.key(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.value(hidden_states).view(hidden_shape).transpose(1, 2)
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
+        attention_interface: Callable = (
+            eager_attention_forward  # the only one that computes the weights (same outputs as the others)
+            if kwargs.get("output_attentions")
+            else ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
         )
         attn_output, attn_weights = attention_interface(
             self,
@@ -459,7 +464,8 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
         if output_attentions and self.config._attn_implementation != "eager":
             logger.warning_once(
                 f"output_attentions=True: {self.config._attn_implementation} attention computes no attention "
-                "weights, so `attentions` holds None; load the model with attn_implementation='eager' for them"
+                "weights, so this forward falls back to eager attention (same outputs, slower); load the model "
+                "with attn_implementation='eager' to make that the default"
             )
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -494,7 +500,7 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
             rows = torch.cat([cls_rows, exit_rows.to(device=hidden.device, dtype=torch.long)])
         for i, layer_module in enumerate(self.encoder.layer):
             if output_attentions:
-                hidden, attn = layer_module.forward_with_attentions(hidden, bias)
+                hidden, attn = layer_module.forward_with_attentions(hidden, bias, output_attentions=True)
                 all_attn = all_attn + (attn,)
             else:
                 hidden = layer_module(hidden, bias)
