@@ -180,3 +180,79 @@ def test_trainer_multi_label(tmp_path):
     trainer = _trainer(model, tmp_path, labels)
     assert trainer.train().training_loss > 0
     assert "eval_loss" in trainer.evaluate()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# inputs
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_empty_batch_gives_empty_outputs(impl):
+    """A batch of 0 rows (BERT: a reshape error inside attention) gives 0-row outputs."""
+    model = tiny(num_labels=3, attn_implementation=impl)
+    ids = torch.zeros(0, 5, dtype=torch.long)
+    out = model(ids, attention_mask=torch.zeros(0, 5, dtype=torch.long), output_hidden_states=True)
+    assert out.logits.shape == (0, 3) and out.exit_logits.shape == (2, 0, 3)
+    assert out.hidden_states[-1].shape == (0, 5, 32)
+
+
+def test_attention_mask_of_another_shape_is_refused_by_name():
+    model = tiny(num_labels=3)
+    ids, mask = padded_batch()
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(4, 8\), the input \(4, 9\)"):
+        model(ids, attention_mask=mask[:, :-1])
+
+
+def test_head_mask_is_refused_not_ignored():
+    model = tiny(num_labels=3)
+    ids, mask = padded_batch()
+    for forward in (model, model.elasticbert):
+        with pytest.raises(ValueError, match="head_mask is not supported"):
+            forward(ids, attention_mask=mask, head_mask=torch.zeros(2, 2))
+    model(ids, attention_mask=mask, head_mask=None)  # None is fine
+
+
+def test_optional_inputs_default_as_in_bert():
+    """No attention_mask = all ones, no token_type_ids = all zeros, default position_ids = 0..S-1,
+    inputs_embeds = the word embeddings of input_ids."""
+    model = tiny(num_labels=3)
+    ids, _ = padded_batch()
+    ref = model(ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids)).exit_logits
+    torch.testing.assert_close(model(ids).exit_logits, ref)
+    pos = torch.arange(ids.shape[1]).expand_as(ids)
+    torch.testing.assert_close(model(ids, position_ids=pos).exit_logits, ref)
+    embeds = model.get_input_embeddings()(ids)
+    torch.testing.assert_close(model(inputs_embeds=embeds).exit_logits, ref)
+    shifted = model(ids, position_ids=pos + 3).exit_logits
+    assert not torch.allclose(shifted, ref)
+    with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
+        model(ids, inputs_embeds=embeds)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_padded_batch_equals_one_example_at_a_time(impl):
+    model = tiny(num_labels=3, attn_implementation=impl)
+    ids, mask = padded_batch()
+    out = model(ids, attention_mask=mask).exit_logits
+    for row in range(ids.shape[0]):
+        n = int(mask[row].sum())
+        alone = model(ids[row : row + 1, :n]).exit_logits
+        torch.testing.assert_close(out[:, row : row + 1], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_tuple_outputs_start_as_berts():
+    """return_dict=False: (loss, logits, exit_logits, exit_losses) with labels, (logits, exit_logits) without
+    — loss first and logits next, as BERT's (loss, logits)."""
+    model = tiny(num_labels=3)
+    ids, mask = padded_batch()
+    y = torch.tensor([0, 1, 2, 0])
+    out = model(ids, attention_mask=mask, labels=y)
+    loss, logits, exit_logits, exit_losses = model(ids, attention_mask=mask, labels=y, return_dict=False)
+    torch.testing.assert_close(loss, out.loss)
+    torch.testing.assert_close(logits, out.logits)
+    torch.testing.assert_close(exit_logits, out.exit_logits)
+    torch.testing.assert_close(exit_losses, out.exit_losses)
+    no_labels = model(ids, attention_mask=mask, return_dict=False, output_hidden_states=True)
+    assert len(no_labels) == 3 and len(no_labels[2]) == 3  # logits, exit_logits, hidden_states
+    base = model.elasticbert(ids, attention_mask=mask, return_dict=False)
+    torch.testing.assert_close(base[0], model.elasticbert(ids, attention_mask=mask).last_hidden_state)

@@ -165,13 +165,15 @@ class ElasticBertSelfAttention(nn.Module):
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
-        hidden_shape = (*input_shape, -1, self.attention_head_size)
+        hidden_shape = (*input_shape, self.num_attention_heads, self.attention_head_size)  # no -1: batch 0
         query = self.query(hidden_states).view(hidden_shape).transpose(1, 2)
         key = self.key(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.value(hidden_states).view(hidden_shape).transpose(1, 2)
         attention_interface: Callable = (
-            eager_attention_forward  # the only one that computes the weights (same outputs as the others)
-            if kwargs.get("output_attentions")
+            # eager: the only one that computes the weights (same outputs as the others), and the only one that
+            # takes an empty batch (transformers' SDPA wrapper reshapes with -1)
+            eager_attention_forward
+            if kwargs.get("output_attentions") or query.numel() == 0
             else ALL_ATTENTION_FUNCTIONS.get_interface(
                 self.config._attn_implementation, eager_attention_forward
             )
@@ -186,7 +188,7 @@ class ElasticBertSelfAttention(nn.Module):
             scaling=self.scaling,
             is_causal=False,
         )
-        return attn_output.reshape(*input_shape, -1).contiguous(), attn_weights
+        return attn_output.reshape(*input_shape, self.all_head_size).contiguous(), attn_weights
 
 
 class ElasticBertSelfOutput(nn.Module):
@@ -346,6 +348,16 @@ class ElasticBertPreTrainedModel(PreTrainedModel):
         self._keys_to_ignore_on_load_unexpected = ignore
 
 
+def _refuse_head_mask(kwargs) -> None:  # noqa: ANN001
+    """transformers 5's BERT takes `head_mask` into its **kwargs and ignores it; here it is refused, so a caller
+    masking heads does not get unmasked outputs without a word."""
+    if kwargs.get("head_mask") is not None:
+        raise ValueError(
+            "head_mask is not supported by ElasticBERT (transformers 5 dropped it from BERT too); to remove "
+            "heads, use model.prune_heads or zero the heads' rows of the query/key/value weights"
+        )
+
+
 # --------------------------------------------------------------------------------------------------------------
 # the bare model
 
@@ -458,6 +470,7 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        _refuse_head_mask(kwargs)
         output_attentions = (
             output_attentions if output_attentions is not None else self.config.output_attentions
         )
@@ -485,6 +498,15 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
                 raise ValueError(f"exit_layers is empty: name at least one of {self.exit_layers} (0-based)")
 
         hidden = self.embed(input_ids, token_type_ids, position_ids, inputs_embeds)
+        if (
+            attention_mask is not None
+            and attention_mask.dim() == 2
+            and attention_mask.shape != hidden.shape[:2]
+        ):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, the input {tuple(hidden.shape[:2])} "
+                "(batch, sequence length)"
+            )
         if attention_mask is not None and attention_mask.dim() == 2 and bool(attention_mask.all()):
             attention_mask = None  # no padding: no bias, SDPA's fast path
         bias = self.attention_bias(attention_mask, hidden.dtype)
@@ -856,6 +878,7 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
             0-based exit layers to compute (default: all exits); the loss sums over these.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        _refuse_head_mask(kwargs)
         outputs = self.elasticbert(
             input_ids,
             attention_mask=attention_mask,
