@@ -399,3 +399,27 @@ def test_multi_label_head_refused():
                 run(model, ids, mask, tts, rule=rule, threshold=threshold)
     with pytest.raises(ValueError, match="multi-label"):
         run_early_exit(model, to_features(ids, mask, tts), rule="patience", threshold=1)
+
+
+@pytest.mark.parametrize(("rule", "threshold"), [("patience", 1), ("fixed", 3), ("entropy", None)])
+def test_left_padding_gives_the_right_padded_results_in_both_engines(rule, threshold):
+    """Tokens are where the mask is 1: left-padded rows (a tokenizer with padding_side="left") exit and predict
+    as right-padded ones. The reference read the first n positions, i.e. padding, of a left-padded row."""
+    model = make_model()
+    ids, mask, tts = make_batch(n=12)
+    if threshold is None:
+        (threshold,) = mid_thresholds(entropy_from_logits(all_exit_logits(model, ids, mask, tts)), (0.5,))
+    width = ids.shape[1]
+    left = [torch.zeros_like(t) for t in (ids, mask, tts)]
+    for row, n in enumerate(mask.sum(1).tolist()):
+        for src, dst in zip((ids, mask, tts), left, strict=True):
+            dst[row, width - n :] = src[row, :n]
+    kw = dict(rule=rule, threshold=threshold)
+    want = early_exit_reference(model, ids, mask, tts, **kw)
+    assert len(set(want.exit_layers.tolist())) > 1 or rule == "fixed"
+    for run in (early_exit, early_exit_reference):
+        got = run(model, *left, **kw)
+        assert got.exit_layers.tolist() == want.exit_layers.tolist()
+        assert got.predictions.tolist() == want.predictions.tolist()
+        assert got.token_counts.tolist() == want.token_counts.tolist()
+        torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)

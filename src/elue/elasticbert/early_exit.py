@@ -307,7 +307,8 @@ def early_exit_reference(
     threshold: float | None = None,
     regression_threshold: float = 0.1,
 ) -> EarlyExitResult:
-    """The same rules, one example at a time (batch size 1, its unpadded tokens; right padding assumed).
+    """The same rules, one example at a time (batch size 1, its unpadded tokens: where the mask is 1, padding on
+    either side, as `early_exit`).
 
     Slow by design (as the original ElasticBERT code): it is the yardstick for `early_exit`.
     """
@@ -320,13 +321,13 @@ def early_exit_reference(
     was_training = clf.training
     clf.eval()
     preds, layers, counts, all_logits = [], [], [], []
-    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-    lengths = mask.sum(1).tolist()
+    keep = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).bool()
+    lengths = keep.sum(1).tolist()
     _refuse_empty(np.array(lengths, dtype=np.int64), "rows", "attention_mask all 0")
     try:
         for b, n in enumerate(lengths):
-            ids = input_ids[b : b + 1, :n]
-            tts = token_type_ids[b : b + 1, :n] if token_type_ids is not None else None
+            ids = input_ids[b][keep[b]][None]
+            tts = token_type_ids[b][keep[b]][None] if token_type_ids is not None else None
             hidden = base.embed(ids, tts)
             prev, count = None, 0
             candidates = [int(r.threshold) - 1] if r.kind == "fixed" else sorted(exits)
