@@ -15,7 +15,8 @@ import torch
 from elasticbert_fixtures import NEG, POS, invoke_cli, write_sst2, write_tiny_checkpoint
 from subprocesses import child_env, free_port, torchrun
 
-from elue.elasticbert.finetune import FinetuneConfig, finetune
+from elue.elasticbert.finetune import finetune
+from elue.elasticbert.finetune_config import FinetuneConfig
 
 
 @pytest.fixture(scope="module")
@@ -496,7 +497,8 @@ def test_last_keeps_the_fp16_loss_scaler(tiny, tmp_path):
     from transformers import get_linear_schedule_with_warmup
 
     from elue.elasticbert import ElasticBertForSequenceClassification
-    from elue.elasticbert.finetune import TrainerState, _restore_last, _save_last, load_tokenizer
+    from elue.elasticbert.finetune_checkpoints import TrainerState, _restore_last, _save_last
+    from elue.elasticbert.finetune_model import load_tokenizer
 
     def parts():
         model = torch.nn.Linear(2, 2)
@@ -689,7 +691,7 @@ def test_cli_local_model_path_not_sent_to_hub(tmp_path, monkeypatch, typed):
 
 
 def test_finetune_keeps_the_checkpoint_exit_layout(tiny, tmp_path):
-    from elue.elasticbert.finetune import default_exits, load_model
+    from elue.elasticbert.finetune_model import default_exits, load_model
     from elue.elasticbert.task_data import elue_task_spec
 
     ckpt = write_tiny_checkpoint(tmp_path / "two-exits", layers=3, exits=2)
@@ -924,7 +926,8 @@ def test_two_processes_start_a_run_killed_before_its_first_save_once(tmp_path):
 
 def test_a_resume_in_another_number_of_processes_is_refused(tmp_path):
     """Its position in the epoch counts steps of one batch per process: refused, not silently misread."""
-    from elue.elasticbert.finetune import FinetuneConfig, finetune
+    from elue.elasticbert.finetune import finetune
+    from elue.elasticbert.finetune_config import FinetuneConfig
 
     data, ckpt = write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
     kw = dict(task="sst-2", model=str(ckpt), output_dir=str(tmp_path / "run"), data_dir=str(data))
@@ -1015,7 +1018,7 @@ def test_a_checkpoint_with_only_vocab_txt_gets_the_bert_tokenizer(tiny, tmp_path
     `model_type: elasticbert`, so `elue finetune --model` such a folder failed with transformers' "Couldn't
     instantiate the backend tokenizer ... install sentencepiece or tiktoken"; it now gets BERT's WordPiece
     tokenizer of that vocab.txt, uncased as BERT's default (and `elue predict` the same)."""
-    from elue.elasticbert.finetune import load_tokenizer
+    from elue.elasticbert.finetune_model import load_tokenizer
 
     data, ckpt = tiny
     bare = tmp_path / "released"

@@ -203,7 +203,8 @@ def finetune_command(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Fine-tune ElasticBERT: static K layers (--layers K) or every exit jointly (default, gradient equilibrium)."""
-    from elue.elasticbert.finetune import FinetuneConfig, finetune
+    from elue.elasticbert.finetune import finetune
+    from elue.elasticbert.finetune_config import FinetuneConfig
 
     if hub and glue:
         fail("--hub and --glue exclude each other")
@@ -490,7 +491,7 @@ def convert_command(
         shutil.rmtree(staging, ignore_errors=True)
     for message in notes:
         typer.echo(f"note: {message}", err=True)
-    from elue.elasticbert.finetune import TOKENIZER_FILES
+    from elue.elasticbert.finetune_model import TOKENIZER_FILES
 
     if not any((output / name).is_file() for name in TOKENIZER_FILES):
         typer.echo(

@@ -374,7 +374,7 @@ class PredictResult:
 
 def load_finetuned(model_dir: str | Path):
     """(model, tokenizer, info) from a fine-tuned checkpoint folder (`finetune.json` optional)."""
-    from elue.elasticbert.finetune import check_checkpoint_dir, load_tokenizer
+    from elue.elasticbert.finetune_model import check_checkpoint_dir, load_tokenizer
     from elue.elasticbert.modeling_elasticbert import ElasticBertForSequenceClassification
 
     model_dir = Path(model_dir)
@@ -481,7 +481,8 @@ def predict_submission(
     """
     import torch
 
-    from elue.elasticbert.finetune import FinetuneConfig, check_max_length
+    from elue.elasticbert.finetune_config import FinetuneConfig
+    from elue.elasticbert.finetune_model import check_max_length
     from elue.elasticbert.task_data import elue_task_spec, load_split, tokenize
     from elue.testfile import write_test_file
 

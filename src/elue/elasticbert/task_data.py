@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from .finetune import FinetuneConfig
+    from .finetune_config import FinetuneConfig
 
 # --------------------------------------------------------------------------------------------------
 # what is being learnt
