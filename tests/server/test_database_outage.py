@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from server_fake_evaluator import evaluate as fake_evaluate
-from server_helpers import api_upload
+from server_helpers import api_upload, wait_until
 from server_setup import make_settings, token_for
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
@@ -63,12 +62,13 @@ def test_worker_waits_for_a_database_that_went_away(tmp_path, monkeypatch):  # n
         daemon=True,
     )
     t.start()
+
+    def scored_by_a_live_worker() -> bool:
+        assert t.is_alive(), "the worker ended when the database went away"
+        return scored()
+
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline and not scored():
-            assert t.is_alive(), "the worker ended when the database went away"
-            time.sleep(0.1)
-        assert scored()
+        wait_until(scored_by_a_live_worker, what="the submission to be scored", every=0.1)
     finally:
         stop.set()
         t.join(10)
