@@ -256,3 +256,170 @@ def test_tuple_outputs_start_as_berts():
     assert len(no_labels) == 3 and len(no_labels[2]) == 3  # logits, exit_logits, hidden_states
     base = model.elasticbert(ids, attention_mask=mask, return_dict=False)
     torch.testing.assert_close(base[0], model.elasticbert(ids, attention_mask=mask).last_hidden_state)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pipeline, loading, training utilities
+
+WORDS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "the",
+    "movie",
+    "was",
+    "great",
+    "bad",
+    "not",
+    "a",
+    "film",
+]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A static and a 2-exit classifier saved with a tiny WordPiece tokenizer."""
+    from transformers import BertTokenizer
+
+    root = tmp_path_factory.mktemp("elasticbert_hf")
+    (root / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    tokenizer = BertTokenizer(str(root / "vocab.txt"))
+    dirs = {}
+    for name, exits in (("static", 1), ("multi", 2)):
+        model = tiny(num_labels=3, num_output_layers=exits, vocab_size=len(WORDS))
+        with torch.no_grad():  # distinct exits, so the pipeline's exit is identifiable
+            for head in [model.classifier] if exits == 1 else list(model.classifiers):
+                head.weight.normal_(0, 1.0)
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+        dirs[name] = root / name
+    return dirs
+
+
+@pytest.mark.parametrize("name", ["static", "multi"])
+def test_text_classification_pipeline_uses_the_deepest_exit(saved, name):
+    from transformers import AutoTokenizer, pipeline
+
+    classify = pipeline("text-classification", model=str(saved[name]), top_k=None)
+    texts = ["the movie was great", "not a film"]
+    got = classify(texts)
+    tokenizer = AutoTokenizer.from_pretrained(saved[name])
+    model = ElasticBertForSequenceClassification.from_pretrained(saved[name]).eval()
+    with torch.no_grad():
+        out = model(**tokenizer(texts, padding=True, return_tensors="pt"))
+    if name == "multi":
+        assert not torch.allclose(out.exit_logits[0], out.exit_logits[1], atol=1e-3)
+    for scores, want in zip(got, out.exit_logits[-1].softmax(-1), strict=True):
+        by_label = {s["label"]: s["score"] for s in scores}
+        torch.testing.assert_close(
+            torch.tensor([by_label[f"LABEL_{i}"] for i in range(3)]), want, atol=1e-5, rtol=1e-5
+        )
+
+
+def test_auto_classes_round_trip(saved, tmp_path):
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+    import elue.elasticbert  # noqa: F401  (registers the Auto classes)
+
+    config = AutoConfig.from_pretrained(saved["multi"])
+    assert type(config) is ElasticBertConfig and config.num_output_layers == 2
+    model = AutoModelForSequenceClassification.from_pretrained(saved["multi"]).eval()
+    assert type(model) is ElasticBertForSequenceClassification
+    ids, mask = padded_batch(seed=5)
+    ids = ids % len(WORDS)
+    base = AutoModel.from_pretrained(saved["multi"]).eval()
+    torch.testing.assert_close(
+        base(ids, attention_mask=mask).last_hidden_state,
+        model.elasticbert(ids, attention_mask=mask).last_hidden_state,
+    )
+    mlm = AutoModelForMaskedLM.from_pretrained(saved["multi"])
+    mlm.save_pretrained(tmp_path / "mlm")
+    again = AutoModelForMaskedLM.from_pretrained(tmp_path / "mlm")
+    for (name, p), q in zip(mlm.state_dict().items(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+@pytest.mark.parametrize("key", ["dtype", "torch_dtype"])
+def test_loading_in_bfloat16(saved, key):
+    model = ElasticBertForSequenceClassification.from_pretrained(
+        saved["multi"], **{key: torch.bfloat16}
+    ).eval()
+    assert model.dtype == torch.bfloat16
+    full = ElasticBertForSequenceClassification.from_pretrained(saved["multi"]).eval()
+    ids, mask = padded_batch(seed=5)
+    ids = ids % len(WORDS)
+    y = torch.tensor([0, 1, 2, 0])
+    out = model(ids, attention_mask=mask, labels=y)
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)
+    torch.testing.assert_close(
+        out.exit_logits.float(), full(ids, attention_mask=mask).exit_logits, atol=0.05, rtol=0.05
+    )
+
+
+@pytest.mark.parametrize("name", ["static", "multi"])
+def test_new_label_count_with_ignore_mismatched_sizes(saved, name):
+    model = ElasticBertForSequenceClassification.from_pretrained(
+        saved[name], num_labels=5, ignore_mismatched_sizes=True
+    )
+    ids, mask = padded_batch(seed=5)
+    out = model(ids % len(WORDS), attention_mask=mask)
+    assert out.logits.shape == (4, 5) and model.config.num_labels == 5
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        ElasticBertForSequenceClassification.from_pretrained(saved[name], num_labels=5)
+
+
+def test_resize_token_embeddings_saves_and_loads(tmp_path):
+    model = tiny(num_labels=3)
+    model.resize_token_embeddings(VOCAB + 7)
+    assert model.config.vocab_size == VOCAB + 7
+    ids, mask = padded_batch()
+    ids[0, 1] = VOCAB + 5  # a new token
+    model.save_pretrained(tmp_path)
+    again = ElasticBertForSequenceClassification.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(
+        again(ids, attention_mask=mask).exit_logits, model(ids, attention_mask=mask).exit_logits
+    )
+
+
+@pytest.mark.parametrize("exits", [1, 2])
+def test_gradient_checkpointing_gives_the_same_gradients(exits):
+    """Checkpointed layers recompute in backward; gradient equilibrium's rescaling (multi-exit) is unchanged."""
+    torch.manual_seed(0)
+    plain = ElasticBertForSequenceClassification(
+        ElasticBertConfig(
+            **{**SIZES, "num_labels": 3, "num_output_layers": exits, "hidden_dropout_prob": 0.1}
+        )
+    ).train()
+    ckpt = ElasticBertForSequenceClassification(plain.config)
+    ckpt.load_state_dict(plain.state_dict())
+    ckpt.train().gradient_checkpointing_enable()
+    assert ckpt.is_gradient_checkpointing and not plain.is_gradient_checkpointing
+    ids, mask = padded_batch()
+    y = torch.tensor([0, 1, 2, 0])
+    for model in (plain, ckpt):
+        torch.manual_seed(1)  # same dropout masks (checkpointing replays the RNG state)
+        model(ids, attention_mask=mask, labels=y).loss.backward()
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        assert p.grad is not None, name
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+@pytest.mark.parametrize("exits", [1, 2])
+def test_torch_compile_full_graph_with_padding(exits):
+    """One graph (fullgraph=True) with a padded batch: the "no padding, no mask" shortcut reads the mask's
+    values, a data-dependent branch, so it is skipped under compile. Forward and gradients as eager."""
+    model = tiny(num_labels=3, num_output_layers=exits).train()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    ids, mask = padded_batch()
+    y = torch.tensor([0, 1, 2, 0])
+    got = compiled(ids, attention_mask=mask, labels=y)
+    got.loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    want = model(ids, attention_mask=mask, labels=y)
+    want.loss.backward()
+    torch.testing.assert_close(got.exit_logits, want.exit_logits)
+    for (name, p), g in zip(model.named_parameters(), grads, strict=True):
+        torch.testing.assert_close(g, p.grad, msg=name)

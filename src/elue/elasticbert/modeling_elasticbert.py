@@ -507,7 +507,12 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
                 f"attention_mask has shape {tuple(attention_mask.shape)}, the input {tuple(hidden.shape[:2])} "
                 "(batch, sequence length)"
             )
-        if attention_mask is not None and attention_mask.dim() == 2 and bool(attention_mask.all()):
+        if (
+            attention_mask is not None
+            and attention_mask.dim() == 2
+            and not torch.compiler.is_compiling()  # a data-dependent branch would break the graph
+            and bool(attention_mask.all())
+        ):
             attention_mask = None  # no padding: no bias, SDPA's fast path
         bias = self.attention_bias(attention_mask, hidden.dtype)
 
