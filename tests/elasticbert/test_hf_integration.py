@@ -383,8 +383,8 @@ def test_resize_token_embeddings_saves_and_loads(tmp_path):
     )
 
 
-@pytest.mark.parametrize("exits", [1, 2])
-def test_gradient_checkpointing_gives_the_same_gradients(exits):
+@pytest.mark.parametrize(("exits", "reentrant"), [(1, False), (2, False), (2, True)])
+def test_gradient_checkpointing_gives_the_same_gradients(exits, reentrant):
     """Checkpointed layers recompute in backward; gradient equilibrium's rescaling (multi-exit) is unchanged."""
     torch.manual_seed(0)
     plain = ElasticBertForSequenceClassification(
@@ -394,7 +394,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(exits):
     ).train()
     ckpt = ElasticBertForSequenceClassification(plain.config)
     ckpt.load_state_dict(plain.state_dict())
-    ckpt.train().gradient_checkpointing_enable()
+    ckpt.train().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
     assert ckpt.is_gradient_checkpointing and not plain.is_gradient_checkpointing
     ids, mask = padded_batch()
     y = torch.tensor([0, 1, 2, 0])

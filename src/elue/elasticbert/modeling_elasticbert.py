@@ -353,8 +353,9 @@ def _refuse_head_mask(kwargs) -> None:  # noqa: ANN001
     masking heads does not get unmasked outputs without a word."""
     if kwargs.get("head_mask") is not None:
         raise ValueError(
-            "head_mask is not supported by ElasticBERT (transformers 5 dropped it from BERT too); to remove "
-            "heads, use model.prune_heads or zero the heads' rows of the query/key/value weights"
+            "head_mask is not supported by ElasticBERT (transformers 5's BERT ignores it); to silence a head, "
+            "zero its rows of the layer's attention.self.value weight and bias (its output is then 0, as under "
+            "a head_mask of 0)"
         )
 
 
