@@ -292,9 +292,12 @@ def test_signal_saves_and_resumes(tiny_settings, tmp_path, sig):
     cmd = [sys.executable, "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)]
     proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = Path(stopped["output_dir"]) / "train_log.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 3):
-        time.sleep(0.05)  # wait for 2 logged steps
+
+    def two_steps_logged() -> bool:  # (the 40 steps take seconds: it is signalled long before its end)
+        assert proc.poll() is None, "the run ended before it was signalled: " + proc.communicate()[1][-3000:]
+        return log.exists() and len(log.read_text().splitlines()) >= 3
+
+    wait_until(two_steps_logged, what="2 logged steps", every=0.01)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err[-3000:]
