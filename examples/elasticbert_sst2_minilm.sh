@@ -8,7 +8,7 @@
 # Usage: examples/elasticbert_sst2_minilm.sh   (from the repository root; 651 training steps took ~9 min on 2 cores)
 # Environment: ELUE_DATA_DIR (default ../shared/data), RUN (default runs/elasticbert_sst2_minilm),
 #   EPOCHS (3), LR (2e-4), MAXLEN (64), THREADS (2), CONVERTED (an existing converted checkpoint: skip step 1),
-#   STOP_AFTER (end training at this step, keeping the best checkpoint so far; docs/finetune.md used 216; at
+#   STOP_AFTER (end training at this step, keeping the best checkpoint so far; docs/finetune.md's trial uses 108; at
 #   least 108, the first evaluation, or there is no best checkpoint to predict with),
 #   RESULTS (default examples/results/elasticbert_sst2_minilm: the .json/.md of the table; set it elsewhere for
 #   a trial run, so that the committed results stay).
