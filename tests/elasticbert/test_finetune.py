@@ -165,6 +165,10 @@ def test_cli_convert_a_bert_checkpoint(tiny, tmp_path):
     assert result.exit_code == 0, result.output
     model = ElasticBertForSequenceClassification.from_pretrained(str(dst), num_labels=2)
     assert model.config.num_output_layers == 2 and model.config.num_hidden_layers == 3
+    # what was made, in one line: BERT's weights, its one pooler now one per exit (2)
+    pooler = 32 * 32 + 32
+    made = sum(p.numel() for p in bert.parameters()) + pooler
+    assert f"ElasticBERT: 3 layers, exits on the top 2, {made:,} parameters" in result.output
     assert (dst / "tokenizer.json").is_file()
     torch.testing.assert_close(
         model.elasticbert.embeddings.word_embeddings.weight, bert.embeddings.word_embeddings.weight
@@ -1062,3 +1066,38 @@ def test_a_kill_during_the_first_save_resumes_from_scratch(tiny, tmp_path, monke
     shutil.rmtree(out / "last")  # two evaluations logged: not a kill during the first save
     with pytest.raises(FileExistsError, match="no last/trainer_state.json to resume from"):
         finetune(_cfg(tiny, out, max_steps=4, eval_every=2, resume=True), log=_quiet)
+
+
+@pytest.mark.parametrize(
+    ("command", "module", "name"),
+    [("finetune", "finetune", "finetune"), ("predict", "export", "predict_submission")],
+)
+def test_threads_option_sets_torchs_threads_before_the_work(
+    tiny, tmp_path, monkeypatch, command, module, name
+):
+    """--threads N: the work runs with N intra-op threads (torch's default, one per core, spins at barriers on
+    a busy machine)."""
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from elue.cli import app
+
+    _, ckpt = tiny
+    seen = []
+
+    def record(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(torch.get_num_threads())
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(importlib.import_module(f"elue.elasticbert.{module}"), name, record)
+    before = torch.get_num_threads()
+    try:
+        args = [command, "sst-2", "--model", str(ckpt), "--output", str(tmp_path / "o"), "--threads", "1"]
+        more = ["--static", "1"] if command == "predict" else []
+        result = CliRunner().invoke(app, [*args, "--data", str(tmp_path), *more])
+        assert result.exit_code == 1 and "stopped by the test" in result.output, result.output
+        assert seen == [1]
+    finally:
+        torch.set_num_threads(before)
+    assert CliRunner().invoke(app, [*args[:-1], "0"]).exit_code == 2  # at least 1

@@ -415,7 +415,7 @@ def run_points(
     collate = make_collate(_PadOnly(model.config), regression)
     need_replay = [p for p in points if p.kind == "static" or engine == "replay"]
     if need_replay:
-        logits = predict_all_exits(model, rows, collate, batch_size, device, progress)
+        logits = predict_all_exits(model, rows, collate, batch_size, device, progress, desc="predict")
         for p in need_replay:
             out[p.name] = replay_exits(logits, p, exits, regression, regression_threshold)
     for p in points:

@@ -106,7 +106,9 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def predict_all_exits(model, rows: Sequence[dict], collate, batch_size: int, device, progress: bool = False):
+def predict_all_exits(
+    model, rows: Sequence[dict], collate, batch_size: int, device, progress: bool = False, desc: str = "eval"
+):
     """Logits of every exit for every row: array [E, N, C], rows in input order.
 
     Rows are batched by length (least padding) and put back in order.
@@ -118,7 +120,7 @@ def predict_all_exits(model, rows: Sequence[dict], collate, batch_size: int, dev
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(it, desc="eval", leave=False, unit="batch")
+        it = tqdm(it, desc=desc, leave=False, unit="batch")
     for start in it:
         idx = order[start : start + batch_size]
         batch = collate([{k: v for k, v in rows[i].items() if k != "labels"} for i in idx])
