@@ -548,7 +548,9 @@ def _converted_summary(folder: Path) -> str:
         with safe_open(f, "pt") as st:
             params += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())  # noqa: SIM118
     layers, exits = config.get("num_hidden_layers"), config.get("num_output_layers")
-    return f"ElasticBERT: {layers} layers, exits on the top {exits}, {params:,} parameters ({params / 1e6:.2f}M)"
+    return (
+        f"ElasticBERT: {layers} layers, exits on the top {exits}, {params:,} parameters ({params / 1e6:.2f}M)"
+    )
 
 
 def register(app: typer.Typer) -> None:
