@@ -117,6 +117,7 @@ def serve(
 
     public_url = public_url or os.environ.get("ELUE_PUBLIC_URL") or f"http://{_url_host(host)}:{port}"
     settings = _settings(home, data_dir, database_url, public_url, secure_cookies)
+    _check_can_listen(host, port)  # before the banner and the database: a taken port is the whole story
     from sqlalchemy.exc import ArgumentError, OperationalError
 
     from elue.server.db import open_database
@@ -262,6 +263,22 @@ def submit(
         fail(f"cannot reach the leaderboard at {base}: {e}")
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """Fail in one line when HOST:PORT cannot be listened on (another server there), before `serve` prints its
+    banner and migrates a database for a site that would not start (uvicorn found out only after both)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is fine
+            probe.bind(address)
+    except OSError as err:
+        fail(
+            f"cannot listen on {host}:{port}: {err.strerror or err} (another server there? choose another --port)"
+        )
+
+
 def _submit(  # noqa: PLR0913 - the submit command's options, passed through
     client,  # noqa: ANN001 - an httpx.Client with the token's header
     base: str,
@@ -293,6 +310,11 @@ def _submit(  # noqa: PLR0913 - the submit command's options, passed through
             body["public"] = True
         r = client.post("/api/submissions/reported", json=body)
     else:
+        import zipfile
+
+        if path.is_file() and not zipfile.is_zipfile(path):  # the server would only say "not a zip archive"
+            hint = ": a reported entry? add --reported" if path.suffix.lower() == ".json" else ""
+            raise typer.BadParameter(f"{path} is neither a submission folder nor a zip archive{hint}")
         try:
             data = path.read_bytes() if path.is_file() else zip_folder(path)
         except (UploadError, OSError) as e:
