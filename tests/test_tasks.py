@@ -71,3 +71,10 @@ def test_file_layouts(name, train_dev, test):
     assert task.label_column in train_dev
     assert all(c in train_dev for c in task.text_columns)
     assert task.is_pair == (len(task.text_columns) == 2) == (name not in ("sst-2", "imdb"))
+
+
+def test_titles_are_the_datasets_names_as_written():
+    from elue.tasks import TASKS
+
+    titles = [t.title for t in TASKS.values()]
+    assert titles == ["SST-2", "IMDb", "SNLI", "SciTail", "MRPC", "STS-B"]  # spec §1's spelling

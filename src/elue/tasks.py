@@ -61,6 +61,11 @@ class Task:
         return len(self.labels) if self.labels is not None else 1
 
     @property
+    def title(self) -> str:
+        """The dataset's name as the spec and its papers write it (SST-2, IMDb, SciTail); `name` is the id."""
+        return _TITLES.get(self.name, self.name.upper())
+
+    @property
     def is_regression(self) -> bool:
         return self.kind == "regression"
 
@@ -73,6 +78,15 @@ class Task:
         """Header of test.tsv."""
         return ("index", *self.test_extra_columns, *self.text_columns)
 
+
+_TITLES = {
+    "sst-2": "SST-2",
+    "imdb": "IMDb",
+    "snli": "SNLI",
+    "scitail": "SciTail",
+    "mrpc": "MRPC",
+    "sts-b": "STS-B",
+}
 
 _TASKS = [
     Task(

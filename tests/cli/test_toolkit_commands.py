@@ -20,6 +20,7 @@ def test_tasks_lists_all_six():
         assert name in res.output
     # not a terminal: rich's 80 columns, and nothing cut short
     assert "549,367" in res.output and "hypothesis" in res.output and "…" not in res.output
+    assert "Official ELUE split sizes; a local copy may hold fewer rows" in " ".join(res.output.split())
 
 
 def test_names_are_printed_literally_not_as_markup(tmp_path):

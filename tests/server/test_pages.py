@@ -136,3 +136,13 @@ def test_pages_have_no_inline_script(client):  # noqa: ANN001
         scripts = re.findall(r"<script\b[^>]*>", html)
         assert all(" src=" in s or 'type="application/json"' in s for s in scripts), scripts
         assert not re.search(r"\son[a-z]+\s*=", html) and "javascript:" not in html
+
+
+def test_docs_leads_to_the_api_docs_and_titles_are_the_datasets_names(client):  # noqa: ANN001
+    r = client.get("/docs", follow_redirects=False)
+    assert r.status_code == 308 and r.headers["location"] == "/api/docs"
+    assert client.get("/docs").status_code == 200  # followed
+    board = client.get("/leaderboard").text
+    for title in ("SST-2", "IMDb", "SNLI", "SciTail", "MRPC", "STS-B"):  # not IMDB, SCITAIL
+        assert f">{title}<" in board or f">{title} " in board, title
+    assert "<h1>IMDb <small>" in client.get("/tasks/imdb").text

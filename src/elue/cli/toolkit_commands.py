@@ -220,7 +220,7 @@ def tasks() -> None:
     table = Table(title="ELUE tasks", box=box.SIMPLE_HEAD, pad_edge=False)
     # one item per line and no wrapping inside names or numbers: readable at 80 columns (and piped)
     for col in ("task", "labels", "text", "metric", "splits"):
-        table.add_column(col, no_wrap=True)
+        table.add_column(col if col != "splits" else "official\nsplits", no_wrap=True)
     for t in TASKS.values():
         labels = (
             "\n".join(f"{i} {n}" for i, n in enumerate(t.labels)) if t.labels else "float 0–5\n(regression)"
@@ -235,6 +235,9 @@ def tasks() -> None:
             end_section=True,
         )
     console.print(table)
+    console.print(
+        "Official ELUE split sizes; a local copy may hold fewer rows (`elue validate` counts them)."
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -167,6 +167,12 @@ def test_file_is_unlabelled(path, task) -> bool:  # noqa: ANN001
     return header == list(task.test_columns)
 
 
+@router.get("/docs")
+def docs_moved():
+    """FastAPI sites keep their API docs at /docs; this one's are at /api/docs (rendered here, no CDN)."""
+    return RedirectResponse("/api/docs", status_code=308)
+
+
 @router.get("/guide", response_class=HTMLResponse)
 def guide(ctx: Ctx = Depends(get_ctx)):
     return render(ctx, "guide.html")
