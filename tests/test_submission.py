@@ -419,3 +419,17 @@ def test_each_task_result_holds_the_warnings_of_its_own_model_py(tmp_path):
     assert "warnings" not in result.to_dict()["tasks"]["mrpc"]
     as_json = result.to_dict(with_warnings=True)["tasks"]
     assert as_json["mrpc"]["warnings"] == [warning] and as_json["sst-2"]["warnings"] == []
+
+
+def test_progress_shows_pricing_before_the_first_sandbox_is_done(tmp_path):
+    """The sandboxes take seconds to start (Python, torch, model.py): the bar is there before one finishes."""
+    calls = []
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    evaluate_submission(sub, answers, trust_model_code=True, progress=lambda *a: calls.append(a))
+    pricing = [c for c in calls if c[0].startswith("pricing")]
+    assert pricing == [
+        ("pricing model.py files in the sandbox", 0, 1),
+        ("pricing model.py files in the sandbox", 1, 1),
+    ]
+    assert calls[0][0] == "reading test files"

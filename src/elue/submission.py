@@ -274,6 +274,8 @@ def _parse_and_price(
             for model_py, calls in calls_by_model.items()
         }
         costs_by_model: dict[Path, CostTable] = {}
+        if progress:  # the bar shows while the first sandbox starts (seconds: Python, torch, model.py)
+            progress("pricing model.py files in the sandbox", 0, len(futures))
         for i, model_py in enumerate(futures, start=1):
             try:
                 costs_by_model[model_py] = futures[model_py].result()

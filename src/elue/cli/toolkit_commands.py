@@ -203,7 +203,8 @@ def flops(
 
     try:
         dims = parse_shape(shape)
-        costs = price_model(model_py, [(module, dims)], trust_model_code=trust_model_code)
+        with err_console.status("pricing in the sandbox (starting Python, torch and model.py)"):
+            costs = price_model(model_py, [(module, dims)], trust_model_code=trust_model_code)
     except (TraceError, SandboxError, SandboxUnavailable) as err:
         fail(str(err))
     value = costs.flops[(module, dims)]
