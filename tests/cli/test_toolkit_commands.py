@@ -324,3 +324,20 @@ def test_evaluate_json_holds_each_tasks_warnings(tmp_path):
     (warning,) = json.loads(out.read_text())["tasks"]["sst-2"]["warnings"]
     assert "'layer_1' is called with inputs of different ranks" in warning
     assert f"(1,9,32) at {path}: line 5" in warning
+
+
+def test_help_gives_flags_no_type(capsys, monkeypatch):
+    """`elue X --help` (the entry point): a flag takes no value, so it shows no `<bool>`; options keep types."""
+    from elue.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    for command in (["finetune"], ["evaluate"], []):
+        with pytest.raises(SystemExit) as e:
+            main([*command, "--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert "--help" in out and "<bool>" not in out, command
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    main_out = capsys.readouterr().out
+    assert "<float range>" in main_out and "--cpu" in main_out
