@@ -90,6 +90,16 @@ class Logs:
             self.tb.close()
 
 
+def eval_line(step: int, rows: list[dict[str, Any]]) -> str:
+    """An evaluation in one console line (eval_log.csv has it all): each exit's held-out MLM loss and SOP
+    accuracy, lowest exit first."""
+    exits = [r["exit"] for r in rows]
+    mlm = " ".join(f"{r['mlm_loss']:.3f}" for r in rows)
+    sop = " ".join(f"{100 * r['sop_accuracy']:.1f}" for r in rows)
+    span = f"exit {exits[0]}" if len(exits) == 1 else f"exits {exits[0]}–{exits[-1]}" if exits else "no exits"
+    return f"eval at step {step} ({span}): MLM loss {mlm} | SOP accuracy % {sop}"
+
+
 class LossWindow:
     """The logging window (the steps since the last log): per exit, the sum of its per-step mean losses and the
     number of steps it was active; the summed total loss. Local sums over global counts, reduced at logging."""

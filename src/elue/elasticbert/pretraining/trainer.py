@@ -49,7 +49,7 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .config import TWO_TYPES, NoUsableDocument, PretrainConfig, SettingsError, absolute_paths, one_line
-from .logs import Logs, LossWindow
+from .logs import Logs, LossWindow, eval_line
 
 
 def _mixed_precision(cfg: PretrainConfig) -> str:
@@ -256,7 +256,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     # evaluation runs on every process (FSDP gathers parameters collectively); only the main one writes
     if evals and start_step == 0:
-        logs.eval(0, evaluate(raw_model, evals, accelerator.device))
+        rows = evaluate(raw_model, evals, accelerator.device)
+        logs.eval(0, rows)
+        accelerator.print(eval_line(0, rows))  # (the main process prints)
 
     from tqdm.auto import tqdm
 
@@ -320,7 +322,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             # the last step's evaluation too, before its checkpoint: a run killed once that is saved would
             # resume as "nothing to do" and never write it
             if evals and ((cfg.eval_steps and step % cfg.eval_steps == 0) or step == cfg.max_steps):
-                logs.eval(step, evaluate(raw_model, evals, device))
+                rows = evaluate(raw_model, evals, device)
+                logs.eval(step, rows)
+                if main:
+                    bar.write(eval_line(step, rows))  # above the bar, which stays
             stopping = cfg.stop_after_steps is not None and steps_this_run >= cfg.stop_after_steps
             if stop.agreed(accelerator):
                 stopping = stopped_by = stop.requested or "SIGTERM"  # (another process's signal)
