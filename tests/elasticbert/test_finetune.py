@@ -1101,3 +1101,40 @@ def test_threads_option_sets_torchs_threads_before_the_work(
     finally:
         torch.set_num_threads(before)
     assert CliRunner().invoke(app, [*args[:-1], "0"]).exit_code == 2  # at least 1
+
+
+def test_load_model_says_in_words_which_weights_start_fresh(tiny, tmp_path, capfd):
+    """A checkpoint without exit heads (as `elue convert` writes) is meant to be fine-tuned: one note, not
+    transformers' coloured MISSING table; a checkpoint lacking encoder weights gets a warning naming them."""
+    from safetensors.torch import load_file, save_file
+
+    from elue.elasticbert.finetune_model import load_model
+    from elue.elasticbert.task_data import elue_task_spec
+
+    _, ckpt = tiny
+    bare = tmp_path / "bare"
+    shutil.copytree(ckpt, bare)
+    weights = load_file(str(bare / "model.safetensors"))
+    save_file(
+        {k: v for k, v in weights.items() if not k.startswith("classifier")}, str(bare / "model.safetensors")
+    )
+    said: list[str] = []
+    cfg = _cfg(tiny, tmp_path / "out", model=str(bare))
+    load_model(cfg, elue_task_spec("sst-2"), log=said.append)
+    assert said == [
+        f"note: {bare} has no weights for 3 exit head(s), which start from random weights "
+        "(as expected for a checkpoint from `elue convert` or pre-training)"
+    ]
+    out = capfd.readouterr()
+    assert "LOAD REPORT" not in out.err + out.out and "MISSING" not in out.err + out.out
+    del weights["elasticbert.encoder.layer.0.output.dense.weight"]
+    save_file(weights, str(bare / "model.safetensors"))
+    said.clear()
+    load_model(cfg, elue_task_spec("sst-2"), log=said.append)
+    assert said == [
+        f"warning: {bare} lacks 1 weight(s) of the encoder, which start from random values: "
+        "elasticbert.encoder.layer.0.output.dense.weight"
+    ]
+    said.clear()
+    load_model(_cfg(tiny, tmp_path / "out"), elue_task_spec("sst-2"), log=said.append)
+    assert said == []  # a complete checkpoint: nothing to say

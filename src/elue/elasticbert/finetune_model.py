@@ -86,16 +86,40 @@ def load_model(
     path = path or cfg.model
     config = model_config(cfg, spec, path)
     saved_labels = int(ElasticBertConfig.from_pretrained(path).num_labels)
-    if saved_labels == spec.num_labels:
-        return ElasticBertForSequenceClassification.from_pretrained(path, config=config, dtype=torch.float32)
-    model, info = ElasticBertForSequenceClassification.from_pretrained(
-        path, config=config, dtype=torch.float32, ignore_mismatched_sizes=True, output_loading_info=True
-    )
+    # transformers' own load report is a table with terminal colour codes that calls fresh exit heads MISSING,
+    # which is what a converted checkpoint is meant to have: said here in words instead
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = ElasticBertForSequenceClassification.from_pretrained(
+            path,
+            config=config,
+            dtype=torch.float32,
+            ignore_mismatched_sizes=saved_labels != spec.num_labels,
+            output_loading_info=True,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     mismatched = {k if isinstance(k, str) else k[0] for k in info.get("mismatched_keys", ())}
     if any(key.startswith("classifier") for key in mismatched):
         log(
             f"note: {path}'s exit heads have {saved_labels} outputs, {spec.name} needs {spec.num_labels}: "
             "the heads start from random weights"
+        )
+    missing = sorted(info.get("missing_keys", ()))
+    heads = {k.rsplit(".", 1)[0] for k in missing if k.startswith("classifier")}
+    if heads:
+        log(
+            f"note: {path} has no weights for {len(heads)} exit head(s), which start from random weights "
+            "(as expected for a checkpoint from `elue convert` or pre-training)"
+        )
+    others = [k for k in missing if not k.startswith("classifier")]
+    if others:
+        shown = ", ".join(others[:4]) + (", ..." if len(others) > 4 else "")
+        log(
+            f"warning: {path} lacks {len(others)} weight(s) of the encoder, which start from random values: {shown}"
         )
     return model
 
