@@ -71,3 +71,14 @@ def invoke_cli(args):
     from elue.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def padded_batch(vocab: int, b: int = 3, s: int = 9, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids (B, S) and a right-padded attention mask: row r has 2r padding positions, row 0 none."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (b, s), generator=g)
+    mask = torch.ones(b, s, dtype=torch.long)
+    for row in range(1, b):
+        mask[row, s - 2 * row :] = 0
+    ids[mask == 0] = 0
+    return ids, mask

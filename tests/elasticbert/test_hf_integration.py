@@ -3,6 +3,7 @@ edge-case inputs — compared with `BertForSequenceClassification` where BERT de
 
 from __future__ import annotations
 
+import elasticbert_fixtures as fixtures
 import pytest
 import torch
 from torch.nn import functional as F
@@ -29,13 +30,7 @@ def tiny(seed: int = 0, **kw) -> ElasticBertForSequenceClassification:
 
 
 def padded_batch(b: int = 4, s: int = 9, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, VOCAB, (b, s), generator=g)
-    mask = torch.ones(b, s, dtype=torch.long)
-    for row in range(1, b):
-        mask[row, s - 2 * row :] = 0
-    ids[mask == 0] = 0
-    return ids, mask
+    return fixtures.padded_batch(VOCAB, b, s, seed)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from elasticbert_fixtures import padded_batch
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
 from elue.elasticbert import (
@@ -33,13 +34,7 @@ def tiny_config(**kw) -> ElasticBertConfig:
 
 
 def batch(b=3, s=9, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, VOCAB, (b, s), generator=g)
-    mask = torch.ones(b, s, dtype=torch.long)
-    for row in range(1, b):
-        mask[row, s - 2 * row :] = 0
-    ids[mask == 0] = 0
-    return ids, mask
+    return padded_batch(VOCAB, b, s, seed)
 
 
 def test_config_defaults_and_checks():

@@ -88,6 +88,21 @@ def _quiet_libraries() -> None:
         pass
 
 
+# options finetune and predict share (one OptionInfo may serve several commands: Typer only reads it)
+THREADS_OPTION = typer.Option(
+    None,
+    "--threads",
+    min=1,
+    help="CPU threads for torch (default: one per core). On a machine busy with other work, 1 can be "
+    "several times faster.",
+)
+PROGRESS_OPTION = typer.Option(
+    True,
+    "--progress/--no-progress",
+    help="Progress bars (--no-progress: log lines only, e.g. for a log file).",
+)
+
+
 def _set_threads(threads: int | None) -> None:
     """--threads: torch's intra-op threads. Its default (one per core) spins at every barrier when other work
     holds the cores; fine-tuning measured 4x slower than with 1 thread on a 2-core machine at load 8."""
@@ -211,18 +226,8 @@ def finetune_command(
     dev_limit: int | None = typer.Option(
         None, "--dev-limit", min=1, help="Use only N dev rows, drawn at random (seeded by --seed)."
     ),
-    threads: int | None = typer.Option(
-        None,
-        "--threads",
-        min=1,
-        help="CPU threads for torch (default: one per core). On a machine busy with other work, 1 can be "
-        "several times faster.",
-    ),
-    progress: bool = typer.Option(
-        True,
-        "--progress/--no-progress",
-        help="Progress bars (--no-progress: log lines only, e.g. for a log file).",
-    ),
+    threads: int | None = THREADS_OPTION,
+    progress: bool = PROGRESS_OPTION,
 ) -> None:
     """Fine-tune ElasticBERT: static K layers (--layers K) or every exit jointly (default, gradient equilibrium)."""
     from elue.elasticbert.finetune import finetune
@@ -381,18 +386,8 @@ def predict_command(
         False, "--any-task", help="Run a checkpoint whose finetune.json names another task."
     ),
     cpu: bool = typer.Option(False, "--cpu", help="Run on the CPU even when a GPU is present."),
-    threads: int | None = typer.Option(
-        None,
-        "--threads",
-        min=1,
-        help="CPU threads for torch (default: one per core). On a machine busy with other work, 1 can be "
-        "several times faster.",
-    ),
-    progress: bool = typer.Option(
-        True,
-        "--progress/--no-progress",
-        help="Progress bars (--no-progress: log lines only, e.g. for a log file).",
-    ),
+    threads: int | None = THREADS_OPTION,
+    progress: bool = PROGRESS_OPTION,
 ) -> None:
     """Run a fine-tuned ElasticBERT on a test set; write ELUE test files (with traces) and model.py."""
     from elue.elasticbert.export import make_points, predict_submission
