@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import service, storage
+from . import scores, service, storage
 from .board import BoardCache, natural_order
 from .cache import NoStoreForUsers, ResponseCache, carries_user
 from .config import Settings
@@ -283,7 +283,7 @@ def create_app(
     from elue.tasks import TASK_NAMES, TASKS
 
     templates.env.globals.update(
-        TASK_NAMES=TASK_NAMES, TASKS=TASKS, SIZE_TRACKS=None, natural_order=natural_order
+        TASK_NAMES=TASK_NAMES, TASKS=TASKS, SIZE_TRACKS=scores.SIZE_TRACKS, natural_order=natural_order
     )
 
     app = FastAPI(
@@ -303,10 +303,6 @@ def create_app(
         templates=templates,
     )
     app.state.engine = engine
-
-    from . import scores
-
-    templates.env.globals["SIZE_TRACKS"] = scores.SIZE_TRACKS
 
     plotly_js = plotly_js_path()
 
@@ -391,7 +387,7 @@ def create_app(
                 ctx = Ctx(request, db)
                 context.update(user=ctx.user, ctx=ctx)
             except Exception:  # noqa: BLE001 - an error page must render whatever the session holds
-                context.update(user=None)
+                pass
             # rendered here, while the user's row can still be read
             return templates.TemplateResponse(
                 request, "error.html", context, status_code=status, headers=headers

@@ -90,7 +90,6 @@ class Board:
     models: list[Model]  # public, visible, scored or reported
     baselines: dict[str, dict]  # task -> {"submission_id", "name", "points": [(mflops, perf)]}
     by_id: dict[int, Model]
-    built_at: float
 
 
 def _finite(x):  # noqa: ANN001, ANN202
@@ -137,9 +136,9 @@ def load_models(session: Session, where=None) -> list[Model]:  # noqa: ANN001
                 log.warning(
                     "submission %s %s: ignoring stored score %r", tr.submission_id, tr.task, tr.reported_score
                 )
-            entry = TaskEntry(tr.task, [], _finite(tr.params_m), reported, "none", None)
+            source = "reported" if reported is not None else "none"
+            entry = TaskEntry(tr.task, [], _finite(tr.params_m), reported, source, None)
             trs[tr.id] = (tr.submission_id, entry)
-            entry.score_source = "reported" if reported is not None else "none"
             models[tr.submission_id].tasks[tr.task] = entry
     tr_ids = list(trs)
     for chunk in _chunks(tr_ids, 500):
@@ -243,10 +242,9 @@ def build_board(session: Session) -> Board:
         pts = [(p["mflops"], p["performance"]) for p in m.tasks[task].points]
         base_points[task] = pts
         baselines[task] = {"submission_id": m.id, "name": m.name, "points": pts}
-        if m.id in by_id:
-            by_id[m.id].is_baseline_for.append(task)
+        m.is_baseline_for.append(task)
     apply_scores(models, base_points)
-    return Board(models=models, baselines=baselines, by_id=by_id, built_at=time.time())
+    return Board(models=models, baselines=baselines, by_id=by_id)
 
 
 def rank(board: Board, track: str = "elue", sort: str | None = None, descending: bool = True) -> list[dict]:
@@ -353,21 +351,18 @@ def task_view(board: Board, task: str) -> dict:
         all_pts += [(p["mflops"], p["performance"], m.name) for p in e.points]
     base = board.baselines.get(task)
     front = pareto_front(all_pts)
-    table = sorted(
-        (
-            {
-                "id": s["id"],
-                "name": s["name"],
-                "origin": s["origin"],
-                "params_m": s["params_m"],
-                "score": s["score"],
-                "points": len(s["points"]),
-                "best": max(p["performance"] for p in s["points"]),
-            }
-            for s in series
-        ),
-        key=lambda r: (r["score"] is None, -(r["score"] or 0)),
-    )
+    table = [
+        {
+            "id": s["id"],
+            "name": s["name"],
+            "origin": s["origin"],
+            "params_m": s["params_m"],
+            "score": s["score"],
+            "points": len(s["points"]),
+            "best": max(p["performance"] for p in s["points"]),
+        }
+        for s in series
+    ]
     # models with a (reported) score but no points still belong in the table
     for m in board.models:
         e = m.tasks.get(task)

@@ -57,10 +57,7 @@ class ResponseCache:
             return False
         if scope.get(HEAD_SCOPE_KEY):  # a HEAD handed to GET routes: a download answers it without its body
             return False
-        for k, v in scope["headers"]:
-            if k == b"authorization" or (k == b"cookie" and b"elue_session=" in v):
-                return False
-        return True
+        return not carries_user(scope)
 
     async def __call__(self, scope, receive, send):  # noqa: ANN001
         if not self._cacheable(scope):

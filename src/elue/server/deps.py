@@ -45,7 +45,6 @@ class AppState:
     codec: SessionCodec
     board: BoardCache
     templates: Jinja2Templates
-    page_cache: dict = field(default_factory=dict)
     login_throttle: LoginThrottle = field(init=False)
 
     def __post_init__(self) -> None:
