@@ -34,6 +34,15 @@ def _inline_code(text: str) -> Markup:
     )
 
 
+def _fields(schema: dict) -> list[dict]:
+    """An object schema's properties: name, type and whether it is required."""
+    required = set(schema.get("required", []))
+    return [
+        {"name": k, "type": _schema_type(v), "required": k in required}
+        for k, v in schema.get("properties", {}).items()
+    ]
+
+
 def endpoints(spec: dict) -> list[dict]:
     """The OpenAPI description flattened for the /api/docs page."""
     components = spec.get("components", {}).get("schemas", {})
@@ -55,11 +64,7 @@ def endpoints(spec: dict) -> list[dict]:
                 schema = c.get("schema", {})
                 if "$ref" in schema:
                     schema = components.get(schema["$ref"].rsplit("/", 1)[-1], {})
-                required = set(schema.get("required", []))
-                body = [
-                    {"name": k, "type": _schema_type(v), "required": k in required}
-                    for k, v in schema.get("properties", {}).items()
-                ]
+                body = _fields(schema)
                 body_type = ctype
             answers = []
             for code, r in op.get("responses", {}).items():
@@ -95,11 +100,7 @@ def schemas(spec: dict) -> list[dict]:
     """The answers' (and bodies') models of the description: name and fields, for the /api/docs page."""
     out = []
     for name, schema in sorted(spec.get("components", {}).get("schemas", {}).items()):
-        required = set(schema.get("required", []))
-        fields = [
-            {"name": k, "type": _schema_type(v), "required": k in required}
-            for k, v in schema.get("properties", {}).items()
-        ]
+        fields = _fields(schema)
         if fields:
             out.append({"name": name, "fields": fields})
         elif "enum" in schema:

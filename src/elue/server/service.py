@@ -68,8 +68,7 @@ def create_user(
     username = username.strip()
     if not USERNAME_RE.match(username):
         raise ServiceError("user names are 3-32 characters: letters, digits, '_', '.', '-'")
-    if len(password) < 8:
-        raise ServiceError("passwords need at least 8 characters")
+    _check_password(password)
     password_hash = hash_password(password)  # slow (scrypt): before the lock
     # the checks and the insert under one lock: two sign-ups of one name at the same moment (a double-clicked
     # form) both passed the check before, and the second was a 500, or in another case a second account
@@ -175,11 +174,7 @@ def ensure_admin(s: Session, username: str, password: str | None = None) -> tupl
         return create_user(s, username, password or made, is_admin=True), made
     if user.is_admin:
         if password and not verify_password(password, user.password_hash):
-            if len(password) < 8:
-                raise ServiceError("passwords need at least 8 characters")
-            user.password_hash = hash_password(password)
-            user.session_epoch = (user.session_epoch or 0) + 1  # a reset password logs out old sessions
-            s.commit()
+            change_password(s, user, password)
         return user, None
     if not (password and verify_password(password, user.password_hash)):
         raise ServiceError(
@@ -193,11 +188,15 @@ def ensure_admin(s: Session, username: str, password: str | None = None) -> tupl
 
 def change_password(s: Session, user: User, new_password: str) -> None:
     """A new password; every session of the user ends (the one asking logs in again). API tokens stay."""
-    if len(new_password) < 8:
-        raise ServiceError("passwords need at least 8 characters")
+    _check_password(new_password)
     user.password_hash = hash_password(new_password)
     user.session_epoch = (user.session_epoch or 0) + 1
     s.commit()
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 8:
+        raise ServiceError("passwords need at least 8 characters")
 
 
 # API tokens one user may hold: without a bound, one account could add rows without end (a token from a session
@@ -400,6 +399,14 @@ MAX_MFLOPS = 1e9  # a million GFLOPs per example
 MAX_PARAMS_M = 1e7  # ten trillion parameters
 
 
+def _task_name(name: str) -> str:
+    """The dataset's canonical name (any spelling `get_task` takes), else a ServiceError."""
+    try:
+        return get_task(name).name
+    except KeyError as e:
+        raise ServiceError(str(e.args[0])) from None
+
+
 def _number(value, what: str, *, lo: float, hi: float, lo_open: bool = False) -> float:  # noqa: ANN001
     """A finite number within [lo, hi] (or (lo, hi] with lo_open), else a ServiceError naming `what`."""
     if isinstance(value, bool):
@@ -423,10 +430,7 @@ def parse_reported(tasks: dict) -> dict[str, dict]:
         raise ServiceError("a reported entry needs numbers for at least one task")
     out = {}
     for raw_task, spec in tasks.items():
-        try:
-            task = get_task(raw_task).name
-        except KeyError as e:
-            raise ServiceError(str(e.args[0])) from None
+        task = _task_name(raw_task)
         if task in out:
             raise ServiceError(f"{task} is given twice ({raw_task!r} is another spelling of it)")
         if not isinstance(spec, dict):
@@ -649,10 +653,7 @@ def _check_baseline_entry(s: Session, sub: Submission, task: str) -> None:
 
 
 def set_baseline(s: Session, task: str, sub_id: int) -> None:
-    try:
-        task = get_task(task).name
-    except KeyError as e:
-        raise ServiceError(str(e.args[0])) from None
+    task = _task_name(task)
     sub = get_live(s, sub_id)
     # read and written under a lock: two choices at once (a double-clicked form) for a dataset that had no
     # baseline both found no row and both inserted one (a 500); now the later one replaces the earlier. The
