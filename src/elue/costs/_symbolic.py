@@ -72,8 +72,6 @@ class Formula:
 
 def _lambdify(syms, exprs):
     try:
-        from torch.utils._sympy import functions as tf
-
         names = {
             "FloorDiv": lambda a, b: a // b,
             "CleanDiv": lambda a, b: a // b,
@@ -85,7 +83,6 @@ def _lambdify(syms, exprs):
             "Eq": lambda a, b: a == b,
             "Ne": lambda a, b: a != b,
         }
-        del tf
         return sympy.lambdify(syms, exprs, modules=[names, "math"])
     except Exception:  # noqa: BLE001
         return None

@@ -23,13 +23,6 @@ import tokenize
 import traceback
 from typing import Any
 
-_MAX = 1500
-
-
-def _short(text: str, limit: int = _MAX) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else "..." + text[-limit:]
-
 
 def _exc_line(exc: BaseException) -> str:
     msg = str(exc).strip()
