@@ -567,7 +567,7 @@ def _run_worker(cmd, env, cwd, request, limits: SandboxLimits, progress, nproc: 
     return result
 
 
-def _descendants(pid: int) -> list[int]:
+def descendant_pids(pid: int) -> list[int]:
     """Child processes of `pid`, recursively (Linux /proc), deepest last."""
     out: list[int] = []
     todo = [pid]
@@ -591,7 +591,7 @@ def _descendants(pid: int) -> list[int]:
 def _kill_group(proc: subprocess.Popen) -> None:
     # kill the sandboxed processes first (they live in their own session), so that bwrap reaps them
     # and no zombie is left to an init that may not reap
-    for pid in reversed(_descendants(proc.pid)):
+    for pid in reversed(descendant_pids(proc.pid)):
         try:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

@@ -34,6 +34,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
+from elue.costs.sandbox import descendant_pids
 from elue.scoring import Baseline
 
 from .board import baseline_choices, load_models, visible_condition
@@ -344,18 +345,7 @@ def _cap(text: str, limit: int) -> str:
 
 def _kill_tree(pid: int) -> None:
     """SIGKILL `pid` and every process below it (the sandbox runs in sessions of its own)."""
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for t in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{t}/children") as fh:
-                    kids = [int(k) for k in fh.read().split()]
-                found += kids
-                todo += kids
-        except (OSError, ValueError):
-            continue
-    for q in [*reversed(found), pid]:
+    for q in [*reversed(descendant_pids(pid)), pid]:
         try:
             os.kill(q, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -368,12 +358,7 @@ def _evaluate_child(conn, evaluate: Callable, args: tuple, kwargs: dict, scratch
     # the sandbox copies model.py into a temporary folder; killed, this process leaves that folder behind,
     # so it lies in the job's folder, which the worker removes
     tempfile.tempdir = os.environ["TMPDIR"] = str(scratch)
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # die with the worker
-    except (OSError, AttributeError):
-        pass
+    _die_with_parent(signal.SIGKILL)
     capture = _LogCapture()
     root = logging.getLogger("elue")
     root.addHandler(capture)
@@ -508,7 +493,6 @@ def process(
         status = SCORED
     except _Cancelled as e:
         log.info("submission %s: %s", sid, e)
-        beat.stop.set()
         return "lost"
     except _ChildError as e:
         captured = e.lines
@@ -613,14 +597,15 @@ def run_worker(
     return done
 
 
-def _die_with_parent() -> None:
-    """Linux: get SIGTERM when the parent dies (also when it is killed outright)."""
+def _die_with_parent(sig: int) -> None:
+    """Linux: get `sig` when the parent dies (also when it is killed outright). Elsewhere nothing (the worker's
+    loop checks its parent's pid as well)."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass  # elsewhere the parent-pid check in the loop stops the worker
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -631,7 +616,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parent-pid", type=int, default=None, help="stop when this process (elue serve) ends")
     args = ap.parse_args(argv)
     if args.parent_pid:
-        _die_with_parent()
+        _die_with_parent(signal.SIGTERM)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     settings = Settings()
     if args.evaluator:
