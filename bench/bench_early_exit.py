@@ -247,7 +247,7 @@ def main(argv=None) -> int:
         f"{'EE b1':>9} {'vs full':>8} {'vs b1':>7}"
     )
     for target in [float(x) for x in args.depths.split(",")]:
-        tau, predicted_depth = calibrate(ent, exit_layers, target * num_layers)
+        tau, _ = calibrate(ent, exit_layers, target * num_layers)
 
         def ee_batched(tau=tau):
             return run_early_exit(

@@ -133,18 +133,27 @@ def test_gradient_equilibrium_over_active_exits():
     assert torch.allclose(grad_of([1, 3], ge=False), g1 + g3, atol=1e-6)
 
 
-def test_masked_lm_loads_a_pretraining_head(tmp_path):
+def _saved_tiny_model(path):
     torch.manual_seed(0)
     model, _ = load_pretraining_model(None, TINY)
-    model.save_pretrained(tmp_path)
-    model.eval()
+    model.save_pretrained(path)
+    return model.eval()
+
+
+def _check_masked_lm_of_exit(model, path, k: int, **load_kwargs) -> None:
+    """The masked LM loaded from `path` with `load_kwargs` has k layers and predicts as exit k's head does."""
     x = _batch()["input_ids"]
+    mlm = ElasticBertForMaskedLM.from_pretrained(path, **load_kwargs).eval()
+    assert mlm.config.num_hidden_layers == k
+    hidden = model.elasticbert(x, exit_layers=[k - 1]).exit_hidden_states[0]
+    ref = model.cls.predictions[k - 1](hidden, model.elasticbert.embeddings.word_embeddings.weight)
+    assert torch.allclose(mlm(x).logits, ref, atol=1e-5)
+
+
+def test_masked_lm_loads_a_pretraining_head(tmp_path):
+    model = _saved_tiny_model(tmp_path)
     for k in (4, 2):
-        mlm = ElasticBertForMaskedLM.from_pretrained(tmp_path, num_hidden_layers=k).eval()
-        assert mlm.config.num_hidden_layers == k
-        hidden = model.elasticbert(x, exit_layers=[k - 1]).exit_hidden_states[0]
-        ref = model.cls.predictions[k - 1](hidden, model.elasticbert.embeddings.word_embeddings.weight)
-        assert torch.allclose(mlm(x).logits, ref, atol=1e-5)
+        _check_masked_lm_of_exit(model, tmp_path, k, num_hidden_layers=k)
     again = ElasticBertForPreTraining.from_pretrained(tmp_path)
     for (name, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
@@ -223,17 +232,9 @@ def test_lamb_leaves_biases_and_layer_norms_out_of_layer_adaptation():
 def test_masked_lm_of_an_exit_runs_the_layers_below_it(tmp_path):
     """exit_layer=k is the masked LM of exit k: k layers under head k (head k was put on the top layer's
     states, which it was never trained on, and predicted nonsense without a word)."""
-    torch.manual_seed(0)
-    model, _ = load_pretraining_model(None, TINY)
-    model.save_pretrained(tmp_path)
-    model.eval()
-    x = _batch()["input_ids"]
+    model = _saved_tiny_model(tmp_path)
     for k in (2, 1):
-        mlm = ElasticBertForMaskedLM.from_pretrained(tmp_path, exit_layer=k).eval()
-        assert mlm.config.num_hidden_layers == k
-        hidden = model.elasticbert(x, exit_layers=[k - 1]).exit_hidden_states[0]
-        ref = model.cls.predictions[k - 1](hidden, model.elasticbert.embeddings.word_embeddings.weight)
-        assert torch.allclose(mlm(x).logits, ref, atol=1e-5)
+        _check_masked_lm_of_exit(model, tmp_path, k, exit_layer=k)
     assert ElasticBertForMaskedLM.from_pretrained(tmp_path, exit_layer=3, num_hidden_layers=3) is not None
     with pytest.raises(ValueError, match="exit_layer 2 is the head of layer 2, num_hidden_layers 3"):
         ElasticBertForMaskedLM.from_pretrained(tmp_path, exit_layer=2, num_hidden_layers=3)
