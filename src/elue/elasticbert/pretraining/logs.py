@@ -19,7 +19,6 @@ class Logs:
     def __init__(self, cfg: PretrainConfig, layers: int, start_step: int, main: bool):
         self.main = main
         self.dir = Path(cfg.output_dir)
-        self.layers = layers
         self.train_fields = [
             "step",
             "group",
@@ -38,16 +37,11 @@ class Logs:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.train_path = self.dir / "train_log.csv"
         self.eval_path = self.dir / "eval_log.csv"
-        for path, fields, keep in (
-            (self.train_path, self.train_fields, lambda r: int(r["step"]) <= start_step),
-            (self.eval_path, self.eval_fields, lambda r: int(r["step"]) <= start_step),
-        ):
+        for path, fields in ((self.train_path, self.train_fields), (self.eval_path, self.eval_fields)):
             rows = []
-            if path.exists() and start_step > 0:
+            if path.exists() and start_step > 0:  # a resume keeps the rows up to its step
                 with path.open() as f:
-                    rows = [r for r in csv.DictReader(f) if keep(r)]
-            if start_step == 0 and path.exists() and path == self.eval_path:
-                rows = []
+                    rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
             with path.open("w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=fields)
                 w.writeheader()
@@ -115,9 +109,8 @@ class LossWindow:
         # an index from the host every step, and that copy makes the host wait for the GPU
         self.exit_index: dict[tuple[int, ...], torch.Tensor] = {}
         if isinstance(saved, dict):  # a checkpoint between two logging steps: the window goes on
-            if (
-                main
-            ):  # the global sums, once: the other processes' shares start at 0 (they are summed at logging)
+            # the global sums, once: the other processes' shares start at 0 (they are summed at logging)
+            if main:
                 sums = torch.tensor(saved["sums"], device=device)
                 self.sums.copy_(sums[:-1].view(2, num_layers))
                 self.loss.copy_(sums[-1])
