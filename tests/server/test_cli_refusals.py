@@ -46,3 +46,19 @@ def test_submit_refuses_a_file_that_is_not_a_zip_before_uploading(tmp_path, name
         _submit(_refusing_client(), "http://testserver", path, None, False, "", "", False, False, 60.0)
     assert "neither a submission folder nor a zip archive" in str(e.value)
     assert ("add --reported" in str(e.value)) is hint
+
+
+@pytest.mark.parametrize(
+    "host", ["192.0.2.1", "no-such-host.invalid"]
+)  # TEST-NET-1: no machine's own address
+def test_serve_on_a_host_that_is_not_this_machines_says_so_not_to_change_the_port(tmp_path, host):  # noqa: ANN001
+    """The port hint ('another server there? choose another --port') misled when the --host was the trouble."""
+    home = tmp_path / "home"
+    result = CliRunner().invoke(
+        app, ["serve", "--host", host, "--port", "8765", "--home", str(home), "--workers", "0"]
+    )
+    assert result.exit_code == 1, result.output
+    assert f"cannot listen on {host}:8765" in result.output
+    assert "--host must name an address of this machine" in result.output
+    assert "another --port" not in result.output
+    assert not (home / "elue.db").exists()

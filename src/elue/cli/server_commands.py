@@ -264,8 +264,10 @@ def submit(
 
 
 def _check_can_listen(host: str, port: int) -> None:
-    """Fail in one line when HOST:PORT cannot be listened on (another server there), before `serve` prints its
-    banner and migrates a database for a site that would not start (uvicorn found out only after both)."""
+    """Fail in one line when HOST:PORT cannot be listened on (another server there, a --host that is not this
+    machine's), before `serve` prints its banner and migrates a database for a site that would not start (uvicorn
+    found out only after both). The hint fits the cause: another --port only helps when the port is the trouble."""
+    import errno
     import socket
 
     try:
@@ -274,9 +276,15 @@ def _check_can_listen(host: str, port: int) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is fine
             probe.bind(address)
     except OSError as err:
-        fail(
-            f"cannot listen on {host}:{port}: {err.strerror or err} (another server there? choose another --port)"
-        )
+        if err.errno == errno.EADDRINUSE:
+            hint = " (another server there? choose another --port)"
+        elif err.errno == errno.EACCES and port < 1024:
+            hint = " (ports below 1024 need privileges: choose another --port)"
+        elif isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL:
+            hint = " (--host must name an address of this machine, e.g. 127.0.0.1, or 0.0.0.0 for all)"
+        else:
+            hint = ""
+        fail(f"cannot listen on {host}:{port}: {err.strerror or err}{hint}")
 
 
 def _submit(  # noqa: PLR0913 - the submit command's options, passed through
