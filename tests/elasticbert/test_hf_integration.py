@@ -418,3 +418,63 @@ def test_torch_compile_full_graph_with_padding(exits):
     torch.testing.assert_close(got.exit_logits, want.exit_logits)
     for (name, p), g in zip(model.named_parameters(), grads, strict=True):
         torch.testing.assert_close(g, p.grad, msg=name)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the pre-training models under the same rules
+
+
+def _masked_lm(seed: int = 0):
+    from elue.elasticbert.pretraining.modeling_pretraining import ElasticBertForMaskedLM
+
+    torch.manual_seed(seed)
+    return ElasticBertForMaskedLM(ElasticBertConfig(**SIZES)).train()
+
+
+def test_masked_lm_under_trainer_gradient_accumulation_matches_the_full_batch(tmp_path):
+    """As for the classifier: 2 accumulated batches of 8 take the step of one batch of 16 (every token is a
+    target, so the two batches' token means average to the full batch's)."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    ids = torch.randint(1, VOCAB, (16, 8), generator=torch.Generator().manual_seed(5))
+    data = Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
+
+    def train(model, out, **args):  # noqa: ANN001, ANN003
+        args = dict(
+            output_dir=str(out),
+            num_train_epochs=1,
+            report_to=[],
+            use_cpu=True,
+            save_strategy="no",
+            seed=0,
+            lr_scheduler_type="constant",
+            disable_tqdm=True,
+            optim="sgd",
+            learning_rate=0.5,
+            max_grad_norm=0.0,
+            **args,
+        )
+        Trainer(model=model, args=TrainingArguments(**args), train_dataset=data).train()
+        return model
+
+    start = _masked_lm()
+    full = train(_masked_lm(), tmp_path / "full", per_device_train_batch_size=16)
+    accumulated = train(
+        _masked_lm(), tmp_path / "ga", per_device_train_batch_size=8, gradient_accumulation_steps=2
+    )
+    assert sum((p - q).norm() for p, q in zip(full.parameters(), start.parameters(), strict=True)) > 0.1
+    for (name, p), q in zip(full.named_parameters(), accumulated.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_pretraining_models_refuse_a_head_mask():
+    from elue.elasticbert.pretraining.modeling_pretraining import ElasticBertForPreTraining
+
+    ids, mask = padded_batch()
+    torch.manual_seed(0)
+    pretraining = ElasticBertForPreTraining(ElasticBertConfig(**SIZES)).eval()
+    for model in (_masked_lm().eval(), pretraining):
+        with pytest.raises(ValueError, match="head_mask is not supported"):
+            model(ids, attention_mask=mask, head_mask=torch.zeros(2, 2))
+        model(ids, attention_mask=mask, head_mask=None)

@@ -320,6 +320,11 @@ def _index_alternation(indices: Sequence[int]) -> str:
 class ElasticBertPreTrainedModel(PreTrainedModel):
     """Weight init, config class and the `elasticbert` prefix shared by every ElasticBERT model."""
 
+    # Every ElasticBERT loss is a mean over its batch (examples, or masked tokens), never normalised by a
+    # `num_items_in_batch`: HF `Trainer` must divide it by the gradient-accumulation steps itself, which it skips
+    # for a forward taking **kwargs unless told so (the steps were twice as large at 2 accumulation steps).
+    accepts_loss_kwargs = False
+
     config_class = ElasticBertConfig
     config: ElasticBertConfig
     base_model_prefix = "elasticbert"
@@ -348,7 +353,7 @@ class ElasticBertPreTrainedModel(PreTrainedModel):
         self._keys_to_ignore_on_load_unexpected = ignore
 
 
-def _refuse_head_mask(kwargs) -> None:  # noqa: ANN001
+def refuse_head_mask(kwargs) -> None:  # noqa: ANN001
     """transformers 5's BERT takes `head_mask` into its **kwargs and ignores it; here it is refused, so a caller
     masking heads does not get unmasked outputs without a word."""
     if kwargs.get("head_mask") is not None:
@@ -471,7 +476,7 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
-        _refuse_head_mask(kwargs)
+        refuse_head_mask(kwargs)
         output_attentions = (
             output_attentions if output_attentions is not None else self.config.output_attentions
         )
@@ -728,11 +733,6 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
     sum of exit losses, under gradient equilibrium (config.gradient_equilibrium).
     """
 
-    # The loss is a mean over the batch, not normalised by a token count: HF `Trainer` must divide it by the
-    # gradient-accumulation steps itself (it skips that for a forward taking **kwargs, which it assumes uses
-    # `num_items_in_batch`).
-    accepts_loss_kwargs = False
-
     def __init__(self, config: ElasticBertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         config.check_layers()
@@ -884,7 +884,7 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
             0-based exit layers to compute (default: all exits); the loss sums over these.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        _refuse_head_mask(kwargs)
+        refuse_head_mask(kwargs)
         outputs = self.elasticbert(
             input_ids,
             attention_mask=attention_mask,

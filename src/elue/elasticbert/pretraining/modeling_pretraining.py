@@ -37,7 +37,12 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from ..configuration_elasticbert import ElasticBertConfig
-from ..modeling_elasticbert import ElasticBertModel, ElasticBertPreTrainedModel, forget_key_mapping
+from ..modeling_elasticbert import (
+    ElasticBertModel,
+    ElasticBertPreTrainedModel,
+    forget_key_mapping,
+    refuse_head_mask,
+)
 from . import triton_cross_entropy
 from .config import CHECKPOINT_SIZES, CHOICES
 from .dropout_masks import use_keep_mask_dropout
@@ -209,6 +214,7 @@ class ElasticBertForPreTraining(_HeadInit):
         mlm_positions (`(M,)`): the flat indices (into B·S) where `labels` != -100, as the collator found them on
             the CPU; without them the model finds them itself, which makes the host wait for the GPU once a step.
         """
+        refuse_head_mask(kwargs)
         layers = self.exit_layers if exit_layers is None else sorted({int(i) for i in exit_layers})
         picked = None
         if labels is not None:
@@ -374,6 +380,7 @@ class ElasticBertForMaskedLM(_HeadInit):
     ):
         from transformers.modeling_outputs import MaskedLMOutput
 
+        refuse_head_mask(kwargs)
         top = self.config.num_hidden_layers - 1
         out = self.elasticbert(
             input_ids,
