@@ -1123,7 +1123,7 @@ def test_load_model_says_in_words_which_weights_start_fresh(tiny, tmp_path, capf
     load_model(cfg, elue_task_spec("sst-2"), log=said.append)
     assert said == [
         f"note: {bare} has no weights for 3 exit head(s), which start from random weights "
-        "(as expected for a checkpoint from `elue convert` or pre-training)"
+        "(checkpoints from `elue convert` or pre-training have none)"
     ]
     out = capfd.readouterr()
     assert "LOAD REPORT" not in out.err + out.out and "MISSING" not in out.err + out.out

@@ -113,7 +113,7 @@ def load_model(
     if heads:
         log(
             f"note: {path} has no weights for {len(heads)} exit head(s), which start from random weights "
-            "(as expected for a checkpoint from `elue convert` or pre-training)"
+            "(checkpoints from `elue convert` or pre-training have none)"
         )
     others = [k for k in missing if not k.startswith("classifier")]
     if others:
