@@ -113,13 +113,12 @@ def mean_depth_for(ent: np.ndarray, exit_layers: list[int], tau: float) -> float
     return float(np.asarray(exit_layers)[first].mean())
 
 
-def calibrate(ent: np.ndarray, exit_layers: list[int], target_depth: float) -> tuple[float, float]:
+def calibrate(ent: np.ndarray, exit_layers: list[int], target_depth: float) -> float:
     """The entropy threshold (among quantiles of observed entropies) whose mean exit layer is nearest target."""
     candidates = np.unique(np.quantile(ent, np.linspace(0, 1, 801)))
     candidates = np.concatenate([candidates, [candidates[-1] + 1.0]])
     depths = np.array([mean_depth_for(ent, exit_layers, t) for t in candidates])
-    k = int(np.abs(depths - target_depth).argmin())
-    return float(candidates[k]), float(depths[k])
+    return float(candidates[int(np.abs(depths - target_depth).argmin())])
 
 
 CLOCK = time.perf_counter
@@ -247,7 +246,7 @@ def main(argv=None) -> int:
         f"{'EE b1':>9} {'vs full':>8} {'vs b1':>7}"
     )
     for target in [float(x) for x in args.depths.split(",")]:
-        tau, _ = calibrate(ent, exit_layers, target * num_layers)
+        tau = calibrate(ent, exit_layers, target * num_layers)
 
         def ee_batched(tau=tau):
             return run_early_exit(
