@@ -148,7 +148,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     from .data import rows_per_stream
     from .modeling_pretraining import compile_regions
-    from .optim import build_optimizer, build_scheduler, schedule_notes
+    from .optim import build_optimizer, build_scheduler
 
     _check_settings(cfg)
     out_dir = Path(cfg.output_dir)
@@ -161,20 +161,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     tokenizer = _load_tokenizer(cfg, model)
     accelerator = make_accelerator(cfg, grouped=groups is not None)
     main = accelerator.is_main_process
-    if cfg.distributed == "fsdp" and accelerator.distributed_type.value != "FSDP":
-        how = (
-            f"running DDP ({accelerator.distributed_type.value})"
-            if accelerator.num_processes > 1
-            else "running one plain process"
-        )
-        notes.append(f"distributed=fsdp is not available here: {how}")
-    notes.extend(schedule_notes(cfg))
-    untrained = cfg.untrained_exits(num_layers)
-    if untrained:
-        notes.append(
-            f"warning: no exit group holds exit(s) {', '.join(map(str, untrained))}: their heads (and, above the "
-            "highest exit trained, the encoder layers) are not trained"
-        )
+    notes.extend(_setup_notes(cfg, accelerator, num_layers))
     world, rank = accelerator.num_processes, accelerator.process_index
     shards = cfg.num_data_shards or world
     rows_per_stream(shards, world, cfg.per_device_batch_size)  # checked before anything is read or written
@@ -204,17 +191,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     # the scheduler is stepped once per update here (Accelerate's wrapper would step it once per process)
     accelerator.register_for_checkpointing(scheduler)
     raw_model = accelerator.unwrap_model(model)
-    # the heads outside each group: their gradients are dropped before the optimiser step, so that no engine
-    # (FSDP may hand unused sharded parameters a zero gradient) lets AdamW/LAMB move them
-    idle_heads = {
-        gi: [
-            p
-            for layer in range(num_layers)
-            if layer not in g
-            for p in raw_model.head_parameters(layer).values()
-        ]
-        for gi, g in enumerate(groups or [])
-    }
+    idle_heads = _idle_heads(raw_model, groups, num_layers)
 
     # from here on a process may find an error the others do not (its own data streams, their positions, its
     # RNG state file): they agree before anything is written, so the first process reports it in one line and
@@ -231,10 +208,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             notes.append(f"resumed from {ckpt} at step {start_step}")
         # the first step's batches now: an unreadable or empty corpus is reported before output_dir is written
         A = cfg.gradient_accumulation_steps
-        first = None
-        if start_step < cfg.max_steps:
-            with _reading(read):
-                first = [data.next_batch() for _ in range(A)]
+        first = _next_batches(data, read, A) if start_step < cfg.max_steps else None
     except SettingsError as err:
         start_up_error = err
     _agree_on_start_up(accelerator, start_up_error)
@@ -244,15 +218,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         (out_dir / "pretrain_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         for n in notes:
             accelerator.print(n)
-        procs, precision = describe_engine(
-            world, accelerator.distributed_type.value, f"{accelerator.mixed_precision}"
-        )
-        accelerator.print(
-            f"pre-training: {procs}, {shards} data stream{'s' if shards != 1 else ''}, global batch "
-            f"{cfg.per_device_batch_size * world * cfg.gradient_accumulation_steps}, groups "
-            f"{[[i + 1 for i in g] for g in groups] if groups else 'none (every exit)'}, "
-            f"{precision}, device {accelerator.device}"
-        )
+        accelerator.print(_start_line(cfg, accelerator, shards, groups))
 
     # evaluation runs on every process (FSDP gathers parameters collectively); only the main one writes
     if evals and start_step == 0:
@@ -285,8 +251,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                 micro, first = first, None
             else:
                 try:
-                    with _reading(read):
-                        micro = [data.next_batch() for _ in range(A)]
+                    micro = _next_batches(data, read, A)
                 except SettingsError as err:  # this process alone may have found it (its own streams)
                     err.mid_run_process = rank  # the command line reports it from whichever process it is
                     raise
@@ -345,6 +310,62 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     summary = _summary(final, step, main, last_row, out_dir, stopped_by)
     accelerator.end_training()
     return summary
+
+
+def _setup_notes(cfg: PretrainConfig, accelerator, num_layers: int) -> list[str]:  # noqa: ANN001
+    """The start-up notes on the engine (FSDP asked for, not available), the schedule and untrained exits."""
+    from .optim import schedule_notes
+
+    notes = []
+    if cfg.distributed == "fsdp" and accelerator.distributed_type.value != "FSDP":
+        how = (
+            f"running DDP ({accelerator.distributed_type.value})"
+            if accelerator.num_processes > 1
+            else "running one plain process"
+        )
+        notes.append(f"distributed=fsdp is not available here: {how}")
+    notes.extend(schedule_notes(cfg))
+    untrained = cfg.untrained_exits(num_layers)
+    if untrained:
+        notes.append(
+            f"warning: no exit group holds exit(s) {', '.join(map(str, untrained))}: their heads (and, above the "
+            "highest exit trained, the encoder layers) are not trained"
+        )
+    return notes
+
+
+def _start_line(cfg: PretrainConfig, accelerator, shards: int, groups) -> str:  # noqa: ANN001
+    """The line that opens a run: processes, data streams, global batch, exit groups, precision, device."""
+    world = accelerator.num_processes
+    procs, precision = describe_engine(
+        world, accelerator.distributed_type.value, f"{accelerator.mixed_precision}"
+    )
+    return (
+        f"pre-training: {procs}, {shards} data stream{'s' if shards != 1 else ''}, global batch "
+        f"{cfg.per_device_batch_size * world * cfg.gradient_accumulation_steps}, groups "
+        f"{[[i + 1 for i in g] for g in groups] if groups else 'none (every exit)'}, "
+        f"{precision}, device {accelerator.device}"
+    )
+
+
+def _idle_heads(raw_model, groups, num_layers: int) -> dict[int, list[torch.nn.Parameter]]:  # noqa: ANN001
+    """The heads outside each group (by group index): their gradients are dropped before the optimiser step, so
+    that no engine (FSDP may hand unused sharded parameters a zero gradient) lets AdamW/LAMB move them."""
+    return {
+        gi: [
+            p
+            for layer in range(num_layers)
+            if layer not in g
+            for p in raw_model.head_parameters(layer).values()
+        ]
+        for gi, g in enumerate(groups or [])
+    }
+
+
+def _next_batches(data, read: str, count: int) -> list:  # noqa: ANN001
+    """The next `count` micro-batches of this process; a corpus error becomes a SettingsError naming `read`."""
+    with _reading(read):
+        return [data.next_batch() for _ in range(count)]
 
 
 def _check_settings(cfg: PretrainConfig) -> None:
