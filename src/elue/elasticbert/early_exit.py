@@ -13,7 +13,7 @@ Exit rules (an exit is evaluated on every layer that carries one; the last compu
 - ``patience`` t: exit when the prediction has stayed the same for t consecutive exits (PABEE): the counter
   starts at 0 at the first exit, +1 when the prediction equals the previous exit's, reset to 0 otherwise;
   exit when counter >= t (t = 0 exits at the first exit). Regression: "the same" is |change| < threshold.
-- ``fixed`` k (alias ``static``): every example exits at layer k (1-based); only exit k is evaluated.
+- ``fixed`` k (aliases ``static``, ``depth``): every example exits at layer k (1-based); only exit k is evaluated.
 
 Public API:
 
@@ -206,10 +206,6 @@ def _classifier(model) -> ElasticBertForSequenceClassification:
     return model
 
 
-def _is_regression(model: ElasticBertForSequenceClassification) -> bool:
-    return model.is_regression
-
-
 # --------------------------------------------------------------------------------------------------------------
 # the batched engine
 
@@ -315,7 +311,7 @@ def early_exit_reference(
     _check_batch(input_ids)
     clf = _classifier(model)
     base = clf.elasticbert
-    regression = _is_regression(clf)
+    regression = clf.is_regression
     exits = set(clf.exit_layers)
     r = _make_rule(rule, threshold, regression_threshold, regression, clf.config.num_hidden_layers, exits)
     was_training = clf.training
@@ -464,7 +460,8 @@ def _run_pool(clf, features, r: _Rule, regression, exit_set, last, batch_size, p
     groups = []
     for start in range(0, n, batch_size):
         batch = pad_batch(features[start : start + batch_size], pad_token_id)
-        hidden = base.embed(batch["input_ids"].to(device), _to(batch.get("token_type_ids"), device))
+        tts = batch.get("token_type_ids")
+        hidden = base.embed(batch["input_ids"].to(device), tts.to(device) if tts is not None else None)
         groups.append(
             _Group(
                 np.arange(start, min(start + batch_size, n)), lengths_all[start : start + batch_size], hidden
@@ -514,10 +511,6 @@ def _run_pool(clf, features, r: _Rule, regression, exit_set, last, batch_size, p
     )
 
 
-def _to(t, device):
-    return t.to(device) if t is not None else None
-
-
 def run_early_exit(
     model: ElasticBertForSequenceClassification,
     features: Sequence[Mapping[str, Sequence[int]]],
@@ -540,7 +533,7 @@ def run_early_exit(
     exit. `reference=True`: the example-by-example path instead. Result in input order.
     """
     clf = _classifier(model)
-    regression = _is_regression(clf)
+    regression = clf.is_regression
     exits = clf.exit_layers
     r = _make_rule(
         rule, threshold, regression_threshold, regression, clf.config.num_hidden_layers, set(exits)
