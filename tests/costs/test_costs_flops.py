@@ -475,6 +475,25 @@ def test_params_tied_once_buffers_excluded():
     assert count_params(Tied()) == 40 + 8
 
 
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_params_shared_tensor_once_across_parameter_objects(device):
+    # distinct nn.Parameter objects over one tensor are one shared tensor (spec §3): an ALBERT-style
+    # layer re-wrapped per use, a decoder tied to the transposed encoder; they used to count once each
+    with torch.device(device):
+        shared = nn.Linear(4, 4)
+        reuse = nn.Linear(4, 4)
+        decoder = nn.Linear(4, 4, bias=False)
+        half = nn.Linear(4, 2, bias=False)
+    reuse.weight = nn.Parameter(shared.weight)  # same tensor, own bias
+    decoder.weight = nn.Parameter(shared.weight.t())
+    assert count_params(nn.ModuleList([shared, reuse, decoder])) == 16 + 4 + 4
+    half.weight = nn.Parameter(shared.weight[:, ::2].t())  # a strided slice of it: nothing new
+    assert count_params(nn.ModuleList([shared, half])) == 16 + 4
+    assert count_params(half) == 8  # alone, a slice counts its own elements
+    with torch.device(device):  # distinct tensors of equal shapes stay distinct (meta pointers are all 0)
+        assert count_params(nn.Linear(4, 4), nn.Linear(4, 4)) == 2 * 20
+
+
 # ---------------------------------------------------------------------------------------------------
 # the symbolic shortcut must give exactly the concrete counts, and only where it is valid
 
