@@ -228,12 +228,20 @@ def test_numbers_are_plain_ascii_literals(tmp_path, row, message):
     assert message in str(err)
 
 
+EMPTY = " (a module that got no input, e.g. an expert no token was routed to, was not called: leave it out of the trace)"
+
+
 @pytest.mark.parametrize(
     ("modules", "message"),
     [
         # a zero-length input costs nothing: the example would be priced at 0 FLOPs for that layer
-        ("(10),emb; (0,768),layer_1", "call 2 '(0,768),layer_1': shape dimensions must be positive"),
-        ("(10),emb; (10,0),layer_1", "call 2 '(10,0),layer_1': shape dimensions must be positive"),
+        ("(10),emb; (0,768),layer_1", f"call 2 '(0,768),layer_1': shape dimensions must be positive{EMPTY}"),
+        ("(10),emb; (10,0),layer_1", f"call 2 '(10,0),layer_1': shape dimensions must be positive{EMPTY}"),
+        # an MoE expert that got no token: the message says to leave the call out
+        (
+            "(10),emb; (0,768),expert_3",
+            f"call 2 '(0,768),expert_3': shape dimensions must be positive{EMPTY}",
+        ),
         # 10 digits (within the digit cap) but beyond 2**31 - 1, which the counting code would overflow
         (
             "(2147483648),emb",

@@ -48,7 +48,7 @@ def parse_trace(text: str) -> list[Call]:
                     else ""
                 )
                 raise TraceError(f"{what}: shape dimension {_short(d)} is not a non-negative integer{hint}")
-        shape = _dims(dims, what)
+        shape = _dims(dims, what, _EMPTY_CALL_HINT)
         calls.append((m.group("name"), shape))
     return calls
 
@@ -57,18 +57,23 @@ def _short(text: str, limit: int = 60) -> str:
     return repr(text) if len(text) <= limit else repr(text[: limit - 3] + "...")
 
 
-def _dims(digits: list[str], what: str) -> Shape:
+# a call whose input is empty (an MoE expert no token was routed to, a layer after every token left) made
+# no call: the trace lists the calls an example went through, so it is left out rather than priced at 0
+_EMPTY_CALL_HINT = " (a module that got no input, e.g. an expert no token was routed to, was not called: leave it out of the trace)"
+
+
+def _dims(digits: list[str], what: str, zero_hint: str = "") -> Shape:
     """Checked dimensions from strings of ASCII digits."""
     if any(len(d.lstrip("0")) > _MAX_DIGITS for d in digits):
         raise TraceError(f"{what}: a shape dimension is too large (at most {MAX_DIM:,})")
     shape = tuple(int(d) for d in digits)
-    _check_dims(shape, what)
+    _check_dims(shape, what, zero_hint)
     return shape
 
 
-def _check_dims(shape: Shape, what: str) -> None:
+def _check_dims(shape: Shape, what: str, zero_hint: str = "") -> None:
     if any(d == 0 for d in shape):
-        raise TraceError(f"{what}: shape dimensions must be positive")
+        raise TraceError(f"{what}: shape dimensions must be positive{zero_hint}")
     if any(d > MAX_DIM for d in shape):
         raise TraceError(f"{what}: shape dimension {max(shape)} is too large (at most {MAX_DIM:,})")
 
