@@ -871,3 +871,11 @@ class _StatNorms(nn.Module):
 def test_layer_norms_written_with_var_or_std_cost_two_per_element():
     n, h = 5, 16
     assert both(_StatNorms(), torch.zeros(1, n, h)) == 3 * (2 * n * h)
+
+
+@pytest.mark.parametrize(("cls", "gates"), [(nn.LSTM, 4), (nn.GRU, 3), (nn.RNN, 1)])
+def test_recurrent_layers_price_their_products(cls, gates):
+    # docs/costs.md: per token and direction gates × h·(i + h); gate activations and bias adds free
+    with torch.device("meta"):
+        rnn = cls(300, 256, batch_first=True, bidirectional=True)
+    assert count_macs(rnn, (torch.zeros(1, 10, 300),), meta=True) == 2 * 10 * gates * 256 * (300 + 256)
