@@ -1138,3 +1138,27 @@ def test_load_model_says_in_words_which_weights_start_fresh(tiny, tmp_path, capf
     said.clear()
     load_model(_cfg(tiny, tmp_path / "out"), elue_task_spec("sst-2"), log=said.append)
     assert said == []  # a complete checkpoint: nothing to say
+
+
+def test_resume_refusals_name_options_the_command_has():
+    """A refused --resume names each differing setting by its option; every name it can give must be one of
+    `elue finetune`'s (gradient equilibrium was called --gradient-equilibrium, the option is --ge/--no-ge)."""
+    import dataclasses
+    import re
+
+    import typer
+
+    from elue.cli import app
+    from elue.elasticbert.finetune_checkpoints import _OPTION_NAMES, RESUME_MAY_CHANGE
+
+    command = typer.main.get_command(app).commands["finetune"]
+    options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)} | {"TASK"}
+    for field in dataclasses.fields(FinetuneConfig):
+        if field.name in RESUME_MAY_CHANGE:
+            continue
+        shown = _OPTION_NAMES.get(field.name, "--" + field.name.replace("_", "-"))
+        if shown == f"FinetuneConfig.{field.name}":  # no option: set through the Python API only
+            assert not any(field.name.replace("_", "-") in o for o in options), field.name
+            continue
+        names = re.findall(r"--[a-z-]+|TASK", shown)
+        assert names and set(names) <= options, (field.name, shown)

@@ -292,7 +292,12 @@ _OPTION_NAMES = {
     "num_output_layers": "--exits",
     "learning_rate": "--lr",
     "early_stopping_patience": "--early-stopping",
-    "gradient_equilibrium": "--gradient-equilibrium",
+    "gradient_equilibrium": "--ge/--no-ge",
+    # settings of the Python API that `elue finetune` has no option for
+    **{
+        k: f"FinetuneConfig.{k}"
+        for k in ("train_split", "dev_split", "warmup_steps", "adam_epsilon", "max_grad_norm")
+    },
 }
 
 
