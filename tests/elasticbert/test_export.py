@@ -15,17 +15,9 @@ import pytest
 from elasticbert_fixtures import invoke_cli, write_sst2, write_tiny_checkpoint
 from subprocesses import child_env
 
-from elue.elasticbert.export import (
-    Point,
-    dynamic_trace,
-    entropy,
-    formula_macs,
-    make_points,
-    model_py_source,
-    predict_submission,
-    replay_exits,
-    static_trace,
-)
+from elue.elasticbert.export import predict_submission
+from elue.elasticbert.export_cost import dynamic_trace, formula_macs, model_py_source, static_trace
+from elue.elasticbert.export_points import Point, entropy, make_points, replay_exits
 
 POS = ["good", "great", "fine", "lovely"]  # words of the tiny checkpoint's vocabulary
 NEG = ["bad", "awful", "dull", "boring"]
@@ -562,7 +554,8 @@ def test_point_names_tell_close_thresholds_apart():
 def test_offline_hub_id_in_the_cache_is_used_not_called_a_missing_folder(tmp_path):
     """HF_HUB_OFFLINE is how a downloaded hub model is used without network: `--model org/name` must load from
     the cache, as `from_pretrained` does. Before: 'no such folder'. One that is not cached still fails at once."""
-    from elue.elasticbert.export import make_points, predict_submission
+    from elue.elasticbert.export import predict_submission
+    from elue.elasticbert.export_points import make_points
 
     data, ckpt = write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
     out = tmp_path / "sub"

@@ -21,7 +21,8 @@ import pytest
 import torch
 from elasticbert_fixtures import FILL, NEG, POS, write_tiny_checkpoint
 
-from elue.elasticbert.export import make_points, predict_submission
+from elue.elasticbert.export import predict_submission
+from elue.elasticbert.export_points import make_points
 
 MAX_LENGTH = 24  # short enough that some pairs are truncated
 

@@ -390,7 +390,8 @@ def predict_command(
     progress: bool = PROGRESS_OPTION,
 ) -> None:
     """Run a fine-tuned ElasticBERT on a test set; write ELUE test files (with traces) and model.py."""
-    from elue.elasticbert.export import make_points, predict_submission
+    from elue.elasticbert.export import predict_submission
+    from elue.elasticbert.export_points import make_points
 
     if engine not in ("replay", "early-exit"):
         fail("--engine must be replay or early-exit")
