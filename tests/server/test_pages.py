@@ -146,3 +146,10 @@ def test_docs_leads_to_the_api_docs_and_titles_are_the_datasets_names(client):  
     for title in ("SST-2", "IMDb", "SNLI", "SciTail", "MRPC", "STS-B"):  # not IMDB, SCITAIL
         assert f">{title}<" in board or f">{title} " in board, title
     assert "<h1>IMDb <small>" in client.get("/tasks/imdb").text
+
+
+def test_the_guide_says_how_to_write_shared_layers_and_routed_calls(client):  # noqa: ANN001
+    text = " ".join(client.get("/guide").text.split())
+    assert "<b>tab</b>-separated" in text and 'torch.device("meta")' in text
+    assert "Its parameters count once; every call is priced." in text
+    assert "an expert with the number of tokens routed to it; leave out a module that got nothing" in text
