@@ -193,17 +193,7 @@ def predict_submission(
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():  # before the model runs, not after
-        raise FileExistsError(f"--output {out_dir}: exists and is not a folder")
-    task_dir = Path(out_dir) / spec.name
-    old_files = sorted(p.name for p in task_dir.iterdir() if p.is_file()) if task_dir.is_dir() else []
-    _refuse_data_folder(task_dir, old_files, data_dir if source == "elue" else None)
-    if old_files and not overwrite:
-        shown = ", ".join(old_files[:5]) + (", ..." if len(old_files) > 5 else "")
-        raise FileExistsError(
-            f"{task_dir} already holds files ({shown}): use --overwrite to replace the test files, "
-            "model.py and points.json of an earlier run (other files stay), or another --output"
-        )
+    task_dir = _task_dir(out_dir, spec.name, data_dir if source == "elue" else None, overwrite)
     model, tokenizer, info = load_finetuned(model_dir)
     trained_on = info.get("task")
     if trained_on and not any_task and _task_key(trained_on) != _task_key(spec.name):
@@ -264,8 +254,6 @@ def predict_submission(
             dev_scores[name] = spec.metric(y, pred)
 
     config = model.config
-    hidden = int(config.hidden_size)
-    exits = exit_layer_numbers(config)
     task_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:  # the earlier run's files go: none of them describes this model
         for old in task_dir.iterdir():
@@ -283,19 +271,7 @@ def predict_submission(
     summary = PredictResult(task=spec.name, out_dir=str(out_dir), model_py=str(model_py), settings=settings)
     for p in points:
         pred, layer = results[p.name]
-        traces = []
-        flops = 0.0
-        cache: dict[tuple[int, int], tuple[list, float]] = {}
-        for n, e in zip(n_tokens.tolist(), layer.tolist(), strict=True):
-            key = (n, e)
-            if key not in cache:
-                calls = (
-                    static_trace(n, e, hidden) if p.kind == "static" else dynamic_trace(n, e, hidden, exits)
-                )
-                cache[key] = (calls, formula_mflops(config, calls))
-            calls, mf = cache[key]
-            traces.append(calls)
-            flops += mf
+        traces, flops = _traces(p, n_tokens, layer, config)
         pred_out = pred.astype(np.float64) if spec.is_regression else pred.astype(np.int64)
         path = write_test_file(task_dir / f"{p.name}.tsv", index, pred_out, traces)
         hist = {int(k): int(v) for k, v in zip(*np.unique(layer, return_counts=True), strict=True)}
@@ -319,6 +295,43 @@ def predict_submission(
         )
     (task_dir / "points.json").write_text(json.dumps(_clean(summary.to_dict()), indent=2))
     return summary
+
+
+def _traces(point: Point, n_tokens: np.ndarray, layer: np.ndarray, config) -> tuple[list, float]:
+    """Every example's trace and their MFLOPs summed (formula), each computed once per (tokens, exit layer)."""
+    hidden = int(config.hidden_size)
+    exits = exit_layer_numbers(config)
+    traces = []
+    flops = 0.0
+    cache: dict[tuple[int, int], tuple[list, float]] = {}
+    for n, e in zip(n_tokens.tolist(), layer.tolist(), strict=True):
+        key = (n, e)
+        if key not in cache:
+            calls = (
+                static_trace(n, e, hidden) if point.kind == "static" else dynamic_trace(n, e, hidden, exits)
+            )
+            cache[key] = (calls, formula_mflops(config, calls))
+        calls, mf = cache[key]
+        traces.append(calls)
+        flops += mf
+    return traces, flops
+
+
+def _task_dir(out_dir: str | Path, task: str, data_dir: str | Path | None, overwrite: bool) -> Path:
+    """`out_dir/<task>`, checked before the model runs, not after: not a file, not a data folder, and without
+    files of an earlier run unless `overwrite`."""
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise FileExistsError(f"--output {out_dir}: exists and is not a folder")
+    task_dir = Path(out_dir) / task
+    old_files = sorted(p.name for p in task_dir.iterdir() if p.is_file()) if task_dir.is_dir() else []
+    _refuse_data_folder(task_dir, old_files, data_dir)
+    if old_files and not overwrite:
+        shown = ", ".join(old_files[:5]) + (", ..." if len(old_files) > 5 else "")
+        raise FileExistsError(
+            f"{task_dir} already holds files ({shown}): use --overwrite to replace the test files, "
+            "model.py and points.json of an earlier run (other files stay), or another --output"
+        )
+    return task_dir
 
 
 # the files of a task in an ELUE-layout data folder (`elue.data.split_path`)
