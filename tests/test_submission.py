@@ -328,14 +328,14 @@ def test_validate_and_evaluate_warn_about_a_batch_dimension(tmp_path, caplog):
     for run in (validate_submission, evaluate_submission):
         with caplog.at_level("WARNING", logger="elue.submission"):
             result = run(sub, answers, trust_model_code=True)
-        (warning,) = result.warnings
+        warning, *rest = result.warnings
+        assert [w for w in rest if "an extrapolation" not in w] == []  # (the tiny model's ~0 MFLOPs)
         assert "'layer_2'" in warning and f"(1,5,32) at {sub / 'sst-2.tsv'}: line 4" in warning
         assert f"(7,32) at {sub / 'sst-2.tsv'}: line 3" in warning
         assert warning in caplog.messages  # the server's log capture reads the "elue" loggers
         caplog.clear()
-    assert (
-        evaluate_submission(write_submission(tmp_path / "ok"), answers, trust_model_code=True).warnings == []
-    )
+    ok = evaluate_submission(write_submission(tmp_path / "ok"), answers, trust_model_code=True)
+    assert [w for w in ok.warnings if "an extrapolation" not in w] == []
 
 
 @pytest.mark.parametrize("name", [" sst-2", "sst-2 ", "\tsnli"])
@@ -413,12 +413,13 @@ def test_each_task_result_holds_the_warnings_of_its_own_model_py(tmp_path):
     (sub / "mrpc" / "model.py").write_text(TINY_MODEL_PY)
     (sub / "mrpc" / "a.tsv").write_text("index\tpred\tmodules\n0\t1\t(4),emb\n1\t0\t(1,4),emb\n")
     result = evaluate_submission(sub, answers, trust_model_code=True)
-    assert result.tasks["sst-2"].warnings == []
-    (warning,) = result.tasks["mrpc"].warnings
+    (extrapolation,) = result.tasks["sst-2"].warnings  # the tiny model lies below the SST-2 baseline
+    assert extrapolation.startswith("sst-2: sst-2.tsv (") and "an extrapolation" in extrapolation
+    (warning,) = result.tasks["mrpc"].warnings  # (the default baseline has no MRPC points)
     assert warning == result.warnings[0] and warning.startswith(f"{sub / 'mrpc' / 'model.py'}: module 'emb'")
     assert "warnings" not in result.to_dict()["tasks"]["mrpc"]
     as_json = result.to_dict(with_warnings=True)["tasks"]
-    assert as_json["mrpc"]["warnings"] == [warning] and as_json["sst-2"]["warnings"] == []
+    assert as_json["mrpc"]["warnings"] == [warning] and as_json["sst-2"]["warnings"] == [extrapolation]
 
 
 def test_progress_shows_pricing_before_the_first_sandbox_is_done(tmp_path):
@@ -433,3 +434,33 @@ def test_progress_shows_pricing_before_the_first_sandbox_is_done(tmp_path):
         ("pricing model.py files in the sandbox", 1, 1),
     ]
     assert calls[0][0] == "reading test files"
+
+
+def test_points_outside_the_baselines_flops_are_named_as_extrapolated(tmp_path):
+    """A point below or above the baseline curve's MFLOPs is scored on its linear extension (spec §4): the score
+    stands, and a warning names the file (a 20-MFLOPs CNN scored +1.94 on SST-2 by extrapolation alone)."""
+    from elue import scoring
+
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    mflops = evaluate_submission(sub, answers, trust_model_code=True).tasks["sst-2"].points[0].mflops
+    around = scoring.parse_baseline(
+        {"name": "b", "tasks": {"sst-2": [[mflops / 2, 50.0], [mflops * 2, 90.0]]}}
+    )
+    inside = evaluate_submission(sub, answers, baseline=around, trust_model_code=True)
+    assert inside.tasks["sst-2"].warnings == [] and inside.warnings == []
+    above = scoring.parse_baseline(
+        {"name": "b", "tasks": {"sst-2": [[mflops / 4, 50.0], [mflops / 2, 90.0]]}}
+    )
+    result = evaluate_submission(sub, answers, baseline=above, trust_model_code=True)
+    (warning,) = result.tasks["sst-2"].warnings
+    assert (
+        warning.startswith(f"sst-2: sst-2.tsv ({mflops:,.1f}) outside the baseline's ")
+        and "extrapolation" in warning
+    )
+    assert result.warnings == [warning]
+    point = result.tasks["sst-2"].points[0]  # the score stands: the warning changes nothing
+    want = scoring.elue_score([(point.mflops, point.performance)], above["sst-2"])
+    assert result.tasks["sst-2"].elue_score == pytest.approx(want)
+    assert scoring.outside_baseline([1.0, 5.0, 9.0], [(2.0, 0.0), (8.0, 1.0)]) == [0, 2]
+    assert scoring.outside_baseline([2.0, 8.0], [(2.0, 0.0), (8.0, 1.0)]) == []  # the ends are inside

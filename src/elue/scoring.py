@@ -197,6 +197,17 @@ def baseline_performance(points: Sequence[Point], mflops):
     return float(y) if y.ndim == 0 else y
 
 
+def outside_baseline(mflops: Sequence[float], baseline_points: Sequence[Point]) -> list[int]:
+    """Indices of the `mflops` outside the baseline's FLOPs range, where `baseline_performance` extends the
+    curve's end segments: their score is an extrapolation (a 20-MFLOPs CNN scored against a curve that starts at
+    1,060 MFLOPs reads a baseline no model there reached)."""
+    xs = [float(f) for f, _ in baseline_points]
+    if not xs:
+        return []
+    lo, hi = min(xs), max(xs)
+    return [i for i, f in enumerate(mflops) if not lo <= float(f) <= hi]
+
+
 def elue_score(points: Sequence[Point], baseline_points: Sequence[Point]) -> float:
     """Mean over a model's points of (performance − baseline performance at the same MFLOPs)."""
     pts = list(points)

@@ -498,6 +498,7 @@ def evaluate_submission(
         progress=progress,
     )
     results = {name: _task_result(p, keys[name], baseline.get(name)) for name, p in priced.items()}
+    warnings += [w for r in results.values() for w in r.warnings if w not in warnings]  # (the extrapolations)
     overall = None if unscored else scoring.overall_score({n: r.elue_score for n, r in results.items()})
     return SubmissionResult(
         results, overall, load_seconds=load_seconds, warnings=warnings, unchecked=unscored
@@ -514,15 +515,24 @@ def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:
             point.performance = point.metrics["performance"]
         points.append(point)
     score = None
+    warnings = list(priced.warnings)
     if key is not None and baseline_points:
         score = scoring.elue_score([(p.mflops, p.performance) for p in points], baseline_points)
+        outside = [points[i] for i in scoring.outside_baseline([p.mflops for p in points], baseline_points)]
+        if outside:
+            xs = [float(f) for f, _ in baseline_points]
+            shown = ", ".join(f"{p.file} ({p.mflops:,.1f})" for p in outside)
+            warnings.append(
+                f"{priced.files.task.name}: {shown} outside the baseline's {min(xs):,.1f}–{max(xs):,.1f} MFLOPs: "
+                "scored on the curve's linear extension (spec §4), an extrapolation"
+            )
     return TaskResult(
         task=priced.files.task.name,
         model_py=_relative_model_py(priced.files),
         params_m=priced.costs.params / 1e6,
         points=points,
         elue_score=score,
-        warnings=list(priced.warnings),
+        warnings=warnings,
     )
 
 
