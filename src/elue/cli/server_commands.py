@@ -271,10 +271,12 @@ def _check_can_listen(host: str, port: int) -> None:
     import socket
 
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is fine
-            probe.bind(address)
+        # as uvicorn binds its socket (`Config.bind_socket`): IPv6 only for a host with a ':', so `localhost`
+        # is tried as 127.0.0.1 even where it resolves to ::1 first; TIME_WAIT is fine (SO_REUSEADDR)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family=family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
     except OSError as err:
         if err.errno == errno.EADDRINUSE:
             hint = " (another server there? choose another --port)"
