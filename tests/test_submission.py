@@ -436,7 +436,7 @@ def test_progress_shows_pricing_before_the_first_sandbox_is_done(tmp_path):
     assert calls[0][0] == "reading test files"
 
 
-def test_points_outside_the_baselines_flops_are_named_as_extrapolated(tmp_path):
+def test_points_outside_the_baselines_flops_are_named_as_extrapolated(tmp_path, caplog):
     """A point below or above the baseline curve's MFLOPs is scored on its linear extension (spec §4): the score
     stands, and a warning names the file (a 20-MFLOPs CNN scored +1.94 on SST-2 by extrapolation alone)."""
     from elue import scoring
@@ -452,10 +452,13 @@ def test_points_outside_the_baselines_flops_are_named_as_extrapolated(tmp_path):
     above = scoring.parse_baseline(
         {"name": "b", "tasks": {"sst-2": [[mflops / 4, 50.0], [mflops / 2, 90.0]]}}
     )
-    result = evaluate_submission(sub, answers, baseline=above, trust_model_code=True)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="elue.submission"):
+        result = evaluate_submission(sub, answers, baseline=above, trust_model_code=True)
     (warning,) = result.tasks["sst-2"].warnings
+    assert caplog.messages == [warning]  # the leaderboard's scoring log shows it to the submitter
     assert (
-        warning.startswith(f"sst-2: sst-2.tsv ({mflops:,.1f}) outside the baseline's ")
+        warning.startswith(f"sst-2: sst-2.tsv ({mflops:.3g}) outside the baseline's ")
         and "extrapolation" in warning
     )
     assert result.warnings == [warning]

@@ -91,8 +91,8 @@ class TaskResult:
     params_m: float
     points: list[PointResult]
     elue_score: float | None = None
-    # warnings about the model.py that priced this task (`rank_warnings`, `params_warning`); in to_dict only
-    # when asked: they name the files by their paths on this machine
+    # warnings about the model.py that priced this task (`rank_warnings`, `params_warning`) and about points
+    # scored outside the baseline's MFLOPs; in to_dict only when asked: they name files by their paths here
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self, *, with_warnings: bool = False) -> dict:
@@ -498,7 +498,9 @@ def evaluate_submission(
         progress=progress,
     )
     results = {name: _task_result(p, keys[name], baseline.get(name)) for name, p in priced.items()}
-    warnings += [w for r in results.values() for w in r.warnings if w not in warnings]  # (the extrapolations)
+    for extrapolation in [w for r in results.values() for w in r.warnings if w not in warnings]:
+        log.warning("%s", extrapolation)  # (the leaderboard's scoring log reads this logger)
+        warnings.append(extrapolation)
     overall = None if unscored else scoring.overall_score({n: r.elue_score for n, r in results.items()})
     return SubmissionResult(
         results, overall, load_seconds=load_seconds, warnings=warnings, unchecked=unscored
@@ -521,9 +523,10 @@ def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:
         outside = [points[i] for i in scoring.outside_baseline([p.mflops for p in points], baseline_points)]
         if outside:
             xs = [float(f) for f, _ in baseline_points]
-            shown = ", ".join(f"{p.file} ({p.mflops:,.1f})" for p in outside)
+            shown = ", ".join(f"{p.file} ({_mflops(p.mflops)})" for p in outside)
             warnings.append(
-                f"{priced.files.task.name}: {shown} outside the baseline's {min(xs):,.1f}–{max(xs):,.1f} MFLOPs: "
+                f"{priced.files.task.name}: {shown} outside the baseline's {_mflops(min(xs))}–{_mflops(max(xs))} "
+                "MFLOPs: "
                 "scored on the curve's linear extension (spec §4), an extrapolation"
             )
     return TaskResult(
@@ -534,6 +537,11 @@ def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:
         elue_score=score,
         warnings=warnings,
     )
+
+
+def _mflops(value: float) -> str:
+    """1,060.0 or, below 1, three significant digits (a tiny model's 0.0481, not 0.0)."""
+    return f"{value:,.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
 
 
 def _relative_model_py(files: TaskFiles) -> str:
