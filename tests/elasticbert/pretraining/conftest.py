@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .tiny_models import TINY_MODEL, TWO_LAYERS
+from .tiny_models import TWO_LAYERS, tiny_run_settings
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -75,22 +75,7 @@ def tiny_settings(corpus_files, tokenizer_path, tmp_path):
     """settings(**overrides) -> a dict of pre-training settings for a tiny model, output under tmp_path."""
 
     def make(**over):
-        base = {
-            "tokenizer_name_or_path": tokenizer_path,
-            "model_config": dict(TINY_MODEL),
-            "train_files": [str(corpus_files["train"])],
-            "max_seq_length": 48,
-            "per_device_batch_size": 8,
-            "max_steps": 6,
-            "learning_rate": 3e-3,
-            "warmup_steps": 1,
-            "logging_steps": 1,
-            "save_steps": 0,
-            "progress_bar": False,
-            "output_dir": str(tmp_path / "run"),
-        }
-        base.update(over)
-        return base
+        return tiny_run_settings(corpus_files, tokenizer_path, tmp_path / "run", **over)
 
     return make
 

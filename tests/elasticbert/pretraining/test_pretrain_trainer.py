@@ -21,6 +21,8 @@ from subprocesses import catches, child_env, children, free_port, torchrun, wait
 from elue.elasticbert.pretraining.config import PretrainConfig
 from elue.elasticbert.pretraining.trainer import pretrain
 
+from .tiny_models import tiny_run_settings
+
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
@@ -147,17 +149,25 @@ def test_compiled_run_matches_eager(tiny_settings, tmp_path):
     _close(_log(eager["output_dir"]), _log(compiled["output_dir"]), 1e-5)
 
 
-def test_bf16_autocast_run_tracks_fp32(tiny_settings, tmp_path):
+def test_bf16_autocast_run_tracks_fp32(tiny_settings, tmp_path, capsys):
     """`mixed_precision: bf16` (the GPU default) runs here under CPU autocast: weights stay fp32, the logged
     losses follow the fp32 run to bf16 precision, and a bf16 run killed after step 3 resumes exactly.
-    (In subprocesses: Accelerate's state is per process and this one's is fp32.)"""
+    (The runs share this process, as `test_runs_with_other_precision_in_one_process` allows; only the killed
+    run has its own. Accelerate's state is forgotten at the end, whatever happened: no later test gets bf16.)"""
+    from elue.elasticbert.accelerate_state import forget_single_process_state
+
     fp32 = tiny_settings(max_steps=4, model_config={**tiny_settings()["model_config"], **NO_DROPOUT})
     bf16 = dict(fp32, mixed_precision="bf16", output_dir=str(tmp_path / "bf16"), save_steps=2)
     killed = dict(bf16, output_dir=str(tmp_path / "killed"))
-    _run(fp32)
-    assert "mixed precision bf16" in _cli(tmp_path / "bf16.json", bf16).stdout
-    _cli(tmp_path / "killed.json", killed, kill_after=3, returncode=-9)
-    _cli(tmp_path / "killed.json", killed)  # resumes from step 2
+    try:
+        _run(fp32)
+        capsys.readouterr()
+        _run(bf16)
+        assert "mixed precision bf16" in capsys.readouterr().out
+        _cli(tmp_path / "killed.json", killed, kill_after=3, returncode=-9)
+        _run(killed)  # resumes from step 2
+    finally:
+        forget_single_process_state(None, cpu=not torch.cuda.is_available())
     a, b = _log(fp32["output_dir"]), _log(bf16["output_dir"])
     assert [r["step"] for r in b] == ["1", "2", "3", "4"]
     for ra, rb in zip(a, b, strict=True):
@@ -281,11 +291,20 @@ def _torchrun(cfg_file: Path, settings: dict) -> None:
     assert "pre-training: 2 processes (MULTI_CPU), " in proc.stdout + proc.stderr
 
 
+@pytest.fixture(scope="module")
+def straight_40_steps(corpus_files, tokenizer_path, tmp_path_factory) -> tuple[dict, list[dict]]:
+    """The uninterrupted run both signal tests end like (settings, train log): run once for both."""
+    out = tmp_path_factory.mktemp("signal") / "straight"
+    settings = tiny_run_settings(corpus_files, tokenizer_path, out, max_steps=40, optimizer="lamb")
+    _run(settings)
+    return settings, _log(out)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_saves_and_resumes(tiny_settings, tmp_path, sig):
+def test_signal_saves_and_resumes(straight_40_steps, tmp_path, sig):
     """SIGTERM (pre-emption) or Ctrl-C mid-run: the step finishes, a checkpoint is saved, exit 128 + signal; the
     same command resumes and ends exactly like an uninterrupted run."""
-    straight = tiny_settings(max_steps=40, optimizer="lamb", output_dir=str(tmp_path / "straight"))
+    straight, straight_log = straight_40_steps
     stopped = dict(straight, output_dir=str(tmp_path / "stopped"), save_steps=1000)  # no periodic checkpoints
     cfg_file = tmp_path / "stopped.json"
     cfg_file.write_text(json.dumps(stopped))
@@ -306,8 +325,7 @@ def test_signal_saves_and_resumes(tiny_settings, tmp_path, sig):
     assert f"stopped by {signal.Signals(sig).name} after step {done}" in err
     assert (Path(stopped["output_dir"]) / "checkpoints" / f"step-{done:07d}" / "COMPLETE").exists()
     _run(stopped)  # resume_from_checkpoint: latest
-    _run(straight)
-    _close(_log(straight["output_dir"]), _log(stopped["output_dir"]), 1e-6)
+    _close(straight_log, _log(stopped["output_dir"]), 1e-6)
 
 
 def test_same_settings_keep_the_callers_accelerator():

@@ -1,4 +1,9 @@
-"""The tiny model shapes the pre-training tests train (hidden 32; 4 layers, or 2 where a test runs often)."""
+"""The tiny model shapes the pre-training tests train (hidden 32; 4 layers, or 2 where a test runs often), and
+the settings of a tiny-model run."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 TINY_MODEL = {
     "hidden_size": 32,
@@ -9,3 +14,26 @@ TINY_MODEL = {
 }
 
 TWO_LAYERS = dict(TINY_MODEL, num_hidden_layers=2)
+
+
+def tiny_run_settings(
+    corpus_files: dict[str, Path], tokenizer_path: str, output_dir: Path, /, **over
+) -> dict:
+    """Pre-training settings for a tiny model, output in `output_dir` (what `tiny_settings` makes; usable by
+    fixtures of a wider scope)."""
+    base = {
+        "tokenizer_name_or_path": tokenizer_path,
+        "model_config": dict(TINY_MODEL),
+        "train_files": [str(corpus_files["train"])],
+        "max_seq_length": 48,
+        "per_device_batch_size": 8,
+        "max_steps": 6,
+        "learning_rate": 3e-3,
+        "warmup_steps": 1,
+        "logging_steps": 1,
+        "save_steps": 0,
+        "progress_bar": False,
+        "output_dir": str(output_dir),
+    }
+    base.update(over)
+    return base
