@@ -159,14 +159,17 @@ def test_bf16_autocast_run_tracks_fp32(tiny_settings, tmp_path, capsys):
     fp32 = tiny_settings(max_steps=4, model_config={**tiny_settings()["model_config"], **NO_DROPOUT})
     bf16 = dict(fp32, mixed_precision="bf16", output_dir=str(tmp_path / "bf16"), save_steps=2)
     killed = dict(bf16, output_dir=str(tmp_path / "killed"))
+    child = _cli_start(tmp_path / "killed.json", killed, kill_after=3)  # starts up while this process trains
     try:
         _run(fp32)
         capsys.readouterr()
         _run(bf16)
         assert "mixed precision bf16" in capsys.readouterr().out
-        _cli(tmp_path / "killed.json", killed, kill_after=3, returncode=-9)
+        _cli_wait(child, returncode=-9)
         _run(killed)  # resumes from step 2
     finally:
+        child.kill()  # (a no-op once it has ended)
+        child.communicate()
         forget_single_process_state(None, cpu=not torch.cuda.is_available())
     a, b = _log(fp32["output_dir"]), _log(bf16["output_dir"])
     assert [r["step"] for r in b] == ["1", "2", "3", "4"]
@@ -187,18 +190,25 @@ def test_runs_with_other_precision_in_one_process(tiny_settings, tmp_path):
     assert _run(dict(base, output_dir=str(tmp_path / "c")))["step"] == 1
 
 
-def _cli(cfg_file: Path, settings: dict, kill_after: int | None = None, returncode: int = 0):
-    """`python -m elue.elasticbert.pretraining --config` with `settings`, in a fresh process."""
+def _cli_start(cfg_file: Path, settings: dict, kill_after: int | None = None) -> subprocess.Popen:
+    """`python -m elue.elasticbert.pretraining --config` with `settings`, started in a fresh process."""
     cfg_file.write_text(json.dumps(settings))
     env = child_env()
     if kill_after is not None:
         env["ELUE_PRETRAIN_KILL_AFTER_STEP"] = str(kill_after)  # SIGKILL after that step
-    proc = subprocess.run(
-        [sys.executable, "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == returncode, proc.stderr[-3000:]
-    return proc
+    cmd = [sys.executable, "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _cli_wait(proc: subprocess.Popen, returncode: int = 0) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == returncode, err[-3000:]
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _cli(cfg_file: Path, settings: dict, kill_after: int | None = None, returncode: int = 0):
+    """`python -m elue.elasticbert.pretraining --config` with `settings`, in a fresh process."""
+    return _cli_wait(_cli_start(cfg_file, settings, kill_after), returncode)
 
 
 def test_compile_on_cpu_without_a_compiler_says_so(tiny_settings, monkeypatch):
