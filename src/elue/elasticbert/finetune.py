@@ -427,6 +427,10 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
             break
     bar.close()
     accelerator.wait_for_everyone()  # best/ is saved by the first process: let the others see it
+    # under torchrun, the process group is taken down before the processes exit, as pre-training does: left to
+    # the interpreter's exit, gloo's threads could outlive it ("terminate called without an active exception",
+    # SIGABRT in one process after a finished run)
+    accelerator.end_training()
     return _result(out, state, stopped_by)
 
 
