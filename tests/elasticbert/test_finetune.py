@@ -1162,3 +1162,18 @@ def test_resume_refusals_name_options_the_command_has():
             continue
         names = re.findall(r"--[a-z-]+|TASK", shown)
         assert names and set(names) <= options, (field.name, shown)
+
+
+def test_jsonable_nan_as_none_also_for_numpy_scalars():
+    """points.json is written with nan_as_none: a numpy NaN (a Pearson of constant predictions) was kept as NaN,
+    which json.dumps writes as `NaN`, not JSON."""
+    import math
+
+    import numpy as np
+
+    from elue.elasticbert.finetune_checkpoints import _jsonable
+
+    data = {1: [np.float64("nan"), float("inf"), np.int64(3)], "x": (0.5,)}
+    assert _jsonable(data, nan_as_none=True) == {"1": [None, None, 3], "x": [0.5]}
+    kept = _jsonable(data)  # log.jsonl's default: numbers as they are
+    assert math.isnan(kept["1"][0]) and kept["1"][1] == math.inf and type(kept["1"][2]) is int

@@ -29,7 +29,6 @@ generated model.py in export_cost.py.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -293,7 +292,11 @@ def predict_submission(
             f"{p.name}: mean exit layer {layer.mean():.2f}, "
             f"{summary.points[-1].formula_mflops:.1f} MFLOPs (formula){extra} -> {path}"
         )
-    (task_dir / "points.json").write_text(json.dumps(_clean(summary.to_dict()), indent=2))
+    from .finetune_checkpoints import _jsonable
+
+    (task_dir / "points.json").write_text(
+        json.dumps(_jsonable(summary.to_dict(), nan_as_none=True), indent=2)
+    )
     return summary
 
 
@@ -358,15 +361,3 @@ def _refuse_data_folder(task_dir: Path, files: Sequence[str], data_dir: str | Pa
 def _task_key(name: str) -> str:
     """Task names compared across spellings (GLUE sst2 = ELUE sst-2)."""
     return name.lower().replace("-", "").replace("_", "")
-
-
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

@@ -7,6 +7,7 @@ RNG states a resume needs, and the checks before a run starts in it: a fresh run
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,13 +44,17 @@ class TrainerState:
     data: dict | None = None  # rows and digest of the tokenized train / dev data (`data_fingerprint`)
 
 
-def _jsonable(obj):
+def _jsonable(obj, nan_as_none: bool = False):
+    """`obj` as JSON data: string keys, lists, numpy scalars as Python numbers; with `nan_as_none` a NaN or
+    infinity becomes null (json.dumps would write NaN, which is not JSON)."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): _jsonable(v, nan_as_none) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [_jsonable(v, nan_as_none) for v in obj]
     if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
+        obj = obj.item()
+    if nan_as_none and isinstance(obj, float) and not math.isfinite(obj):
+        return None
     return obj
 
 
