@@ -197,6 +197,12 @@ def baseline_performance(points: Sequence[Point], mflops):
     return float(y) if y.ndim == 0 else y
 
 
+def shown_millions(value: float, digits: int = 1) -> str:
+    """A count in millions (MFLOPs, M params) for people: `digits` decimals, or 3 significant digits below 1 (a
+    tiny model's 0.0481 MFLOPs or 0.00544M parameters, which a fixed 1 or 2 decimals would show as 0.0)."""
+    return f"{value:,.{digits}f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
+
+
 def outside_baseline(mflops: Sequence[float], baseline_points: Sequence[Point]) -> list[int]:
     """Indices of the `mflops` outside the baseline's FLOPs range, where `baseline_performance` extends the
     curve's end segments: their score is an extrapolation (a 20-MFLOPs CNN scored against a curve that starts at

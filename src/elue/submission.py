@@ -510,7 +510,7 @@ def evaluate_submission(
 def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:
     points = []
     for test_file, trace_flops in zip(priced.test_files, priced.trace_flops, strict=True):
-        mflops = scoring.mean_mflops(test_file.trace_ids, trace_flops)
+        mflops = scoring.meanscoring.shown_millions(test_file.trace_ids, trace_flops)
         point = PointResult(file=test_file.path.name, mflops=mflops, examples=len(test_file))
         if key is not None:
             point.metrics = _metrics(priced.files.task, key, test_file)
@@ -523,9 +523,9 @@ def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:
         outside = [points[i] for i in scoring.outside_baseline([p.mflops for p in points], baseline_points)]
         if outside:
             xs = [float(f) for f, _ in baseline_points]
-            shown = ", ".join(f"{p.file} ({_mflops(p.mflops)})" for p in outside)
+            shown = ", ".join(f"{p.file} ({scoring.shown_millions(p.mflops)})" for p in outside)
             warnings.append(
-                f"{priced.files.task.name}: {shown} outside the baseline's {_mflops(min(xs))}–{_mflops(max(xs))} "
+                f"{priced.files.task.name}: {shown} outside the baseline's {scoring.shown_millions(min(xs))}–{scoring.shown_millions(max(xs))} "
                 "MFLOPs: "
                 "scored on the curve's linear extension (spec §4), an extrapolation"
             )
@@ -537,11 +537,6 @@ def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:
         elue_score=score,
         warnings=warnings,
     )
-
-
-def _mflops(value: float) -> str:
-    """1,060.0 or, below 1, three significant digits (a tiny model's 0.0481, not 0.0)."""
-    return f"{value:,.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
 
 
 def _relative_model_py(files: TaskFiles) -> str:

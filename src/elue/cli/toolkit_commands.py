@@ -53,15 +53,11 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _size(value: float, digits: int) -> str:
-    """A count in millions: `digits` decimals, or 3 significant digits below 1 (a tiny model's 0.0048M
-    parameters or 0.048 MFLOPs printed as 0.00 / 0.0)."""
-    return f"{value:,.{digits}f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
-
-
 def _print_result(result, *, with_performance: bool) -> None:
+    from elue.scoring import shown_millions
+
     for name, task_result in result.tasks.items():
-        title = f"{name}  ·  params {_size(task_result.params_m, 2)}M"
+        title = f"{name}  ·  params {shown_millions(task_result.params_m, 2)}M"
         if with_performance:
             title += f"  ·  ELUE score {_fmt(task_result.elue_score)}"
         table = Table(title=title, title_justify="left")
@@ -76,7 +72,7 @@ def _print_result(result, *, with_performance: bool) -> None:
             if with_performance:
                 parts = ", ".join(f"{k} {v:.2f}" for k, v in point.metrics.items() if k != "performance")
                 row += [_fmt(point.performance), parts]
-            row.append(_size(point.mflops, 1))
+            row.append(shown_millions(point.mflops, 1))
             table.add_row(*row)
         console.print(table)
     if with_performance:
@@ -199,6 +195,7 @@ def flops(
 ) -> None:
     """FLOPs of one module call (batch 1) under the ELUE convention, and the model's parameters."""
     from elue.costs.sandbox import SandboxError, SandboxUnavailable, price_model
+    from elue.scoring import shown_millions
     from elue.trace import TraceError, parse_shape
 
     try:
@@ -209,9 +206,9 @@ def flops(
         fail(str(err))
     value = costs.flops[(module, dims)]
     console.print(
-        f"{escape(module)} at {dims}: {value:,} FLOPs = {_size(value / 1e6, 3)} MFLOPs ({value // 2:,} MACs)"
+        f"{escape(module)} at {dims}: {value:,} FLOPs = {shown_millions(value / 1e6, 3)} MFLOPs ({value // 2:,} MACs)"
     )
-    console.print(f"entire_model: {costs.params:,} parameters ({_size(costs.params / 1e6, 2)}M)")
+    console.print(f"entire_model: {costs.params:,} parameters ({shown_millions(costs.params / 1e6, 2)}M)")
 
 
 def tasks() -> None:
