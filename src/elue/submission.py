@@ -510,7 +510,7 @@ def evaluate_submission(
 def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:
     points = []
     for test_file, trace_flops in zip(priced.test_files, priced.trace_flops, strict=True):
-        mflops = scoring.meanscoring.shown_millions(test_file.trace_ids, trace_flops)
+        mflops = scoring.mean_mflops(test_file.trace_ids, trace_flops)
         point = PointResult(file=test_file.path.name, mflops=mflops, examples=len(test_file))
         if key is not None:
             point.metrics = _metrics(priced.files.task, key, test_file)

@@ -213,7 +213,8 @@ def test_tiny_models_costs_are_printed_with_significant_digits(capsys):
     """A tiny model's 0.0048M parameters and 0.048 MFLOPs printed as 0.00 / 0.0 (the JSON had them)."""
     from types import SimpleNamespace
 
-    from elue.cli.toolkit_commands import _print_result, _size
+    from elue.cli.toolkit_commands import _print_result
+    from elue.scoring import shown_millions as _size
 
     assert [_size(v, 1) for v in (0.0481, 0.0, 1234.56, 7.0)] == ["0.0481", "0.0", "1,234.6", "7.0"]
     point = SimpleNamespace(file="sst-2.tsv", examples=3, mflops=0.0481, performance=None, metrics={})
