@@ -114,3 +114,27 @@ def test_serve_never_prints_the_database_password(tmp_path, monkeypatch):  # noq
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0 and "ELUE leaderboard on" in r.output, r.output
     assert "s3cret-pw" not in r.output and "elue:***@127.0.0.1:1" in r.output
+
+
+@pytest.mark.parametrize("data", ["missing", "no-keys", "keys"])
+def test_serve_warns_when_the_data_folder_holds_no_answer_keys(tmp_path, monkeypatch, data):  # noqa: ANN001
+    """A --data-dir that does not exist or holds no `<task>/test_labels.tsv` (a typo, the hub's files alone)
+    started without a word, and every upload was then refused; the warning it had (for no folder at all) said
+    uploads would queue and fail."""
+    from typer.testing import CliRunner
+
+    from elue.cli import app as cli
+
+    settings = make_settings(tmp_path)
+    folder = {"missing": tmp_path / "nowhere", "no-keys": tmp_path / "hub", "keys": settings.data_dir}[data]
+    (tmp_path / "hub" / "sst-2").mkdir(parents=True)
+    (tmp_path / "hub" / "sst-2" / "test.tsv").write_text("index\tsentence\n0\tx\n")
+    args = serve_args(settings)
+    args[args.index("--data-dir") + 1] = str(folder)
+    monkeypatch.setattr(os, "environ", {**os.environ, "ELUE_SECRET_KEY": "k"})
+    monkeypatch.setattr("signal.signal", lambda *a: None)
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    warned = f"warning: no answer keys in {folder}" in r.output and "every upload will be refused" in r.output
+    assert warned is (data != "keys"), r.output

@@ -144,9 +144,14 @@ def serve(
             typer.echo(f"admin {name!r}: password from ELUE_ADMIN_PASSWORD")
         else:
             typer.echo(f"admin {name!r}: the account's own password (ELUE_ADMIN_PASSWORD sets it)")
-    if settings.data_dir is None:
+    from elue.server.storage import scorable_tasks
+
+    if not scorable_tasks(settings):  # no folder, a wrong one, or one without the answer keys
+        where = "no data folder" if settings.data_dir is None else f"no answer keys in {settings.data_dir}"
         typer.echo(
-            "warning: no data folder (answer keys): uploads will queue but fail; set ELUE_DATA_DIR", err=True
+            f"warning: {where} (<task>/test_labels.tsv): every upload will be refused; "
+            "set --data-dir / ELUE_DATA_DIR",
+            err=True,
         )
     env = {**os.environ, **settings.to_env()}
     if not settings.secret_key:

@@ -228,11 +228,16 @@ def extract_zip(data: bytes | Path, settings: Settings) -> StagedUpload:
     return StagedUpload(path=staging, tasks=tasks, files=kept)
 
 
-def _check_scorable(tasks: list[str], settings: Settings) -> None:
-    """Refuse tasks this site holds no answer key for before the upload is queued (and counted)."""
-    have = [
+def scorable_tasks(settings: Settings) -> list[str]:
+    """The tasks whose answer key (`<data_dir>/<task>/test_labels.tsv`) this site holds: the only ones it scores."""
+    return [
         t for t in TASK_NAMES if settings.data_dir and (settings.data_dir / t / "test_labels.tsv").is_file()
     ]
+
+
+def _check_scorable(tasks: list[str], settings: Settings) -> None:
+    """Refuse tasks this site holds no answer key for before the upload is queued (and counted)."""
+    have = scorable_tasks(settings)
     missing = [t for t in tasks if t not in have]
     if missing:
         scores = (
