@@ -659,3 +659,69 @@ def test_a_refusal_ends_its_transaction_before_the_caller_goes_on(db_url, tmp_pa
         "status": SCORED, "name": "Mine", "public": True, "description": "edited", "paper_url": "https://x.org",
         "code_url": "",
     }  # fmt: skip
+
+
+class _FirstCallHook:
+    """`module` with `hook()` run once, before the first call of its function `name`."""
+
+    def __init__(self, module, name: str, hook) -> None:  # noqa: ANN001
+        self._module, self._name, self._hook, self._fired = module, name, hook, False
+
+    def __getattr__(self, attr: str):  # noqa: ANN204
+        real = getattr(self._module, attr)
+        if attr != self._name:
+            return real
+
+        def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            if not self._fired:
+                self._fired = True
+                self._hook()
+            return real(*args, **kwargs)
+
+        return call
+
+
+@pytest.mark.parametrize("made", ["seed", "secret key"])
+def test_processes_starting_side_by_side_on_a_new_database_make_it_once(db_url, tmp_path, monkeypatch, made):  # noqa: ANN001
+    """Two `elue serve` (two hosts, one PostgreSQL) or `uvicorn elue.server.asgi:app --workers N` starting on a
+    new database: each found it unseeded (or without a secret key) and made its own; the second start failed
+    with a duplicate key on the meta row. The second process here starts right after the first has looked."""
+    settings = make_settings(tmp_path, database_url=db_url, secret_key=None)
+    engine, sessions = open_database(db_url)
+
+    def start():  # noqa: ANN202
+        with sessions() as s:
+            return service.seed_published(s) if made == "seed" else service.secret_key(s, settings)
+
+    second: dict = {}
+
+    def run_second() -> None:
+        try:
+            second["result"] = start()
+        except Exception as e:  # noqa: BLE001
+            second["error"] = e
+
+    thread = threading.Thread(target=run_second)
+
+    def second_process_starts() -> None:  # the first has found the database new
+        thread.start()
+        thread.join(1.0)  # it finishes meanwhile, or waits for the first (the fix)
+
+    if made == "seed":  # the seed file is read right after the check
+        monkeypatch.setattr(
+            service, "resources", _FirstCallHook(service.resources, "files", second_process_starts)
+        )
+    else:
+        monkeypatch.setattr(
+            service, "secrets", _FirstCallHook(service.secrets, "token_urlsafe", second_process_starts)
+        )
+    first = start()
+    thread.join(PATIENCE_S)
+    assert "error" not in second, second.get("error")
+    if made == "seed":
+        assert sorted([first, second["result"]]) == [False, True]
+        with sessions() as s:
+            assert s.scalar(select(func.count(Submission.id))) == 9  # the published entries, once
+    else:
+        assert first == second["result"]  # one key for every process
+    engine.dispose()

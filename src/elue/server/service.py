@@ -108,6 +108,7 @@ def create_user(
 
 SIGNUP_LOCK_ID = 0x454C5555  # PostgreSQL advisory lock of the sign-ups ("ELUU")
 BASELINES_LOCK_ID = 0x454C5542  # and of the admin's baseline choices ("ELUB")
+SEED_LOCK_ID = 0x454C5553  # and of the first start's seed and secret key ("ELUS")
 
 
 def _lock(s: Session, lock_id: int, meta_key: str) -> None:
@@ -701,17 +702,24 @@ def set_hidden(s: Session, sub_id: int, hidden: bool) -> Submission:
 def secret_key(s: Session, settings: Settings) -> str:
     if settings.secret_key:
         return settings.secret_key
+    # made under a lock: processes starting side by side on a new database (`elue serve` on two hosts,
+    # `uvicorn elue.server.asgi:app --workers N`) each made one, and all but the first failed on the key's row
+    _exclusive(s, SEED_LOCK_ID, "secret_key")
     row = s.get(Meta, "secret_key")
     if row is None:
         row = Meta(key="secret_key", value=secrets.token_urlsafe(48))
         s.add(row)
-        s.commit()
+    s.commit()
     return row.value
 
 
 def seed_published(s: Session) -> bool:
-    """On first start: the published entries of spec §6 (reported) and the baseline. Idempotent."""
+    """On first start: the published entries of spec §6 (reported) and the baseline. Idempotent, also for
+    processes starting side by side on a new database (`elue serve` on two hosts): the check and the seed run
+    under a lock (without it both seeded, and the second failed with a duplicate key)."""
+    _exclusive(s, SEED_LOCK_ID, "seeded")
     if s.get(Meta, "seeded") is not None:
+        s.commit()
         return False
     data = json.loads(resources.files("elue.server").joinpath("seed/published.json").read_text())
     names = data["tasks"]
