@@ -516,7 +516,10 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
         if (
             attention_mask is not None
             and attention_mask.dim() == 2
-            and not torch.compiler.is_compiling()  # a data-dependent branch would break the graph
+            # a data-dependent branch: it would break a compiled graph, and torch.jit.trace would bake in the
+            # example's answer (traced on an unpadded batch, the traced model ignored every mask after)
+            and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing()
             and bool(attention_mask.all())
         ):
             attention_mask = None  # no padding: no bias, SDPA's fast path
