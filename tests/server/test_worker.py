@@ -134,3 +134,23 @@ def test_the_worker_removes_what_a_killed_worker_left(client, auth, settings, dr
         (d / "model.py").write_text("secret = 1\n")
     drain()  # a worker starting
     assert (live / "model.py").exists() and not stale.parent.parent.exists()
+
+
+def test_a_worker_without_the_answer_keys_leaves_the_queue_alone(client, auth, settings, drain, caplog):  # noqa: ANN001
+    """A worker whose data folder holds no answer keys (`elue worker` on another host with a wrong or unset
+    ELUE_DATA_DIR) failed every upload it took with "internal error: the server has no answer keys": the site's
+    mistake, charged to each user's upload limit. It takes no job now, says why, and the jobs wait for a worker
+    that can score them."""
+    h = auth("waiting")
+    sub = api_upload(client, h)
+    keys = settings.data_dir
+    for folder in (settings.state_dir / "nowhere", None):
+        settings.data_dir = folder
+        with caplog.at_level("WARNING", logger="elue.server.worker"):
+            assert run_worker(settings, once=True) == 0
+        assert "no answer keys" in caplog.text and "not scoring" in caplog.text
+        assert client.get(f"/api/submissions/{sub['id']}", headers=h).json()["status"] == "queued"
+        caplog.clear()
+    settings.data_dir = keys
+    assert drain() == 1
+    assert client.get(f"/api/submissions/{sub['id']}", headers=h).json()["status"] == "scored"

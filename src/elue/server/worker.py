@@ -17,6 +17,7 @@ import datetime as dt
 import importlib
 import inspect
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -53,7 +54,7 @@ from .db import (
     utcnow,
 )
 from .service import ServiceError, check_name_free, lock_public_names
-from .storage import submission_path
+from .storage import scorable_tasks, submission_path
 
 log = logging.getLogger("elue.server.worker")
 
@@ -559,10 +560,24 @@ def run_worker(
     cleaned = False
     last_recover = 0.0
     down_since: float | None = None  # the database has been unreachable since then
+    no_keys_said = -math.inf
     while not stop.is_set():
         if parent_pid is not None and os.getppid() != parent_pid:
             log.info("parent %s is gone: stopping", parent_pid)
             break
+        # a worker without the answer keys (a wrong ELUE_DATA_DIR on its host) failed every job it took, as
+        # "internal error": it takes none, says so (once a minute), and scores them once the keys are there
+        if not scorable_tasks(settings):
+            if time.monotonic() - no_keys_said > 60:
+                where = f"in {settings.data_dir}" if settings.data_dir else "(no data folder)"
+                log.warning(
+                    "no answer keys %s (<task>/test_labels.tsv): not scoring; set ELUE_DATA_DIR", where
+                )
+                no_keys_said = time.monotonic()
+            if once:
+                break
+            stop.wait(max(settings.poll_seconds, 1.0))
+            continue
         try:
             if not cleaned:
                 clean_scoring_dir(settings, sessions)
