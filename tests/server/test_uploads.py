@@ -233,7 +233,8 @@ def test_a_task_the_site_cannot_score_is_refused_at_upload(client, settings):  #
     assert r.status_code == 202, r.text
 
 
-def test_a_full_disk_while_unpacking_is_the_servers_503_not_a_bad_archive(client, auth, monkeypatch):  # noqa: ANN001
+def test_a_full_disk_while_unpacking_is_the_servers_503_not_a_bad_archive(client, auth, monkeypatch, caplog):  # noqa: ANN001
+    """The user reads "try again later"; the admin, who must free the disk, had no line in the server's log."""
     import errno
 
     from elue.server import storage
@@ -253,6 +254,8 @@ def test_a_full_disk_while_unpacking_is_the_servers_503_not_a_bad_archive(client
     assert "the server cannot store uploads right now (No space left on device)" in r.json()["detail"]
     assert "archive" not in r.json()["detail"]
     assert client.get("/api/submissions", headers=h).json() == []  # nothing stored
+    said = [r for r in caplog.records if r.name.startswith("elue.server") and r.levelname == "ERROR"]
+    assert said and "No space left on device" in said[0].getMessage(), caplog.text
 
 
 def test_a_restarted_web_process_leaves_uploads_in_progress_alone(tmp_path):  # noqa: ANN001

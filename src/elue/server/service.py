@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import logging
 import math
 import re
 import secrets
@@ -40,6 +41,8 @@ from .db import (
     utcnow,
 )
 from .security import hash_password, hash_token, new_api_token, verify_password
+
+log = logging.getLogger("elue.server")
 
 
 class ServiceError(ValueError):
@@ -364,6 +367,8 @@ def submit_zip(
     try:
         staged = storage.extract_zip(data, settings)  # UploadError -> nothing stored
     except storage.StorageError as e:  # a full disk is the server's: 503, and the upload is not counted
+        # the user reads "try again later"; the admin, who must free the disk, reads it in the server's log
+        log.error("an upload could not be stored in %s: %s", settings.upload_dir, e.__cause__ or e)
         raise ServiceError(str(e), 503) from e
     key = None
     try:
