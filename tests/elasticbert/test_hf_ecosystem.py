@@ -34,11 +34,10 @@ def padded_batch(b: int = 4, s: int = 9, seed: int = 0) -> tuple[torch.Tensor, t
     return fixtures.padded_batch(VOCAB, b, s, seed)
 
 
-@pytest.mark.parametrize("exits", [1, 2])
-def test_jit_trace_on_an_unpadded_batch_still_reads_the_mask(exits):
+def test_jit_trace_on_an_unpadded_batch_still_reads_the_mask():
     """The forward drops an all-ones mask (no padding: SDPA's fast path), a branch on the mask's values:
     traced on an unpadded example, the traced model ignored the mask of every later batch."""
-    model = tiny(num_labels=3, num_output_layers=exits, return_dict=False)
+    model = tiny(num_labels=3, return_dict=False)
     with torch.no_grad():  # weights under which padding changes the logits clearly
         for name, param in model.named_parameters():
             if name.endswith("weight") and "LayerNorm" not in name:
@@ -53,3 +52,53 @@ def test_jit_trace_on_an_unpadded_batch_still_reads_the_mask(exits):
         got = traced(ids, mask)[1]
     assert not torch.allclose(want, unmasked, atol=1e-3)
     torch.testing.assert_close(got, want)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the masked LM and the pre-training model
+
+
+def _masked_lm(seed: int = 0, **kw):
+    from elue.elasticbert.pretraining.modeling_pretraining import ElasticBertForMaskedLM
+
+    torch.manual_seed(seed)
+    return ElasticBertForMaskedLM(ElasticBertConfig(**{**SIZES, **kw})).eval()
+
+
+@pytest.mark.parametrize("mean_resizing", [True, False])
+def test_resize_token_embeddings_resizes_the_vocabulary_biases(tmp_path, mean_resizing):
+    """The decoder is the (tied) embedding matrix, resized with it; the heads' biases were left at the old
+    vocabulary size, so every forward after `resize_token_embeddings` failed."""
+    from elue.elasticbert.pretraining.modeling_pretraining import (
+        ElasticBertForMaskedLM,
+        ElasticBertForPreTraining,
+    )
+
+    model = _masked_lm()
+    with torch.no_grad():
+        model.cls.predictions.bias.normal_()
+    old_bias = model.cls.predictions.bias.detach().clone()
+    model.resize_token_embeddings(VOCAB + 3, pad_to_multiple_of=8, mean_resizing=mean_resizing)
+    size = model.config.vocab_size
+    assert size == 104 and model.cls.predictions.bias.shape == (size,)
+    torch.testing.assert_close(model.cls.predictions.bias[:VOCAB], old_bias)
+    added = model.cls.predictions.bias[VOCAB:]
+    torch.testing.assert_close(added, torch.full_like(added, old_bias.mean() if mean_resizing else 0.0))
+    ids, mask = padded_batch()
+    ids[0, 1] = VOCAB + 2  # a new token
+    out = model(ids, attention_mask=mask, labels=ids)
+    assert out.logits.shape == (*ids.shape, size) and torch.isfinite(out.loss)
+    model.save_pretrained(tmp_path / "mlm")
+    again = ElasticBertForMaskedLM.from_pretrained(tmp_path / "mlm").eval()
+    torch.testing.assert_close(again(ids, attention_mask=mask).logits, out.logits)
+
+    torch.manual_seed(0)
+    pretraining = ElasticBertForPreTraining(ElasticBertConfig(**SIZES)).eval()
+    pretraining.resize_token_embeddings(VOCAB - 9)  # smaller: the biases keep their first rows
+    labels = ids % (VOCAB - 9)
+    labels[:, ::2] = -100
+    out = pretraining(
+        ids % (VOCAB - 9), attention_mask=mask, labels=labels, sop_labels=torch.tensor([0, 1, 0, 1])
+    )
+    assert torch.isfinite(out.loss)
+    assert all(head.bias.shape == (VOCAB - 9,) for head in pretraining.cls.predictions)

@@ -167,6 +167,26 @@ class _HeadInit(ElasticBertPreTrainedModel):
     def get_input_embeddings(self):
         return self.elasticbert.embeddings.word_embeddings
 
+    def _resize_token_embeddings(self, new_num_tokens, pad_to_multiple_of=None, mean_resizing=True):
+        """The decoder is the word-embedding matrix itself, so transformers resizes it with the embeddings; the
+        heads' vocabulary biases are resized here (kept rows as they were; new ones the old biases' mean with
+        `mean_resizing`, as transformers sets a resized LM head's bias, else 0), or the forward fails."""
+        embeddings = super()._resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        size = embeddings.weight.shape[0]
+        predictions = self.cls.predictions
+        heads = predictions if isinstance(predictions, nn.ModuleList) else [predictions]
+        with torch.no_grad():
+            for head in heads:
+                if head is None or head.bias.shape[0] == size:
+                    continue
+                old = head.bias
+                fill = old.float().mean() if mean_resizing and len(old) else 0.0
+                new = torch.full((size,), fill, dtype=old.dtype, device=old.device)
+                keep = min(size, len(old))
+                new[:keep] = old[:keep]
+                head.bias = nn.Parameter(new, requires_grad=old.requires_grad)
+        return embeddings
+
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, ElasticBertLMPredictionHead):
