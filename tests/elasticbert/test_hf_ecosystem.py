@@ -102,3 +102,25 @@ def test_resize_token_embeddings_resizes_the_vocabulary_biases(tmp_path, mean_re
     )
     assert torch.isfinite(out.loss)
     assert all(head.bias.shape == (VOCAB - 9,) for head in pretraining.cls.predictions)
+
+
+def test_masked_lm_takes_berts_forward_options():
+    """`BertForMaskedLM`'s position_ids, inputs_embeds, output_hidden_states, output_attentions and
+    return_dict were swallowed by **kwargs: ignored without a word (shifted positions gave the unshifted
+    logits, no hidden states, a dict for return_dict=False)."""
+    model = _masked_lm()
+    ids, mask = padded_batch()
+    ref = model(ids, attention_mask=mask, labels=ids)
+    assert ref.hidden_states is None and ref.attentions is None
+    pos = torch.arange(ids.shape[1]).expand_as(ids)
+    torch.testing.assert_close(model(ids, attention_mask=mask, position_ids=pos).logits, ref.logits)
+    assert not torch.allclose(model(ids, attention_mask=mask, position_ids=pos + 3).logits, ref.logits)
+    embeds = model.get_input_embeddings()(ids)
+    torch.testing.assert_close(model(inputs_embeds=embeds, attention_mask=mask).logits, ref.logits)
+    out = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert len(out.hidden_states) == SIZES["num_hidden_layers"] + 1
+    assert out.hidden_states[-1].shape == (*ids.shape, SIZES["hidden_size"])
+    assert len(out.attentions) == SIZES["num_hidden_layers"] and out.attentions[0].shape == (4, 2, 9, 9)
+    loss, logits = model(ids, attention_mask=mask, labels=ids, return_dict=False)
+    torch.testing.assert_close(loss, ref.loss)
+    torch.testing.assert_close(logits, ref.logits)

@@ -392,21 +392,33 @@ class ElasticBertForMaskedLM(_HeadInit):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
     ):
+        """As `BertForMaskedLM.forward`: `MaskedLMOutput` (loss, logits, hidden_states, attentions), or its
+        tuple with `return_dict=False`."""
         from transformers.modeling_outputs import MaskedLMOutput
 
         refuse_head_mask(kwargs)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         top = self.config.num_hidden_layers - 1
         out = self.elasticbert(
             input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
             exit_layers=[top] if top in self.elasticbert.exit_layers else None,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
             return_dict=True,
         )
         logits = self.cls.predictions(
@@ -415,7 +427,10 @@ class ElasticBertForMaskedLM(_HeadInit):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.view(-1))
-        return MaskedLMOutput(loss=loss, logits=logits)
+        result = MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
+        return result if return_dict else result.to_tuple()
 
 
 # --------------------------------------------------------------------------------------------------------------
