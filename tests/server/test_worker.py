@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import tempfile
@@ -154,3 +155,46 @@ def test_a_worker_without_the_answer_keys_leaves_the_queue_alone(client, auth, s
     settings.data_dir = keys
     assert drain() == 1
     assert client.get(f"/api/submissions/{sub['id']}", headers=h).json()["status"] == "scored"
+
+
+def _log_in(client, username: str, password: str = "password123") -> None:  # noqa: ANN001
+    from server_setup import csrf_of
+
+    client.cookies.clear()
+    csrf = csrf_of(client.get("/login").text)
+    r = client.post(
+        "/login", data={"username": username, "password": password, "csrf": csrf}, follow_redirects=False
+    )
+    assert r.status_code == 303, r.text
+
+
+def test_a_queued_submissions_page_says_when_no_worker_is_at_work(client, auth, settings, drain):  # noqa: ANN001
+    """With no scoring worker (`--workers 0` and no `elue worker`, or none that can score), an upload's page
+    said "queued" and "refreshes itself until scoring ends" forever: nothing told the user or the admin."""
+    from elue.server.db import WORKER_SEEN, Meta
+
+    h = auth("patient")
+    first = api_upload(client, h)
+    _log_in(client, "patient")
+    assert 'id="stalled"' in client.get(f"/submissions/{first['id']}").text  # no worker ever
+    _log_in(client, "admin", "admin-password")
+    assert 'id="stalled"' in client.get("/admin").text
+    assert drain() == 1  # a worker looks for work (and scores the upload)
+    second = api_upload(client, h)
+    assert 'id="stalled"' not in client.get("/admin").text
+    _log_in(client, "patient")
+    assert 'id="stalled"' not in client.get(f"/submissions/{second['id']}").text
+    _, sessions = open_database(settings.database_url, upgrade=False)
+    with sessions() as s:  # the worker stopped looking 10 minutes ago...
+        s.merge(Meta(key=WORKER_SEEN, value=repr(time.time() - 600)))
+        s.commit()
+    assert 'id="stalled"' in client.get(f"/submissions/{second['id']}").text
+    with sessions() as s:  # ... but one is at work on a long job (its lease is live)
+        s.execute(
+            update(Submission)
+            .where(Submission.id == first["id"])
+            .values(status=RUNNING, lease_expires_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+                    + dt.timedelta(seconds=60))
+        )  # fmt: skip
+        s.commit()
+    assert 'id="stalled"' not in client.get(f"/submissions/{second['id']}").text

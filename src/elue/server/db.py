@@ -7,6 +7,7 @@ a fresh SQLite file or an empty PostgreSQL database is ready after one call.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 from sqlalchemy import (
@@ -22,8 +23,10 @@ from sqlalchemy import (
     event,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 # submission states
@@ -172,6 +175,35 @@ def bump_board_version(session) -> None:  # noqa: ANN001
 
 def read_board_version(session) -> str | None:  # noqa: ANN001
     return session.execute(select(Meta.value).where(Meta.key == BOARD_VERSION)).scalar()
+
+
+WORKER_SEEN = (
+    "worker_seen"  # unix time a scoring worker last looked for work (written every WORKER_SEEN_EVERY_S)
+)
+WORKER_SEEN_EVERY_S = 30.0
+
+
+def note_worker_seen(session) -> None:  # noqa: ANN001
+    now = repr(time.time())
+    if session.execute(update(Meta).where(Meta.key == WORKER_SEEN).values(value=now)).rowcount == 0:
+        session.add(Meta(key=WORKER_SEEN, value=now))
+    try:
+        session.commit()
+    except IntegrityError:  # another worker made the row at the same moment: it says the same
+        session.rollback()
+
+
+def scoring_is_stalled(session) -> bool:  # noqa: ANN001
+    """No scoring worker has looked for work lately (none runs: `--workers 0` and no `elue worker`, or all lack
+    the answer keys) and none holds a job: queued submissions wait."""
+    raw = session.execute(select(Meta.value).where(Meta.key == WORKER_SEEN)).scalar()
+    try:
+        if raw is not None and time.time() - float(raw) < 3 * WORKER_SEEN_EVERY_S:
+            return False
+    except ValueError:
+        pass
+    held = select(Submission.id).where(Submission.status == RUNNING, Submission.lease_expires_at > utcnow())
+    return session.execute(held.limit(1)).first() is None
 
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")

@@ -46,10 +46,12 @@ from .db import (
     QUEUED,
     RUNNING,
     SCORED,
+    WORKER_SEEN_EVERY_S,
     Point,
     Submission,
     TaskResult,
     bump_board_version,
+    note_worker_seen,
     open_database,
     utcnow,
 )
@@ -560,7 +562,7 @@ def run_worker(
     cleaned = False
     last_recover = 0.0
     down_since: float | None = None  # the database has been unreachable since then
-    no_keys_said = -math.inf
+    no_keys_said = last_seen = -math.inf
     while not stop.is_set():
         if parent_pid is not None and os.getppid() != parent_pid:
             log.info("parent %s is gone: stopping", parent_pid)
@@ -585,6 +587,10 @@ def run_worker(
             if time.time() - last_recover > 10:
                 release_dead_local_leases(sessions)
                 last_recover = time.time()
+            if time.monotonic() - last_seen > WORKER_SEEN_EVERY_S:  # for the pages of queued submissions
+                with sessions() as s:
+                    note_worker_seen(s)
+                last_seen = time.monotonic()
             sid = claim(sessions, settings, worker_id)
             if sid is not None:
                 log.info("scoring submission %s", sid)

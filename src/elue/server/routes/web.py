@@ -23,7 +23,7 @@ from ..board import (
     task_view,
     visible_condition,
 )
-from ..db import DELETED, SCORED, ApiToken, Baseline, Submission, User
+from ..db import DELETED, QUEUED, SCORED, ApiToken, Baseline, Submission, User, scoring_is_stalled
 from ..deps import MAX_ID, Ctx, Download, RowId, get_ctx, throttled_authenticate
 from ..service import ServiceError
 from ..storage import UploadError
@@ -422,7 +422,8 @@ def submission_page(sub_id: RowId, ctx: Ctx = Depends(get_ctx)):
         return redirect(ctx, f"/login?next=/submissions/{sub_id}")
     user = ctx.user
     sub = service.get_owned(ctx.db, user, sub_id)
-    return render(ctx, "submission.html", sub=sub)
+    stalled = sub.status == QUEUED and scoring_is_stalled(ctx.db)
+    return render(ctx, "submission.html", sub=sub, stalled=stalled)
 
 
 @router.post("/submissions/{sub_id}/{action}")
@@ -455,7 +456,10 @@ def admin(ctx: Ctx = Depends(get_ctx)):
     choices = {b.task: b.submission_id for b in ctx.db.scalars(select(Baseline))}
     models = load_models(ctx.db, visible_condition())  # only these may be a baseline
     candidates = {t: [m for m in models if _scores_as_baseline(m, t)] for t in TASK_NAMES}
-    return render(ctx, "admin.html", subs=subs, choices=choices, candidates=candidates, tasks=TASKS)
+    stalled = scoring_is_stalled(ctx.db)
+    return render(
+        ctx, "admin.html", subs=subs, choices=choices, candidates=candidates, tasks=TASKS, stalled=stalled
+    )
 
 
 def _scores_as_baseline(m, task: str) -> bool:  # noqa: ANN001
