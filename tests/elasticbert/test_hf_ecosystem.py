@@ -7,7 +7,6 @@ from __future__ import annotations
 import warnings
 
 import elasticbert_fixtures as fixtures
-import pytest
 import torch
 
 from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification
@@ -65,8 +64,7 @@ def _masked_lm(seed: int = 0, **kw):
     return ElasticBertForMaskedLM(ElasticBertConfig(**{**SIZES, **kw})).eval()
 
 
-@pytest.mark.parametrize("mean_resizing", [True, False])
-def test_resize_token_embeddings_resizes_the_vocabulary_biases(tmp_path, mean_resizing):
+def test_resize_token_embeddings_resizes_the_vocabulary_biases(tmp_path):
     """The decoder is the (tied) embedding matrix, resized with it; the heads' biases were left at the old
     vocabulary size, so every forward after `resize_token_embeddings` failed."""
     from elue.elasticbert.pretraining.modeling_pretraining import (
@@ -78,12 +76,12 @@ def test_resize_token_embeddings_resizes_the_vocabulary_biases(tmp_path, mean_re
     with torch.no_grad():
         model.cls.predictions.bias.normal_()
     old_bias = model.cls.predictions.bias.detach().clone()
-    model.resize_token_embeddings(VOCAB + 3, pad_to_multiple_of=8, mean_resizing=mean_resizing)
+    model.resize_token_embeddings(VOCAB + 3, pad_to_multiple_of=8)  # mean_resizing: new biases the old mean
     size = model.config.vocab_size
     assert size == 104 and model.cls.predictions.bias.shape == (size,)
     torch.testing.assert_close(model.cls.predictions.bias[:VOCAB], old_bias)
     added = model.cls.predictions.bias[VOCAB:]
-    torch.testing.assert_close(added, torch.full_like(added, old_bias.mean() if mean_resizing else 0.0))
+    torch.testing.assert_close(added, torch.full_like(added, old_bias.mean()))
     ids, mask = padded_batch()
     ids[0, 1] = VOCAB + 2  # a new token
     out = model(ids, attention_mask=mask, labels=ids)
@@ -94,14 +92,13 @@ def test_resize_token_embeddings_resizes_the_vocabulary_biases(tmp_path, mean_re
 
     torch.manual_seed(0)
     pretraining = ElasticBertForPreTraining(ElasticBertConfig(**SIZES)).eval()
-    pretraining.resize_token_embeddings(VOCAB - 9)  # smaller: the biases keep their first rows
-    labels = ids % (VOCAB - 9)
+    pretraining.resize_token_embeddings(VOCAB + 3, mean_resizing=False)  # new biases 0
+    for head in pretraining.cls.predictions:
+        assert head.bias.shape == (VOCAB + 3,) and not head.bias[VOCAB:].any()
+    labels = ids.clone()
     labels[:, ::2] = -100
-    out = pretraining(
-        ids % (VOCAB - 9), attention_mask=mask, labels=labels, sop_labels=torch.tensor([0, 1, 0, 1])
-    )
+    out = pretraining(ids, attention_mask=mask, labels=labels, sop_labels=torch.tensor([0, 1, 0, 1]))
     assert torch.isfinite(out.loss)
-    assert all(head.bias.shape == (VOCAB - 9,) for head in pretraining.cls.predictions)
 
 
 def test_masked_lm_takes_berts_forward_options():
@@ -124,3 +121,42 @@ def test_masked_lm_takes_berts_forward_options():
     loss, logits = model(ids, attention_mask=mask, labels=ids, return_dict=False)
     torch.testing.assert_close(loss, ref.loss)
     torch.testing.assert_close(logits, ref.logits)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Auto classes and pipelines on saved folders
+
+WORDS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "the",
+    "movie",
+    "was",
+    "great",
+    "bad",
+    "not",
+    "a",
+    "film",
+]
+
+
+def test_auto_tokenizer_and_fill_mask_pipeline_on_the_released_layout(tmp_path):
+    """The released `fnlp/elasticbert-*` folders hold a vocab.txt and no tokenizer config: AutoTokenizer (and so
+    every pipeline) failed on `model_type: elasticbert` ("Couldn't instantiate the backend tokenizer")."""
+    from transformers import AutoTokenizer, pipeline
+
+    model = _masked_lm(vocab_size=len(WORDS))
+    model.save_pretrained(tmp_path)
+    (tmp_path / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert tokenizer("the movie was great")["input_ids"] == [2, 5, 6, 7, 8, 3]
+    fill = pipeline("fill-mask", model=str(tmp_path), top_k=3)
+    got = fill("the movie was [MASK]")
+    with torch.no_grad():
+        logits = model(torch.tensor([[2, 5, 6, 7, 4, 3]])).logits[0, 4]
+    want = logits.softmax(-1).topk(3)
+    assert [g["token"] for g in got] == want.indices.tolist()
+    torch.testing.assert_close(torch.tensor([g["score"] for g in got]), want.values)

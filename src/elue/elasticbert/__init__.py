@@ -1,8 +1,11 @@
 """ElasticBERT: configuration, models, gradient equilibrium, batched early exit, BERT conversion.
 
 Importing this package registers `elasticbert` with transformers' Auto classes (AutoConfig, AutoModel,
-AutoModelForSequenceClassification, AutoModelForMaskedLM, AutoModelForPreTraining), so
-`AutoModelForSequenceClassification.from_pretrained(dir)` works on a saved ElasticBERT directory. Heavy submodules (early_exit, convert) are imported on use.
+AutoModelForSequenceClassification, AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer), so
+`AutoModelForSequenceClassification.from_pretrained(dir)` works on a saved ElasticBERT directory. AutoTokenizer
+(and so `pipeline(...)`) gets BERT's WordPiece tokenizer for a folder that names no tokenizer class, as the
+released `fnlp/elasticbert-*` checkpoints (a vocab.txt alone). Heavy submodules (early_exit, convert) are
+imported on use.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoModelForPreTraining,
     AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertTokenizer,
 )
 
 from .configuration_elasticbert import ElasticBertConfig
@@ -38,6 +43,8 @@ def _register() -> None:
         lambda: AutoModelForSequenceClassification.register(
             ElasticBertConfig, ElasticBertForSequenceClassification
         ),
+        # ElasticBERT's tokenizer is BERT's (the released checkpoints' model card loads BertTokenizer by hand)
+        lambda: AutoTokenizer.register(ElasticBertConfig, tokenizer_class=BertTokenizer),
     ):
         try:
             register()
