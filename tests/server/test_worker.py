@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from server_helpers import PATIENCE_S, SUB, api_upload, wait_until
 from sqlalchemy import update
 
@@ -198,3 +199,39 @@ def test_a_queued_submissions_page_says_when_no_worker_is_at_work(client, auth, 
         )  # fmt: skip
         s.commit()
     assert 'id="stalled"' not in client.get(f"/submissions/{second['id']}").text
+
+
+def _full_disk_evaluator(submission_dir, answers_dir, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    """As the toolkit's sandbox on a full disk: its copy of model.py fails, re-raised as its own error."""
+    import errno
+
+    from elue.costs.sandbox import SandboxError
+
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError as exc:
+        raise SandboxError(f"cannot read model.py: {exc}") from None
+
+
+@pytest.fixture
+def toolkit_imported() -> None:
+    """The scoring process imports the toolkit (torch: seconds) to classify a failure; a real worker has it
+    imported before its first job. Imported here once, before the fork."""
+    import elue.submission  # noqa: F401
+
+
+def test_a_full_disk_while_scoring_puts_the_job_back_in_the_queue(
+    client, auth, settings, drain, caplog, toolkit_imported
+):  # noqa: ANN001
+    """The server's full disk failed the upload as its own model.py's fault ("cannot read model.py: No space left
+    on device"), counted toward the user's limits, and the worker's log said only "submission N: failed"."""
+    h = auth("unlucky")
+    sub = api_upload(client, h)
+    with caplog.at_level("ERROR", logger="elue.server.worker"):
+        assert run_worker(settings, once=True, evaluator=_full_disk_evaluator) == 0
+    assert "No space left on device" in caplog.text and "back in the queue" in caplog.text
+    got = client.get(f"/api/submissions/{sub['id']}", headers=h).json()
+    assert (got["status"], got["attempts"]) == ("queued", 0), got
+    assert "the server could not score it now" in got["log"] and "cannot read" not in got["log"]
+    assert drain() == 1  # once the disk has room
+    assert client.get(f"/api/submissions/{sub['id']}", headers=h).json()["status"] == "scored"

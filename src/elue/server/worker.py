@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import errno
 import importlib
 import inspect
 import logging
@@ -375,7 +376,12 @@ def _evaluate_child(conn, evaluate: Callable, args: tuple, kwargs: dict, scratch
         user_error = _is_user_error(e)
         text = str(e) if user_error else f"{type(e).__name__}: {e}"
         tb = traceback.format_exc()[-20000:]
-        msg = ("error", user_error, text[: 4 * MAX_ERROR_CHARS], tb, capture.lines)
+        kind = "error"
+        if (
+            _server_disk_error(e) is not None
+        ):  # e.g. the sandbox's copy of model.py on a full disk: not the upload's
+            kind, text = "disk", f"the server's disk: {_server_disk_error(e)}"
+        msg = (kind, user_error, text[: 4 * MAX_ERROR_CHARS], tb, capture.lines)
     try:
         conn.send(msg)
     finally:
@@ -422,8 +428,29 @@ def _run_cancellable(
         raise RuntimeError(f"the scoring process died (exit code {proc.exitcode})")
     if msg[0] == "ok":
         return msg[1], msg[2]
+    if msg[0] == "disk":
+        raise _ServerDiskError(msg[2])
     _, user_error, text, tb, lines = msg
     raise _ChildError(text, user_error, tb, lines)
+
+
+# the server's disk (full, over quota, read-only, failing): a job that meets one is put back in the queue
+SERVER_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+def _server_disk_error(e: BaseException | None) -> OSError | None:
+    """The OSError of the server's disk behind `e` (also one re-raised as the toolkit's own error `from None`)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in SERVER_DISK_ERRNOS:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+class _ServerDiskError(Exception):
+    pass
 
 
 class _ChildError(Exception):
@@ -471,7 +498,7 @@ def process(
     beat = _Heartbeat(sessions, settings, sid, worker_id)
     beat.start()
     t0 = time.time()
-    status, error, result, captured = FAILED, "", None, []
+    status, error, result, captured, disk = FAILED, "", None, [], ""
     try:
         if settings.data_dir is None or not settings.data_dir.is_dir():
             raise RuntimeError("the server has no answer keys (set ELUE_DATA_DIR)")
@@ -497,6 +524,8 @@ def process(
     except _Cancelled as e:
         log.info("submission %s: %s", sid, e)
         return "lost"
+    except _ServerDiskError as e:
+        disk = str(e)
     except _ChildError as e:
         captured = e.lines
         if e.user_error:
@@ -508,13 +537,22 @@ def process(
     except Exception as e:  # noqa: BLE001 - every failure becomes the owner's message
         if _db_down(e):  # not the submission's fault: the job is retaken when its lease runs out
             raise
-        error = f"internal error while scoring ({type(e).__name__}: {e})"
-        log.error("submission %s: %s", sid, traceback.format_exc())
+        if _server_disk_error(e) is not None:
+            disk = f"the server's disk: {_server_disk_error(e)}"
+        else:
+            error = f"internal error while scoring ({type(e).__name__}: {e})"
+            log.error("submission %s: %s", sid, traceback.format_exc())
     finally:
         beat.stop.set()
         shutil.rmtree(scratch, ignore_errors=True)  # the scoring process is dead by now
         with contextlib.suppress(OSError):
             scratch.parent.rmdir()
+    if disk:
+        # a full disk failed the upload as its model.py's fault ("cannot read model.py: No space left on device"),
+        # counted toward its owner's limits, and the worker's log said only "failed": now the job goes back to the
+        # queue, and the admin reads why
+        log.error("submission %s: not scored, %s; back in the queue (free the disk)", sid, disk)
+        return REQUEUED if _requeue(sessions, sid, worker_id) else "lost"
     if settings.data_dir is not None:  # nor the folder of the answer keys
         error = error.replace(str(settings.data_dir), "<answer keys>")
     error = error.replace(str(scratch), "<tmp>")  # nor the server's folders (model.py run unsandboxed)
@@ -541,6 +579,32 @@ def process(
         result=result if status == SCORED else None,
     )
     return status if ok else "lost"
+
+
+REQUEUED = "requeued"
+DISK_BACKOFF_S = 30.0  # how long a worker waits after the server's disk stopped a job
+
+
+def _requeue(sessions: sessionmaker, sid: int, worker_id: str) -> bool:
+    """Give a job this worker holds back to the queue, its attempt not counted (the server failed, not it)."""
+    with sessions() as s:
+        res = s.execute(
+            update(Submission)
+            .where(Submission.id == sid, Submission.lease_owner == worker_id, Submission.status == RUNNING)
+            .values(
+                status=QUEUED,
+                lease_owner=None,
+                lease_expires_at=None,
+                started_at=None,
+                attempts=Submission.attempts - 1,
+            )
+        )
+        if res.rowcount == 1:
+            sub = s.get(Submission, sid)
+            note = "the server could not score it now (its disk): back in the queue"
+            sub.log = _cap((sub.log or "") + _stamp(note), MAX_LOG_CHARS)
+        s.commit()
+        return res.rowcount == 1
 
 
 def run_worker(
@@ -596,6 +660,11 @@ def run_worker(
                 log.info("scoring submission %s", sid)
                 status = process(sessions, settings, sid, worker_id, evaluator)
                 log.info("submission %s: %s", sid, status)
+                if status == REQUEUED:  # the server's disk: retried later, not at once in a loop
+                    if once:
+                        break
+                    stop.wait(DISK_BACKOFF_S)
+                    continue
                 done += 1
         except DBAPIError as e:
             # a database that stops or restarts: wait for it (one line per minute), instead of a traceback and
