@@ -138,3 +138,21 @@ def test_serve_warns_when_the_data_folder_holds_no_answer_keys(tmp_path, monkeyp
     assert r.exit_code == 0, r.output
     warned = f"warning: no answer keys in {folder}" in r.output and "every upload will be refused" in r.output
     assert warned is (data != "keys"), r.output
+
+
+def test_serve_on_a_database_of_a_newer_schema_says_so(tmp_path, monkeypatch):  # noqa: ANN001
+    """A database upgraded by a newer elue (a deploy rolled back) stopped `elue serve` with Alembic's traceback."""
+    from sqlalchemy import text
+    from typer.testing import CliRunner
+
+    from elue.cli import app as cli
+
+    settings = make_settings(tmp_path)
+    engine, _ = open_database(settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: pytest.fail("must not start"))
+    r = CliRunner().invoke(cli, serve_args(settings))
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "Can't locate revision identified by '0099'" in r.output and "newer version of elue" in r.output

@@ -118,6 +118,7 @@ def serve(
     public_url = public_url or os.environ.get("ELUE_PUBLIC_URL") or f"http://{_url_host(host)}:{port}"
     settings = _settings(home, data_dir, database_url, public_url, secure_cookies)
     _check_can_listen(host, port)  # before the banner and the database: a taken port is the whole story
+    from alembic.util import CommandError
     from sqlalchemy.exc import ArgumentError, OperationalError
 
     from elue.server.db import open_database
@@ -126,6 +127,13 @@ def serve(
         create_app(settings)  # migrate and seed: once, before anything forks
     except (ArgumentError, OperationalError) as err:  # ArgumentError also covers an unknown dialect
         fail(f"cannot open the database {_shown_url(settings.database_url)!r}: {err}")
+    except (
+        CommandError
+    ) as err:  # its schema is of a revision this elue does not have (a newer one's database)
+        fail(
+            f"cannot use the database {_shown_url(settings.database_url)!r}: {err}; it was made or upgraded by a "
+            "newer version of elue: run that version, or give another --database-url"
+        )
     except OSError as err:  # a home that is a file, read-only, or on a full disk: one line, not a traceback
         fail(f"cannot use the state folder {settings.state_dir} (--home / ELUE_HOME): {err}")
     if admin:
