@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 
 import elasticbert_fixtures as fixtures
+import pytest
 import torch
 
 from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification
@@ -160,3 +161,25 @@ def test_auto_tokenizer_and_fill_mask_pipeline_on_the_released_layout(tmp_path):
     want = logits.softmax(-1).topk(3)
     assert [g["token"] for g in got] == want.indices.tolist()
     torch.testing.assert_close(torch.tensor([g["score"] for g in got]), want.values)
+
+
+def test_a_bert_checkpoint_that_would_load_nothing_is_refused(tmp_path):
+    """A `BertFor*` checkpoint (weights `bert.*`) loaded straight into ElasticBERT loaded none of its weights: a
+    random model, with only a load report to say so. A bare `BertModel` one still loads its encoder."""
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+    from elue.elasticbert import ElasticBertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(**SIZES, num_labels=3)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "bert-cls")
+    for cls in (ElasticBertForSequenceClassification, ElasticBertModel):
+        with pytest.raises(ValueError, match=r"'bert' checkpoint .* convert a BERT checkpoint first"):
+            cls.from_pretrained(tmp_path / "bert-cls")
+    bare = BertModel(config).eval()
+    bare.save_pretrained(tmp_path / "bert-bare")
+    model = ElasticBertModel.from_pretrained(tmp_path / "bert-bare").eval()
+    ids, mask = padded_batch()
+    torch.testing.assert_close(
+        model(ids, attention_mask=mask).last_hidden_state, bare(ids, attention_mask=mask).last_hidden_state
+    )

@@ -338,6 +338,27 @@ class ElasticBertPreTrainedModel(PreTrainedModel):
     # to be left out when a pre-trained checkpoint is loaded into the bare or the classification model
     _keys_to_ignore_on_load_unexpected = [r"^cls\."]
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As `PreTrainedModel.from_pretrained`; a BERT checkpoint whose weights are named `bert.*` (any `BertFor*`
+        model) is refused: none of them would load, and the model would be random with only a load report to say
+        so. (A bare `BertModel` checkpoint, `embeddings.*`/`encoder.*`, loads its encoder; the poolers start
+        fresh.) Convert BERT checkpoints first (`convert_bert_to_elasticbert`, `elue convert`)."""
+        model_type = _checkpoint_model_type(pretrained_model_name_or_path, kwargs)
+        if model_type in (None, ElasticBertConfig.model_type):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        if any(k.endswith("embeddings.word_embeddings.weight") for k in info.get("missing_keys", ())):
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is a {model_type!r} checkpoint whose weights ElasticBERT does not "
+                "find (none of its encoder loaded): convert a BERT checkpoint first (`elue convert`, or "
+                "elue.elasticbert.convert.convert_bert_to_elasticbert)"
+            )
+        return (model, info) if want_info else model
+
     def _init_weights(self, module):
         super()._init_weights(module)  # normal(0, initializer_range) linears/embeddings, LayerNorm 1/0
         if isinstance(module, ElasticBertEmbeddings):
@@ -351,6 +372,19 @@ class ElasticBertPreTrainedModel(PreTrainedModel):
         ignore.add(rf"encoder\.layer\.(?!(?:{_index_alternation(range(config.num_hidden_layers))})\.)\d+\.")
         ignore.add(rf"encoder\.pooler\.(?!(?:{_index_alternation(pooler_slots)})\.)\d+\.")
         self._keys_to_ignore_on_load_unexpected = ignore
+
+
+def _checkpoint_model_type(path, kwargs) -> str | None:  # noqa: ANN001
+    """The `model_type` in the checkpoint's config.json, or None (no config there, or none named)."""
+    from transformers.configuration_utils import PreTrainedConfig
+
+    if path is None or kwargs.get("gguf_file"):
+        return None
+    try:
+        raw, _ = PreTrainedConfig.get_config_dict(path, **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs})
+    except (OSError, ValueError):
+        return None  # transformers reports what it lacks
+    return raw.get("model_type") or None
 
 
 def refuse_head_mask(kwargs) -> None:  # noqa: ANN001
