@@ -235,3 +235,21 @@ def test_a_full_disk_while_scoring_puts_the_job_back_in_the_queue(
     assert "the server could not score it now" in got["log"] and "cannot read" not in got["log"]
     assert drain() == 1  # once the disk has room
     assert client.get(f"/api/submissions/{sub['id']}", headers=h).json()["status"] == "scored"
+
+
+def test_a_worker_that_does_not_see_the_uploads_puts_the_job_back(client, auth, settings, drain, caplog):  # noqa: ANN001
+    """`elue worker` on another host against the same database, with a --home of its own (the uploads are files
+    in the web server's): every job failed as the upload's fault, "<server path>/uploads/<key>: not a directory"."""
+    import dataclasses
+
+    h = auth("remote")
+    sub = api_upload(client, h)
+    elsewhere = dataclasses.replace(settings, state_dir=settings.state_dir.parent / "other-host")
+    with caplog.at_level("ERROR", logger="elue.server.worker"):
+        assert run_worker(elsewhere, once=True) == 0
+    assert "this worker does not see the uploads folder" in caplog.text, caplog.text
+    got = client.get(f"/api/submissions/{sub['id']}", headers=h).json()
+    assert (got["status"], got["attempts"]) == ("queued", 0), got
+    assert str(settings.state_dir.parent) not in got["log"]  # no server path told to the user
+    assert drain() == 1  # a worker that sees them
+    assert client.get(f"/api/submissions/{sub['id']}", headers=h).json()["status"] == "scored"

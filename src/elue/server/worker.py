@@ -377,9 +377,7 @@ def _evaluate_child(conn, evaluate: Callable, args: tuple, kwargs: dict, scratch
         text = str(e) if user_error else f"{type(e).__name__}: {e}"
         tb = traceback.format_exc()[-20000:]
         kind = "error"
-        if (
-            _server_disk_error(e) is not None
-        ):  # e.g. the sandbox's copy of model.py on a full disk: not the upload's
+        if _server_disk_error(e) is not None:  # e.g. the sandbox's copy of model.py on a full disk
             kind, text = "disk", f"the server's disk: {_server_disk_error(e)}"
         msg = (kind, user_error, text[: 4 * MAX_ERROR_CHARS], tb, capture.lines)
     try:
@@ -450,7 +448,7 @@ def _server_disk_error(e: BaseException | None) -> OSError | None:
 
 
 class _ServerDiskError(Exception):
-    pass
+    """The server's disk or folders, not the upload, stopped the job."""
 
 
 class _ChildError(Exception):
@@ -498,12 +496,20 @@ def process(
     beat = _Heartbeat(sessions, settings, sid, worker_id)
     beat.start()
     t0 = time.time()
-    status, error, result, captured, disk = FAILED, "", None, [], ""
+    # server_fault: why the server, not the upload, stopped the job (it goes back to the queue)
+    status, error, result, captured, server_fault = FAILED, "", None, [], ""
     try:
         if settings.data_dir is None or not settings.data_dir.is_dir():
             raise RuntimeError("the server has no answer keys (set ELUE_DATA_DIR)")
         if key is None:
             raise _Cancelled("the submission was deleted")
+        if not submission_path(settings, key).is_dir():
+            # a worker on another host whose --home is not the web server's (its uploads are files there) failed
+            # every job as the upload's fault ("<server path>: not a directory")
+            raise _ServerDiskError(
+                f"its files are not in {submission_path(settings, key)}: this worker does not see the uploads "
+                "folder of `elue serve` (share its --home / ELUE_HOME with the worker)"
+            )
         scratch.mkdir(parents=True)
         evaluate = evaluator or load_evaluator(settings.evaluator)
         result, captured = _run_cancellable(
@@ -525,7 +531,7 @@ def process(
         log.info("submission %s: %s", sid, e)
         return "lost"
     except _ServerDiskError as e:
-        disk = str(e)
+        server_fault = str(e)
     except _ChildError as e:
         captured = e.lines
         if e.user_error:
@@ -538,7 +544,7 @@ def process(
         if _db_down(e):  # not the submission's fault: the job is retaken when its lease runs out
             raise
         if _server_disk_error(e) is not None:
-            disk = f"the server's disk: {_server_disk_error(e)}"
+            server_fault = f"the server's disk: {_server_disk_error(e)}"
         else:
             error = f"internal error while scoring ({type(e).__name__}: {e})"
             log.error("submission %s: %s", sid, traceback.format_exc())
@@ -547,11 +553,11 @@ def process(
         shutil.rmtree(scratch, ignore_errors=True)  # the scoring process is dead by now
         with contextlib.suppress(OSError):
             scratch.parent.rmdir()
-    if disk:
+    if server_fault:
         # a full disk failed the upload as its model.py's fault ("cannot read model.py: No space left on device"),
         # counted toward its owner's limits, and the worker's log said only "failed": now the job goes back to the
         # queue, and the admin reads why
-        log.error("submission %s: not scored, %s; back in the queue (free the disk)", sid, disk)
+        log.error("submission %s: not scored, %s; back in the queue", sid, server_fault)
         return REQUEUED if _requeue(sessions, sid, worker_id) else "lost"
     if settings.data_dir is not None:  # nor the folder of the answer keys
         error = error.replace(str(settings.data_dir), "<answer keys>")
@@ -582,7 +588,9 @@ def process(
 
 
 REQUEUED = "requeued"
-DISK_BACKOFF_S = 30.0  # how long a worker waits after the server's disk stopped a job
+SERVER_FAULT_BACKOFF_S = (
+    30.0  # how long a worker waits after the server (its disk, its folders) stopped a job
+)
 
 
 def _requeue(sessions: sessionmaker, sid: int, worker_id: str) -> bool:
@@ -601,7 +609,7 @@ def _requeue(sessions: sessionmaker, sid: int, worker_id: str) -> bool:
         )
         if res.rowcount == 1:
             sub = s.get(Submission, sid)
-            note = "the server could not score it now (its disk): back in the queue"
+            note = "the server could not score it now: back in the queue"
             sub.log = _cap((sub.log or "") + _stamp(note), MAX_LOG_CHARS)
         s.commit()
         return res.rowcount == 1
@@ -660,10 +668,10 @@ def run_worker(
                 log.info("scoring submission %s", sid)
                 status = process(sessions, settings, sid, worker_id, evaluator)
                 log.info("submission %s: %s", sid, status)
-                if status == REQUEUED:  # the server's disk: retried later, not at once in a loop
+                if status == REQUEUED:  # the server's fault: retried later, not at once in a loop
                     if once:
                         break
-                    stop.wait(DISK_BACKOFF_S)
+                    stop.wait(SERVER_FAULT_BACKOFF_S)
                     continue
                 done += 1
         except DBAPIError as e:
