@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -253,3 +254,10 @@ def test_a_worker_that_does_not_see_the_uploads_puts_the_job_back(client, auth, 
     assert str(settings.state_dir.parent) not in got["log"]  # no server path told to the user
     assert drain() == 1  # a worker that sees them
     assert client.get(f"/api/submissions/{sub['id']}", headers=h).json()["status"] == "scored"
+    # files lost on the server itself (its other uploads are there) fail that job, which would stop the queue
+    lost = api_upload(client, h)
+    with open_database(settings.database_url, upgrade=False)[1]() as s:
+        shutil.rmtree(settings.upload_dir / s.get(Submission, lost["id"]).storage_key)
+    assert drain() == 1
+    got = client.get(f"/api/submissions/{lost['id']}", headers=h).json()
+    assert got["status"] == "failed" and "lost this submission's files" in got["error"], got

@@ -504,8 +504,11 @@ def process(
         if key is None:
             raise _Cancelled("the submission was deleted")
         if not submission_path(settings, key).is_dir():
+            if any(settings.upload_dir.glob("[!.]*")):  # other uploads are there: this one's files are gone
+                raise RuntimeError("the server has lost this submission's files; please upload it again")
             # a worker on another host whose --home is not the web server's (its uploads are files there) failed
-            # every job as the upload's fault ("<server path>: not a directory")
+            # every job as the upload's fault ("<server path>: not a directory"); left queued, a job whose files
+            # are lost would stop the queue, so only a worker that sees no upload at all leaves it
             raise _ServerDiskError(
                 f"its files are not in {submission_path(settings, key)}: this worker does not see the uploads "
                 "folder of `elue serve` (share its --home / ELUE_HOME with the worker)"
