@@ -432,8 +432,9 @@ def _run_cancellable(
     raise _ChildError(text, user_error, tb, lines)
 
 
-# the server's disk (full, over quota, read-only, failing): a job that meets one is put back in the queue
-SERVER_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+# the server's disk (full, over quota, read-only): a job that meets one is put back in the queue. Not EIO: a bad
+# block under one upload's files would put that job back for ever, and claims take the oldest job first
+SERVER_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 def _server_disk_error(e: BaseException | None) -> OSError | None:
