@@ -183,3 +183,29 @@ def test_a_bert_checkpoint_that_would_load_nothing_is_refused(tmp_path):
     torch.testing.assert_close(
         model(ids, attention_mask=mask).last_hidden_state, bare(ids, attention_mask=mask).last_hidden_state
     )
+
+
+def test_auto_masked_lm_of_an_exit(tmp_path):
+    """`AutoModelForMaskedLM` passes the checkpoint's config with the size arguments set: `num_hidden_layers=k`
+    kept the checkpoint's 3 exits (refused: more exits than layers), `exit_layer=k` kept its 3 layers and ran
+    head k on the top layer's states. Both now give exit k's masked LM, as `ElasticBertForMaskedLM` does."""
+    from transformers import AutoModelForMaskedLM
+
+    from elue.elasticbert.pretraining.modeling_pretraining import (
+        ElasticBertForMaskedLM,
+        ElasticBertForPreTraining,
+    )
+
+    torch.manual_seed(0)
+    pretraining = ElasticBertForPreTraining(ElasticBertConfig(**{**SIZES, "num_hidden_layers": 3})).eval()
+    pretraining.save_pretrained(tmp_path)
+    ids, mask = padded_batch()
+    hidden = pretraining.elasticbert(ids, attention_mask=mask, exit_layers=[0]).exit_hidden_states[0]
+    want = pretraining.cls.predictions[0](hidden, pretraining.get_input_embeddings().weight)
+    for kwargs in ({"num_hidden_layers": 1}, {"exit_layer": 1}):
+        model = AutoModelForMaskedLM.from_pretrained(tmp_path, **kwargs).eval()
+        assert type(model) is ElasticBertForMaskedLM and model.config.num_hidden_layers == 1, kwargs
+        torch.testing.assert_close(model(ids, attention_mask=mask).logits, want)
+    config = ElasticBertConfig.from_pretrained(tmp_path, num_hidden_layers=2)
+    with pytest.raises(ValueError, match="exit_layer 1 is the head of layer 1, num_hidden_layers 2"):
+        ElasticBertForMaskedLM.from_pretrained(tmp_path, config=config, exit_layer=1)

@@ -25,6 +25,7 @@ forward pass (`linear_cross_entropy`), so the (E, M, V) logits of all exits are 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -335,6 +336,26 @@ def _check_exit_layer(exit_layer: object, num_layers: int) -> None:
         raise ValueError(f"exit_layer must be in 1..{num_layers}, got {exit_layer!r}")
 
 
+def _masked_lm_config(path, config: ElasticBertConfig, exit_layer: int | None) -> ElasticBertConfig:
+    """A given config made fit for the masked LM, the rules of `from_pretrained` without one: `AutoModelForMaskedLM`
+    always passes one, the checkpoint's with the size arguments set, so `num_hidden_layers=k` kept the
+    checkpoint's exit count (refused as more exits than layers) and `exit_layer=k` kept its depth (head k ran on
+    the top layer's states). A copy when changed."""
+    if exit_layer is not None and config.num_hidden_layers != exit_layer:
+        if config.num_hidden_layers != ElasticBertConfig.from_pretrained(path).num_hidden_layers:
+            raise ValueError(
+                f"exit_layer {exit_layer} is the head of layer {exit_layer}, num_hidden_layers "
+                f"{config.num_hidden_layers}: give one of them (the masked LM of an exit runs the layers up to it)"
+            )
+        _check_exit_layer(exit_layer, config.num_hidden_layers)
+        config = copy.deepcopy(config)
+        config.num_hidden_layers = exit_layer  # the checkpoint's depth: not chosen, the exit's is meant
+    if config.num_output_layers > config.num_hidden_layers:
+        config = copy.deepcopy(config)
+        config.num_output_layers = 1  # one head, on the top layer
+    return config
+
+
 class ElasticBertForMaskedLM(_HeadInit):
     """ElasticBERT (`num_hidden_layers` layers) with one MLM head on its top layer, BERT naming
     (`cls.predictions.transform.*`, `cls.predictions.bias`; decoder tied to the word embeddings).
@@ -379,6 +400,8 @@ class ElasticBertForMaskedLM(_HeadInit):
             config = ElasticBertConfig.from_pretrained(pretrained_model_name_or_path, **sizes)
             if "num_output_layers" not in sizes:
                 config.num_output_layers = 1  # one head, on the top layer
+        else:
+            config = _masked_lm_config(pretrained_model_name_or_path, config, exit_layer)
         kwargs["config"] = config
         if exit_layer is not None:
             _check_exit_layer(exit_layer, config.num_hidden_layers)
