@@ -116,3 +116,27 @@ def test_a_database_error_while_scoring_does_not_fail_the_submission(tmp_path, m
 def test_docs_name_the_behaviour():  # noqa: ANN201
     docs = (Path(__file__).resolve().parents[2] / "docs" / "leaderboard.md").read_text()
     assert "unreachable" in docs
+
+
+def test_a_worker_started_before_the_database_is_migrated_waits_for_it(db_url, tmp_path, caplog):  # noqa: ANN001
+    """`elue worker` started before `elue serve` had made the tables of a new PostgreSQL database crashed with
+    "relation "submissions" does not exist" (SQLite's "no such table" waited, as for a database that is down);
+    now it says what it waits for (and goes on as after an outage: test_worker_waits_for_a_database_that_went_away)."""
+    s = make_settings(tmp_path, database_url=db_url, poll_seconds=0.01)
+    stop = threading.Event()
+    t = threading.Thread(
+        target=worker_mod.run_worker,
+        args=(s,),
+        kwargs={"stop": stop, "evaluator": fake_evaluate},
+        daemon=True,
+    )
+    with caplog.at_level("WARNING", logger="elue.server.worker"):
+        t.start()
+        try:
+            wait_until(
+                lambda: "no ELUE tables yet" in caplog.text or not t.is_alive(), what="the worker to wait"
+            )
+            assert t.is_alive(), "the worker ended on a database without tables"
+        finally:
+            stop.set()
+            t.join(10)

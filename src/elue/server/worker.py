@@ -256,6 +256,11 @@ def _finish_retrying(sessions: sessionmaker, sid: int, worker_id: str, **kw) -> 
             wait = min(wait * 2, 10.0)
 
 
+def _no_schema(e: DBAPIError) -> bool:
+    """The database has not been migrated yet (PostgreSQL's undefined_table; SQLite's "no such table")."""
+    return getattr(e.orig, "pgcode", None) == "42P01" or "no such table" in str(e.orig)
+
+
 def _first_line(e: BaseException) -> str:
     return (str(getattr(e, "orig", None) or e).strip().splitlines() or [""])[0]
 
@@ -681,11 +686,17 @@ def run_worker(
         except DBAPIError as e:
             # a database that stops or restarts: wait for it (one line per minute), instead of a traceback and
             # a restart of the worker every few seconds; a job held meanwhile is retaken when its lease runs out
-            if once or not _db_down(e):
+            # a worker started before `elue serve` first migrated a new PostgreSQL database crashed (undefined table)
+            if once or not (_db_down(e) or _no_schema(e)):
                 raise
             now = time.monotonic()
             if down_since is None or now - down_since > 60:
-                log.warning("the database is unreachable (%s); retrying", _first_line(e))
+                if _no_schema(e):
+                    log.warning(
+                        "the database has no ELUE tables yet (`elue serve` makes them at its start); waiting"
+                    )
+                else:
+                    log.warning("the database is unreachable (%s); retrying", _first_line(e))
                 down_since = now
             stop.wait(min(5.0, max(settings.poll_seconds, 1.0)))
             continue
