@@ -62,3 +62,13 @@ def test_serve_on_a_host_that_is_not_this_machines_says_so_not_to_change_the_por
     assert "--host must name an address of this machine" in result.output
     assert "another --port" not in result.output
     assert not (home / "elue.db").exists()
+
+
+@pytest.mark.parametrize("option", [["--workers", "-1"], ["--web-workers", "0"]])
+def test_serve_refuses_a_count_of_processes_that_runs_nothing(tmp_path, option):  # noqa: ANN001
+    """`--workers -1` started no scoring worker while the banner said "-1 scoring worker(s)"; `--web-workers 0`
+    ran one web process."""
+    home = tmp_path / "home"
+    result = CliRunner().invoke(app, ["serve", "--home", str(home), *option])
+    assert result.exit_code == 2 and option[0] in result.output, result.output
+    assert "ELUE leaderboard on" not in result.output and not (home / "elue.db").exists()

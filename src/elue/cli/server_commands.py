@@ -80,8 +80,8 @@ def serve(
         help="SQLAlchemy URL, e.g. postgresql+psycopg2://u:p@host/db (default: $ELUE_DATABASE_URL, "
         "else sqlite:///<home>/elue.db).",
     ),
-    workers: int = typer.Option(1, help="Scoring worker processes (0: run `elue worker` yourself)."),
-    web_workers: int = typer.Option(1, help="Web server processes."),
+    workers: int = typer.Option(1, min=0, help="Scoring worker processes (0: run `elue worker` yourself)."),
+    web_workers: int = typer.Option(1, min=1, help="Web server processes."),
     admin: str = typer.Option(
         None,
         envvar="ELUE_ADMIN",
