@@ -4,10 +4,12 @@ the torchrun executable, waiting for a condition, a process's children and signa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +34,36 @@ def torchrun() -> str | None:
     """The torchrun next to this Python (or on PATH); None when there is none."""
     beside = Path(sys.executable).with_name("torchrun")
     return shutil.which("torchrun") or (str(beside) if beside.exists() else None)
+
+
+def run_torchrun(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node 2 <args>` on a free port (see `run_or_dump`)."""
+    cmd = [torchrun(), "--nproc_per_node", "2", "--master_port", str(free_port()), *args]
+    return run_or_dump(cmd, timeout)
+
+
+def run_or_dump(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `cmd` in `child_env()`, output captured. A run that outlives `timeout` (seen once in CI: a finished
+    torchrun fine-tuning run that never exited) fails the test with the Python stacks of every process in it:
+    faulthandler prints them on the SIGABRT sent to the whole process group."""
+    env = dict(child_env(), PYTHONFAULTHANDLER="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        raise AssertionError(
+            f"still running after {timeout:g} s: {cmd}\nstacks:\n{err[-8000:]}\n{out[-2000:]}"
+        ) from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 # How long tests wait for what happens at once on an idle machine (a server up, a job scored, a process gone, a

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from elasticbert_fixtures import NEG, POS, invoke_cli, write_sst2, write_tiny_checkpoint
-from subprocesses import child_env, free_port, torchrun
+from subprocesses import child_env, run_torchrun, torchrun
 
 from elue.elasticbert.finetune import finetune
 from elue.elasticbert.finetune_config import FinetuneConfig
@@ -353,8 +353,6 @@ def test_sigterm_saves_last_and_resume_matches(tiny, tmp_path):
     import subprocess
     import sys
     import time
-
-    from subprocesses import child_env
 
     data, ckpt = tiny
     out = tmp_path / "sig"
@@ -838,10 +836,10 @@ def test_limits_draw_rows_at_random_not_the_first_ones():
 
 
 def _torchrun_finetune(data: Path, ckpt: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [torchrun(), "--nproc_per_node", "2", "--master_port", str(free_port()), str(Path(sys.executable).with_name("elue")),
+    cmd = [str(Path(sys.executable).with_name("elue")),
            "finetune", "sst-2", "--model", str(ckpt), "--output", str(out), "--data", str(data),
            "--batch-size", "8", "--max-length", "32", "--lr", "1e-3", "--cpu", "--no-progress", *extra]  # fmt: skip
-    proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
+    proc = run_torchrun(cmd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

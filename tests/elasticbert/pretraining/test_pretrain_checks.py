@@ -7,12 +7,11 @@ from __future__ import annotations
 import csv
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from subprocesses import child_env, free_port, torchrun
+from subprocesses import run_torchrun, torchrun
 
 from elue.elasticbert.pretraining.config import PretrainConfig, SettingsError
 from elue.elasticbert.pretraining.trainer import pretrain
@@ -385,9 +384,7 @@ def test_an_error_only_one_process_finds_is_one_line_and_writes_nothing(two_laye
         message = r"error: checkpoint .*step-0000001: no data position for stream\(s\) \[1\]"
     config = tmp_path / "run.json"
     config.write_text(json.dumps(s))
-    cmd = [torchrun(), "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "elue.elasticbert.pretraining", "--config", str(config)]  # fmt: skip
-    proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
+    proc = run_torchrun(["-m", "elue.elasticbert.pretraining", "--config", str(config)])
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert len(re.findall(message, output)) == 1, output[-3000:]

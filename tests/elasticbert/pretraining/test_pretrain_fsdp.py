@@ -7,19 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from subprocesses import child_env, free_port, torchrun
+from subprocesses import run_torchrun, torchrun
 
 from .fsdp_steps import GROUPS, tiny_model, train
 
 
 @pytest.mark.skipif(torchrun() is None, reason="no torchrun")
 def test_fsdp2_two_processes_match_one(tmp_path):
-    import subprocess
-
     out = tmp_path / "fsdp.pt"
     worker = Path(__file__).with_name("fsdp_steps.py")
-    cmd = [torchrun(), "--nproc_per_node", "2", "--master_port", str(free_port()), str(worker), str(out)]
-    proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
+    proc = run_torchrun([str(worker), str(out)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = torch.load(out, weights_only=False)
     assert got["world"] == 2 and got["sharded"] == len(list(tiny_model().parameters()))  # every one sharded

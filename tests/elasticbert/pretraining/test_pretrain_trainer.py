@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from subprocesses import catches, child_env, children, free_port, torchrun, wait_until
+from subprocesses import catches, child_env, children, free_port, run_torchrun, torchrun, wait_until
 
 from elue.elasticbert.pretraining.config import PretrainConfig
 from elue.elasticbert.pretraining.trainer import pretrain
@@ -294,9 +294,7 @@ def _cmdline(pid: int) -> str:
 def _torchrun(cfg_file: Path, settings: dict) -> None:
     """`elue pretrain` with `settings` in 2 CPU processes (torchrun, gloo)."""
     cfg_file.write_text(json.dumps(settings))
-    cmd = [torchrun(), "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)]  # fmt: skip
-    proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
+    proc = run_torchrun(["-m", "elue.elasticbert.pretraining", "--config", str(cfg_file)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "pre-training: 2 processes (MULTI_CPU), " in proc.stdout + proc.stderr
 
