@@ -49,6 +49,10 @@ def test_config_defaults_and_checks():
         ElasticBertModel(tiny_config(num_output_layers=5))
     with pytest.raises(ValueError):
         ElasticBertModel(tiny_config(max_output_layers=2))
+    # a count written as text (or a float) in a hand-edited config.json: named, not a TypeError about '<='
+    for field, bad in (("num_output_layers", "2"), ("num_hidden_layers", 2.0), ("max_output_layers", True)):
+        with pytest.raises(ValueError, match=rf"{field} must be a whole number, got {bad!r}"):
+            ElasticBertModel(tiny_config(**{field: bad}))
 
 
 def test_model_shapes_dynamic():

@@ -92,6 +92,18 @@ class ElasticBertConfig(PreTrainedConfig):
 
     def check_layers(self) -> None:
         """Raise ValueError when the layer / exit / pooler-slot counts are inconsistent."""
+        # (the @strict field types are not enforced for these: a "2" from a hand-edited config.json got as far as
+        # a TypeError about '<=' between int and str)
+        for name in (
+            "num_hidden_layers",
+            "num_output_layers",
+            "max_output_layers",
+            "hidden_size",
+            "num_attention_heads",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
         if self.num_hidden_layers < 1:
             raise ValueError(f"num_hidden_layers must be >= 1, got {self.num_hidden_layers}")
         if not 1 <= self.num_output_layers <= self.num_hidden_layers:
