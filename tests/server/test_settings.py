@@ -34,6 +34,25 @@ def test_scoring_limits_from_arguments_and_environment(monkeypatch, tmp_path):  
         Settings(state_dir=tmp_path, scoring_timeout_s=float("inf"))
 
 
+def test_submission_and_signup_limits_from_the_environment(monkeypatch, tmp_path):  # noqa: ANN001
+    """An operator sets the per-user limits without writing Python (before: only Settings' fields); every web
+    and worker process gets them from to_env. The guide shows what applies."""
+    monkeypatch.setenv("ELUE_DAILY_LIMIT", "2")
+    monkeypatch.setenv("ELUE_MONTHLY_LIMIT", "9")
+    monkeypatch.setenv("ELUE_SIGNUP_LIMIT", "0")  # 0: sign-ups per address not limited
+    s = Settings(state_dir=tmp_path)
+    assert (s.daily_limit, s.monthly_limit, s.signup_limit) == (2, 9, 0)
+    env = s.to_env()
+    assert (env["ELUE_DAILY_LIMIT"], env["ELUE_MONTHLY_LIMIT"], env["ELUE_SIGNUP_LIMIT"]) == ("2", "9", "0")
+    assert Settings(state_dir=tmp_path, daily_limit=7).daily_limit == 7  # arguments win
+    assert "2 submissions a day" in TestClient(create_app(s)).get("/guide").text
+    for name, bad in (("ELUE_DAILY_LIMIT", "0"), ("ELUE_MONTHLY_LIMIT", "many"), ("ELUE_SIGNUP_LIMIT", "-1")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=name):
+            Settings(state_dir=tmp_path)
+        monkeypatch.delenv(name)
+
+
 def test_secure_cookies_follow_an_https_public_url_unless_set(tmp_path, monkeypatch):  # noqa: ANN001
     monkeypatch.delenv("ELUE_SECURE_COOKIES", raising=False)
     assert make_settings(tmp_path, public_url="https://elue.example.org/").secure_cookies is True

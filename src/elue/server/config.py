@@ -41,6 +41,19 @@ def _env_seconds(name: str, default: float) -> float:
     return value
 
 
+def _env_count(name: str, default: int, least: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"${name}={raw!r} is not a whole number") from None
+    if value < least:
+        raise ValueError(f"${name}={raw!r} must be at least {least}")
+    return value
+
+
 @dataclass
 class Settings:
     state_dir: Path = field(default_factory=default_state_dir)
@@ -62,11 +75,11 @@ class Settings:
     max_ratio: float = 200.0
     ratio_min_bytes: int = 32 * 1024 * 1024
     # per-user submission limits (admins are exempt)
-    daily_limit: int = 5
-    monthly_limit: int = 30
+    daily_limit: int = field(default_factory=lambda: _env_count("ELUE_DAILY_LIMIT", 5, 1))
+    monthly_limit: int = field(default_factory=lambda: _env_count("ELUE_MONTHLY_LIMIT", 30, 1))
     # accounts one client address may create per 24 h (0: no limit); without it the per-user limits above could
     # be multiplied by signing up again
-    signup_limit: int = 10
+    signup_limit: int = field(default_factory=lambda: _env_count("ELUE_SIGNUP_LIMIT", 10, 0))
     # worker
     evaluator: str = "elue.submission:evaluate_submission"  # "module:function"
     lease_seconds: float = 60.0
@@ -140,6 +153,9 @@ class Settings:
             "ELUE_SCORING_TIMEOUT_S": str(self.scoring_timeout_s),
             "ELUE_PUBLIC_URL": self.public_url,
             "ELUE_SECURE_COOKIES": "1" if self.secure_cookies else "0",
+            "ELUE_DAILY_LIMIT": str(self.daily_limit),
+            "ELUE_MONTHLY_LIMIT": str(self.monthly_limit),
+            "ELUE_SIGNUP_LIMIT": str(self.signup_limit),
         }
         if self.data_dir is not None:
             env["ELUE_DATA_DIR"] = str(self.data_dir)
