@@ -374,6 +374,29 @@ def test_checkpoint_of_another_task_refused(tiny, tmp_path):
     predict_submission(other, "sst-2", tmp_path / "c", make_points([3]), **_kw(data))
 
 
+def test_a_runs_last_checkpoint_keeps_the_runs_task_and_max_length(tiny, tmp_path):
+    """RUN/last holds no finetune.json: the run's options (RUN/config.json) say what it was fine-tuned on and at
+    which max length (an MRPC run's last/ predicted SST-2 without a word, at 512 tokens where it trained at 64)."""
+    import json
+    import shutil
+    from dataclasses import asdict
+
+    from elue.elasticbert.finetune_config import FinetuneConfig
+
+    data, ckpt = tiny
+    run = tmp_path / "run"
+    shutil.copytree(ckpt, run / "last")
+    options = FinetuneConfig(task="MRPC", model=str(ckpt), output_dir=str(run), max_length=6)
+    (run / "config.json").write_text(json.dumps(asdict(options)))
+    kw = dict(data_dir=data, progress=False, log=lambda m: None)  # no max_length: the run's
+    with pytest.raises(ValueError, match=r"fine-tuned on MRPC, not sst-2 \(the run's config.json\)"):
+        predict_submission(run / "last", "sst-2", tmp_path / "a", make_points([3]), **kw)
+    res = predict_submission(run / "last", "sst-2", tmp_path / "b", make_points([3]), any_task=True, **kw)
+    assert res.settings["max_length"] == 6
+    traces = (tmp_path / "b" / "sst-2" / "static_k3.tsv").read_text().splitlines()[1:]
+    assert max(int(re.search(r"\((\d+)\),emb", row).group(1)) for row in traces) == 6
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

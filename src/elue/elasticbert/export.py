@@ -91,8 +91,28 @@ def load_finetuned(model_dir: str | Path):
         )
     tokenizer = load_tokenizer(model_dir)
     info_path = model_dir / "finetune.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = json.loads(info_path.read_text()) if info_path.is_file() else _run_options(model_dir)
     return model, tokenizer, info
+
+
+def _run_options(model_dir: Path) -> dict:
+    """The task and max length of a run's `RUN/last`, which holds no finetune.json, from the run's options
+    (`RUN/config.json`): without them an MRPC run's last/ predicted SST-2 without a word, and at max length 512
+    where it was fine-tuned at 64."""
+    from .finetune_checkpoints import LAST_DIR
+
+    if model_dir.name != LAST_DIR:
+        return {}
+    try:
+        options = json.loads((model_dir.parent / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(options, dict) or "model_type" in options or not isinstance(options.get("task"), str):
+        return {}  # not a fine-tuning run's options
+    info = {"task": options["task"], "from": "the run's config.json"}
+    if isinstance(options.get("max_length"), int):
+        info["max_length"] = options["max_length"]
+    return info
 
 
 def run_points(
@@ -197,7 +217,7 @@ def predict_submission(
     trained_on = info.get("task")
     if trained_on and not any_task and _task_key(trained_on) != _task_key(spec.name):
         raise ValueError(
-            f"{model_dir} was fine-tuned on {trained_on}, not {spec.name} (finetune.json); "
+            f"{model_dir} was fine-tuned on {trained_on}, not {spec.name} ({info.get('from', 'finetune.json')}); "
             "pass --any-task to run it anyway"
         )
     if int(getattr(model.config, "num_labels", spec.num_labels)) != spec.num_labels:
