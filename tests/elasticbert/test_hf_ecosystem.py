@@ -164,6 +164,21 @@ def test_auto_tokenizer_and_fill_mask_pipeline_on_the_released_layout(tmp_path):
     torch.testing.assert_close(torch.tensor([g["score"] for g in got]), want.values)
 
 
+def test_auto_tokenizer_refuses_a_folder_without_a_vocabulary(tmp_path):
+    """With BERT's tokenizer registered for ElasticBertConfig, a model folder without tokenizer files got BERT's
+    tokenizer of the special tokens alone (transformers 5 builds one): every word [UNK], without a word said.
+    It is refused as a folder without tokenizer files is; with a vocab.txt it loads a plain BertTokenizer."""
+    from transformers import AutoTokenizer, BertTokenizer, pipeline
+
+    _masked_lm(vocab_size=len(WORDS)).save_pretrained(tmp_path)
+    with pytest.raises(OSError, match="no tokenizer files"):
+        AutoTokenizer.from_pretrained(tmp_path)
+    with pytest.raises(OSError, match="no tokenizer files"):
+        pipeline("fill-mask", model=str(tmp_path))
+    (tmp_path / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    assert type(AutoTokenizer.from_pretrained(tmp_path)) is BertTokenizer
+
+
 def test_a_bert_checkpoint_that_would_load_nothing_is_refused(tmp_path):
     """A `BertFor*` checkpoint (weights `bert.*`) loaded straight into ElasticBERT loaded none of its weights: a
     random model, with only a load report to say so. A bare `BertModel` one still loads its encoder."""

@@ -32,6 +32,24 @@ from .modeling_elasticbert import (
 )
 
 
+class _BertTokenizerOfAVocabulary(BertTokenizer):
+    """What AutoTokenizer loads for a folder of `model_type: elasticbert` that names no tokenizer class: BERT's
+    tokenizer, refused (OSError, as for a folder without tokenizer files under any other model type) when the
+    folder has no vocabulary. transformers 5 builds BERT's tokenizer of its special tokens alone there, so every
+    word would become [UNK] without a word said (a saved model folder without its tokenizer, loaded by a
+    pipeline or `elue pretrain`). Loads a plain `BertTokenizer` (saved as such)."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):  # noqa: ANN001, ANN206
+        tokenizer = BertTokenizer.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+            raise OSError(
+                f"{pretrained_model_name_or_path} has no tokenizer files (vocab.txt, tokenizer.json): BERT's "
+                "tokenizer would know only its special tokens; copy the checkpoint's tokenizer files there"
+            )
+        return tokenizer
+
+
 def _register() -> None:
     from .pretraining.modeling_pretraining import ElasticBertForMaskedLM, ElasticBertForPreTraining
 
@@ -44,7 +62,7 @@ def _register() -> None:
             ElasticBertConfig, ElasticBertForSequenceClassification
         ),
         # ElasticBERT's tokenizer is BERT's (the released checkpoints' model card loads BertTokenizer by hand)
-        lambda: AutoTokenizer.register(ElasticBertConfig, tokenizer_class=BertTokenizer),
+        lambda: AutoTokenizer.register(ElasticBertConfig, tokenizer_class=_BertTokenizerOfAVocabulary),
     ):
         try:
             register()
