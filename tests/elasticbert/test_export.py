@@ -397,6 +397,23 @@ def test_a_runs_last_checkpoint_keeps_the_runs_task_and_max_length(tiny, tmp_pat
     assert max(int(re.search(r"\((\d+)\),emb", row).group(1)) for row in traces) == 6
 
 
+def test_dev_scoring_is_announced_and_shown_like_the_test_split(tiny, tmp_path, capsys):
+    """--dev ran every point on the dev split after the test split's bar had ended, without a line or a bar (IMDb's
+    5,000 dev reviews: minutes of silence)."""
+    data, ckpt = tiny
+    said: list[str] = []
+    res = predict_submission(
+        ckpt, "sst-2", tmp_path / "sub", make_points([3], [0.3]), data_dir=data, dev_split="dev",
+        progress=True, log=said.append,
+    )  # fmt: skip
+    assert all(p.dev is not None for p in res.points)
+    test_line = said.index(next(m for m in said if m.startswith("sst-2 test: 10 rows")))
+    dev_line = said.index(next(m for m in said if m.startswith("sst-2 dev: 8 rows, mean ")))
+    assert test_line < dev_line < said.index(next(m for m in said if m.startswith("static_k3:")))
+    bars = capsys.readouterr().err
+    assert "\rpredict:   0%" in bars and "\rdev:   0%" in bars  # a bar for each split
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
