@@ -34,10 +34,11 @@ from .modeling_elasticbert import (
 
 class _BertTokenizerOfAVocabulary(BertTokenizer):
     """What AutoTokenizer loads for a folder of `model_type: elasticbert` that names no tokenizer class: BERT's
-    tokenizer, refused (OSError, as for a folder without tokenizer files under any other model type) when the
-    folder has no vocabulary. transformers 5 builds BERT's tokenizer of its special tokens alone there, so every
-    word would become [UNK] without a word said (a saved model folder without its tokenizer, loaded by a
-    pipeline or `elue pretrain`). Loads a plain `BertTokenizer` (saved as such)."""
+    tokenizer, refused (OSError) when the folder has no vocabulary. transformers 5 builds BERT's tokenizer of
+    its special tokens alone there (it does so for `model_type: bert` too), so every word would become [UNK]
+    without a word said (a saved model folder without its tokenizer, loaded by a pipeline or `elue pretrain`);
+    before BERT's tokenizer was registered here, such a folder failed to load. Loads a plain `BertTokenizer`
+    (saved as such)."""
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):  # noqa: ANN001, ANN206
