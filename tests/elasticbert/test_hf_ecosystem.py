@@ -225,3 +225,27 @@ def test_auto_masked_lm_of_an_exit(tmp_path):
     config = ElasticBertConfig.from_pretrained(tmp_path, num_hidden_layers=2)
     with pytest.raises(ValueError, match="exit_layer 1 is the head of layer 1, num_hidden_layers 2"):
         ElasticBertForMaskedLM.from_pretrained(tmp_path, config=config, exit_layer=1)
+
+
+def test_masked_lm_reads_the_config_where_its_weights_are(tmp_path):
+    """`ElasticBertForMaskedLM.from_pretrained` read the checkpoint's config (for its sizes, or to check
+    `exit_layer`) without the hub arguments: with `subfolder=` (a hub repo holding several models) it read none
+    or another one, and the load failed on mismatched shapes or refused a good exit_layer."""
+    from transformers import AutoModelForMaskedLM
+
+    from elue.elasticbert.pretraining.modeling_pretraining import (
+        ElasticBertForMaskedLM,
+        ElasticBertForPreTraining,
+    )
+
+    torch.manual_seed(0)
+    pretraining = ElasticBertForPreTraining(ElasticBertConfig(**{**SIZES, "num_hidden_layers": 3})).eval()
+    pretraining.save_pretrained(tmp_path / "sub")
+    ids, mask = padded_batch()
+    hidden = pretraining.elasticbert(ids, attention_mask=mask, exit_layers=[0]).exit_hidden_states[0]
+    want = pretraining.cls.predictions[0](hidden, pretraining.get_input_embeddings().weight)
+    assert ElasticBertForMaskedLM.from_pretrained(tmp_path, subfolder="sub").config.num_hidden_layers == 3
+    for load in (ElasticBertForMaskedLM.from_pretrained, AutoModelForMaskedLM.from_pretrained):
+        model = load(tmp_path, subfolder="sub", exit_layer=1).eval()
+        assert model.config.num_hidden_layers == 1
+        torch.testing.assert_close(model(ids, attention_mask=mask).logits, want)

@@ -39,6 +39,7 @@ from transformers.utils import ModelOutput
 
 from ..configuration_elasticbert import ElasticBertConfig
 from ..modeling_elasticbert import (
+    _HUB_KWARGS,
     ElasticBertModel,
     ElasticBertPreTrainedModel,
     forget_key_mapping,
@@ -336,13 +337,15 @@ def _check_exit_layer(exit_layer: object, num_layers: int) -> None:
         raise ValueError(f"exit_layer must be in 1..{num_layers}, got {exit_layer!r}")
 
 
-def _masked_lm_config(path, config: ElasticBertConfig, exit_layer: int | None) -> ElasticBertConfig:
+def _masked_lm_config(
+    path, config: ElasticBertConfig, exit_layer: int | None, hub: dict
+) -> ElasticBertConfig:
     """A given config made fit for the masked LM, the rules of `from_pretrained` without one: `AutoModelForMaskedLM`
     always passes one, the checkpoint's with the size arguments set, so `num_hidden_layers=k` kept the
     checkpoint's exit count (refused as more exits than layers) and `exit_layer=k` kept its depth (head k ran on
-    the top layer's states). A copy when changed."""
+    the top layer's states). A copy when changed. `hub`: where the checkpoint's config is (subfolder, revision...)."""
     if exit_layer is not None and config.num_hidden_layers != exit_layer:
-        if config.num_hidden_layers != ElasticBertConfig.from_pretrained(path).num_hidden_layers:
+        if config.num_hidden_layers != ElasticBertConfig.from_pretrained(path, **hub).num_hidden_layers:
             raise ValueError(
                 f"exit_layer {exit_layer} is the head of layer {exit_layer}, num_hidden_layers "
                 f"{config.num_hidden_layers}: give one of them (the masked LM of an exit runs the layers up to it)"
@@ -384,12 +387,14 @@ class ElasticBertForMaskedLM(_HeadInit):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, exit_layer: int | None = None, **kwargs):
         config = kwargs.pop("config", None)
+        # the checkpoint's own config, where transformers finds its weights (a subfolder, a revision...)
+        hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
         if config is None:
             sizes = {k: kwargs.pop(k) for k in ("num_hidden_layers", "num_output_layers") if k in kwargs}
             if exit_layer is not None:  # the checkpoint's layers: the heads there are
                 _check_exit_layer(
                     exit_layer,
-                    ElasticBertConfig.from_pretrained(pretrained_model_name_or_path).num_hidden_layers,
+                    ElasticBertConfig.from_pretrained(pretrained_model_name_or_path, **hub).num_hidden_layers,
                 )
                 layers = sizes.setdefault("num_hidden_layers", exit_layer)
                 if layers != exit_layer:  # head k on layer n's states, which it never saw in training
@@ -397,11 +402,11 @@ class ElasticBertForMaskedLM(_HeadInit):
                         f"exit_layer {exit_layer} is the head of layer {exit_layer}, num_hidden_layers {layers}: "
                         "give one of them (the masked LM of an exit runs the layers up to it)"
                     )
-            config = ElasticBertConfig.from_pretrained(pretrained_model_name_or_path, **sizes)
+            config = ElasticBertConfig.from_pretrained(pretrained_model_name_or_path, **sizes, **hub)
             if "num_output_layers" not in sizes:
                 config.num_output_layers = 1  # one head, on the top layer
         else:
-            config = _masked_lm_config(pretrained_model_name_or_path, config, exit_layer)
+            config = _masked_lm_config(pretrained_model_name_or_path, config, exit_layer, hub)
         kwargs["config"] = config
         if exit_layer is not None:
             _check_exit_layer(exit_layer, config.num_hidden_layers)
