@@ -240,13 +240,23 @@ def worker(
     ),
     once: bool = typer.Option(False, help="Stop when the queue is empty."),
 ) -> None:
-    """Run one scoring worker: claim queued submissions and score them in the sandbox."""
+    """Run one scoring worker: claim queued submissions and score them in the sandbox. SIGTERM or Ctrl-C gives
+    the job it scores back to the queue and stops it (a second Ctrl-C stops it at once)."""
     import logging
+    import threading
 
-    from elue.server.worker import run_worker
+    from elue.server.worker import run_worker, stop_on_signals
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
-    n = run_worker(_settings(home, data_dir, database_url), once=once)
+    settings = _settings(home, data_dir, database_url)
+    # without a handler, a stop mid-job killed the worker: the job was retaken when its lease ran out, one attempt
+    # more each time, and failed as "crashed the worker repeatedly" after max_attempts restarts
+    stop = threading.Event()
+    stop_on_signals(stop)
+    try:
+        n = run_worker(settings, once=once, stop=stop)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     typer.echo(f"scored {n} submission(s)")
 
 

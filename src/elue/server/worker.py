@@ -6,11 +6,14 @@ Exactly once, across crashes: a job is claimed by an atomic compare-and-set on i
 lease owner + lease expiry); the worker renews the lease while it scores; the result and the
 `scored` status are written in one transaction that only succeeds while this worker still holds the
 lease. A killed worker's job becomes claimable again when its lease runs out (at once, when the dead
-worker ran on the same host), and is retried up to `max_attempts` times.
+worker ran on the same host), and is retried up to `max_attempts` times. A worker stopped while it scores
+(SIGTERM, Ctrl-C: a restart of the service) kills the scoring process and gives the job back at once, its
+attempt not counted.
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import datetime as dt
@@ -368,6 +371,11 @@ def _evaluate_child(conn, evaluate: Callable, args: tuple, kwargs: dict, scratch
     # so it lies in the job's folder, which the worker removes
     tempfile.tempdir = os.environ["TMPDIR"] = str(scratch)
     _die_with_parent(signal.SIGKILL)
+    # the worker decides what a stop means for the job: a Ctrl-C in its terminal reaches this process too (its
+    # process group), and a KeyboardInterrupt here was sent back as the job's failure. Handlers, not SIG_IGN,
+    # so that the sandbox's processes (exec'd) get the default ones back
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     capture = _LogCapture()
     root = logging.getLogger("elue")
     root.addHandler(capture)
@@ -395,11 +403,30 @@ class _Cancelled(Exception):
     pass
 
 
+class _Stopped(Exception):
+    """The worker was told to stop (SIGTERM, Ctrl-C) before the job's result came."""
+
+
+def _message(recv) -> tuple | None:  # noqa: ANN001
+    """What the scoring process sent, if anything (None: nothing, or it died mid-way)."""
+    try:
+        return recv.recv() if recv.poll(0) else None
+    except (EOFError, OSError):
+        return None
+
+
 def _run_cancellable(
-    evaluate: Callable, args: tuple, kwargs: dict, beat: _Heartbeat, timeout_s: float, scratch: Path
+    evaluate: Callable,
+    args: tuple,
+    kwargs: dict,
+    beat: _Heartbeat,
+    timeout_s: float,
+    scratch: Path,
+    stop: threading.Event | None = None,
 ) -> tuple[dict, list[str]]:
     """Run the evaluator in a forked process that the worker kills when the job's lease is lost (the
-    submission was deleted, or another worker took it over) or when it runs past `timeout_s`."""
+    submission was deleted, or another worker took it over), when it runs past `timeout_s`, or when the
+    worker is told to `stop` (raises _Stopped; a result sent before that is kept)."""
     ctx = multiprocessing.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_evaluate_child, args=(send, evaluate, args, kwargs, scratch), daemon=True)
@@ -419,6 +446,11 @@ def _run_cancellable(
                 break
             if beat.lost:
                 raise _Cancelled("the submission was deleted or taken over while it was scored")
+            if stop is not None and stop.is_set():
+                _kill_tree(proc.pid)
+                proc.join(5)
+                msg = _message(recv)  # sent before the kill: a finished job is kept, not scored again
+                break
             if time.monotonic() > deadline:
                 msg = f"scoring took longer than the server's limit of {timeout_s:g} s and was stopped"
                 raise _ChildError(msg, True, "", [])
@@ -427,10 +459,14 @@ def _run_cancellable(
             _kill_tree(proc.pid)
         proc.join(5)
         recv.close()
+    if msg is not None and msg[0] == "ok":
+        return msg[1], msg[2]
+    # no result, or a failure that came with the stop, which may be its doing (stopping a service signals every
+    # process of its cgroup, the sandbox's too): not the upload's fault
+    if stop is not None and stop.is_set():
+        raise _Stopped()
     if msg is None:
         raise RuntimeError(f"the scoring process died (exit code {proc.exitcode})")
-    if msg[0] == "ok":
-        return msg[1], msg[2]
     if msg[0] == "disk":
         raise _ServerDiskError(msg[2])
     _, user_error, text, tb, lines = msg
@@ -478,10 +514,16 @@ def _evaluator_kwargs(evaluate: Callable, settings: Settings) -> dict:
 
 
 def process(
-    sessions: sessionmaker, settings: Settings, sid: int, worker_id: str, evaluator: Callable | None = None
+    sessions: sessionmaker,
+    settings: Settings,
+    sid: int,
+    worker_id: str,
+    evaluator: Callable | None = None,
+    stop: threading.Event | None = None,
 ) -> str:
     """Score one claimed job; returns the status written (or "lost" if the lease was taken over or the
-    submission deleted: the scoring process is then killed)."""
+    submission deleted: the scoring process is then killed; REQUEUED when the server, or a `stop` of this
+    worker, stopped it: it is back in the queue)."""
     with sessions() as s:
         sub = s.get(Submission, sid)
         key, attempts = sub.storage_key, sub.attempts
@@ -532,6 +574,7 @@ def process(
             beat,
             settings.scoring_timeout_s,
             scratch,
+            stop,
         )
         if not result.get("tasks"):
             raise RuntimeError("the evaluator returned no task results")
@@ -539,6 +582,15 @@ def process(
     except _Cancelled as e:
         log.info("submission %s: %s", sid, e)
         return "lost"
+    except _Stopped:
+        # a restart of the service (SIGTERM to the worker, then SIGKILL 10 s later) killed the worker mid-job: the
+        # job was retaken when its lease ran out, one attempt more each time, and after max_attempts restarts
+        # failed as "crashed the worker repeatedly", its owner's fault
+        log.info("submission %s: the worker is stopping; back in the queue", sid)
+        stopped = _requeue(
+            sessions, sid, worker_id, "the scoring worker was stopped (a restart of the server)"
+        )
+        return REQUEUED if stopped else "lost"
     except _ServerDiskError as e:
         server_fault = str(e)
     except _ChildError as e:
@@ -602,7 +654,9 @@ SERVER_FAULT_BACKOFF_S = (
 )
 
 
-def _requeue(sessions: sessionmaker, sid: int, worker_id: str) -> bool:
+def _requeue(
+    sessions: sessionmaker, sid: int, worker_id: str, why: str = "the server could not score it now"
+) -> bool:
     """Give a job this worker holds back to the queue, its attempt not counted (the server failed, not it)."""
     with sessions() as s:
         res = s.execute(
@@ -618,7 +672,7 @@ def _requeue(sessions: sessionmaker, sid: int, worker_id: str) -> bool:
         )
         if res.rowcount == 1:
             sub = s.get(Submission, sid)
-            note = "the server could not score it now: back in the queue"
+            note = f"{why}: back in the queue"
             sub.log = _cap((sub.log or "") + _stamp(note), MAX_LOG_CHARS)
         s.commit()
         return res.rowcount == 1
@@ -675,7 +729,7 @@ def run_worker(
             sid = claim(sessions, settings, worker_id)
             if sid is not None:
                 log.info("scoring submission %s", sid)
-                status = process(sessions, settings, sid, worker_id, evaluator)
+                status = process(sessions, settings, sid, worker_id, evaluator, stop)
                 log.info("submission %s: %s", sid, status)
                 if status == REQUEUED:  # the server's fault: retried later, not at once in a loop
                     if once:
@@ -721,6 +775,22 @@ def _die_with_parent(sig: int) -> None:
         pass
 
 
+def stop_on_signals(stop: threading.Event, *, interrupt: bool = True) -> None:
+    """SIGTERM (and, with `interrupt`, Ctrl-C) set `stop`: the worker gives the job it scores back to the queue,
+    kills its scoring process and returns. A second Ctrl-C raises KeyboardInterrupt. Main thread only."""
+
+    def on_signal(signum: int, frame) -> None:  # noqa: ANN001
+        if signum == signal.SIGINT and stop.is_set():
+            raise KeyboardInterrupt
+        # Event.set takes a lock that the interrupted code (inside stop.wait) may hold: set from another thread
+        _thread.start_new_thread(stop.set, ())
+
+    signal.signal(signal.SIGTERM, on_signal)
+    # a worker of `elue serve` is stopped by it (SIGTERM), after its web server: a Ctrl-C in the terminal reaches
+    # every process of the group at once, and a worker gone first was restarted by serve's supervisor
+    signal.signal(signal.SIGINT, on_signal if interrupt else lambda *_: None)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m elue.server.worker", description=__doc__.split("\n")[0])
     ap.add_argument("--once", action="store_true", help="stop when the queue is empty")
@@ -738,7 +808,7 @@ def main(argv: list[str] | None = None) -> None:
         settings.lease_seconds = args.lease_seconds
         settings.heartbeat_seconds = max(0.2, args.lease_seconds / 4)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop_on_signals(stop, interrupt=not args.parent_pid)
     try:
         run_worker(settings, once=args.once, stop=stop, parent_pid=args.parent_pid)
     except KeyboardInterrupt:
