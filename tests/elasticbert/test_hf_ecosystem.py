@@ -125,6 +125,36 @@ def test_masked_lm_takes_berts_forward_options():
     torch.testing.assert_close(logits, ref.logits)
 
 
+def test_pretraining_forward_takes_berts_options_and_refuses_unknown_ones():
+    """`ElasticBertForPreTraining.forward` swallowed every other keyword into **kwargs and ignored it:
+    position_ids (the loss of unshifted positions), inputs_embeds (then failed for want of input_ids), BERT's
+    `next_sentence_label` (no sentence-order loss, without a word)."""
+    from elue.elasticbert.pretraining.modeling_pretraining import ElasticBertForPreTraining
+
+    torch.manual_seed(0)
+    model = ElasticBertForPreTraining(ElasticBertConfig(**SIZES, attn_implementation="eager")).eval()
+    ids, mask = padded_batch()
+    labels = torch.where(mask.bool(), ids, -100)
+    labels[:, ::2] = -100
+    sop = torch.tensor([0, 1, 0, 1])
+    ref = model(ids, attention_mask=mask, labels=labels, sop_labels=sop)
+    pos = torch.arange(ids.shape[1]).expand_as(ids)
+    torch.testing.assert_close(
+        model(ids, attention_mask=mask, labels=labels, position_ids=pos).mlm_loss_sums, ref.mlm_loss_sums
+    )
+    shifted = model(ids, attention_mask=mask, labels=labels, position_ids=pos + 3)
+    assert not torch.allclose(shifted.mlm_loss_sums, ref.mlm_loss_sums)
+    embeds = model.get_input_embeddings()(ids)
+    got = model(inputs_embeds=embeds, attention_mask=mask, labels=labels, sop_labels=sop)
+    torch.testing.assert_close(got.loss, ref.loss)
+    out = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert len(out.hidden_states) == SIZES["num_hidden_layers"] + 1 and len(out.attentions) == 2
+    loss, exit_layers, *_ = model(ids, attention_mask=mask, labels=labels, sop_labels=sop, return_dict=False)
+    assert loss == ref.loss and exit_layers == (0, 1)
+    with pytest.raises(TypeError, match=r"next_sentence_label \(the sentence-order labels are `sop_labels`"):
+        model(ids, attention_mask=mask, labels=labels, next_sentence_label=sop)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Auto classes and pipelines on saved folders
 

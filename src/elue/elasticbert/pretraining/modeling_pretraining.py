@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -111,6 +111,7 @@ class ElasticBertForPreTrainingOutput(ModelOutput):
         token count taken over processes and accumulation steps.
     mlm_correct, sop_correct: (E,) numbers of correct predictions.
     num_masked, num_sop: the counts that turn the sums into means.
+    hidden_states, attentions: with `output_hidden_states` / `output_attentions`, as in `ElasticBertModelOutput`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -121,6 +122,8 @@ class ElasticBertForPreTrainingOutput(ModelOutput):
     sop_correct: torch.Tensor | None = None
     num_masked: torch.Tensor | None = None
     num_sop: torch.Tensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class ElasticBertPredictionHeadTransform(nn.Module):
@@ -221,22 +224,40 @@ class ElasticBertForPreTraining(_HeadInit):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         sop_labels: torch.Tensor | None = None,
         exit_layers: Sequence[int] | None = None,
         mlm_positions: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> ElasticBertForPreTrainingOutput:
+    ) -> ElasticBertForPreTrainingOutput | tuple:
         r"""
         labels (`(B, S)`): token ids to predict, -100 elsewhere. sop_labels (`(B,)`): 1 = segments swapped.
         exit_layers: 0-based active exits (one group of grouped training); default all.
         mlm_positions (`(M,)`): the flat indices (into B·S) where `labels` != -100, as the collator found them on
             the CPU; without them the model finds them itself, which makes the host wait for the GPU once a step.
+        position_ids, inputs_embeds, output_attentions, output_hidden_states, return_dict: as in BERT. Any other
+        keyword is refused (TypeError), e.g. BERT's `next_sentence_label`: it was ignored without a word.
         """
         refuse_head_mask(kwargs)
+        unknown = sorted(k for k in kwargs if k != "head_mask")
+        if unknown:
+            hint = (
+                " (the sentence-order labels are `sop_labels`, 1 = segments swapped)"
+                if "next_sentence_label" in unknown
+                else ""
+            )
+            raise TypeError(
+                f"ElasticBertForPreTraining.forward() got unexpected keyword argument(s) {', '.join(unknown)}{hint}"
+            )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         layers = self.exit_layers if exit_layers is None else sorted({int(i) for i in exit_layers})
         picked = None
         if labels is not None:
@@ -246,11 +267,17 @@ class ElasticBertForPreTraining(_HeadInit):
             input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
             exit_layers=layers,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
             return_dict=True,
             exit_rows=picked if self.gather_exit_rows else None,  # exit states at the masked rows: (M, H)
         )
-        result = ElasticBertForPreTrainingOutput(exit_layers=tuple(layers))
+        result = ElasticBertForPreTrainingOutput(
+            exit_layers=tuple(layers), hidden_states=out.hidden_states, attentions=out.attentions
+        )
         loss = None
         if labels is not None:
             targets = labels.reshape(-1).index_select(0, picked)
@@ -267,7 +294,10 @@ class ElasticBertForPreTraining(_HeadInit):
             sop = self.sop_weight * result.sop_loss_sums.sum() / max(sop_labels.numel(), 1)
             loss = sop if loss is None else loss + sop
         result.loss = loss
-        return result
+        if return_dict:
+            return result
+        # the fields in their declared order (loss first, as BERT's tuple), not in the order they were set
+        return tuple(v for v in (getattr(result, f.name) for f in fields(result)) if v is not None)
 
     # The heads of all active exits run as one batched computation (their weights stacked per step): a few
     # large kernels instead of a dozen small ones per exit, so that on a GPU the heads do not leave it waiting
