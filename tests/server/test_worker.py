@@ -261,3 +261,22 @@ def test_a_worker_that_does_not_see_the_uploads_puts_the_job_back(client, auth, 
     assert drain() == 1
     got = client.get(f"/api/submissions/{lost['id']}", headers=h).json()
     assert got["status"] == "failed" and "lost this submission's files" in got["error"], got
+
+
+def test_a_worker_without_the_key_of_a_jobs_task_leaves_it_queued(client, auth, settings, drain, caplog):  # noqa: ANN001
+    """`elue worker` whose data folder holds only some answer keys (here SST-2's, not IMDb's) failed every IMDb
+    upload as its owner's fault, "no answer key for imdb: <answer keys>/imdb/test_labels.tsv"."""
+    import dataclasses
+
+    shutil.copytree(settings.data_dir / "sst-2", settings.data_dir / "imdb")  # the web server has both
+    h = auth("imdb-fan")
+    sub = api_upload(client, h, files={**SUB, "imdb/a.tsv": SUB["sst-2/a.tsv"]})
+    some_keys = settings.state_dir.parent / "sst-2-only"
+    shutil.copytree(settings.data_dir / "sst-2", some_keys / "sst-2")
+    with caplog.at_level("ERROR", logger="elue.server.worker"):
+        assert run_worker(dataclasses.replace(settings, data_dir=some_keys), once=True) == 0
+    assert "no answer key for imdb" in caplog.text, caplog.text
+    got = client.get(f"/api/submissions/{sub['id']}", headers=h).json()
+    assert (got["status"], got["attempts"]) == ("queued", 0), got
+    assert drain() == 1  # a worker with every key
+    assert client.get(f"/api/submissions/{sub['id']}", headers=h).json()["status"] == "scored"

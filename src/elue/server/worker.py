@@ -41,6 +41,7 @@ from sqlalchemy.orm import sessionmaker
 
 from elue.costs.sandbox import descendant_pids
 from elue.scoring import Baseline
+from elue.tasks import TASK_NAMES
 
 from .board import baseline_choices, load_models, visible_condition
 from .config import Settings
@@ -561,6 +562,16 @@ def process(
                 f"its files are not in {submission_path(settings, key)}: this worker does not see the uploads "
                 "folder of `elue serve` (share its --home / ELUE_HOME with the worker)"
             )
+        # a worker whose data folder holds only some answer keys (`elue worker` on another host) failed every upload
+        # of another task as the upload's fault ("no answer key for imdb"): the job waits for a worker that has them
+        missing = [
+            t for t in _upload_tasks(submission_path(settings, key)) if t not in scorable_tasks(settings)
+        ]
+        if missing:
+            raise _ServerDiskError(
+                f"this worker has no answer key for {', '.join(missing)} in {settings.data_dir} "
+                "(<task>/test_labels.tsv); set its ELUE_DATA_DIR as the web server's"
+            )
         scratch.mkdir(parents=True)
         evaluate = evaluator or load_evaluator(settings.evaluator)
         result, captured = _run_cancellable(
@@ -646,6 +657,11 @@ def process(
         result=result if status == SCORED else None,
     )
     return status if ok else "lost"
+
+
+def _upload_tasks(folder: Path) -> list[str]:
+    """The tasks an upload holds test files for (its task folders; the upload check refused any other)."""
+    return sorted(p.name for p in folder.iterdir() if p.name in TASK_NAMES and p.is_dir())
 
 
 REQUEUED = "requeued"
