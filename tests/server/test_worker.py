@@ -278,5 +278,10 @@ def test_a_worker_without_the_key_of_a_jobs_task_leaves_it_queued(client, auth, 
     assert "no answer key for imdb" in caplog.text, caplog.text
     got = client.get(f"/api/submissions/{sub['id']}", headers=h).json()
     assert (got["status"], got["attempts"]) == ("queued", 0), got
+    # nor does that job, the oldest, stop the ones after it: it was retaken first, every 30 s, for ever
+    later = api_upload(client, h, name="sst-2 only")
+    assert run_worker(dataclasses.replace(settings, data_dir=some_keys), once=True) == 1
+    assert client.get(f"/api/submissions/{later['id']}", headers=h).json()["status"] == "scored"
+    assert client.get(f"/api/submissions/{sub['id']}", headers=h).json()["status"] == "queued"
     assert drain() == 1  # a worker with every key
     assert client.get(f"/api/submissions/{sub['id']}", headers=h).json()["status"] == "scored"

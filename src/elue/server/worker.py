@@ -32,7 +32,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from sqlalchemy import and_, or_, select, update
@@ -140,13 +140,15 @@ def clean_scoring_dir(settings: Settings, sessions: sessionmaker) -> None:
             shutil.rmtree(settings.scoring_dir / key, ignore_errors=True)
 
 
-def claim(sessions: sessionmaker, settings: Settings, worker_id: str) -> int | None:
-    """Atomically take the oldest claimable job; None when the queue is empty."""
+def claim(
+    sessions: sessionmaker, settings: Settings, worker_id: str, skip: Collection[int] = ()
+) -> int | None:
+    """Atomically take the oldest claimable job but those in `skip`; None when the queue is empty."""
     now = utcnow()
     with sessions() as s:
         candidates = s.scalars(
             select(Submission.id)
-            .where(_claimable(now))
+            .where(_claimable(now), Submission.id.not_in(list(skip)))
             .order_by(Submission.created_at, Submission.id)
             .limit(5)
         ).all()
@@ -665,9 +667,9 @@ def _upload_tasks(folder: Path) -> list[str]:
 
 
 REQUEUED = "requeued"
-SERVER_FAULT_BACKOFF_S = (
-    30.0  # how long a worker waits after the server (its disk, its folders) stopped a job
-)
+# how long a worker takes other jobs before one that the server (its disk, its folders, its keys) stopped; and how
+# long it waits when that happened to two jobs in a row
+SERVER_FAULT_BACKOFF_S = 30.0
 
 
 def _requeue(
@@ -714,6 +716,11 @@ def run_worker(
     last_recover = 0.0
     down_since: float | None = None  # the database has been unreachable since then
     no_keys_said = last_seen = -math.inf
+    # jobs this worker gave back for the server's fault -> when: it takes the others first for a while. Retaken at
+    # once (claims take the oldest), a job that only this worker cannot score (its keys, its disk's room for a big
+    # model.py) was the only one it tried, every 30 s, for ever
+    set_aside: dict[int, float] = {}
+    faults_in_a_row = 0
     while not stop.is_set():
         if parent_pid is not None and os.getppid() != parent_pid:
             log.info("parent %s is gone: stopping", parent_pid)
@@ -742,17 +749,26 @@ def run_worker(
                 with sessions() as s:
                     note_worker_seen(s)
                 last_seen = time.monotonic()
-            sid = claim(sessions, settings, worker_id)
+            for old in [k for k, t in set_aside.items() if time.monotonic() - t > SERVER_FAULT_BACKOFF_S]:
+                del set_aside[old]
+            sid = claim(sessions, settings, worker_id, skip=set_aside)
             if sid is not None:
                 log.info("scoring submission %s", sid)
                 status = process(sessions, settings, sid, worker_id, evaluator, stop)
                 log.info("submission %s: %s", sid, status)
-                if status == REQUEUED:  # the server's fault: retried later, not at once in a loop
-                    if once:
-                        break
-                    stop.wait(SERVER_FAULT_BACKOFF_S)
+                if (
+                    status == REQUEUED and not stop.is_set()
+                ):  # the server's fault: retried later, other jobs first
+                    set_aside[sid] = time.monotonic()
+                    faults_in_a_row += 1
+                    if faults_in_a_row > 1:  # not one job's: the server's disk or folders, for every job
+                        if once:
+                            break
+                        stop.wait(SERVER_FAULT_BACKOFF_S)
                     continue
-                done += 1
+                faults_in_a_row = 0
+                if status != REQUEUED:
+                    done += 1
         except DBAPIError as e:
             # a database that stops or restarts: wait for it (one line per minute), instead of a traceback and
             # a restart of the worker every few seconds; a job held meanwhile is retaken when its lease runs out
