@@ -246,6 +246,8 @@ def test_a_worker_that_does_not_see_the_uploads_puts_the_job_back(client, auth, 
     h = auth("remote")
     sub = api_upload(client, h)
     elsewhere = dataclasses.replace(settings, state_dir=settings.state_dir.parent / "other-host")
+    # its own home held an upload of an earlier local run: any folder there made every job's files "lost"
+    (elsewhere.upload_dir / "0123abcd" / "sst-2").mkdir(parents=True)
     with caplog.at_level("ERROR", logger="elue.server.worker"):
         assert run_worker(elsewhere, once=True) == 0
     assert "this worker does not see the uploads folder" in caplog.text, caplog.text

@@ -46,6 +46,7 @@ from elue.tasks import TASK_NAMES
 from .board import baseline_choices, load_models, visible_condition
 from .config import Settings
 from .db import (
+    DELETED,
     FAILED,
     MEASURED,
     QUEUED,
@@ -555,11 +556,14 @@ def process(
         if key is None:
             raise _Cancelled("the submission was deleted")
         if not submission_path(settings, key).is_dir():
-            if any(settings.upload_dir.glob("[!.]*")):  # other uploads are there: this one's files are gone
+            if _sees_other_uploads(
+                sessions, settings, sid
+            ):  # the site's other uploads: this one's files are gone
                 raise RuntimeError("the server has lost this submission's files; please upload it again")
             # a worker on another host whose --home is not the web server's (its uploads are files there) failed
             # every job as the upload's fault ("<server path>: not a directory"); left queued, a job whose files
-            # are lost would stop the queue, so only a worker that sees no upload at all leaves it
+            # are lost would be tried for ever, so only a worker that sees none of the site's uploads leaves it (any
+            # folder counted before: a home of its own that held uploads of an earlier local run failed every job)
             raise _ServerDiskError(
                 f"its files are not in {submission_path(settings, key)}: this worker does not see the uploads "
                 "folder of `elue serve` (share its --home / ELUE_HOME with the worker)"
@@ -659,6 +663,19 @@ def process(
         result=result if status == SCORED else None,
     )
     return status if ok else "lost"
+
+
+def _sees_other_uploads(sessions: sessionmaker, settings: Settings, sid: int) -> bool:
+    """Whether this worker finds the files of the site's other recent uploads (then it sees the uploads folder of
+    `elue serve`, and a job whose files it does not find has lost them)."""
+    with sessions() as s:
+        keys = s.scalars(
+            select(Submission.storage_key)
+            .where(Submission.id != sid, Submission.storage_key.is_not(None), Submission.status != DELETED)
+            .order_by(Submission.created_at.desc())
+            .limit(20)
+        ).all()
+    return any(submission_path(settings, k).is_dir() for k in keys)
 
 
 def _upload_tasks(folder: Path) -> list[str]:
