@@ -200,6 +200,16 @@ def test_a_queued_submissions_page_says_when_no_worker_is_at_work(client, auth, 
         )  # fmt: skip
         s.commit()
     assert 'id="stalled"' not in client.get(f"/submissions/{second['id']}").text
+    assert 'id="stalled"' not in client.get(f"/submissions/{first['id']}").text
+    with sessions() as s:  # its worker was killed (SIGKILL, out of memory) and none runs: the job waits
+        s.execute(
+            update(Submission)
+            .where(Submission.id == first["id"])
+            .values(lease_expires_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+                    - dt.timedelta(seconds=60))
+        )  # fmt: skip
+        s.commit()
+    assert 'id="stalled"' in client.get(f"/submissions/{first['id']}").text
 
 
 def _full_disk_evaluator(submission_dir, answers_dir, **kwargs):  # noqa: ANN001, ANN003, ANN201

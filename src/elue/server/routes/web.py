@@ -23,7 +23,7 @@ from ..board import (
     task_view,
     visible_condition,
 )
-from ..db import DELETED, QUEUED, SCORED, ApiToken, Baseline, Submission, User, scoring_is_stalled
+from ..db import DELETED, QUEUED, RUNNING, SCORED, ApiToken, Baseline, Submission, User, scoring_is_stalled
 from ..deps import MAX_ID, Ctx, Download, RowId, get_ctx, throttled_authenticate
 from ..service import ServiceError
 from ..storage import UploadError
@@ -422,7 +422,8 @@ def submission_page(sub_id: RowId, ctx: Ctx = Depends(get_ctx)):
         return redirect(ctx, f"/login?next=/submissions/{sub_id}")
     user = ctx.user
     sub = service.get_owned(ctx.db, user, sub_id)
-    stalled = sub.status == QUEUED and scoring_is_stalled(ctx.db)
+    # running too: a job whose worker was killed (its lease runs out) waits for another as a queued one does
+    stalled = sub.status in (QUEUED, RUNNING) and scoring_is_stalled(ctx.db)
     return render(ctx, "submission.html", sub=sub, stalled=stalled)
 
 
