@@ -340,6 +340,9 @@ def test_cli_bad_inputs_are_one_line(tmp_path):
         (["finetune", "sst-2", "--model", missing, "--output", str(tmp_path / "o")], f"--model {missing}: no such"),
         (["convert", missing, "--output", str(tmp_path / "c")], f"SOURCE {missing}: no such folder"),
         (["finetune", "nosuchtask", "--model", str(tmp_path), "--output", str(tmp_path / "o")], "unknown ELUE task 'nosuchtask'; available: sst-2"),
+        # the other family's task: the option that reads it (a researcher's `elue finetune qqp`)
+        (["finetune", "qqp", "--model", str(tmp_path), "--output", str(tmp_path / "o")], "unknown ELUE task 'qqp'; available: sst-2, imdb, snli, scitail, mrpc, sts-b ('qqp' is a GLUE task: add --glue)"),
+        (["finetune", "imdb", "--glue", "--model", str(tmp_path), "--output", str(tmp_path / "o")], "unknown GLUE task 'imdb'; available: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli ('imdb' is an ELUE task: leave out --glue)"),
     ]  # fmt: skip
     for args, message in cases:
         result = runner.invoke(app, args)

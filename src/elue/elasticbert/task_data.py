@@ -88,7 +88,21 @@ def _glue_metric(key: str):
 
 
 def task_spec(cfg: FinetuneConfig) -> TaskSpec:
-    return glue_task_spec(cfg.task) if cfg.source == "glue" else elue_task_spec(cfg.task)
+    """The task of a run; a GLUE task named without --glue (`qqp`, `mnli`), or an ELUE one with it (`imdb`), is
+    refused with the option that reads it, not only the list of the other family's names."""
+    from elue import data
+    from elue.tasks import get_task
+
+    glue = cfg.source == "glue"
+    try:
+        return glue_task_spec(cfg.task) if glue else elue_task_spec(cfg.task)
+    except KeyError as err:
+        try:
+            (get_task if glue else data.get_glue_task)(cfg.task)
+        except KeyError:
+            raise err from None
+        hint = "an ELUE task: leave out --glue" if glue else "a GLUE task: add --glue"
+        raise KeyError(f"{err.args[0]} ({cfg.task!r} is {hint})") from None
 
 
 def load_split(cfg: FinetuneConfig, spec: TaskSpec, split: str):
