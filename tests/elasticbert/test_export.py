@@ -414,6 +414,21 @@ def test_dev_scoring_is_announced_and_shown_like_the_test_split(tiny, tmp_path, 
     assert "\rpredict:   0%" in bars and "\rdev:   0%" in bars  # a bar for each split
 
 
+def test_the_log_says_how_many_test_rows_max_length_cuts(tiny, tmp_path):
+    data, ckpt = tiny
+    said: list[str] = []
+    predict_submission(
+        ckpt, "sst-2", tmp_path / "sub", make_points([3]), data_dir=data, max_length=6, progress=False,
+        log=said.append,
+    )  # fmt: skip
+    rows = (tmp_path / "sub" / "sst-2" / "static_k3.tsv").read_text().splitlines()[1:]
+    at_6 = sum("(6),emb" in row for row in rows)
+    assert 0 < at_6 < 10
+    assert any(
+        m.endswith(f"(max_length 6; {at_6} test rows reach it (longer texts are cut))") for m in said
+    ), said
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

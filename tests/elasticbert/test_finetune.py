@@ -350,6 +350,30 @@ def test_cli_bad_inputs_are_one_line(tmp_path):
         assert f"error: {message}" in result.output and "Traceback" not in result.output, result.output
 
 
+def test_the_log_says_how_many_rows_max_length_cuts(tiny, tmp_path):
+    """IMDb's reviews cut to the default 128 tokens went unsaid: the rows that reach --max-length are counted."""
+    from transformers import AutoTokenizer
+
+    from elue.elasticbert.finetune import finetune
+
+    data, ckpt = tiny
+    tokenizer = AutoTokenizer.from_pretrained(str(ckpt))
+
+    def reaching(split: str) -> int:  # sentences of 5 words or more: [CLS] + 5 + [SEP] >= 7
+        lines = (data / "sst-2" / f"{split}.tsv").read_text().splitlines()[1:]
+        return sum(len(tokenizer(line.split("\t")[0])["input_ids"]) >= 7 for line in lines)
+
+    train, dev = reaching("train"), reaching("dev")
+    assert 0 < train < 64 and 0 < dev < 16
+    said: list[str] = []
+    finetune(_cfg(tiny, tmp_path / "run", max_length=7, max_steps=1), log=said.append)
+    line = f"sst-2: 64 train / 16 dev rows, max_length 7; {train} train / {dev} dev rows reach it (longer texts are cut)"
+    assert line in said, said
+    said.clear()
+    finetune(_cfg(tiny, tmp_path / "long", max_length=32, max_steps=1), log=said.append)
+    assert "sst-2: 64 train / 16 dev rows, max_length 32" in said, said  # nothing cut: nothing said
+
+
 def test_sigterm_saves_last_and_resume_matches(tiny, tmp_path):
     """SIGTERM mid-run: the step finishes, last/ is saved, exit 143; --resume ends like an uninterrupted run."""
     import signal

@@ -205,7 +205,7 @@ def predict_submission(
 
     from elue.elasticbert.finetune_config import FinetuneConfig
     from elue.elasticbert.finetune_model import check_max_length
-    from elue.elasticbert.task_data import elue_task_spec, load_split, tokenize
+    from elue.elasticbert.task_data import cut_note, elue_task_spec, load_split, tokenize
     from elue.testfile import write_test_file
 
     spec = elue_task_spec(task)
@@ -250,7 +250,10 @@ def predict_submission(
     rows = tokenize(tokenizer, ds, spec, max_length, with_labels=False)
     index = np.asarray(ds["index"], dtype=np.int64) if "index" in ds.column_names else np.arange(len(rows))
     n_tokens = np.array([len(r["input_ids"]) for r in rows], dtype=np.int64)
-    log(f"{spec.name} {split}: {len(rows)} rows, mean {n_tokens.mean():.2f} tokens (max_length {max_length})")
+    cut = cut_note(max_length, **{split: rows})
+    log(
+        f"{spec.name} {split}: {len(rows)} rows, mean {n_tokens.mean():.2f} tokens (max_length {max_length}{cut})"
+    )
 
     run = partial(
         run_points,

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .accelerate_state import forget_single_process_state
+from .accelerate_state import forget_single_process_state, hold_until_exit
 from .finetune_checkpoints import (
     BEST_DIR,
     INFO_FILE,
@@ -68,7 +68,7 @@ from .finetune_model import (
     model_config,
 )
 from .stopping import StopRequest
-from .task_data import Rows, TaskSpec, load_split, make_collate, task_spec, tokenize
+from .task_data import Rows, TaskSpec, cut_note, load_split, make_collate, task_spec, tokenize
 
 # --------------------------------------------------------------------------------------------------
 # model outputs and evaluation
@@ -260,7 +260,8 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     )
     dev_labels = [r["labels"] for r in dev_rows]
     collate = make_collate(tokenizer, spec.is_regression)
-    log(f"{spec.name}: {len(train_rows)} train / {len(dev_rows)} dev rows, max_length {cfg.max_length}")
+    cut = cut_note(cfg.max_length, train=train_rows, dev=dev_rows)
+    log(f"{spec.name}: {len(train_rows)} train / {len(dev_rows)} dev rows, max_length {cfg.max_length}{cut}")
 
     schedule = _schedule(cfg, len(train_rows), processes)
     steps_per_epoch, total_steps = schedule.steps_per_epoch, schedule.total_steps
@@ -431,6 +432,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
     # the interpreter's exit, gloo's threads could outlive it ("terminate called without an active exception",
     # SIGABRT in one process after a finished run)
     accelerator.end_training()
+    hold_until_exit(accelerator, model, optimizer)  # (freed here, they could hang the process: see there)
     return _result(out, state, stopped_by)
 
 

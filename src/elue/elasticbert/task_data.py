@@ -168,6 +168,16 @@ def tokenize(tokenizer, ds, spec: TaskSpec, max_length: int, with_labels: bool =
     return rows
 
 
+def cut_note(max_length: int, **splits: Sequence[dict]) -> str:
+    """How many rows of each split reach `max_length` (their texts cut, but for those exactly that long), as a
+    clause for a log line, "" when none do: IMDb's reviews cut to the default 128 tokens went unsaid."""
+    counts = {name: sum(len(r["input_ids"]) >= max_length for r in rows) for name, rows in splits.items()}
+    if not any(counts.values()):
+        return ""
+    parts = " / ".join(f"{n:,} {name}" for name, n in counts.items())
+    return f"; {parts} rows reach it (longer texts are cut)"
+
+
 class Rows(torch.utils.data.Dataset):
     def __init__(self, rows: Sequence[dict]):
         self.rows = rows
