@@ -244,6 +244,11 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             # web processes started side by side on an empty database (`uvicorn ... --workers N`) raced to
             # create the tables (a duplicate-key error); with this lock the later ones find the schema made
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_LOCK_ID})
+        elif conn.dialect.name == "sqlite":
+            # the same race on a new SQLite file ("table alembic_version already exists"): the write lock, taken
+            # before Alembic reads the revision, holds the others until the schema is made (SQLite's DDL is
+            # transactional)
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         command.upgrade(alembic_config(conn), revision)
 
 
