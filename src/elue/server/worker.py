@@ -773,9 +773,8 @@ def run_worker(
                 log.info("scoring submission %s", sid)
                 status = process(sessions, settings, sid, worker_id, evaluator, stop)
                 log.info("submission %s: %s", sid, status)
-                if (
-                    status == REQUEUED and not stop.is_set()
-                ):  # the server's fault: retried later, other jobs first
+                # the server's fault: retried later, other jobs first
+                if status == REQUEUED and not stop.is_set():
                     set_aside[sid] = time.monotonic()
                     faults_in_a_row += 1
                     if faults_in_a_row > 1:  # not one job's: the server's disk or folders, for every job
