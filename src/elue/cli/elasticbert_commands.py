@@ -316,10 +316,13 @@ def finetune_command(
                 indent=2,
             )
         )
-    if result.stopped_by:  # --resume continues
-        from elue.elasticbert.stopping import exit_code
+    from elue.elasticbert.accelerate_state import end_distributed_process
+    from elue.elasticbert.stopping import exit_code
 
-        raise typer.Exit(code=exit_code(result.stopped_by))
+    code = exit_code(result.stopped_by) if result.stopped_by else 0  # (stopped: --resume continues)
+    end_distributed_process(code)  # under torchrun: ends here (a teardown could hang)
+    if code:
+        raise typer.Exit(code=code)
 
 
 def predict_command(

@@ -58,6 +58,10 @@ def pretrain(
         typer.echo(
             f"step {summary['step']}: no loss logged in this run yet; model saved to {summary['model_dir']}"
         )
+    from elue.elasticbert.accelerate_state import end_distributed_process
+    from elue.elasticbert.stopping import exit_code
+
+    code = 0
     if summary.get("stopped_by"):
         if summary.get("main", True):
             typer.echo(
@@ -65,9 +69,10 @@ def pretrain(
                 "the same command resumes from it",
                 err=True,
             )
-        from elue.elasticbert.stopping import exit_code
-
-        raise typer.Exit(code=exit_code(summary["stopped_by"]))
+        code = exit_code(summary["stopped_by"])
+    end_distributed_process(code)  # under torchrun: ends here (a teardown could hang)
+    if code:
+        raise typer.Exit(code=code)
 
 
 def _fail_once(message: str, mid_run_process: int | None = None) -> None:

@@ -32,3 +32,35 @@ def forget_single_process_state(mixed_precision: str | None, cpu: bool) -> None:
     if not same:
         AcceleratorState._reset_state()  # also what Accelerate's own tests do between Accelerators
         GradientState._reset_state()
+
+
+# Under torchrun, what a training function leaves behind (the Accelerator, the DDP model, the optimizer) is kept
+# alive to the end of the process instead of being freed on return. Freeing the DDP model frees gloo's process
+# group, whose destructor joins its worker threads while this thread holds the GIL; a worker thread still
+# freeing its last collective's tensors needs the GIL: both wait for ever (a finished `elue finetune` under
+# torchrun that never exited, seen under load; its stacks showed exactly this). The commands then end their
+# process with `end_distributed_process`, which runs no destructors at all.
+_HELD: list = []
+
+
+def hold_until_exit(*objects: object) -> None:
+    """Keep `objects` alive until the process ends, in a distributed launch (WORLD_SIZE > 1); else nothing."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _HELD.extend(objects)
+
+
+def end_distributed_process(code: int = 0) -> None:
+    """In a process whose training objects are held (see `hold_until_exit`): flush the output and end the process
+    with `code` at once, without the interpreter's teardown (it would free them, see above). Otherwise return."""
+    if not _HELD:
+        return
+    import logging
+    import sys
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say
+            pass
+    os._exit(code)

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ..accelerate_state import forget_single_process_state
+from ..accelerate_state import forget_single_process_state, hold_until_exit
 from ..stopping import StopRequest
 from .checkpoints import (
     CHECKPOINT_PREFIX,
@@ -309,6 +309,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     final = out_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:07d}" / "model"
     summary = _summary(final, step, main, last_row, out_dir, stopped_by)
     accelerator.end_training()
+    hold_until_exit(accelerator, model, optimizer)  # (freed here, they could hang the process: see there)
     return summary
 
 
