@@ -414,6 +414,20 @@ def test_dev_scoring_is_announced_and_shown_like_the_test_split(tiny, tmp_path, 
     assert "\rpredict:   0%" in bars and "\rdev:   0%" in bars  # a bar for each split
 
 
+def test_the_early_exit_engine_shows_a_bar_per_dynamic_point(tiny, tmp_path, capsys):
+    """--engine early-exit ran each dynamic point without a bar after the static points' bar had ended (IMDb's
+    25,000 test reviews: minutes of silence per point)."""
+    data, ckpt = tiny
+    predict_submission(
+        ckpt, "sst-2", tmp_path / "sub", make_points([3], [0.3], [2]), data_dir=data, engine="early-exit",
+        progress=True, log=str,
+    )  # fmt: skip
+    bars = capsys.readouterr().err
+    assert "\rpredict:   0%" in bars  # the static point's full pass
+    assert "\rpredict entropy_0.3:   0%|          | 0/10 " in bars  # counted in examples: the 10 test rows
+    assert "\rpredict patience_t2:   0%|          | 0/10 " in bars
+
+
 def test_the_log_says_how_many_test_rows_max_length_cuts(tiny, tmp_path):
     data, ckpt = tiny
     said: list[str] = []

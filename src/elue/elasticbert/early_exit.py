@@ -523,6 +523,8 @@ def run_early_exit(
     pad_token_id: int | None = None,
     device: torch.device | str | None = None,
     reference: bool = False,
+    progress: bool = False,
+    desc: str = "early exit",
 ) -> EarlyExitResult:
     """Early exit over tokenised examples (dicts with `input_ids`, optional `token_type_ids`; unpadded).
 
@@ -530,7 +532,8 @@ def run_early_exit(
     pool every layer runs on sub-batches of at most `batch_size` examples; after each exit layer the examples
     still running are re-batched across the pool (so a layer call stays full while examples leave, and each
     sub-batch is padded only to its own longest member). `pool_size=batch_size` gives plain per-batch early
-    exit. `reference=True`: the example-by-example path instead. Result in input order.
+    exit. `reference=True`: the example-by-example path instead. Result in input order. `progress`: a bar of the
+    examples done, labelled `desc`.
     """
     clf = _classifier(model)
     regression = clf.is_regression
@@ -551,12 +554,16 @@ def run_early_exit(
     order = np.argsort(lengths, kind="stable").tolist()
     if not order:
         return _empty_result(regression, clf.config.num_labels)
+    from tqdm.auto import tqdm
+
     parts = []
     was_training = clf.training
+    bar = tqdm(total=len(order), desc=desc, unit="ex", leave=False, disable=not progress)
     clf.eval()
     try:
         if reference:
             for i in order:
+                bar.update(1)
                 batch = {k: v.to(device) for k, v in pad_batch([features[i]], pad_token_id).items()}
                 parts.append(
                     early_exit_reference(
@@ -573,7 +580,9 @@ def run_early_exit(
                 parts.append(
                     _run_pool(clf, pool, r, regression, exit_set, last, batch_size, pad_token_id, device)
                 )
+                bar.update(len(pool))
     finally:
+        bar.close()
         clf.train(was_training)
     merged = EarlyExitResult.concatenate(parts)
     inverse = torch.empty(len(order), dtype=torch.long)

@@ -143,7 +143,9 @@ def run_points(
     for p in points:
         if p.name in out:
             continue
-        out[p.name] = _engine_run(model, rows, p, batch_size, device, regression_threshold)
+        out[p.name] = _engine_run(
+            model, rows, p, batch_size, device, regression_threshold, progress, f"{desc} {p.name}"
+        )
     return {p.name: out[p.name] for p in points}
 
 
@@ -154,7 +156,7 @@ class _PadOnly:
         self.pad_token_id = getattr(config, "pad_token_id", 0) or 0
 
 
-def _engine_run(model, rows, point: Point, batch_size, device, regression_threshold):
+def _engine_run(model, rows, point: Point, batch_size, device, regression_threshold, progress=False, desc=""):
     """One dynamic point through the batched early-exit engine (`early_exit.run_early_exit`)."""
     from elue.elasticbert.early_exit import run_early_exit
 
@@ -167,6 +169,8 @@ def _engine_run(model, rows, point: Point, batch_size, device, regression_thresh
         regression_threshold=regression_threshold,
         batch_size=batch_size,
         device=device,
+        progress=progress,
+        desc=desc,
     )
     return res.predictions.numpy(), res.exit_layers.numpy().astype(np.int64)
 
