@@ -82,3 +82,42 @@ def padded_batch(vocab: int, b: int = 3, s: int = 9, seed: int = 0) -> tuple[tor
         mask[row, s - 2 * row :] = 0
     ids[mask == 0] = 0
     return ids, mask
+
+
+# a vocabulary for tokenizers of the tiny models below
+TINY_WORDS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "the",
+    "movie",
+    "was",
+    "great",
+    "bad",
+    "not",
+    "a",
+    "film",
+]
+
+# a tiny random ElasticBERT classifier for tests of its Hugging Face behaviour (hidden 32, 2 layers, no dropout)
+TINY_VOCAB = 99
+TINY_SIZES = dict(
+    vocab_size=TINY_VOCAB,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+
+
+def tiny_classifier(seed: int = 0, **kw):  # noqa: ANN201
+    """An `ElasticBertForSequenceClassification` of `TINY_SIZES` (updated by `kw`), seeded, in eval mode."""
+    from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification
+
+    torch.manual_seed(seed)
+    return ElasticBertForSequenceClassification(ElasticBertConfig(**{**TINY_SIZES, **kw})).eval()

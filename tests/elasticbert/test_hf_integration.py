@@ -11,22 +11,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from elue.elasticbert import ElasticBertConfig, ElasticBertForSequenceClassification
 
-VOCAB = 99
-SIZES = dict(
-    vocab_size=VOCAB,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
-
-
-def tiny(seed: int = 0, **kw) -> ElasticBertForSequenceClassification:
-    torch.manual_seed(seed)
-    return ElasticBertForSequenceClassification(ElasticBertConfig(**{**SIZES, **kw})).eval()
+VOCAB, SIZES, tiny = fixtures.TINY_VOCAB, fixtures.TINY_SIZES, fixtures.tiny_classifier
 
 
 def padded_batch(b: int = 4, s: int = 9, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,21 +241,7 @@ def test_tuple_outputs_start_as_berts():
 # --------------------------------------------------------------------------------------------------------------
 # pipeline, loading, training utilities
 
-WORDS = [
-    "[PAD]",
-    "[UNK]",
-    "[CLS]",
-    "[SEP]",
-    "[MASK]",
-    "the",
-    "movie",
-    "was",
-    "great",
-    "bad",
-    "not",
-    "a",
-    "film",
-]
+WORDS = fixtures.TINY_WORDS
 
 
 @pytest.fixture(scope="module")
