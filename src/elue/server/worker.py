@@ -556,9 +556,8 @@ def process(
         if key is None:
             raise _Cancelled("the submission was deleted")
         if not submission_path(settings, key).is_dir():
-            if _sees_other_uploads(
-                sessions, settings, sid
-            ):  # the site's other uploads: this one's files are gone
+            # the site's other uploads are there: this one's files are gone
+            if _sees_other_uploads(sessions, settings, sid):
                 raise RuntimeError("the server has lost this submission's files; please upload it again")
             # a worker on another host whose --home is not the web server's (its uploads are files there) failed
             # every job as the upload's fault ("<server path>: not a directory"); left queued, a job whose files
