@@ -874,11 +874,14 @@ def _torchrun_finetune(data: Path, ckpt: Path, out: Path, *extra: str) -> subpro
 @pytest.mark.skipif(torchrun() is None, reason="no torchrun")
 def test_two_processes_train_the_epochs_asked_and_resume_in_place(tmp_path):
     """Under torchrun each step takes a batch per process: 64 rows, batch 8, 2 processes = 4 steps an epoch.
-    Before: 8 steps an epoch (--epochs 1 trained 2 epochs) and a resumed run re-read half the epoch's rows."""
+    Before: 8 steps an epoch (--epochs 1 trained 2 epochs) and a resumed run re-read half the epoch's rows.
+    Also (one set of runs for three findings, each run costs seconds of start-up): the learning rate schedule and
+    a run killed before its first save, below."""
 
     data, ckpt = write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
     assert json.loads((ckpt / "config.json").read_text())["hidden_dropout_prob"] > 0  # the resume restores it
-    full = _torchrun_finetune(data, ckpt, tmp_path / "full", "--epochs", "2", "--eval-every", "2")
+    args = ("--epochs", "2", "--eval-every", "2", "--warmup-ratio", "0.5")  # 8 steps, 4 of warm-up
+    full = _torchrun_finetune(data, ckpt, tmp_path / "full", *args)
     summaries = [line for line in full.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1, full.stdout  # the summary once, from the first process
     state = json.loads((tmp_path / "full" / "last" / "trainer_state.json").read_text())
@@ -888,22 +891,26 @@ def test_two_processes_train_the_epochs_asked_and_resume_in_place(tmp_path):
     assert log == [2, 4, 6, 8]  # one line an evaluation (each process wrote its own: 2, 2, 4, 4, ...)
 
     out = tmp_path / "split"
-    _torchrun_finetune(data, ckpt, out, "--epochs", "2", "--eval-every", "2", "--stop-after", "3")
-    _torchrun_finetune(data, ckpt, out, "--epochs", "2", "--eval-every", "2", "--resume")
+    _torchrun_finetune(data, ckpt, out, *args, "--stop-after", "3")
+    # the schedule counts steps of one batch per process, but Accelerate's prepared scheduler stepped once per
+    # process at every step: under 2 processes warm-up and decay ran twice as fast (step 3 of 4 warm-up steps had
+    # the rate of step 6, past its peak: 5e-4, not 7.5e-4; the second half of a run trained at 0)
+    optimizer = torch.load(out / "last" / "optimizer.pt", weights_only=False)
+    assert [g["lr"] for g in optimizer["param_groups"]] == pytest.approx([7.5e-4, 7.5e-4])
+    assert torch.load(out / "last" / "scheduler.pt", weights_only=False)["last_epoch"] == 3
+    _torchrun_finetune(data, ckpt, out, *args, "--resume")
     _assert_same_weights(tmp_path / "full/last", out / "last")
 
-
-@pytest.mark.skipif(torchrun() is None, reason="no torchrun")
-def test_two_processes_follow_the_learning_rate_schedule(tmp_path):
-    """The schedule counts steps of one batch per process, but Accelerate's prepared scheduler stepped once per
-    process at every step: under 2 processes warm-up and decay ran twice as fast, so a run of 8 steps with 4 of
-    warm-up had its learning rate at 0 from step 4 on (where it should be at its peak)."""
-    data, ckpt = write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
-    out = tmp_path / "run"  # 64 rows, batch 8, 2 processes: 4 steps an epoch, 8 in all
-    _torchrun_finetune(data, ckpt, out, "--epochs", "2", "--warmup-ratio", "0.5", "--stop-after", "4")
-    optimizer = torch.load(out / "last" / "optimizer.pt", weights_only=False)
-    assert [g["lr"] for g in optimizer["param_groups"]] == pytest.approx([1e-3, 1e-3])
-    assert torch.load(out / "last" / "scheduler.pt", weights_only=False)["last_epoch"] == 4
+    # --resume with nothing to resume (a run killed before its first save): every process removed the run's files
+    # (the second finding none, or failing where the first had been first) and each said it started from scratch;
+    # the first process now does, once
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "full", killed)
+    for name in ("best", "last"):
+        shutil.rmtree(killed / name)
+    again = _torchrun_finetune(data, ckpt, killed, *args, "--resume")
+    assert again.stderr.count("starting from scratch") == 1, again.stderr
+    assert json.loads((killed / "last" / "trainer_state.json").read_text())["global_step"] == 8
 
 
 @pytest.mark.skipif(torchrun() is None, reason="no torchrun")
@@ -937,20 +944,6 @@ def test_two_processes_resume_with_each_process_its_own_dropout_rng(tmp_path):
     )
     _torchrun_finetune(data, ckpt, tmp_path / "split", *args, "--resume")
     _assert_same_weights(tmp_path / "full/last", tmp_path / "split/last")
-
-
-@pytest.mark.skipif(torchrun() is None, reason="no torchrun")
-def test_two_processes_start_a_run_killed_before_its_first_save_once(tmp_path):
-    """--resume with nothing to resume: every process removed the run's files (the second finding none, or failing
-    where the first had been first) and each said it started from scratch; the first process now does, once."""
-    data, ckpt = write_sst2(tmp_path / "data"), write_tiny_checkpoint(tmp_path / "ckpt")
-    out = tmp_path / "run"
-    _torchrun_finetune(data, ckpt, out, "--max-steps", "2")
-    for name in ("best", "last"):  # as if killed before its first evaluation
-        shutil.rmtree(out / name)
-    again = _torchrun_finetune(data, ckpt, out, "--max-steps", "2", "--resume")
-    assert again.stderr.count("starting from scratch") == 1, again.stderr
-    assert json.loads((out / "last" / "trainer_state.json").read_text())["global_step"] == 2
 
 
 def test_a_resume_in_another_number_of_processes_is_refused(tmp_path):
