@@ -472,7 +472,7 @@ def _run_cancellable(
     if msg is None:
         raise RuntimeError(f"the scoring process died (exit code {proc.exitcode})")
     if msg[0] == "disk":
-        raise _ServerDiskError(msg[2])
+        raise _ServerFault(msg[2])
     _, user_error, text, tb, lines = msg
     raise _ChildError(text, user_error, tb, lines)
 
@@ -493,8 +493,8 @@ def _server_disk_error(e: BaseException | None) -> OSError | None:
     return None
 
 
-class _ServerDiskError(Exception):
-    """The server's disk or folders, not the upload, stopped the job."""
+class _ServerFault(Exception):
+    """The server (its disk, its uploads folder, its answer keys), not the upload, stopped the job."""
 
 
 class _ChildError(Exception):
@@ -563,7 +563,7 @@ def process(
             # every job as the upload's fault ("<server path>: not a directory"); left queued, a job whose files
             # are lost would be tried for ever, so only a worker that sees none of the site's uploads leaves it (any
             # folder counted before: a home of its own that held uploads of an earlier local run failed every job)
-            raise _ServerDiskError(
+            raise _ServerFault(
                 f"its files are not in {submission_path(settings, key)}: this worker does not see the uploads "
                 "folder of `elue serve` (share its --home / ELUE_HOME with the worker)"
             )
@@ -573,7 +573,7 @@ def process(
             t for t in _upload_tasks(submission_path(settings, key)) if t not in scorable_tasks(settings)
         ]
         if missing:
-            raise _ServerDiskError(
+            raise _ServerFault(
                 f"this worker has no answer key for {', '.join(missing)} in {settings.data_dir} "
                 "(<task>/test_labels.tsv); set its ELUE_DATA_DIR as the web server's"
             )
@@ -607,7 +607,7 @@ def process(
             sessions, sid, worker_id, "the scoring worker was stopped (a restart of the server)"
         )
         return REQUEUED if stopped else "lost"
-    except _ServerDiskError as e:
+    except _ServerFault as e:
         server_fault = str(e)
     except _ChildError as e:
         captured = e.lines
