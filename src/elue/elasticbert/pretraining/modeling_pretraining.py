@@ -367,6 +367,14 @@ def _check_exit_layer(exit_layer: object, num_layers: int) -> None:
         raise ValueError(f"exit_layer must be in 1..{num_layers}, got {exit_layer!r}")
 
 
+def _depth_conflict(exit_layer: int, layers: int) -> ValueError:
+    """Head k on layer n's states, which it never saw in training: refused."""
+    return ValueError(
+        f"exit_layer {exit_layer} is the head of layer {exit_layer}, num_hidden_layers {layers}: "
+        "give one of them (the masked LM of an exit runs the layers up to it)"
+    )
+
+
 def _masked_lm_config(
     path, config: ElasticBertConfig, exit_layer: int | None, hub: dict
 ) -> ElasticBertConfig:
@@ -376,10 +384,7 @@ def _masked_lm_config(
     the top layer's states). A copy when changed. `hub`: where the checkpoint's config is (subfolder, revision...)."""
     if exit_layer is not None and config.num_hidden_layers != exit_layer:
         if config.num_hidden_layers != ElasticBertConfig.from_pretrained(path, **hub).num_hidden_layers:
-            raise ValueError(
-                f"exit_layer {exit_layer} is the head of layer {exit_layer}, num_hidden_layers "
-                f"{config.num_hidden_layers}: give one of them (the masked LM of an exit runs the layers up to it)"
-            )
+            raise _depth_conflict(exit_layer, config.num_hidden_layers)
         _check_exit_layer(exit_layer, config.num_hidden_layers)
         config = copy.deepcopy(config)
         config.num_hidden_layers = exit_layer  # the checkpoint's depth: not chosen, the exit's is meant
@@ -428,10 +433,7 @@ class ElasticBertForMaskedLM(_HeadInit):
                 )
                 layers = sizes.setdefault("num_hidden_layers", exit_layer)
                 if layers != exit_layer:  # head k on layer n's states, which it never saw in training
-                    raise ValueError(
-                        f"exit_layer {exit_layer} is the head of layer {exit_layer}, num_hidden_layers {layers}: "
-                        "give one of them (the masked LM of an exit runs the layers up to it)"
-                    )
+                    raise _depth_conflict(exit_layer, layers)
             config = ElasticBertConfig.from_pretrained(pretrained_model_name_or_path, **sizes, **hub)
             if "num_output_layers" not in sizes:
                 config.num_output_layers = 1  # one head, on the top layer
