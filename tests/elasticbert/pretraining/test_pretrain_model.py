@@ -11,7 +11,7 @@ from elue.elasticbert.pretraining.modeling_pretraining import (
     ElasticBertForPreTraining,
     load_pretraining_model,
 )
-from elue.elasticbert.pretraining.optim import Lamb, parameter_groups
+from elue.elasticbert.pretraining.optim import Lamb, fill_lazy_state, parameter_groups
 
 TINY = dict(
     vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
@@ -227,6 +227,35 @@ def test_lamb_leaves_biases_and_layer_norms_out_of_layer_adaptation():
     again = Lamb(parameter_groups(model, 0.01), lr=0.01)
     again.load_state_dict(state)
     assert [g["layer_adaptation"] for g in again.param_groups] == [True, False]
+
+
+@pytest.mark.parametrize("kind", ["adamw", "lamb"])
+def test_filled_first_states_change_no_update(kind):
+    """A parameter that no step has reached yet (an idle exit) given its first state ahead (zeros, step 0, as the
+    FSDP trainer does before a checkpoint) takes the same updates as one whose state the optimiser makes itself."""
+
+    def run(fill: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+        groups = parameter_groups(net, 0.01)
+        opt = (
+            torch.optim.AdamW(groups, lr=0.01)
+            if kind == "adamw"
+            else Lamb(groups, lr=0.01, weight_decay=0.01)
+        )
+        x = torch.randn(8, 4)
+        for step in range(4):
+            opt.zero_grad(set_to_none=True)
+            out = net(x) if step >= 2 else net[0](x)  # the second layer idle for two steps
+            out.pow(2).sum().backward()
+            opt.step()
+            if fill and step == 0:
+                assert fill_lazy_state(opt) == 2 and all(opt.state[p] for p in net.parameters())
+        return [p.detach().clone() for p in net.parameters()]
+
+    for a, b in zip(run(False), run(True), strict=True):
+        assert torch.equal(a, b)
+    assert fill_lazy_state(torch.optim.AdamW([torch.nn.Parameter(torch.ones(2))])) == 0  # no form to copy
 
 
 def test_masked_lm_of_an_exit_runs_the_layers_below_it(tmp_path):

@@ -108,15 +108,15 @@ def test_a_step_drops_gradients_an_engine_gave_the_idle_heads():
     from elue.elasticbert.pretraining.optim import build_optimizer, build_scheduler
     from elue.elasticbert.pretraining.trainer import _train_step, make_accelerator
 
-    from .fsdp_steps import batch, tiny_model
+    from .tiny_models import tiny_batch, tiny_pretraining_model
 
     cfg = PretrainConfig.from_dict({"max_steps": 2, "warmup_steps": 0, "weight_decay": 0.1, "cpu": True})
-    model = tiny_model()
+    model = tiny_pretraining_model()
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     accelerator = make_accelerator(cfg, grouped=True)
     model, optimizer = accelerator.prepare(model, optimizer)
-    b = batch()
+    b = tiny_batch()
     b.update(attention_mask=torch.ones_like(b["input_ids"]), mlm_positions=find_mlm_positions(b["labels"]))
     group = [0, 3]
     idle = [p for layer in (1, 2) for p in model.head_parameters(layer).values()]

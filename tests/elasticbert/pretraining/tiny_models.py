@@ -37,3 +37,28 @@ def tiny_run_settings(
     }
     base.update(over)
     return base
+
+
+def tiny_pretraining_model():  # noqa: ANN201
+    """A seeded 4-layer ElasticBertForPreTraining (vocabulary 200, hidden 32, no dropout) with an exit per layer."""
+    import torch
+
+    from elue.elasticbert.configuration_elasticbert import ElasticBertConfig
+    from elue.elasticbert.pretraining.modeling_pretraining import ElasticBertForPreTraining
+
+    torch.manual_seed(0)
+    cfg = ElasticBertConfig(
+        vocab_size=200, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+        num_output_layers=4, max_output_layers=4, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    return ElasticBertForPreTraining(cfg)
+
+
+def tiny_batch(rows: int = 8, length: int = 16) -> dict:
+    """A seeded batch for `tiny_pretraining_model`: token ids, MLM labels (30 % of positions) and SOP labels."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 200, (rows, length), generator=g)
+    labels = torch.where(torch.rand(rows, length, generator=g) < 0.3, ids, -100)
+    return {"input_ids": ids, "labels": labels, "sop_labels": torch.randint(0, 2, (rows,), generator=g)}

@@ -113,6 +113,37 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}: adamw or lamb")
 
 
+def fill_lazy_state(optimizer: torch.optim.Optimizer) -> int:
+    """Give each parameter that has no optimiser state yet (an exit that no step trained so far) the state the
+    optimiser would make at its first update: AdamW's and LAMB's are zeros and step 0, shaped here after a
+    parameter that has one (same keys, dtypes and devices; DTensors stay DTensors). The updates do not change.
+    Why: Accelerate loads an FSDP optimiser checkpoint into a template with a state for every parameter, so one
+    saved without the idle exits' states cannot be resumed ("Missing key in checkpoint state_dict"). Returns how
+    many parameters were given a state (0 when none has one yet: nothing to copy the form of)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    model = next((p for p in params if optimizer.state.get(p)), None)
+    if model is None:
+        return 0
+    form = optimizer.state[model]
+    filled = 0
+    for p in params:
+        if not optimizer.state.get(p):
+            optimizer.state[p] = {k: _first_state(v, p, model) for k, v in form.items()}
+            filled += 1
+    return filled
+
+
+def _first_state(value, p: torch.Tensor, model: torch.Tensor):  # noqa: ANN001, ANN202
+    """A state entry before the first update, in the form of `value` (the entry of parameter `model`) for `p`."""
+    if isinstance(value, torch.Tensor):
+        if value.ndim > 0 and value.shape == model.shape:  # a moment, one per element
+            return torch.zeros_like(p, dtype=value.dtype)
+        return torch.zeros(
+            (), dtype=value.dtype, device=value.device if value.device.type == "cpu" else p.device
+        )
+    return type(value)(0)  # a Python step count
+
+
 def warmup_length(cfg) -> int:
     """The warm-up in steps: `warmup_steps`, else `warmup_ratio` of `max_steps` (rounded up)."""
     return cfg.warmup_steps or int(math.ceil(cfg.warmup_ratio * cfg.max_steps))

@@ -68,11 +68,9 @@ def make_accelerator(cfg: PretrainConfig, grouped: bool):
     if cfg.distributed == "fsdp":
         from accelerate import FullyShardedDataParallelPlugin
 
+        # no wrapping by Accelerate: the trainer shards the model itself (fsdp.py says why)
         kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(
-            fsdp_version=2,
-            auto_wrap_policy="transformer_based_wrap",
-            transformer_cls_names_to_wrap=["ElasticBertLayer"],
-            reshard_after_forward=True,
+            fsdp_version=2, auto_wrap_policy="no_wrap", reshard_after_forward=True
         )
     elif cfg.distributed != "ddp":
         raise ValueError(f"distributed must be ddp or fsdp, not {cfg.distributed!r}")
@@ -147,8 +145,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     from .data import rows_per_stream
+    from .fsdp import fully_shard_with_plugin
     from .modeling_pretraining import compile_regions
-    from .optim import build_optimizer, build_scheduler
+    from .optim import build_optimizer, build_scheduler, fill_lazy_state
 
     _check_settings(cfg)
     out_dir = Path(cfg.output_dir)
@@ -185,6 +184,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         compile_regions(
             model, backend=cfg.compile_backend, dropout_masks=cfg.dropout_masks, device=accelerator.device
         )
+    fsdp = accelerator.distributed_type.value == "FSDP"
+    if fsdp:
+        # our units, not Accelerate's carving (see fsdp.py); before the optimizer, which then holds the shards
+        fully_shard_with_plugin(model, accelerator.state.fsdp_plugin)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -295,6 +298,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             if stop.agreed(accelerator):
                 stopping = stopped_by = stop.requested or "SIGTERM"  # (another process's signal)
             if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps or stopping:
+                if fsdp:  # every parameter's state saved, or the checkpoint does not load (see there)
+                    fill_lazy_state(optimizer.optimizer)
                 # saved between two logging steps: the window's sums, so a resume logs the same row
                 save_checkpoint(
                     accelerator, model, tokenizer, data, cfg, step, window=window.state(accelerator)
