@@ -17,7 +17,7 @@ from subprocesses import child_env
 
 from elue.elasticbert.export import predict_submission
 from elue.elasticbert.export_cost import dynamic_trace, formula_macs, model_py_source, static_trace
-from elue.elasticbert.export_points import Point, entropy, make_points, replay_exits
+from elue.elasticbert.export_points import Point, check_points, entropy, make_points, replay_exits
 
 POS = ["good", "great", "fine", "lovely"]  # words of the tiny checkpoint's vocabulary
 NEG = ["bad", "awful", "dull", "boring"]
@@ -336,6 +336,25 @@ def test_dynamic_points_on_a_single_exit_model_and_entropy_on_regression(tmp_pat
     reg = write_tiny_checkpoint(tmp_path / "reg", layers=2, num_labels=1)
     with pytest.raises(ValueError, match="entropy exit needs a classifier"):
         predict_submission(reg, "sts-b", tmp_path / "sub", make_points([], [0.3], []), **_kw(data))
+
+
+@pytest.mark.parametrize(
+    ("regression", "patience", "threshold", "note"),
+    [
+        (False, [1], 0.2, "this task has 2 classes, so it is ignored"),
+        (True, [], 0.2, "there are none, so it is ignored"),
+        (True, [1], 0.2, None),  # used
+        (False, [1], None, None),  # not given: nothing to say
+    ],
+)
+def test_a_regression_threshold_no_point_uses_is_named(regression, patience, threshold, note):
+    from elue.elasticbert.configuration_elasticbert import ElasticBertConfig
+
+    config = ElasticBertConfig(num_hidden_layers=3, num_output_layers=3, num_labels=1 if regression else 2)
+    said: list[str] = []
+    points = make_points([2], [], patience)
+    check_points(points, config, regression=regression, regression_threshold=threshold, log=said.append)
+    assert [m for m in said if note in m] if note else said == []
 
 
 @pytest.mark.parametrize(

@@ -350,11 +350,11 @@ def predict_command(
         help="PABEE patience values, e.g. '1,2,3' (may be repeated); t leaves at exit t+1 at the earliest, "
         "so 1 to (exits - 2) are dynamic and exits - 1 is full depth.",
     ),
-    regression_threshold: float = typer.Option(
-        0.1,
+    regression_threshold: float | None = typer.Option(
+        None,
         "--regression-threshold",
         min=0.0,
-        help="Patience on STS-B: 'unchanged' means a change below this (>= 0).",
+        help="Patience on STS-B: 'unchanged' means a change below this (>= 0; default 0.1).",
     ),
     engine: str = typer.Option(
         "replay",

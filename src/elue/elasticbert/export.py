@@ -40,6 +40,9 @@ import numpy as np
 from .export_cost import dynamic_trace, formula_mflops, static_trace, write_model_py
 from .export_points import Point, check_points, exit_layer_numbers, replay_exits
 
+#: patience on a regression head: "unchanged" means a change below this (the early-exit engine's default)
+DEFAULT_REGRESSION_THRESHOLD = 0.1
+
 
 @dataclass
 class PointSummary:
@@ -188,7 +191,7 @@ def predict_submission(
     max_length: int | None = None,
     batch_size: int = 64,
     engine: str = "replay",
-    regression_threshold: float = 0.1,
+    regression_threshold: float | None = None,
     limit: int | None = None,
     dev_split: str | None = None,
     cpu: bool = False,
@@ -242,6 +245,8 @@ def predict_submission(
         regression_threshold=regression_threshold,
         log=log,
     )
+    if regression_threshold is None:
+        regression_threshold = DEFAULT_REGRESSION_THRESHOLD
     device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
     model.to(device)
     cfg = FinetuneConfig(task=spec.name, model=str(model_dir), output_dir=".", source=source)

@@ -66,15 +66,24 @@ def check_points(
     config,
     *,
     regression: bool,
-    regression_threshold: float = 0.1,
+    regression_threshold: float | None = None,
     log=print,
 ) -> None:
     """Refuse points the model cannot serve, before any model pass: a static k without an exit, a dynamic
-    point on a one-exit model, entropy on a regression head, a patience the exits cannot reach."""
+    point on a one-exit model, entropy on a regression head, a patience the exits cannot reach. A regression
+    threshold given (not None) where no point uses it is named in a note."""
     exits = exit_layer_numbers(config)
     num_labels = int(getattr(config, "num_labels", 2))
-    if not (math.isfinite(regression_threshold) and regression_threshold >= 0):
-        raise ValueError(f"regression threshold {regression_threshold}: must be a finite number >= 0")
+    if regression_threshold is not None:
+        if not (math.isfinite(regression_threshold) and regression_threshold >= 0):
+            raise ValueError(f"regression threshold {regression_threshold}: must be a finite number >= 0")
+        if not regression:
+            log(
+                f"note: --regression-threshold is for patience on a regression task (STS-B); this task has "
+                f"{num_labels} classes, so it is ignored"
+            )
+        elif not any(p.kind == "patience" for p in points):
+            log("note: --regression-threshold is for --patience points; there are none, so it is ignored")
     for p in points:
         if p.kind == "static":
             if int(p.value) not in exits:
