@@ -92,6 +92,21 @@ def test_submit_says_when_the_submission_is_deleted_while_it_waits(tmp_path, cap
     assert "submission 7 is gone from the server" in capsys.readouterr().err
 
 
+def test_submit_prints_the_servers_notice_once(tmp_path, capsys, monkeypatch):  # noqa: ANN001
+    """No scoring worker at work: the site's page said so, `elue submit --wait` waited in silence."""
+    monkeypatch.setattr(time, "sleep", lambda _: None)
+    notice = "no scoring worker is at work on this site right now"
+    answers = iter([{"status": "queued", "notice": notice}] * 3 + [{"status": "scored", "result": None}])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(202, json={"id": 7, "status": "queued", "notice": notice})
+        return httpx.Response(200, json={"id": 7, **next(answers)})
+
+    assert _run_submit(_mock_client(handler), _folder(tmp_path), wait=True) == 0
+    assert capsys.readouterr().err.count(f"note: {notice}") == 1
+
+
 @pytest.mark.parametrize(
     ("post", "get"),
     [

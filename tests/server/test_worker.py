@@ -177,12 +177,15 @@ def test_a_queued_submissions_page_says_when_no_worker_is_at_work(client, auth, 
 
     h = auth("patient")
     first = api_upload(client, h)
+    assert "no scoring worker is at work" in first["notice"]  # the API (and `elue submit`) says it too
+    assert "notice" in client.get(f"/api/submissions/{first['id']}", headers=h).json()
     _log_in(client, "patient")
     assert 'id="stalled"' in client.get(f"/submissions/{first['id']}").text  # no worker ever
     _log_in(client, "admin", "admin-password")
     assert 'id="stalled"' in client.get("/admin").text
     assert drain() == 1  # a worker looks for work (and scores the upload)
     second = api_upload(client, h)
+    assert "notice" not in second
     assert 'id="stalled"' not in client.get("/admin").text
     _log_in(client, "patient")
     assert 'id="stalled"' not in client.get(f"/submissions/{second['id']}").text

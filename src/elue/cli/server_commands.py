@@ -368,6 +368,7 @@ def _submit(  # noqa: PLR0913 - the submit command's options, passed through
     sub = _submission(r)
     sid = sub["id"]
     typer.echo(f"submission {sid} {sub['status']}: {base}/submissions/{sid}")
+    told = _tell_notice(sub, None)
 
     def fetch() -> dict:
         r = client.get(f"/api/submissions/{sid}")
@@ -390,11 +391,20 @@ def _submit(  # noqa: PLR0913 - the submit command's options, passed through
         if sub["status"] != last:
             typer.echo(f"  {sub['status']}")
             last = sub["status"]
+        told = _tell_notice(sub, told)
         if sub["status"] in ("scored", "failed"):
             _print_result(sub)
             raise typer.Exit(0 if sub["status"] == "scored" else 1)
     typer.echo("still not scored; check the page later", err=True)
     raise typer.Exit(2)
+
+
+def _tell_notice(sub: dict, told: str | None) -> str | None:
+    """Print the server's notice (no scoring worker at work) once, when it first appears; returns it."""
+    notice = sub.get("notice")
+    if isinstance(notice, str) and notice and notice != told:
+        typer.echo(f"note: {notice}", err=True)
+    return notice if isinstance(notice, str) else None
 
 
 def _submission(r) -> dict:  # noqa: ANN001

@@ -160,6 +160,7 @@ class SubmissionOut(_Out):
     error: str | None
     url: str
     log: str | None = None  # the owner's (and the admins') only
+    notice: str | None = None  # to the owner, while queued or running: no scoring worker is at work
     result: ModelResult | None = None  # a scored entry's points and scores
 
 

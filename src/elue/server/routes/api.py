@@ -19,7 +19,7 @@ from .. import api_models as out
 from .. import service
 from ..api_models import errors
 from ..board import TRACKS, _finite, load_models, natural_order, rank, task_view
-from ..db import SCORED, Submission, User
+from ..db import QUEUED, RUNNING, SCORED, Submission, User, scoring_is_stalled
 from ..deps import MAX_ID, Ctx, RowId, get_ctx, state, throttled_authenticate
 from ..service import ServiceError
 
@@ -46,7 +46,19 @@ def need_writer(ctx: Ctx, request: Request) -> User:
     return user
 
 
-def submission_dict(sub: Submission, *, with_log: bool, board_model=None) -> dict:  # noqa: ANN001
+STALLED_NOTICE = (
+    "no scoring worker is at work on this site right now: the submission waits and is scored once one runs; "
+    "if this lasts, tell the site's admin"
+)
+
+
+def _notice(ctx: Ctx, sub: Submission) -> str | None:
+    """What the submission page says when no worker looks for work (running too: a job whose worker was killed
+    waits for another as a queued one does)."""
+    return STALLED_NOTICE if sub.status in (QUEUED, RUNNING) and scoring_is_stalled(ctx.db) else None
+
+
+def submission_dict(sub: Submission, *, with_log: bool, board_model=None, notice: str | None = None) -> dict:  # noqa: ANN001
     d = {
         "id": sub.id,
         "name": sub.name,
@@ -66,6 +78,8 @@ def submission_dict(sub: Submission, *, with_log: bool, board_model=None) -> dic
     }
     if with_log:
         d["log"] = sub.log
+    if notice:
+        d["notice"] = notice
     if board_model is not None:
         d["result"] = board_model.to_dict()
     return d
@@ -365,7 +379,7 @@ async def submit(
         code_url=code_url,
         description=description,
     )
-    return submission_dict(sub, with_log=True)
+    return submission_dict(sub, with_log=True, notice=_notice(ctx, sub))
 
 
 async def read_limited(file: UploadFile, limit: int) -> bytes:
@@ -451,7 +465,7 @@ def get_submission(sub_id: RowId, ctx: Ctx = Depends(get_ctx)):
         raise HTTPException(404, "no such submission")
     owner = user is not None and (user.is_admin or user.id == sub.owner_id)
     m = _scored_model(ctx, sub) if sub.status == "scored" else None
-    return submission_dict(sub, with_log=owner, board_model=m)
+    return submission_dict(sub, with_log=owner, board_model=m, notice=_notice(ctx, sub) if owner else None)
 
 
 class SubmissionPatch(BaseModel):
