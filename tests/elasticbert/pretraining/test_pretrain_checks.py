@@ -115,6 +115,38 @@ def test_damaged_checkpoints_are_named(done_run):
         _run(more)
 
 
+def test_a_checkpoint_of_another_engine_and_damaged_fsdp_shards_are_named(done_run, monkeypatch):
+    """FSDP's sharded state resumes only under FSDP, whole files only without it (Accelerate reported a missing
+    pytorch_model.bin, or tracebacks on every process); torch's error for damaged FSDP shards (a BaseException)
+    is one line too."""
+    from accelerate import Accelerator
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    from elue.elasticbert.pretraining.checkpoints import check_engine
+
+    ckpt = Path(done_run["output_dir"]) / "checkpoints" / "step-0000004"
+    more = dict(done_run, max_steps=6)
+    with pytest.raises(
+        SettingsError, match=r"step-0000004 was saved without FSDP .*this run shards with FSDP"
+    ):
+        check_engine(ckpt, True, "FSDP")
+    (ckpt / "state" / "pytorch_model_fsdp_0").mkdir()
+    with pytest.raises(
+        SettingsError, match=r"step-0000004 holds FSDP's sharded state, .*\(one plain process\)"
+    ):
+        _run(more)
+    (ckpt / "state" / "pytorch_model_fsdp_0").rmdir()
+
+    def damaged(self, path):  # noqa: ANN001, ANN202
+        raise CheckpointException("ranks:[0]", {0: (FileNotFoundError("no .metadata"), None)})
+
+    monkeypatch.setattr(Accelerator, "load_state", damaged)
+    with pytest.raises(
+        SettingsError, match=r"step-0000004: .*state cannot be loaded \(FileNotFoundError: no \.metadata"
+    ):
+        _run(more)
+
+
 def test_incomplete_checkpoint_folders_are_never_resumed_and_go_once_a_later_one_is_complete(
     done_run, capsys
 ):

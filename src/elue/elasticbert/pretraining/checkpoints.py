@@ -165,6 +165,31 @@ def check_resume(
         )  # fmt: skip
 
 
+# the folder in which Accelerate saves FSDP's sharded model state (without FSDP: model.safetensors)
+FSDP_MODEL_DIR = "pytorch_model_fsdp_0"
+
+
+def check_engine(ckpt: Path, fsdp: bool, engine: str) -> None:
+    """The checkpoint's state is in the form this run's engine loads: FSDP's shards only under FSDP, whole files
+    only without it (Accelerate would otherwise report a missing file as if the checkpoint were damaged, or fail
+    with a traceback on every process). `fsdp`: this run shards with FSDP; `engine`: what it runs otherwise."""
+    sharded = (ckpt / "state" / FSDP_MODEL_DIR).is_dir()
+    if sharded == fsdp:
+        return
+    weights = f"start a new output_dir from its weights (model_name_or_path={ckpt / 'model'})"
+    if sharded:
+        raise SettingsError(
+            f"checkpoint {ckpt} holds FSDP's sharded state, and this run does not shard with FSDP ({engine}): "
+            "resume it under FSDP (distributed: fsdp on GPUs under torchrun, `torchrun --nproc_per_node 1` for "
+            f"one GPU), or {weights}"
+        )
+    raise SettingsError(
+        f"checkpoint {ckpt} was saved without FSDP (one plain process, or DDP), and this run shards with FSDP: "
+        "resume it as it was saved, where distributed: fsdp does not shard (one plain process without torchrun; "
+        f"cpu: true under torchrun, DDP), or {weights}"
+    )
+
+
 def _same_groups(old: Any, new: Any, num_layers: int | None) -> bool:
     """Two spellings of the same exit groups (null / none / [] / false; default / its lists; a group's layers in
     another order): the same training, so a resume may spell them either way."""
@@ -281,10 +306,15 @@ def check_data_version(
 def load_state(accelerator, ckpt: Path) -> None:
     """accelerator.load_state, with a damaged file named in one line (found by loading the files one by one,
     only after a failure)."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
     state_dir = ckpt / "state"
     try:
         accelerator.load_state(str(state_dir))
-    except Exception as err:  # noqa: BLE001 (any damage: truncated pickles, bad safetensors headers...)
+    except (Exception, CheckpointException) as err:  # noqa: BLE001 (any damage: truncated pickles, bad headers...)
+        # FSDP's shards fail with a BaseException that lists every rank's traceback: the first rank's error
+        if isinstance(err, CheckpointException):
+            err = next(iter(err.failures.values()), (err, None))[0]
         culprit = state_dir
         for f in sorted(state_dir.iterdir()) if state_dir.is_dir() else []:
             try:
@@ -354,6 +384,7 @@ __all__ = [
     "CHECKPOINT_PREFIX",
     "COMPLETE_MARKER",
     "check_data_version",
+    "check_engine",
     "check_output_dir",
     "check_resume",
     "checkpoint_step",

@@ -40,6 +40,7 @@ from ..stopping import StopRequest
 from .checkpoints import (
     CHECKPOINT_PREFIX,
     check_data_version,
+    check_engine,
     check_output_dir,
     check_resume,
     find_checkpoint,
@@ -165,12 +166,14 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     shards = cfg.num_data_shards or world
     rows_per_stream(shards, world, cfg.per_device_batch_size)  # checked before anything is read or written
 
+    fsdp = accelerator.distributed_type.value == "FSDP"
     ckpt = find_checkpoint(out_dir, cfg.resume_from_checkpoint)
     check_output_dir(out_dir, ckpt)
     state: dict[str, Any] = {}
     if ckpt is not None:
         state = read_trainer_state(ckpt)
         check_resume(cfg, ckpt, state, world, num_layers)
+        check_engine(ckpt, fsdp, _engine(accelerator))
         if state["step"] >= cfg.max_steps:  # nothing to train: no logs rewritten, no evaluation repeated
             accelerator.print(
                 f"{ckpt} is at step {state['step']} = max_steps: nothing to do (raise max_steps to train on)"
@@ -184,7 +187,6 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         compile_regions(
             model, backend=cfg.compile_backend, dropout_masks=cfg.dropout_masks, device=accelerator.device
         )
-    fsdp = accelerator.distributed_type.value == "FSDP"
     if fsdp:
         # our units, not Accelerate's carving (see fsdp.py); before the optimizer, which then holds the shards
         fully_shard_with_plugin(model, accelerator.state.fsdp_plugin)
@@ -324,12 +326,7 @@ def _setup_notes(cfg: PretrainConfig, accelerator, num_layers: int) -> list[str]
 
     notes = []
     if cfg.distributed == "fsdp" and accelerator.distributed_type.value != "FSDP":
-        how = (
-            f"running DDP ({accelerator.distributed_type.value})"
-            if accelerator.num_processes > 1
-            else "running one plain process"
-        )
-        notes.append(f"distributed=fsdp is not available here: {how}")
+        notes.append(f"distributed=fsdp is not available here: running {_engine(accelerator)}")
     notes.extend(schedule_notes(cfg))
     untrained = cfg.untrained_exits(num_layers)
     if untrained:
@@ -338,6 +335,13 @@ def _setup_notes(cfg: PretrainConfig, accelerator, num_layers: int) -> list[str]
             "highest exit trained, the encoder layers) are not trained"
         )
     return notes
+
+
+def _engine(accelerator) -> str:  # noqa: ANN001
+    """What a run without FSDP runs, in words: "one plain process" or "DDP (MULTI_GPU)"."""
+    if accelerator.num_processes > 1:
+        return f"DDP ({accelerator.distributed_type.value})"
+    return "one plain process"
 
 
 def _start_line(cfg: PretrainConfig, accelerator, shards: int, groups) -> str:  # noqa: ANN001
