@@ -30,7 +30,12 @@ def _fsdp_accelerator(cfg, grouped: bool):  # noqa: ANN001, ANN202
     assert cfg.distributed == "fsdp"
     state = accelerator.state
     PartialState._shared_state["distributed_type"] = state.distributed_type = DistributedType.FSDP
-    state.fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="no_wrap")
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=2, auto_wrap_policy="no_wrap", reshard_after_forward=True
+    )
+    if state.mixed_precision != "no":  # what Accelerate does on accelerators: FSDP's mixed precision policy
+        plugin.set_mixed_precision(state.mixed_precision)
+    state.fsdp_plugin = plugin
     return accelerator
 
 

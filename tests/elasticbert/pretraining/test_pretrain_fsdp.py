@@ -68,3 +68,19 @@ def test_fsdp_two_processes_match_one_and_resume_from_the_sharded_state(tiny_set
         if k.startswith(("elasticbert.encoder.pooler.1.", "cls.predictions.1.", "cls.seq_relationship.1."))
     ]
     assert idle and all(torch.equal(a[k], b[k]) for k in idle)  # as initialised, bit for bit, in both
+
+
+def test_bf16_under_fsdp_reduces_gradients_and_returns_the_loss_sums_in_fp32():
+    from accelerate import FullyShardedDataParallelPlugin
+
+    from elue.elasticbert.pretraining.fsdp import mixed_precision_policy
+
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="no_wrap")
+    plugin.set_mixed_precision("bf16")  # what Accelerate does with mixed_precision bf16 on GPUs
+    policy = mixed_precision_policy(plugin)
+    assert (policy.param_dtype, policy.reduce_dtype, policy.output_dtype) == (
+        torch.bfloat16,
+        torch.float32,
+        None,
+    )
+    assert mixed_precision_policy(FullyShardedDataParallelPlugin(fsdp_version=2)).param_dtype is None  # fp32

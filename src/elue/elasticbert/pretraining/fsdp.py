@@ -29,11 +29,24 @@ def fully_shard_model(model: nn.Module, **kwargs: Any) -> nn.Module:
 def fully_shard_with_plugin(model: nn.Module, plugin: Any) -> nn.Module:  # noqa: ANN401 (Accelerate's plugin)
     """`fully_shard_model` with the settings of Accelerate's FSDP plugin (its mixed precision policy, CPU offload
     and resharding), on the default device mesh (every process)."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy
-
     return fully_shard_model(
         model,
         reshard_after_forward=plugin.reshard_after_forward,
-        mp_policy=plugin.mixed_precision_policy or MixedPrecisionPolicy(),
+        mp_policy=mixed_precision_policy(plugin),
         offload_policy=plugin.cpu_offload,
     )
+
+
+def mixed_precision_policy(plugin: Any):  # noqa: ANN401, ANN201 (Accelerate's plugin; FSDP's policy)
+    """The plugin's mixed precision policy (bf16 parameters in the forward and backward under bf16), with the
+    gradients reduced in fp32 and the model's outputs left as it made them. Accelerate's bf16 policy also reduces
+    the gradients in bf16 and casts the outputs to bf16: the outputs are the per-exit loss sums, computed in fp32,
+    and a batch's summed MLM loss came out 0.35 % off (8546.26 as 8576), in the logged and evaluated losses and in
+    the gradient's scale; DDP under autocast keeps both in fp32."""
+    import dataclasses
+
+    import torch
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    policy = plugin.mixed_precision_policy or MixedPrecisionPolicy()
+    return dataclasses.replace(policy, reduce_dtype=torch.float32, output_dtype=None)
