@@ -131,11 +131,12 @@ def test_a_checkpoint_of_another_engine_and_damaged_fsdp_shards_are_named(done_r
     ):
         check_engine(ckpt, True, "FSDP")
     (ckpt / "state" / "pytorch_model_fsdp_0").mkdir()
-    with pytest.raises(
-        SettingsError, match=r"step-0000004 holds FSDP's sharded state, .*\(one plain process\)"
-    ):
+    with pytest.raises(SettingsError, match=r"step-0000004 holds FSDP's state, .*\(one plain process\)"):
         _run(more)
     (ckpt / "state" / "pytorch_model_fsdp_0").rmdir()
+    (ckpt / "state" / "pytorch_model_fsdp.bin").touch()  # FSDP_STATE_DICT_TYPE=FULL_STATE_DICT's file
+    check_engine(ckpt, True, "FSDP")
+    (ckpt / "state" / "pytorch_model_fsdp.bin").unlink()
 
     def damaged(self, path):  # noqa: ANN001, ANN202
         raise CheckpointException("ranks:[0]", {0: (FileNotFoundError("no .metadata"), None)})

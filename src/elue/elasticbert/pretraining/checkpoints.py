@@ -165,21 +165,23 @@ def check_resume(
         )  # fmt: skip
 
 
-# the folder in which Accelerate saves FSDP's sharded model state (without FSDP: model.safetensors)
-FSDP_MODEL_DIR = "pytorch_model_fsdp_0"
+# how Accelerate names FSDP's model state, in any of its state-dict types (a folder of shards by default,
+# pytorch_model_fsdp.bin or one file per rank with FSDP_STATE_DICT_TYPE; without FSDP: model.safetensors)
+FSDP_MODEL_NAME = "pytorch_model_fsdp"
 
 
 def check_engine(ckpt: Path, fsdp: bool, engine: str) -> None:
-    """The checkpoint's state is in the form this run's engine loads: FSDP's shards only under FSDP, whole files
+    """The checkpoint's state is in the form this run's engine loads: FSDP's only under FSDP, whole model files
     only without it (Accelerate would otherwise report a missing file as if the checkpoint were damaged, or fail
     with a traceback on every process). `fsdp`: this run shards with FSDP; `engine`: what it runs otherwise."""
-    sharded = (ckpt / "state" / FSDP_MODEL_DIR).is_dir()
+    state = ckpt / "state"
+    sharded = state.is_dir() and any(f.name.startswith(FSDP_MODEL_NAME) for f in state.iterdir())
     if sharded == fsdp:
         return
     weights = f"start a new output_dir from its weights (model_name_or_path={ckpt / 'model'})"
     if sharded:
         raise SettingsError(
-            f"checkpoint {ckpt} holds FSDP's sharded state, and this run does not shard with FSDP ({engine}): "
+            f"checkpoint {ckpt} holds FSDP's state, and this run does not shard with FSDP ({engine}): "
             "resume it under FSDP (distributed: fsdp on GPUs under torchrun, `torchrun --nproc_per_node 1` for "
             f"one GPU), or {weights}"
         )
