@@ -379,7 +379,8 @@ async def submit(
         code_url=code_url,
         description=description,
     )
-    return submission_dict(sub, with_log=True, notice=_notice(ctx, sub))
+    notice = await run_in_threadpool(_notice, ctx, sub)  # a database query: not on the event loop
+    return submission_dict(sub, with_log=True, notice=notice)
 
 
 async def read_limited(file: UploadFile, limit: int) -> bytes:
