@@ -6,7 +6,6 @@ import dataclasses
 import gzip
 import re
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -177,10 +176,10 @@ def test_real_split_sizes(data_dir, name):
         assert set(np.unique(key_label).tolist()) <= set(range(task.num_labels))
 
 
-def test_real_imdb_test_indices_fast(data_dir):
-    start = time.perf_counter()
-    read_test_indices(data_dir, "imdb")
-    assert time.perf_counter() - start < 2.0
+def test_real_imdb_test_indices(data_dir):
+    # (its speed is part of bench/bench_scoring.py's figures, not a timed test)
+    indices = read_test_indices(data_dir, "imdb")
+    assert len(indices) == REAL_SIZES["imdb"]["test"]
 
 
 # --- hub layouts, offline ------------------------------------------------------------------------

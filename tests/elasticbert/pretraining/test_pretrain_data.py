@@ -352,16 +352,13 @@ def test_pairs_are_trimmed_by_the_rule():
         assert rng.random() == again.random()
 
 
-def test_a_very_long_line_makes_its_pair_quickly():
+def test_a_very_long_line_makes_its_pair():
     """A line of 400,000 tokens after a short one (e.g. text without sentence ends): trimming it to the budget
-    took minutes, one token at a time from the front of a list."""
-    import time
-
+    took minutes, one token at a time from the front of a list (the trim now cuts in slices, checked equal to the
+    token-at-a-time rule above; speed is `bench/bench_pretrain_data.py`'s, not a timed test's)."""
     ids = SpecialIds(cls=101, sep=102, mask=103, pad=0, vocab_size=1000)
     segments = [[5, 6, 7], list(range(1000, 401_000))]
-    t0 = time.perf_counter()
     out = document_examples(segments, 128, 0.0, np.random.default_rng(0), ids)
-    assert time.perf_counter() - t0 < 3
     assert len(out) == 1 and len(out[0]["input_ids"]) == 128
 
 
