@@ -289,3 +289,45 @@ def test_a_python_style_trailing_comma_gets_a_hint(tmp_path):
     assert "write (768), not Python's (768,)" in e.problems[0][1]
     e = _error(_file(tmp_path, f"0\t1\t{T1}\n1\t1\t(10,,768),layer_1\n", name="b.tsv"))
     assert "not a non-negative integer" in e.problems[0][1] and "Python" not in e.problems[0][1]
+
+
+def test_pandas_index_column_gets_a_hint(tmp_path):
+    """`df.to_csv(path, sep="\\t")` writes pandas' row index as an unnamed first column."""
+    e = _error(_file(tmp_path, f"0\t0\t1\t{T1}\n", header="\tindex\tpred\tmodules\n"))
+    assert e.problems[0][0] == 1 and "index=False" in e.problems[0][1]
+    e = _error(_file(tmp_path, f"0\t0\t1\t{T1}\n", header="Unnamed: 0\tindex\tpred\tmodules\n", name="u.tsv"))
+    assert "index=False" in e.problems[0][1]
+
+
+def test_quoted_fields_are_named_as_quoting(tmp_path):
+    """A spreadsheet saving 'tab delimited' text, or pandas with quoting=QUOTE_NONNUMERIC/QUOTE_ALL, puts
+    fields that hold commas (every modules value) or text in double quotes."""
+    e = _error(_file(tmp_path, f'0\t1\t"{T1}"\n1\t0\t"{T2}"\n'))
+    assert [line for line, _ in e.problems] == [2, 3]
+    assert all("double quotes" in m and "form" not in m for _, m in e.problems)
+    e = _error(_file(tmp_path, f'0\t1\t"{T1}"\n', header='"index"\t"pred"\t"modules"\n', name="q.tsv"))
+    assert e.problems[0][0] == 1 and "double quotes" in e.problems[0][1]
+    e = _error(_file(tmp_path, f'0\t"1"\t{T1}\n', name="p.tsv"))
+    assert "double quotes" in e.problems[0][1]
+
+
+def test_a_repeated_header_is_one_problem(tmp_path):
+    """Shards (one file per GPU process) concatenated with `cat` repeat the header: one problem, not three."""
+    body = f"0\t1\t{T1}\nindex\tpred\tmodules\n1\t0\t{T1}\n"
+    e = _error(_file(tmp_path, body))
+    assert len(e.problems) == 1 and e.problems[0][0] == 3
+    assert "header" in e.problems[0][1] and "concatenated" in e.problems[0][1]
+
+
+def test_label_names_get_their_ids(tmp_path):
+    e = _error(_file(tmp_path, f"0\tpositive\t{T1}\n1\tNegative\t{T1}\n"))
+    assert "write its id 1" in e.problems[0][1] and "write its id 0" in e.problems[1][1]
+    e = _error(_file(tmp_path, f"0\tcontradiction\t{T1}\n", name="n.tsv"), "snli")
+    assert "write its id 2" in e.problems[0][1]
+
+
+def test_utf16_is_named(tmp_path):
+    """Excel's 'Unicode Text' is UTF-16 with a BOM."""
+    raw = ("index\tpred\tmodules\r\n" + f"0\t1\t{T1}\r\n").encode("utf-16")
+    e = _error(_file(tmp_path, "", raw=raw))
+    assert "UTF-16" in str(e) and "UTF-8" in str(e)

@@ -13,6 +13,11 @@ number) and raises one `TestFileError` that lists them all. Accepted leniencies:
 - regression predictions may fall outside 0–5 (Pearson/Spearman do not care); they must be finite.
 - numbers are plain ASCII literals: no `1_000` or non-ASCII digits (Python's `int()` would take both).
 
+What common writers get wrong is named as such rather than as a bad value: pandas' row index written as a
+first column, fields in double quotes (a spreadsheet's "tab delimited" text, pandas' `QUOTE_NONNUMERIC`),
+a header repeated inside the file (shards concatenated), label names where ids go, UTF-16 (Excel's
+"Unicode Text").
+
 Each distinct `modules` string is parsed once: a file whose 25,000 rows share a few dozen traces
 costs a few dozen parses.
 """
@@ -126,10 +131,22 @@ class _Problems:
         return bool(self.items)
 
 
-def _parse_class(text: str, num_labels: int) -> tuple[int | None, str | None]:
+_QUOTED = "is in double quotes (a spreadsheet's or CSV writer's quoting): write the file without quotes"
+
+
+def _quoted(text: str) -> bool:
+    return len(text) >= 2 and text[0] == text[-1] == '"'
+
+
+def _parse_class(text: str, num_labels: int, labels: Sequence[str] = ()) -> tuple[int | None, str | None]:
     """(class id, None) or (None, what is wrong)."""
     expected = f"an integer class id 0..{num_labels - 1}"
     if not _INT.fullmatch(text):
+        if _quoted(text):
+            return None, f"pred {_shown(text)} {_QUOTED}"
+        names = [name.lower() for name in labels]
+        if text.lower() in names:
+            return None, f"pred {text!r} is a label name: write its id {names.index(text.lower())}"
         if _FLOAT.fullmatch(text):
             return None, f"pred {text!r} is a float where a class is expected (write {expected})"
         return None, f"pred {text!r} is not a class id (expected {expected})"
@@ -143,6 +160,8 @@ def _parse_class(text: str, num_labels: int) -> tuple[int | None, str | None]:
 
 def _parse_float(text: str) -> tuple[float | None, str | None]:
     if not _FLOAT.fullmatch(text):
+        if _quoted(text):
+            return None, f"pred {_shown(text)} {_QUOTED}"
         return None, f"pred {text!r} is not a number"
     f = float(text)
     if not math.isfinite(f):
@@ -200,6 +219,10 @@ def read_test_file(
         raw = path.read_bytes()
     except OSError as e:
         raise TestFileError(path, [(None, f"cannot read the file: {e.strerror or e}")]) from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise TestFileError(
+            path, [(1, "the file is UTF-16 (e.g. Excel's 'Unicode Text'): save it as UTF-8 text")]
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -222,6 +245,13 @@ def read_test_file(
         hint = ""
         if len(header) == 1 and "," in header[0]:
             hint = " (the file must be tab-separated, not comma-separated)"
+        elif tuple(h.strip('"') for h in header) == HEADER:
+            hint = " (the names are in double quotes: write the file without quotes)"
+        elif len(header) > 3 and tuple(header[-3:]) == HEADER:
+            hint = (
+                " (an extra first column, as pandas writes its row index: "
+                "write with to_csv(..., sep='\\t', index=False))"
+            )
         shown = lines[0].rstrip("\r")
         shown = repr(shown) if len(shown) <= _SHOWN else f"{shown[:_SHOWN]!r}... ({len(shown):,} characters)"
         problems.add(1, f"header is {shown}, expected 'index<TAB>pred<TAB>modules'{hint}")
@@ -255,6 +285,11 @@ def read_test_file(
             problems.add(lineno, "empty line")
             continue
         fields = line_text.split("\t")
+        if tuple(f.strip().lower() for f in fields) == HEADER:
+            problems.add(
+                lineno, "the header again (files concatenated, e.g. one per process? keep one header)"
+            )
+            continue
         if len(fields) != 3:
             problems.add(
                 lineno, f"expected 3 tab-separated fields (index, pred, modules), found {len(fields)}"
@@ -285,13 +320,16 @@ def read_test_file(
             else:
                 pred[row] = value
         else:
-            value, err = _parse_class(s_pred, num_labels)
+            value, err = _parse_class(s_pred, num_labels, t.labels or ())
             if err:
                 problems.add(lineno, err)
             else:
                 pred[row] = value
 
         tid = by_string.get(s_modules)
+        if tid is None and _quoted(s_modules.strip()):
+            tid = by_string[s_modules] = -1
+            bad_trace_msg[s_modules] = f"modules value {_QUOTED}"
         if tid is None:
             try:
                 calls = _parse_cached(s_modules, by_part)
