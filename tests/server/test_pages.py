@@ -153,3 +153,45 @@ def test_the_guide_says_how_to_write_shared_layers_and_routed_calls(client):  # 
     assert "<b>tab</b>-separated" in text and 'torch.device("meta")' in text
     assert "Its parameters count once; every call is priced." in text
     assert "an expert with the number of tokens routed to it; leave out a module that got nothing" in text
+
+
+def test_a_refused_submit_form_comes_back_as_it_was_sent(client):  # noqa: ANN001
+    """The form that was refused keeps its fields and its "public" box; the other form stays empty."""
+    import re
+
+    from server_setup import web_login
+
+    def field(page: str, form_id: str, name: str) -> str:
+        form = page.split(f'id="{form_id}"', 1)[1].split("</form>", 1)[0]
+        tag = re.search(rf'<(?:input|textarea)[^>]*name="{name}"[^>]*>(?:([^<]*)</textarea>)?', form)
+        assert tag, (form_id, name)
+        if tag.group(0).startswith("<textarea"):
+            return tag.group(1)
+        if 'type="checkbox"' in tag.group(0):
+            return "checked" if re.search(r"\schecked\b", tag.group(0)) else ""
+        m = re.search(r'value="([^"]*)"', tag.group(0))
+        return m.group(1) if m else ""
+
+    csrf = web_login(client, "erin")
+    sent = {"name": "up", "paper_url": "https://example.org/up", "public": "1", "csrf": csrf}
+    page = client.post("/submit", data=sent, files={"file": ("s.zip", b"not a zip", "x")}).text
+    assert "not a zip" in page
+    assert field(page, "upload-form", "name") == "up" and field(page, "upload-form", "public") == "checked"
+    assert field(page, "upload-form", "paper_url") == "https://example.org/up"
+    assert field(page, "reported-form", "name") == "" and field(page, "reported-form", "paper_url") == ""
+
+    sent = {
+        "name": "typed",
+        "params_m": "66",
+        "paper_url": "https://example.org/typed",
+        "numbers": "sst-2, 1060, 840",
+        "public": "1",
+        "csrf": csrf,
+    }
+    page = client.post("/submit/reported", data=sent).text
+    assert "840" in page and field(page, "reported-form", "public") == "checked"
+    assert (
+        field(page, "reported-form", "name") == "typed" and field(page, "reported-form", "params_m") == "66"
+    )
+    assert field(page, "upload-form", "name") == "" and field(page, "upload-form", "paper_url") == ""
+    assert field(page, "upload-form", "public") == ""

@@ -328,7 +328,13 @@ async def submit(
 ):
     ctx.check_csrf(csrf)
     user = need_login(ctx)
-    form = {"name": name, "paper_url": paper_url, "code_url": code_url, "description": description}
+    form = {
+        "name": name,
+        "paper_url": paper_url,
+        "code_url": code_url,
+        "description": description,
+        "public": bool(public),
+    }
     try:
         data = await read_limited(file, ctx.st.settings.max_upload_bytes)
         sub = await run_in_threadpool(
@@ -396,6 +402,7 @@ def submit_reported(
         "numbers": numbers,
         "code_url": code_url,
         "description": description,
+        "public": bool(public),
     }
     try:
         sub = service.submit_reported(
