@@ -11,6 +11,7 @@ from toolkit_fixtures import (
     TINY_MODEL_PY,
     TINY_PARAMS,
     tiny_flops,
+    tiny_trace,
     write_answers,
     write_submission,
 )
@@ -467,3 +468,30 @@ def test_points_outside_the_baselines_flops_are_named_as_extrapolated(tmp_path, 
     assert result.tasks["sst-2"].elue_score == pytest.approx(want)
     assert scoring.outside_baseline([1.0, 5.0, 9.0], [(2.0, 0.0), (8.0, 1.0)]) == [0, 2]
     assert scoring.outside_baseline([2.0, 8.0], [(2.0, 0.0), (8.0, 1.0)]) == []  # the ends are inside
+
+
+def test_shards_of_one_point_in_a_task_folder_are_named_as_such(tmp_path):
+    """One file per GPU process, each with its share of the test set, put side by side in `sst-2/`: each file
+    is an operating point missing the others' indices; the error says what the files together look like."""
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    (sub / "sst-2.tsv").unlink()
+    (sub / "sst-2").mkdir()
+    header = "index\tpred\tmodules\n"
+    for rank, rows in enumerate((SST2_ROWS[:3], SST2_ROWS[3:])):
+        body = "".join(f"{i}\t{p}\t{tiny_trace(n, e)}\n" for i, p, n, e in rows)
+        (sub / "sst-2" / f"rank{rank}.tsv").write_text(header + body)
+    with pytest.raises(SubmissionError) as err:
+        evaluate_submission(sub, answers, trust_model_code=True)
+    text = str(err.value)
+    assert "rank0.tsv" in text and "rank1.tsv" in text and "test indices are missing" in text
+    assert "shards of one operating point" in text and "one file" in text
+    # two real operating points, one of them incomplete: no such note
+    write_submission(sub / "x")  # a complete point to copy
+    (sub / "sst-2" / "rank1.tsv").write_text((sub / "x" / "sst-2.tsv").read_text())
+    for p in (sub / "x").iterdir():
+        p.unlink()
+    (sub / "x").rmdir()
+    with pytest.raises(SubmissionError) as err:
+        evaluate_submission(sub, answers, trust_model_code=True)
+    assert "test indices are missing" in str(err.value) and "shards of one" not in str(err.value)

@@ -238,14 +238,20 @@ def _parse_and_price(
     for name, tf in tasks.items():
         indices = indices_of(tf.task)
         parsed[name] = []
+        incomplete: list[Path] = []
         for path in tf.test_files:
             try:
                 parsed[name].append(read_test_file(path, tf.task, test_indices=indices))
             except TestFileError as err:
                 problems.append(str(err))
+                if any(line is None and "test indices are missing" in m for line, m in err.problems):
+                    incomplete.append(path)
             done += 1
             if progress:
                 progress("reading test files", done, n_files)
+        note = _shards_note(name, incomplete, indices)
+        if note:
+            problems.append(note)
     if problems:
         raise SubmissionError("\n".join(problems))
 
@@ -311,6 +317,28 @@ def _parse_and_price(
         ]
         out[name] = _PricedTask(tf, parsed[name], costs, flops, list(by_model[tf.model_py]))
     return out, load_seconds, warnings
+
+
+def _shards_note(task: str, incomplete: list[Path], indices) -> str | None:
+    """A note when test files of one task, each missing test indices, hold every test index together: they
+    look like the shards of one operating point (one file per GPU process), which belong in one file."""
+    if len(incomplete) < 2:
+        return None
+    held: set[str] = set()
+    for path in incomplete:
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()[1:]
+        except (OSError, UnicodeDecodeError):
+            return None
+        held.update(field for line in lines if (field := line.split("\t", 1)[0].strip()).isdigit())
+    if {str(int(i)) for i in np.asarray(indices).tolist()} != {str(int(f)) for f in held}:
+        return None
+    names = ", ".join(p.name for p in incomplete)
+    return (
+        f"note: {task}: {names} together hold every test index: they look like shards of one operating point "
+        f"(one file per process?). Each test file is one operating point with every test index: put the "
+        f"shards of a point in one file (one header)."
+    )
 
 
 def params_warning(model_py: Path, costs: CostTable) -> str | None:
