@@ -35,7 +35,7 @@ def test_only_public_scored_entries_can_be_baselines(client, auth, admin_headers
     assert client.get("/api/tasks/sst-2").json()["baseline"]["name"] == "ElasticBERT-BASE"
     # the admin page's choices: only public, visible, scored entries
     page = client.get("/admin", headers=admin_headers).text
-    select = page[page.index('<select name="submission_id">') : page.index("</select>")]
+    select = page[page.index('<select name="submission_id"') : page.index("</select>")]
     assert "queued model" in select  # scored by now, public
     for name in ("private model", "hidden model", "failed model"):
         assert name not in select
@@ -62,7 +62,7 @@ def test_a_baseline_curve_that_cannot_score_is_refused(client, auth, admin_heade
     assert r.status_code == 400 and "distinct FLOPs" in r.json()["detail"], r.text
     # and the admin page does not offer it (docs: only curves that can score); it offered every entry with points
     page = client.get("/admin", headers=admin_headers).text
-    select = page[page.index('<select name="submission_id">') : page.index("</select>")]
+    select = page[page.index('<select name="submission_id"') : page.index("</select>")]
     assert "ElasticBERT-BASE" in select and "Flat" not in select
 
 
@@ -169,3 +169,19 @@ def test_the_admin_page_asks_a_visitor_to_log_in(client):  # noqa: ANN001
     client.cookies.clear()
     web_login(client, "mallory")  # logged in, not an admin: still refused
     assert client.get("/admin", follow_redirects=False).status_code == 403
+
+
+def test_the_admin_page_s_baseline_choices_are_labelled_and_never_empty(client):  # noqa: ANN001
+    """Each dataset's choice is a labelled field; a dataset with no entry to choose (on a new site every
+    dataset but SST-2) says so instead of offering an empty list whose Set button answered a 422."""
+    import re
+
+    csrf = csrf_of(client.get("/login?next=/admin").text)
+    client.post("/login", data={"username": "admin", "password": "admin-password", "csrf": csrf})
+    page = client.get("/admin").text
+    selects = re.findall(r"<select[^>]*>", page)
+    assert len(selects) == 1, selects  # SST-2 only: the published entries give points there alone
+    sid = re.search(r'id="([^"]+)"', selects[0])
+    assert sid and f'<label for="{sid.group(1)}"' in page
+    scitail = page[page.index("<tr><td>scitail</td>") :].split("</tr>", 1)[0]
+    assert "<form" not in scitail and "no public scored entry" in scitail
