@@ -195,3 +195,43 @@ def test_a_refused_submit_form_comes_back_as_it_was_sent(client):  # noqa: ANN00
     )
     assert field(page, "upload-form", "name") == "" and field(page, "upload-form", "paper_url") == ""
     assert field(page, "upload-form", "public") == ""
+
+
+def test_the_owner_edits_an_entry_s_name_links_and_description_on_its_page(client, drain):  # noqa: ANN001
+    """The API could rename an entry and change its links and description; the site only published and
+    deleted, so a web user who forgot the paper link had no way to add it."""
+    from server_helpers import SUB, zip_bytes
+    from server_setup import web_login
+
+    csrf = web_login(client, "frank")
+    r = client.post(
+        "/submit",
+        data={"name": "first name", "csrf": csrf, "public": "1"},
+        files={"file": ("s.zip", zip_bytes(SUB), "application/zip")},
+        follow_redirects=False,
+    )
+    url = r.headers["location"]
+    page = client.get(url).text  # queued: the page reloads itself, which would lose what is being typed
+    assert 'http-equiv="refresh"' in page and f'action="{url}/edit"' not in page
+    drain()
+    page = client.get(url).text
+    assert f'action="{url}/edit"' in page and 'value="first name"' in page
+    edit = {
+        "name": "second name",
+        "paper_url": "https://example.org/paper",
+        "code_url": "",
+        "description": "now with a link",
+        "csrf": csrf,
+    }
+    r = client.post(url + "/edit", data=edit, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == url
+    model = client.get(url.replace("/submissions/", "/api/models/")).json()
+    assert model["name"] == "second name" and model["paper_url"] == "https://example.org/paper"
+    assert model["description"] == "now with a link"
+    # a refused change: the message, and the form as it was typed
+    r = client.post(url + "/edit", data={**edit, "name": "third", "paper_url": "ftp://x"})
+    assert r.status_code == 400 and "http" in r.text
+    assert 'value="third"' in r.text and 'value="ftp://x"' in r.text
+    assert "<h1>second name " in r.text  # the page's title is the entry as stored
+    assert f'data-replace-url="{url}"' in r.text  # a reload is a GET of the page, not a re-post
+    assert client.get(url.replace("/submissions/", "/api/models/")).json()["name"] == "second name"

@@ -434,6 +434,39 @@ def submission_page(sub_id: RowId, ctx: Ctx = Depends(get_ctx)):
     return render(ctx, "submission.html", sub=sub, stalled=stalled)
 
 
+@router.post("/submissions/{sub_id}/edit", response_class=HTMLResponse)
+def submission_edit(
+    sub_id: RowId,
+    name: str = Form(...),
+    paper_url: str = Form(""),
+    code_url: str = Form(""),
+    description: str = Form(""),
+    csrf: str = Form(""),
+    ctx: Ctx = Depends(get_ctx),
+):
+    """The entry's name, links and description (what PATCH /api/submissions/<id> changes besides `public`)."""
+    ctx.check_csrf(csrf)
+    user = need_login(ctx)
+    form = {"name": name, "paper_url": paper_url, "code_url": code_url, "description": description}
+    try:
+        service.update_submission(ctx.db, user, sub_id, **form)
+    except ServiceError as e:
+        ctx.db.rollback()  # a refused change leaves nothing half-applied in the session: the page shows the entry
+        sub = service.get_owned(ctx.db, user, sub_id)
+        stalled = sub.status in (QUEUED, RUNNING) and scoring_is_stalled(ctx.db)
+        return render(
+            ctx,
+            "submission.html",
+            status_code=e.status,
+            sub=sub,
+            stalled=stalled,
+            edit_error=str(e),
+            form=form,
+        )
+    ctx.st.board.invalidate()
+    return redirect(ctx, f"/submissions/{sub_id}")
+
+
 @router.post("/submissions/{sub_id}/{action}")
 def submission_action(sub_id: RowId, action: str, csrf: str = Form(""), ctx: Ctx = Depends(get_ctx)):
     ctx.check_csrf(csrf)
