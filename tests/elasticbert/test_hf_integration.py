@@ -449,3 +449,31 @@ def test_pretraining_models_refuse_a_head_mask():
         with pytest.raises(ValueError, match="head_mask is not supported"):
             model(ids, attention_mask=mask, head_mask=torch.zeros(2, 2))
         model(ids, attention_mask=mask, head_mask=None)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the layout is the model's, not the config's after construction
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("num_output_layers", 2), ("num_output_layers", 1), ("num_hidden_layers", 2)]
+)
+def test_a_layout_changed_in_the_config_after_construction_is_refused(tmp_path, field, value):
+    """Layer and exit counts are read when a model is built (as BERT's). Changed on `model.config` afterwards, a
+    3-exit model took classifiers 0 and 1 (trained for layers 1 and 2) for its exits on layers 2 and 3 without a
+    word, and a static layout an AttributeError; early exit and `save_pretrained` (config.json then describing
+    another model) too. Now each says how to get another layout."""
+    from elue.elasticbert.early_exit import early_exit
+
+    model = tiny(num_hidden_layers=3, num_labels=2)
+    ids, mask = padded_batch()
+    setattr(model.config, field, value)
+    with pytest.raises(ValueError, match=rf"{field}.*from_pretrained"):
+        model(ids, attention_mask=mask)
+    with pytest.raises(ValueError, match=rf"{field}.*from_pretrained"):
+        early_exit(model, ids, mask, rule="entropy", threshold=0.1)
+    with pytest.raises(ValueError, match=rf"{field}.*from_pretrained"):
+        model.save_pretrained(tmp_path)
+    assert not (tmp_path / "config.json").exists()
+    setattr(model.config, field, 3)  # set back: works again
+    assert model(ids, attention_mask=mask).exit_logits.shape == (3, 4, 2)

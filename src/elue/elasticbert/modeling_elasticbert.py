@@ -359,6 +359,14 @@ class ElasticBertPreTrainedModel(PreTrainedModel):
             )
         return (model, info) if want_info else model
 
+    def save_pretrained(self, *args, **kwargs):
+        """As `PreTrainedModel.save_pretrained`; refused when the config's layer or exit count was changed after
+        the model was built (its config.json would describe another model than its weights)."""
+        base = getattr(self, self.base_model_prefix, self)
+        if isinstance(base, ElasticBertModel):
+            base.check_layout()
+        return super().save_pretrained(*args, **kwargs)
+
     def _init_weights(self, module):
         super()._init_weights(module)  # normal(0, initializer_range) linears/embeddings, LayerNorm 1/0
         if isinstance(module, ElasticBertEmbeddings):
@@ -420,6 +428,8 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
         self.embeddings = ElasticBertEmbeddings(config)
         self.encoder = ElasticBertEncoder(config, add_pooling_layer=add_pooling_layer)
         self._ignore_checkpoint_keys_outside(config, config.exit_layers if add_pooling_layer else [])
+        # the layout this model was built with: `config` may be changed afterwards (`check_layout`)
+        self._built_layout = (config.num_hidden_layers, config.num_output_layers)
         self.post_init()
 
     # ---- HF plumbing -------------------------------------------------------------------------------------
@@ -432,7 +442,25 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
     @property
     def exit_layers(self) -> list[int]:
         """0-based indices of the layers with an exit."""
+        self.check_layout()
         return self.config.exit_layers
+
+    def check_layout(self) -> None:
+        """ValueError when `config.num_hidden_layers` / `num_output_layers` are no longer those the model was
+        built with: the modules are made once (as BERT's), and exits read by the changed config would take
+        other layers' classifiers."""
+        built = getattr(self, "_built_layout", None)  # None: a model pickled before it was recorded
+        if built is None:
+            return
+        layers, exits = built
+        for name, built in (("num_hidden_layers", layers), ("num_output_layers", exits)):
+            now = getattr(self.config, name)
+            if now != built:
+                raise ValueError(
+                    f"config.{name} is {now!r}, but this model was built with {built} ({layers} layers, exits "
+                    f"on the top {exits}): layer and exit counts are read when a model is built. For another "
+                    f"layout, load it again: from_pretrained(path, num_hidden_layers=..., num_output_layers=...)"
+                )
 
     # ---- step-wise API ----------------------------------------------------------------------------------
     def embed(
@@ -798,7 +826,7 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
     @property
     def exit_layers(self) -> list[int]:
         """0-based indices of the layers with an exit."""
-        return self.config.exit_layers
+        return self.elasticbert.exit_layers
 
     @property
     def is_regression(self) -> bool:
