@@ -401,6 +401,19 @@ def test_multi_label_head_refused():
         run_early_exit(model, to_features(ids, mask, tts), rule="patience", threshold=1)
 
 
+def test_regression_head_with_several_outputs_refused():
+    """`problem_type="regression"` with num_labels=3 (BERT's multi-output regression): the result has one value per
+    example, so the first output was returned as the prediction and patience compared it alone, silently."""
+    model = make_model(num_labels=3, problem_type="regression")
+    ids, mask, tts = make_batch(n=2)
+    for run in (early_exit, early_exit_reference):
+        for rule, threshold in (("patience", 1), ("fixed", 2)):
+            with pytest.raises(ValueError, match="3 outputs"):
+                run(model, ids, mask, tts, rule=rule, threshold=threshold)
+    with pytest.raises(ValueError, match="3 outputs"):
+        run_early_exit(model, to_features(ids, mask, tts), rule="patience", threshold=1)
+
+
 @pytest.mark.parametrize(("rule", "threshold"), [("patience", 1), ("fixed", 3), ("entropy", None)])
 def test_left_padding_gives_the_right_padded_results_in_both_engines(rule, threshold):
     """Tokens are where the mask is 1: left-padded rows (a tokenizer with padding_side="left") exit and predict

@@ -203,6 +203,11 @@ def _classifier(model) -> ElasticBertForSequenceClassification:
             "early exit needs a single-label classification or regression head: the exit rules read one "
             "prediction per example (softmax entropy, argmax), which a multi-label head does not give"
         )
+    if model.is_regression and model.config.num_labels != 1:
+        raise ValueError(
+            f"early exit needs one prediction per example: this regression head has {model.config.num_labels} "
+            "outputs (problem_type='regression'), and the exit rules and results hold one value per example"
+        )
     return model
 
 
