@@ -477,3 +477,36 @@ def test_a_layout_changed_in_the_config_after_construction_is_refused(tmp_path, 
     assert not (tmp_path / "config.json").exists()
     setattr(model.config, field, 3)  # set back: works again
     assert model(ids, attention_mask=mask).exit_logits.shape == (3, 4, 2)
+
+
+def test_from_pretrained_with_fewer_layers_keeps_the_exits_below_the_cut(tmp_path):
+    """`from_pretrained(path, num_hidden_layers=k)` of a checkpoint with an exit on every layer kept its exit count
+    and was refused ("num_output_layers (3) must be between 1 and num_hidden_layers (2)"), through every class
+    and `AutoModel*`. The depth alone now keeps the checkpoint's exits below the cut, each with its own pooler
+    and classifier, as `elue finetune --num-layers` does; an explicit `num_output_layers` still decides."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    from elue.elasticbert import ElasticBertModel
+
+    model = tiny(num_hidden_layers=3, num_labels=2)
+    model.save_pretrained(tmp_path)
+    ids, mask = padded_batch()
+    full = model(ids, attention_mask=mask).exit_logits
+    loads = (
+        lambda **kw: ElasticBertForSequenceClassification.from_pretrained(tmp_path, **kw),
+        lambda **kw: AutoModelForSequenceClassification.from_pretrained(tmp_path, **kw),
+        lambda **kw: ElasticBertForSequenceClassification.from_pretrained(
+            tmp_path, config=ElasticBertConfig.from_pretrained(tmp_path, **kw)
+        ),
+    )
+    for load in loads:
+        for k in (2, 1):
+            small = load(num_hidden_layers=k).eval()
+            assert small.exit_layers == list(range(k))
+            torch.testing.assert_close(small(ids, attention_mask=mask).exit_logits, full[:k])
+    for load in (ElasticBertModel.from_pretrained, AutoModel.from_pretrained):
+        assert load(tmp_path, num_hidden_layers=2).exit_layers == [0, 1]
+    static = ElasticBertForSequenceClassification.from_pretrained(
+        tmp_path, num_hidden_layers=2, num_output_layers=1
+    )
+    torch.testing.assert_close(static.eval()(ids, attention_mask=mask).logits, full[1])

@@ -20,6 +20,7 @@ Layer indices: 0-based in code (`exit_layers`, `layer_forward(i, ...)`); 1-based
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -395,6 +396,38 @@ def _checkpoint_model_type(path, kwargs) -> str | None:  # noqa: ANN001
     return raw.get("model_type") or None
 
 
+def _keep_exits_below_depth(path, kwargs) -> None:  # noqa: ANN001
+    """`from_pretrained(path, num_hidden_layers=k)` without `num_output_layers`: the checkpoint's exit count
+    stays, so a checkpoint with exits on more than k layers (one on every layer, say) was refused as more exits
+    than layers. Then keep the checkpoint's exits that remain below the cut (as `elue finetune --num-layers`),
+    in `kwargs` (a given config is copied). Layouts that are valid as they are stay as asked."""
+    config = kwargs.get("config")
+    if config is None:
+        if "num_output_layers" in kwargs:
+            return
+        depth = kwargs.get("num_hidden_layers")
+    elif isinstance(config, ElasticBertConfig):
+        depth = config.num_hidden_layers
+    else:
+        return
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        return  # nothing asked, or `check_layers` says what is wrong
+    try:
+        saved = ElasticBertConfig.from_pretrained(path, **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs})
+    except (OSError, ValueError):
+        return
+    if saved.num_output_layers <= depth or depth == saved.num_hidden_layers:
+        return
+    if config is not None and config.num_output_layers != saved.num_output_layers:
+        return  # chosen, not kept from the checkpoint
+    exits = max(1, min(depth, depth - (saved.num_hidden_layers - saved.num_output_layers)))
+    if config is None:
+        kwargs["num_output_layers"] = exits
+    else:
+        kwargs["config"] = config = copy.deepcopy(config)
+        config.num_output_layers = exits
+
+
 def refuse_head_mask(kwargs) -> None:  # noqa: ANN001
     """transformers 5's BERT takes `head_mask` into its **kwargs and ignores it; here it is refused, so a caller
     masking heads does not get unmasked outputs without a word."""
@@ -431,6 +464,13 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
         # the layout this model was built with: `config` may be changed afterwards (`check_layout`)
         self._built_layout = (config.num_hidden_layers, config.num_output_layers)
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As `ElasticBertPreTrainedModel.from_pretrained`; `num_hidden_layers=k` alone keeps the checkpoint's
+        exits below layer k (see `_keep_exits_below_depth`)."""
+        _keep_exits_below_depth(pretrained_model_name_or_path, kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     # ---- HF plumbing -------------------------------------------------------------------------------------
     def get_input_embeddings(self):
@@ -840,6 +880,7 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
         exits loaded from a static k-layer checkpoint gets its `classifier` on the exit of layer k; a model with
         fewer or more exits than the checkpoint gets them renumbered (`_classifier_renumbering`). An exit whose
         layer has no classifier in the checkpoint starts fresh and is reported missing."""
+        _keep_exits_below_depth(pretrained_model_name_or_path, kwargs)
         mapping = renumber = None
         if "key_mapping" not in kwargs:
             mapping = _static_classifier_mapping(pretrained_model_name_or_path, kwargs)
