@@ -436,3 +436,13 @@ def test_left_padding_gives_the_right_padded_results_in_both_engines(rule, thres
         assert got.predictions.tolist() == want.predictions.tolist()
         assert got.token_counts.tolist() == want.token_counts.tolist()
         torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
+
+
+def test_a_tokenizers_output_of_columns_is_refused_by_name():
+    """`run_early_exit(model, tokenizer(texts))` (one mapping of columns, not a list of examples) failed with
+    "string indices must be integers": iterating it gave the column names."""
+    model = make_model()
+    ids, mask, tts = make_batch(n=2)
+    columns = {"input_ids": ids.tolist(), "attention_mask": mask.tolist()}
+    with pytest.raises(TypeError, match="one mapping of columns"):
+        run_early_exit(model, columns, rule="patience", threshold=1)

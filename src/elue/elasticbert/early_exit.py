@@ -541,6 +541,12 @@ def run_early_exit(
     examples done, labelled `desc`.
     """
     clf = _classifier(model)
+    if isinstance(features, Mapping):
+        raise TypeError(
+            "run_early_exit takes a sequence of examples (dicts with input_ids, or a tokenised datasets.Dataset), "
+            "got one mapping of columns (a tokenizer's output?): for a padded batch call "
+            "early_exit(model, **tokenizer(texts, padding=True, return_tensors='pt'), rule=..., threshold=...)"
+        )
     regression = clf.is_regression
     exits = clf.exit_layers
     r = _make_rule(
