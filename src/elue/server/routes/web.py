@@ -427,11 +427,13 @@ def submit_reported(
 def submission_page(sub_id: RowId, ctx: Ctx = Depends(get_ctx)):
     if ctx.user is None:
         return redirect(ctx, f"/login?next=/submissions/{sub_id}")
-    user = ctx.user
-    sub = service.get_owned(ctx.db, user, sub_id)
+    return _submission_page(ctx, service.get_owned(ctx.db, ctx.user, sub_id))
+
+
+def _submission_page(ctx: Ctx, sub, status_code: int = 200, **extra) -> HTMLResponse:  # noqa: ANN001
     # running too: a job whose worker was killed (its lease runs out) waits for another as a queued one does
     stalled = sub.status in (QUEUED, RUNNING) and scoring_is_stalled(ctx.db)
-    return render(ctx, "submission.html", sub=sub, stalled=stalled)
+    return render(ctx, "submission.html", status_code=status_code, sub=sub, stalled=stalled, **extra)
 
 
 @router.post("/submissions/{sub_id}/edit", response_class=HTMLResponse)
@@ -453,16 +455,7 @@ def submission_edit(
     except ServiceError as e:
         ctx.db.rollback()  # a refused change leaves nothing half-applied in the session: the page shows the entry
         sub = service.get_owned(ctx.db, user, sub_id)
-        stalled = sub.status in (QUEUED, RUNNING) and scoring_is_stalled(ctx.db)
-        return render(
-            ctx,
-            "submission.html",
-            status_code=e.status,
-            sub=sub,
-            stalled=stalled,
-            edit_error=str(e),
-            form=form,
-        )
+        return _submission_page(ctx, sub, status_code=e.status, edit_error=str(e), form=form)
     ctx.st.board.invalidate()
     return redirect(ctx, f"/submissions/{sub_id}")
 
