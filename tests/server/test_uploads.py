@@ -420,7 +420,7 @@ def test_a_made_up_token_or_cookie_is_no_user_for_a_large_upload(client, auth, m
     assert r.status_code == 202, r.text
 
 
-@pytest.mark.parametrize("source", ["a" + ".b" * 300_000, "-" * 200_000 + "1"])
+@pytest.mark.parametrize("source", ["a" + ".b" * 100_000, "-" * 200_000 + "1"])  # under MAX_MODEL_PY_BYTES
 def test_a_model_py_too_deep_to_parse_is_a_400(client, auth, settings, source):  # noqa: ANN001
     """Python's parser gives up on a few hundred thousand nested attributes or signs with a RecursionError or a
     MemoryError, not a SyntaxError: the upload was a 500. It is a 400 that says why, and nothing is kept."""
@@ -487,3 +487,31 @@ def test_an_archive_of_too_many_entries_is_refused_before_its_directory_is_parse
         {"model.py": TINY_MODEL_PY, "sst-2/a.tsv": GOOD_TSV, **{f".git/o/{i}": "" for i in range(500)}}
     )
     assert _post(client, auth("alice"), honest).status_code == 202
+
+
+def test_a_model_py_too_large_to_parse_safely_is_refused_before_it_is_parsed(
+    client, auth, settings, monkeypatch
+):  # noqa: ANN001
+    """Python's parser takes ~600 bytes of memory per byte of a source of short statements: a 2 KB zip holding a
+    2 MB model.py of `a=1` lines took 1.2 GB and 12 s of the web process (and the upload was queued), and the
+    32 MB one the ratio check lets through would have taken ~19 GB. model.py is refused over a size no real one
+    comes near, before it is parsed."""
+    monkeypatch.setattr(storage, "MAX_MODEL_PY_BYTES", 4096)
+    parsed = []
+    real_parse = storage.ast.parse
+    monkeypatch.setattr(
+        storage.ast, "parse", lambda src, *a, **kw: parsed.append(len(src)) or real_parse(src, *a, **kw)
+    )
+    big = "a = 1\n" * 1000  # 6,000 bytes
+    h = auth("mallory")
+    for files in (
+        {"model.py": big, "sst-2/a.tsv": GOOD_TSV},
+        {"sst-2/model.py": big, "sst-2/a.tsv": GOOD_TSV},
+    ):
+        r = _post(client, h, zip_bytes(files))
+        assert r.status_code == 400 and "model.py" in r.json()["detail"] and "4096" in r.json()["detail"], (
+            r.text
+        )
+    assert parsed == [] and _stored(settings) == []
+    r = _post(client, auth("alice"), zip_bytes({"model.py": TINY_MODEL_PY, "sst-2/a.tsv": GOOD_TSV}))
+    assert r.status_code == 202 and parsed == [len(TINY_MODEL_PY.encode())]

@@ -106,6 +106,11 @@ def classify(path: PurePosixPath) -> tuple[str, str | None]:
 # One parse at a time (model.py files are small: milliseconds)
 _PARSE_LOCK = threading.Lock()
 
+# The largest model.py parsed. Python's parser takes up to ~600 bytes of memory per byte of source (short
+# statements): a 2 KB zip of a 2 MB model.py of `a=1` lines took 1.2 GB and 12 s of the web process, holding the
+# lock above. Real ones are a few KB (ElasticBERT's export writes < 2 KB; all of BERT's modelling code is ~90 KB).
+MAX_MODEL_PY_BYTES = 256 * 1024
+
 
 def check_layout(
     rel_paths: Iterable[PurePosixPath], read: callable, max_points: int | None = None
@@ -130,6 +135,11 @@ def check_layout(
     for p in kept:
         if p.endswith("model.py"):
             source = read(p)
+            if len(source) > MAX_MODEL_PY_BYTES:
+                raise UploadError(
+                    f"{p} is {len(source)} bytes: the limit is {MAX_MODEL_PY_BYTES} (model.py describes the "
+                    "model's modules; weights and data do not belong in it)"
+                )
             try:
                 with _PARSE_LOCK:
                     ast.parse(source, filename=p)
