@@ -607,6 +607,31 @@ def test_resume_after_a_kill_before_the_first_save_starts_again(tiny, tmp_path):
     assert res.global_step == 1 and any("starting from scratch" in m for m in messages)
 
 
+@pytest.mark.parametrize(
+    ("first", "again", "said"),
+    [
+        ({}, {}, "the run finished at step 2"),
+        (
+            {"max_steps": 4, "eval_every": 1, "early_stopping_patience": 1, "learning_rate": 0.0},
+            {},
+            "stopped early",
+        ),
+        ({"max_steps": 3, "eval_every": 1, "stop_after": 2}, {"stop_after": 1}, "--stop-after 1"),
+    ],
+)
+def test_resume_with_nothing_to_do_says_so(tiny, tmp_path, first, again, said):
+    """--resume of a finished (or early-stopped) run returned at once saying only "resumed at step N": read as
+    training that went on. It now says there was nothing left to do, and why."""
+    out = tmp_path / "run"
+    finetune(_quick(tiny, out, **first), log=_quiet)
+    before = (out / "log.jsonl").read_text()
+    messages: list[str] = []
+    res = finetune(_quick(tiny, out, **{**first, **again, "resume": True}), log=messages.append)
+    assert (out / "log.jsonl").read_text() == before  # no step taken, no evaluation
+    assert any(said in m and "nothing left to do" in m for m in messages), messages
+    assert res.global_step == 2
+
+
 def test_resume_ignores_epochs_when_max_steps_decides(tiny, tmp_path):
     out = tmp_path / "run"
     finetune(_quick(tiny, out, max_steps=2, eval_every=1, stop_after=1), log=_quiet)

@@ -274,6 +274,15 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
             last_dir, optimizer, scheduler, processes, out, accelerator.scaler, accelerator.process_index
         )
         log(f"resumed at step {state.global_step} (epoch {state.epoch}, batch {state.step_in_epoch})")
+        # a run with nothing left returns at once: said, or "resumed at step N" reads as training that went on
+        if state.finished or state.global_step >= total_steps:
+            log(f"the run finished at step {state.global_step}: nothing left to do")
+        elif state.stopped_early:
+            log(f"the run stopped early at step {state.global_step} (--early-stopping): nothing left to do")
+        elif cfg.stop_after is not None and state.global_step >= cfg.stop_after:
+            log(
+                f"--stop-after {cfg.stop_after}: the run is at step {state.global_step}: nothing left to do here"
+            )
         # the evaluations last/ knows of: a kill after an evaluation's log line and before its save would have
         # that evaluation logged twice once it is run again
         if accelerator.is_main_process:
