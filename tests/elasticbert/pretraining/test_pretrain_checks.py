@@ -575,3 +575,31 @@ def test_a_corpus_file_that_is_not_utf8_is_named(two_layer_settings, corpus_file
     with pytest.raises(SettingsError, match=r"^train_files: .*notes\.txt is not UTF-8 text \(byte 0x"):
         _run(s)
     assert not Path(s["output_dir"]).exists()
+
+
+def test_a_resume_path_that_is_not_a_checkpoint_says_what_it_is(tmp_path):
+    """resume_from_checkpoint given the run's folder, its checkpoints/ folder, a checkpoint's model/ folder, a bare
+    step name or a path that does not exist: each is named for what it is, with the path to give instead (all
+    were "is not a complete checkpoint (no COMPLETE)")."""
+    from elue.elasticbert.pretraining.checkpoints import find_checkpoint
+
+    run = tmp_path / "run"
+    for step, complete in ((2, True), (4, True), (6, False)):
+        ckpt = run / "checkpoints" / f"step-{step:07d}"
+        (ckpt / "model").mkdir(parents=True)
+        if complete:
+            (ckpt / "COMPLETE").write_text("")
+    newest = run / "checkpoints" / "step-0000004"
+    assert find_checkpoint(run, str(newest)) == newest
+    cases = [
+        (tmp_path / "nowhere", r"nowhere does not exist"),
+        (run, r"run is a run's output folder.*latest.*step-0000004"),
+        (run / "checkpoints", r"checkpoints is a run's checkpoints folder.*step-0000004"),
+        (newest / "model", r"model is the model folder of checkpoint \S*step-0000004: give \S*step-0000004"),
+        (run / "checkpoints" / "step-0000006", r"step-0000006 is not a complete checkpoint \(no COMPLETE\)"),
+    ]
+    for path, message in cases:
+        with pytest.raises(SettingsError, match=message):
+            find_checkpoint(run, str(path))
+    with pytest.raises(SettingsError, match=r"does not exist.*\S*run/checkpoints/step-0000004"):
+        find_checkpoint(run, "step-0000004")  # relative to the working directory, not to output_dir

@@ -28,12 +28,33 @@ def find_checkpoint(output_dir: Path, which: str | None) -> Path | None:
     if which != "latest":
         path = Path(which)
         if not (path / COMPLETE_MARKER).exists():
-            raise SettingsError(
-                f"resume_from_checkpoint: {path} is not a complete checkpoint (no {COMPLETE_MARKER})"
-            )
+            raise SettingsError(f"resume_from_checkpoint: {_not_a_checkpoint(path, output_dir)}")
         return path
     done = complete_checkpoints(output_dir)
     return done[-1] if done else None
+
+
+def _not_a_checkpoint(path: Path, output_dir: Path) -> str:
+    """What `path`, given as the checkpoint to resume but without COMPLETE, is instead, and what to give: a run's
+    folder, its checkpoints/ folder, a checkpoint's model/ folder, nothing at all; or an incomplete checkpoint."""
+    newest = complete_checkpoints(output_dir)
+    hint = f" (this run's newest: {newest[-1]})" if newest else ""
+    if not path.exists():
+        return f"{path} does not exist{hint}"
+    if path.is_dir() and (path / "checkpoints").is_dir():
+        found = complete_checkpoints(path)
+        name = f"one of its checkpoints, e.g. {found[-1]}" if found else "one of its checkpoints"
+        return f"{path} is a run's output folder: give latest (its newest checkpoint) or {name}"
+    if path.is_dir() and path.name == "checkpoints":
+        found = complete_checkpoints(path.parent)
+        name = f"one of them, e.g. {found[-1]}" if found else "one of them"
+        return f"{path} is a run's checkpoints folder: give {name}"
+    if (path.parent / COMPLETE_MARKER).exists():
+        return (
+            f"{path} is the {path.name} folder of checkpoint {path.parent}: give {path.parent} (or, to start a "
+            f"new run from its weights, model_name_or_path={path.parent / 'model'})"
+        )
+    return f"{path} is not a complete checkpoint (no {COMPLETE_MARKER})"
 
 
 def checkpoint_step(path: Path) -> int:
