@@ -603,3 +603,27 @@ def test_a_resume_path_that_is_not_a_checkpoint_says_what_it_is(tmp_path):
             find_checkpoint(run, str(path))
     with pytest.raises(SettingsError, match=r"does not exist.*\S*run/checkpoints/step-0000004"):
         find_checkpoint(run, "step-0000004")  # relative to the working directory, not to output_dir
+
+
+def test_a_changed_model_config_on_resume_names_the_changed_fields(tmp_path):
+    """A resume with another model_config lists the fields that differ, `model_config.<field>: old -> new` (it
+    printed both whole mappings, for the user to compare by eye)."""
+    from elue.elasticbert.pretraining.checkpoints import check_resume
+
+    model = dict(TWO_LAYERS, hidden_dropout_prob=0.1)
+    cfg = PretrainConfig.from_dict({"model_config": model, "train_files": [], "max_steps": 10})
+    state = {"step": 4, "world_size": 1, "settings": cfg.to_dict()}
+    check_resume(cfg, tmp_path, state, 1)  # unchanged: accepted
+    changed = dict(model, hidden_dropout_prob=0.0, residual_in_fp32=False)
+    del changed["intermediate_size"]
+    new = PretrainConfig.from_dict({"model_config": changed, "train_files": [], "max_steps": 10})
+    with pytest.raises(SettingsError) as err:
+        check_resume(new, tmp_path, state, 1)
+    message = str(err.value)
+    for diff in (
+        "model_config.hidden_dropout_prob: 0.1 -> 0.0",
+        f"model_config.intermediate_size: {TWO_LAYERS['intermediate_size']} -> (not set)",
+        "model_config.residual_in_fp32: (not set) -> False",
+    ):
+        assert diff in message
+    assert "{" not in message  # no whole mapping

@@ -157,11 +157,12 @@ def check_resume(
         saved = {**saved, "train_files": absolute_paths(saved["train_files"])}
     new = cfg.to_dict()
     diffs = [
-        f"{k}: {saved.get(k)!r} -> {new.get(k)!r}"
+        diff
         for k in sorted(set(saved) | set(new))
         if k not in CHANGEABLE_ON_RESUME
         and saved.get(k) != new.get(k)
         and not (k == "exit_groups" and _same_groups(saved.get(k), new.get(k), num_layers))
+        for diff in _differences(k, saved.get(k), new.get(k))
     ]
     saved_world = int(state.get("world_size", 1))
     try:
@@ -184,6 +185,23 @@ def check_resume(
                 "per_device_batch_size", "gradient_accumulation_steps", "num_data_shards"}))
             + " (and the batch split, keeping the global batch); start a new output_dir for other settings"
         )  # fmt: skip
+
+
+def _differences(key: str, old: Any, new: Any) -> list[str]:
+    """`key: old -> new`; for two mappings (model_config) one line per field that differs, `key.field: old -> new`
+    ("(not set)" where a side lacks the field), not the whole mappings to compare by eye."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [f"{key}: {old!r} -> {new!r}"]
+    unset = "(not set)"
+
+    def shown(side: dict, field: str) -> str:
+        return repr(side[field]) if field in side else unset
+
+    return [
+        f"{key}.{field}: {shown(old, field)} -> {shown(new, field)}"
+        for field in sorted(set(old) | set(new), key=str)
+        if old.get(field, unset) != new.get(field, unset)
+    ]
 
 
 # how Accelerate names FSDP's model state, in any of its state-dict types (a folder of shards by default,
