@@ -378,7 +378,11 @@ def predict_command(
     ),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Rows per model batch."),
     limit: int | None = typer.Option(
-        None, "--limit", min=1, help="Only the first N rows (a partial submission; for tests)."
+        None,
+        "--limit",
+        min=1,
+        help="Only the first N rows of --split (a partial submission; for tests); --dev still scores the whole "
+        "dev split.",
     ),
     overwrite: bool = typer.Option(
         False,
