@@ -206,6 +206,12 @@ def scoring_is_stalled(session) -> bool:  # noqa: ANN001
     return session.execute(held.limit(1)).first() is None
 
 
+def waits_for_a_worker(session, sub: Submission) -> bool:  # noqa: ANN001
+    """`sub` waits to be scored and no worker is at work: running too, as a job whose worker was killed (its lease
+    runs out) waits for another as a queued one does. What the submission page and the API's answer say."""
+    return sub.status in (QUEUED, RUNNING) and scoring_is_stalled(session)
+
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 

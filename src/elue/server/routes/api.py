@@ -19,7 +19,7 @@ from .. import api_models as out
 from .. import service
 from ..api_models import errors
 from ..board import TRACKS, _finite, load_models, natural_order, rank, task_view
-from ..db import QUEUED, RUNNING, SCORED, Submission, User, scoring_is_stalled
+from ..db import SCORED, Submission, User, waits_for_a_worker
 from ..deps import MAX_ID, Ctx, RowId, get_ctx, state, throttled_authenticate
 from ..service import ServiceError
 
@@ -53,9 +53,8 @@ STALLED_NOTICE = (
 
 
 def _notice(ctx: Ctx, sub: Submission) -> str | None:
-    """What the submission page says when no worker looks for work (running too: a job whose worker was killed
-    waits for another as a queued one does)."""
-    return STALLED_NOTICE if sub.status in (QUEUED, RUNNING) and scoring_is_stalled(ctx.db) else None
+    """What the submission page says when no worker looks for work."""
+    return STALLED_NOTICE if waits_for_a_worker(ctx.db, sub) else None
 
 
 def submission_dict(sub: Submission, *, with_log: bool, board_model=None, notice: str | None = None) -> dict:  # noqa: ANN001

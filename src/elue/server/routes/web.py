@@ -23,7 +23,16 @@ from ..board import (
     task_view,
     visible_condition,
 )
-from ..db import DELETED, QUEUED, RUNNING, SCORED, ApiToken, Baseline, Submission, User, scoring_is_stalled
+from ..db import (
+    DELETED,
+    SCORED,
+    ApiToken,
+    Baseline,
+    Submission,
+    User,
+    scoring_is_stalled,
+    waits_for_a_worker,
+)
 from ..deps import MAX_ID, Ctx, Download, RowId, get_ctx, throttled_authenticate
 from ..service import ServiceError
 from ..storage import UploadError
@@ -431,8 +440,7 @@ def submission_page(sub_id: RowId, ctx: Ctx = Depends(get_ctx)):
 
 
 def _submission_page(ctx: Ctx, sub, status_code: int = 200, **extra) -> HTMLResponse:  # noqa: ANN001
-    # running too: a job whose worker was killed (its lease runs out) waits for another as a queued one does
-    stalled = sub.status in (QUEUED, RUNNING) and scoring_is_stalled(ctx.db)
+    stalled = waits_for_a_worker(ctx.db, sub)
     return render(ctx, "submission.html", status_code=status_code, sub=sub, stalled=stalled, **extra)
 
 
