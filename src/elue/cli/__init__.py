@@ -22,11 +22,11 @@ for _module in (toolkit_commands, elasticbert_commands, pretrain_commands, serve
 
 def main(args: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
-    _no_type_on_flags(command)
+    no_type_on_flags(command)
     command(args=args, prog_name="elue")
 
 
-def _no_type_on_flags(command) -> None:  # noqa: ANN001 (a click command or group)
+def no_type_on_flags(command) -> None:  # noqa: ANN001 (a click command or group)
     """Typer's help shows a type for every option, so flags read as if they took a value (`--cpu <bool>`):
     an empty metavar leaves their type column blank. Options that take a value keep theirs."""
     import click
@@ -37,4 +37,4 @@ def _no_type_on_flags(command) -> None:  # noqa: ANN001 (a click command or grou
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
     for sub in getattr(command, "commands", {}).values():
-        _no_type_on_flags(sub)
+        no_type_on_flags(sub)

@@ -94,8 +94,13 @@ def register(app: typer.Typer) -> None:
     app.command("pretrain", help=HELP)(pretrain)
 
 
-def app_for_module() -> typer.Typer:
-    """A one-command app for `python -m elue.elasticbert.pretraining`."""
+def app_for_module():  # noqa: ANN201 (a click command)
+    """A one-command app for `python -m elue.elasticbert.pretraining`, its flags shown as `elue`'s are (no
+    `--print-config <bool>`, as if it took a value)."""
+    from elue.cli import no_type_on_flags
+
     app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
     app.command(help=HELP)(pretrain)
-    return app
+    command = typer.main.get_command(app)
+    no_type_on_flags(command)
+    return command

@@ -389,3 +389,21 @@ def test_a_yaml_date_or_time_in_the_settings_file_is_named(tmp_path):
     with pytest.raises(SettingsError, match=r"output_dir: 2026-11-27 reads as a date in YAML: quote it"):
         PretrainConfig.from_dict({}, ["output_dir=2026-11-27"])  # an override's value is YAML too
     assert PretrainConfig.from_dict({}, ["output_dir='2026-11-27'"]).output_dir == "2026-11-27"
+
+
+def test_module_entry_point_help_gives_flags_no_type(tmp_path):
+    """`python -m elue.elasticbert.pretraining --help` (how torchrun starts it) showed `--print-config <bool>` as
+    if the flag took a value; `elue pretrain --help` did not. Both now show flags alike, and the flag still works."""
+    from click.testing import CliRunner as ClickRunner
+
+    from elue.cli.pretrain_commands import app_for_module
+
+    result = ClickRunner().invoke(app_for_module(), ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "--print-config" in result.output and "<bool>" not in result.output
+    assert "<file>" in result.output  # options that take a value keep their type
+    path = tmp_path / "s.yaml"
+    path.write_text("max_steps: 3\n")
+    result = ClickRunner().invoke(app_for_module(), ["--config", str(path), "--print-config"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["max_steps"] == 3
