@@ -294,6 +294,23 @@ def test_bad_token_and_anonymous_writes(client):  # noqa: ANN001
     assert client.post("/api/tokens", json={"username": "admin", "password": "wrong"}).status_code == 401
 
 
+def test_a_revoked_token_reading_its_own_private_entry_is_a_401_not_a_404(client, auth):  # noqa: ANN001
+    """A script polling its private submission with a token revoked meanwhile was told the entry does not
+    exist (404: `elue submit` said "gone from the server (deleted meanwhile?)")."""
+    headers = auth("poller")
+    sid = upload(client, headers)["id"]
+    bad = {"authorization": "Bearer elue_revoked"}
+    for url in (f"/api/submissions/{sid}", f"/api/models/{sid}"):
+        r = client.get(url, headers=bad)
+        assert r.status_code == 401, (url, r.text)
+        assert r.json() == {"detail": "invalid API token"}
+        assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+        assert client.get(url, headers=headers).status_code == 200
+        assert client.get(url).status_code == 404  # anonymous: private entries stay unseen
+    # a public entry is still read with a bad token on /api/models (a public read), as anonymously
+    assert client.get("/api/models/1", headers=bad).status_code == 200
+
+
 def test_openapi_lists_the_api(client):  # noqa: ANN001
     paths = client.get("/api/openapi.json").json()["paths"]
     for p in [

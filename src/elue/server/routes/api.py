@@ -32,12 +32,19 @@ BAD_BEARER = {"www-authenticate": 'Bearer error="invalid_token"'}
 
 
 def need_user(ctx: Ctx) -> User:
+    _refuse_bad_token(ctx)
     user = ctx.user
-    if user is None and ctx.bad_token:
-        raise HTTPException(401, "invalid API token", headers=BAD_BEARER)
     if user is None:
         raise HTTPException(401, "log in or send an API token (Authorization: Bearer ...)", headers=BEARER)
     return user
+
+
+def _refuse_bad_token(ctx: Ctx) -> None:
+    """A 401 for an invalid (revoked, mistyped) token where the answer would otherwise depend on who asks: a
+    script polling its private submission with a revoked token was told it no longer exists (404), and
+    `elue submit` said "gone from the server (deleted meanwhile?)"."""
+    if ctx.user is None and ctx.bad_token:
+        raise HTTPException(401, "invalid API token", headers=BAD_BEARER)
 
 
 def need_writer(ctx: Ctx, request: Request) -> User:
@@ -187,11 +194,13 @@ def models(request: Request):
 @router.get(
     "/models/{model_id}",
     summary="One model: every point, per-dataset scores",
-    responses={200: {"model": out.SubmissionOut}, **errors(404)},
+    responses={200: {"model": out.SubmissionOut}, **errors(401, 404)},
 )
 def model_detail(model_id: RowId, ctx: Ctx = Depends(get_ctx)):
+    """A public entry for anyone; a private one for its owner (an invalid token is then a 401)."""
     sub = ctx.db.get(Submission, model_id)
     if sub is None or not service.can_view(ctx.user, sub):
+        _refuse_bad_token(ctx)  # a revoked token's owner was told "no such model" about their own entry
         raise HTTPException(404, "no such model")
     m = _scored_model(ctx, sub)
     return submission_dict(sub, with_log=False, board_model=m)
@@ -456,9 +465,11 @@ def my_submissions(ctx: Ctx = Depends(get_ctx)):
 @router.get(
     "/submissions/{sub_id}",
     summary="A submission's status, log (owner) and result",
-    responses={200: {"model": out.SubmissionOut}, **errors(404)},
+    responses={200: {"model": out.SubmissionOut}, **errors(401, 404)},
 )
 def get_submission(sub_id: RowId, ctx: Ctx = Depends(get_ctx)):
+    """Without a token: a public entry as anyone sees it; an invalid token is a 401, as on /api/submissions."""
+    _refuse_bad_token(ctx)
     sub = ctx.db.get(Submission, sub_id)
     user = ctx.user
     if sub is None or not service.can_view(user, sub):
