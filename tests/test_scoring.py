@@ -257,3 +257,30 @@ def test_nan_scores_count_as_missing_and_do_not_break_the_ranking():
         }
     )
     assert rows == [("c", 2.0, 1), ("a", 1.0, 2), ("b", None, None)]
+
+
+def test_every_baseline_point_reads_back_exactly():
+    # the last point was computed from the segment's left end: 59.4..76.4..50.4 read 50.39999999999999 at
+    # 4,407, and the baseline scored -7e-15 (shown -0.00) against itself
+    pts = [(1461, 59.4), (3052, 76.4), (4407, 50.4)]
+    assert [baseline_performance(pts, f) for f, _ in pts] == [p for _, p in pts]
+    assert elue_score(pts, pts) == 0.0
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        xs = np.sort(rng.choice(np.arange(1, 100_000), size=5, replace=False)).astype(float)
+        ys = np.round(rng.uniform(50, 95, size=5), 1)
+        curve = list(zip(xs.tolist(), ys.tolist(), strict=True))
+        assert baseline_performance(curve, xs).tolist() == ys.tolist()
+    # the extension past either end is still the end segment's line
+    assert baseline_performance(pts, 5762) == pytest.approx(50.4 - 26.0)
+    assert baseline_performance(pts, 0) == pytest.approx(59.4 - 17.0 / 1591 * 1461)
+
+
+def test_incomplete_entry_with_a_mean_of_zero_is_not_sorted_as_having_none():
+    # STS-B's performance is 0 for a constant predictor; `mean or -inf` put that entry after one at -5
+    models = {
+        "zero": {"params_m": 10, "best": {"sts-b": 0.0}},
+        "negative": {"params_m": 10, "best": {"sts-b": -5.0}},
+        "none": {"params_m": 10, "best": {}},
+    }
+    assert [e.name for e in size_track(models, 40)] == ["zero", "negative", "none"]

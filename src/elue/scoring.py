@@ -193,7 +193,11 @@ def baseline_performance(points: Sequence[Point], mflops):
         # segment k joins points k and k+1; clip so outside values use the end segments
         k = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, len(xs) - 2)
         slope = (ys[k + 1] - ys[k]) / (xs[k + 1] - xs[k])
-        y = ys[k] + slope * (x - xs[k])
+        # measured from the segment's nearer end: at the last point (and past it) from that point, so that
+        # every baseline point reads back exactly (from the other end, 87.0 + 1.6 / 2122 * 2122 can miss 88.6
+        # by an ulp, and the baseline then scored -0.00 against itself)
+        right = x >= xs[k + 1]
+        y = np.where(right, ys[k + 1] + slope * (x - xs[k + 1]), ys[k] + slope * (x - xs[k]))
     return float(y) if y.ndim == 0 else y
 
 
@@ -321,7 +325,10 @@ def size_track(
         ),
         key=lambda e: (e.rank, e.name),
     )
-    rest = sorted(incomplete, key=lambda e: (-(e.mean_performance or -math.inf), e.name))
+    rest = sorted(  # (a mean of 0.0 is a mean: `or` took it for none and put it last)
+        incomplete,
+        key=lambda e: (-(e.mean_performance if e.mean_performance is not None else -math.inf), e.name),
+    )
     return ranked + rest
 
 
