@@ -61,6 +61,22 @@ def test_bad_token_reads_public_pages_as_anonymous(client):  # noqa: ANN001
     assert client.patch("/api/submissions/1", headers=bad, json={"public": False}).status_code == 401
 
 
+def test_a_token_from_http_basic_credentials_needs_no_body(client, auth):  # noqa: ANN001
+    """`curl -u name:password -X POST /api/tokens` (the docs' "or with HTTP Basic credentials") was a 422
+    asking for a JSON body; with `{}` it worked."""
+    auth("basic-user")
+    r = client.post("/api/tokens", auth=("basic-user", "password123"))
+    assert r.status_code == 200, r.text
+    assert r.json()["user"] == "basic-user" and r.json()["name"] == ""
+    me = client.get("/api/me", headers={"authorization": f"Bearer {r.json()['token']}"})
+    assert me.json()["username"] == "basic-user"
+    r = client.post("/api/tokens", auth=("basic-user", "wrong-password"))
+    assert r.status_code == 401 and r.json() == {"detail": "wrong user name or password"}
+    # nothing at all: told to log in, not that a body is missing
+    r = client.post("/api/tokens")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+
+
 def test_the_token_form_address_leads_to_the_account(client):  # noqa: ANN001
     web_login(client, "tokens-page")
     r = client.get("/account/tokens", follow_redirects=False)

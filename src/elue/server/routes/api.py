@@ -317,7 +317,10 @@ class TokenRequest(BaseModel):
     summary="Create an API token (log in with username/password or a session)",
     responses={200: {"model": out.TokenCreated}, **errors(401, 403, 409, 413, 429)},
 )
-def create_token(body: TokenRequest, request: Request, ctx: Ctx = Depends(get_ctx)):
+def create_token(request: Request, body: TokenRequest | None = None, ctx: Ctx = Depends(get_ctx)):
+    """With `username` and `password` in the body, with HTTP Basic credentials (the body may then be left out:
+    `curl -u name:password -X POST .../api/tokens`), or with a session and its CSRF token."""
+    body = body or TokenRequest()
     user = None
     if body.username is not None:
         user = throttled_authenticate(ctx, body.username, body.password or "")
