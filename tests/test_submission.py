@@ -466,6 +466,18 @@ def test_points_outside_the_baselines_flops_are_named_as_extrapolated(tmp_path, 
     point = result.tasks["sst-2"].points[0]  # the score stands: the warning changes nothing
     want = scoring.elue_score([(point.mflops, point.performance)], above["sst-2"])
     assert result.tasks["sst-2"].elue_score == pytest.approx(want)
+    assert "linear extension" in warning
+    # a one-point baseline has no segment to extend: it is a constant, and the warning says so (it read
+    # "outside the baseline's 0.0005–0.0005 MFLOPs: scored on the curve's linear extension")
+    one = scoring.parse_baseline({"name": "b", "tasks": {"sst-2": [[mflops / 2, 50.0]]}})
+    (warning,) = (
+        evaluate_submission(sub, answers, baseline=one, trust_model_code=True).tasks["sst-2"].warnings
+    )
+    assert warning == (
+        f"sst-2: sst-2.tsv ({scoring.shown_millions(mflops)}) not at the baseline's only point "
+        f"({scoring.shown_millions(mflops / 2)} MFLOPs): scored against its performance there, a constant, "
+        "an extrapolation"
+    )
     assert scoring.outside_baseline([1.0, 5.0, 9.0], [(2.0, 0.0), (8.0, 1.0)]) == [0, 2]
     assert scoring.outside_baseline([2.0, 8.0], [(2.0, 0.0), (8.0, 1.0)]) == []  # the ends are inside
 

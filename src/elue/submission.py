@@ -552,11 +552,12 @@ def _task_result(priced: _PricedTask, key, baseline_points) -> TaskResult:
         if outside:
             xs = [float(f) for f, _ in baseline_points]
             shown = ", ".join(f"{p.file} ({scoring.shown_millions(p.mflops)})" for p in outside)
-            warnings.append(
-                f"{priced.files.task.name}: {shown} outside the baseline's {scoring.shown_millions(min(xs))}–{scoring.shown_millions(max(xs))} "
-                "MFLOPs: "
-                "scored on the curve's linear extension (spec §4), an extrapolation"
-            )
+            lo, hi = scoring.shown_millions(min(xs)), scoring.shown_millions(max(xs))
+            if len(xs) == 1:  # no segment to extend: the curve is that point's performance everywhere
+                where = f"not at the baseline's only point ({lo} MFLOPs): scored against its performance there, a constant"
+            else:
+                where = f"outside the baseline's {lo}–{hi} MFLOPs: scored on the curve's linear extension (spec §4)"
+            warnings.append(f"{priced.files.task.name}: {shown} {where}, an extrapolation")
     return TaskResult(
         task=priced.files.task.name,
         model_py=_relative_model_py(priced.files),
