@@ -57,3 +57,30 @@ def test_elue_submit_names_the_field_of_a_422(tmp_path, capsys):  # noqa: ANN001
         _submit(client, "http://testserver", entry, None, False, "https://x.org/p", "", True, False, 60.0)
     assert e.value.exit_code == 1
     assert "rejected (422): public: Input should be a valid boolean" in capsys.readouterr().err
+
+
+def test_a_field_a_json_body_does_not_have_is_a_422_naming_it(client, auth, admin_headers):  # noqa: ANN001
+    """`{"publc": true}` was a 200 that changed nothing (the script went on as if published), and a reported
+    task's `"elue_scor"` was dropped, so the entry showed a computed score instead of the paper's."""
+    h = auth("typos")
+    sid = reported(client, h, public=False).json()["id"]
+    r = client.patch(f"/api/submissions/{sid}", headers=h, json={"publc": True})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "publc"]
+    assert "Extra inputs are not permitted" in r.json()["detail"][0]["msg"]
+    assert client.get(f"/api/submissions/{sid}", headers=h).json()["public"] is False
+    task = {"points": [{"mflops": 1500, "performance": 85.0}], "elue_scor": 0.5}
+    r = reported(client, h, name="Typo in a task", tasks={"sst-2": task})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "tasks", "sst-2", "elue_scor"]
+    point = {"mflops": 1500, "performance": 85.0, "fille": "k=3"}
+    r = reported(client, h, name="Typo in a point", tasks={"sst-2": {"points": [point]}})
+    assert r.status_code == 422, r.text
+    assert reported(client, h, name="Typo at the top", paper="https://x.org").status_code == 422
+    r = client.post("/api/tokens", json={"username": "typos", "password": "password123", "nmae": "ci"})
+    assert r.status_code == 422
+    hide = f"/api/admin/submissions/{sid}/hide"
+    assert client.post(hide, headers=admin_headers, json={"hiden": False}).status_code == 422
+    r = client.put("/api/admin/baselines/sst-2", headers=admin_headers, json={"submission_id": 1, "x": 1})
+    assert r.status_code == 422
+    # what the docs list still goes through
+    assert client.patch(f"/api/submissions/{sid}", headers=h, json={"public": True}).json()["public"] is True

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, Strict
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from elue.tasks import TASK_NAMES, TASKS, get_task
 
@@ -306,7 +306,14 @@ def results_csv(request: Request):
 
 
 # ------------------------------------------------------------------ accounts
-class TokenRequest(BaseModel):
+class JsonBody(BaseModel):
+    """A JSON request body: a field it does not have is a 422 naming it (`{"publc": true}` was a 200 that
+    changed nothing, and `"elue_scor"` in a reported task had its score computed instead of the paper's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenRequest(JsonBody):
     username: str | None = None
     password: str | None = None
     name: str = ""
@@ -408,19 +415,19 @@ Number = Annotated[float, Strict()]
 Flag = Annotated[bool, Strict()]
 
 
-class ReportedPoint(BaseModel):
+class ReportedPoint(JsonBody):
     mflops: Number
     performance: Number
     file: str = ""
 
 
-class ReportedTask(BaseModel):
+class ReportedTask(JsonBody):
     points: list[ReportedPoint] = Field(default_factory=list)
     elue_score: Number | None = None
     params_m: Number | None = None
 
 
-class ReportedEntry(BaseModel):
+class ReportedEntry(JsonBody):
     name: str
     params_m: Number
     paper_url: str
@@ -482,7 +489,7 @@ def get_submission(sub_id: RowId, ctx: Ctx = Depends(get_ctx)):
     return submission_dict(sub, with_log=owner, board_model=m, notice=_notice(ctx, sub) if owner else None)
 
 
-class SubmissionPatch(BaseModel):
+class SubmissionPatch(JsonBody):
     name: str | None = None
     public: Flag | None = None
     paper_url: str | None = None
@@ -516,7 +523,7 @@ def delete_submission(sub_id: RowId, request: Request, ctx: Ctx = Depends(get_ct
 
 
 # ------------------------------------------------------------------ admin
-class BaselineChoice(BaseModel):
+class BaselineChoice(JsonBody):
     submission_id: Annotated[int, Strict()] = Field(ge=1, le=MAX_ID)  # not "5" or 5.0
 
 
@@ -536,7 +543,7 @@ def put_baseline(task: str, body: BaselineChoice, request: Request, ctx: Ctx = D
     return {"task": name, "submission_id": body.submission_id}
 
 
-class HideChoice(BaseModel):
+class HideChoice(JsonBody):
     hidden: Flag = True
 
 
