@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 from server_helpers import PUBLIC_URLS, api_upload
@@ -105,7 +107,16 @@ def test_a_reported_entry_is_sized_by_its_largest_task_model(client, auth):  # n
         assert sid not in ids, budget
     row = next(row for row in client.get("/api/leaderboard").json()["rows"] if row["id"] == sid)
     assert row["params_m"] == 300
-    assert client.get(f"/api/models/{sid}").json()["result"]["params_m"] == 300
+    result = client.get(f"/api/models/{sid}").json()["result"]
+    assert result["params_m"] == 300
+    # IMDb, given no params of its own, has the entry's 30M as given (it showed the SST-2 model's 300M, in the
+    # JSON, the CSV and on the model page)
+    assert result["tasks"]["imdb"]["params_m"] == 30 and result["tasks"]["sst-2"]["params_m"] == 300
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/results.csv").text)))
+    assert {r["task"]: float(r["params_m"]) for r in rows if r["model_id"] == str(sid)} == {
+        "sst-2": 300,
+        "imdb": 30,
+    }
 
 
 def test_an_older_reported_row_is_sized_by_its_largest_task_model(client, auth):  # noqa: ANN001

@@ -487,6 +487,7 @@ def submit_reported(
     parsed = parse_reported(tasks)
     # the entry's size is the largest model over its points (spec §5), as for a measured entry: a task's own
     # params_m above the entry's put a 300M SST-2 model on the <= 40M track
+    given_m = params_m  # a task without its own params_m has the entry's as given, not its largest task's
     params_m = max(
         [params_m, *(spec["params_m"] for spec in parsed.values() if spec["params_m"] is not None)]
     )
@@ -512,7 +513,7 @@ def submit_reported(
         log="reported entry: numbers copied from the linked paper, not measured by this site\n",
     )
     for task, spec in parsed.items():
-        tr = TaskResult(task=task, params_m=spec["params_m"] or params_m, reported_score=spec["elue_score"])
+        tr = TaskResult(task=task, params_m=spec["params_m"] or given_m, reported_score=spec["elue_score"])
         tr.points = [
             Point(file=p["file"], mflops=p["mflops"], performance=p["performance"], metrics={})
             for p in spec["points"]
