@@ -132,6 +132,13 @@ def test_too_large_upload(tmp_path):  # noqa: ANN001
     r = _post(c, h, big)
     assert r.status_code == 413 and "too large" in r.json()["detail"]
     huge = b"x" * 2_000_000  # over the request-body guard too
+    chunked = (
+        huge[i : i + 65536] for i in range(0, len(huge), 65536)
+    )  # no content-length: counted as it comes
+    r = c.post(
+        "/api/submissions", headers={**h, "content-type": "multipart/form-data; boundary=b"}, content=chunked
+    )
+    assert r.status_code == 413 and r.json()["detail"] == "upload too large: the limit is 0 MB", r.text
     r = _post(c, h, huge)
     assert r.status_code == 413
     assert _stored(s) == []
@@ -313,11 +320,13 @@ def test_only_uploads_may_send_large_bodies(client, auth, monkeypatch):  # noqa:
     assert 1_100_000 < len(body) < 2_000_000
     json_h = {"content-type": "application/json"}
     r = client.post("/api/submissions/reported", content=body, headers=json_h)
-    assert r.status_code == 413 and "request body too large" in r.json()["detail"], r.text
-    # without a content-length the body is counted as it comes and refused once it passes 1 MB
+    said = "request body too large: the limit is 1024 KB (uploads go to POST /api/submissions)"
+    assert r.status_code == 413 and r.json()["detail"] == said, r.text  # an API client is not sent to /submit
+    # without a content-length the body is counted as it comes and refused once it passes 1 MB, in the same words
+    # (they lacked the limit)
     chunks = (body[i : i + 65536].encode() for i in range(0, len(body), 65536))
     r = client.post("/api/submissions/reported", content=chunks, headers=json_h)
-    assert r.status_code == 413, r.text
+    assert r.status_code == 413 and r.json()["detail"] == said, r.text
     # neither body was ever read whole by the site (checked by a spy, not a timing, which a busy CI machine makes
     # flaky: a 1.07 s run once failed a 1 s bound)
     assert bodies_read == [], bodies_read

@@ -119,23 +119,27 @@ class BodyLimit:
                 if await refuse_anonymous(seen):
                     detail, auth = _anonymous_refusal(scope)
                     raise HTTPException(401, detail, headers={"www-authenticate": auth})
-                if seen > limit:
-                    raise HTTPException(413, "upload too large" if upload else "request body too large")
+                if seen > limit:  # a body sent without a content-length (chunked): the same words
+                    raise HTTPException(413, self._too_large(scope, upload))
             return msg
 
         return await self.app(scope, counted, send)
+
+    def _too_large(self, scope, upload: bool) -> str:  # noqa: ANN001
+        """The 413's words, with the limit (a chunked body's said only "request body too large"), and for an
+        API client the API's upload route (it was told to go to the web form /submit)."""
+        if upload:
+            return f"upload too large: the limit is {self.shown_limit / 1024 / 1024:.0f} MB"
+        where = "POST /api/submissions" if scope["path"].startswith("/api") else "/submit"
+        return f"request body too large: the limit is {self.other_limit // 1024} KB (uploads go to {where})"
 
     async def _refuse(self, scope, receive, send, upload: bool = True, anonymous: bool = False):  # noqa: ANN001
         status, auth = 413, None
         if anonymous:
             status = 401
             msg, auth = _anonymous_refusal(scope)
-        elif upload:
-            msg = f"upload too large: the limit is {self.shown_limit / 1024 / 1024:.0f} MB"
         else:
-            msg = (
-                f"request body too large: the limit is {self.other_limit // 1024} KB (uploads go to /submit)"
-            )
+            msg = self._too_large(scope, upload)
         if scope["path"].startswith("/api"):
             headers = {"www-authenticate": auth} if auth else None
             resp: Response = JSONResponse({"detail": msg}, status_code=status, headers=headers)
