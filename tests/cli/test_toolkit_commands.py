@@ -224,6 +224,30 @@ def test_tiny_models_costs_are_printed_with_significant_digits(capsys):
     assert "params 0.00544M" in out and "0.0481" in out
 
 
+def test_a_score_that_rounds_to_zero_is_printed_without_a_sign(capsys):
+    """A model matching the baseline up to rounding (-0.004, or the baseline's own -7e-15) was printed
+    'ELUE score -0.00' and 'Overall ELUE score: -0.00' (the leaderboard's pages show 0.00)."""
+    from types import SimpleNamespace
+
+    from elue.cli.toolkit_commands import _fmt, _print_result
+
+    assert [_fmt(v) for v in (-0.004, -7e-15, -0.0, 0.004, -0.005001, -1.0, None)] == [
+        "0.00",
+        "0.00",
+        "0.00",
+        "0.00",
+        "-0.01",
+        "-1.00",
+        "—",
+    ]
+    point = SimpleNamespace(file="sst-2.tsv", examples=3, mflops=1.0, performance=-0.001, metrics={})
+    task = SimpleNamespace(params_m=1.0, elue_score=-0.004, points=[point])
+    result = SimpleNamespace(tasks={"sst-2": task}, elue_score=-0.001, unchecked={})
+    _print_result(result, with_performance=True)
+    out = capsys.readouterr().out
+    assert "-0.00" not in out and "ELUE score 0.00" in out and "Overall ELUE score: 0.00" in out
+
+
 def test_validate_and_evaluate_print_rank_warnings_and_succeed(tmp_path):
     data = write_answers(tmp_path / "data")
     sub = write_submission(tmp_path / "sub")

@@ -50,7 +50,12 @@ def _progress() -> Progress:
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+    """A score or performance to `digits` decimals (spec §4: 2); a value that rounds to zero is 0.00, not -0.00
+    (the leaderboard's pages show it so too)."""
+    if value is None:
+        return "—"
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
 
 
 def _print_result(result, *, with_performance: bool) -> None:
@@ -89,7 +94,7 @@ def _print_result(result, *, with_performance: bool) -> None:
                 why.append(f"the baseline has no points for {', '.join(unscored)} (see --baseline)")
             console.print(f"Overall ELUE score: — (incomplete: {'; '.join(why)})")
         else:
-            console.print(f"Overall ELUE score: [bold]{overall:.2f}[/]")
+            console.print(f"Overall ELUE score: [bold]{_fmt(overall)}[/]")
 
 
 def _print_warnings(result) -> None:
