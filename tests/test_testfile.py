@@ -228,6 +228,32 @@ def test_numbers_are_plain_ascii_literals(tmp_path, row, message):
     assert message in str(err)
 
 
+@pytest.mark.parametrize(
+    ("modules", "hint"),
+    [
+        # a module_list key with a space (or a comma) cannot be written in a trace: the message said only
+        # "is not of the form '(<shape>),<name>'", which '(10,768),layer 1' looks like
+        (
+            "(10,768),layer 1",
+            "(module name 'layer 1': a name in the modules column holds no spaces, commas, ",
+        ),
+        ("(10,768),enc(1)", "(module name 'enc(1)': a name in the modules column holds no spaces, commas, "),
+        ("layer_1,(10,768)", "(the name comes after the shape)"),
+        ("layer_1, (10, 768)", "(the name comes after the shape)"),
+        ("(10,768),layer_1,(768),exit_1", "(calls are separated by ';')"),
+        ("(10,768),layer_1 (768),exit_1", "(calls are separated by ';')"),
+    ],
+)
+def test_a_call_not_of_the_form_says_what_looks_wrong(tmp_path, modules, hint):
+    e = _error(_file(tmp_path, f"0\t1\t(10),emb; {modules}\n"))
+    ((line, message),) = e.problems
+    assert line == 2 and f"call 2 {modules!r} is not of the form '(<shape>),<name>'" in message
+    assert hint in message
+    # a call of another form gets no hint that does not fit it
+    e = _error(_file(tmp_path, "0\t1\t(10)emb\n", name="other.tsv"))
+    assert e.problems[0][1].endswith("e.g. '(10,768),layer_1'")
+
+
 EMPTY = " (a module that got no input, e.g. an expert no token was routed to, was not called: leave it out of the trace)"
 
 

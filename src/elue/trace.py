@@ -35,6 +35,7 @@ def parse_trace(text: str) -> list[Call]:
         if m is None:
             raise TraceError(
                 f"call {pos} {part!r} is not of the form '(<shape>),<name>', e.g. '(10,768),layer_1'"
+                + _form_hint(part)
             )
         dims = [d.strip() for d in m.group("shape").split(",")] if m.group("shape").strip() else []
         if not dims:
@@ -51,6 +52,25 @@ def parse_trace(text: str) -> list[Call]:
         shape = _dims(dims, what, _EMPTY_CALL_HINT)
         calls.append((m.group("name"), shape))
     return calls
+
+
+_SHAPE_THEN_ANY = re.compile(r"^\(\s*[^()]*?\s*\)\s*,\s*(?P<name>.+)$")
+_NAME_THEN_SHAPE = re.compile(r"^[^\s;,()]+\s*,\s*\([^()]*\)$")
+
+
+def _form_hint(part: str) -> str:
+    """What is wrong with a call that is not `(<shape>),<name>`, where a common mistake explains it."""
+    if _NAME_THEN_SHAPE.match(part):
+        return " (the name comes after the shape)"
+    m = _SHAPE_THEN_ANY.match(part)
+    if m and re.search(r"[\s,]\(", m.group("name")):
+        return " (calls are separated by ';')"
+    if m:
+        return (
+            f" (module name {_short(m.group('name'))}: a name in the modules column holds no spaces, commas, "
+            "';' or parentheses; give the module another key in module_list)"
+        )
+    return ""
 
 
 def _short(text: str, limit: int = 60) -> str:
