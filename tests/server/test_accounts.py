@@ -33,6 +33,7 @@ def test_password_guessing_is_throttled(client):  # noqa: ANN001
         assert r.status_code == 401
     r = client.post("/api/tokens", json={"username": "target", "password": "password123"})
     assert r.status_code == 429 and "too many failed log-ins" in r.json()["detail"]
+    assert 1 <= int(r.headers["retry-after"]) <= 300  # a script's retry loop knows how long to wait
     csrf = csrf_of(client.get("/login").text)
     r = client.post("/login", data={"username": "Target", "password": "password123", "csrf": csrf})
     assert r.status_code == 429 and "too many failed log-ins" in r.text

@@ -32,6 +32,36 @@ def test_deleting_does_not_reset_the_limits_and_ids_are_not_reused(tmp_path):  #
     assert upload(c, h2)["id"] > b["id"]
 
 
+def test_a_submission_limit_says_when_the_next_one_is_possible(tmp_path):  # noqa: ANN001
+    """A script over the limit was told only "daily limit reached" (no Retry-After, no time), so it could
+    only guess when to try again."""
+    import datetime as dt
+
+    from elue.server.db import Submission
+
+    c = TestClient(create_app(make_settings(tmp_path, daily_limit=2, monthly_limit=3)))
+    h = {"authorization": f"Bearer {token_for(c, 'alice')}"}
+    first, second = reported(c, h, name="a").json()["id"], reported(c, h, name="b").json()["id"]
+    with c.app.state.elue.sessions() as s:  # the first was 20 h ago, the second 1 h ago
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        s.get(Submission, first).created_at = now - dt.timedelta(hours=20)
+        s.get(Submission, second).created_at = now - dt.timedelta(hours=1)
+        s.commit()
+    r = reported(c, h, name="c")
+    assert r.status_code == 429
+    assert 4 * 3600 - 60 <= int(r.headers["retry-after"]) <= 4 * 3600  # when the first leaves the 24 h
+    assert r.json()["detail"].startswith("daily limit reached: 2 submissions per 24 hours; the next one is")
+    assert r.json()["detail"].endswith(("in 4 h 0 min", "in 3 h 59 min")), r.json()["detail"]
+    with c.app.state.elue.sessions() as s:  # both older than a day, a third 10 days ago: the 30-day limit
+        s.get(Submission, first).created_at = now - dt.timedelta(days=29, hours=22)
+        s.get(Submission, second).created_at = now - dt.timedelta(days=5)
+        s.commit()
+    assert reported(c, h, name="c").status_code == 201
+    r = reported(c, h, name="d")
+    assert r.status_code == 429 and "monthly limit reached" in r.json()["detail"]
+    assert 2 * 3600 - 60 <= int(r.headers["retry-after"]) <= 2 * 3600
+
+
 def test_sign_ups_per_address_are_limited(tmp_path):  # noqa: ANN001
 
     client = TestClient(

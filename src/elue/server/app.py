@@ -331,7 +331,10 @@ def create_app(
 
     @app.exception_handler(service.ServiceError)
     async def _service_error(request: Request, exc: service.ServiceError):  # noqa: ANN202
-        return _error(request, exc.status, str(exc))
+        headers = None
+        if exc.retry_after is not None:  # a 429 says when to come back (RFC 9110 §10.2.3), for scripts
+            headers = {"retry-after": str(max(1, math.ceil(exc.retry_after)))}
+        return _error(request, exc.status, str(exc), headers)
 
     @app.exception_handler(storage.UploadError)
     async def _upload_error(request: Request, exc: storage.UploadError):  # noqa: ANN202

@@ -156,7 +156,7 @@ def throttled_authenticate(ctx: Ctx, username: str, password: str) -> User | Non
     key = throttle.key(username, ctx.request.client.host if ctx.request.client else None)
     wait = throttle.begin(key)  # counted as a failure until it succeeds
     if wait:
-        raise ServiceError(f"too many failed log-ins: try again in {wait:.0f} s", 429)
+        raise ServiceError(f"too many failed log-ins: try again in {wait:.0f} s", 429, retry_after=wait)
     user = authenticate(ctx.db, username, password)
     if user is not None:
         throttle.succeeded(key)

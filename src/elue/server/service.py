@@ -48,9 +48,19 @@ log = logging.getLogger("elue.server")
 class ServiceError(ValueError):
     """A refused request; the message is for the user. `status` is the HTTP status to answer with."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after  # seconds, for a 429: sent as Retry-After
+
+
+def _wait_text(seconds: float) -> str:
+    """`3 h 12 min`, `12 min`, `40 s`."""
+    seconds = max(1, math.ceil(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
@@ -243,13 +253,25 @@ def check_limits(s: Session, user: User, settings: Settings) -> None:
     if user.is_admin:
         return
     now = utcnow()
-    base = select(func.count(Submission.id)).where(Submission.owner_id == user.id)
-    day = s.scalar(base.where(Submission.created_at >= now - dt.timedelta(days=1)))
-    if day >= settings.daily_limit:
-        raise ServiceError(f"daily limit reached: {settings.daily_limit} submissions per 24 hours", 429)
-    month = s.scalar(base.where(Submission.created_at >= now - dt.timedelta(days=30)))
-    if month >= settings.monthly_limit:
-        raise ServiceError(f"monthly limit reached: {settings.monthly_limit} submissions per 30 days", 429)
+    for what, limit, window, span in (
+        ("daily", settings.daily_limit, dt.timedelta(days=1), "24 hours"),
+        ("monthly", settings.monthly_limit, dt.timedelta(days=30), "30 days"),
+    ):
+        times = s.scalars(
+            select(Submission.created_at)
+            .where(Submission.owner_id == user.id, Submission.created_at >= now - window)
+            .order_by(Submission.created_at)
+        ).all()
+        if len(times) >= limit:
+            # the next one is possible once enough of these leave the window: a script can wait that long
+            # (Retry-After) instead of guessing (the answer said only that the limit was reached)
+            wait = (times[len(times) - limit] + window - now).total_seconds()
+            raise ServiceError(
+                f"{what} limit reached: {limit} submissions per {span}; the next one is possible in "
+                f"{_wait_text(wait)}",
+                429,
+                retry_after=wait,
+            )
 
 
 def _lock_user(s: Session, user: User | None, names: bool = False) -> None:
