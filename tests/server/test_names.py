@@ -47,6 +47,12 @@ def test_look_alike_names_are_the_same_name(client, auth):  # noqa: ANN001
         "\uff25lasticBERT-BASE",
         "ElasticBERT-\u200dBASE",
         " elasticbert-base ",
+        # look-alikes NFKC keeps apart: dashes, the minus sign, Cyrillic and Greek capitals drawn as Latin ones
+        "ElasticBERT\u2013BASE",
+        "ElasticBERT\u2010BASE",
+        "ElasticBERT\u2212BASE",
+        "ElasticBERT-\u0412ASE",
+        "\u0395lasticBERT-\u0392\u0410\u0405\u0415",
     ):
         r = reported(client, h, name=name)
         assert r.status_code == 409, (name, r.text)
@@ -54,6 +60,8 @@ def test_look_alike_names_are_the_same_name(client, auth):  # noqa: ANN001
     assert reported(client, auth("bob2"), name="Ünïcode Model").status_code == 201
     assert reported(client, h, name="üNÏCODE model").status_code == 409
     assert reported(client, h, name="(Deleted)").status_code == 400  # a deleted entry's placeholder
+    # a name in Cyrillic is a name of its own (only a name that reads as another is refused)
+    assert reported(client, h, name="\u041c\u043e\u0434\u0435\u043b\u044c").status_code == 201
 
 
 @pytest.mark.parametrize("mark", ["\u034f", "\ufe0f", "\u3164", "\u2800", "\u00ad", "\U000e0041", "\u180e"])
