@@ -49,6 +49,23 @@ def test_every_api_route_documents_its_answers(client):  # noqa: ANN001
     )  # each leads somewhere
 
 
+def test_a_refusal_is_described_as_the_route_gives_it(client):  # noqa: ANN001
+    """/api/leaderboard's 404 (an unknown track) was documented as "No such entry, or not one you may see", and
+    POST /api/tokens' 409 (too many tokens) as "a taken name, a baseline"."""
+    paths = client.get("/api/openapi.json").json()["paths"]
+
+    def said(path: str, method: str, code: str) -> str:
+        return paths[path][method]["responses"][code]["description"]
+
+    assert said("/api/leaderboard", "get", "404") == "No such track"
+    assert said("/api/tasks/{task}", "get", "404") == "No such dataset"
+    assert "tokens" in said("/api/tokens", "post", "409")
+    assert "CSRF" in said("/api/tokens", "post", "403") and "admins" not in said("/api/tokens", "post", "403")
+    assert "log-ins" in said("/api/tokens", "post", "429")
+    # the general words where they fit
+    assert said("/api/models/{model_id}", "get", "404") == "No such entry, or not one you may see"
+
+
 def test_the_answers_fit_the_documented_models(client, auth, admin_headers, drain):  # noqa: ANN001
     alice, bob = auth("alice"), auth("bob")
     mine = api_upload(client, alice, name="measured one", public=True)

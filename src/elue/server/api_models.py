@@ -203,6 +203,8 @@ _WHY = {
 }
 
 
-def errors(*codes: int) -> dict:
-    """`responses=` of a route: the refusals it may answer, each a `{"detail": ...}`."""
-    return {c: {"model": ErrorDetail, "description": _WHY[c]} for c in codes}
+def errors(*codes: int, why: dict[int, str] | None = None) -> dict:
+    """`responses=` of a route: the refusals it may answer, each a `{"detail": ...}`; `why` words a code for this
+    route where the general words would mislead (an unknown track is no "entry you may not see")."""
+    why = why or {}
+    return {c: {"model": ErrorDetail, "description": why.get(c, _WHY[c])} for c in codes}

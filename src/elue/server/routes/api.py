@@ -120,7 +120,7 @@ SortOrder = Literal["asc", "desc"]
 @router.get(
     "/leaderboard",
     summary="One leaderboard track",
-    responses={200: {"model": out.Leaderboard}, **errors(404)},
+    responses={200: {"model": out.Leaderboard}, **errors(404, why={404: "No such track"})},
 )
 def leaderboard(
     track: str = "elue",
@@ -176,7 +176,7 @@ def tasks():
 @router.get(
     "/tasks/{task}",
     summary="Every public model's points on a dataset, the baseline and the Pareto front",
-    responses={200: {"model": out.TaskView}, **errors(404)},
+    responses={200: {"model": out.TaskView}, **errors(404, why={404: "No such dataset"})},
 )
 def task_detail(task: str, request: Request):
     try:
@@ -322,7 +322,22 @@ class TokenRequest(JsonBody):
 @router.post(
     "/tokens",
     summary="Create an API token (log in with username/password or a session)",
-    responses={200: {"model": out.TokenCreated}, **errors(401, 403, 409, 413, 429)},
+    responses={
+        200: {"model": out.TokenCreated},
+        **errors(
+            401,
+            403,
+            409,
+            413,
+            429,
+            why={
+                401: "Wrong user name or password, or no session",
+                403: "A session without its CSRF token",
+                409: "The user holds the most tokens allowed (50): revoke one first",
+                429: "Too many failed log-ins for this user name from this address: try later",
+            },
+        ),
+    },
 )
 def create_token(request: Request, body: TokenRequest | None = None, ctx: Ctx = Depends(get_ctx)):
     """With `username` and `password` in the body, with HTTP Basic credentials (the body may then be left out:
@@ -530,7 +545,10 @@ class BaselineChoice(JsonBody):
 @router.put(
     "/admin/baselines/{task}",
     summary="Admin: choose a dataset's baseline entry",
-    responses={200: {"model": out.BaselineSet}, **errors(400, 401, 403, 404, 409, 413)},
+    responses={
+        200: {"model": out.BaselineSet},
+        **errors(400, 401, 403, 404, 409, 413, why={404: "No such dataset, or no such entry"}),
+    },
 )
 def put_baseline(task: str, body: BaselineChoice, request: Request, ctx: Ctx = Depends(get_ctx)):
     service.require_admin(need_writer(ctx, request))
