@@ -147,3 +147,25 @@ def test_submit_reported_public_option_overrides_the_file(client, auth, tmp_path
         assert _run_submit(client, entry, reported=True, public=option) == 0
     got = {x["name"]: x["public"] for x in client.get("/api/submissions").json()}
     assert got == {"A": True, "B": True, "C": False}
+
+
+def test_a_server_address_that_is_no_leaderboard_is_named(tmp_path, capsys):  # noqa: ANN001
+    """`--server http://host:8000/api` answered "rejected (404): Not Found" and nothing more."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    assert _run_submit(_mock_client(handler), _folder(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert "rejected (404): Not Found (is http://testserver the leaderboard's address?" in err, err
+    assert "/api/submissions was not found there" in err
+
+
+def test_a_server_address_without_its_scheme_is_refused_by_name(tmp_path):  # noqa: ANN001
+    """`--server 127.0.0.1:8000` failed with httpx's "Request URL is missing an 'http://' or 'https://' protocol"."""
+    from elue.cli.server_commands import submit
+
+    with pytest.raises(
+        typer.BadParameter, match=r"give the address with its scheme, e\.g\. http://127\.0\.0\.1:8000"
+    ):
+        submit(_folder(tmp_path), None, "127.0.0.1:8000", "t", False, "", "", False, False, 60.0)

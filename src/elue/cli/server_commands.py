@@ -279,6 +279,10 @@ def submit(
 
     headers = {"authorization": f"Bearer {token}"}
     base = server.rstrip("/")
+    if "://" not in base:  # `--server 127.0.0.1:8000`: httpx said only "missing an 'http://' or 'https://'"
+        raise typer.BadParameter(
+            f"{server!r}: give the address with its scheme, e.g. http://{base}", param_hint="--server"
+        )
     try:
         with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
             _submit(client, base, path, name, public, paper_url, code_url, reported, wait, timeout)
@@ -363,7 +367,10 @@ def _submit(  # noqa: PLR0913 - the submit command's options, passed through
             "/api/submissions", data=form, files={"file": ("submission.zip", data, "application/zip")}
         )
     if r.status_code >= 400:
-        typer.echo(f"rejected ({r.status_code}): {_detail(r)}", err=True)
+        hint = ""
+        if r.status_code in (404, 405):  # no such route: not a leaderboard there (`--server …/api` was one)
+            hint = f" (is {base} the leaderboard's address? {r.request.url.path} was not found there)"
+        typer.echo(f"rejected ({r.status_code}): {_detail(r)}{hint}", err=True)
         raise typer.Exit(1)
     sub = _submission(r)
     sid = sub["id"]
