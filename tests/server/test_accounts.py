@@ -78,6 +78,18 @@ def test_a_token_from_http_basic_credentials_needs_no_body(client, auth):  # noq
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
 
 
+def test_an_api_write_without_the_csrf_header_says_what_the_api_wants(client):  # noqa: ANN001
+    """A session's API write without X-CSRF-Token was told "the form expired … reload and retry" (no form)."""
+    csrf = web_login(client, "session-script")
+    r = client.post("/api/tokens", json={"name": "x"})
+    assert r.status_code == 403 and "X-CSRF-Token header" in r.json()["detail"], r.text
+    assert "Authorization: Bearer" in r.json()["detail"]
+    assert client.post("/api/tokens", json={"name": "x"}, headers={"x-csrf-token": csrf}).status_code == 200
+    # a page's form keeps its words
+    r = client.post("/account/tokens", data={"name": "t", "csrf": "forged"}, headers={"accept": "text/html"})
+    assert r.status_code == 403 and "form expired" in r.text
+
+
 def test_the_token_form_address_leads_to_the_account(client):  # noqa: ANN001
     web_login(client, "tokens-page")
     r = client.get("/account/tokens", follow_redirects=False)

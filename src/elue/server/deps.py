@@ -105,6 +105,12 @@ class Ctx:
             return
         expected = self._session.get("csrf") if self._session else None
         if not csrf_ok(expected, given):
+            if self.request.url.path.startswith("/api/"):  # no form to reload: say what the API wants
+                raise HTTPException(
+                    403,
+                    "a write with the site's session cookie needs the session's CSRF token in the X-CSRF-Token "
+                    "header; scripts send an API token instead (Authorization: Bearer ...)",
+                )
             raise HTTPException(
                 403, "the form expired or came from another site (CSRF check): reload and retry"
             )
