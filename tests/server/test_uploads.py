@@ -53,6 +53,11 @@ BAD = {
     "no test files": ({"model.py": TINY_MODEL_PY}, "no test files"),
     "no model.py": ({"sst-2/a.tsv": GOOD_TSV}, "no model.py"),
     "not python": ({"model.py": "def (:\n", "sst-2/a.tsv": GOOD_TSV}, "not valid Python"),
+    # a zip from a Windows tool that writes '\\' between folders was refused as a "bad file name" alone
+    "backslashes": (
+        {"model.py": TINY_MODEL_PY, "sst-2\\a.tsv": GOOD_TSV},
+        "separates folders with '\\', a zip with '/'",
+    ),
 }
 
 

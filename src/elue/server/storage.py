@@ -65,7 +65,15 @@ def _directory_size(raw: bytes) -> int | None:
 
 
 def _member_path(name: str) -> PurePosixPath:
-    if "\\" in name or "\x00" in name:
+    if (
+        "\\" in name
+    ):  # some Windows tools write these (older PowerShell Compress-Archive): "bad file name" alone
+        raise UploadError(  # left the user guessing
+            f"bad file name in archive: {name!r} separates folders with '\\', a zip with '/' (some Windows tools, "
+            "such as older PowerShell Compress-Archive, write '\\'): zip with another tool, or let "
+            "`elue submit FOLDER` zip the folder"
+        )
+    if "\x00" in name:
         raise UploadError(f"bad file name in archive: {name!r}")
     p = PurePosixPath(name)
     if p.is_absolute() or name.startswith("/"):
