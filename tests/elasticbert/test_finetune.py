@@ -109,6 +109,43 @@ def test_early_stopping(tiny, tmp_path):
     assert len(res.history) == 3
 
 
+def test_a_diverged_run_is_refused_and_best_keeps_its_last_finite_step(tiny, tmp_path, monkeypatch):
+    """A run whose loss became NaN (an STS-B run at a too-high --lr) trained on, scored its NaN exits 0.00 (the
+    correlation of NaN) or class 0 (argmax of NaN), and saved the NaN weights as best/ without a word; `elue
+    predict` then wrote class 0 for every example. Now the evaluation that meets NaN outputs fails with one
+    line, and best/ keeps the last evaluation with finite ones."""
+    import elue.elasticbert.finetune as ft
+
+    calls = {"n": 0}
+    real_loss = ft.per_exit_loss
+
+    def nan_from_step_3(logits, labels, regression):
+        calls["n"] += 1
+        loss = real_loss(logits, labels, regression)
+        return loss * float("nan") if calls["n"] >= 3 else loss
+
+    monkeypatch.setattr(ft, "per_exit_loss", nan_from_step_3)
+    out = tmp_path / "run"
+    with pytest.raises(
+        ValueError, match=r"training diverged: at step 4 the dev outputs of exit\(s\) \[1, 2, 3\]"
+    ):
+        finetune(_cfg(tiny, out, max_steps=6, eval_every=2), log=_quiet)
+    info = json.loads((out / "best" / "finetune.json").read_text())
+    assert info["step"] == 2
+    assert all(torch.isfinite(w).all() for w in _weights(out / "best").values())
+    assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [2]
+
+    monkeypatch.undo()  # the CLI: a real divergence (a learning rate of 1e30), one line, nothing saved
+    data, ckpt = tiny
+    result = invoke_cli(
+        ["finetune", "sst-2", "--model", ckpt, "--output", tmp_path / "cli", "--data", data, "--max-steps", "2",
+         "--batch-size", "8", "--max-length", "32", "--lr", "1e30", "--cpu", "--no-progress"]
+    )  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "training diverged: at step 2" in result.output and "no best/ was saved" in result.output
+    assert not (tmp_path / "cli" / "best").exists()
+
+
 def test_static_k_layers_via_cli(tiny, tmp_path):
     from typer.testing import CliRunner
 

@@ -145,7 +145,14 @@ def evaluate(model, rows, labels, spec: TaskSpec, collate, batch_size, device, p
     for e, layer in enumerate(layers):
         per_exit[layer] = spec.metric(np.asarray(labels), logits_to_pred(logits[e], spec.is_regression))
     perfs = [m["performance"] for m in per_exit.values()]
-    return {"exits": per_exit, "last": perfs[-1], "mean": float(np.mean(perfs))}
+    # exits whose outputs are NaN or infinite (a diverged run): their metric is not the model's (argmax reads
+    # NaN as class 0, and a correlation with NaN counts as 0)
+    nonfinite = [layer for e, layer in enumerate(layers) if not np.isfinite(logits[e]).all()]
+    return {"exits": per_exit, "last": perfs[-1], "mean": float(np.mean(perfs)), "nonfinite": nonfinite}
+
+
+class TrainingDiverged(ValueError):
+    """The model's dev outputs became NaN or infinite: nothing of that step is saved."""
 
 
 def _unwrap(model):
@@ -310,6 +317,8 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         """Evaluate, keep the best; True when early stopping says stop."""
         t0 = time.time()
         res = evaluate(model, dev_rows, dev_labels, spec, collate, cfg.eval_batch_size, device, cfg.progress)
+        if res["nonfinite"]:  # refused before anything is saved: a NaN model was kept as best/, scored 0.00
+            raise TrainingDiverged(_diverged_message(cfg, state, res["nonfinite"]))
         score = res[cfg.selection()]
         record = {
             "step": state.global_step,
@@ -485,6 +494,20 @@ def _schedule(cfg: FinetuneConfig, train_rows: int, processes: int) -> _Schedule
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * total_steps)
     eval_every = cfg.eval_every if cfg.eval_every is not None else steps_per_epoch
     return _Schedule(steps_per_epoch, total_steps, warmup, eval_every)
+
+
+def _diverged_message(cfg: FinetuneConfig, state: TrainerState, exits: list[int]) -> str:
+    kept = (
+        f"best/ keeps step {state.best_step}, last/ its last save before"
+        if state.best_step is not None
+        else "no best/ was saved"
+    )
+    return (
+        f"training diverged: at step {state.global_step} the dev outputs of exit(s) {exits} are NaN or infinite "
+        f"(the loss became NaN or inf: --lr {cfg.learning_rate:g} too high for this model and data, or an "
+        f"overflow in reduced precision); nothing of this step is saved ({kept}). Start again with a lower --lr "
+        "(--overwrite)"
+    )
 
 
 def _best_info(cfg: FinetuneConfig, spec: TaskSpec, step: int, score: float, dev: dict) -> dict:
