@@ -591,6 +591,32 @@ def test_an_untrained_checkpoint_or_an_output_file_is_refused_before_running(tin
         )
 
 
+def test_a_checkpoint_with_nan_weights_is_refused(tiny, tmp_path):
+    """A diverged run's checkpoint (NaN weights): its NaN logits read as class 0 for every example (argmax), and
+    `elue predict` wrote a submission of 0s without a word. Now it is refused, in one line, before any file."""
+    import torch
+
+    from elue.elasticbert import ElasticBertForSequenceClassification
+
+    data, ckpt = tiny
+    model = ElasticBertForSequenceClassification.from_pretrained(str(ckpt))
+    with torch.no_grad():
+        model.elasticbert.encoder.layer[1].output.dense.weight[0, 0] = float("nan")
+    diverged = tmp_path / "diverged"
+    model.save_pretrained(diverged)
+    shutil.copy(ckpt / "vocab.txt", diverged / "vocab.txt")
+    out = tmp_path / "sub"
+    result = invoke_cli(
+        ["predict", "sst-2", "--model", diverged, "--output", out, "--data", data, "--static", "1", "--cpu",
+         "--no-progress"]
+    )  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "holds NaN or infinite weights (elasticbert.encoder.layer.1.output.dense.weight; 1 tensors)" in (
+        result.output
+    )
+    assert not out.exists()
+
+
 def test_replay_decides_ties_with_tau_as_the_engine_does():
     """τ equal to an observed entropy (a quantile, say): the replay computes entropies as the engine does, so
     such an example leaves at the same exit in both."""

@@ -92,10 +92,28 @@ def load_finetuned(model_dir: str | Path):
             f"{model_dir} holds no classifier weights ({', '.join(untrained[:4])}"
             f"{', ...' if len(untrained) > 4 else ''}): it is not fine-tuned; run `elue finetune` on it first"
         )
+    _refuse_nonfinite_weights(model, model_dir)
     tokenizer = load_tokenizer(model_dir)
     info_path = model_dir / "finetune.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else _run_options(model_dir)
     return model, tokenizer, info
+
+
+def _refuse_nonfinite_weights(model, model_dir: Path) -> None:
+    """A checkpoint of a diverged run (NaN or infinite weights) is refused: its classifiers' NaN logits read as
+    class 0 for every example (argmax), so `elue predict` wrote a submission of 0s without a word."""
+    import torch
+
+    bad = [
+        name
+        for name, t in model.state_dict().items()
+        if t.is_floating_point() and not torch.isfinite(t).all()
+    ]
+    if bad:
+        raise ValueError(
+            f"{model_dir} holds NaN or infinite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}; "
+            f"{len(bad)} tensors): its fine-tuning diverged; fine-tune it again with a lower --lr"
+        )
 
 
 def _run_options(model_dir: Path) -> dict:
