@@ -879,3 +879,37 @@ def test_recurrent_layers_price_their_products(cls, gates):
     with torch.device("meta"):
         rnn = cls(300, 256, batch_first=True, bidirectional=True)
     assert count_macs(rnn, (torch.zeros(1, 10, 300),), meta=True) == 2 * 10 * gates * 256 * (300 + 256)
+
+
+class _PadToEight(nn.Module):
+    """Pads the sequence to a multiple of 8: F.pad with a symbolic size fails on fake tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        n = x.shape[1]
+        return self.lin(F.pad(x, (0, 0, 0, (n + 7) // 8 * 8 - n)))
+
+
+def test_a_failed_symbolic_run_prints_nothing():
+    """The symbolic run of a module torch cannot run on fake tensors falls back to concrete counts, but torch
+    logged the failed op with a 15-line traceback on stderr first ('failed while attempting to run meta for
+    aten.constant_pad_nd'), as if pricing had failed."""
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    logger.addHandler(handler)
+    try:
+        counter = ModuleFlops({"pad": _PadToEight()}, symbolic_after=2)
+        got = [counter("pad", (n, 4)) for n in range(1, 10)]
+    finally:
+        logger.removeHandler(handler)
+    assert got == [2 * ((n + 7) // 8 * 8) * 16 for n in range(1, 10)]
+    assert counter.stats["symbolic_failed"] >= 1  # it was tried, and fell back
+    assert [r.getMessage() for r in records] == []
+    assert not logger.disabled  # and the logger is left as it was

@@ -11,7 +11,9 @@ against the concrete counts already made before it is trusted (see ModuleFlops).
 
 from __future__ import annotations
 
+import logging
 import math
+from contextlib import contextmanager
 from typing import Any
 
 import sympy
@@ -97,9 +99,28 @@ def _bound(x, default: float) -> float:
         return default
 
 
+@contextmanager
+def _quiet_fake_tensors():
+    """torch logs an op that fails on fake tensors (`F.pad` with a symbolic size: 'failed while attempting to
+    run meta for aten.constant_pad_nd', a 15-line traceback) before it raises; the caller falls back to
+    concrete counts, so nothing failed for the user, who saw the traceback on stderr."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    before = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = before
+
+
 def symbolic_macs(module: nn.Module, shape: Shape, dtype: torch.dtype) -> Formula:
     """Run `module` once on a zeros-like input of `shape` (batch 1) with symbolic sizes; raise on any
     difficulty (the caller then counts concretely)."""
+    with _quiet_fake_tensors():
+        return _symbolic_macs(module, shape, dtype)
+
+
+def _symbolic_macs(module: nn.Module, shape: Shape, dtype: torch.dtype) -> Formula:
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import (
         DimDynamic,
