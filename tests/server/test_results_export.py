@@ -19,9 +19,32 @@ def test_results_csv_neutralises_formulas(client, auth):  # noqa: ANN001
     got = {r["model"] for r in rows}
     for name in names:
         assert "'" + name in got and name not in got
-    assert next(r for r in rows if r["model"] == "files")["file"] == "'\t=1+1"
+    assert next(r for r in rows if r["model"] == "files")["file"] == "'=1+1"  # the label's tab is dropped
     roberta = next(r for r in rows if r["model"] == "RoBERTa-BASE" and r["task"] == "sst-2")
     assert float(roberta["task_elue_score"]) < 0  # negative numbers stay numbers
+
+
+def test_a_reported_file_label_is_one_line(client, auth):  # noqa: ANN001
+    """A reported point's file label "k=3\nlayers" was stored as given: the CSV's point took two lines (any
+    line-based reader split it) and the chart's hover text broke."""
+    import csv
+    import io
+
+    labels = ["k=3\nlayers", "\tk=6\r\n", "k=\u200b9\x07"]
+    pts = {
+        "sst-2": {
+            "points": [{"mflops": 1000 + i, "performance": 85.0, "file": f} for i, f in enumerate(labels)]
+        }
+    }
+    assert reported(client, auth("labels"), name="labels", tasks=pts).status_code == 201
+    text = client.get("/api/results.csv").text
+    assert len(text.splitlines()) == len(list(csv.DictReader(io.StringIO(text)))) + 1  # one line per point
+    rows = [r for r in csv.DictReader(io.StringIO(text)) if r["model"] == "labels"]
+    assert [r["file"] for r in rows] == ["k=3 layers", "k=6", "k=9"]
+    points = next(m for m in client.get("/api/results.json").json()["models"] if m["name"] == "labels")[
+        "tasks"
+    ]["sst-2"]["points"]
+    assert [p["file"] for p in points] == ["k=3 layers", "k=6", "k=9"]
 
 
 def test_no_export_or_page_names_an_entry_the_public_cannot_see(client, auth, admin_headers, drain):  # noqa: ANN001

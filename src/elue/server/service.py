@@ -375,6 +375,14 @@ def _text(value: str | None, limit: int) -> str:
     return (value or "").replace("\x00", "")[:limit]
 
 
+def _label(value: str, limit: int) -> str:
+    """A one-line label (a reported point's file): line breaks and tabs read as spaces, control and invisible
+    characters dropped. "line1\nline2" was stored and broke the CSV's one line per point and the chart's
+    hover text."""
+    value = "".join(ch for ch in value if not _invisible(ch) or ch.isspace())
+    return " ".join(value.split())[:limit]
+
+
 def _clean_url(url: str | None) -> str:
     """An http(s) link (scheme in any case), at most 500 characters; anything else is refused."""
     url = (url or "").strip()
@@ -489,7 +497,7 @@ def parse_reported(tasks: dict) -> dict[str, dict]:
                 raise ServiceError(f"{task}: each point needs numeric mflops and performance")
             mflops = _number(p["mflops"], f"{task}: MFLOPs", lo=0, hi=MAX_MFLOPS, lo_open=True)
             perf = _number(p["performance"], f"{task}: performance", lo=0, hi=100)
-            file = _text(str(p.get("file") or ""), 300)
+            file = _label(str(p.get("file") or ""), 300)
             points.append({"mflops": mflops, "performance": perf, "file": file})
         score = spec.get("elue_score")
         if score is not None:
