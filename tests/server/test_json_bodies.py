@@ -54,7 +54,7 @@ def test_elue_submit_names_the_field_of_a_422(tmp_path, capsys):  # noqa: ANN001
     entry.write_text(json.dumps({"name": "P", "params_m": 1, "public": "yes", "tasks": {}}))
     client = httpx.Client(base_url="http://testserver", transport=httpx.MockTransport(handler))
     with pytest.raises(typer.Exit) as e:
-        _submit(client, "http://testserver", entry, None, False, "https://x.org/p", "", True, False, 60.0)
+        _submit(client, "http://testserver", entry, None, None, "https://x.org/p", "", True, False, 60.0)
     assert e.value.exit_code == 1
     assert "rejected (422): public: Input should be a valid boolean" in capsys.readouterr().err
 

@@ -16,7 +16,7 @@ from elue.server.storage import UploadError, zip_folder
 
 
 def _run_submit(client, path: Path, **kw) -> int:  # noqa: ANN001
-    args = {"name": None, "public": False, "paper_url": "", "code_url": "", "reported": False, "wait": False}
+    args = {"name": None, "public": None, "paper_url": "", "code_url": "", "reported": False, "wait": False}
     args.update(kw)
     with pytest.raises(typer.Exit) as e:
         _submit(client, "http://testserver", path, *args.values(), 60.0)
@@ -140,13 +140,20 @@ def test_submit_reported_public_option_overrides_the_file(client, auth, tmp_path
     client.headers.update(auth("publisher"))
     entry = tmp_path / "entry.json"
     body = {"params_m": 10, "paper_url": "https://example.org/p", "tasks": {"sst-2": {"elue_score": 1.0}}}
-    for name, in_file, option in [("A", False, True), ("B", True, False), ("C", None, False)]:
+    # option None: neither --public nor --no-public; False: --no-public, which the file's "public": true overrode
+    # (the entry was published against the command line's word)
+    for name, in_file, option in [
+        ("A", False, True),
+        ("B", True, None),
+        ("C", None, None),
+        ("D", True, False),
+    ]:
         entry.write_text(
             json.dumps({**body, "name": name, **({} if in_file is None else {"public": in_file})})
         )
         assert _run_submit(client, entry, reported=True, public=option) == 0
     got = {x["name"]: x["public"] for x in client.get("/api/submissions").json()}
-    assert got == {"A": True, "B": True, "C": False}
+    assert got == {"A": True, "B": True, "C": False, "D": False}
 
 
 def test_a_server_address_that_is_no_leaderboard_is_named(tmp_path, capsys):  # noqa: ANN001

@@ -267,7 +267,12 @@ def submit(
     name: str = typer.Option(None, help="Model name shown on the leaderboard (default: folder name)."),
     server: str = typer.Option("http://127.0.0.1:8000", envvar="ELUE_SERVER", help="Leaderboard URL."),
     token: str = typer.Option(..., envvar="ELUE_TOKEN", help="API token (create one on your account page)."),
-    public: bool = typer.Option(False, help="Publish when scored."),
+    public: bool | None = typer.Option(
+        None,
+        "--public/--no-public",
+        help="Publish when scored, or keep private (default: private; a reported entry's JSON may say).",
+        show_default=False,
+    ),
     paper_url: str = typer.Option("", help="Link to the paper."),
     code_url: str = typer.Option("", help="Link to the code."),
     reported: bool = typer.Option(False, help="PATH is a JSON reported entry (numbers from a paper)."),
@@ -321,7 +326,7 @@ def _submit(  # noqa: PLR0913 - the submit command's options, passed through
     base: str,
     path: Path,
     name: str | None,
-    public: bool,
+    public: bool | None,
     paper_url: str,
     code_url: str,
     reported: bool,
@@ -342,9 +347,10 @@ def _submit(  # noqa: PLR0913 - the submit command's options, passed through
         for key, value in (("name", name), ("paper_url", paper_url), ("code_url", code_url)):
             if value:
                 body[key] = value
-        # --public too (it was ignored where the file said "public": false); without it, the file's (default private)
-        if public:
-            body["public"] = True
+        # --public and --no-public too (--public was ignored where the file said "public": false, and --no-public
+        # where it said true: the entry went public); without either, the file's (default private)
+        if public is not None:
+            body["public"] = public
         r = client.post("/api/submissions/reported", json=body)
     else:
         import zipfile
@@ -359,7 +365,7 @@ def _submit(  # noqa: PLR0913 - the submit command's options, passed through
         form = {
             # a zip's name without .zip; a folder's own name (`elue submit .` has no stem)
             "name": name or (path.stem if path.is_file() else path.resolve().name),
-            "public": str(public).lower(),
+            "public": str(bool(public)).lower(),
             "paper_url": paper_url,
             "code_url": code_url,
         }
