@@ -224,6 +224,23 @@ def test_tiny_models_costs_are_printed_with_significant_digits(capsys):
     assert "params 0.00544M" in out and "0.0481" in out
 
 
+def test_the_exact_parameter_count_is_printed_beside_the_millions(capsys):
+    """40,004,000 parameters were printed 'params 40.00M' only: a model over the <= 40M track's budget (spec §5)
+    read as within it."""
+    from types import SimpleNamespace
+
+    from elue.cli.toolkit_commands import _print_result
+
+    point = SimpleNamespace(file="sst-2.tsv", examples=3, mflops=1.0, performance=None, metrics={})
+    tasks = {
+        "sst-2": SimpleNamespace(params_m=40_004_000 / 1e6, elue_score=None, points=[point]),
+        "imdb": SimpleNamespace(params_m=130 / 1e6, elue_score=None, points=[point]),
+    }
+    _print_result(SimpleNamespace(tasks=tasks, elue_score=None), with_performance=False)
+    out = capsys.readouterr().out
+    assert "params 40.00M (40,004,000)" in out and "params 0.00013M (130)" in out
+
+
 def test_a_score_that_rounds_to_zero_is_printed_without_a_sign(capsys):
     """A model matching the baseline up to rounding (-0.004, or the baseline's own -7e-15) was printed
     'ELUE score -0.00' and 'Overall ELUE score: -0.00' (the leaderboard's pages show 0.00)."""

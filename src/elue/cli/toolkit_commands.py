@@ -62,10 +62,12 @@ def _print_result(result, *, with_performance: bool) -> None:
     from elue.scoring import shown_millions
 
     for name, task_result in result.tasks.items():
-        title = f"{name}  ·  params {shown_millions(task_result.params_m, 2)}M"
+        # and the exact count: 40,004,000 parameters read "40.00M", and the model is not on the <= 40M track
+        title = f"{name}  ·  params {shown_millions(task_result.params_m, 2)}M ({round(task_result.params_m * 1e6):,})"
         if with_performance:
             title += f"  ·  ELUE score {_fmt(task_result.elue_score)}"
-        table = Table(title=title, title_justify="left")
+        console.print(title, soft_wrap=True)  # on its own line: a table's title wraps at the table's width
+        table = Table()
         table.add_column("file")
         table.add_column("examples", justify="right")
         if with_performance:
