@@ -230,7 +230,7 @@ def finetune_command(
     progress: bool = PROGRESS_OPTION,
 ) -> None:
     """Fine-tune ElasticBERT: static K layers (--layers K) or every exit jointly (default, gradient equilibrium)."""
-    from elue.elasticbert.finetune import finetune
+    from elue.elasticbert.finetune import TrainingDiverged, finetune
     from elue.elasticbert.finetune_config import FinetuneConfig
 
     if hub and glue:
@@ -299,6 +299,13 @@ def finetune_command(
     )
     try:
         result = finetune(cfg, log=lambda m: typer.echo(m, err=True))
+    except TrainingDiverged as err:  # under torchrun: said once, and the process ends without a teardown
+        from elue.elasticbert.accelerate_state import end_distributed_process
+
+        if int(os.environ.get("RANK", "0")) == 0:
+            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        end_distributed_process(1)
+        raise typer.Exit(code=1) from None
     except (OSError, KeyError, ValueError) as err:  # OSError: a model or data path that is not there
         fail(_message(err))
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: the summary once

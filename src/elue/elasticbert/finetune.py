@@ -318,6 +318,12 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> Finetun
         t0 = time.time()
         res = evaluate(model, dev_rows, dev_labels, spec, collate, cfg.eval_batch_size, device, cfg.progress)
         if res["nonfinite"]:  # refused before anything is saved: a NaN model was kept as best/, scored 0.00
+            bar.close()
+            # every process meets it at the same evaluation (each evaluates the whole dev set): under torchrun the
+            # process group goes down and the training objects are held, as at a run's end (the CLI then ends
+            # the process without a teardown, `end_distributed_process`)
+            accelerator.end_training()
+            hold_until_exit(accelerator, model, optimizer)
             raise TrainingDiverged(_diverged_message(cfg, state, res["nonfinite"]))
         score = res[cfg.selection()]
         record = {
