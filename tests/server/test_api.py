@@ -311,6 +311,31 @@ def test_a_revoked_token_reading_its_own_private_entry_is_a_401_not_a_404(client
     assert client.get("/api/models/1", headers=bad).status_code == 200
 
 
+def test_a_description_over_the_limit_is_refused_not_cut(client, auth, settings):  # noqa: ANN001
+    """A 6,000-character description was stored cut at 5,000 without a word (API and pages alike)."""
+    from server_helpers import api_reported
+
+    h = auth("writer")
+    long, fits = "d" * 5001, "d" * 5000
+    r = client.post(
+        "/api/submissions",
+        headers=h,
+        data={"name": "m", "description": long},
+        files={"file": ("s.zip", zip_bytes(SUB), "application/zip")},
+    )
+    assert r.status_code == 400 and r.json() == {
+        "detail": "the description has 5,001 characters: at most 5,000"
+    }
+    assert api_reported(client, h, description=long).status_code == 400
+    assert client.get("/api/submissions", headers=h).json() == []  # nothing stored, nothing counted
+    assert [p.name for p in settings.upload_dir.iterdir() if p.name != ".staging"] == []  # no files kept
+    sid = api_reported(client, h, description=fits).json()["id"]
+    r = client.patch(f"/api/submissions/{sid}", headers=h, json={"description": long, "name": "renamed"})
+    assert r.status_code == 400, r.text
+    sub = client.get(f"/api/submissions/{sid}", headers=h).json()
+    assert sub["description"] == fits and sub["name"] == "Paper"  # the refused PATCH changed nothing
+
+
 def test_openapi_lists_the_api(client):  # noqa: ANN001
     paths = client.get("/api/openapi.json").json()["paths"]
     for p in [

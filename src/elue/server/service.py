@@ -375,6 +375,18 @@ def _text(value: str | None, limit: int) -> str:
     return (value or "").replace("\x00", "")[:limit]
 
 
+MAX_DESCRIPTION = 5000
+
+
+def _description(value: str | None) -> str:
+    """A description as stored; over `MAX_DESCRIPTION` characters it is refused (it was cut there without a
+    word, and the owner found the end of their text gone)."""
+    value = _text(value, len(value or ""))
+    if len(value) > MAX_DESCRIPTION:
+        raise ServiceError(f"the description has {len(value):,} characters: at most {MAX_DESCRIPTION:,}")
+    return value
+
+
 def _label(value: str, limit: int) -> str:
     """A one-line label (a reported point's file): line breaks and tabs read as spaces, control and invisible
     characters dropped. "line1\nline2" was stored and broke the CSV's one line per point and the chart's
@@ -408,6 +420,7 @@ def submit_zip(
     """Accept an uploaded zip: checked, extracted, moved into place and queued, or nothing at all."""
     name = _clean_name(name)
     paper_url, code_url = _clean_url(paper_url), _clean_url(code_url)
+    description = _description(description)
     if public:
         check_name_free(s, user, name)
     check_limits(s, user, settings)  # early answer; checked again under the lock below
@@ -431,7 +444,7 @@ def submit_zip(
             public=public,
             paper_url=paper_url,
             code_url=code_url,
-            description=_text(description, 5000),
+            description=description,
             storage_key=key,
             log=f"[{utcnow():%Y-%m-%d %H:%M:%S}] accepted: {', '.join(staged.files)}\n",
         )
@@ -528,6 +541,7 @@ def submit_reported(
     """A *reported* entry: numbers copied from a paper (with the paper's link)."""
     name = _clean_name(name)
     paper_url, code_url = _clean_url(paper_url), _clean_url(code_url)
+    description = _description(description)
     if not paper_url:
         raise ServiceError("a reported entry needs the link of the paper its numbers come from")
     params_m = _number(params_m, "params_m (millions of parameters)", lo=0, hi=MAX_PARAMS_M, lo_open=True)
@@ -554,7 +568,7 @@ def submit_reported(
         public=public,
         paper_url=paper_url,
         code_url=code_url,
-        description=_text(description, 5000),
+        description=description,
         params_m=params_m,
         finished_at=utcnow(),
         log="reported entry: numbers copied from the linked paper, not measured by this site\n",
@@ -629,6 +643,8 @@ def _hold_row(s: Session, sub: Submission) -> None:
 
 
 def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submission:
+    if changes.get("description") is not None:
+        changes["description"] = _description(changes["description"])  # refused before anything is held
     sub = get_owned(s, user, sub_id)
     # the names lock (for a new name or a publish) before the row's, as the worker takes them; the checks below
     # read the row as it is under the lock, not as it was read above
@@ -655,7 +671,7 @@ def update_submission(s: Session, user: User, sub_id: int, **changes) -> Submiss
         s.rollback()
         raise ServiceError("a reported entry needs the link of the paper its numbers come from")
     if changes.get("description") is not None:
-        sub.description = _text(changes["description"], 5000)
+        sub.description = changes["description"]
     bump_board_version(s)
     s.commit()
     return sub
