@@ -146,6 +146,24 @@ def test_a_diverged_run_is_refused_and_best_keeps_its_last_finite_step(tiny, tmp
     assert not (tmp_path / "cli" / "best").exists()
 
 
+def test_the_checkpoint_names_the_tasks_classes(tiny, tmp_path):
+    """best/config.json's id2label holds the task's class names (spec §1), replacing a checkpoint's own: an
+    ELUE checkpoint said LABEL_2 for contradiction in a pipeline, and one trained on after another task of as
+    many classes kept that task's names."""
+    from elue.elasticbert import ElasticBertConfig
+
+    data, ckpt = tiny
+    other = tmp_path / "other"
+    shutil.copytree(ckpt, other)
+    config = ElasticBertConfig.from_pretrained(other)
+    config.id2label, config.label2id = {0: "yes", 1: "no"}, {"yes": 0, "no": 1}
+    config.save_pretrained(other)
+    finetune(_cfg((data, other), tmp_path / "run", max_steps=1), log=_quiet)
+    saved = ElasticBertConfig.from_pretrained(tmp_path / "run" / "best")
+    assert saved.id2label == {0: "negative", 1: "positive"}
+    assert saved.label2id == {"negative": 0, "positive": 1}
+
+
 def test_static_k_layers_via_cli(tiny, tmp_path):
     from typer.testing import CliRunner
 

@@ -137,6 +137,12 @@ def model_config(cfg: FinetuneConfig, spec: TaskSpec, path: str | None = None):
     if cfg.num_layers is not None and not 1 <= cfg.num_layers <= layers:
         raise ValueError(f"{option} {cfg.num_layers}: the model has {layers} layers")
     config.num_labels = spec.num_labels
+    # the task's class names, or generic ones: a checkpoint trained before on another task of as many classes
+    # kept that task's names (an SST-2 model fine-tuned on MRPC called its classes negative / positive), and an
+    # ELUE checkpoint's pipeline said LABEL_2 for contradiction
+    names = spec.label_names if spec.label_names and len(spec.label_names) == spec.num_labels else None
+    config.id2label = {i: (names[i] if names else f"LABEL_{i}") for i in range(spec.num_labels)}
+    config.label2id = {name: i for i, name in config.id2label.items()}
     # set either way: a checkpoint fine-tuned on the other kind of task (STS-B -> SST-2) brings its own, and a
     # "regression" left on a classifier makes the saved model a regressor (MSE loss, no entropy exit)
     config.problem_type = "regression" if spec.is_regression else "single_label_classification"

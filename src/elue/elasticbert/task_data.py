@@ -33,6 +33,8 @@ class TaskSpec:
     family: str = "elue"  # "elue" | "glue"
     # labelled splits reported beside dev at each evaluation, never used to choose (GLUE MNLI: dev_mismatched)
     other_dev_splits: tuple[str, ...] = ()
+    # class names by label id (ELUE's, spec §1), written into the checkpoint's id2label; None: not known here
+    label_names: tuple[str, ...] | None = None
 
 
 def elue_task_spec(task: str) -> TaskSpec:
@@ -47,6 +49,7 @@ def elue_task_spec(task: str) -> TaskSpec:
         is_regression=t.is_regression,
         metric=lambda y, p, _t=t: compute_metrics(_t, y, p),
         family="elue",
+        label_names=tuple(t.labels) if t.labels is not None else None,
     )
 
 
