@@ -106,3 +106,12 @@ def test_a_reported_entry_cannot_lose_its_paper_link(client, auth):  # noqa: ANN
     assert client.get(f"/api/submissions/{sid}", headers=h).json()["paper_url"] == "https://example.com/p"
     sid2 = api_upload(client, h)["id"]  # a measured entry needs none
     assert client.patch(f"/api/submissions/{sid2}", headers=h, json={"paper_url": ""}).status_code == 200
+
+
+def test_a_reported_entry_is_not_finished_before_it_was_created(client, auth):  # noqa: ANN001
+    """finished_at was set when the row was built and created_at at its insert, a moment later: a script computing
+    how long an entry took got a negative time (the seeded entries too)."""
+    sub = reported(client, auth("clock")).json()
+    assert sub["finished_at"] == sub["created_at"]
+    seeded = client.get("/api/models/1").json()
+    assert seeded["finished_at"] == seeded["created_at"]

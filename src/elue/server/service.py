@@ -570,7 +570,9 @@ def submit_reported(
         code_url=code_url,
         description=description,
         params_m=params_m,
-        finished_at=utcnow(),
+        # one moment for both: created_at, left to its column default, was set at the insert, after finished_at
+        created_at=(now := utcnow()),
+        finished_at=now,
         log="reported entry: numbers copied from the linked paper, not measured by this site\n",
     )
     for task, spec in parsed.items():
@@ -804,7 +806,8 @@ def seed_published(s: Session) -> bool:
             code_url=e.get("code_url", ""),
             description=e.get("description", ""),
             params_m=e["params_m"],
-            finished_at=utcnow(),
+            created_at=(now := utcnow()),
+            finished_at=now,
             log="seeded: published entry of the original ELUE leaderboard (spec §6)\n",
         )
         for task, score in zip(names, e["scores"], strict=True):
