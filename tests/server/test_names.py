@@ -60,6 +60,10 @@ def test_look_alike_names_are_the_same_name(client, auth):  # noqa: ANN001
     assert reported(client, auth("bob2"), name="Ünïcode Model").status_code == 201
     assert reported(client, h, name="üNÏCODE model").status_code == 409
     assert reported(client, h, name="(Deleted)").status_code == 400  # a deleted entry's placeholder
+    # Greek capital M folds to M, the micro sign (case-folded to Greek small mu) does not: μBERT is not mBERT
+    assert reported(client, auth("mbert"), name="mBERT").status_code == 201
+    assert reported(client, h, name="\u039cBERT").status_code == 409
+    assert reported(client, h, name="\u00b5BERT").status_code == 201
     # a name in Cyrillic is a name of its own (only a name that reads as another is refused)
     assert reported(client, h, name="\u041c\u043e\u0434\u0435\u043b\u044c").status_code == 201
 

@@ -329,13 +329,20 @@ def _clean_name(name: str) -> str:
 
 
 # Letters and dashes that NFKC keeps apart but the eye does not (Unicode TR39's confusables, the common ones
-# for names written in Latin letters): after case-folding, Cyrillic and Greek letters drawn like Latin ones,
-# and the dashes and the minus sign as "-". "ElasticBERT–BASE" (an en dash) or "ElasticBERT-ВASE" (a Cyrillic
-# В) passed as another name than the seeded ElasticBERT-BASE.
+# for names written in Latin letters): Cyrillic and Greek capitals drawn like Latin capitals (folded before
+# case-folding, which would merge Greek M with the micro sign: "μBERT" is not "mBERT"), small letters drawn like
+# Latin small ones (after it), and the dashes and the minus sign as "-". "ElasticBERT–BASE" (an en dash) or
+# "ElasticBERT-ВASE" (a Cyrillic В) passed as another name than the seeded ElasticBERT-BASE.
+_LOOKALIKE_CAPITALS = str.maketrans(
+    {
+        **dict(zip("АВЕКМНОРСТХІЈЅ", "ABEKMHOPCTXIJS", strict=True)),  # Cyrillic
+        **dict(zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ", "ABEZHIKMNOPTYX", strict=True)),  # Greek
+    }
+)
 _LOOKALIKES = str.maketrans(
     {
-        **dict(zip("авекмнорстухіјѕԁԛԝӏ", "abekmhopctyxijsdqwl", strict=True)),  # Cyrillic
-        **dict(zip("αβεζηικμνορτυχ", "abezhikmnoptyx", strict=True)),  # Greek
+        **dict(zip("аеорсухіјѕԁԛԝһӏ", "aeopcyxijsdqwhl", strict=True)),  # Cyrillic
+        **dict(zip("αοριχν", "aopixv", strict=True)),  # Greek
         # hyphens, figure, en and em dashes, the bar, the minus sign, small and two/three-em dashes
         **dict.fromkeys(
             "\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\u02d7\ufe58\ufe63\u2e3a\u2e3b", "-"
@@ -346,9 +353,9 @@ _LOOKALIKES = str.maketrans(
 
 def _name_key(name: str) -> str:
     """What two names that look alike share: NFKC-normalised, case-folded, invisible characters dropped,
-    look-alike letters and dashes folded (`_LOOKALIKES`)."""
+    look-alike letters and dashes folded (`_LOOKALIKE_CAPITALS`, `_LOOKALIKES`)."""
     text = unicodedata.normalize("NFKC", name)
-    text = "".join(ch for ch in text if not _invisible(ch))
+    text = "".join(ch for ch in text if not _invisible(ch)).translate(_LOOKALIKE_CAPITALS)
     return " ".join(text.casefold().translate(_LOOKALIKES).split())
 
 
