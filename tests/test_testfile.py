@@ -183,6 +183,16 @@ def test_write_rejects_bad_input(tmp_path):
         write_test_file(tmp_path / "a.tsv", [0, 1], [1, 1], [T1, "(x),emb"])
     with pytest.raises(ValueError, match="non-finite"):
         write_test_file(tmp_path / "a.tsv", [0], [float("nan")], [T1])
+    assert not (tmp_path / "a.tsv").exists()
+
+
+def test_writing_non_finite_preds_names_the_rows_and_the_cause(tmp_path):
+    """A model giving NaN (a diverged run's weights) reached `elue predict`'s user as 'pred holds non-finite
+    values' alone: the message now counts them, names the first row and index, and points at the model."""
+    with pytest.raises(ValueError) as e:
+        write_test_file(tmp_path / "a.tsv", [7, 8, 9], [0.5, float("nan"), float("inf")], [T1, T1, T1])
+    msg = str(e.value)
+    assert "2 non-finite value(s)" in msg and "row 1 (index 8)" in msg and "diverged" in msg
 
 
 def test_reading_25k_rows(tmp_path):

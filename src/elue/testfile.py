@@ -406,8 +406,14 @@ def write_test_file(
     if prd.dtype.kind in "iub":
         pred_text = [str(int(v)) for v in prd.tolist()]
     elif prd.dtype.kind == "f":
-        if not np.all(np.isfinite(prd)):
-            raise ValueError("pred holds non-finite values")
+        bad = np.flatnonzero(~np.isfinite(prd))
+        if len(bad):  # say where and why: it is the model's output (NaN from diverged weights, an overflow)
+            i = int(bad[0])
+            raise ValueError(
+                f"pred holds {len(bad)} non-finite value(s) (NaN or infinity), the first at row {i} "
+                f"(index {int(idx[i])}): {prd[i]!r}; a test file needs a finite number on every row, so check the "
+                "model that made them (a diverged training run gives NaN weights)"
+            )
         pred_text = [repr(float(v)) for v in prd.tolist()]
     else:
         raise ValueError(f"pred must be numeric, got dtype {prd.dtype}")
