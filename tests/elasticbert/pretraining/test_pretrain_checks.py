@@ -266,6 +266,35 @@ def test_a_loaded_model_keeps_its_sizes(done_run, tiny_settings):
     assert _run(s)["step"] == 1  # a dropout may change
 
 
+def test_a_checkpoint_or_run_folder_as_the_model_says_which_folder_to_give(done_run, tiny_settings):
+    """model_name_or_path at a pre-training checkpoint (not its model/), the run's folder, its checkpoints/ or
+    any folder without config.json: transformers' 'Unrecognized model ... `model_type` key in its config.json'."""
+    run = Path(done_run["output_dir"])
+    newest = run / "checkpoints" / "step-0000004"
+    for given, said in (
+        (
+            newest,
+            f"is a pre-training checkpoint, not a model folder: give its model/ folder .*={newest}/model",
+        ),
+        (run, f"is a pre-training run's output folder.*e.g. model_name_or_path={newest}/model"),
+        (
+            run / "checkpoints",
+            f"is a pre-training run's checkpoints folder.*e.g. model_name_or_path={newest}/model",
+        ),
+        (newest / "state", "has no config.json: not a model folder"),
+    ):
+        s = tiny_settings(
+            max_steps=1,
+            model_name_or_path=str(given),
+            model_config={},
+            max_seq_length=32,
+            output_dir=f"{run}-new",
+        )
+        with pytest.raises(SettingsError, match=f"model_name_or_path: {re.escape(str(given))} {said}"):
+            _run(s)
+        assert not Path(s["output_dir"]).exists()
+
+
 def test_masked_lm_refuses_a_head_that_does_not_exist(done_run):
     from elue.elasticbert.pretraining.modeling_pretraining import ElasticBertForMaskedLM
 

@@ -57,6 +57,29 @@ def _not_a_checkpoint(path: Path, output_dir: Path) -> str:
     return f"{path} is not a complete checkpoint (no {COMPLETE_MARKER})"
 
 
+def not_a_model_folder(path: Path) -> str | None:
+    """What `path`, a local folder given as the model (`model_name_or_path`) but without a config.json, is
+    instead (a pre-training checkpoint, a run's output or checkpoints folder) and what to give; None for a model
+    folder (one with a config.json) or a path that is no local folder (a hub id)."""
+    if not path.is_dir() or (path / "config.json").exists():
+        return None
+    resume = "; to continue that run, resume it (resume_from_checkpoint with its output_dir) instead"
+    if (path / COMPLETE_MARKER).exists() and (path / "model").is_dir():
+        return (
+            f"{path} is a pre-training checkpoint, not a model folder: give its model/ folder "
+            f"(model_name_or_path={path / 'model'}) to start a new run from its weights{resume}"
+        )
+    runs = [path] if (path / "checkpoints").is_dir() else [path.parent] if path.name == "checkpoints" else []
+    if runs:
+        found = complete_checkpoints(runs[0])
+        name = f", e.g. model_name_or_path={found[-1] / 'model'}" if found else ""
+        return (
+            f"{path} is a pre-training run's {'output' if runs[0] == path else 'checkpoints'} folder, not a model "
+            f"folder: give the model/ folder of one of its checkpoints{name}{resume}"
+        )
+    return f"{path} has no config.json: not a model folder (an ElasticBERT or BERT checkpoint)"
+
+
 def checkpoint_step(path: Path) -> int:
     """The step of a `step-NNNNNNN` folder (-1 for a name that is not one)."""
     digits = path.name[len(CHECKPOINT_PREFIX) :]
@@ -433,6 +456,7 @@ __all__ = [
     "find_checkpoint",
     "incomplete_checkpoints",
     "load_state",
+    "not_a_model_folder",
     "read_data_positions",
     "read_trainer_state",
     "save_checkpoint",

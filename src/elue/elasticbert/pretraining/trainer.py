@@ -45,6 +45,7 @@ from .checkpoints import (
     check_resume,
     find_checkpoint,
     load_state,
+    not_a_model_folder,
     read_data_positions,
     read_trainer_state,
     save_checkpoint,
@@ -400,6 +401,10 @@ def _build_model(cfg: PretrainConfig):
     from .modeling_pretraining import load_pretraining_model
 
     _check_local_path("model_name_or_path", cfg.model_name_or_path)
+    if cfg.model_name_or_path is not None:  # transformers: "Unrecognized model ... no `model_type` key"
+        what = not_a_model_folder(Path(cfg.model_name_or_path))
+        if what is not None:
+            raise SettingsError(f"model_name_or_path: {what}")
     try:
         model, notes = load_pretraining_model(cfg.model_name_or_path, cfg.model_config)
     except (OSError, ValueError, RuntimeError) as err:  # a missing checkpoint, inconsistent sizes
