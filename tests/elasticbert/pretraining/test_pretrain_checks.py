@@ -244,6 +244,33 @@ def test_the_same_corpus_by_another_path_resumes(done_run, monkeypatch):
     assert _run(dict(done_run, train_files=[train.name], max_steps=5))["step"] == 5
 
 
+def test_local_builder_data_files_read_from_home_and_resume_by_another_path(
+    two_layer_settings, corpus_files, tmp_path, monkeypatch
+):
+    """hub_datasets through `json` with data_files under `~` (load_dataset looked for a folder named `~`), then
+    the same file by a relative path from another folder: the same data, so the run resumes (train_files do)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    docs = corpus_files["train"].read_text().split("\n\n")[:200]
+    (home / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    monkeypatch.setenv("HOME", str(home))
+    s = two_layer_settings(train_files=[], hub_datasets=[{"path": "json", "data_files": "~/docs.jsonl"}])
+    assert _run(s)["step"] == 2
+    monkeypatch.chdir(home)
+    again = dict(s, hub_datasets=[{"path": "json", "data_files": {"train": ["docs.jsonl"]}}], max_steps=3)
+    with pytest.raises(SettingsError, match="hub_datasets"):  # a mapping of splits is another setting
+        _run(again)
+    assert (
+        _run(dict(s, hub_datasets=[{"path": "json", "data_files": "docs.jsonl"}], max_steps=3))["step"] == 3
+    )
+    # a checkpoint of an elue that kept them as given (relative) resumes as well
+    state = Path(s["output_dir"]) / "checkpoints" / "step-0000003" / "trainer_state.json"
+    saved = json.loads(state.read_text())
+    saved["settings"]["hub_datasets"] = [{"path": "json", "data_files": "docs.jsonl"}]
+    state.write_text(json.dumps(saved))
+    assert _run(dict(s, max_steps=4))["step"] == 4
+
+
 def test_a_loaded_model_keeps_its_sizes(done_run, tiny_settings):
     model = Path(done_run["output_dir"]) / "checkpoints" / "step-0000004" / "model"
     for change in ({"num_hidden_layers": 3}, {"intermediate_size": 128}):

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .config import PretrainConfig, SettingsError, absolute_paths, one_line
+from .config import PretrainConfig, SettingsError, absolute_hub_files, absolute_paths, one_line
 
 CHECKPOINT_PREFIX = "step-"
 COMPLETE_MARKER = "COMPLETE"
@@ -178,6 +178,8 @@ def check_resume(
         return
     if isinstance(saved.get("train_files"), list):  # runs before paths were stored absolute
         saved = {**saved, "train_files": absolute_paths(saved["train_files"])}
+    if isinstance(saved.get("hub_datasets"), list):  # and before local builders' data_files were
+        saved = {**saved, "hub_datasets": absolute_hub_files(saved["hub_datasets"])}
     new = cfg.to_dict()
     diffs = [
         diff

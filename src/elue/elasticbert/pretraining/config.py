@@ -32,6 +32,37 @@ def absolute_paths(paths: list[str]) -> list[str]:
     return [str(Path(p).expanduser().resolve()) for p in paths]
 
 
+def _absolute_data_files(files: Any) -> Any:
+    """`data_files` of a local builder (a path, a list of them, or a mapping of splits to either) with `~`
+    expanded and made absolute; URLs (`https://`, `hf://`, ...) and anything else left as they are."""
+    if isinstance(files, str):
+        return files if "://" in files else str(Path(files).expanduser().resolve())
+    if isinstance(files, list):
+        return [_absolute_data_files(f) if isinstance(f, str) else f for f in files]
+    if isinstance(files, dict):
+        return {split: _absolute_data_files(f) for split, f in files.items()}
+    return files
+
+
+def absolute_hub_files(hub_datasets: Any) -> Any:
+    """The `hub_datasets` entries with the `data_files` of `datasets`' local builders (`json`, `parquet`, `text`,
+    `csv`, ...) absolute, `~` expanded, as for `train_files`: `load_dataset` would look for a literal `~` folder, a
+    relative path depends on the folder the run starts in, and a resume compares the settings as strings. The
+    `data_files` of a hub repository or a local dataset folder are relative to it and stay as they are."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    if not isinstance(hub_datasets, list):
+        return hub_datasets
+    return [
+        {**spec, "data_files": _absolute_data_files(spec["data_files"])}
+        if isinstance(spec, dict)
+        and spec.get("path") in _PACKAGED_DATASETS_MODULES
+        and spec.get("data_files") is not None
+        else spec
+        for spec in hub_datasets
+    ]
+
+
 # the settings with a fixed set of values (a typo would otherwise surface deep inside the run)
 CHOICES: dict[str, tuple[str, ...]] = {
     "trainable": ("all", "heads"),

@@ -50,7 +50,15 @@ from .checkpoints import (
     read_trainer_state,
     save_checkpoint,
 )
-from .config import TWO_TYPES, NoUsableDocument, PretrainConfig, SettingsError, absolute_paths, one_line
+from .config import (
+    TWO_TYPES,
+    NoUsableDocument,
+    PretrainConfig,
+    SettingsError,
+    absolute_hub_files,
+    absolute_paths,
+    one_line,
+)
 from .logs import Logs, LossWindow, eval_line
 
 
@@ -385,6 +393,7 @@ def _check_settings(cfg: PretrainConfig) -> None:
     cfg.check_files()
     # absolute paths: a resume from another working directory, or spelling the path another way, is the same data
     cfg.train_files, cfg.eval_files = absolute_paths(cfg.train_files), absolute_paths(cfg.eval_files)
+    cfg.hub_datasets = absolute_hub_files(cfg.hub_datasets)  # local builders' data_files the same way
     # `~` is the home folder in the other paths too (a literal `~` folder, or a bad hub id, otherwise)
     for key in ("output_dir", "resume_from_checkpoint", "model_name_or_path", "tokenizer_name_or_path"):
         value = getattr(cfg, key)
