@@ -271,6 +271,37 @@ def test_local_builder_data_files_read_from_home_and_resume_by_another_path(
     assert _run(dict(s, max_steps=4))["step"] == 4
 
 
+def test_processes_that_find_different_checkpoints_are_refused(monkeypatch, tmp_path, two_layer_settings):
+    """Several nodes with output_dir on each node's own disk: only the first node's checkpoint has COMPLETE, so
+    the others found none and started afresh beside a resumed first node (unloaded weights, then a hang)."""
+    import accelerate.utils
+
+    from elue.elasticbert.pretraining.trainer import _agree_on_checkpoint
+
+    class TwoNodes:
+        num_processes = 4
+
+    answers = ["step-0000020", "step-0000020", None, None]
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: answers)
+    with pytest.raises(
+        SettingsError,
+        match=r"do not find the same checkpoint to resume in .*out \(process 0: step-0000020, process 2: none\): "
+        "output_dir must be on a file system every node shares",
+    ):
+        _agree_on_checkpoint(TwoNodes(), tmp_path / "out", None)
+    answers[2:] = ["step-0000020"] * 2
+    _agree_on_checkpoint(TwoNodes(), tmp_path / "out", None)  # all agree: nothing to say
+    # and a run asks, before it looks at output_dir's checkpoints (here: the one it resumes)
+    from elue.elasticbert.pretraining import trainer
+
+    asked = []
+    monkeypatch.setattr(trainer, "_agree_on_checkpoint", lambda acc, out, ckpt: asked.append(ckpt))
+    s = two_layer_settings(max_steps=1, save_steps=1)
+    _run(s)
+    _run(dict(s, max_steps=2))
+    assert [c if c is None else c.name for c in asked] == [None, "step-0000001"]
+
+
 def test_a_loaded_model_keeps_its_sizes(done_run, tiny_settings):
     model = Path(done_run["output_dir"]) / "checkpoints" / "step-0000004" / "model"
     for change in ({"num_hidden_layers": 3}, {"intermediate_size": 128}):

@@ -177,6 +177,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     fsdp = accelerator.distributed_type.value == "FSDP"
     ckpt = find_checkpoint(out_dir, cfg.resume_from_checkpoint)
+    _agree_on_checkpoint(accelerator, out_dir, ckpt)
     check_output_dir(out_dir, ckpt)
     state: dict[str, Any] = {}
     if ckpt is not None:
@@ -560,6 +561,27 @@ def _agree_on_start_up(accelerator, error: SettingsError | None) -> None:  # noq
     if error is not None and str(error) == first:
         raise error
     raise SettingsError(first) from error
+
+
+def _agree_on_checkpoint(accelerator, out_dir: Path, ckpt: Path | None) -> None:  # noqa: ANN001
+    """Every process resumes from the same checkpoint, or none does. On several nodes whose `output_dir` is each
+    node's own disk, only the first node's copy of a checkpoint is complete (the first process writes COMPLETE):
+    the other nodes would start afresh beside it, their weights never loaded, and hang when the first ends."""
+    if accelerator.num_processes == 1:
+        return
+    from accelerate.utils import gather_object
+
+    found = gather_object([None if ckpt is None else ckpt.name])
+    if len(set(found)) == 1:
+        return
+    first = {name: found.index(name) for name in found}  # each answer, with the first process giving it
+    seen = ", ".join(
+        f"process {rank}: {name or 'none'}" for name, rank in sorted(first.items(), key=lambda x: x[1])
+    )
+    raise SettingsError(
+        f"the processes do not find the same checkpoint to resume in {out_dir} ({seen}): output_dir must be "
+        "on a file system every node shares (each process writes its own part of a checkpoint there)"
+    )
 
 
 def _follow_schedule(optimizer, scheduler) -> None:
