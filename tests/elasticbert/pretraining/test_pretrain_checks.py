@@ -90,6 +90,21 @@ def test_resume_with_other_settings_is_refused_and_max_steps_may_grow(done_run):
         _run(dict(done_run, num_data_shards=2, max_steps=6))
     with pytest.raises(SettingsError, match="max_steps 3 is below the step of the checkpoint"):
         _run(dict(done_run, max_steps=3))
+    # started by torchrun on 2 processes with num_data_shards unset (2 streams), resumed by 1: say what to set
+    from elue.elasticbert.pretraining.checkpoints import check_resume
+
+    ckpt = out / "checkpoints" / "step-0000004"
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    state["world_size"], state["settings"]["per_device_batch_size"] = 2, 4
+    cfg = PretrainConfig.from_dict(dict(done_run, max_steps=6))
+    with pytest.raises(
+        SettingsError,
+        match=r"2 -> 1 \(num_data_shards unset .* set num_data_shards=2 to resume on 1 process\)",
+    ):
+        check_resume(cfg, ckpt, state, world=1)
+    check_resume(
+        PretrainConfig.from_dict(dict(done_run, max_steps=6, num_data_shards=2)), ckpt, state, world=1
+    )
     assert (out / "pretrain_config.json").read_text() == saved  # not overwritten by a refused run
     # more steps: the resumed step's lr follows the new schedule (linear, 1 warm-up step, 6 steps), not 0
     assert _run(dict(done_run, max_steps=6, logging_steps=1))["step"] == 6

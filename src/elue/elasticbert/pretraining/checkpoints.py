@@ -202,7 +202,14 @@ def check_resume(
             f"global batch (per_device_batch_size x processes x accumulation): {old_batch} -> {new_batch}"
         )
     if old_streams is not None and old_streams != new_streams:
-        diffs.append(f"data streams (num_data_shards): {old_streams} -> {new_streams}")
+        hint = ""
+        if not cfg.num_data_shards and isinstance(old_streams, int) and old_streams % world == 0:
+            # unset, it follows the processes: the run started on another number of them
+            hint = (
+                f" (num_data_shards unset is one stream per process: set num_data_shards={old_streams} to resume "
+                f"on {world} process{'es' if world != 1 else ''})"
+            )
+        diffs.append(f"data streams (num_data_shards): {old_streams} -> {new_streams}{hint}")
     if diffs:
         raise SettingsError(
             f"resuming from {ckpt} with other settings than it was trained with: {'; '.join(diffs)}. "
