@@ -233,6 +233,21 @@ def test_api_tokens_per_user_are_bounded(client, monkeypatch):  # noqa: ANN001
     )
 
 
+def test_a_token_name_over_the_limit_is_refused_with_its_length(client):  # noqa: ANN001
+    """A 300-character token name was stored cut at 100 without a word (as descriptions once were)."""
+    csrf = web_login(client, "namer")
+    r = client.post("/api/tokens", json={"username": "namer", "password": "password123", "name": "x" * 300})
+    assert r.status_code == 400
+    assert r.json() == {"detail": "the token name has 300 characters: at most 100"}
+    r = client.post(
+        "/account/tokens", data={"name": "y" * 101, "csrf": csrf}, headers={"accept": "text/html"}
+    )
+    assert r.status_code == 400 and "the token name has 101 characters: at most 100" in r.text
+    r = client.post("/api/tokens", json={"username": "namer", "password": "password123", "name": "z" * 100})
+    assert r.status_code == 200 and r.json()["name"] == "z" * 100  # the limit itself is kept whole
+    assert "y" * 100 not in client.get("/account").text  # nothing stored for the refused one
+
+
 def test_every_write_of_a_session_needs_its_csrf_token(client):  # noqa: ANN001
     """Each route that is not a GET, found from the app's routes (so a new one is checked too), refuses a request
     that carries the admin's session cookie but not the session's CSRF token (a form posted by another site),

@@ -218,12 +218,18 @@ def _check_password(password: str) -> None:
 MAX_TOKENS = 50
 
 
+MAX_TOKEN_NAME = 100  # the column's size
+
+
 def create_token(s: Session, user: User, name: str = "") -> tuple[ApiToken, str]:
     held = s.scalar(select(func.count(ApiToken.id)).where(ApiToken.user_id == user.id))
     if held >= MAX_TOKENS:
         raise ServiceError(f"you hold {held} API tokens, the most there may be: revoke one first", 409)
+    name = _text(name, len(name or ""))
+    if len(name) > MAX_TOKEN_NAME:  # it was cut at 100 without a word, as descriptions once were
+        raise ServiceError(f"the token name has {len(name):,} characters: at most {MAX_TOKEN_NAME}")
     token = new_api_token()
-    row = ApiToken(user_id=user.id, name=_text(name, 100), token_hash=hash_token(token), prefix=token[:12])
+    row = ApiToken(user_id=user.id, name=name, token_hash=hash_token(token), prefix=token[:12])
     s.add(row)
     s.commit()
     return row, token

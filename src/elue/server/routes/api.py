@@ -325,12 +325,14 @@ class TokenRequest(JsonBody):
     responses={
         200: {"model": out.TokenCreated},
         **errors(
+            400,
             401,
             403,
             409,
             413,
             429,
             why={
+                400: "A token name over 100 characters",
                 401: "Wrong user name or password, or no session",
                 403: "A session without its CSRF token",
                 409: "The user holds the most tokens allowed (50): revoke one first",
