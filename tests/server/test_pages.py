@@ -235,3 +235,25 @@ def test_the_owner_edits_an_entry_s_name_links_and_description_on_its_page(clien
     assert "<h1>second name " in r.text  # the page's title is the entry as stored
     assert f'data-replace-url="{url}"' in r.text  # a reload is a GET of the page, not a re-post
     assert client.get(url.replace("/submissions/", "/api/models/")).json()["name"] == "second name"
+
+
+def test_the_chart_writes_a_small_model_s_params_as_the_table_does(client, auth):  # noqa: ANN001
+    """The task chart's hover text wrote params with one decimal in task.js: a 0.0054M model read "0.0M". The
+    chart now gets the text the pages write (the table's `params` filter) with its data."""
+    import json
+    import re
+    from pathlib import Path
+
+    from server_helpers import api_reported
+
+    assert api_reported(client, auth("tiny"), name="Tiny model", params_m=0.00544).status_code == 201
+    page = client.get("/tasks/sst-2").text
+    view = json.loads(
+        re.search(r'<script id="task-data" type="application/json">(.*?)</script>', page).group(1)
+    )
+    tiny = next(s for s in view["series"] if s["name"] == "Tiny model")
+    assert tiny["params_text"] == "0.0054M"
+    assert next(s for s in view["series"] if s["name"] == "ElasticBERT-BASE")["params_text"] == "109.0M"
+    assert "0.0054M" in page  # the table beside the chart says the same
+    script = (Path(__file__).parents[2] / "src/elue/server/static/task.js").read_text()
+    assert "s.params_text" in script and "fixed(s.params_m" not in script

@@ -23,6 +23,7 @@ from .cache import NoStoreForUsers, ResponseCache, carries_user
 from .config import Settings
 from .db import open_database
 from .deps import HEAD_SCOPE_KEY, AppState, Ctx, Download
+from .formats import params_text
 from .security import SessionCodec
 
 HERE = Path(__file__).resolve().parent
@@ -247,13 +248,6 @@ def _fmt_flops(v: float | None) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.1f}" if v >= 1 else f"{v:.3g}"
 
 
-def _fmt_params(v: float | None) -> str:
-    """Millions of parameters: 109.0M, 18.0M, 0.0054M."""
-    if v is None:
-        return "—"
-    return f"{v:,.1f}M" if v >= 1 else f"{v:.2g}M"
-
-
 # an upload's staging folder this old is a crash's leftover (unpacking takes seconds)
 STAGING_STALE_S = 3600.0
 
@@ -282,7 +276,7 @@ def create_app(
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["score"] = _fmt_score
     templates.env.filters["num"] = _fmt_num
-    templates.env.filters["params"] = _fmt_params
+    templates.env.filters["params"] = params_text
     templates.env.filters["flops"] = _fmt_flops
     from elue.tasks import TASK_NAMES, TASKS
 

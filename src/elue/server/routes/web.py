@@ -34,6 +34,7 @@ from ..db import (
     waits_for_a_worker,
 )
 from ..deps import MAX_ID, Ctx, Download, RowId, get_ctx, throttled_authenticate
+from ..formats import params_text
 from ..service import ServiceError
 from ..storage import UploadError
 from .api import SortColumn, SortOrder, read_limited
@@ -110,7 +111,9 @@ def task_page(task: str, ctx: Ctx = Depends(get_ctx)):
     except KeyError as e:
         raise HTTPException(404, str(e.args[0])) from None
     view = task_view(ctx.st.board.get(), t.name)
-    return render(ctx, "task.html", task=t, view=view, view_json=script_json(view))
+    # the chart's hover text writes params as the table does (task.js wrote one decimal: a 0.0054M model read 0.0M)
+    chart = {**view, "series": [{**s, "params_text": params_text(s["params_m"])} for s in view["series"]]}
+    return render(ctx, "task.html", task=t, view=view, view_json=script_json(chart))
 
 
 @router.get("/models/{model_id}", response_class=HTMLResponse)

@@ -31,8 +31,9 @@
         x: xs, y: pts.map((p) => p.performance),
         line: s.is_baseline ? { width: 4, color: "#222" } : { width: 1.5 },
         marker: { size: s.is_baseline ? 8 : 7 },
-        // params and score as text: Plotly formats a missing number (no baseline on this dataset: no score) as 0
-        customdata: pts.map((p) => [esc(s.name), esc(p.file), p.mflops, s.params_m == null ? "—" : fixed(s.params_m, 1) + "M", fixed(s.score, 2)]),
+        // params and score as text: Plotly formats a missing number (no baseline on this dataset: no score) as 0;
+        // params as the site's pages write them (params_text: 0.0054M, not 0.0M)
+        customdata: pts.map((p) => [esc(s.name), esc(p.file), p.mflops, s.params_text, fixed(s.score, 2)]),
         hovertemplate: "<b>%{customdata[0]}</b><br>%{customdata[1]}<br>MFLOPs %{customdata[2]:,.4~g}" +
           "<br>performance %{y:.2f}<br>params %{customdata[3]}<br>ELUE score %{customdata[4]}<extra></extra>",
         meta: { role: s.is_baseline ? "baseline" : "model", id: s.id },
