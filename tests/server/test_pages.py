@@ -257,3 +257,5 @@ def test_the_chart_writes_a_small_model_s_params_as_the_table_does(client, auth)
     assert "0.0054M" in page  # the table beside the chart says the same
     script = (Path(__file__).parents[2] / "src/elue/server/static/task.js").read_text()
     assert "s.params_text" in script and "fixed(s.params_m" not in script
+    # the Pareto front's hover wrote x with one decimal too ("x 0.0" for a 0.0481 MFLOPs point; checked in chromium)
+    assert "%{x:.1f}" not in script and "MFLOPs %{x:,.4~g}" in script

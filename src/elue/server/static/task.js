@@ -52,7 +52,9 @@
         x: front.map((p) => p.x), y: front.map((p) => p.y), line: { dash: "dash", shape: "hv", color: "#d62728" },
         marker: { symbol: "circle-open", size: 14, color: "#d62728", line: { width: 2 } },
         customdata: front.map((p) => p.name),
-        hovertemplate: "Pareto front: %{customdata}<br>x %{x:.1f}<br>performance %{y:.2f}<extra></extra>",
+        // x as the models' hover writes it (".1f" read a 0.0481 MFLOPs point as "x 0.0")
+        hovertemplate: "Pareto front: %{customdata}<br>" + (state.x === "mflops" ? "MFLOPs %{x:,.4~g}" : "params %{x:,.4~g}M") +
+          "<br>performance %{y:.2f}<extra></extra>",
         meta: { role: "pareto" },
       });
     }
