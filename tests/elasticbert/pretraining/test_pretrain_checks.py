@@ -317,6 +317,38 @@ def test_processes_that_find_different_checkpoints_are_refused(monkeypatch, tmp_
     assert [c if c is None else c.name for c in asked] == [None, "step-0000001"]
 
 
+def test_a_full_disk_while_saving_is_one_line_and_the_partial_checkpoint_goes(
+    two_layer_settings, monkeypatch
+):
+    """A save that meets a full disk (safetensors' words for ENOSPC) was a traceback, and left a half-written
+    checkpoint taking the space; the run that resumes after space is freed goes on from the last complete one."""
+    from accelerate import Accelerator
+    from safetensors import SafetensorError
+
+    real = Accelerator.save_state
+
+    def save_state(self, folder, *args, **kwargs):
+        if "step-0000002" in str(folder):
+            Path(folder).mkdir(parents=True)
+            (Path(folder) / "model.safetensors").write_bytes(b"\0" * 64)
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real(self, folder, *args, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    s = two_layer_settings(max_steps=3, save_steps=1)
+    with pytest.raises(
+        SettingsError,
+        match=r"saving checkpoint step-0000002 failed, the disk is full \(SafetensorError: .*No space left on "
+        r"device.*\); the incomplete checkpoint was removed\. .*the same command resumes from step-0000001",
+    ):
+        _run(s)
+    ckpts = Path(s["output_dir"]) / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-0000001"]
+    monkeypatch.setattr(Accelerator, "save_state", real)
+    assert _run(s)["step"] == 3
+    assert [r["step"] for r in _log(s["output_dir"])] == ["1", "2", "3"]
+
+
 def test_a_loaded_model_keeps_its_sizes(done_run, tiny_settings):
     model = Path(done_run["output_dir"]) / "checkpoints" / "step-0000004" / "model"
     for change in ({"num_hidden_layers": 3}, {"intermediate_size": 128}):

@@ -416,6 +416,38 @@ def save_checkpoint(
     window's global sums when the step is not a logging step."""
     root = Path(cfg.output_dir) / "checkpoints"
     path = root / f"{CHECKPOINT_PREFIX}{step:07d}"
+    try:
+        _write_checkpoint(accelerator, model, tokenizer, data, cfg, step, window, path)
+    except Exception as err:  # noqa: BLE001 (a full disk: OSError, safetensors' and torch.save's own errors)
+        if not _disk_full(err):
+            raise
+        if accelerator.is_main_process:  # never resumed from: its space back, for the next try
+            shutil.rmtree(path, ignore_errors=True)
+        done = complete_checkpoints(Path(cfg.output_dir))
+        resume = (
+            f"the same command resumes from {done[-1].name}" if done else "no checkpoint to resume from yet"
+        )
+        full = SettingsError(
+            f"saving checkpoint {path.name} failed, the disk is full ({one_line(err)}); the incomplete checkpoint "
+            f"was removed. Free space in {root} (save_total_limit keeps fewer checkpoints), then {resume}"
+        )
+        full.mid_run_process = accelerator.process_index  # reported by each process that met it
+        raise full from err
+    return path
+
+
+def _disk_full(err: BaseException) -> bool:
+    """Whether a save failed for want of space: ENOSPC, or the same in the words of safetensors ("No space left
+    on device (os error 28)") or torch.save ("PytorchStreamWriter failed writing file")."""
+    import errno
+
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return "No space left on device" in text or "os error 28" in text or "failed writing file" in text
+
+
+def _write_checkpoint(accelerator, model, tokenizer, data, cfg, step, window, path: Path) -> None:  # noqa: ANN001
     if accelerator.is_main_process and path.exists():
         shutil.rmtree(path)
     accelerator.wait_for_everyone()
@@ -449,7 +481,6 @@ def save_checkpoint(
             if checkpoint_step(old) < step:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
-    return path
 
 
 __all__ = [
