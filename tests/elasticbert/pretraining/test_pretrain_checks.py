@@ -349,6 +349,32 @@ def test_a_full_disk_while_saving_is_one_line_and_the_partial_checkpoint_goes(
     assert [r["step"] for r in _log(s["output_dir"])] == ["1", "2", "3"]
 
 
+def test_a_rotation_cut_short_leaves_no_damaged_complete_checkpoint(two_layer_settings, monkeypatch):
+    """save_total_limit removes an old checkpoint; a kill in the middle of that removal left its COMPLETE beside
+    missing files (a 'complete' checkpoint that does not load). The marker goes first now."""
+    import shutil
+
+    from elue.elasticbert.pretraining import checkpoints
+
+    real = shutil.rmtree
+
+    def killed_midway(path, *args, **kwargs):
+        if Path(path).name == "step-0000001":
+            real(Path(path) / "state")
+            raise SystemExit("killed")  # the process dies here
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", killed_midway)
+    s = two_layer_settings(max_steps=3, save_steps=1, save_total_limit=1)
+    with pytest.raises(SystemExit):
+        _run(s)
+    out = Path(s["output_dir"])
+    assert [p.name for p in checkpoints.complete_checkpoints(out)] == ["step-0000002"]
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", real)
+    assert _run(s)["step"] == 3  # and the half-removed folder goes with the next save
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000003"]
+
+
 def test_a_loaded_model_keeps_its_sizes(done_run, tiny_settings):
     model = Path(done_run["output_dir"]) / "checkpoints" / "step-0000004" / "model"
     for change in ({"num_hidden_layers": 3}, {"intermediate_size": 128}):

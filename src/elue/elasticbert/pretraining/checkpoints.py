@@ -473,6 +473,9 @@ def _write_checkpoint(accelerator, model, tokenizer, data, cfg, step, window, pa
         if cfg.save_total_limit:  # the oldest steps go; never the checkpoint just saved
             done = [p for p in complete_checkpoints(Path(cfg.output_dir)) if p != path]
             for old in done[: max(len(done) - cfg.save_total_limit + 1, 0)]:
+                # the marker first: a removal cut short (a kill) leaves an incomplete folder, which the next save
+                # removes, not a "complete" checkpoint with files missing
+                (old / COMPLETE_MARKER).unlink(missing_ok=True)
                 shutil.rmtree(old, ignore_errors=True)
         # what a run killed while saving left behind, at an earlier step than this complete one: never resumed
         # from, and no save of this run will replace it (a later step's incomplete folder is left: the run may
