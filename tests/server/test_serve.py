@@ -156,3 +156,76 @@ def test_serve_on_a_database_of_a_newer_schema_says_so(tmp_path, monkeypatch):  
     r = CliRunner().invoke(cli, serve_args(settings))
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
     assert "Can't locate revision identified by '0099'" in r.output and "newer version of elue" in r.output
+
+
+def _worker_args(settings, *extra: str) -> list[str]:  # noqa: ANN001
+    home, data = str(settings.state_dir), str(settings.data_dir)
+    return ["worker", "--home", home, "--data-dir", data, "--database-url", settings.database_url, *extra]
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("garbage", "Could not parse SQLAlchemy URL"),
+        ("postgres://u:s3cret@127.0.0.1/db", "SQLAlchemy spells it postgresql://"),
+        (
+            "postgresql://u:s3cret@127.0.0.1/db",
+            "its driver is not installed",
+        ),  # psycopg 3: made missing below
+        ("postgresql+psycopg2://u:s3cret@127.0.0.1:1/db", "Connection refused"),  # nothing listens on port 1
+    ],
+)
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_database_url_that_cannot_work_is_one_line(tmp_path, monkeypatch, command, url, said):  # noqa: ANN001
+    """`elue worker` ended with SQLAlchemy's traceback for a bad URL, a driver that is not installed or (with --once)
+    a database it cannot reach; `elue serve` too for the driver (`postgresql://` means psycopg 3 to SQLAlchemy 2.1)."""
+    from typer.testing import CliRunner
+
+    from elue.cli import app as cli
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # an import of it fails, installed or not
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: pytest.fail("must not start"))
+    monkeypatch.setattr("elue.server.worker.run_worker", lambda *a, **k: pytest.fail("must not start"))
+    settings = make_settings(tmp_path)
+    args = serve_args(settings) if command == "serve" else _worker_args(settings, "--once")
+    args[args.index("--database-url") + 1] = url
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit), (
+        r.output
+    )
+    assert "error: cannot open the database" in r.output and said in r.output, r.output
+    assert "s3cret" not in r.output and "Background on this error" not in r.output
+
+
+def test_a_worker_refuses_a_database_of_a_newer_schema_and_an_unusable_home(tmp_path, monkeypatch, caplog):  # noqa: ANN001
+    """A worker never migrates: on a database a newer elue had upgraded it took jobs without a word (serve refused
+    it), and a home it cannot use ended it with a traceback."""
+    from sqlalchemy import text
+    from typer.testing import CliRunner
+
+    from elue.cli import app as cli
+    from elue.server.worker import run_worker
+
+    settings = make_settings(tmp_path)
+    engine, _ = open_database(settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    monkeypatch.setattr("elue.server.worker.run_worker", lambda *a, **k: pytest.fail("must not start"))
+    r = CliRunner().invoke(cli, _worker_args(settings))
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert "schema is at revision 0099, which this elue does not have" in r.output, r.output
+    # a worker already running when the schema changed (or one of an older elue's serve): it takes no job
+    monkeypatch.undo()
+    with caplog.at_level("WARNING", logger="elue.server.worker"):
+        assert run_worker(settings, once=True, evaluator=lambda *a, **k: pytest.fail("no job")) == 0
+    assert "which this elue does not have" in caplog.text and "not scoring" in caplog.text
+
+    home = tmp_path / "a-file"
+    home.write_text("not a folder")
+    args = _worker_args(settings, "--once")
+    args[args.index("--home") + 1] = str(home)
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert f"cannot use the state folder {home}" in r.output.replace("\n", ""), r.output

@@ -57,6 +57,56 @@ def _shown_url(url: str) -> str:
         return "<an invalid database URL>"
 
 
+def _cannot_open(url: str, err: BaseException) -> str:
+    """One line for a database URL that cannot be used: unparsable, an unknown dialect, a driver that is not installed
+    (`postgresql://` is psycopg 3 to SQLAlchemy 2.1: a ModuleNotFoundError traceback), refused or unreachable."""
+    from sqlalchemy.exc import DBAPIError
+
+    # the driver's own message, without SQLAlchemy's "(Background on this error at: …)" lines
+    why = " ".join(str(err.orig if isinstance(err, DBAPIError) else err).split())
+    if isinstance(err, ImportError):
+        why = (
+            f"its driver is not installed ({err}): install it, or name an installed one in the URL, "
+            "e.g. postgresql+psycopg2://user:pw@host/db"
+        )
+    elif "sqlalchemy.dialects:postgres" in why:  # postgres://, as some hosts write it
+        why += " (SQLAlchemy spells it postgresql://, e.g. postgresql+psycopg2://user:pw@host/db)"
+    return f"cannot open the database {_shown_url(url)!r}: {why}"
+
+
+def _check_worker_database(settings, once: bool) -> None:  # noqa: ANN001
+    """What `elue worker` cannot work with, in one line before it starts (it printed a traceback for a bad URL, a
+    missing driver or an unusable home, and scored on a database of a newer elue's schema without a word). A
+    database that is only unreachable is waited for (the worker says so once a minute), but for `--once`."""
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from elue.server.db import open_database, schema_mismatch
+    from elue.server.worker import schema_message
+
+    try:
+        settings.ensure_dirs()  # where it unpacks each job for the sandbox
+    except OSError as err:
+        fail(f"cannot use the state folder {settings.state_dir} (--home / ELUE_HOME): {err}")
+    try:
+        engine, _ = open_database(settings.database_url, upgrade=False)
+    except (
+        ArgumentError,
+        ImportError,
+        OSError,
+    ) as err:  # OSError: a SQLite file's folder that cannot be made
+        fail(_cannot_open(settings.database_url, err))
+    try:
+        mismatch = schema_mismatch(engine)
+    except OperationalError as err:
+        if once:
+            fail(_cannot_open(settings.database_url, err))
+        return
+    finally:
+        engine.dispose()
+    if mismatch is not None and mismatch[0] == "newer":
+        fail(f"cannot use the database {_shown_url(settings.database_url)!r}: {schema_message(mismatch)}")
+
+
 def _url_host(host: str) -> str:
     """How a URL names the address served on: a wildcard is reached by this machine's name."""
     import socket
@@ -125,8 +175,8 @@ def serve(
 
     try:
         create_app(settings)  # migrate and seed: once, before anything forks
-    except (ArgumentError, OperationalError) as err:  # ArgumentError also covers an unknown dialect
-        fail(f"cannot open the database {_shown_url(settings.database_url)!r}: {err}")
+    except (ArgumentError, OperationalError, ImportError) as err:  # ArgumentError: also an unknown dialect
+        fail(_cannot_open(settings.database_url, err))
     except (
         CommandError
     ) as err:  # its schema is of a revision this elue does not have (a newer one's database)
@@ -242,13 +292,13 @@ def worker(
 ) -> None:
     """Run one scoring worker: claim queued submissions and score them in the sandbox. SIGTERM or Ctrl-C gives
     the job it scores back to the queue and stops it (a second Ctrl-C stops it at once)."""
-    import logging
     import threading
 
-    from elue.server.worker import run_worker, stop_on_signals
+    from elue.server.worker import configure_logging, run_worker, stop_on_signals
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    configure_logging()
     settings = _settings(home, data_dir, database_url)
+    _check_worker_database(settings, once)
     # without a handler, a stop mid-job killed the worker: the job was retaken when its lease ran out, one attempt
     # more each time, and failed as "crashed the worker repeatedly" after max_attempts restarts
     stop = threading.Event()

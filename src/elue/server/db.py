@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     select,
     text,
     update,
@@ -256,6 +257,33 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             # transactional)
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         command.upgrade(alembic_config(conn), revision)
+
+
+def head_revision() -> str:
+    """The newest schema revision this elue has (its migrations' head)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
+
+
+def schema_mismatch(engine: Engine) -> tuple[str, str | None] | None:
+    """None when the database's schema is this elue's (its head revision); else `("newer", rev)` for a revision
+    this elue does not know (made or upgraded by a newer elue), `("older", rev)` for an older one, `rev` None for
+    a database without the tables. What a worker, which never migrates, checks before it takes a job."""
+    from alembic.script import ScriptDirectory
+
+    with engine.connect() as conn:  # read as Alembic keeps it (its MigrationContext logs two lines each time)
+        has_table = inspect(conn).has_table("alembic_version")
+        current = (
+            conn.execute(text("SELECT version_num FROM alembic_version")).scalar() if has_table else None
+        )
+    script = ScriptDirectory.from_config(alembic_config(None))
+    if current == script.get_current_head():
+        return None
+    if current is None:
+        return ("older", None)
+    known = {rev.revision for rev in script.walk_revisions()}
+    return ("older", current) if current in known else ("newer", current)
 
 
 MIGRATE_LOCK_ID = 0x454C554D  # "ELUM": the advisory lock that serialises migrations (not the names lock)

@@ -57,8 +57,10 @@ from .db import (
     Submission,
     TaskResult,
     bump_board_version,
+    head_revision,
     note_worker_seen,
     open_database,
+    schema_mismatch,
     utcnow,
 )
 from .service import ServiceError, check_name_free, lock_public_names
@@ -261,6 +263,25 @@ def _finish_retrying(sessions: sessionmaker, sid: int, worker_id: str, **kw) -> 
             log.warning("submission %s: the database is unreachable (%s); retrying", sid, _first_line(e))
             time.sleep(wait)
             wait = min(wait * 2, 10.0)
+
+
+SCHEMA_CHECK_S = 60.0  # how often a running worker checks that the database's schema is its own
+
+
+def schema_message(mismatch: tuple[str, str | None]) -> str:
+    """What `schema_mismatch` found, in words for the worker's log and `elue worker`'s refusal."""
+    kind, rev = mismatch
+    if rev is None:
+        return "the database has no ELUE tables yet (`elue serve` makes them at its start)"
+    if kind == "newer":
+        return (
+            f"the database's schema is at revision {rev}, which this elue does not have: a newer version of elue "
+            "made or upgraded it; run that version's worker"
+        )
+    return (
+        f"the database's schema is at revision {rev}, older than this elue's {head_revision()}: "
+        "`elue serve` of this version upgrades it at its start"
+    )
 
 
 def _no_schema(e: DBAPIError) -> bool:
@@ -721,7 +742,7 @@ def run_worker(
     parent_pid: int | None = None,
 ) -> int:
     """Claim and score jobs until stopped (or, with once=True, until the queue is empty)."""
-    _, sessions = open_database(settings.database_url, upgrade=False)
+    engine, sessions = open_database(settings.database_url, upgrade=False)
     worker_id = new_worker_id()
     stop = stop or threading.Event()
     if evaluator is None:
@@ -731,7 +752,7 @@ def run_worker(
     cleaned = False
     last_recover = 0.0
     down_since: float | None = None  # the database has been unreachable since then
-    no_keys_said = last_seen = -math.inf
+    no_keys_said = last_seen = schema_checked = schema_said = -math.inf
     # jobs this worker gave back for the server's fault -> when: it takes the others first for a while. Retaken at
     # once (claims take the oldest), a job that only this worker cannot score (its keys, its disk's room for a big
     # model.py) was the only one it tried, every 30 s, for ever
@@ -755,6 +776,19 @@ def run_worker(
             stop.wait(max(settings.poll_seconds, 1.0))
             continue
         try:
+            # a worker never migrates: on a schema of another elue (a newer one's database, an older one `elue serve`
+            # of this version has not upgraded yet) it ran on without a word, writing rows another schema expects
+            if time.monotonic() - schema_checked > SCHEMA_CHECK_S:
+                mismatch = schema_mismatch(engine)
+                if mismatch is not None:
+                    if time.monotonic() - schema_said > 60:
+                        log.warning("%s; not scoring", schema_message(mismatch))
+                        schema_said = time.monotonic()
+                    if once:
+                        break
+                    stop.wait(min(5.0, max(settings.poll_seconds, 1.0)))
+                    continue
+                schema_checked = time.monotonic()
             if not cleaned:
                 clean_scoring_dir(settings, sessions)
                 cleaned = True
@@ -811,6 +845,13 @@ def run_worker(
     return done
 
 
+def configure_logging() -> None:
+    """A worker's log: its own lines from INFO up; the libraries' only from WARNING (Alembic's INFO lines, "setup
+    plugin …" and "Context impl …", filled the log of `elue worker` at its start)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def _die_with_parent(sig: int) -> None:
     """Linux: get `sig` when the parent dies (also when it is killed outright). Elsewhere nothing (the worker's
     loop checks its parent's pid as well)."""
@@ -847,7 +888,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.parent_pid:
         _die_with_parent(signal.SIGTERM)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    configure_logging()
     settings = Settings()
     if args.evaluator:
         settings.evaluator = args.evaluator
