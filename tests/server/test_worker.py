@@ -104,6 +104,21 @@ def test_huge_error_messages_are_capped(client, auth, drain):  # noqa: ANN001
     assert len(json.dumps(listed)) < 20_000
 
 
+def test_the_worker_log_says_why_a_submission_failed(client, auth, drain, caplog):  # noqa: ANN001
+    """The worker's log said only "submission 7: failed": the admin had to open each page to learn why. It now gives
+    the owner's error as one capped line (model.py's text cannot write log lines of its own)."""
+    from elue.server.worker import _log_text
+
+    sub = api_upload(client, auth("verbose2"), files={**SUB, "model.py": "# HUGE_ERROR\n"})
+    with caplog.at_level("INFO", logger="elue.server.worker"):
+        drain()
+    line = next(
+        r.getMessage() for r in caplog.records if r.getMessage().startswith(f"submission {sub['id']} failed:")
+    )
+    assert "sst-2/a.tsv, line 1: bad header" in line and len(line) < 400
+    assert _log_text("boom\n2026-01-01 worker INFO forged") == "boom\\n2026-01-01 worker INFO forged"
+
+
 def test_a_cancelled_job_leaves_no_copy_of_model_py(client, auth, settings):  # noqa: ANN001
     before = _copies(settings)
     h = auth("sleeper")

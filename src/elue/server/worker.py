@@ -682,7 +682,17 @@ def process(
         error=error,
         result=result if status == SCORED else None,
     )
+    # the worker's log said only "failed": the admin had to open the page to learn why
+    if ok and status == FAILED:
+        log.info("submission %s failed: %s", sid, _log_text(error))
     return status if ok else "lost"
+
+
+def _log_text(text: str, limit: int = 300) -> str:
+    """The owner's error as one line of the worker's log: line breaks and control characters escaped (model.py's
+    text must not write log lines of its own), at most `limit` characters."""
+    one = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text.strip())
+    return one if len(one) <= limit else one[: limit - 1] + "…"
 
 
 def _sees_other_uploads(sessions: sessionmaker, settings: Settings, sid: int) -> bool:
