@@ -453,3 +453,24 @@ def test_glue_loader(tmp_path):
     assert "label" not in test.column_names
     with pytest.raises(ValueError, match="no split"):
         load_glue_split("rte", "dev_mismatched", path=str(root))
+
+
+def test_a_data_folder_given_one_level_too_deep_or_mistyped_is_named(tmp_path):
+    """`elue finetune sst-2 --data ../shared/data/sst-2` said only "no train.tsv ... in
+    ../shared/data/sst-2/sst-2 (the folder is missing or empty)"; it now says the folder given is one task's
+    folder (or does not exist)."""
+    _write(tmp_path, "sst-2", "train", "sentence\tlabel\nfine\t1\n")
+    (tmp_path / "sst-2" / "test_labels.tsv").write_text("index\tlabel\n0\t1\n")
+    with pytest.raises(
+        FileNotFoundError, match="sst-2 looks like one task's folder .it holds train.tsv itself"
+    ):
+        split_path(tmp_path / "sst-2", "sst-2", "train")
+    with pytest.raises(
+        FileNotFoundError, match="looks like one task's folder .it holds test_labels.tsv itself"
+    ):
+        read_answer_key(tmp_path / "sst-2", "sst-2")
+    with pytest.raises(FileNotFoundError, match="dta does not exist"):
+        split_path(tmp_path / "dta", "sst-2", "train")
+    with pytest.raises(FileNotFoundError) as e:  # the right folder, a task it lacks: no hint
+        split_path(tmp_path, "mrpc", "train")
+    assert str(e.value).endswith("(the folder is missing or empty)")

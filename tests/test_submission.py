@@ -402,6 +402,18 @@ def test_evaluate_without_an_answer_key_fails_unless_partial(tmp_path):
     assert result.elue_score is None and result.to_dict()["not_scored"]["mrpc"].startswith("no answer key")
 
 
+def test_one_tasks_folder_given_as_the_data_folder_is_named(tmp_path):
+    """Library callers (not the CLI, which checks first) of `evaluate_submission(sub, data / "sst-2")` and
+    `validate_submission` got only "no answer key for sst-2: .../sst-2/sst-2/test_labels.tsv"."""
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    with pytest.raises(SubmissionError, match="sst-2 looks like one task's folder"):
+        evaluate_submission(sub, answers / "sst-2", trust_model_code=True)
+    (answers / "sst-2" / "test.tsv").write_text("index\tsentence\n0\tfine\n")
+    with pytest.raises(SubmissionError, match="sst-2 looks like one task's folder"):
+        validate_submission(sub, answers / "sst-2", trust_model_code=True)
+
+
 def test_each_task_result_holds_the_warnings_of_its_own_model_py(tmp_path):
     """Warnings are per model.py; a task's result carries those of the model.py that priced it, and
     `to_dict` shows them only when asked (the leaderboard's stored result is unchanged)."""

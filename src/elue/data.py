@@ -81,7 +81,25 @@ def split_path(data_dir: Path | str, task: str | Task, split: str) -> Path:
             return folder / name
     have = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     where = f"it holds: {', '.join(have)}" if have else "the folder is missing or empty"
-    raise FileNotFoundError(f"no {split}.tsv or {split}.tsv.gz for {t.name} in {folder} ({where})")
+    hint = task_folder_hint(data_dir, f"{split}.tsv", f"{split}.tsv.gz")
+    hint = f"; {hint}" if hint else ""
+    raise FileNotFoundError(f"no {split}.tsv or {split}.tsv.gz for {t.name} in {folder} ({where}){hint}")
+
+
+def task_folder_hint(data_dir: Path | str, *names: str) -> str:
+    """'' or a clause for a data folder given one level too deep or not there at all: `--data
+    ../shared/data/sst-2` (one task's folder, holding `test.tsv` itself) is read as `sst-2/sst-2/test.tsv`,
+    and a mistyped path as a missing file of every task."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        return f"{root} does not exist" if not root.exists() else f"{root} is not a folder"
+    own = [name for name in names if (root / name).is_file()]
+    if own:
+        return (
+            f"{root} looks like one task's folder (it holds {own[0]} itself): give the folder above it, "
+            "which holds one folder per task"
+        )
+    return ""
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -251,7 +269,9 @@ def read_answer_key(answers_dir: Path | str, task: str | Task) -> tuple[np.ndarr
     t = _task(task)
     path = Path(answers_dir) / t.name / "test_labels.tsv"
     if not path.is_file():
-        raise FileNotFoundError(f"no answer key for {t.name}: {path} does not exist")
+        hint = task_folder_hint(answers_dir, "test_labels.tsv")
+        hint = f"; {hint}" if hint else ""
+        raise FileNotFoundError(f"no answer key for {t.name}: {path} does not exist{hint}")
     lines = _read_lines(path)
     _check_header(path, lines[0], ("index", "label"))
     rows = _split_rows(path, lines, 2)

@@ -483,7 +483,8 @@ def validate_submission(
 def _no_test_set(data_dir: Path, task: str) -> str | None:
     """Why `data_dir` has no test set of `task` to check against (None: it has one)."""
     if not (Path(data_dir) / task).is_dir():
-        return f"{data_dir}: no folder {task}/ with its test.tsv"
+        hint = data.task_folder_hint(data_dir, "test.tsv", "test.tsv.gz")
+        return f"{data_dir}: no folder {task}/ with its test.tsv" + (f"; {hint}" if hint else "")
     try:
         data.split_path(data_dir, task, "test")
     except FileNotFoundError as err:
@@ -514,7 +515,9 @@ def evaluate_submission(
         try:
             keys[name] = data.read_answer_key(answers_dir, name)
         except FileNotFoundError:
-            unscored[name] = f"no answer key for {name}: {Path(answers_dir) / name / 'test_labels.tsv'}"
+            hint = data.task_folder_hint(answers_dir, "test_labels.tsv")
+            where = Path(answers_dir) / name / "test_labels.tsv"
+            unscored[name] = f"no answer key for {name}: {where}" + (f"; {hint}" if hint else "")
     if unscored and (not partial or len(unscored) == len(tasks)):
         raise SubmissionError("\n".join(unscored.values()))
     tasks = {name: files for name, files in tasks.items() if name not in unscored}

@@ -385,3 +385,27 @@ def test_help_gives_flags_no_type(capsys, monkeypatch):
         main(["finetune", "--help"])
     main_out = capsys.readouterr().out
     assert "<float range>" in main_out and "--cpu" in main_out
+
+
+def test_a_mistyped_or_one_task_data_folder_is_said_once(tmp_path):
+    """`--answers ../shared/dat` said "no answer key for <task>" once per task, and `--answers ../shared/data/sst-2`
+    (one task's folder, read as sst-2/sst-2/...) the same, with no word of what was wrong: each is now one line
+    that says it, before model.py is started."""
+    answers = write_answers(tmp_path / "answers")
+    sub = write_submission(tmp_path / "sub")
+    (sub / "mrpc.tsv").write_text("index\tpred\tmodules\n0\t1\t(5),emb\n")
+    cases = [
+        (["evaluate", str(sub), "--answers", str(tmp_path / "answrs")], "--answers", "no such folder"),
+        (
+            ["evaluate", str(sub), "--answers", str(answers / "sst-2")],
+            "--answers",
+            "looks like one task's folder",
+        ),
+        (["validate", str(sub), "--data", str(tmp_path / "answrs")], "--data", "no such folder"),
+        (["validate", str(sub), "--data", str(answers / "sst-2")], "--data", "looks like one task's folder"),
+    ]
+    for args, option, said in cases:
+        res = runner.invoke(app, [*args, "--trust-model-code"])
+        assert res.exit_code == 1, res.output
+        assert res.output.startswith(f"error: {option} ") and said in res.output, res.output
+        assert "mrpc" not in res.output and "sst-2.tsv" not in res.output  # said once, nothing scored

@@ -128,6 +128,7 @@ def evaluate(
     from elue import scoring
     from elue.submission import SubmissionError, evaluate_submission
 
+    _check_folder("--answers", answers, "<task>/test_labels.tsv", "test_labels.tsv")
     if json_out:
         _check_writable(json_out)
     try:
@@ -157,6 +158,18 @@ def evaluate(
         fail(f"scored {scored}; not scored (no answer key):\n" + "\n".join(result.unchecked.values()))
 
 
+def _check_folder(option: str, path: Path, layout: str, *own_files: str) -> None:
+    """A mistyped data folder, or one task's folder given for the folder of all tasks, said once, not once
+    per task of the submission."""
+    from elue.data import task_folder_hint
+
+    if not path.is_dir():
+        what = "no such folder" if not path.exists() else "not a folder"
+        fail(f"{option} {path}: {what} (give the folder holding {layout}, e.g. ../shared/data)")
+    if hint := task_folder_hint(path, *own_files):
+        fail(f"{option} {path}: {hint} ({layout})")
+
+
 def _check_writable(path: Path) -> None:
     """Refuse an output path that cannot be written before minutes of scoring, not after."""
     if path.is_dir():
@@ -176,6 +189,7 @@ def validate(
     """Pre-flight check of a submission against the test sets, without labels."""
     from elue.submission import SubmissionError, validate_submission
 
+    _check_folder("--data", data, "<task>/test.tsv", "test.tsv", "test.tsv.gz")
     try:
         with _progress() as bar:
             result = validate_submission(
