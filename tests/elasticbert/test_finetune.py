@@ -257,6 +257,58 @@ def test_cli_convert_a_bert_checkpoint(tiny, tmp_path):
     assert not list(tmp_path.glob(".*converting*"))  # no staging folder left behind
 
 
+def test_a_full_disk_while_saving_is_one_line(tiny, tmp_path, monkeypatch):
+    """A full disk ended `elue convert` and `elue finetune` with a traceback: safetensors raises its own
+    SafetensorError and torch.save a RuntimeError ("unexpected pos"), neither an OSError. Each is one line now;
+    other errors of those types still propagate."""
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
+
+    data, ckpt = tiny
+    full = "Error while serializing: I/O error: No space left on device (os error 28)"
+
+    def no_space(*args, **kwargs):
+        raise SafetensorError(full)
+
+    from transformers import BertConfig, BertModel
+
+    src = tmp_path / "bert"
+    BertModel(
+        BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=1, num_attention_heads=2)
+    ).save_pretrained(src)
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", no_space)
+    result = invoke_cli(["convert", src, "--output", tmp_path / "conv"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert (
+        f"error: writing to {tmp_path / 'conv'} failed (I/O error: No space left on device" in result.output
+    )
+    assert not (tmp_path / "conv").exists()
+    finetune_args = ["finetune", "sst-2", "--model", ckpt, "--data", data, "--max-steps", "1", "--cpu"]
+    finetune_args += ["--batch-size", "8", "--max-length", "32", "--no-progress", "--output"]
+    result = invoke_cli([*finetune_args, tmp_path / "ft"])
+    assert result.exit_code == 1 and f"error: writing to {tmp_path / 'ft'} failed (I/O error: No space" in (
+        result.output
+    ), result.output
+    monkeypatch.undo()
+    real = torch.save
+
+    def stops_mid_file(obj, f, *args, **kwargs):
+        if str(f).endswith("optimizer.pt"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 29248 vs 29140")
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", stops_mid_file)
+    result = invoke_cli([*finetune_args, tmp_path / "ft2"])
+    assert result.exit_code == 1 and "torch.save stopped mid-file" in result.output, result.output
+
+    def other_error(obj, f, *args, **kwargs):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(torch, "save", other_error)
+    result = invoke_cli([*finetune_args, tmp_path / "ft3"])
+    assert isinstance(result.exception, RuntimeError) and str(result.exception) == "something else"
+
+
 def _hub_copy(root: Path, config: str, splits: dict[str, str], rows: dict[str, list]) -> Path:
     """A local dataset in the hub's parquet layout (one config), read by the real `load_dataset` code path."""
     import pyarrow as pa

@@ -117,6 +117,24 @@ def _message(err: Exception) -> str:
     return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
 
 
+# how safetensors (SafetensorError) and torch.save (RuntimeError) report a write that failed, a full disk mostly
+_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
+
+
+def _write_failure(err: BaseException, where: Path) -> str | None:
+    """One line for a checkpoint write that failed inside safetensors or `torch.save`, which raise their own
+    error types rather than OSError (a full disk ended `elue convert` and `elue finetune` with a traceback);
+    None for any other error."""
+    text = str(err)
+    if type(err).__name__ == "SafetensorError" and ("I/O error" in text or "os error" in text):
+        reason = text.removeprefix("Error while serializing: ")
+    elif isinstance(err, RuntimeError) and any(s in text for s in _TORCH_WRITE_FAILED):
+        reason = "torch.save stopped mid-file, as it does when the disk is full"
+    else:
+        return None
+    return f"writing to {where} failed ({reason}): free some space there or choose another --output"
+
+
 def _check_model_path(text: str, option: str) -> Path:
     """The path of a model option, as typed. One that is not there fails here, with its name, unless it reads
     as a hub id (`name` or `org/name`; with HF_HUB_OFFLINE set, one in the Hugging Face cache): `./nope`,
@@ -308,6 +326,10 @@ def finetune_command(
         raise typer.Exit(code=1) from None
     except (OSError, KeyError, ValueError) as err:  # OSError: a model or data path that is not there
         fail(_message(err))
+    except Exception as err:  # a full disk while saving a checkpoint
+        if (message := _write_failure(err, output)) is None:
+            raise
+        fail(message)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: the summary once
         typer.echo(
             json.dumps(
@@ -532,6 +554,10 @@ def convert_command(
         staging.rename(output)
     except (OSError, ValueError) as err:
         fail(str(err).replace(str(staging), str(output)))
+    except Exception as err:  # a full disk while saving the weights
+        if (message := _write_failure(err, output)) is None:
+            raise
+        fail(message)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for message in notes:
