@@ -890,6 +890,28 @@ def test_missing_tokenizer_and_run_folder_hint(tiny, tmp_path):
     assert result.exit_code == 1 and f"did you mean {run / 'best'}?" in result.output, result.output
 
 
+def test_a_pretraining_checkpoint_or_run_as_model_names_its_model_folder(tiny, tmp_path):
+    """`--model` at a pre-training checkpoint (step-N/) or run folder said only 'no config.json, no model
+    weights, no tokenizer files in this folder': the model is in the checkpoint's model/ folder, and it says so."""
+    import shutil
+
+    from elue.elasticbert.finetune_model import check_checkpoint_dir
+
+    _, ckpt = tiny
+    step = tmp_path / "run" / "checkpoints" / "step-0000020"
+    (step / "model").mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(ckpt / name, step / "model" / name)
+    (step / "optimizer.bin").write_bytes(b"")
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"did you mean its model folder {step / 'model'}?")
+    ):
+        check_checkpoint_dir(step)
+    for folder in (tmp_path / "run", tmp_path / "run" / "checkpoints"):
+        with pytest.raises(FileNotFoundError, match=re.escape(f"checkpoints, e.g. {step / 'model'}")):
+            check_checkpoint_dir(folder)
+
+
 def test_no_progress_silences_library_bars(tiny, tmp_path, monkeypatch):
     import datasets
     from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars

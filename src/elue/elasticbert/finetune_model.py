@@ -52,8 +52,18 @@ def check_checkpoint_dir(path: str | Path, *, tokenizer: bool = True, option: st
         return
     hint = ""
     runs = [d for d in (BEST_DIR, LAST_DIR) if (path / d / "config.json").is_file()]
+    # a pre-training checkpoint keeps its model in model/; a pre-training run keeps checkpoints/step-N/model
+    models = sorted((path / "checkpoints").glob("step-*/model/config.json"))
+    models += sorted(path.glob("step-*/model/config.json")) if path.name == "checkpoints" else []
     if runs:
         hint = f"; it looks like a fine-tuning run folder: did you mean {path / runs[0]}?"
+    elif (path / "model" / "config.json").is_file():
+        hint = f"; it looks like a pre-training checkpoint: did you mean its model folder {path / 'model'}?"
+    elif models:
+        hint = (
+            "; it looks like a pre-training run's folder: give the model/ folder of one of its checkpoints, "
+            f"e.g. {models[-1].parent}"
+        )
     raise FileNotFoundError(f"{option} {path}: no {', no '.join(missing)} in this folder{hint}")
 
 
