@@ -296,21 +296,31 @@ def test_processes_that_find_different_checkpoints_are_refused(monkeypatch, tmp_
     class TwoNodes:
         num_processes = 4
 
-    answers = ["step-0000020", "step-0000020", None, None]
-    monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: answers)
+    names = ["step-0000020", "step-0000020", None, None]
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: [(None, n) for n in names])
     with pytest.raises(
         SettingsError,
         match=r"do not find the same checkpoint to resume in .*out \(process 0: step-0000020, process 2: none\): "
         "output_dir must be on a file system every node shares",
     ):
         _agree_on_checkpoint(TwoNodes(), tmp_path / "out", None)
-    answers[2:] = ["step-0000020"] * 2
+    names[2:] = ["step-0000020"] * 2
     _agree_on_checkpoint(TwoNodes(), tmp_path / "out", None)  # all agree: nothing to say
+    # a checkpoint one process could not find (a path on one node's disk only) stops every process with its
+    # message: the process that found it missing no longer left the others waiting in the next collective
+    missing = "resume_from_checkpoint: /node2/ckpt does not exist"
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: [(None, "a"), (missing, None)] * 2)
+    with pytest.raises(SettingsError, match=re.escape(missing)):
+        _agree_on_checkpoint(TwoNodes(), tmp_path / "out", None)
+    with pytest.raises(SettingsError, match="nope"):  # one process: its own error, as before
+        _agree_on_checkpoint(
+            type("One", (), {"num_processes": 1})(), tmp_path / "out", None, SettingsError("nope")
+        )
     # and a run asks, before it looks at output_dir's checkpoints (here: the one it resumes)
     from elue.elasticbert.pretraining import trainer
 
     asked = []
-    monkeypatch.setattr(trainer, "_agree_on_checkpoint", lambda acc, out, ckpt: asked.append(ckpt))
+    monkeypatch.setattr(trainer, "_agree_on_checkpoint", lambda acc, out, ckpt, error: asked.append(ckpt))
     s = two_layer_settings(max_steps=1, save_steps=1)
     _run(s)
     _run(dict(s, max_steps=2))

@@ -176,8 +176,12 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     rows_per_stream(shards, world, cfg.per_device_batch_size)  # checked before anything is read or written
 
     fsdp = accelerator.distributed_type.value == "FSDP"
-    ckpt = find_checkpoint(out_dir, cfg.resume_from_checkpoint)
-    _agree_on_checkpoint(accelerator, out_dir, ckpt)
+    ckpt, ckpt_error = None, None
+    try:
+        ckpt = find_checkpoint(out_dir, cfg.resume_from_checkpoint)
+    except SettingsError as e:  # said in the agreement below: a process leaving alone left the others waiting
+        ckpt_error = e
+    _agree_on_checkpoint(accelerator, out_dir, ckpt, error=ckpt_error)
     check_output_dir(out_dir, ckpt)
     state: dict[str, Any] = {}
     if ckpt is not None:
@@ -563,15 +567,27 @@ def _agree_on_start_up(accelerator, error: SettingsError | None) -> None:  # noq
     raise SettingsError(first) from error
 
 
-def _agree_on_checkpoint(accelerator, out_dir: Path, ckpt: Path | None) -> None:  # noqa: ANN001
+def _agree_on_checkpoint(  # noqa: ANN001
+    accelerator, out_dir: Path, ckpt: Path | None, error: SettingsError | None = None
+) -> None:
     """Every process resumes from the same checkpoint, or none does. On several nodes whose `output_dir` is each
     node's own disk, only the first node's copy of a checkpoint is complete (the first process writes COMPLETE):
-    the other nodes would start afresh beside it, their weights never loaded, and hang when the first ends."""
+    the other nodes would start afresh beside it, their weights never loaded, and hang when the first ends.
+    `error`: this process could not find the checkpoint it was given (e.g. a path on one node's disk only); every
+    process raises the first such error, so none is left waiting for one that has gone."""
     if accelerator.num_processes == 1:
+        if error is not None:
+            raise error
         return
     from accelerate.utils import gather_object
 
-    found = gather_object([None if ckpt is None else ckpt.name])
+    answers = gather_object([(None if error is None else str(error), None if ckpt is None else ckpt.name)])
+    first_error = next((message for message, _ in answers if message is not None), None)
+    if first_error is not None:
+        if error is not None and str(error) == first_error:
+            raise error
+        raise SettingsError(first_error) from error
+    found = [name for _, name in answers]
     if len(set(found)) == 1:
         return
     first = {name: found.index(name) for name in found}  # each answer, with the first process giving it
