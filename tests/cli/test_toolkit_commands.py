@@ -56,6 +56,19 @@ def test_flops_of_one_call(tmp_path):
     assert "= 0.0492 MFLOPs" in res.output and f"({TINY_PARAMS / 1e6:.3g}M)" in res.output
 
 
+def test_flops_names_a_leading_1_that_looks_like_a_batch_dimension(tmp_path):
+    """`elue flops ... --shape 1,24,32` priced a (1, 1, 24, 32) input without a word (shapes are per example;
+    the pricer adds the batch dimension): a note now says so and gives the shape without it."""
+    model = tmp_path / "model.py"
+    model.write_text(TINY_MODEL_PY)
+    args = ["flops", str(model), "--module", "layer_1", "--trust-model-code", "--shape"]
+    res = runner.invoke(app, [*args, "1,24,32"])
+    assert res.exit_code == 0, res.output
+    assert "note: shapes are per example" in res.output and "give --shape 24,32" in res.output
+    res = runner.invoke(app, [*args, "24,32"])
+    assert res.exit_code == 0 and "note" not in res.output, res.output
+
+
 def test_flops_bad_shape_and_unknown_module(tmp_path):
     model = tmp_path / "model.py"
     model.write_text(TINY_MODEL_PY)

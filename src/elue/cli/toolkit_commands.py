@@ -226,6 +226,13 @@ def flops(
     except (TraceError, SandboxError, SandboxUnavailable) as err:
         fail(str(err))
     value = costs.flops[(module, dims)]
+    if len(dims) > 1 and dims[0] == 1:  # `--shape 1,24,768` priced a (1, 1, 24, 768) input without a word
+        err_console.print(
+            f"note: shapes are per example (spec §2): {dims} is priced as a call with a dimension of size 1 "
+            f"first, under the batch dimension the pricer adds; if that 1 is a batch dimension, give "
+            f"--shape {','.join(map(str, dims[1:]))}",
+            soft_wrap=True,
+        )
     console.print(
         f"{escape(module)} at {dims}: {value:,} FLOPs = {shown_millions(value / 1e6, 3)} MFLOPs ({value // 2:,} MACs)"
     )
