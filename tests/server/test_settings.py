@@ -75,3 +75,18 @@ def test_secure_cookies_follow_an_https_public_url_unless_set(tmp_path, monkeypa
     form = {"username": "admin", "password": "admin-password", "csrf": csrf}
     r = client.post("/login", data=form, follow_redirects=False)
     assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()
+
+
+@pytest.mark.parametrize(
+    ("raw", "trusted"), [("", False), ("0", False), ("1", True), ("true", None), ("yes", None)]
+)
+def test_trust_model_code_is_1_or_0(tmp_path, monkeypatch, raw, trusted):  # noqa: ANN001
+    """ELUE_TRUST_MODEL_CODE=true was read as off without a word (only "1" switched it on): on a host without
+    bubblewrap every upload then failed, each counted against its owner's limits. It is refused as
+    ELUE_SECURE_COOKIES=yes is."""
+    monkeypatch.setenv("ELUE_TRUST_MODEL_CODE", raw)
+    if trusted is None:
+        with pytest.raises(ValueError, match=rf"\$ELUE_TRUST_MODEL_CODE='{raw}' must be 1 or 0"):
+            Settings(state_dir=tmp_path)
+    else:
+        assert Settings(state_dir=tmp_path).trust_model_code is trusted

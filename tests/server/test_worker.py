@@ -154,6 +154,30 @@ def test_the_worker_removes_what_a_killed_worker_left(client, auth, settings, dr
     assert (live / "model.py").exists() and not stale.parent.parent.exists()
 
 
+def test_a_worker_without_a_sandbox_leaves_the_queue_alone(
+    client, auth, settings, drain, caplog, monkeypatch
+):  # noqa: ANN001, PLR0913
+    """On a host without a usable bubblewrap (and model code not trusted) the worker failed every upload it took
+    with "internal error while scoring (SandboxUnavailable …)", each charged to its owner's limits. Like one without
+    the answer keys, it now takes no job and says why; the jobs wait."""
+    import elue.costs.sandbox as sandbox
+    from elue.server.config import DEFAULT_EVALUATOR
+
+    h = auth("unsandboxed")
+    sub = api_upload(client, h)
+    monkeypatch.setattr(sandbox, "bwrap_available", lambda: (False, "not installed"))
+    monkeypatch.setattr(settings, "trust_model_code", False)
+    monkeypatch.setattr(settings, "evaluator", DEFAULT_EVALUATOR)  # the toolkit's, which runs model.py
+    with caplog.at_level("WARNING", logger="elue.server.worker"):
+        assert run_worker(settings, once=True) == 0
+    said = "bubblewrap, the sandbox for uploaded model.py, is not installed on this host: not scoring"
+    assert said in caplog.text
+    assert client.get(f"/api/submissions/{sub['id']}", headers=h).json()["status"] == "queued"
+    monkeypatch.undo()
+    drained = drain()  # a worker that can score takes it (here: the tests' evaluator, which runs no model.py)
+    assert drained == 1
+
+
 def test_a_worker_without_the_answer_keys_leaves_the_queue_alone(client, auth, settings, drain, caplog):  # noqa: ANN001
     """A worker whose data folder holds no answer keys (`elue worker` on another host with a wrong or unset
     ELUE_DATA_DIR) failed every upload it took with "internal error: the server has no answer keys": the site's

@@ -211,6 +211,19 @@ def serve(
             "set --data-dir / ELUE_DATA_DIR",
             err=True,
         )
+    if workers:
+        from elue.server.worker import sandbox_missing
+
+        no_sandbox = sandbox_missing(settings)
+        if (
+            no_sandbox is not None
+        ):  # the workers take no job then: say it here, where the operator looks first
+            typer.echo(
+                f"warning: bubblewrap, the sandbox for uploaded model.py, is {no_sandbox} on this host: the scoring "
+                "workers will score nothing until it is installed (ELUE_TRUST_MODEL_CODE=1 runs uploads without it: "
+                "only for uploads from people you trust)",
+                err=True,
+            )
     env = {**os.environ, **settings.to_env()}
     if not settings.secret_key:
         from elue.server.service import secret_key

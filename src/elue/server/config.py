@@ -41,6 +41,18 @@ def _env_seconds(name: str, default: float) -> float:
     return value
 
 
+DEFAULT_EVALUATOR = "elue.submission:evaluate_submission"
+
+
+def _env_flag(name: str) -> bool:
+    """A 1/0 switch; anything else is refused (ELUE_TRUST_MODEL_CODE=true read as off without a word: a host without
+    bubblewrap then failed every upload, each counted against its owner's limits)."""
+    raw = os.environ.get(name, "").strip()
+    if raw not in ("", "0", "1"):
+        raise ValueError(f"${name}={raw!r} must be 1 or 0")
+    return raw == "1"
+
+
 def _env_count(name: str, default: int, least: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -81,7 +93,7 @@ class Settings:
     # be multiplied by signing up again
     signup_limit: int = field(default_factory=lambda: _env_count("ELUE_SIGNUP_LIMIT", 10, 0))
     # worker
-    evaluator: str = "elue.submission:evaluate_submission"  # "module:function"
+    evaluator: str = DEFAULT_EVALUATOR  # "module:function"
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 0.5
@@ -94,7 +106,7 @@ class Settings:
     scoring_timeout_s: float = field(default_factory=lambda: _env_seconds("ELUE_SCORING_TIMEOUT_S", 300.0))
     # run uploaded model.py without bubblewrap: only for a private deployment on a host without it, whose
     # uploads come from people you trust ($ELUE_TRUST_MODEL_CODE=1)
-    trust_model_code: bool = field(default_factory=lambda: os.environ.get("ELUE_TRUST_MODEL_CODE", "") == "1")
+    trust_model_code: bool = field(default_factory=lambda: _env_flag("ELUE_TRUST_MODEL_CODE"))
     # the address users reach the site at, shown in the guide's `elue submit --server ...` line; from
     # settings, never from a request's Host header (the guide is cached for every visitor)
     public_url: str = field(

@@ -44,7 +44,7 @@ from elue.scoring import Baseline
 from elue.tasks import TASK_NAMES
 
 from .board import baseline_choices, load_models, visible_condition
-from .config import Settings
+from .config import DEFAULT_EVALUATOR, Settings
 from .db import (
     DELETED,
     FAILED,
@@ -755,6 +755,7 @@ def run_worker(
     engine, sessions = open_database(settings.database_url, upgrade=False)
     worker_id = new_worker_id()
     stop = stop or threading.Event()
+    no_sandbox = sandbox_missing(settings) if evaluator is None else None
     if evaluator is None:
         evaluator = load_evaluator(settings.evaluator)  # import the toolkit (torch) before the first job
     done = 0
@@ -774,6 +775,20 @@ def run_worker(
             break
         # a worker without the answer keys (a wrong ELUE_DATA_DIR on its host) failed every job it took, as
         # "internal error": it takes none, says so (once a minute), and scores them once the keys are there
+        # a host without a usable bubblewrap failed every job ("internal error while scoring (SandboxUnavailable …)"),
+        # each counted against its owner's limits: like one without the answer keys, it takes none and says why
+        if no_sandbox is not None:
+            if time.monotonic() - no_keys_said > 60:
+                log.warning(
+                    "bubblewrap, the sandbox for uploaded model.py, is %s on this host: not scoring; install it "
+                    "(or set ELUE_TRUST_MODEL_CODE=1, only where every upload comes from people you trust)",
+                    no_sandbox,
+                )
+                no_keys_said = time.monotonic()
+            if once:
+                break
+            stop.wait(max(settings.poll_seconds, 1.0))
+            continue
         if not scorable_tasks(settings):
             if time.monotonic() - no_keys_said > 60:
                 where = f"in {settings.data_dir}" if settings.data_dir else "(no data folder)"
@@ -853,6 +868,17 @@ def run_worker(
                 break
             stop.wait(settings.poll_seconds)
     return done
+
+
+def sandbox_missing(settings: Settings) -> str | None:
+    """Why the toolkit's evaluator cannot run uploads here (no usable bubblewrap and model code not trusted), or
+    None. Only for the real evaluator: another one (tests' fakes) runs no model.py."""
+    if settings.trust_model_code or settings.evaluator != DEFAULT_EVALUATOR:
+        return None
+    from elue.costs.sandbox import bwrap_available
+
+    ok, why = bwrap_available()
+    return None if ok else why
 
 
 def configure_logging() -> None:
