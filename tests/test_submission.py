@@ -519,3 +519,22 @@ def test_shards_of_one_point_in_a_task_folder_are_named_as_such(tmp_path):
     with pytest.raises(SubmissionError) as err:
         evaluate_submission(sub, answers, trust_model_code=True)
     assert "test indices are missing" in str(err.value) and "shards of one" not in str(err.value)
+
+
+def test_one_tasks_folder_given_as_the_submission_is_named(tmp_path):
+    """`elue evaluate runs/sub/sst-2` (the folder `elue predict` writes the points into) named each point file
+    an unknown task ("static_k1.tsv: unknown ELUE task 'static_k1'", one line per point); it now says once to
+    give the folder above. A submission folder that happens to be called sst-2 still works."""
+    (tmp_path / "sub" / "sst-2").mkdir(parents=True)
+    sub = write_submission(tmp_path / "sub", name="sst-2/static_k1.tsv")
+    (sub / "sst-2" / "static_k2.tsv").write_text((sub / "sst-2" / "static_k1.tsv").read_text())
+    (sub / "sst-2" / "model.py").write_text((sub / "model.py").read_text())
+    with pytest.raises(SubmissionError) as e:
+        discover(sub / "sst-2")
+    assert str(e.value) == (
+        f"{sub / 'sst-2'} looks like the sst-2 folder of a submission (it holds static_k1.tsv, not <task>.tsv "
+        f"files): give the submission folder above it, {sub}"
+    )
+    assert list(discover(sub)) == ["sst-2"]
+    named_sst2 = write_submission(tmp_path / "SST-2")  # holds sst-2.tsv and model.py
+    assert list(discover(named_sst2)) == ["sst-2"]

@@ -131,6 +131,7 @@ def discover(submission_dir: Path) -> dict[str, TaskFiles]:
     root = Path(submission_dir)
     if not root.is_dir():
         raise SubmissionError(f"{root}: not a directory")
+    _refuse_a_task_folder(root)
     default_model = root / "model.py"
     found: dict[str, list[Path]] = {}
     sources: dict[str, list[Path]] = {}  # task -> the entries (files, folders) that gave it test files
@@ -186,6 +187,31 @@ def discover(submission_dir: Path) -> dict[str, TaskFiles]:
             f"{root}: no test files found; expected <task>/*.tsv or <task>.tsv for tasks {', '.join(TASK_NAMES)}"
         )
     return {name: out[name] for name in TASK_NAMES if name in out}
+
+
+def _refuse_a_task_folder(root: Path) -> None:
+    """`elue evaluate runs/sub/sst-2` (one task's folder of a submission, as `elue predict` writes it) named
+    every point file an unknown task ('static_k1', ...): say once which folder to give."""
+    try:
+        task = get_task(root.resolve().name)
+    except KeyError:
+        return
+    points = [p for p in _listing(root) if p.is_file() and _is_test_file(p) and not p.name.startswith(".")]
+    if not points or any(_is_task_name(p.stem) for p in points):
+        return
+    above = root.parent if root.name not in ("", "..") else root.resolve().parent  # "." has no name
+    raise SubmissionError(
+        f"{root} looks like the {task.name} folder of a submission (it holds {points[0].name}, not <task>.tsv "
+        f"files): give the submission folder above it, {above}"
+    )
+
+
+def _is_task_name(name: str) -> bool:
+    try:
+        get_task(name)
+    except KeyError:
+        return False
+    return True
 
 
 def _listing(folder: Path) -> list[Path]:
