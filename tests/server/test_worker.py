@@ -158,7 +158,7 @@ def test_a_worker_without_a_sandbox_leaves_the_queue_alone(
     client, auth, settings, drain, caplog, monkeypatch
 ):  # noqa: ANN001, PLR0913
     """On a host without a usable bubblewrap (and model code not trusted) the worker failed every upload it took
-    with "internal error while scoring (SandboxUnavailable …)", each charged to its owner's limits. Like one without
+    with the sandbox's message to its owner ("`bwrap` is not installed. Install bubblewrap …"), each charged to their limits. Like one without
     the answer keys, it now takes no job and says why; the jobs wait."""
     import elue.costs.sandbox as sandbox
     from elue.server.config import DEFAULT_EVALUATOR

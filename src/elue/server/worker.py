@@ -775,7 +775,7 @@ def run_worker(
             break
         # a worker without the answer keys (a wrong ELUE_DATA_DIR on its host) failed every job it took, as
         # "internal error": it takes none, says so (once a minute), and scores them once the keys are there
-        # a host without a usable bubblewrap failed every job ("internal error while scoring (SandboxUnavailable …)"),
+        # a host without a usable bubblewrap failed every job as its owner's ("… `bwrap` is not installed. Install …"),
         # each counted against its owner's limits: like one without the answer keys, it takes none and says why
         if no_sandbox is not None:
             if time.monotonic() - no_keys_said > 60:
