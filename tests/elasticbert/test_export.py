@@ -709,3 +709,25 @@ def test_max_length_shorter_than_the_special_tokens_is_refused(tiny, tmp_path, m
             progress=False, log=lambda m: None,
         )  # fmt: skip
     assert not (tmp_path / "sub" / "sst-2").exists()
+
+
+def test_cli_predict_on_a_full_disk_names_the_output(tiny, tmp_path, monkeypatch):
+    """A full disk while writing the points said only "error: [Errno 28] No space left on device"."""
+    import errno
+    import os
+
+    import elue.testfile
+
+    data, ckpt = tiny
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(elue.testfile, "write_test_file", no_space)
+    out = tmp_path / "s"
+    result = invoke_cli(
+        ["predict", "sst-2", "--model", ckpt, "--output", out, "--data", data, "--max-length", "32", "--limit", "4",
+         "--no-progress", "--static", "1"]
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert f"error: writing to {out} failed (no space left on the device)" in result.output, result.output

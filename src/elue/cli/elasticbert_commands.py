@@ -5,6 +5,7 @@ No logic here: parse arguments, call `elue.elasticbert.*`, print. Heavy imports 
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -464,7 +465,14 @@ def predict_command(
             any_task=any_task,
             log=lambda m: typer.echo(m, err=True),
         )
-    except (OSError, KeyError, ValueError) as err:  # OSError: a model or data path that is not there
+    except OSError as err:
+        if err.errno == errno.ENOSPC:  # said "[Errno 28] No space left on device", with no word of where
+            fail(
+                f"writing to {output} failed (no space left on the device): the files written there are "
+                "incomplete; free some space and run again with --overwrite, or choose another --output"
+            )
+        fail(_message(err))  # a model or data path that is not there
+    except (KeyError, ValueError) as err:
         fail(_message(err))
     for p in result.points:
         dev_txt = f"\tdev {p.dev['performance']:.2f}" if p.dev else ""
