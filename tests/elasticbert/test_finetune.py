@@ -300,6 +300,9 @@ def test_a_full_disk_while_saving_is_one_line(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", stops_mid_file)
     result = invoke_cli([*finetune_args, tmp_path / "ft2"])
     assert result.exit_code == 1 and "torch.save stopped mid-file" in result.output, result.output
+    # and the half-written staging folder of that save (.last.saving, weights written) is gone, not left
+    # taking the space the disk lacked
+    assert [p.name for p in (tmp_path / "ft2").glob(".*.saving")] == []
 
     def other_error(obj, f, *args, **kwargs):
         raise RuntimeError("something else")

@@ -80,7 +80,11 @@ def _replace_dir(path: Path, write: Callable[[Path], None]) -> None:
 
     staging, previous = _staging(path), _previous(path)
     shutil.rmtree(staging, ignore_errors=True)
-    write(staging)
+    try:
+        write(staging)
+    except BaseException:  # a failed save (a full disk) leaves no half-written folder taking the space
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if path.exists():
         shutil.rmtree(previous, ignore_errors=True)
         path.rename(previous)
