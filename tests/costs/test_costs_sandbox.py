@@ -206,6 +206,20 @@ def test_module_failing_at_shape_message(tmp_path):
         _worker.run({"model_py": str(model), "calls": [["layer_1", [4, 7]]]}, lambda obj: None)
 
 
+def test_missing_module_names_in_the_files_order_and_available_in_model_pys(tmp_path):
+    """`elue flops` / scoring listed the available names sorted as text (exit_1, exit_10, exit_11, ..., exit_2):
+    model.py's own order reads layer by layer; the missing ones come in the test file's order."""
+    source = "from torch import nn\nmodule_list = nn.ModuleDict({f'exit_{i}': nn.Linear(2, 2) for i in range(1, 12)})\nentire_model = module_list\n"
+    model = write(tmp_path, source)
+    calls = [["exit_12", [2]], ["exit_1", [2]], ["emb", [3]], ["exit_12", [3]]]
+    with pytest.raises(_worker._Fail) as info:
+        _worker.run({"model_py": str(model), "calls": calls}, lambda obj: None)
+    names = ", ".join(f"exit_{i}" for i in range(1, 12))
+    assert (
+        str(info.value) == f"module name(s) not in model.py's module_list: exit_12, emb; available: {names}"
+    )
+
+
 @pytest.mark.parametrize(
     "head, encoding",
     [(b"\xef\xbb\xbf", "utf-8"), (b"# -*- coding: latin-1 -*-\n", "latin-1")],
