@@ -1070,37 +1070,46 @@ def test_two_processes_train_the_epochs_asked_and_resume_in_place(tmp_path):
     assert json.loads((killed / "last" / "trainer_state.json").read_text())["global_step"] == 8
 
 
-@pytest.mark.skipif(torchrun() is None, reason="no torchrun")
-def test_two_processes_resume_an_epoch_of_uneven_batches_in_place(tmp_path):
-    """72 rows, batch 8: 9 batches over 2 processes, so Accelerate completes the last step with rows from the
+@pytest.fixture(scope="module")
+def uneven_two_process_runs(tmp_path_factory):
+    """One set of torchrun runs for the two resume tests below (each launch costs seconds of start-up): 88 rows,
+    batch 8, so 11 batches over 2 processes (an uneven epoch of 6 steps), dropout on; an uninterrupted run, and one
+    stopped at step 3 (its rng.pt kept aside) and resumed. Returns (full run, split run, the stop's rng.pt). (72
+    rows would also be uneven, but there both processes' batches up to step 3 pad alike: equal RNG states.)"""
+    if torchrun() is None:
+        pytest.skip("no torchrun")
+    root = tmp_path_factory.mktemp("uneven")
+    data, ckpt = write_sst2(root / "data", n_train=88), write_tiny_checkpoint(root / "ckpt")
+    assert json.loads((ckpt / "config.json").read_text())["hidden_dropout_prob"] > 0
+    args = ("--epochs", "1", "--eval-every", "3")
+    _torchrun_finetune(data, ckpt, root / "full", *args)
+    _torchrun_finetune(data, ckpt, root / "split", *args, "--stop-after", "3")
+    rng = torch.load(root / "split/last/rng.pt", weights_only=False)
+    _torchrun_finetune(data, ckpt, root / "split", *args, "--resume")
+    return root / "full", root / "split", rng
+
+
+def test_two_processes_resume_an_epoch_of_uneven_batches_in_place(uneven_two_process_runs):
+    """88 rows, batch 8: 11 batches over 2 processes, so Accelerate completes the last step with rows from the
     start of its loader. A resumed run's loader started at the resume point, so that step took other rows and
     the run ended 2e-4 off the uninterrupted one; the resumed loader is now the epoch's, its first steps skipped."""
 
-    data, ckpt = write_sst2(tmp_path / "data", n_train=72), write_tiny_checkpoint(tmp_path / "ckpt")
-    args = ("--epochs", "1", "--eval-every", "5")
-    _torchrun_finetune(data, ckpt, tmp_path / "full", *args)
-    _torchrun_finetune(data, ckpt, tmp_path / "split", *args, "--stop-after", "2")
-    _torchrun_finetune(data, ckpt, tmp_path / "split", *args, "--resume")
-    _assert_same_weights(tmp_path / "full/last", tmp_path / "split/last")
+    full, split, _ = uneven_two_process_runs
+    assert json.loads((full / "last" / "trainer_state.json").read_text())["global_step"] == 6
+    _assert_same_weights(full / "last", split / "last")
 
 
-@pytest.mark.skipif(torchrun() is None, reason="no torchrun")
-def test_two_processes_resume_with_each_process_its_own_dropout_rng(tmp_path):
+def test_two_processes_resume_with_each_process_its_own_dropout_rng(uneven_two_process_runs):
     """rng.pt held the first process's RNG state, and a resume gave it to every process; but the processes'
     batches are padded to other lengths, so their dropout had drawn other amounts, and a resumed run went on with
     other dropout masks in the second process (480 rows, stop at step 7 of 30 an epoch: 0.11 off at the end).
     Each process now gets its own state back."""
 
-    data, ckpt = write_sst2(tmp_path / "data", n_train=96), write_tiny_checkpoint(tmp_path / "ckpt")
-    args = ("--epochs", "1", "--eval-every", "3")
-    _torchrun_finetune(data, ckpt, tmp_path / "full", *args)
-    _torchrun_finetune(data, ckpt, tmp_path / "split", *args, "--stop-after", "3")
-    rng = torch.load(tmp_path / "split/last/rng.pt", weights_only=False)
+    full, split, rng = uneven_two_process_runs
     assert len(rng["processes"]) == 2 and not torch.equal(
         rng["processes"][0]["torch"], rng["processes"][1]["torch"]
     )
-    _torchrun_finetune(data, ckpt, tmp_path / "split", *args, "--resume")
-    _assert_same_weights(tmp_path / "full/last", tmp_path / "split/last")
+    _assert_same_weights(full / "last", split / "last")
 
 
 def test_a_resume_in_another_number_of_processes_is_refused(tmp_path):
