@@ -15,3 +15,14 @@ def data_dir() -> Path:
     if path is None:
         pytest.skip("real ELUE data not found: set ELUE_DATA_DIR")
     return path
+
+
+@pytest.fixture
+def priced_once(monkeypatch):
+    """Submissions evaluated in this test price each distinct model.py and calls once per session (the real
+    sandbox worker the first time): for tests about what follows pricing, not about the sandbox."""
+    from toolkit_fixtures import memo_price_model
+
+    import elue.submission
+
+    monkeypatch.setattr(elue.submission, "price_model", memo_price_model(elue.submission.price_model))

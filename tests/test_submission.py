@@ -91,7 +91,7 @@ def test_missing_module_name_is_one_clear_error(tmp_path):
     assert [f"line {n}:" in str(err.value) for n in (2, 3, 4, 5, 6)] == [False, True, True, False, True]
 
 
-def test_validate_without_labels(tmp_path):
+def test_validate_without_labels(tmp_path, priced_once):
     answers = write_answers(tmp_path / "data")
     (answers / "sst-2" / "test_labels.tsv").unlink()  # validate must not need it
     sub = write_submission(tmp_path / "sub")
@@ -100,7 +100,7 @@ def test_validate_without_labels(tmp_path):
     assert point.performance is None and point.examples == 5
 
 
-def test_validate_warns_about_files_the_leaderboard_refuses(tmp_path):
+def test_validate_warns_about_files_the_leaderboard_refuses(tmp_path, priced_once):
     """Scored here but refused at upload: a task folder spelled another way, a file the layout lacks.
     Hidden files, README and points.json are fine on both sides."""
     answers = write_answers(tmp_path / "data")
@@ -119,7 +119,7 @@ def test_validate_warns_about_files_the_leaderboard_refuses(tmp_path):
     assert validate_submission(sub, answers, trust_model_code=True).warnings == []
 
 
-def test_result_names_model_py_inside_the_submission(tmp_path):
+def test_result_names_model_py_inside_the_submission(tmp_path, priced_once):
     answers = write_answers(tmp_path / "answers")
     sub = write_submission(tmp_path / "sub")
     result = evaluate_submission(sub, answers, trust_model_code=True).to_dict()
@@ -131,7 +131,7 @@ def test_result_names_model_py_inside_the_submission(tmp_path):
     assert result["tasks"]["sst-2"]["model_py"] == "sst-2/model.py"
 
 
-def test_discover_alias_folder_and_ignored_entries(tmp_path):
+def test_discover_alias_folder_and_ignored_entries(tmp_path, priced_once):
     (tmp_path / "sst2").mkdir()
     (tmp_path / "sst2" / "model.py").write_text(TINY_MODEL_PY)
     (tmp_path / "sst2" / "A.TSV").write_text("x")  # suffix case does not matter
@@ -314,7 +314,7 @@ def test_rank_warnings_are_per_model_py_and_capped(tmp_path):
     assert warnings[-1].endswith("2 more modules called with inputs of different ranks: 'm5', 'm6'")
 
 
-def test_validate_and_evaluate_warn_about_a_batch_dimension(tmp_path, caplog):
+def test_validate_and_evaluate_warn_about_a_batch_dimension(tmp_path, caplog, priced_once):
     answers = write_answers(tmp_path / "answers")
     sub = write_submission(tmp_path / "sub")
     # line 4 (index 2) writes the batch dimension; Linear(32, 32) still runs on (1, 1, 5, 32)
@@ -364,7 +364,7 @@ def test_discover_refuses_task_names_with_spaces_around(tmp_path, name):
     assert get_task(f" {name} ").name == name.strip()
 
 
-def test_entire_model_smaller_than_module_list_is_warned_about(tmp_path):
+def test_entire_model_smaller_than_module_list_is_warned_about(tmp_path, priced_once):
     """entire_model is what spec §3 charges; one that lacks a module the test files call (here layer_2, kept
     in a plain list) is charged too few parameters. validate and evaluate now say so, naming both counts."""
     answers = write_answers(tmp_path / "answers")
@@ -390,7 +390,7 @@ def test_entire_model_smaller_than_module_list_is_warned_about(tmp_path):
     ]
 
 
-def test_evaluate_without_an_answer_key_fails_unless_partial(tmp_path):
+def test_evaluate_without_an_answer_key_fails_unless_partial(tmp_path, priced_once):
     """The leaderboard keeps the error (it holds every key it accepts uploads for); the CLI scores the rest."""
     answers = write_answers(tmp_path / "answers")
     sub = write_submission(tmp_path / "sub")
@@ -402,7 +402,7 @@ def test_evaluate_without_an_answer_key_fails_unless_partial(tmp_path):
     assert result.elue_score is None and result.to_dict()["not_scored"]["mrpc"].startswith("no answer key")
 
 
-def test_one_tasks_folder_given_as_the_data_folder_is_named(tmp_path):
+def test_one_tasks_folder_given_as_the_data_folder_is_named(tmp_path, priced_once):
     """Library callers (not the CLI, which checks first) of `evaluate_submission(sub, data / "sst-2")` and
     `validate_submission` got only "no answer key for sst-2: .../sst-2/sst-2/test_labels.tsv"."""
     answers = write_answers(tmp_path / "answers")
@@ -414,7 +414,7 @@ def test_one_tasks_folder_given_as_the_data_folder_is_named(tmp_path):
         validate_submission(sub, answers / "sst-2", trust_model_code=True)
 
 
-def test_each_task_result_holds_the_warnings_of_its_own_model_py(tmp_path):
+def test_each_task_result_holds_the_warnings_of_its_own_model_py(tmp_path, priced_once):
     """Warnings are per model.py; a task's result carries those of the model.py that priced it, and
     `to_dict` shows them only when asked (the leaderboard's stored result is unchanged)."""
     answers = write_answers(tmp_path / "answers")
@@ -449,7 +449,7 @@ def test_progress_shows_pricing_before_the_first_sandbox_is_done(tmp_path):
     assert calls[0][0] == "reading test files"
 
 
-def test_points_outside_the_baselines_flops_are_named_as_extrapolated(tmp_path, caplog):
+def test_points_outside_the_baselines_flops_are_named_as_extrapolated(tmp_path, caplog, priced_once):
     """A point below or above the baseline curve's MFLOPs is scored on its linear extension (spec §4): the score
     stands, and a warning names the file (a 20-MFLOPs CNN scored +1.94 on SST-2 by extrapolation alone)."""
     from elue import scoring

@@ -86,3 +86,26 @@ if frame is not None:
 def forged_model_py(params: str, flops: str) -> str:
     """A model.py whose worker answers `params` parameters and `flops` FLOPs per call (Python expressions)."""
     return _FORGED_MODEL_PY.replace("PARAMS", params).replace("FLOPS", flops)
+
+
+# Pricing starts a worker process that imports torch (~3 s on a busy 2-core machine), the same for every
+# identical model.py and calls. Tests that are about what happens after pricing (scores, warnings, layouts) price
+# each distinct (model.py text, calls, options) once per session through `priced_once` (tests/conftest.py).
+_PRICED: dict[tuple, object] = {}
+
+
+def memo_price_model(real):  # noqa: ANN001, ANN201
+    """`real` (sandbox.price_model) remembering each successful table by model.py's text, the calls and the
+    options; a copy is handed back each time. Failures are not remembered (each is priced again)."""
+    import copy
+
+    def price(model_py, calls=(), **kw):  # noqa: ANN001, ANN003, ANN202
+        calls = list(calls)
+        if not Path(model_py).is_file():
+            return real(model_py, calls, **kw)
+        key = (Path(model_py).read_bytes(), repr(calls), repr(sorted(kw.items())))
+        if key not in _PRICED:
+            _PRICED[key] = real(model_py, calls, **kw)
+        return copy.deepcopy(_PRICED[key])
+
+    return price

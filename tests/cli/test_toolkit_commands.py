@@ -23,7 +23,7 @@ def test_tasks_lists_all_six():
     assert "Official ELUE split sizes; a local copy may hold fewer rows" in " ".join(res.output.split())
 
 
-def test_names_are_printed_literally_not_as_markup(tmp_path):
+def test_names_are_printed_literally_not_as_markup(tmp_path, priced_once):
     answers = write_answers(tmp_path / "answers")
     sub = tmp_path / "sub"
     (sub / "sst-2").mkdir(parents=True)
@@ -82,7 +82,7 @@ def test_flops_bad_shape_and_unknown_module(tmp_path):
     assert res.exit_code == 1 and "nope" in res.output and "layer_1" in res.output
 
 
-def test_evaluate_writes_json(tmp_path):
+def test_evaluate_writes_json(tmp_path, priced_once):
     answers = write_answers(tmp_path / "answers")
     sub = write_submission(tmp_path / "sub")
     out = tmp_path / "out" / "result.json"
@@ -96,7 +96,7 @@ def test_evaluate_writes_json(tmp_path):
     assert data["tasks"]["sst-2"]["points"][0]["examples"] == 5
 
 
-def test_evaluate_with_replaced_baseline(tmp_path):
+def test_evaluate_with_replaced_baseline(tmp_path, priced_once):
     answers = write_answers(tmp_path / "answers")
     sub = write_submission(tmp_path / "sub")
     base = tmp_path / "base.json"
@@ -110,7 +110,7 @@ def test_evaluate_with_replaced_baseline(tmp_path):
     assert task["elue_score"] == pytest.approx(task["points"][0]["performance"] - 50.0)
 
 
-def test_validate_reports_missing_rows(tmp_path):
+def test_validate_reports_missing_rows(tmp_path, priced_once):
     data = write_answers(tmp_path / "data")
     sub = write_submission(tmp_path / "sub", rows=[(0, 1, 5, 1), (1, 0, 7, 2)])
     res = runner.invoke(app, ["validate", str(sub), "--data", str(data), "--trust-model-code"])
@@ -167,7 +167,7 @@ def test_hostile_model_py_is_contained(tmp_path):
     assert not outside.exists()
 
 
-def test_evaluate_says_which_tasks_lack_baseline_points(tmp_path):
+def test_evaluate_says_which_tasks_lack_baseline_points(tmp_path, priced_once):
     answers = write_answers(tmp_path / "answers")
     sub = write_submission(tmp_path / "sub")
     base = tmp_path / "base.json"
@@ -278,7 +278,7 @@ def test_a_score_that_rounds_to_zero_is_printed_without_a_sign(capsys):
     assert "-0.00" not in out and "ELUE score 0.00" in out and "Overall ELUE score: 0.00" in out
 
 
-def test_validate_and_evaluate_print_rank_warnings_and_succeed(tmp_path):
+def test_validate_and_evaluate_print_rank_warnings_and_succeed(tmp_path, priced_once):
     data = write_answers(tmp_path / "data")
     sub = write_submission(tmp_path / "sub")
     path = sub / "sst-2.tsv"
@@ -293,7 +293,7 @@ def test_validate_and_evaluate_print_rank_warnings_and_succeed(tmp_path):
     assert "different ranks" in res.output and "(1,9,32)" in res.output
 
 
-def test_validate_checks_the_tasks_it_has_data_for_and_names_the_others(tmp_path):
+def test_validate_checks_the_tasks_it_has_data_for_and_names_the_others(tmp_path, priced_once):
     """`../shared/data` has no SciTail: a six-task submission stopped at it, and five went unchecked."""
     data = write_answers(tmp_path / "data")
     sub = write_submission(tmp_path / "sub")
@@ -308,7 +308,7 @@ def test_validate_checks_the_tasks_it_has_data_for_and_names_the_others(tmp_path
     assert res.exit_code == 1 and "no folder mrpc/" in res.output and "checked" not in res.output, res.output
 
 
-def test_validate_checks_the_others_when_a_task_folder_has_no_test_set(tmp_path):
+def test_validate_checks_the_others_when_a_task_folder_has_no_test_set(tmp_path, priced_once):
     """A task folder under --data without test.tsv (train/dev only) ended validation with that one error,
     and the tasks that do have a test set were not checked."""
     data = write_answers(tmp_path / "data")
@@ -323,7 +323,7 @@ def test_validate_checks_the_others_when_a_task_folder_has_no_test_set(tmp_path)
     assert "no test.tsv or test.tsv.gz for mrpc" in res.output and "OK" not in res.output
 
 
-def test_evaluate_scores_the_tasks_it_has_answer_keys_for_and_names_the_others(tmp_path):
+def test_evaluate_scores_the_tasks_it_has_answer_keys_for_and_names_the_others(tmp_path, priced_once):
     """A six-task submission against `../shared/data` (no SciTail key) was not scored at all; the tasks with
     a key are now scored, printed and written to --json, the others named there and in the error."""
     answers = write_answers(tmp_path / "answers")
@@ -350,7 +350,7 @@ def test_evaluate_scores_the_tasks_it_has_answer_keys_for_and_names_the_others(t
     assert not out.exists()
 
 
-def test_evaluate_json_holds_each_tasks_warnings(tmp_path):
+def test_evaluate_json_holds_each_tasks_warnings(tmp_path, priced_once):
     """The rank warnings `elue evaluate` prints were missing from --json: each task now has "warnings", the
     warnings about the model.py that priced it (an empty list when there are none); the other keys stay."""
     answers = write_answers(tmp_path / "answers")
@@ -400,7 +400,7 @@ def test_help_gives_flags_no_type(capsys, monkeypatch):
     assert "<float range>" in main_out and "--cpu" in main_out
 
 
-def test_a_mistyped_or_one_task_data_folder_is_said_once(tmp_path):
+def test_a_mistyped_or_one_task_data_folder_is_said_once(tmp_path, priced_once):
     """`--answers ../shared/dat` said "no answer key for <task>" once per task, and `--answers ../shared/data/sst-2`
     (one task's folder, read as sst-2/sst-2/...) the same, with no word of what was wrong: each is now one line
     that says it, before model.py is started."""
