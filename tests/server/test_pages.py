@@ -259,3 +259,31 @@ def test_the_chart_writes_a_small_model_s_params_as_the_table_does(client, auth)
     assert "s.params_text" in script and "fixed(s.params_m" not in script
     # the Pareto front's hover wrote x with one decimal too ("x 0.0" for a 0.0481 MFLOPs point; checked in chromium)
     assert "%{x:.1f}" not in script and "MFLOPs %{x:,.4~g}" in script
+
+
+def test_pages_have_a_skip_link_and_column_headers_with_scope(client):  # noqa: ANN001
+    """A keyboard user tabbed through 14 header links before each page's content (no skip link), and the
+    tables' headers had no scope for a screen reader to tie each cell to its column."""
+    import re
+
+    for url in ["/", "/leaderboard", "/tasks/sst-2", "/models/1", "/datasets", "/guide", "/api/docs"]:
+        page = client.get(url).text
+        skip = page.index('<a class="skip" href="#main">')
+        assert skip < page.index("<header") < page.index('<main id="main"'), url
+        headers = re.findall(r"<th\b[^>]*>", page)
+        assert all('scope="col"' in th for th in headers), (url, [th for th in headers if "scope" not in th])
+        assert len(re.findall(r"<h1\b", page)) == 1, url
+
+
+def test_each_leaderboard_track_has_its_own_page_title(client):  # noqa: ANN001
+    """Every track's page was titled "Leaderboard": a screen reader's page list or a browser's tabs could not
+    tell the ELUE-score track from the size tracks."""
+    import re
+
+    titles = {
+        track: re.search(r"<title>(.*?)</title>", client.get(f"/leaderboard?track={track}").text).group(1)
+        for track in ("elue", "40", "55", "70", "110")
+    }
+    assert len(set(titles.values())) == 5, titles
+    assert titles["40"].startswith("Leaderboard: ≤ 40M params")
+    assert 'aria-label="Tracks"' in client.get("/leaderboard").text
