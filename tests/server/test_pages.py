@@ -287,3 +287,32 @@ def test_each_leaderboard_track_has_its_own_page_title(client):  # noqa: ANN001
     assert len(set(titles.values())) == 5, titles
     assert titles["40"].startswith("Leaderboard: ≤ 40M params")
     assert 'aria-label="Tracks"' in client.get("/leaderboard").text
+
+
+def test_a_queued_submission_s_page_is_updated_in_place_not_reloaded(client, drain):  # noqa: ANN001
+    """A queued submission's page reloaded itself every 2 s (<meta refresh>): a keyboard user's focus went back
+    to the top before they could tab to Delete or Publish, and a screen reader started the page again. Now
+    site.js polls the page and reloads only when the status changes; the meta refresh is for no JavaScript."""
+    import re
+    from pathlib import Path
+
+    from server_helpers import SUB, zip_bytes
+    from server_setup import web_login
+
+    csrf = web_login(client, "kbd")
+    r = client.post(
+        "/submit",
+        data={"name": "keyboard", "csrf": csrf},
+        files={"file": ("s.zip", zip_bytes(SUB), "application/zip")},
+        follow_redirects=False,
+    )
+    url = r.headers["location"]
+    page = client.get(url).text
+    assert re.search(r"<noscript><meta http-equiv=\"refresh\"[^>]*></noscript>", page)
+    assert page.count('http-equiv="refresh"') == 1
+    assert 'data-poll="queued"' in page and 'id="log"' in page
+    script = (Path(__file__).parents[2] / "src/elue/server/static/site.js").read_text()
+    assert 'querySelector("[data-poll]")' in script and "window.location.reload()" in script
+    drain()
+    page = client.get(url).text
+    assert "data-poll" not in page and 'http-equiv="refresh"' not in page
