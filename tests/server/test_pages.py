@@ -316,3 +316,31 @@ def test_a_queued_submission_s_page_is_updated_in_place_not_reloaded(client, dra
     drain()
     page = client.get(url).text
     assert "data-poll" not in page and 'http-equiv="refresh"' not in page
+
+
+def test_the_task_chart_s_points_and_pareto_front_are_also_text(client):  # noqa: ANN001
+    """The task chart was the only place with each point's MFLOPs and the Pareto front (ringed points): a screen
+    reader heard "img: 1000 2000 3000 ...", and without JavaScript the page showed axis buttons that did nothing
+    over a 520 px empty box. The points are now a table marking the front, and the chart area shows only once
+    task.js runs."""
+    import re
+    from pathlib import Path
+
+    page = client.get("/tasks/sst-2").text
+    assert '<div id="chart-area" hidden>' in page
+    assert page.index('id="chart-area"') < page.index('id="x-mflops"') < page.index('id="chart"')
+    table = page[page.index('id="points-table"') : page.index("</table>", page.index('id="points-table"'))]
+    rows = {
+        (m, f): front
+        for m, f, front in re.findall(
+            r'<tr><td><a href="/models/\d+">([^<]+)</a>.*?</td>\s*<td>([^<]*)</td>.*?<td>([^<]*)</td></tr>',
+            table,
+            re.S,
+        )
+    }
+    # the published baseline's points are the front; ALBERT-PABEE's first point is cheaper-or-equal and worse
+    assert rows[("ElasticBERT-BASE", "3 layers")] == "on the front"
+    assert rows[("ALBERT-PABEE", "patience 1")] == ""
+    assert len(rows) == page.count('"file":')  # one row per point the chart draws
+    script = (Path(__file__).parents[2] / "src/elue/server/static/task.js").read_text()
+    assert 'getElementById("chart-area").hidden = false' in script

@@ -113,7 +113,9 @@ def task_page(task: str, ctx: Ctx = Depends(get_ctx)):
     view = task_view(ctx.st.board.get(), t.name)
     # the chart's hover text writes params as the table does (task.js wrote one decimal: a 0.0054M model read 0.0M)
     chart = {**view, "series": [{**s, "params_text": params_text(s["params_m"])} for s in view["series"]]}
-    return render(ctx, "task.html", task=t, view=view, view_json=script_json(chart))
+    # the table of every point marks the Pareto front's points in text (the chart's rings are not for everyone)
+    front = {(p["mflops"], p["performance"]) for p in view["pareto"]}
+    return render(ctx, "task.html", task=t, view=view, view_json=script_json(chart), front=front)
 
 
 @router.get("/models/{model_id}", response_class=HTMLResponse)

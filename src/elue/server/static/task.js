@@ -2,6 +2,7 @@
 // thick line, the Pareto front of all points as a dashed step line. Plotly is served by this site.
 (function () {
   const view = JSON.parse(document.getElementById("task-data").textContent);
+  document.getElementById("chart-area").hidden = false;  // hidden for visitors without JavaScript
   const state = { x: "mflops", scale: "linear" };
   const xOf = (s, p) => (state.x === "mflops" ? p.mflops : s.params_m);
   const xTitle = () => (state.x === "mflops" ? "MFLOPs per example" : "Parameters (millions)");
