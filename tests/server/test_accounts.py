@@ -392,3 +392,16 @@ def test_log_in_never_redirects_off_the_site(client, target):  # noqa: ANN001
     assert (
         r.status_code == 303 and urlsplit(urljoin("http://elue.example/login", read)).netloc == "elue.example"
     )
+
+
+def test_the_sign_up_form_says_the_user_name_rule_and_buttons_name_their_token(client):  # noqa: ANN001
+    """The sign-up form's pattern gave only the browser's "Please match the requested format." for 'alice smith'
+    (the rule was nowhere on the page); the account page's "revoke" buttons all read "revoke" to a screen reader,
+    without the token they revoke."""
+    from server_setup import web_login
+
+    page = client.get("/signup").text
+    assert "User name (3–32 letters, digits, _ . -)" in page
+    assert 'title="3 to 32 characters: letters, digits, _ . -"' in page
+    web_login(client, "reader")  # has an API token called "tests"
+    assert 'aria-label="Revoke token tests"' in client.get("/account").text

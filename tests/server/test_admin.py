@@ -185,3 +185,10 @@ def test_the_admin_page_s_baseline_choices_are_labelled_and_never_empty(client):
     assert sid and f'<label for="{sid.group(1)}"' in page
     scitail = page[page.index("<tr><td>scitail</td>") :].split("</tr>", 1)[0]
     assert "<form" not in scitail and "no public scored entry" in scitail
+
+
+def test_the_admin_s_hide_buttons_name_their_entry(client, admin_headers):  # noqa: ANN001
+    """Every "hide" button of the admin's entry list read "hide" to a screen reader, not which entry it hides."""
+    page = client.get("/admin", headers=admin_headers).text
+    assert 'aria-label="Hide entry 1, ElasticBERT-BASE"' in page
+    assert 'scope="col"><span class="visually-hidden">Action</span>' in page
