@@ -344,3 +344,19 @@ def test_the_task_chart_s_points_and_pareto_front_are_also_text(client):  # noqa
     assert len(rows) == page.count('"file":')  # one row per point the chart draws
     script = (Path(__file__).parents[2] / "src/elue/server/static/task.js").read_text()
     assert 'getElementById("chart-area").hidden = false' in script
+
+
+def test_the_submit_form_s_format_hints_belong_to_their_fields(client):  # noqa: ANN001
+    """The reported entry's format ("task, MFLOPs, performance" per line) and the zip's note stood apart from their
+    fields: a screen reader in the "Numbers" box heard only "Numbers, edit text"."""
+    import re
+
+    from server_setup import web_login
+
+    web_login(client, "hints")
+    page = client.get("/submit").text
+    for field, hint in (("numbers", "numbers-hint"), ("file", "upload-hint")):
+        tag = re.search(rf'<(?:input|textarea)[^>]*name="{field}"[^>]*>', page).group(0)
+        assert f'aria-describedby="{hint}"' in tag, tag
+        assert f'id="{hint}"' in page
+    assert "task, MFLOPs, performance" in page[page.index('id="numbers-hint"') :]
