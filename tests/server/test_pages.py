@@ -360,3 +360,13 @@ def test_the_submit_form_s_format_hints_belong_to_their_fields(client):  # noqa:
         assert f'aria-describedby="{hint}"' in tag, tag
         assert f'id="{hint}"' in page
     assert "task, MFLOPs, performance" in page[page.index('id="numbers-hint"') :]
+
+
+def test_narrow_screens_do_not_scroll_sideways_by_the_style_sheet(client):  # noqa: ANN001
+    """At 320 px (WCAG's reflow width) the submit page scrolled sideways: its two forms' grid columns were at
+    least 340 px. A table's visually hidden header text (absolute) widened the admin page to 428 px on a phone,
+    escaping its scrolling table. Checked in chromium at 320/375 px; here the rules that fix it."""
+    css = client.get("/static/style.css").text
+    assert "minmax(min(340px, 100%), 1fr)" in css and "minmax(340px, 1fr)" not in css
+    board = next(line for line in css.splitlines() if line.startswith("table.board {"))
+    assert "position: relative" in board
