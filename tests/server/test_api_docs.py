@@ -117,3 +117,12 @@ def test_the_answers_fit_the_documented_models(client, auth, admin_headers, drai
     fits(out.ErrorDetail, api_reported(client, bob, name="measured one"), 409)
     fits(out.ErrorDetail, client.delete("/api/submissions/1", headers=admin_headers), 409)  # the baseline
     assert client.delete(f"/api/submissions/{mine['id']}", headers=alice).status_code == 204
+
+
+def test_the_api_page_s_headings_do_not_skip_a_level(client):  # noqa: ANN001
+    """The endpoints were h3 straight under the page's h1 (no h2): a screen reader's list of headings by level
+    showed the page with nothing at level 2 before "Models"."""
+    import re
+
+    levels = [int(n) for n in re.findall(r"<h([1-6])\b", client.get("/api/docs").text)]
+    assert levels[0] == 1 and all(b <= a + 1 for a, b in zip(levels[:-1], levels[1:], strict=True)), levels
