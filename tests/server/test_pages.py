@@ -370,3 +370,17 @@ def test_narrow_screens_do_not_scroll_sideways_by_the_style_sheet(client):  # no
     assert "minmax(min(340px, 100%), 1fr)" in css and "minmax(340px, 1fr)" not in css
     board = next(line for line in css.splitlines() if line.startswith("table.board {"))
     assert "position: relative" in board
+
+
+def test_tables_scroll_in_a_box_and_stay_tables(client):  # noqa: ANN001
+    """On a phone each table was made `display: block` to scroll sideways, which drops its table semantics in
+    VoiceOver (cells read as loose text, no column headers). Each table now scrolls inside a .table-scroll box."""
+    import re
+
+    css = client.get("/static/style.css").text
+    assert not re.search(r"table\.board\s*\{[^}]*display:\s*block", css)
+    assert ".table-scroll { overflow-x: auto; }" in css
+    for url in ["/", "/leaderboard", "/tasks/sst-2", "/models/1", "/datasets", "/api/docs"]:
+        page = client.get(url).text
+        tables = page.count("<table")
+        assert tables and page.count('<div class="table-scroll"><table class="board') == tables, url
