@@ -344,6 +344,12 @@ def test_the_task_chart_s_points_and_pareto_front_are_also_text(client):  # noqa
     assert len(rows) == page.count('"file":')  # one row per point the chart draws
     script = (Path(__file__).parents[2] / "src/elue/server/static/task.js").read_text()
     assert 'getElementById("chart-area").hidden = false' in script
+    # the toggles say what they toggle ("MFLOPs, toggle button" said nothing of the x axis)
+    assert (
+        '<span class="group" role="group" aria-labelledby="x-axis-label"><span id="x-axis-label">x axis:'
+        in page
+    )
+    assert 'aria-labelledby="x-scale-label"><span id="x-scale-label">scale:' in page
 
 
 def test_the_submit_form_s_format_hints_belong_to_their_fields(client):  # noqa: ANN001
