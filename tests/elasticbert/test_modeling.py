@@ -588,3 +588,10 @@ def test_static_checkpoint_with_another_label_count_reports_the_head_mismatched(
         "classifiers.0.bias",
     }, info
     assert "another shape" in log, log
+
+
+def test_an_input_longer_than_the_position_table_is_named():
+    model = ElasticBertForSequenceClassification(tiny_config()).eval()  # 64 positions
+    with pytest.raises(ValueError, match=r"70 positions, more than the model's 64 .*max_length=64"):
+        model(torch.ones(1, 70, dtype=torch.long))
+    assert model(torch.ones(1, 64, dtype=torch.long)).logits.shape[0] == 1  # the limit itself is fine

@@ -117,6 +117,13 @@ class ElasticBertEmbeddings(nn.Module):
             inputs_embeds = self.word_embeddings(input_ids)
         seq_length = inputs_embeds.shape[-2]
         if position_ids is None:
+            limit = self.position_embeddings.num_embeddings
+            if seq_length > limit:  # else a shape error between two tensors ("size 600 ... 512")
+                raise ValueError(
+                    f"the input has {seq_length} positions, more than the model's {limit} "
+                    f"(max_position_embeddings): truncate it, e.g. tokenizer(..., truncation=True, "
+                    f"max_length={limit})"
+                )
             position_ids = self.position_ids[:, :seq_length]
         embeddings = inputs_embeds + self.position_embeddings(position_ids)
         if token_type_ids is None:
