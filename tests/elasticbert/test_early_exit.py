@@ -446,3 +446,68 @@ def test_a_tokenizers_output_of_columns_is_refused_by_name():
     columns = {"input_ids": ids.tolist(), "attention_mask": mask.tolist()}
     with pytest.raises(TypeError, match="one mapping of columns"):
         run_early_exit(model, columns, rule="patience", threshold=1)
+
+
+def test_inputs_longer_than_the_position_table_get_a_clear_error():
+    model = make_model()  # max_position_embeddings 64
+    ids = torch.randint(1, VOCAB, (2, 70))
+    with pytest.raises(
+        ValueError, match=r"70 positions, more than the model's 64 \(max_position_embeddings\)"
+    ):
+        early_exit(model, ids, rule="patience", threshold=1)
+    with pytest.raises(ValueError, match="70 positions"):
+        run_early_exit(model, [{"input_ids": [1] * 70}], rule="patience", threshold=1)
+
+
+@pytest.mark.parametrize("field", ["attention_mask", "token_type_ids"])
+def test_a_mask_or_token_types_of_another_shape_are_named(field):
+    model = make_model()
+    ids, mask, tts = make_batch(n=3)
+    kw = {"attention_mask": mask, "token_type_ids": tts, field: torch.ones(3, 5, dtype=torch.long)}
+    for fn in (early_exit, early_exit_reference):
+        with pytest.raises(ValueError, match=rf"{field} has shape \(3, 5\), input_ids \(3, 20\)"):
+            fn(model, ids, **kw, rule="patience", threshold=1)
+
+
+def test_reference_results_are_ordinary_tensors_like_the_engines():
+    model = make_model()
+    ids, mask, tts = make_batch(n=3)
+    res = early_exit_reference(model, ids, mask, tts, rule="patience", threshold=1)
+    for t in (res.predictions, res.exit_layers, res.token_counts, res.logits):
+        assert not t.is_inference()
+    res.logits /= 2.0  # an inference tensor refuses this outside inference mode
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        (
+            [{"input_ids": [2, 5, 6]}, {"input_ids": [2, 5, 6, 7], "token_type_ids": [0, 0, 1, 1]}],
+            r"\[0\] have no",
+        ),
+        (
+            [{"input_ids": [2, 5, 6], "token_type_ids": [0, 0, 1]}, {"input_ids": [2, 5, 6, 7]}],
+            r"\[1\] have no",
+        ),
+        ([{"input_ids": [2, 5, 6], "token_type_ids": [0, 1]}], r"example 0: 2 and 3"),
+    ],
+)
+def test_token_types_on_some_examples_only_or_of_another_length_are_refused(features, message):
+    with pytest.raises(ValueError, match=message):
+        run_early_exit(make_model(), features, rule="patience", threshold=1)
+
+
+def test_early_exit_runs_on_the_models_device_whatever_the_inputs(monkeypatch):
+    import elue.elasticbert.early_exit as ee
+
+    seen = {}
+    real = ee.run_early_exit
+
+    def spy(*args, **kwargs):
+        seen["device"] = kwargs.get("device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ee, "run_early_exit", spy)
+    ids, mask, _ = make_batch(n=3)
+    ee.early_exit(make_model(), ids, mask, rule="patience", threshold=1)
+    assert seen["device"] is None  # run_early_exit's default: the model's parameters' device

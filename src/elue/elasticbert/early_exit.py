@@ -229,9 +229,10 @@ def early_exit(
 
     `rule`: "entropy" (threshold τ), "patience" (threshold = t; `regression_threshold` for regression heads),
     or "fixed"/"static" (threshold = 1-based layer k). Each row's tokens (where the mask is 1; padding on
-    either side) go through the engine of `run_early_exit` with the batch as one pool and one sub-batch.
+    either side) go through the engine of `run_early_exit` with the batch as one pool and one sub-batch, on the
+    model's device (the inputs may be on another: a tokenizer's CPU tensors for a model on a GPU).
     """
-    _check_batch(input_ids)
+    _check_batch(input_ids, attention_mask, token_type_ids)
     keep = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).bool().cpu()
     _refuse_empty(keep.sum(1).numpy(), "rows", "attention_mask all 0")
     fields = {"input_ids": input_ids.cpu()}
@@ -247,7 +248,7 @@ def early_exit(
         regression_threshold=regression_threshold,
         batch_size=size,
         pool_size=size,
-        device=input_ids.device,
+        device=None,  # the model's: the rows are copied to the host here anyway, so inputs may be anywhere
     )
 
 
@@ -258,6 +259,27 @@ def _refuse_empty(lengths: np.ndarray, what: str, why: str) -> None:
     if empty:
         shown = str(empty) if len(empty) <= 10 else f"{str(empty[:10])[:-1]}, ... ({len(empty)} in all)]"
         raise ValueError(f"{what} {shown} have no tokens ({why})")
+
+
+def _check_token_types(features, lengths: np.ndarray) -> None:  # noqa: ANN001
+    """token_type_ids on every example or on none, each as long as its input_ids: a batch takes the fields of
+    its first (shortest) example, so token types of some examples only were dropped without a word, or failed
+    with a KeyError, depending on the examples' lengths."""
+    has = np.fromiter(("token_type_ids" in f for f in features), bool, count=len(features))
+    if has.any() and not has.all():
+        without = np.flatnonzero(~has).tolist()
+        raise ValueError(
+            f"examples {without[:10]}{' ...' if len(without) > 10 else ''} have no token_type_ids, others "
+            "have: give them to every example or to none"
+        )
+    if has.any():
+        tts = np.fromiter((len(f["token_type_ids"]) for f in features), np.int64, count=len(features))
+        bad = np.flatnonzero(tts != lengths).tolist()
+        if bad:
+            raise ValueError(
+                f"examples {bad[:10]}{' ...' if len(bad) > 10 else ''}: token_type_ids of another length than "
+                f"input_ids (example {bad[0]}: {tts[bad[0]]} and {lengths[bad[0]]})"
+            )
 
 
 def _decide(r: _Rule, logits: torch.Tensor, regression: bool, prev_pred, counter, is_last: bool):
@@ -292,9 +314,17 @@ def _empty_result(regression: bool, num_labels: int) -> EarlyExitResult:
 # the reference path: example by example, batch size 1, plain Python decisions
 
 
-def _check_batch(input_ids: torch.Tensor) -> None:
+def _check_batch(input_ids: torch.Tensor, attention_mask=None, token_type_ids=None) -> None:  # noqa: ANN001
     if input_ids.dim() != 2:  # one example's (S,) ids would be read as S rows of one token
         raise ValueError(f"input_ids must be a padded batch (B, S), got shape {tuple(input_ids.shape)}")
+    for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+        if t is not None and tuple(t.shape) != tuple(
+            input_ids.shape
+        ):  # else an IndexError of boolean indexing
+            raise ValueError(
+                f"{name} has shape {tuple(t.shape)}, input_ids {tuple(input_ids.shape)}: they must be the same "
+                "(batch, sequence length)"
+            )
 
 
 @torch.inference_mode()
@@ -313,7 +343,7 @@ def early_exit_reference(
 
     Slow by design (as the original ElasticBERT code): it is the yardstick for `early_exit`.
     """
-    _check_batch(input_ids)
+    _check_batch(input_ids, attention_mask, token_type_ids)
     clf = _classifier(model)
     base = clf.elasticbert
     regression = clf.is_regression
@@ -356,14 +386,16 @@ def early_exit_reference(
             all_logits.append(logits)
     finally:
         clf.train(was_training)
-    if not preds:
-        return _empty_result(regression, clf.config.num_labels)
-    return EarlyExitResult(
-        predictions=torch.tensor(preds, dtype=torch.float32 if regression else torch.long),
-        exit_layers=torch.tensor(layers, dtype=torch.long),
-        token_counts=torch.tensor(counts, dtype=torch.long),
-        logits=torch.stack(all_logits).cpu(),
-    )
+    # made as ordinary tensors, as `early_exit`'s: inference tensors refuse in-place edits outside inference mode
+    with torch.inference_mode(False):
+        if not preds:
+            return _empty_result(regression, clf.config.num_labels)
+        return EarlyExitResult(
+            predictions=torch.tensor(preds, dtype=torch.float32 if regression else torch.long),
+            exit_layers=torch.tensor(layers, dtype=torch.long),
+            token_counts=torch.tensor(counts, dtype=torch.long),
+            logits=torch.stack([lg.clone() for lg in all_logits]).cpu(),
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -562,6 +594,7 @@ def run_early_exit(
     pool_size = max(int(pool_size or 16 * batch_size), batch_size)
     lengths = np.fromiter((len(f["input_ids"]) for f in features), np.int64, count=len(features))
     _refuse_empty(lengths, "examples", "empty input_ids")
+    _check_token_types(features, lengths)
     order = np.argsort(lengths, kind="stable").tolist()
     if not order:
         return _empty_result(regression, clf.config.num_labels)
